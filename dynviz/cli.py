@@ -1,0 +1,58 @@
+"""``dynviz`` command line. Each subcommand lives in a module with ``configure_parser(parser)``
+and ``main(args) -> int``; modules are imported only when their command runs."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+# name -> (one-line help, module implementing it)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "flops": ("MACs and parameters of a model, by component", "dynviz.commands.flops"),
+    "data": ("synthetic data tools", "dynviz.data.cli"),
+    "train": ("train a model (budget loss, DDP under torchrun)", "dynviz.train.cli"),
+    "eval": ("evaluate a run or checkpoint: mIoU and GMACs", "dynviz.evaluate"),
+    "demo": ("the whole chain on the embedded synthetic data", "dynviz.commands.demo"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dynviz", description="Train, run and dissect dynamic-routing segmentation networks."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (help_text, _) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, description=help_text)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    verbose = False
+    while argv and argv[0] in ("-v", "--verbose"):
+        verbose = True
+        argv.pop(0)
+    if not argv or argv[0] not in COMMANDS:
+        parser.parse_args(argv)  # prints usage or help and exits
+        return 2
+    command = argv[0]
+    module = importlib.import_module(COMMANDS[command][1])
+    sub = argparse.ArgumentParser(prog=f"dynviz {command}", description=COMMANDS[command][0])
+    module.configure_parser(sub)
+    args = sub.parse_args(argv[1:])
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    return int(module.main(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

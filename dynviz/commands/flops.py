@@ -1,0 +1,171 @@
+"""``dynviz flops``: MACs and parameters of a model, by component, and the special-case table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+
+from dynviz.cost import Counting, cost_table, param_table
+from dynviz.model.config import ConfigError, RoutingSpaceConfig
+from dynviz.model.route import Route
+from dynviz.model.zoo import load_spec, preset_names
+
+__all__ = ["ModelCost", "configure_parser", "main", "model_cost", "special_cases"]
+
+COMPONENTS = ("stem", "cell", "gate", "transform", "node", "decoder")
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    name: str
+    kind: str  # dynamic | fix | static
+    params: int
+    macs: int
+    breakdown: dict[str, int]
+    params_breakdown: dict[str, int]
+    size: tuple[int, int]
+    counting: str
+    paper: dict[str, float] | None = None
+    notes: str = ""
+
+    @property
+    def gmacs(self) -> float:
+        return self.macs / 1e9
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "model": self.name,
+            "kind": self.kind,
+            "params": self.params,
+            "gmacs": self.gmacs,
+            "macs": self.macs,
+            "size": list(self.size),
+            "counting": self.counting,
+            "unit": "GMACs (1e9 multiply-adds; the paper's GFLOPs)",
+            "breakdown_gmacs": {k: v / 1e9 for k, v in self.breakdown.items()},
+            "params_breakdown": self.params_breakdown,
+        }
+        if self.paper:
+            out["paper"] = self.paper
+        return out
+
+
+def model_cost(spec: RoutingSpaceConfig | Route, *, size: tuple[int, int] = (1024, 2048),
+               counting: Counting | str = Counting.PAPER) -> ModelCost:
+    """Cost of a dynamic model with every path open, or of a static route network."""
+    route = spec if isinstance(spec, Route) else None
+    config = spec.space if isinstance(spec, Route) else spec
+    table = cost_table(config, size, counting=counting, route=route)
+    params = param_table(config, route=route)
+    breakdown = {k: v for k, v in table.by_component().items()}
+    if route is not None:
+        kind = "static"
+    else:
+        kind = "dynamic" if config.has_gates else "fix"
+    return ModelCost(
+        name=route.name if route is not None else config.name,
+        kind=kind,
+        params=params.total,
+        macs=table.total(),
+        breakdown={k: breakdown[k] for k in COMPONENTS if k in breakdown},
+        params_breakdown=params.as_dict(),
+        size=size,
+        counting=Counting(counting).value,
+        paper=dict(route.meta.get("paper", {})) if route is not None else None,
+        notes=str(route.meta.get("notes", "")) if route is not None else "",
+    )
+
+
+def special_cases(*, size: tuple[int, int] = (1024, 2048),
+                  counting: Counting | str = Counting.PAPER) -> list[ModelCost]:
+    """Every route spec in the zoo that carries the paper's Table 1 numbers."""
+    out = []
+    for name in preset_names():
+        spec = load_spec(name)
+        if isinstance(spec, Route) and "paper" in spec.meta:
+            out.append(model_cost(spec, size=size, counting=counting))
+    return out
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", nargs="?", help="preset name or YAML path")
+    parser.add_argument("--size", nargs=2, type=int, default=(1024, 2048), metavar=("H", "W"),
+                        help="input size (default 1024 2048)")
+    parser.add_argument("--counting", choices=[c.value for c in Counting], default="paper",
+                        help="paper: the official rules; complete: also interpolation, adds, "
+                        "the initial cell")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--special-cases", action="store_true",
+                        help="the special cases beside the paper's Table 1")
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths)))
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _print_model(cost: ModelCost) -> None:
+    h, w = cost.size
+    print(f"{cost.name} ({cost.kind}) at {h}x{w}, {cost.counting} counting")
+    rows = [["component", "GMACs", "share"]]
+    for k, v in cost.breakdown.items():
+        rows.append([k, f"{v / 1e9:.3f}", f"{100 * v / cost.macs:.1f}%"])
+    rows.append(["total", f"{cost.gmacs:.3f}", "100.0%"])
+    print(_table(rows))
+    print()
+    rows = [["parameters", "count"]]
+    rows += [[k, f"{v:,}"] for k, v in cost.params_breakdown.items()]
+    print(_table(rows))
+    if cost.kind == "dynamic":
+        print("\nDynamic model: GMACs with every path open (the upper bound).")
+
+
+def _print_special(costs: list[ModelCost]) -> None:
+    rows = [["model", "params (M)", "paper", "diff", "GMACs", "paper", "diff"]]
+    for c in costs:
+        paper = c.paper or {}
+        pp, pg = paper.get("params_m"), paper.get("gflops")
+        rows.append([
+            c.name,
+            f"{c.params / 1e6:.2f}",
+            f"{pp:.1f}" if pp else "-",
+            f"{100 * (c.params / 1e6 - pp) / pp:+.1f}%" if pp else "-",
+            f"{c.gmacs:.1f}",
+            f"{pg:.1f}" if pg else "-",
+            f"{100 * (c.gmacs - pg) / pg:+.1f}%" if pg else "-",
+        ])
+    print(_table(rows))
+    for c in costs:
+        if c.notes:
+            print(f"\n{c.name}: {' '.join(c.notes.split())}")
+
+
+def main(args: argparse.Namespace) -> int:
+    size = (args.size[0], args.size[1])
+    try:
+        if args.special_cases:
+            costs = special_cases(size=size, counting=args.counting)
+            if args.json:
+                json.dump([c.to_json() for c in costs], sys.stdout, indent=2)
+                print()
+            else:
+                _print_special(costs)
+            return 0
+        if not args.model:
+            print("error: give a MODEL or --special-cases", file=sys.stderr)
+            return 2
+        cost = model_cost(load_spec(args.model), size=size, counting=args.counting)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        json.dump(cost.to_json(), sys.stdout, indent=2)
+        print()
+    else:
+        _print_model(cost)
+    return 0

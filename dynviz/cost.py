@@ -1,0 +1,419 @@
+"""Analytic cost model: MACs per component, real and expected cost per image, parameters.
+
+Unit: MACs (1 multiply-add = 1), reported as GMACs (1e9 MACs); the paper's "FLOPs" are the same
+unit. Two counting modes:
+
+``paper``
+    The official rules (``research/official_repo.md`` section 5): conv = k*k*(Cin/groups)*Cout*
+    Hout*Wout (bias not counted), affine BN = 2 per element, ReLU = 1 per element, global pool =
+    1 per input element; interpolation and element-wise adds are not counted; the initial cell's
+    own operation and gate are not charged, nor is the keep ReLU of the last layer. Transforms are
+    charged to the path that runs them. The decoder is costed at its true (non-square) size.
+``complete``
+    Also charges what ran but the paper leaves out: the initial cell's operation and gate, the
+    last layer's keep ReLU, the identity add of each cell, the sums of node inputs, the alpha
+    multiplies of gated paths, bilinear interpolation (4 per output element, as fvcore) in up
+    transforms, small gates and the decoder, and the decoder's adds.
+
+Per image, *real* cost counts what was executed (cells with input run their gate; a cell runs its
+operation when one of its paths is open; each open path runs its transform); *expected* cost is
+Eq. 7 summed by Eq. 8, differentiable in alpha: ``max_j(alpha_j) * C(op) + sum_j alpha_j * C(T_j)``
+plus the gates, stem and decoder that ran.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+
+from dynviz.model.config import Direction, RoutingSpaceConfig
+from dynviz.model.ops import small_gate_size
+from dynviz.model.route import Route
+
+__all__ = [
+    "CostItem",
+    "CostTable",
+    "Counting",
+    "ParamTable",
+    "cost_table",
+    "param_table",
+    "propagate",
+]
+
+BILINEAR_PER_OUTPUT = 4  # fvcore's convention for upsample_bilinear2d
+
+
+class Counting(enum.Enum):
+    PAPER = "paper"
+    COMPLETE = "complete"
+
+
+@dataclass(frozen=True)
+class CostItem:
+    """One counted operation. ``module`` is the dotted name of the module that runs it."""
+
+    component: str  # stem | cell | gate | transform | node | decoder
+    module: str
+    op: str  # conv | bn | relu | pool | interp | add | mul
+    macs: int
+    layer: int | None = None
+    scale: int | None = None
+    direction: Direction | None = None
+
+
+def propagate(config: RoutingSpaceConfig, active: torch.Tensor
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Which nodes received input, ran their operation, and how many inputs they summed.
+
+    Args:
+        active: ``(B, L + 1, S, 3)`` bool of computed paths.
+    Returns:
+        has_input ``(B, L + 1, S)``, on ``(B, L + 1, S)``, inputs ``(B, L + 1, S)``.
+    """
+    b = active.shape[0]
+    shape = (b, config.num_layers + 1, config.num_scales)
+    has = torch.zeros(shape, dtype=torch.bool, device=active.device)
+    count = torch.zeros(shape, dtype=torch.int64, device=active.device)
+    has[:, 0, 0] = True
+    count[:, 0, 0] = 1
+    on = active.any(-1) & has
+    for layer in range(config.num_layers):
+        on[:, layer] = active[:, layer].any(-1) & has[:, layer]
+        passthrough = has[:, layer] & ~on[:, layer]
+        for scale in config.scales_in_layer(layer):
+            for d in config.directions(layer, scale):
+                target = config.target(layer, scale, d)
+                arrived = active[:, layer, scale, int(d)] & has[:, layer, scale]
+                if d is Direction.KEEP:
+                    arrived = arrived | passthrough[:, scale]
+                has[:, target[0], target[1]] |= arrived
+                count[:, target[0], target[1]] += arrived.long()
+    last = config.num_layers
+    on[:, last] = active[:, last].any(-1) & has[:, last]
+    return has, on, count
+
+
+def _conv(k: int, cin: int, cout: int, hw: int, groups: int = 1) -> int:
+    return k * k * (cin // groups) * cout * hw
+
+
+@dataclass
+class CostTable:
+    """Per-component MACs of one network at one input size.
+
+    ``op``, ``gate`` and ``path`` hold the cost of each cell operation, gate and path (transform)
+    as ``(L + 1, S)`` / ``(L + 1, S, 3)`` float64 tensors, zero where absent or not charged.
+    """
+
+    config: RoutingSpaceConfig
+    size: tuple[int, int]
+    counting: Counting
+    items: list[CostItem]
+    op: torch.Tensor
+    gate: torch.Tensor
+    path: torch.Tensor
+    node_add: torch.Tensor  # (L + 1, S): C*h*w of a node, per extra input (complete only)
+    stem: int
+    decoder_lateral: list[int]
+    decoder_fixed: int  # predictor and final upsampling
+    with_gates: bool = field(default=True)
+
+    # ------------------------------------------------------------------------- aggregates
+    def by_component(self) -> dict[str, int]:
+        out: dict[str, int] = defaultdict(int)
+        for item in self.items:
+            out[item.component] += item.macs
+        return dict(out)
+
+    def by_module(self, op: str | None = None) -> dict[str, int]:
+        out: dict[str, int] = defaultdict(int)
+        for item in self.items:
+            if op is None or item.op == op:
+                out[item.module] += item.macs
+        return dict(out)
+
+    @property
+    def decoder(self) -> int:
+        return sum(self.decoder_lateral) + self.decoder_fixed
+
+    def total(self) -> int:
+        """Every path open (gates included when the network has them)."""
+        return sum(item.macs for item in self.items)
+
+    def backbone_all_open(self) -> float:
+        """The budget normaliser: Eq. 7-8 with every alpha 1 (cells and transforms only)."""
+        return float(self.op.sum() + self.path.sum())
+
+    # ------------------------------------------------------------------------- per image
+    def _decoder_cost(self, present: torch.Tensor) -> torch.Tensor:
+        """Decoder MACs per sample; a lateral runs when its scale or a coarser one is present."""
+        reached = present.flip(-1).cummax(-1).values.flip(-1)  # (B, S): some scale >= s present
+        lateral = torch.tensor(self.decoder_lateral, dtype=torch.float64, device=present.device)
+        return (reached.to(torch.float64) * lateral).sum(-1) + self.decoder_fixed
+
+    def real(self, active: torch.Tensor, *, gates_ran: bool | None = None) -> torch.Tensor:
+        """MACs executed per sample, ``(B,)`` float64.
+
+        Args:
+            active: ``(B, L + 1, S, 3)`` bool, the paths that were computed (``out.active``).
+            gates_ran: whether the gates were evaluated (False for forced routes and static
+                networks); defaults to whether the table includes gates.
+        """
+        gates_ran = self.with_gates if gates_ran is None else gates_ran
+        active = active.bool()
+        has, on, count = propagate(self.config, active)
+        f = torch.float64
+        cost = (on.to(f) * self.op).sum((1, 2))
+        cost = cost + (active.to(f) * self.path).sum((1, 2, 3))
+        if gates_ran:
+            cost = cost + (has.to(f) * self.gate).sum((1, 2))
+        cost = cost + ((count - 1).clamp(min=0).to(f) * self.node_add).sum((1, 2))
+        return cost + self.stem + self._decoder_cost(has[:, -1])
+
+    def expected(self, gates: torch.Tensor, *, gates_ran: bool | None = None) -> torch.Tensor:
+        """Eq. 7-8 per sample, differentiable in ``gates`` ``(B, L + 1, S, 3)``, plus the gates,
+        stem and decoder that ran. Equals :meth:`real` when every alpha is 0 or 1."""
+        gates_ran = self.with_gates if gates_ran is None else gates_ran
+        op = self.op.to(gates)
+        path = self.path.to(gates)
+        cost = (gates.amax(-1) * op).sum((1, 2)) + (gates * path).sum((1, 2, 3))
+        with torch.no_grad():
+            active = gates > self.config.active_threshold
+            has, _, count = propagate(self.config, active)
+            fixed = ((count - 1).clamp(min=0).double() * self.node_add).sum((1, 2))
+            if gates_ran:
+                fixed = fixed + (has.double() * self.gate).sum((1, 2))
+            fixed = fixed + self.stem + self._decoder_cost(has[:, -1])
+        return cost + fixed.to(cost.dtype)
+
+    def backbone_expected(self, gates: torch.Tensor) -> torch.Tensor:
+        """Eq. 7-8 over cells and transforms only, ``(B,)``: what the budget loss constrains."""
+        op = self.op.to(gates)
+        path = self.path.to(gates)
+        return (gates.amax(-1) * op).sum((1, 2)) + (gates * path).sum((1, 2, 3))
+
+    def route_cost(self, route: Route) -> int:
+        """MACs of the static network of ``route`` (no gates)."""
+        active = route.mask().unsqueeze(0)
+        return int(round(float(self.real(active, gates_ran=False)[0])))
+
+
+def cost_table(
+    config: RoutingSpaceConfig,
+    size: tuple[int, int] = (1024, 2048),
+    *,
+    counting: Counting | str = Counting.PAPER,
+    route: Route | None = None,
+) -> CostTable:
+    """Build the cost table of ``config`` (or of the static network of ``route``) at ``size``.
+
+    ``size`` is the input (H, W); it is padded to a multiple of the largest stride as the
+    network does.
+    """
+    counting = Counting(counting)
+    complete = counting is Counting.COMPLETE
+    stride = config.max_stride
+    height = -(-size[0] // stride) * stride
+    width = -(-size[1] // stride) * stride
+    with_gates = config.has_gates and route is None
+    items: list[CostItem] = []
+
+    def hw(scale: int) -> int:
+        return (height // 4 >> scale) * (width // 4 >> scale)
+
+    # Stem: 3x3 s2 conv + BN + ReLU at 1/2, separable conv at 1/2, separable s2 conv to 1/4.
+    c0 = config.base_channels
+    half = (height // 2) * (width // 2)
+    quarter = hw(0)
+    stem = [
+        ("stem.conv1", "conv", _conv(3, 3, c0, half)),
+        ("stem.bn1", "bn", 2 * c0 * half),
+        ("stem.bn1", "relu", c0 * half),
+    ]
+    for name, out_hw in (("stem.sep1", half), ("stem.sep2", quarter)):
+        stem += [
+            (f"{name}.dw", "conv", _conv(3, c0, c0, out_hw, groups=c0)),
+            (f"{name}.pw", "conv", _conv(1, c0, c0, out_hw)),
+            (f"{name}.bn", "bn", 2 * c0 * out_hw),
+            (f"{name}.bn", "relu", c0 * out_hw),
+        ]
+    items += [CostItem("stem", m, op, macs) for m, op, macs in stem]
+
+    shape = (config.num_layers + 1, config.num_scales)
+    op_cost = torch.zeros(shape, dtype=torch.float64)
+    gate_cost = torch.zeros(shape, dtype=torch.float64)
+    path_cost = torch.zeros((*shape, len(Direction)), dtype=torch.float64)
+    node_add = torch.zeros(shape, dtype=torch.float64)
+
+    for layer, scale in config.cells:
+        directions = route.directions(layer, scale) if route else config.directions(layer, scale)
+        if not directions:
+            continue
+        c, n = config.channels(scale), hw(scale)
+        prefix = f"cells.{layer}_{scale}"
+        where = {"layer": layer, "scale": scale}
+        charged = complete or layer > 0  # the paper never charges the initial cell's op and gate
+        cell_items = []
+        if charged:
+            cell_items += [
+                CostItem("cell", f"{prefix}.op.dw1", "conv", _conv(3, c, c, n, groups=c), **where),
+                CostItem("cell", f"{prefix}.op.pw1", "conv", _conv(1, c, c, n), **where),
+                CostItem("cell", f"{prefix}.op.bn1", "bn", 2 * c * n, **where),
+                CostItem("cell", f"{prefix}.op.bn1", "relu", c * n, **where),
+                CostItem("cell", f"{prefix}.op.dw2", "conv", _conv(3, c, c, n, groups=c), **where),
+                CostItem("cell", f"{prefix}.op.pw2", "conv", _conv(1, c, c, n), **where),
+                CostItem("cell", f"{prefix}.op.bn2", "bn", 2 * c * n, **where),
+            ]
+            if complete:
+                cell_items.append(CostItem("cell", f"{prefix}.op", "add", c * n, **where))
+        op_cost[layer, scale] = sum(i.macs for i in cell_items)
+        items += cell_items
+
+        if with_gates and charged:
+            g = len(directions)
+            gate_in = n
+            gate_items = []
+            if config.gate.value == "small":
+                gh, gw = small_gate_size(height // 4 >> scale, width // 4 >> scale)
+                gate_in = gh * gw
+                if complete:
+                    gate_items.append(CostItem("gate", f"{prefix}.gate", "interp",
+                                               BILINEAR_PER_OUTPUT * c * gate_in, **where))
+            gate_items += [
+                CostItem("gate", f"{prefix}.gate.conv1", "conv", _conv(1, c, c // 2, gate_in),
+                         **where),
+                CostItem("gate", f"{prefix}.gate.bn", "bn", 2 * (c // 2) * gate_in, **where),
+                CostItem("gate", f"{prefix}.gate.bn", "relu", (c // 2) * gate_in, **where),
+                CostItem("gate", f"{prefix}.gate", "pool", (c // 2) * gate_in, **where),
+                CostItem("gate", f"{prefix}.gate.conv2", "conv", _conv(1, c // 2, g, 1), **where),
+            ]
+            gate_cost[layer, scale] = sum(i.macs for i in gate_items)
+            items += gate_items
+
+        for d in directions:
+            pw = {**where, "direction": d}
+            t_items = []
+            last_keep = d is Direction.KEEP and layer == config.num_layers
+            if complete or not last_keep:
+                t_items.append(CostItem("transform", prefix, "relu", c * n, **pw))
+            if d is Direction.UP:
+                co, out = c // 2, n * 4
+                t_items += [
+                    CostItem("transform", f"{prefix}.up.conv", "conv", _conv(1, c, co, n), **pw),
+                    CostItem("transform", f"{prefix}.up.bn", "bn", 2 * co * n, **pw),
+                    CostItem("transform", f"{prefix}.up.bn", "relu", co * n, **pw),
+                ]
+                if complete:
+                    t_items.append(CostItem("transform", f"{prefix}.up", "interp",
+                                            BILINEAR_PER_OUTPUT * co * out, **pw))
+            elif d is Direction.DOWN:
+                co, out = 2 * c, n // 4
+                t_items += [
+                    CostItem("transform", f"{prefix}.down.conv", "conv", _conv(1, c, co, out),
+                             **pw),
+                    CostItem("transform", f"{prefix}.down.bn", "bn", 2 * co * out, **pw),
+                    CostItem("transform", f"{prefix}.down.bn", "relu", co * out, **pw),
+                ]
+            else:
+                co, out = c, n
+            if complete and with_gates:
+                t_items.append(CostItem("transform", prefix, "mul", co * out, **pw))
+            path_cost[layer, scale, int(d)] = sum(i.macs for i in t_items)
+            items += t_items
+
+    if complete:
+        for layer, scale in config.cells:
+            node_add[layer, scale] = config.channels(scale) * hw(scale)
+        # adds of the node sums in the all-open network, for the totals
+        open_mask = (route.mask() if route else Route.all_open(config).mask()).unsqueeze(0)
+        counts = propagate(config, open_mask)[2][0]
+        for layer, scale in config.cells:
+            extra = int(counts[layer, scale]) - 1
+            if extra > 0:
+                items.append(CostItem("node", f"cells.{layer}_{scale}", "add",
+                                      extra * int(node_add[layer, scale]), layer=layer,
+                                      scale=scale))
+
+    # Decoder: lateral ConvBNReLU per scale, top-down add and x2, 3x3 predictor, x4 upsampling.
+    lateral_cost = []
+    last = config.num_layers
+    top = max(s for s in range(config.num_scales)  # coarsest scale reaching the decoder
+              if route is None or route.directions(last, s))
+    for s in range(config.num_scales):
+        if s > top:  # nothing arrives at or above this scale: the lateral never runs
+            lateral_cost.append(0)
+            continue
+        c, n = config.channels(s), hw(s)
+        co = c // 2 if s > 0 else c0
+        lat = [
+            CostItem("decoder", f"decoder.lateral.{s}.conv", "conv", _conv(1, c, co, n)),
+            CostItem("decoder", f"decoder.lateral.{s}.bn", "bn", 2 * co * n),
+            CostItem("decoder", f"decoder.lateral.{s}.bn", "relu", co * n),
+        ]
+        if complete and s < top:
+            lat.append(CostItem("decoder", f"decoder.lateral.{s}", "add", c * n))
+        if complete and s > 0:
+            lat.append(CostItem("decoder", f"decoder.lateral.{s}", "interp",
+                                BILINEAR_PER_OUTPUT * co * n * 4))
+        lateral_cost.append(sum(i.macs for i in lat))
+        items += lat
+    k = config.num_classes
+    fixed = [CostItem("decoder", "decoder.predictor", "conv", _conv(3, c0, k, quarter))]
+    if complete:
+        fixed.append(CostItem("decoder", "decoder", "interp", BILINEAR_PER_OUTPUT * k * height
+                              * width))
+    items += fixed
+    return CostTable(
+        config=config, size=(size[0], size[1]), counting=counting, items=items, op=op_cost,
+        gate=gate_cost, path=path_cost, node_add=node_add,
+        stem=sum(m for _, _, m in stem), decoder_lateral=lateral_cost,
+        decoder_fixed=sum(i.macs for i in fixed), with_gates=with_gates,
+    )
+
+
+# ----------------------------------------------------------------------------- parameters
+@dataclass(frozen=True)
+class ParamTable:
+    """Analytic parameter counts by component (BN counts 2C; conv biases only where present)."""
+
+    stem: int
+    cells: int
+    transforms: int
+    gates: int
+    decoder: int
+
+    @property
+    def total(self) -> int:
+        return self.stem + self.cells + self.transforms + self.gates + self.decoder
+
+    def as_dict(self) -> dict[str, int]:
+        return {"stem": self.stem, "cells": self.cells, "transforms": self.transforms,
+                "gates": self.gates, "decoder": self.decoder, "total": self.total}
+
+
+def param_table(config: RoutingSpaceConfig, *, route: Route | None = None) -> ParamTable:
+    c0 = config.base_channels
+    stem = (3 * c0 * 9 + 2 * c0) + 2 * (c0 * 9 + c0 * c0 + 2 * c0)
+    cells = transforms = gates = 0
+    for layer, scale in config.cells:
+        directions = route.directions(layer, scale) if route else config.directions(layer, scale)
+        if not directions:
+            continue
+        c = config.channels(scale)
+        cells += 2 * c * c + 22 * c  # two separable convs and two BNs
+        if Direction.UP in directions:
+            transforms += c * c // 2 + c
+        if Direction.DOWN in directions:
+            transforms += 2 * c * c + 4 * c
+        if config.has_gates and route is None:
+            gates += c * c // 2 + c + len(directions) * (c // 2 + 1)
+    decoder = 0
+    for s in range(config.num_scales):
+        c = config.channels(s)
+        co = c // 2 if s > 0 else c0
+        decoder += c * co + 2 * co
+    decoder += 9 * c0 * config.num_classes + config.num_classes
+    return ParamTable(stem, cells, transforms, gates, decoder)

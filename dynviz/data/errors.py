@@ -1,0 +1,21 @@
+"""The one exception type of the data layer.
+
+Every problem with user-supplied data (a spec string, a folder, a file) raises
+:class:`DataError`, whose message names the offending file, folder or spec value so that a user
+can find and fix it without a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+
+__all__ = ["DataError"]
+
+logger = logging.getLogger(__name__)
+
+
+class DataError(ValueError):
+    """Bad input data: a malformed spec, a missing or unreadable file, an inconsistent pair.
+
+    Subclasses :class:`ValueError`, so callers that already catch ``ValueError`` keep working.
+    """

@@ -1,0 +1,194 @@
+"""Dataset spec strings: parsing and building.
+
+Grammar::
+
+    spec      := "synthetic" [":" [options]]
+               | "cityscapes:" PATH
+               | "voc:" PATH
+    options   := option ("," option)*
+    option    := key "=" value
+    key       := "count" | "size" | "classes" | "seed" | "regime"
+
+The kind is case-insensitive; whitespace around keys and values is ignored; a key may appear once.
+Values: ``count``, ``classes`` and ``seed`` are integers; ``size`` is ``HxW`` or ``N`` (square);
+``regime`` is ``tiny``, ``huge``, ``mixed`` or ``per-image``. Defaults:
+``synthetic:count=64,size=128x128,classes=6,seed=0,regime=per-image``. ``PATH`` is everything
+after the first colon (so it may itself contain colons) and ``~`` is expanded.
+
+Examples: ``synthetic``, ``synthetic:count=200,size=64x96,regime=tiny``,
+``cityscapes:/data/cityscapes``, ``voc:~/data/VOCdevkit``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dynviz.data.base import DatasetTransform, SegmentationDataset
+from dynviz.data.cityscapes import CityscapesDataset
+from dynviz.data.errors import DataError
+from dynviz.data.synthetic import REGIMES, SyntheticScenes
+from dynviz.data.voc import VOCDataset
+
+__all__ = ["DATASET_KINDS", "SYNTHETIC_DEFAULTS", "DatasetSpec", "build_dataset", "parse_spec"]
+
+logger = logging.getLogger(__name__)
+
+DATASET_KINDS = ("synthetic", "cityscapes", "voc")
+
+SYNTHETIC_DEFAULTS: dict[str, Any] = {
+    "count": 64,
+    "size": (128, 128),
+    "classes": 6,
+    "seed": 0,
+    "regime": "per-image",
+}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A parsed dataset spec.
+
+    Attributes:
+        kind: ``synthetic``, ``cityscapes`` or ``voc``.
+        path: the data folder (``None`` for synthetic).
+        options: synthetic options, defaults filled in (empty for the other kinds).
+    """
+
+    kind: str
+    path: Path | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        if self.kind != "synthetic":
+            return f"{self.kind}:{self.path}"
+        opts = dict(self.options)
+        opts["size"] = "{}x{}".format(*opts["size"])
+        return "synthetic:" + ",".join(f"{k}={v}" for k, v in opts.items())
+
+
+def _int_option(key: str, value: str, spec: str, minimum: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise DataError(f"option {key}={value!r} in spec {spec!r} is not an integer") from None
+    if number < minimum:
+        raise DataError(f"option {key}={value!r} in spec {spec!r} must be >= {minimum}")
+    return number
+
+
+def _size_option(value: str, spec: str) -> tuple[int, int]:
+    parts = [p.strip() for p in value.lower().split("x")]
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise DataError(f"option size={value!r} in spec {spec!r}: expected HxW, e.g. 128x128")
+    return int(parts[0]), int(parts[1])
+
+
+def _parse_options(text: str, spec: str) -> dict[str, Any]:
+    options = dict(SYNTHETIC_DEFAULTS)
+    seen: set[str] = set()
+    for part in text.split(","):
+        if not part.strip():
+            raise DataError(f"empty option in spec {spec!r} (stray comma?)")
+        key, sep, value = part.partition("=")
+        key, value = key.strip().lower(), value.strip()
+        if not sep or not value:
+            raise DataError(f"option {part.strip()!r} in spec {spec!r} is not key=value")
+        if key not in SYNTHETIC_DEFAULTS:
+            raise DataError(
+                f"unknown option {key!r} in spec {spec!r}; known: {', '.join(SYNTHETIC_DEFAULTS)}"
+            )
+        if key in seen:
+            raise DataError(f"option {key!r} given twice in spec {spec!r}")
+        seen.add(key)
+        if key == "size":
+            options[key] = _size_option(value, spec)
+        elif key == "regime":
+            if value not in REGIMES:
+                raise DataError(
+                    f"option regime={value!r} in spec {spec!r}; expected one of "
+                    f"{', '.join(REGIMES)}"
+                )
+            options[key] = value
+        else:
+            options[key] = _int_option(key, value, spec, 0 if key == "seed" else 1)
+    return options
+
+
+def parse_spec(spec: str) -> DatasetSpec:
+    """Parse a dataset spec string (see the module docstring for the grammar).
+
+    Args:
+        spec: e.g. ``synthetic:count=200,size=128x128`` or ``cityscapes:/data/cityscapes``.
+
+    Returns:
+        The parsed :class:`DatasetSpec`; paths are not checked here.
+
+    Raises:
+        DataError: unknown kind, unknown or malformed option, or a missing path.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise DataError(f"empty dataset spec {spec!r}; expected one of {', '.join(DATASET_KINDS)}")
+    kind, sep, rest = spec.strip().partition(":")
+    kind = kind.strip().lower()
+    if kind not in DATASET_KINDS:
+        raise DataError(
+            f"unknown dataset kind {kind!r} in spec {spec!r}; expected one of "
+            f"{', '.join(DATASET_KINDS)} (e.g. synthetic, cityscapes:PATH, voc:PATH)"
+        )
+    if kind == "synthetic":
+        options = _parse_options(rest, spec) if rest.strip() else dict(SYNTHETIC_DEFAULTS)
+        return DatasetSpec(kind, None, options)
+    if not sep or not rest.strip():
+        raise DataError(f"spec {spec!r} needs a path: {kind}:PATH")
+    return DatasetSpec(kind, Path(rest.strip()).expanduser())
+
+
+def build_dataset(
+    spec: str | DatasetSpec,
+    *,
+    split: str = "train",
+    transform: DatasetTransform | None = None,
+    transform_seed: int = 0,
+) -> SegmentationDataset:
+    """Build the dataset a spec names.
+
+    Args:
+        spec: a spec string or a parsed :class:`DatasetSpec`.
+        split: split name; for synthetic data it selects the seed stream (train and val differ).
+        transform: joint transform ``(image, label, rng) -> (image, label)`` applied before
+            normalisation, or ``None``.
+        transform_seed: seed of the augmentation stream (see ``SegmentationDataset``).
+
+    Returns:
+        A :class:`SegmentationDataset`.
+
+    Raises:
+        DataError: bad spec, missing path, empty split, missing labels (naming the culprit).
+    """
+    parsed = parse_spec(spec) if isinstance(spec, str) else spec
+    if not split:
+        raise DataError("split must be a non-empty string")
+    common: dict[str, Any] = {"transform": transform, "transform_seed": transform_seed}
+    if parsed.kind == "synthetic":
+        opts = parsed.options
+        return SyntheticScenes(
+            count=opts["count"],
+            size=opts["size"],
+            num_classes=opts["classes"],
+            seed=opts["seed"],
+            regime=opts["regime"],
+            split=split,
+            **common,
+        )
+    if parsed.path is None:
+        raise DataError(f"spec {parsed.kind!r} needs a path")
+    if not parsed.path.exists():
+        raise DataError(f"dataset path does not exist: {parsed.path}")
+    if parsed.kind == "cityscapes":
+        return CityscapesDataset(parsed.path, split, **common)
+    return VOCDataset(parsed.path, split, **common)

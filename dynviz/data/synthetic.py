@@ -1,0 +1,494 @@
+"""Procedural segmentation scenes whose images differ in object scale.
+
+Dynamic routing picks a path per image, and the paper's analysis relates the route to the scale of
+the objects in the image. :class:`SyntheticScenes` makes that relation testable without
+downloading anything: each image has a *scale regime*
+
+- ``tiny``: 10-24 small objects, 0.2-3 % of the image each (log-uniform);
+- ``huge``: 1-3 objects of 15-55 % of the image each (they overlap and run off the border);
+- ``mixed``: one large object (12-40 %), sometimes a medium one, and 5-14 small ones;
+
+and ``regime="per-image"`` (the default) draws the regime of each image from its own generator.
+
+Scene content: class 0 is the background "stuff": one to three regions with smooth-noise,
+stripe or gradient textures in low-saturation colours, plus clutter (small distractor shapes in
+the background colour family, labelled background). Classes ``1..K-1`` are objects drawn as
+ellipses, rotated rectangles and polygons. Each class has a typical hue and texture (plain,
+striped, checkered, dotted), and classes come in pairs sharing a hue family but not a texture.
+Per-object jitter of hue, saturation, brightness, texture period and angle, a global
+illumination gradient and pixel noise complete the scene, so classes are learnable from colour
+*and* texture but not separable by colour alone (a nearest-colour rule gets about 70 % of the
+object pixels of the default 6 classes right).
+
+Every image is generated on demand from ``numpy.random.default_rng([seed, crc32(split),
+index])``: the same ``(seed, split, index)`` always gives the same bytes, whatever else was
+generated before, and the global RNGs are never touched.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import logging
+import math
+import zlib
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+from dynviz.data.base import DatasetTransform, SegmentationDataset
+from dynviz.data.errors import DataError
+
+__all__ = [
+    "REGIMES",
+    "REGIME_CODES",
+    "Regime",
+    "SyntheticSample",
+    "SyntheticScenes",
+    "synthetic_class_names",
+]
+
+logger = logging.getLogger(__name__)
+
+Regime = Literal["tiny", "huge", "mixed", "per-image"]
+REGIMES: tuple[str, ...] = ("tiny", "huge", "mixed", "per-image")
+REGIME_CODES: dict[str, int] = {"tiny": 0, "huge": 1, "mixed": 2}
+"""Value of the ``regime_code`` statistic for each concrete regime."""
+
+SMALL_OBJECT_AREA = 0.01
+"""Objects below this fraction of the image count as small (``small_fraction``)."""
+
+MAX_CLASSES = 255  # label values 0..254; 255 is ignore
+
+_HUE_NAMES = (
+    "red",
+    "orange",
+    "yellow",
+    "lime",
+    "green",
+    "teal",
+    "cyan",
+    "azure",
+    "blue",
+    "violet",
+    "magenta",
+    "pink",
+)
+_TEXTURES = ("plain", "striped", "checkered", "dotted")
+_SHAPES = ("ellipse", "rectangle", "polygon")
+
+
+@dataclass(frozen=True)
+class _ClassStyle:
+    """Typical appearance of one object class."""
+
+    hue: float  # in [0, 1)
+    saturation: float
+    value: float
+    texture: str  # one of _TEXTURES
+    period: float  # texture period in pixels
+    angle: float  # typical stripe angle in radians
+
+
+@dataclass(frozen=True)
+class SyntheticSample:
+    """One generated scene with everything known about it.
+
+    Attributes:
+        image: ``(H, W, 3)`` uint8 RGB.
+        label: ``(H, W)`` uint8 class map (0 = background).
+        instances: ``(H, W)`` int32 map, 0 = background, ``k`` = the ``k``-th visible object.
+        regime: the concrete regime, ``tiny``, ``huge`` or ``mixed``.
+        stats: object-scale statistics (see :meth:`SyntheticScenes.stats`).
+    """
+
+    image: np.ndarray
+    label: np.ndarray
+    instances: np.ndarray
+    regime: str
+    stats: dict[str, float]
+
+
+def _class_styles(num_classes: int) -> list[_ClassStyle]:
+    """Fixed styles for classes ``1..K-1`` (independent of the seed, so seeds share classes).
+
+    Object classes come in pairs that share a hue family and differ in texture (plain vs
+    checkered, striped vs dotted), so colour alone does not separate them.
+    """
+    count = num_classes - 1
+    groups = (count + 1) // 2
+    styles = []
+    for k in range(count):
+        group, member = divmod(k, 2)
+        styles.append(
+            _ClassStyle(
+                hue=(0.02 + group / groups) % 1.0,
+                saturation=0.85 if group % 2 == 0 else 0.65,
+                value=0.9 if group % 3 != 1 else 0.75,
+                texture=_TEXTURES[(group + 2 * member) % len(_TEXTURES)],
+                period=4.0 + 2.0 * (k % 3),
+                angle=math.pi * ((0.25 + 0.37 * k) % 1.0),
+            )
+        )
+    return styles
+
+
+def synthetic_class_names(num_classes: int) -> list[str]:
+    """Class names: ``background`` then ``<hue>_<texture>`` per object class.
+
+    Args:
+        num_classes: total number of classes, including background.
+
+    Returns:
+        ``num_classes`` unique names.
+    """
+    names = ["background"]
+    for style in _class_styles(num_classes):
+        hue_name = _HUE_NAMES[int(style.hue * len(_HUE_NAMES)) % len(_HUE_NAMES)]
+        base = f"{hue_name}_{style.texture}"
+        name, n = base, 2
+        while name in names:
+            name, n = f"{base}_{n}", n + 1
+        names.append(name)
+    return names
+
+
+def _hsv(hue: float, saturation: float, value: float) -> np.ndarray:
+    rgb = colorsys.hsv_to_rgb(hue % 1.0, min(max(saturation, 0.0), 1.0), min(max(value, 0.0), 1.0))
+    return np.asarray(rgb, dtype=np.float32)
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cell: int) -> np.ndarray:
+    """Bilinearly upsampled uniform noise in [0, 1] with features about ``cell`` pixels wide."""
+    height, width = shape
+    grid = rng.random((height // cell + 2, width // cell + 2), dtype=np.float32)
+    big = Image.fromarray(grid).resize(
+        ((width // cell + 2) * cell, (height // cell + 2) * cell), Image.Resampling.BILINEAR
+    )
+    return np.asarray(big)[:height, :width]
+
+
+def _texture(
+    rng: np.random.Generator,
+    kind: str,
+    yy: np.ndarray,
+    xx: np.ndarray,
+    period: float,
+    angle: float,
+) -> np.ndarray:
+    """A pattern in [0, 1] on the coordinate grids ``yy``, ``xx``."""
+    phase = rng.uniform(0.0, 2.0 * math.pi)
+    if kind == "striped":
+        along = xx * math.cos(angle) + yy * math.sin(angle)
+        return 0.5 + 0.5 * np.sin(2.0 * math.pi * along / period + phase)
+    if kind == "checkered":
+        cells = np.floor(xx / period) + np.floor(yy / period)
+        return (cells % 2).astype(np.float32)
+    if kind == "dotted":
+        spots = np.cos(2.0 * math.pi * xx / period + phase) * np.cos(2.0 * math.pi * yy / period)
+        return (spots > 0.3).astype(np.float32)
+    if kind == "gradient":
+        along = xx * math.cos(angle) + yy * math.sin(angle)
+        span = max(float(along.max() - along.min()), 1.0)
+        return (along - along.min()) / span
+    # plain: a faint mottling only
+    return np.full(yy.shape, 0.5, dtype=np.float32) + 0.1 * (rng.random(yy.shape) - 0.5)
+
+
+def _shape_mask(
+    rng: np.random.Generator, shape: str, area_px: float, image_shape: tuple[int, int]
+) -> tuple[tuple[slice, slice], np.ndarray] | None:
+    """Rasterise one shape of about ``area_px`` pixels at a random centre inside the image.
+
+    Returns:
+        ``(window, mask)``: the bounding window (clipped to the image) and the boolean mask in
+        it; ``None`` when the shape falls outside the image.
+    """
+    height, width = image_shape
+    center_y, center_x = rng.uniform(0, height), rng.uniform(0, width)
+    theta = rng.uniform(0.0, math.pi)
+    aspect = math.exp(rng.uniform(math.log(0.5), math.log(2.0)))
+    if shape == "ellipse":
+        semi_a = math.sqrt(area_px / math.pi * aspect)
+        semi_b = area_px / math.pi / semi_a
+        reach = max(semi_a, semi_b)
+    elif shape == "rectangle":
+        semi_a = math.sqrt(area_px / 4.0 * aspect)
+        semi_b = area_px / 4.0 / semi_a
+        reach = math.hypot(semi_a, semi_b)
+    else:  # star-convex polygon with straight edges
+        # Jittered even spacing keeps every angular gap below pi, so the centre is inside and
+        # the per-sector edge test below is exact.
+        corners = int(rng.integers(5, 10))
+        steps = np.arange(corners) + rng.uniform(-0.35, 0.35, corners)
+        angles = steps * 2.0 * math.pi / corners + rng.uniform(0.0, math.pi)
+        angles = np.sort(angles % (2.0 * math.pi))
+        radii = rng.uniform(0.55, 1.0, corners)
+        px, py = radii * np.cos(angles), radii * np.sin(angles)
+        unit_area = 0.5 * abs(float(np.dot(px, np.roll(py, -1)) - np.dot(py, np.roll(px, -1))))
+        radii = radii * math.sqrt(area_px / max(unit_area, 1e-6))
+        reach = float(radii.max())
+    top, bottom = max(0, int(center_y - reach)), min(height, int(center_y + reach) + 2)
+    left, right = max(0, int(center_x - reach)), min(width, int(center_x + reach) + 2)
+    if top >= bottom or left >= right:
+        return None
+    yy, xx = np.mgrid[top:bottom, left:right].astype(np.float32)
+    dy, dx = yy + 0.5 - center_y, xx + 0.5 - center_x
+    if shape == "polygon":
+        phi = np.arctan2(dy, dx) % (2.0 * math.pi)
+        vx, vy = radii * np.cos(angles), radii * np.sin(angles)
+        start = (np.searchsorted(angles, phi) - 1) % corners
+        end = (start + 1) % corners
+        # Inside when on the left of the edge start -> end (vertices run counter-clockwise).
+        cross = (vx[end] - vx[start]) * (dy - vy[start]) - (vy[end] - vy[start]) * (dx - vx[start])
+        mask = cross >= 0
+    else:
+        cos_t, sin_t = math.cos(theta), math.sin(theta)
+        u = dx * cos_t + dy * sin_t
+        v = -dx * sin_t + dy * cos_t
+        if shape == "ellipse":
+            mask = (u / semi_a) ** 2 + (v / semi_b) ** 2 <= 1.0
+        else:
+            mask = (np.abs(u) <= semi_a) & (np.abs(v) <= semi_b)
+    return (slice(top, bottom), slice(left, right)), mask
+
+
+def _object_areas(rng: np.random.Generator, regime: str) -> list[float]:
+    """Target areas (fractions of the image) in drawing order for one regime."""
+
+    def small(n: int) -> list[float]:
+        return list(np.exp(rng.uniform(math.log(0.002), math.log(0.03), n)))
+
+    if regime == "tiny":
+        return small(int(rng.integers(10, 25)))
+    if regime == "huge":
+        return list(rng.uniform(0.15, 0.55, int(rng.integers(1, 4))))
+    areas = [float(rng.uniform(0.12, 0.4))]
+    if rng.random() < 0.5:
+        areas.append(float(rng.uniform(0.04, 0.1)))
+    return areas + small(int(rng.integers(5, 15)))
+
+
+class SyntheticScenes(SegmentationDataset):
+    """Deterministic procedural scenes with a per-image object-scale regime.
+
+    Args:
+        count: number of images.
+        size: ``(H, W)`` of every image.
+        num_classes: classes including background (2..255).
+        seed: base seed (non-negative).
+        regime: ``tiny``, ``huge``, ``mixed`` or ``per-image`` (each image draws one).
+        split: split name; it changes the seed stream (train and val differ).
+        transform: joint transform ``(image, label, rng) -> (image, label)`` or ``None``.
+        transform_seed: seed of the augmentation stream.
+
+    Raises:
+        DataError: an option is out of range.
+    """
+
+    name = "synthetic"
+
+    def __init__(
+        self,
+        count: int = 64,
+        size: tuple[int, int] = (128, 128),
+        num_classes: int = 6,
+        seed: int = 0,
+        regime: Regime = "per-image",
+        *,
+        split: str = "train",
+        transform: DatasetTransform | None = None,
+        transform_seed: int = 0,
+    ) -> None:
+        super().__init__(transform=transform, transform_seed=transform_seed)
+        height, width = (int(v) for v in size)
+        if count < 1:
+            raise DataError(f"synthetic count must be >= 1, got {count}")
+        if min(height, width) < 16 or max(height, width) > 8192:
+            raise DataError(f"synthetic size must be in 16..8192 per side, got {height}x{width}")
+        if not 2 <= num_classes <= MAX_CLASSES:
+            raise DataError(f"synthetic classes must be in 2..{MAX_CLASSES}, got {num_classes}")
+        if seed < 0:
+            raise DataError(f"synthetic seed must be >= 0, got {seed}")
+        if regime not in REGIMES:
+            raise DataError(f"synthetic regime must be one of {list(REGIMES)}, got {regime!r}")
+        if not split:
+            raise DataError("synthetic split must be a non-empty string")
+        self.count = int(count)
+        self.size = (height, width)
+        self.num_classes = int(num_classes)
+        self.seed = int(seed)
+        self.regime = regime
+        self.split = split
+        self.class_names = synthetic_class_names(self.num_classes)
+        self._styles = _class_styles(self.num_classes)
+        self._split_key = zlib.crc32(split.encode("utf-8"))
+        self._stats_cache: dict[int, dict[str, float]] = {}
+
+    @property
+    def spec(self) -> str:
+        """The canonical spec string that rebuilds this dataset with ``build_dataset``."""
+        height, width = self.size
+        return (
+            f"synthetic:count={self.count},size={height}x{width},classes={self.num_classes},"
+            f"seed={self.seed},regime={self.regime}"
+        )
+
+    def __len__(self) -> int:
+        return self.count
+
+    def image_id(self, index: int) -> str:
+        """``<split>_<index:06d>``, e.g. ``train_000003``."""
+        return f"{self.split}_{self._index(index):06d}"
+
+    def raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        sample = self.sample(index)
+        return sample.image, sample.label
+
+    def stats(self, index: int) -> dict[str, float]:
+        """Object-scale statistics of image ``index``, all floats.
+
+        Keys: ``object_count``, ``mean_object_area``, ``median_object_area``,
+        ``max_object_area``, ``min_object_area`` (visible area as a fraction of the image),
+        ``small_fraction`` (share of objects under 1 % of the image), ``foreground_fraction``
+        (share of non-background pixels), ``classes_present`` (distinct object classes) and
+        ``regime_code`` (0 tiny, 1 huge, 2 mixed).
+        """
+        index = self._index(index)
+        if index not in self._stats_cache:
+            self.sample(index)
+        return dict(self._stats_cache[index])
+
+    def sample(self, index: int) -> SyntheticSample:
+        """Generate image ``index`` with its instance map, regime and statistics."""
+        index = self._index(index)
+        rng = np.random.default_rng([self.seed, self._split_key, index])
+        regime = self.regime
+        if regime == "per-image":
+            regime = ("tiny", "huge", "mixed")[int(rng.integers(0, 3))]
+        image = self._background(rng)
+        label = np.zeros(self.size, dtype=np.uint8)
+        instances = np.zeros(self.size, dtype=np.int32)
+        self._clutter(rng, image)
+        self._objects(rng, regime, image, label, instances)
+        image = self._finish(rng, image)
+        stats = _scale_stats(label, instances, regime)
+        self._stats_cache[index] = stats
+        return SyntheticSample(image, label, instances, regime, dict(stats))
+
+    def _background(self, rng: np.random.Generator) -> np.ndarray:
+        """One to three low-saturation textured regions split by random lines."""
+        height, width = self.size
+        yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+        regions = np.zeros(self.size, dtype=np.int8)
+        for _ in range(int(rng.integers(0, 3))):
+            # A line through a random point of the middle of the image at a random angle.
+            point_y, point_x = rng.uniform(0.2, 0.8) * height, rng.uniform(0.2, 0.8) * width
+            angle = rng.uniform(0.0, 2.0 * math.pi)
+            side = (xx - point_x) * math.cos(angle) + (yy - point_y) * math.sin(angle) > 0
+            regions = regions + side.astype(np.int8)
+        image = np.empty((height, width, 3), dtype=np.float32)
+        for region in np.unique(regions):
+            mask = regions == region
+            base = _hsv(rng.random(), rng.uniform(0.05, 0.3), rng.uniform(0.35, 0.75))
+            other = base * rng.uniform(0.6, 0.9) + rng.uniform(0.0, 0.1)
+            kind = ("noise", "striped", "gradient")[int(rng.integers(0, 3))]
+            if kind == "noise":
+                pattern = _smooth_noise(rng, self.size, int(rng.integers(6, 20)))
+            else:
+                period = rng.uniform(8.0, 24.0)
+                pattern = _texture(rng, kind, yy, xx, period, rng.uniform(0.0, math.pi))
+            region_image = other + (base - other) * pattern[:, :, None]
+            image[mask] = region_image[mask]
+        return image
+
+    def _clutter(self, rng: np.random.Generator, image: np.ndarray) -> None:
+        """Small distractor shapes in the background colour family (label stays 0)."""
+        area = float(self.size[0] * self.size[1])
+        for _ in range(int(rng.integers(4, 16))):
+            shape = _SHAPES[int(rng.integers(0, len(_SHAPES)))]
+            drawn = _shape_mask(rng, shape, area * rng.uniform(0.0005, 0.006), self.size)
+            if drawn is None:
+                continue
+            window, mask = drawn
+            colour = _hsv(rng.random(), rng.uniform(0.05, 0.35), rng.uniform(0.25, 0.85))
+            image[window][mask] = colour
+
+    def _objects(
+        self,
+        rng: np.random.Generator,
+        regime: str,
+        image: np.ndarray,
+        label: np.ndarray,
+        instances: np.ndarray,
+    ) -> None:
+        """Draw the objects of ``regime`` in order (later ones occlude earlier ones)."""
+        area = float(self.size[0] * self.size[1])
+        for number, fraction in enumerate(_object_areas(rng, regime), start=1):
+            cls = int(rng.integers(1, self.num_classes))
+            style = self._styles[cls - 1]
+            shape = _SHAPES[int(rng.integers(0, len(_SHAPES)))]
+            drawn = _shape_mask(rng, shape, area * fraction, self.size)
+            if drawn is None:
+                continue
+            window, mask = drawn
+            light = _hsv(
+                style.hue + rng.uniform(-0.04, 0.04),
+                style.saturation + rng.uniform(-0.15, 0.1),
+                style.value + rng.uniform(-0.2, 0.1),
+            )
+            dark = light * rng.uniform(0.45, 0.7)
+            rows, cols = window
+            yy, xx = np.mgrid[rows, cols].astype(np.float32)
+            period = style.period * rng.uniform(0.8, 1.25)
+            angle = style.angle + rng.uniform(-0.4, 0.4)
+            pattern = _texture(rng, style.texture, yy, xx, period, angle)
+            patch = dark + (light - dark) * pattern[:, :, None]
+            image[window][mask] = patch[mask]
+            label[window][mask] = cls
+            instances[window][mask] = number
+
+    def _finish(self, rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+        """Global illumination gradient and pixel noise, then quantise to uint8."""
+        height, width = self.size
+        yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+        angle = rng.uniform(0.0, 2.0 * math.pi)
+        ramp = (xx * math.cos(angle) + yy * math.sin(angle)) / max(height, width)
+        image *= (1.0 + rng.uniform(0.05, 0.25) * (ramp - ramp.mean()))[:, :, None]
+        image += rng.normal(0.0, rng.uniform(0.01, 0.03), image.shape).astype(np.float32)
+        return np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _scale_stats(label: np.ndarray, instances: np.ndarray, regime: str) -> dict[str, float]:
+    """Statistics of the visible objects (areas as fractions of the image)."""
+    total = float(label.size)
+    counts = np.bincount(instances.ravel())[1:]
+    areas = counts[counts > 0] / total
+    present = np.unique(label[label != 0])
+    if areas.size:
+        summary = {
+            "mean_object_area": float(areas.mean()),
+            "median_object_area": float(np.median(areas)),
+            "max_object_area": float(areas.max()),
+            "min_object_area": float(areas.min()),
+            "small_fraction": float((areas < SMALL_OBJECT_AREA).mean()),
+        }
+    else:
+        summary = dict.fromkeys(
+            (
+                "mean_object_area",
+                "median_object_area",
+                "max_object_area",
+                "min_object_area",
+                "small_fraction",
+            ),
+            0.0,
+        )
+    return {
+        "object_count": float(areas.size),
+        **summary,
+        "foreground_fraction": float(np.count_nonzero(label) / total),
+        "classes_present": float(present.size),
+        "regime_code": float(REGIME_CODES[regime]),
+    }

@@ -1,0 +1,369 @@
+"""Evaluation: dataset-level mIoU and the real and expected cost of each image (Table 1 columns).
+
+Every image runs alone (batch 1) in eval mode, so closed paths and cells are really skipped.
+Per image, with the cost table of that image's (padded) input size:
+
+* *real* MACs: what was executed, ``table.real(out.active, gates_ran=model.is_dynamic)``
+  (static networks and forced routes run no gates);
+* *expected* MACs: Eq. 7-8 with the image's alphas plus what ran besides the backbone,
+  ``table.expected(out.gates, gates_ran=model.is_dynamic)``;
+* for dynamic networks, the backbone expected-cost ratio ``E / C_all`` that the budget loss
+  constrains (what ``mu`` targets).
+
+mIoU, per-class IoU and pixel accuracy come from one confusion matrix over the whole data set
+(ignore 255). Under torchrun each rank evaluates every ``world_size``-th image; the confusion
+matrices are summed and the per-image costs gathered.
+
+``dynviz eval RUN_DIR|CHECKPOINT [--data SPEC] [--split val] [--json] [--size H W] [--limit N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from dynviz.checkpoint import CheckpointError, load_model
+from dynviz.cost import CostTable, cost_table
+from dynviz.data import DataError, Resize, build_dataset
+from dynviz.metrics import ConfusionMatrix
+from dynviz.model import ConfigError, RoutingNetwork
+from dynviz.train.distributed import (
+    all_gather_objects,
+    all_reduce_sum,
+    cleanup_distributed,
+    init_distributed,
+)
+
+__all__ = [
+    "USER_ERRORS",
+    "CostStats",
+    "EvalResult",
+    "configure_parser",
+    "evaluate",
+    "main",
+    "run_command",
+]
+
+logger = logging.getLogger(__name__)
+
+USER_ERRORS: tuple[type[Exception], ...] = (DataError, ConfigError, CheckpointError)
+"""Errors caused by the user's input: the CLI prints ``error: <message>`` and exits 2."""
+
+GIGA = 1e9
+
+
+@dataclass(frozen=True)
+class CostStats:
+    """Mean, max and min over images, in GMACs."""
+
+    mean: float
+    max: float
+    min: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> CostStats:
+        """Statistics of per-image MACs (not GMACs); NaN for no images."""
+        if not values:
+            return cls(math.nan, math.nan, math.nan)
+        array = np.asarray(values, dtype=np.float64) / GIGA
+        return cls(float(array.mean()), float(array.max()), float(array.min()))
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {k: _finite_or_none(v) for k, v in (("mean", self.mean), ("max", self.max),
+                                                    ("min", self.min))}
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate` measures.
+
+    Attributes:
+        miou: mean IoU over classes with a defined IoU, in [0, 1].
+        per_class_iou: IoU per class (NaN for classes absent from targets and predictions).
+        class_names: the class names, in class order.
+        pixel_accuracy: share of non-ignored pixels predicted correctly.
+        real_gmacs: executed GMACs per image (mean, max, min).
+        expected_gmacs: expected GMACs per image (mean, max, min).
+        expected_cost_ratio: mean backbone ``E / C_all`` per image (dynamic networks only).
+        params: number of parameters of the network.
+        num_images: images evaluated.
+        sizes: the distinct input sizes ``(H, W)`` seen.
+        seconds: wall time of the evaluation.
+    """
+
+    miou: float
+    per_class_iou: list[float]
+    class_names: list[str]
+    pixel_accuracy: float
+    real_gmacs: CostStats
+    expected_gmacs: CostStats
+    expected_cost_ratio: float | None
+    params: int
+    num_images: int
+    sizes: list[tuple[int, int]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (NaN becomes ``None``)."""
+        return {
+            "miou": _finite_or_none(self.miou),
+            "per_class_iou": {
+                name: _finite_or_none(v)
+                for name, v in zip(self.class_names, self.per_class_iou, strict=True)
+            },
+            "pixel_accuracy": _finite_or_none(self.pixel_accuracy),
+            "real_gmacs": self.real_gmacs.to_dict(),
+            "expected_gmacs": self.expected_gmacs.to_dict(),
+            "expected_cost_ratio": self.expected_cost_ratio,
+            "params": self.params,
+            "num_images": self.num_images,
+            "sizes": [list(s) for s in self.sizes],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _single(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    return batch[0]
+
+
+class _TableCache:
+    """Cost tables by padded input size (one per distinct size)."""
+
+    def __init__(self, model: RoutingNetwork) -> None:
+        self.model = model
+        self.tables: dict[tuple[int, int], CostTable] = {}
+
+    def __call__(self, height: int, width: int) -> CostTable:
+        stride = self.model.config.max_stride
+        key = (-(-height // stride) * stride, -(-width // stride) * stride)
+        if key not in self.tables:
+            self.tables[key] = cost_table(self.model.config, key, route=self.model.route)
+        return self.tables[key]
+
+
+def _world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: Any,
+    *,
+    device: torch.device | str | None = None,
+    limit: int | None = None,
+    workers: int = 0,
+    amp: bool = False,
+    progress: bool = False,
+) -> EvalResult:
+    """Evaluate ``model`` on ``dataset``, one image at a time in eval mode.
+
+    Under an initialised process group every rank must call this; each evaluates its share and
+    every rank returns the same result.
+
+    Args:
+        model: a :class:`RoutingNetwork` (a DDP wrapper is unwrapped). Left in eval mode.
+        dataset: a segmentation dataset (items with ``image`` and ``label``; ``num_classes``,
+            ``class_names`` and ``ignore_index`` attributes).
+        device: where to run (default: where the model's parameters are).
+        limit: evaluate only the first ``limit`` images.
+        workers: data-loading worker processes.
+        amp: bf16 autocast (CUDA only).
+        progress: show a tqdm bar (rank 0 only).
+
+    Returns:
+        The :class:`EvalResult`.
+
+    Raises:
+        ConfigError: the dataset has more classes than the network predicts.
+    """
+    net: RoutingNetwork = getattr(model, "module", model)
+    if device is None:
+        device = next(net.parameters()).device
+    device = torch.device(device)
+    num_classes = net.config.num_classes
+    if dataset.num_classes > num_classes:
+        raise ConfigError(
+            f"the data set has {dataset.num_classes} classes but the network predicts "
+            f"{num_classes}"
+        )
+    names = list(dataset.class_names)[:num_classes]
+    names += [str(k) for k in range(len(names), num_classes)]
+    rank, world = _world()
+    count = len(dataset) if limit is None else min(int(limit), len(dataset))
+    shard = Subset(dataset, range(rank, count, world))
+    loader = DataLoader(shard, batch_size=1, num_workers=workers, collate_fn=_single)
+    matrix = ConfusionMatrix(num_classes, dataset.ignore_index)
+    tables = _TableCache(net)
+    real: list[float] = []
+    expected: list[float] = []
+    ratios: list[float] = []
+    sizes: set[tuple[int, int]] = set()
+    dynamic = net.is_dynamic
+    start = time.perf_counter()
+    net.eval()
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(shard), desc="eval", unit="img", dynamic_ncols=True)
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                              enabled=amp and device.type == "cuda")
+    with torch.inference_mode(), autocast:
+        for item in loader:
+            image = item["image"].unsqueeze(0).to(device)  # (1, 3, H, W)
+            height, width = image.shape[-2:]
+            out = net(image)
+            pred = out.logits.argmax(1)[0]  # (H, W)
+            matrix.update(pred, item["label"].to(device))
+            table = tables(height, width)
+            gates = out.gates.float().cpu()
+            real.append(float(table.real(out.active.cpu(), gates_ran=dynamic)[0]))
+            expected.append(float(table.expected(gates, gates_ran=dynamic)[0]))
+            if dynamic:
+                ratios.append(float(table.backbone_expected(gates)[0])
+                              / table.backbone_all_open())
+            sizes.add((int(height), int(width)))
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    counts = all_reduce_sum(torch.from_numpy(matrix.matrix.copy()))
+    matrix.matrix = counts.numpy()
+    if world > 1:
+        gathered = all_gather_objects((real, expected, ratios, sorted(sizes)))
+        real = [v for part in gathered for v in part[0]]
+        expected = [v for part in gathered for v in part[1]]
+        ratios = [v for part in gathered for v in part[2]]
+        sizes = {tuple(s) for part in gathered for s in part[3]}
+    return EvalResult(
+        miou=matrix.miou(),
+        per_class_iou=[float(v) for v in matrix.iou()],
+        class_names=names,
+        pixel_accuracy=matrix.pixel_accuracy(),
+        real_gmacs=CostStats.of(real),
+        expected_gmacs=CostStats.of(expected),
+        expected_cost_ratio=float(np.mean(ratios)) if ratios else None,
+        params=sum(p.numel() for p in net.parameters()),
+        num_images=len(real),
+        sizes=sorted(sizes),
+        seconds=time.perf_counter() - start,
+    )
+
+
+# ----------------------------------------------------------------------------------- CLI
+def run_command(body: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a CLI command body, turning known errors into ``error: <message>`` on stderr.
+
+    User errors (:data:`USER_ERRORS`) exit 2, other ``OSError``/``RuntimeError`` exit 1. Shared
+    by ``dynviz eval`` and ``dynviz train``.
+    """
+    try:
+        return body(args)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (OSError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        cleanup_distributed()
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``dynviz eval``."""
+    parser.add_argument("checkpoint", metavar="RUN_DIR|CHECKPOINT",
+                        help="a run directory (its best, else latest, checkpoint) or a .pt file")
+    parser.add_argument("--data", metavar="SPEC",
+                        help="dataset spec (default: the run's validation data)")
+    parser.add_argument("--split", default="val", help="split to evaluate (default: val)")
+    parser.add_argument("--size", nargs=2, type=int, metavar=("H", "W"),
+                        help="resize every image and label to H x W first")
+    parser.add_argument("--limit", type=int, metavar="N", help="evaluate the first N images")
+    parser.add_argument("--workers", type=int, default=0, metavar="N",
+                        help="data-loading workers (default 0)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bar (default: when stderr is a terminal)")
+
+
+def _default_spec(meta: dict[str, Any]) -> str | None:
+    args = meta.get("train_args") or {}
+    return args.get("val_data") or args.get("data")
+
+
+def _format_table(result: EvalResult, header: dict[str, str]) -> str:
+    lines = [f"{k:<12}{v}" for k, v in header.items()]
+    lines += [
+        f"{'images':<12}{result.num_images}",
+        f"{'params':<12}{result.params:,}",
+        f"{'mIoU':<12}{100 * result.miou:.2f} %",
+        f"{'pixel acc':<12}{100 * result.pixel_accuracy:.2f} %",
+    ]
+    if result.expected_cost_ratio is not None:
+        lines.append(f"{'E / C_all':<12}{result.expected_cost_ratio:.4f}")
+    lines += ["", f"{'GMACs':<12}{'mean':>10}{'max':>10}{'min':>10}"]
+    for label, stats in (("real", result.real_gmacs), ("expected", result.expected_gmacs)):
+        lines.append(f"{label:<12}{stats.mean:>10.4f}{stats.max:>10.4f}{stats.min:>10.4f}")
+    lines += ["", "per-class IoU"]
+    width = max(len(n) for n in result.class_names) + 2
+    for name, value in zip(result.class_names, result.per_class_iou, strict=True):
+        shown = "n/a" if not math.isfinite(value) else f"{100 * value:.2f} %"
+        lines.append(f"  {name:<{width}}{shown}")
+    return "\n".join(lines)
+
+
+def _main(args: argparse.Namespace) -> int:
+    info = init_distributed(args.device)
+    if info.device.type == "cpu":
+        torch.set_flush_denormal(True)  # denormal activations slow CPU kernels down many-fold
+    model, meta = load_model(args.checkpoint)
+    spec = args.data or _default_spec(meta)
+    if not spec:
+        raise ConfigError(f"{meta['path']}: records no training data; pass --data SPEC")
+    transform = Resize(tuple(args.size)) if args.size else None
+    dataset = build_dataset(spec, split=args.split, transform=transform)
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit {args.limit} must be >= 1")
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    model.to(info.device)
+    result = evaluate(model, dataset, device=info.device, limit=args.limit,
+                      workers=args.workers, progress=progress and not args.json)
+    if not info.is_main:
+        return 0
+    if args.json:
+        payload = result.to_dict()
+        payload.update({"checkpoint": meta["path"], "sha256": meta["sha256"],
+                        "iteration": meta.get("iteration"), "data": spec, "split": args.split})
+        print(json.dumps(payload))
+    else:
+        header = {
+            "checkpoint": f"{meta['path']} (iteration {meta.get('iteration')})",
+            "data": f"{spec} [{args.split}]",
+            "size": f"{args.size[0]}x{args.size[1]}" if args.size else "native",
+        }
+        print(_format_table(result, header))
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    """``dynviz eval``: print mIoU and GMACs of a run or checkpoint."""
+    return run_command(_main, args)

@@ -1,0 +1,163 @@
+"""Building blocks of the routing space: stem, cell operation, scale transforms, gate, decoder.
+
+Shapes in comments use ``(B, C, h, w)``; ``H`` is reserved for the paper's hidden state.
+Module and parameter names are part of the API: the cost model (``dynviz.cost``) names the same
+modules, and static networks share them with the dynamic network so weights transfer.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "ConvBNReLU",
+    "DownTransform",
+    "SepConv",
+    "SepConvBNReLU",
+    "SoftConditionalGate",
+    "Stem",
+    "UpTransform",
+    "gate_activation",
+    "init_weights",
+    "small_gate_size",
+]
+
+
+def gate_activation(z: torch.Tensor) -> torch.Tensor:
+    """delta(z) = max(0, tanh(z)) (Eq. 3): exact zeros close a path."""
+    return torch.relu(torch.tanh(z))
+
+
+def small_gate_size(height: int, width: int) -> tuple[int, int]:
+    """Spatial size a small gate reads: X resized by 0.25 (at least 1x1)."""
+    return max(1, height // 4), max(1, width // 4)
+
+
+class ConvBNReLU(nn.Sequential):
+    """1x1 conv (no bias), BN, ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, stride: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+
+
+class SepConvBNReLU(nn.Module):
+    """Depthwise 3x3 (stride s), pointwise 1x1, BN, ReLU: the stem's separable convs."""
+
+    def __init__(self, channels: int, *, stride: int = 1) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(channels, channels, 3, stride=stride, padding=1, groups=channels,
+                            bias=False)
+        self.pw = nn.Conv2d(channels, channels, 1, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn(self.pw(self.dw(x))))
+
+
+class Stem(nn.Module):
+    """3x3 s2 conv + BN + ReLU, then two separable convs (the second with stride 2): to 1/4.
+
+    The official code gives the first conv no padding (1024 -> 511); we pad by 1 so every
+    feature map has exactly the size the paper's counting assumes (512, then 256).
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, channels, 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.sep1 = SepConvBNReLU(channels, stride=1)
+        self.sep2 = SepConvBNReLU(channels, stride=2)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(images)))  # (B, C, H/2, W/2)
+        return self.sep2(self.sep1(x))  # (B, C, H/4, W/4)
+
+
+class SepConv(nn.Module):
+    """The cell operation O: two stacked separable 3x3 convs, BN after each pointwise conv,
+    ReLU only in the middle (no leading ReLU, unlike DARTS). The cell adds the identity."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        c = channels
+        self.dw1 = nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False)
+        self.pw1 = nn.Conv2d(c, c, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.dw2 = nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False)
+        self.pw2 = nn.Conv2d(c, c, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.pw1(self.dw1(x))))
+        return self.bn2(self.pw2(self.dw2(x)))
+
+
+class UpTransform(nn.Module):
+    """s -> s/2 (finer): 1x1 conv C -> C/2, BN, ReLU at the input resolution, bilinear x2.
+    Its input is ReLU(H), computed once per cell."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels // 2, 1, bias=False)
+        self.bn = nn.BatchNorm2d(channels // 2)
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn(self.conv(r)))  # (B, C/2, h, w)
+        return F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+class DownTransform(nn.Module):
+    """s -> 2s (coarser): 1x1 stride-2 conv C -> 2C, BN, ReLU. Input ReLU(H)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels * 2, 1, stride=2, bias=False)
+        self.bn = nn.BatchNorm2d(channels * 2)
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn(self.conv(r)))  # (B, 2C, h/2, w/2)
+
+
+class SoftConditionalGate(nn.Module):
+    """G = F(w2, GAP(ReLU(BN(F(w1, X))))) + beta (Eq. 2), alpha = max(0, tanh(G)) (Eq. 3).
+
+    Reads the node input X. With ``small=True`` X is bilinearly resized by 0.25 first.
+    Returns alpha of shape ``(B, num_paths)`` in gate order (keep, up, down).
+    """
+
+    def __init__(self, channels: int, num_paths: int, *, small: bool = False,
+                 bias_init: float = 1.5) -> None:
+        super().__init__()
+        self.small = small
+        self.conv1 = nn.Conv2d(channels, channels // 2, 1, bias=False)
+        self.bn = nn.BatchNorm2d(channels // 2)
+        self.conv2 = nn.Conv2d(channels // 2, num_paths, 1, bias=True)
+        self.bias_init = bias_init
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.small:
+            x = F.interpolate(x, size=small_gate_size(x.shape[-2], x.shape[-1]), mode="bilinear",
+                              align_corners=False)
+        z = torch.relu(self.bn(self.conv1(x)))  # (B, C/2, h, w)
+        z = F.adaptive_avg_pool2d(z, 1)  # (B, C/2, 1, 1)
+        return gate_activation(self.conv2(z).flatten(1))  # (B, num_paths)
+
+
+def init_weights(module: nn.Module) -> None:
+    """Kaiming-normal (fan_in, ReLU) convs, BN weight 1 / bias 0, gate bias ``bias_init``."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    for m in module.modules():
+        if isinstance(m, SoftConditionalGate):
+            nn.init.constant_(m.conv2.bias, m.bias_init)

@@ -1,0 +1,668 @@
+"""The training loop: the official recipe, the budget loss, exact resume and DDP.
+
+Recipe (``research/official_repo.md`` section 7): SGD momentum 0.9, weight decay 1e-4 (0 on
+BatchNorm), poly LR (power 0.9) after a linear warm-up from 0.001x (1000 iterations, or 5% of a
+shorter run), gradient clipping at total L2 norm 5, cross-entropy ignoring 255 (mean over the
+valid pixels), plus the budget loss (:mod:`dynviz.train.budget`) for dynamic networks.
+
+Run directory::
+
+    config.yaml            resolved model config, route, training arguments, data specs
+    metrics.jsonl          one JSON object per logged iteration and per evaluation
+    checkpoint_latest.pt   every --checkpoint-every iterations and at the end (atomic)
+    checkpoint_best.pt     at the best validation mIoU (atomic)
+    events.out.tfevents.*  TensorBoard scalars and gate histograms (when tensorboard imports)
+
+Resume is exact: the checkpoint holds the model, optimiser, iteration and RNG states; the learning
+rate is a function of the iteration; which samples each iteration reads and how they are augmented
+follow from ``(seed, iteration)`` (:class:`dynviz.train.distributed.SampleStream`).
+
+Under ``torchrun`` the same code runs DDP (gloo on CPU, NCCL on CUDA, SyncBatchNorm on CUDA);
+``--batch`` is the total over all processes; only rank 0 writes files or shows progress.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+import dynviz
+from dynviz.checkpoint import (
+    BEST,
+    LATEST,
+    CheckpointError,
+    load_checkpoint,
+    make_checkpoint,
+    model_from_checkpoint,
+    restore_rng,
+    route_to_dict,
+    save_checkpoint,
+)
+from dynviz.cost import cost_table
+from dynviz.data import IGNORE_INDEX, DataError, build_dataset, train_transforms
+from dynviz.evaluate import EvalResult, evaluate
+from dynviz.model import ConfigError, RoutingNetwork, build_model
+from dynviz.train.budget import BudgetLoss, BudgetSchedule
+from dynviz.train.distributed import (
+    DistInfo,
+    EpochIndexed,
+    SampleStream,
+    all_reduce_sum,
+    broadcast_buffers,
+    init_distributed,
+)
+from dynviz.train.optim import PolySchedule, build_optimizer, default_warmup_iters
+
+__all__ = [
+    "RESUMABLE_FIELDS",
+    "NonFiniteLossError",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "find_unused_parameters",
+    "segmentation_loss",
+    "train",
+]
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or the gradient norm became NaN or infinite; training stopped."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training arguments (separate from the model's :class:`RoutingSpaceConfig`).
+
+    ``None`` means "resolved at start": from the model config (budget), the dataset (classes),
+    the run length (warm-up) or the device (AMP). Resolved values are what runs save.
+    """
+
+    model: str  # preset name or YAML path (route specs give static networks)
+    data: str  # training data spec
+    out: str  # run directory
+    val_data: str | None = None  # default: ``data`` with split "val"
+    iters: int = 1000  # official: 190000
+    batch: int = 8  # total over all processes (official IMS_PER_BATCH = 8)
+    crop: tuple[int, int] = (768, 768)  # training crop (official 768x768)
+    scale: tuple[float, float] = (0.5, 2.0)  # random rescale range
+    lr: float = 0.05  # base LR (official from scratch)
+    momentum: float = 0.9
+    weight_decay: float = 1e-4  # 0 on BatchNorm weights and biases
+    gate_lr_mult: float = 1.0  # official 2.5 when starting from ImageNet weights
+    warmup_iters: int | None = None  # default min(1000, 5% of iters)
+    warmup_factor: float = 0.001
+    poly_power: float = 0.9
+    grad_clip: float = 5.0  # total L2 norm; 0 disables
+    budget_lambda: float | None = None  # default: the model config's budget_lambda
+    budget_mu: float | None = None  # default: the model config's budget_mu
+    budget_start: float = 0.4  # budget loss off before this share of training
+    budget_ramp: float = 0.02  # then a linear ramp over this share
+    num_classes: int | None = None  # default: the training data's
+    seed: int = 0
+    eval_every: int = 0  # 0: evaluate only at the end
+    eval_limit: int | None = None  # evaluate on the first N validation images
+    checkpoint_every: int = 100
+    log_every: int = 10
+    workers: int = 2
+    device: str | None = None  # cpu | cuda; default cuda when available
+    amp: bool | None = None  # bf16 autocast; default on for CUDA
+    deterministic: bool = False  # torch.use_deterministic_algorithms (warn only)
+    progress: bool | None = None  # tqdm bar; default when stderr is a terminal
+    tensorboard: bool = True  # write TensorBoard events when tensorboard imports
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "crop", tuple(int(v) for v in self.crop))
+        object.__setattr__(self, "scale", tuple(float(v) for v in self.scale))
+        positive = ("iters", "batch", "checkpoint_every", "log_every")
+        for key in positive:
+            if int(getattr(self, key)) < 1:
+                raise ConfigError(f"{key}: {getattr(self, key)} must be >= 1")
+        if len(self.crop) != 2 or min(self.crop) < 1:
+            raise ConfigError(f"crop: {self.crop} must be two positive sizes (H W)")
+        if len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1]:
+            raise ConfigError(f"scale: {self.scale} must be 0 < min <= max")
+        for key in ("lr", "momentum", "weight_decay", "gate_lr_mult", "grad_clip", "warmup_factor",
+                    "poly_power", "budget_start", "budget_ramp"):
+            if float(getattr(self, key)) < 0:
+                raise ConfigError(f"{key}: {getattr(self, key)} must be >= 0")
+        for key in ("eval_every", "workers", "seed", "warmup_iters"):
+            value = getattr(self, key)
+            if value is not None and int(value) < 0:
+                raise ConfigError(f"{key}: {value} must be >= 0")
+        if self.budget_lambda is not None and self.budget_lambda < 0:
+            raise ConfigError(f"budget_lambda: {self.budget_lambda} must be >= 0")
+        if self.budget_mu is not None and not 0.0 <= self.budget_mu <= 1.0:
+            raise ConfigError(f"budget_mu: {self.budget_mu} must be in [0, 1]")
+        if self.num_classes is not None and self.num_classes < 1:
+            raise ConfigError(f"num_classes: {self.num_classes} must be >= 1")
+        if self.eval_limit is not None and self.eval_limit < 1:
+            raise ConfigError(f"eval_limit: {self.eval_limit} must be >= 1")
+        if self.device not in (None, "cpu", "cuda"):
+            raise ConfigError(f"device: {self.device!r} must be cpu or cuda")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types (tuples become lists), for YAML and checkpoints."""
+        out = dataclasses.asdict(self)
+        out["crop"], out["scale"] = list(self.crop), list(self.scale)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are rejected."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown training arguments: {', '.join(unknown)}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+RESUMABLE_FIELDS = frozenset({
+    "model", "data", "val_data", "out", "eval_every", "eval_limit", "checkpoint_every",
+    "log_every", "workers", "device", "amp", "deterministic", "progress", "tensorboard",
+})
+"""Arguments that may change when resuming; all others must equal the saved run's."""
+
+
+@dataclass
+class TrainResult:
+    """What a training run ends with.
+
+    Attributes:
+        iteration: iterations completed.
+        run_dir: the run directory.
+        last_loss: the last iteration's total loss (averaged over ranks).
+        best_miou: best validation mIoU (None without validation).
+        last_eval: the last evaluation (None without validation).
+        seconds: wall time of this call.
+    """
+
+    iteration: int
+    run_dir: Path
+    last_loss: float | None
+    best_miou: float | None
+    last_eval: EvalResult | None
+    seconds: float
+
+
+def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged over the non-ignored pixels (0 when every pixel is ignored).
+
+    Args:
+        logits: ``(B, K, H, W)``.
+        labels: ``(B, H, W)`` int64, 255 = ignore.
+    """
+    total = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    valid = (labels != IGNORE_INDEX).sum()
+    return total / valid.clamp(min=1)
+
+
+def find_unused_parameters(model: RoutingNetwork) -> list[str]:
+    """Parameters that the training (soft) forward pass never reaches.
+
+    In soft mode every existing cell, transform and gate runs whatever the alphas, so the graph
+    does not depend on the data; but a static route that does not end at the coarsest scale
+    leaves the coarser decoder laterals unused (DDP must then look for unused parameters). Probed
+    on a copy with a small input, so the model's BatchNorm statistics are untouched.
+    """
+    probe = copy.deepcopy(model).cpu().train()
+    side = 2 * model.config.max_stride
+    out = probe(torch.zeros(2, 3, side, side))
+    params = [(n, p) for n, p in probe.named_parameters() if p.requires_grad]
+    grads = torch.autograd.grad(out.logits.sum() + out.gates.sum(), [p for _, p in params],
+                                allow_unused=True)
+    return [name for (name, _), grad in zip(params, grads, strict=True) if grad is None]
+
+
+def _collate(items: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.stack([i["image"] for i in items]), torch.stack([i["label"] for i in items])
+
+
+def _check_writable(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(err.errno, f"cannot create run directory {path}: {err.strerror}") from err
+    if not os.access(path, os.W_OK):
+        raise OSError(13, f"run directory {path} is not writable")
+
+
+def _on_main(info: DistInfo, action: Callable[[], Any]) -> None:
+    """Run ``action`` on rank 0; if it fails, every rank raises (no rank is left waiting)."""
+    error: BaseException | None = None
+    if info.is_main:
+        try:
+            action()
+        except Exception as err:  # re-raised below, after telling the other ranks
+            error = err
+    if info.distributed:
+        flag = all_reduce_sum(torch.tensor([0.0 if error is None else 1.0]))
+        if error is None and flag.item() > 0:
+            raise RuntimeError("rank 0 failed to write to the run directory; see its error")
+    if error is not None:
+        raise error
+
+
+class Trainer:
+    """Train one network as :class:`TrainConfig` says.
+
+    Args:
+        config: the training arguments.
+        resume: continue the run in ``config.out`` from its ``checkpoint_latest.pt``.
+        dist_info: this process's place in a torchrun job (default: from the environment).
+    """
+
+    def __init__(
+        self, config: TrainConfig, *, resume: bool = False, dist_info: DistInfo | None = None
+    ) -> None:
+        self.info = dist_info or init_distributed(config.device)
+        self.device = self.info.device
+        self.run_dir = Path(config.out)
+        if config.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        if self.device.type == "cpu":
+            # Soft gating drives some activations and gradients into denormal floats, which
+            # slow CPU kernels down up to 50x (iterations of 20 s instead of 0.3 s); flush them.
+            torch.set_flush_denormal(True)
+        self._seed_everything(config.seed)
+        _check_writable(self.run_dir)
+        checkpoint = self._resume_checkpoint(config) if resume else None
+        if checkpoint is None:
+            for name in (LATEST, BEST):
+                if (self.run_dir / name).exists():
+                    raise ConfigError(f"{self.run_dir} already holds {name}; pass --resume to "
+                                      "continue that run or choose another --out")
+        self.train_set = build_dataset(
+            config.data, split="train",
+            transform=train_transforms(crop=config.crop, scale=config.scale),
+            transform_seed=config.seed,
+        )
+        self.model = self._build_model(config, checkpoint)
+        self.config = self._resolve(config, checkpoint)
+        self.val_set = self._build_val_set()
+        world = self.info.world_size
+        if self.config.batch % world:
+            raise ConfigError(f"--batch {self.config.batch} is the total over {world} processes "
+                              "and must be divisible by it")
+        self.stream = SampleStream(len(self.train_set), self.config.batch // world,
+                                   seed=self.config.seed, rank=self.info.rank, world_size=world)
+        self.optimizer = build_optimizer(
+            self.model, lr=self.config.lr, momentum=self.config.momentum,
+            weight_decay=self.config.weight_decay, gate_lr_mult=self.config.gate_lr_mult,
+        )
+        self.schedule = PolySchedule(
+            self.config.lr, self.config.iters, warmup_iters=int(self.config.warmup_iters or 0),
+            warmup_factor=self.config.warmup_factor, power=self.config.poly_power,
+        )
+        self.budget = self._build_budget()
+        self.iteration = 0
+        self.best_miou: float | None = None
+        if checkpoint is not None:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.iteration = int(checkpoint["iteration"])
+            self.best_miou = checkpoint.get("best_metric")
+            if checkpoint.get("rng") is not None:
+                restore_rng(checkpoint["rng"])
+            logger.info("resuming %s at iteration %d", self.run_dir, self.iteration)
+        self.ddp = self._wrap(self.model)
+        self.last_eval: EvalResult | None = None
+        self._writer: Any = None
+        self._metrics: Any = None
+
+    # ------------------------------------------------------------------------------ setup
+    @staticmethod
+    def _seed_everything(seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed % 2**32)  # noqa: NPY002 (the legacy global state, for third parties)
+        torch.manual_seed(seed)
+
+    def _resume_checkpoint(self, config: TrainConfig) -> dict[str, Any]:
+        path = self.run_dir / LATEST
+        if not path.is_file():
+            raise CheckpointError(f"{path}: nothing to resume (no checkpoint in {self.run_dir})")
+        checkpoint = load_checkpoint(path)
+        saved = checkpoint.get("train_args")
+        if not isinstance(saved, dict):
+            raise CheckpointError(f"{path}: records no training arguments; cannot resume")
+        current = config.to_dict()
+        differ = [
+            f"{k} ({saved[k]!r} saved, {current[k]!r} now)"
+            for k in current
+            if k not in RESUMABLE_FIELDS and k in saved and current[k] is not None
+            and current[k] != saved[k]
+        ]
+        if differ:
+            raise ConfigError(f"cannot resume {self.run_dir} with different training arguments: "
+                              + "; ".join(differ))
+        return checkpoint
+
+    def _build_model(self, config: TrainConfig, checkpoint: dict[str, Any] | None
+                     ) -> RoutingNetwork:
+        if checkpoint is not None:
+            model = model_from_checkpoint(checkpoint, source=str(self.run_dir / LATEST))
+        else:
+            overrides: dict[str, Any] = {
+                "num_classes": config.num_classes or self.train_set.num_classes
+            }
+            if config.budget_lambda is not None:
+                overrides["budget_lambda"] = config.budget_lambda
+            if config.budget_mu is not None:
+                overrides["budget_mu"] = config.budget_mu
+            model = build_model(config.model, **overrides)
+        if model.config.num_classes < self.train_set.num_classes:
+            raise ConfigError(f"the network predicts {model.config.num_classes} classes but the "
+                              f"training data has {self.train_set.num_classes}")
+        if not model.is_dynamic and model.config.budget_lambda > 0:
+            logger.info("%s is %s: no budget loss", model.config.name,
+                        "static" if model.is_static else "gate-free")
+        model.to(self.device)
+        if self.device.type == "cuda" and self.info.distributed:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return model
+
+    def _resolve(self, config: TrainConfig, checkpoint: dict[str, Any] | None) -> TrainConfig:
+        """Fill in the ``None`` defaults (saved resolved, so a resume compares like with like)."""
+        model_config = self.model.config
+        resolved = config.replace(
+            num_classes=model_config.num_classes,
+            budget_lambda=model_config.budget_lambda,
+            budget_mu=model_config.budget_mu,
+            warmup_iters=(default_warmup_iters(config.iters) if config.warmup_iters is None
+                          else config.warmup_iters),
+            amp=self.device.type == "cuda" if config.amp is None else config.amp,
+            progress=(sys.stderr.isatty() if config.progress is None else config.progress),
+        )
+        if resolved.amp and self.device.type != "cuda":
+            logger.warning("bf16 autocast is only used on CUDA; training in fp32")
+            resolved = resolved.replace(amp=False)
+        return resolved
+
+    def _build_val_set(self) -> Any:
+        spec = self.config.val_data or self.config.data
+        try:
+            return build_dataset(spec, split="val")
+        except DataError as err:
+            if self.config.val_data is not None:
+                raise
+            logger.warning("no validation data (%s); training without evaluation", err)
+            return None
+
+    def _build_budget(self) -> BudgetLoss | None:
+        if not self.model.is_dynamic:
+            return None
+        table = cost_table(self.model.config, self.config.crop)
+        return BudgetLoss(
+            table,
+            lam=float(self.config.budget_lambda or 0.0),
+            mu=float(self.config.budget_mu or 0.0),
+            schedule=BudgetSchedule(self.config.budget_start, self.config.budget_ramp),
+        )
+
+    def _wrap(self, model: RoutingNetwork) -> nn.Module:
+        if not self.info.distributed:
+            return model
+        unused = find_unused_parameters(model)
+        if unused:
+            logger.info("%d parameters are unused in training (e.g. %s): DDP will look for "
+                        "unused parameters", len(unused), unused[0])
+        cuda = self.device.type == "cuda"
+        return DistributedDataParallel(
+            model,
+            device_ids=[self.device.index] if cuda else None,
+            find_unused_parameters=bool(unused),
+            broadcast_buffers=not cuda,  # CPU has no SyncBN: keep rank 0's BN statistics
+        )
+
+    # ------------------------------------------------------------------------------ files
+    def _open_outputs(self) -> None:
+        if not self.info.is_main:
+            return
+        config_path = self.run_dir / CONFIG_FILE
+        doc = {
+            "dynviz_version": dynviz.__version__,
+            "torch_version": str(torch.__version__),
+            "world_size": self.info.world_size,
+            "model": self.model.config.to_dict(),
+            "route": route_to_dict(self.model.route),
+            "train": self.config.to_dict(),
+            "data": {"train": self.config.data, "val": self.config.val_data or self.config.data,
+                     "val_split": "val", "num_classes": self.train_set.num_classes,
+                     "class_names": list(self.train_set.class_names)},
+        }
+        metrics_path = self.run_dir / METRICS_FILE
+        try:
+            config_path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+            kept = []
+            if self.iteration > 0 and metrics_path.is_file():  # drop records past the checkpoint
+                for line in metrics_path.read_text(encoding="utf-8").splitlines():
+                    if line.strip() and json.loads(line).get("iter", 0) <= self.iteration:
+                        kept.append(line)
+            metrics_path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+            self._metrics = metrics_path.open("a", encoding="utf-8")
+        except OSError as err:
+            raise OSError(err.errno, f"cannot write to {self.run_dir}: {err.strerror}") from err
+        if self.config.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                logger.debug("tensorboard is not installed; no event files")
+            else:
+                self._writer = SummaryWriter(log_dir=str(self.run_dir),
+                                             purge_step=self.iteration + 1)
+
+    def _close_outputs(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _record(self, record: dict[str, Any]) -> None:
+        if self._metrics is None:
+            return
+        try:
+            self._metrics.write(json.dumps(record) + "\n")
+            self._metrics.flush()
+        except OSError as err:
+            raise OSError(err.errno, f"cannot write {self.run_dir / METRICS_FILE}: "
+                                     f"{err.strerror}") from err
+        if self._writer is not None:
+            prefix = "val" if record.get("kind") == "eval" else "train"
+            for key, value in record.items():
+                if key not in ("iter", "kind") and isinstance(value, (int, float)):
+                    self._writer.add_scalar(f"{prefix}/{key}", value, record["iter"])
+
+    def _save(self, name: str, metrics: dict[str, Any] | None = None) -> None:
+        def write() -> None:
+            checkpoint = make_checkpoint(
+                self.model, optimizer=self.optimizer, iteration=self.iteration,
+                best_metric=self.best_miou, train_args=self.config.to_dict(), metrics=metrics,
+            )
+            save_checkpoint(self.run_dir / name, checkpoint)
+
+        broadcast_buffers(self.model)
+        _on_main(self.info, write)
+
+    # ------------------------------------------------------------------------------- loop
+    def _loader(self, start: int, stop: int) -> DataLoader:
+        return DataLoader(
+            EpochIndexed(self.train_set),
+            batch_sampler=self.stream.batches(start, stop),
+            num_workers=self.config.workers,
+            generator=torch.Generator().manual_seed(self.config.seed),  # keeps global RNG intact
+            collate_fn=_collate,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def _evaluate(self) -> EvalResult | None:
+        if self.val_set is None:
+            return None
+        broadcast_buffers(self.model)
+        result = evaluate(self.model, self.val_set, device=self.device,
+                          limit=self.config.eval_limit, amp=bool(self.config.amp))
+        self.model.train()
+        self.last_eval = result
+        record: dict[str, Any] = {
+            "kind": "eval",
+            "iter": self.iteration,
+            "val_miou": result.miou,
+            "val_pixel_accuracy": result.pixel_accuracy,
+            "real_gmacs": result.real_gmacs.mean,
+            "real_gmacs_max": result.real_gmacs.max,
+            "real_gmacs_min": result.real_gmacs.min,
+            "expected_gmacs": result.expected_gmacs.mean,
+            "expected_cost_ratio": result.expected_cost_ratio,
+            "val_images": result.num_images,
+        }
+        self._record(record)
+        logger.info("iter %d: val mIoU %.4f, real %.4f GMACs, expected %.4f GMACs%s",
+                    self.iteration, result.miou, result.real_gmacs.mean,
+                    result.expected_gmacs.mean,
+                    "" if result.expected_cost_ratio is None
+                    else f", E/C_all {result.expected_cost_ratio:.3f}")
+        if math.isfinite(result.miou) and (self.best_miou is None or result.miou > self.best_miou):
+            self.best_miou = result.miou
+            self._save(BEST, metrics=result.to_dict())
+        return result
+
+    def _step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        cfg = self.config
+        lr = self.schedule.apply(self.optimizer, self.iteration)
+        autocast = torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
+                                  enabled=bool(cfg.amp))
+        with autocast:
+            out = self.ddp(images)
+        ce = segmentation_loss(out.logits, labels)
+        loss = ce
+        zero = ce.new_zeros(())
+        budget_loss, ratio, weight = zero, zero, 0.0
+        if self.budget is not None:
+            terms = self.budget(out.gates, self.iteration, cfg.iters)
+            ratio, weight = terms.ratio, terms.weight
+            if self.budget.lam > 0:
+                budget_loss = terms.loss
+                loss = loss + budget_loss
+        stats = torch.stack([loss.detach(), ce.detach(), budget_loss.detach(), ratio]).float()
+        stats = all_reduce_sum(stats.clone()) / self.info.world_size
+        if not bool(torch.isfinite(stats).all()):
+            raise NonFiniteLossError(
+                f"non-finite loss at iteration {self.iteration + 1} (loss {stats[0].item()}, "
+                f"cross-entropy {stats[1].item()}, budget {stats[2].item()}); stopped without "
+                f"saving, the last good checkpoint is {self.run_dir / LATEST}"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            if not bool(torch.isfinite(norm)):
+                raise NonFiniteLossError(
+                    f"non-finite gradient norm at iteration {self.iteration + 1}; stopped without "
+                    f"saving, the last good checkpoint is {self.run_dir / LATEST}"
+                )
+        self.optimizer.step()
+        values = dict(zip(("loss", "ce_loss", "budget_loss", "expected_cost_ratio"),
+                          stats.tolist(), strict=True))
+        values.update(lr=lr, budget_weight=weight)
+        if self.budget is None:
+            values["expected_cost_ratio"] = None
+        if self._writer is not None and (self.iteration + 1) % cfg.log_every == 0:
+            alphas = out.gates.detach().float()[:, out.route_mask]  # (B, paths)
+            self._writer.add_histogram("gates/alpha", alphas.cpu(), self.iteration + 1)
+        return values
+
+    def run(self, *, until: int | None = None) -> TrainResult:
+        """Train to ``config.iters`` (or stop after iteration ``until``, checkpointing there).
+
+        Returns:
+            The :class:`TrainResult`.
+
+        Raises:
+            NonFiniteLossError: the loss or gradient became NaN/inf (no checkpoint is written).
+            OSError: the run directory cannot be written (the message names the path).
+        """
+        cfg = self.config
+        stop = cfg.iters if until is None else min(int(until), cfg.iters)
+        started = time.perf_counter()
+        self.model.train()
+        _on_main(self.info, self._open_outputs)
+        bar = None
+        if cfg.progress and self.info.is_main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.iters, initial=self.iteration, desc="train", unit="it",
+                       dynamic_ncols=True)
+        last_loss: float | None = None
+        window_start, window_iters = time.perf_counter(), 0
+        try:
+            for images, labels in self._loader(self.iteration, stop):
+                images = images.to(self.device, non_blocking=True)
+                labels = labels.to(self.device, non_blocking=True)
+                values = self._step(images, labels)
+                self.iteration += 1
+                window_iters += 1
+                last_loss = values["loss"]
+                if self.iteration % cfg.log_every == 0 or self.iteration == stop:
+                    elapsed = time.perf_counter() - window_start
+                    values["images_per_s"] = cfg.batch * window_iters / max(elapsed, 1e-9)
+                    window_start, window_iters = time.perf_counter(), 0
+                    self._record({"kind": "train", "iter": self.iteration, **values})
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{values['loss']:.4f}",
+                                        img_s=f"{values['images_per_s']:.1f}")
+                    else:
+                        logger.info(
+                            "iter %d/%d loss %.4f (ce %.4f, budget %.4f) lr %.5f %.1f img/s",
+                            self.iteration, cfg.iters, values["loss"], values["ce_loss"],
+                            values["budget_loss"], values["lr"], values["images_per_s"])
+                if bar is not None:
+                    bar.update(1)
+                if (cfg.eval_every and self.iteration % cfg.eval_every == 0
+                        and self.iteration < cfg.iters):
+                    self._evaluate()
+                if self.iteration % cfg.checkpoint_every == 0 and self.iteration < stop:
+                    self._save(LATEST)
+            if self.iteration == cfg.iters and self.val_set is not None:
+                self._evaluate()
+            self._save(LATEST, metrics=None if self.last_eval is None
+                       else self.last_eval.to_dict())
+        finally:
+            if bar is not None:
+                bar.close()
+            self._close_outputs()
+        return TrainResult(
+            iteration=self.iteration, run_dir=self.run_dir, last_loss=last_loss,
+            best_miou=self.best_miou, last_eval=self.last_eval,
+            seconds=time.perf_counter() - started,
+        )
+
+
+def train(config: TrainConfig, *, resume: bool = False, until: int | None = None) -> TrainResult:
+    """Build a :class:`Trainer` and run it (see :meth:`Trainer.run`)."""
+    return Trainer(config, resume=resume).run(until=until)

@@ -1,0 +1,46 @@
+"""Shared fixtures: a tiny routing space, seeded RNG, closed figures."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from dynviz.model.config import RoutingSpaceConfig
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_restore_rng():
+    """Seed every RNG and restore the previous state afterwards (torchvision's leak guard)."""
+    torch_state = torch.get_rng_state()
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
+    yield
+    torch.set_rng_state(torch_state)
+    np.random.set_state(np_state)
+    random.setstate(py_state)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    import sys
+
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
+
+
+@pytest.fixture
+def tiny() -> RoutingSpaceConfig:
+    """L=4, base width 8, 4 scales, 4 classes (models/tiny.yaml)."""
+    return RoutingSpaceConfig(name="tiny-test", num_layers=4, base_channels=8, num_classes=4)
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    return torch.randn(2, 3, 64, 64)

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import pytest
+
+from dynviz.model.config import ConfigError, Direction, GateKind, RoutingSpaceConfig
+from dynviz.model.zoo import load_spec, preset_names
+
+
+def test_layer16_topology_matches_official_counts():
+    cfg = load_spec("layer16")
+    assert cfg.num_cells == 62
+    by_scale = [sum(1 for _, s in cfg.cells if s == k) for k in range(4)]
+    assert by_scale == [17, 16, 15, 14]
+    # triangle start: 1, 2, 3, 4, 4, ...
+    assert [len(cfg.scales_in_layer(layer)) for layer in range(5)] == [1, 2, 3, 4, 4]
+    assert load_spec("layer33").num_cells == 130
+
+
+def test_paths_follow_official_flags():
+    cfg = load_spec("layer16")
+    assert cfg.directions(0, 0) == (Direction.KEEP, Direction.DOWN)  # the initial cell
+    assert cfg.directions(1, 1) == (Direction.KEEP, Direction.UP, Direction.DOWN)  # top keeps down
+    assert cfg.directions(5, 3) == (Direction.KEEP, Direction.UP)
+    assert cfg.directions(16, 2) == (Direction.KEEP,)  # last layer: keep only
+    # Gate outputs per scale (official_repo.md section 11): 33, 46, 43, 27.
+    totals = [sum(len(cfg.directions(layer, s)) for layer, s in cfg.cells if s == scale)
+              for scale in range(4)]
+    assert totals == [33, 46, 43, 27]
+    # Every transform is consumed by exactly one node.
+    incoming = {p for cell in cfg.cells for p in cfg.incoming(*cell)}
+    outgoing = {p for p in cfg.paths if p[0] < cfg.num_layers}
+    assert incoming == outgoing
+    # The new top scale of layers 1-2 has no keep input; layer 1 has no up input.
+    assert cfg.incoming(2, 2) == ((1, 1, Direction.DOWN),)
+    assert cfg.incoming(1, 0) == ((0, 0, Direction.KEEP),)
+
+
+def test_unknown_key_and_bad_values_are_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nnum_layers: 4\nwidth: 8\n")
+    with pytest.raises(ConfigError, match="unknown key 'width'"):
+        RoutingSpaceConfig.from_yaml(bad)
+    with pytest.raises(ConfigError, match="base_channels"):
+        RoutingSpaceConfig(base_channels=7)
+    with pytest.raises(ConfigError, match="gate"):
+        RoutingSpaceConfig(gate="huge")
+    with pytest.raises(ConfigError, match="budget_mu"):
+        RoutingSpaceConfig(budget_mu=1.5)
+    with pytest.raises(ConfigError, match="unknown override"):
+        RoutingSpaceConfig().replace(layers=3)
+
+
+def test_presets_load():
+    names = preset_names()
+    for name in ["layer16", "layer16-fix", "layer33", "dynamic-a", "dynamic-b", "dynamic-c",
+                 "tiny", "fcn32s", "deeplabv3", "unet", "hrnetv2", "autodeeplab"]:
+        assert name in names
+    a = load_spec("dynamic-a")
+    assert (a.gate, a.budget_lambda, a.budget_mu) == (GateKind.SMALL, 0.8, 0.1)
+    assert (load_spec("dynamic-c").budget_lambda, load_spec("dynamic-c").budget_mu) == (0.5, 0.2)
+    assert load_spec("layer16-fix").gate is GateKind.NONE
+
+
+def test_unknown_preset_lists_names():
+    with pytest.raises(ConfigError, match="not a file and not a preset"):
+        load_spec("layer17")

@@ -1,0 +1,294 @@
+"""Synthetic scenes, dataset specs, the Cityscapes writer and the ``dynviz data`` CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from dynviz.data import (
+    CITYSCAPES_CLASSES,
+    DataError,
+    SyntheticScenes,
+    build_dataset,
+    denormalize,
+    parse_spec,
+    train_transforms,
+    write_cityscapes_layout,
+)
+from dynviz.data import cli as data_cli
+from dynviz.data.cityscapes import META_FILE
+
+SMALL = "synthetic:count=8,size=64x64"
+
+
+def _regime_stats(regime: str, count: int = 16) -> dict[str, np.ndarray]:
+    ds = SyntheticScenes(count=count, size=(96, 96), regime=regime, seed=3)
+    rows = [ds.stats(i) for i in range(count)]
+    return {key: np.array([r[key] for r in rows]) for key in rows[0]}
+
+
+def test_default_spec_and_item_contract() -> None:
+    ds = build_dataset("synthetic")
+    assert (len(ds), ds.num_classes, ds.ignore_index, ds.name) == (64, 6, 255, "synthetic")
+    assert ds.class_names[0] == "background" and len(set(ds.class_names)) == 6
+    item = ds[0]
+    assert item["image"].dtype == torch.float32 and item["image"].shape == (3, 128, 128)
+    assert item["label"].dtype == torch.int64 and item["label"].shape == (128, 128)
+    assert item["image_id"] == "train_000000"
+    assert all(isinstance(v, float) for v in item["stats"].values())
+    image, label = ds.raw(0)
+    assert image.dtype == np.uint8 and image.shape == (128, 128, 3) and label.dtype == np.uint8
+    # The item is the normalised raw image, and denormalize inverts it exactly.
+    np.testing.assert_array_equal(denormalize(item["image"]), image)
+    np.testing.assert_array_equal(item["label"].numpy(), label)
+    assert len({ds.image_id(i) for i in range(len(ds))}) == len(ds)
+
+
+def test_deterministic_by_seed_split_and_index() -> None:
+    a = build_dataset(SMALL)
+    b = build_dataset(SMALL)
+    assert all(a.raw(i)[0].tobytes() == b.raw(i)[0].tobytes() for i in range(len(a)))
+    # On-demand generation: image 5 does not depend on what was generated before.
+    fresh = build_dataset(SMALL)
+    np.testing.assert_array_equal(fresh.raw(5)[0], a.raw(5)[0])
+    np.testing.assert_array_equal(fresh.raw(-1)[1], a.raw(7)[1])
+    other_seed = build_dataset(SMALL + ",seed=1")
+    val = build_dataset(SMALL, split="val")
+    for i in range(len(a)):
+        assert not np.array_equal(a.raw(i)[0], other_seed.raw(i)[0])
+        assert not np.array_equal(a.raw(i)[0], val.raw(i)[0])
+    assert not np.array_equal(a.raw(0)[0], a.raw(1)[0])
+
+
+def test_global_rng_untouched() -> None:
+    """Generation and augmentation draw only from their own generators."""
+    numpy_state = np.random.get_state()[1].copy()  # noqa: NPY002 (the legacy global RNG)
+    torch_state = torch.get_rng_state()
+    python_state = random.getstate()
+    build_dataset(SMALL, transform=train_transforms(crop=32))[3]
+    assert np.array_equal(np.random.get_state()[1], numpy_state)  # noqa: NPY002
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    assert random.getstate() == python_state
+
+
+def test_regimes_differ_in_object_scale() -> None:
+    tiny, huge, mixed = (_regime_stats(r) for r in ("tiny", "huge", "mixed"))
+    assert (tiny["regime_code"] == 0).all() and (huge["regime_code"] == 1).all()
+    assert (mixed["regime_code"] == 2).all()
+    assert tiny["mean_object_area"].mean() < huge["mean_object_area"].mean() / 10
+    assert tiny["max_object_area"].max() < 0.05 < huge["max_object_area"].min()
+    assert (huge["object_count"] <= 3).all() and (tiny["object_count"] >= 8).all()
+    assert tiny["small_fraction"].mean() > 0.4 and (huge["small_fraction"] == 0).all()
+    # Mixed has one large object and many small ones.
+    assert (mixed["max_object_area"] > 0.05).all() and mixed["small_fraction"].mean() > 0.3
+
+
+def test_per_image_regime_varies() -> None:
+    ds = SyntheticScenes(count=24, size=(64, 64))
+    codes = {ds.stats(i)["regime_code"] for i in range(len(ds))}
+    assert codes == {0.0, 1.0, 2.0}
+
+
+@pytest.mark.parametrize("regime", ["tiny", "huge", "mixed"])
+def test_stats_agree_with_label_map(regime: str) -> None:
+    ds = SyntheticScenes(count=6, size=(80, 64), regime=regime, num_classes=5)
+    for i in range(len(ds)):
+        sample = ds.sample(i)
+        stats, label, inst = sample.stats, sample.label, sample.instances
+        assert stats == ds[i]["stats"]
+        assert stats["foreground_fraction"] == pytest.approx(np.mean(label != 0))
+        assert np.array_equal(inst > 0, label > 0)
+        areas = np.bincount(inst.ravel())[1:]
+        areas = areas[areas > 0] / label.size
+        assert stats["object_count"] == len(areas)
+        assert stats["max_object_area"] == pytest.approx(areas.max())
+        assert stats["median_object_area"] == pytest.approx(np.median(areas))
+        assert stats["mean_object_area"] * stats["object_count"] == pytest.approx(
+            stats["foreground_fraction"]
+        )
+        assert stats["small_fraction"] == pytest.approx(np.mean(areas < 0.01))
+        assert stats["classes_present"] == len(np.unique(label[label > 0]))
+        # Each visible object has a single class.
+        for k in np.unique(inst[inst > 0]):
+            assert len(np.unique(label[inst == k])) == 1
+        assert label.max() < ds.num_classes
+
+
+def test_classes_learnable_but_not_trivial() -> None:
+    """Class colour means differ, yet paired classes share colours: texture is needed."""
+    ds = SyntheticScenes(count=24, size=(64, 64), regime="mixed", seed=7)
+    pairs = [ds.raw(i) for i in range(len(ds))]
+    pixels = np.concatenate([img.reshape(-1, 3) for img, _ in pairs]).astype(np.float64)
+    labels = np.concatenate([lab.ravel() for _, lab in pairs])
+    means = np.stack([pixels[labels == k].mean(0) for k in range(ds.num_classes)])
+    gaps = np.linalg.norm(means[:, None] - means[None], axis=-1)[np.triu_indices(6, 1)]
+    assert gaps.min() > 5  # every class has its own typical colour
+    nearest = np.argmin(((pixels[:, None] - means[None]) ** 2).sum(-1), axis=1)
+    object_pixels = labels > 0
+    accuracy = np.mean(nearest[object_pixels] == labels[object_pixels])
+    assert 1 / 5 < accuracy < 0.85
+
+
+def test_generation_is_fast() -> None:
+    ds = SyntheticScenes(count=20, size=(128, 128))
+    ds.sample(0)
+    start = time.perf_counter()
+    for i in range(len(ds)):
+        ds.sample(i)
+    # 20 ms per 128x128 image is the budget; allow slack for a loaded CI machine.
+    assert (time.perf_counter() - start) / len(ds) < 0.05
+
+
+def test_transform_gets_reproducible_per_epoch_generator() -> None:
+    ds = build_dataset(SMALL, transform=train_transforms(crop=(48, 40)), transform_seed=5)
+    again = build_dataset(SMALL, transform=train_transforms(crop=(48, 40)), transform_seed=5)
+    first = ds[2]
+    assert first["image"].shape == (3, 48, 40) and first["label"].shape == (48, 40)
+    assert torch.equal(first["image"], again[2]["image"])
+    ds.set_epoch(1)
+    assert not torch.equal(first["image"], ds[2]["image"])
+    ds.set_epoch(0)
+    assert torch.equal(first["label"], ds[2]["label"])
+    # Stats describe the untransformed image.
+    assert first["stats"] == build_dataset(SMALL).stats(2)
+
+
+def test_default_collate_batches_items() -> None:
+    batch = next(iter(DataLoader(build_dataset(SMALL), batch_size=3)))
+    assert batch["image"].shape == (3, 3, 64, 64) and batch["label"].dtype == torch.int64
+    assert batch["image_id"] == ["train_000000", "train_000001", "train_000002"]
+    assert batch["stats"]["object_count"].shape == (3,)
+
+
+def test_spec_options_and_canonical_form() -> None:
+    spec = parse_spec("Synthetic: count=5 , size=48x80,classes=3,seed=9,regime=tiny")
+    assert spec.options == {
+        "count": 5,
+        "size": (48, 80),
+        "classes": 3,
+        "seed": 9,
+        "regime": "tiny",
+    }
+    ds = build_dataset(spec)
+    assert (len(ds), ds.raw(0)[0].shape, ds.num_classes) == (5, (48, 80, 3), 3)
+    assert build_dataset(ds.spec).raw(1)[0].tobytes() == ds.raw(1)[0].tobytes()
+    assert parse_spec("synthetic:size=32").options["size"] == (32, 32)
+    assert str(parse_spec("synthetic")) == (
+        "synthetic:count=64,size=128x128,classes=6,seed=0,regime=per-image"
+    )
+    assert parse_spec("cityscapes:/a:b/c").path == Path("/a:b/c")
+
+
+@pytest.mark.parametrize(
+    ("spec", "named"),
+    [
+        ("synthetic:count=5,colour=red", "'colour'"),
+        ("synthetic:count", "'count'"),
+        ("synthetic:count=abc", "count='abc'"),
+        ("synthetic:count=0", "count='0'"),
+        ("synthetic:size=12xx4", "size='12xx4'"),
+        ("synthetic:regime=large", "regime='large'"),
+        ("synthetic:seed=1,seed=2", "'seed' given twice"),
+        ("synthetic:count=4,,seed=1", "stray comma"),
+        ("synthetic:classes=1", "classes must be in 2"),
+        ("imagenet:/data", "'imagenet'"),
+        ("cityscapes", "cityscapes:PATH"),
+        ("", "empty dataset spec"),
+    ],
+)
+def test_bad_spec_names_the_part(spec: str, named: str) -> None:
+    with pytest.raises(DataError, match=None) as info:
+        build_dataset(spec)
+    assert named in str(info.value)
+
+
+def test_missing_path_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    for kind in ("cityscapes", "voc"):
+        with pytest.raises(DataError, match="nowhere"):
+            build_dataset(f"{kind}:{missing}")
+
+
+def test_cityscapes_layout_round_trip(tmp_path: Path) -> None:
+    ds = SyntheticScenes(count=3, size=(64, 80), num_classes=5, seed=2, split="val")
+    write_cityscapes_layout(ds, tmp_path, "val")
+    city = tmp_path / "gtFine" / "val" / "synth"
+    assert (tmp_path / "leftImg8bit/val/synth/synth_000000_000002_leftImg8bit.png").is_file()
+    assert (city / "synth_000000_000000_gtFine_labelTrainIds.png").is_file()
+    assert (city / "synth_000000_000000_gtFine_labelIds.png").is_file()
+    back = build_dataset(f"cityscapes:{tmp_path}", split="val")
+    assert (len(back), back.num_classes, back.class_names) == (3, 5, ds.class_names)
+    for i in range(3):
+        for original, loaded in zip(ds.raw(i), back.raw(i), strict=True):
+            np.testing.assert_array_equal(original, loaded)
+        assert back.stats(i) == ds.stats(i)
+    assert back.image_id(1) == "synth/synth_000000_000001"
+    # The labelIds files alone map back to the same train ids.
+    for path in city.glob("*_labelTrainIds.png"):
+        path.unlink()
+    relabelled = build_dataset(f"cityscapes:{tmp_path}", split="val")
+    np.testing.assert_array_equal(relabelled.raw(2)[1], ds.raw(2)[1])
+    meta = json.loads((tmp_path / META_FILE).read_text())
+    assert meta["sources"]["val"] == ds.spec
+
+
+def test_cityscapes_layout_many_classes_writes_train_ids_only(tmp_path: Path) -> None:
+    ds = SyntheticScenes(count=2, size=(64, 64), num_classes=24, regime="tiny")
+    write_cityscapes_layout(ds, tmp_path, "train")
+    assert not list(tmp_path.glob("gtFine/train/synth/*_labelIds.png"))
+    back = build_dataset(f"cityscapes:{tmp_path}")
+    assert back.num_classes == 24
+    np.testing.assert_array_equal(back.raw(1)[1], ds.raw(1)[1])
+    assert len(CITYSCAPES_CLASSES) == 19
+
+
+def test_cli_synth_writes_loadable_splits(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser(prog="dynviz data")
+    data_cli.configure_parser(parser)
+    out = tmp_path / "synth"
+    args = parser.parse_args(
+        ["synth", "--out", str(out), "--count", "3", "--size", "48", "64", "--classes", "4"]
+    )
+    assert data_cli.main(args) == 0
+    train = build_dataset(f"cityscapes:{out}", split="train")
+    val = build_dataset(f"cityscapes:{out}", split="val")
+    assert (len(train), len(val), train.num_classes) == (3, 3, 4)
+    assert train.raw(0)[0].shape == (48, 64, 3)
+    assert not np.array_equal(train.raw(0)[0], val.raw(0)[0])
+    assert val.stats(0) == build_dataset(
+        "synthetic:count=3,size=48x64,classes=4", split="val"
+    ).stats(0)
+    bad = parser.parse_args(["synth", "--out", str(out), "--size", "4", "4"])
+    assert data_cli.main(bad) == 2
+
+
+def test_rewriting_a_split_replaces_it(tmp_path: Path) -> None:
+    write_cityscapes_layout(SyntheticScenes(count=4, size=(32, 32)), tmp_path, "train")
+    write_cityscapes_layout(SyntheticScenes(count=2, size=(32, 32), seed=1), tmp_path, "train")
+    back = build_dataset(f"cityscapes:{tmp_path}")
+    assert len(back) == 2 and back.name == "cityscapes"
+    np.testing.assert_array_equal(
+        back.raw(1)[0], SyntheticScenes(count=2, seed=1, size=(32, 32)).raw(1)[0]
+    )
+    with pytest.raises(DataError, match=META_FILE):
+        write_cityscapes_layout(
+            SyntheticScenes(count=1, size=(32, 32), num_classes=3), tmp_path, "x"
+        )
+
+
+def test_datasets_pickle_for_worker_processes(tmp_path: Path) -> None:
+    ds = build_dataset(SMALL, transform=train_transforms(crop=32))
+    clone = pickle.loads(pickle.dumps(ds))
+    assert torch.equal(clone[4]["image"], ds[4]["image"])
+    write_cityscapes_layout(SyntheticScenes(count=1, size=(32, 32)), tmp_path, "train")
+    city = pickle.loads(pickle.dumps(build_dataset(f"cityscapes:{tmp_path}")))
+    assert city[0]["label"].shape == (32, 32)

@@ -1,0 +1,256 @@
+"""Trainer: optimiser groups, poly schedule, sampling, run directory, exact resume, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+import dynviz
+from dynviz.checkpoint import LATEST, load_checkpoint, sha256_file
+from dynviz.cli import main as cli_main
+from dynviz.model import ConfigError, Route
+from dynviz.train import trainer as trainer_module
+from dynviz.train.distributed import SampleStream
+from dynviz.train.optim import (
+    PolySchedule,
+    build_optimizer,
+    default_warmup_iters,
+    is_gate_parameter,
+    param_groups,
+)
+from dynviz.train.trainer import (
+    NonFiniteLossError,
+    TrainConfig,
+    Trainer,
+    find_unused_parameters,
+    segmentation_loss,
+)
+
+DATA = "synthetic:count=8,size=48x48,classes=4"
+
+
+def _config(tmp_path, name: str = "run", **changes) -> TrainConfig:
+    base = {
+        "model": "tiny", "data": DATA, "out": str(tmp_path / name), "iters": 4, "batch": 2,
+        "crop": (32, 32), "workers": 0, "log_every": 1, "checkpoint_every": 2,
+        "eval_limit": 2, "tensorboard": False, "progress": False, "deterministic": True,
+    }
+    base.update(changes)
+    return TrainConfig(**base)
+
+
+# ------------------------------------------------------------------------------ optimiser
+def test_param_groups_no_decay_on_batchnorm_and_gate_lr_mult():
+    model = dynviz.build_model("tiny")
+    optimizer = build_optimizer(model, lr=0.05, weight_decay=1e-4, gate_lr_mult=2.5)
+    groups = {g["name"]: g for g in optimizer.param_groups}
+    assert set(groups) == {"decay", "no_decay", "gate_decay", "gate_no_decay"}
+    norm_ids = {id(p) for m in model.modules() if isinstance(m, nn.BatchNorm2d)
+                for p in m.parameters(recurse=False)}
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            assert (group["weight_decay"] == 0.0) == (id(param) in norm_ids)
+    names = {id(p): n for n, p in model.named_parameters()}
+    gate_ids = {id(p) for g in ("gate_decay", "gate_no_decay") for p in groups[g]["params"]}
+    assert gate_ids == {id(p) for n, p in model.named_parameters() if ".gate." in n}
+    assert all(is_gate_parameter(names[i]) for i in gate_ids)
+    # biases keep weight decay: the gate's last conv and the predictor have biases
+    decayed = {names[id(p)] for g in ("decay", "gate_decay") for p in groups[g]["params"]}
+    assert "decoder.predictor.bias" in decayed
+    assert any(n.endswith("gate.conv2.bias") for n in decayed)
+    assert groups["gate_decay"]["lr"] == pytest.approx(0.125)
+    assert groups["decay"]["lr"] == pytest.approx(0.05)
+    covered = sum(len(g["params"]) for g in optimizer.param_groups)
+    assert covered == len(list(model.parameters()))
+    assert optimizer.defaults["momentum"] == 0.9
+
+
+def test_param_groups_of_a_static_network_have_no_gate_groups():
+    model = dynviz.build_model(Route.from_chains(dynviz.build_model("tiny").config,
+                                                 [[4, 8, 8, 16, 16]]))
+    assert [g["name"] for g in param_groups(model)] == ["decay", "no_decay"]
+
+
+def test_poly_schedule_values():
+    schedule = PolySchedule(0.05, 100, warmup_iters=10, warmup_factor=0.001, power=0.9)
+    assert schedule.lr(0) == pytest.approx(0.05 * 0.001)
+    assert schedule.lr(5) == pytest.approx(0.05 * (0.001 * 0.5 + 0.5) * 0.95**0.9)
+    assert schedule.lr(10) == pytest.approx(0.05 * 0.9**0.9)
+    assert schedule.lr(50) == pytest.approx(0.05 * 0.5**0.9)
+    assert schedule.lr(100) == 0.0
+    assert PolySchedule(0.1, 10).lr(0) == pytest.approx(0.1)  # no warm-up
+    assert default_warmup_iters(600) == 30
+    assert default_warmup_iters(190_000) == 1000  # the official warm-up
+    model = dynviz.build_model("tiny")
+    optimizer = build_optimizer(model, lr=0.05, gate_lr_mult=2.0)
+    lr = schedule.apply(optimizer, 50)
+    for group in optimizer.param_groups:
+        assert group["lr"] == pytest.approx(lr * group["lr_mult"])
+
+
+# ------------------------------------------------------------------------------- sampling
+def test_sample_stream_is_a_function_of_seed_and_iteration():
+    stream = SampleStream(10, 3, seed=7)
+    again = SampleStream(10, 3, seed=7)
+    assert stream.batch_keys(5) == again.batch_keys(5)
+    assert list(stream.batches(2, 4)) == [again.batch_keys(2), again.batch_keys(3)]
+    first_epoch = [k for it in range(3) for k in stream.batch_keys(it)][:10]
+    assert sorted(i for _, i in first_epoch) == list(range(10))  # a permutation per epoch
+    assert {e for e, _ in first_epoch} == {0}
+    assert stream.batch_keys(3)[1:] == [(1, int(stream.epoch_indices(1)[0])),
+                                        (1, int(stream.epoch_indices(1)[1]))]
+    assert SampleStream(10, 3, seed=8).batch_keys(0) != stream.batch_keys(0)
+
+
+def test_sample_stream_shards_like_distributed_sampler():
+    shards = [SampleStream(7, 2, seed=1, rank=r, world_size=2) for r in range(2)]
+    for epoch in range(3):
+        a, b = (s.epoch_indices(epoch) for s in shards)
+        assert len(a) == len(b) == 4  # padded to a multiple of the world size
+        assert set(a) | set(b) == set(range(7))
+
+
+# ---------------------------------------------------------------------------------- loss
+def test_segmentation_loss_ignores_255_and_survives_an_all_ignored_batch():
+    logits = torch.zeros(1, 3, 2, 2, requires_grad=True)
+    labels = torch.tensor([[[0, 255], [255, 255]]])
+    assert segmentation_loss(logits, labels).item() == pytest.approx(math.log(3))
+    empty = segmentation_loss(logits, torch.full((1, 2, 2), 255))
+    assert empty.item() == 0.0
+    empty.backward()
+
+
+def test_unused_parameters_of_static_routes():
+    tiny = dynviz.build_model("tiny")
+    assert find_unused_parameters(tiny) == []
+    shallow = dynviz.build_model(Route.from_chains(tiny.config, [[4, 4, 8, 8, 8]]))
+    unused = find_unused_parameters(shallow)
+    assert unused
+    assert all(n.startswith(("decoder.lateral.2.", "decoder.lateral.3.")) for n in unused)
+
+
+# ---------------------------------------------------------------------------- the trainer
+def test_training_writes_the_run_directory(tmp_path):
+    config = _config(tmp_path, budget_lambda=0.5, budget_mu=0.2, eval_every=2)
+    result = Trainer(config).run()
+    run = tmp_path / "run"
+    assert result.iteration == 4 and run.joinpath(LATEST).is_file()
+    assert run.joinpath("checkpoint_best.pt").is_file()
+    saved = load_checkpoint(run / LATEST)
+    assert saved["iteration"] == 4
+    assert saved["config"]["num_classes"] == 4  # follows the data
+    assert saved["config"]["budget_lambda"] == 0.5 and saved["config"]["budget_mu"] == 0.2
+    assert saved["train_args"]["warmup_iters"] == 0  # resolved: min(1000, 5% of 4)
+    records = [json.loads(line) for line in run.joinpath("metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["kind"] == "train"]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert [r["iter"] for r in train] == [1, 2, 3, 4]
+    for key in ("loss", "ce_loss", "budget_loss", "expected_cost_ratio", "lr", "images_per_s"):
+        assert all(key in r for r in train)
+    assert 0 < train[0]["expected_cost_ratio"] <= 1
+    assert [r["iter"] for r in evals] == [2, 4]
+    assert all(0 <= r["val_miou"] <= 1 and r["real_gmacs"] > 0 for r in evals)
+    assert train[0]["budget_loss"] == 0.0  # before 40%
+    assert train[3]["budget_loss"] > 0.0  # 3/4 of the way, fully ramped
+    doc = yaml.safe_load(run.joinpath("config.yaml").read_text())
+    assert doc["model"]["name"] == "tiny" and doc["route"] is None
+    assert doc["train"]["data"] == DATA and doc["data"]["val"] == DATA
+
+
+def test_resume_is_exact(tmp_path):
+    straight = Trainer(_config(tmp_path, "straight", iters=6, checkpoint_every=3))
+    straight.run()
+    first = Trainer(_config(tmp_path, "split", iters=6, checkpoint_every=3))
+    first.run(until=3)
+    assert load_checkpoint(tmp_path / "split" / LATEST)["iteration"] == 3
+    second = Trainer(_config(tmp_path, "split", iters=6, checkpoint_every=3), resume=True)
+    assert second.iteration == 3
+    second.run()
+    a, b = straight.model.state_dict(), second.model.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert straight.optimizer.state_dict()["state"].keys() == \
+        second.optimizer.state_dict()["state"].keys()
+    records = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+    iters = [json.loads(r)["iter"] for r in records if json.loads(r)["kind"] == "train"]
+    assert iters == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_refuses_changed_training_arguments(tmp_path):
+    Trainer(_config(tmp_path, iters=4)).run(until=2)
+    with pytest.raises(ConfigError, match="lr"):
+        Trainer(_config(tmp_path, iters=4, lr=0.1), resume=True)
+    with pytest.raises(ConfigError, match="--resume"):
+        Trainer(_config(tmp_path, iters=4))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    config = _config(tmp_path, iters=6, checkpoint_every=2)
+    trainer = Trainer(config)
+    real = segmentation_loss
+    calls = {"n": 0}
+
+    def poisoned(logits, labels):
+        calls["n"] += 1
+        loss = real(logits, labels)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(trainer_module, "segmentation_loss", poisoned)
+    with pytest.raises(NonFiniteLossError, match="iteration 3"):
+        trainer.run()
+    latest = tmp_path / "run" / LATEST
+    before = sha256_file(latest)
+    assert load_checkpoint(latest)["iteration"] == 2
+    assert torch.isfinite(torch.cat([p.flatten() for p in trainer.model.parameters()])).all()
+    assert sha256_file(latest) == before
+
+
+def test_static_route_spec_trains_with_the_same_command(tmp_path, capsys):
+    route = Route.from_chains(dynviz.build_model("tiny").config, [[4, 8, 8, 16, 16]],
+                              name="tiny-chain")
+    spec = tmp_path / "tiny-chain.yaml"
+    route.to_yaml(spec)
+    code = cli_main(["train", str(spec), "--data", DATA, "--out", str(tmp_path / "static"),
+                     "--iters", "2", "--batch", "2", "--crop", "32", "32", "--workers", "0",
+                     "--eval-limit", "2", "--log-every", "1", "--no-tensorboard",
+                     "--budget-lambda", "1.0", "--budget-mu", "0.2"])
+    assert code == 0
+    assert "trained 2 iterations" in capsys.readouterr().out
+    saved = load_checkpoint(tmp_path / "static" / LATEST)
+    assert saved["route"] is not None and len(saved["route"]["paths"]) == len(route)
+    records = [json.loads(line) for line in
+               (tmp_path / "static" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["budget_loss"] == 0.0 for r in records if r["kind"] == "train")
+
+
+def test_cli_resume_and_user_errors(tmp_path, capsys):
+    out = str(tmp_path / "cli")
+    args = ["train", "tiny", "--data", DATA, "--out", out, "--iters", "2", "--batch", "2",
+            "--crop", "32", "32", "--workers", "0", "--eval-limit", "1", "--no-tensorboard"]
+    assert cli_main(args) == 0
+    assert cli_main(["train", "--out", out, "--resume", "--lr", "0.3"]) == 2
+    assert "lr" in capsys.readouterr().err
+    assert cli_main(["train", "--out", out, "--resume", "--workers", "0"]) == 0  # nothing left
+    assert cli_main(["train", "tiny", "--data", "synthetic:count=0", "--out",
+                     str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "count" in err
+    assert cli_main(["train", "nope", "--data", DATA, "--out", str(tmp_path / "bad")]) == 2
+    assert "unknown model" in capsys.readouterr().err
+    assert cli_main(["train", "--out", str(tmp_path / "none"), "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_unwritable_run_directory_is_a_clear_error(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code = cli_main(["train", "tiny", "--data", DATA, "--out", str(blocker / "run"),
+                     "--iters", "1", "--batch", "2", "--crop", "32", "32", "--workers", "0"])
+    assert code == 1
+    assert str(blocker / "run") in capsys.readouterr().err
