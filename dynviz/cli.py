@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -18,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train a model (budget loss, DDP under torchrun)", "dynviz.train.cli"),
     "eval": ("evaluate a run or checkpoint: mIoU and GMACs", "dynviz.evaluate"),
     "demo": ("the whole chain on the embedded synthetic data", "dynviz.commands.demo"),
+    "app": ("the Streamlit route explorer on a folder of runs and records", "dynviz.commands.app"),
 }
 
 
@@ -51,7 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    return int(module.main(args) or 0)
+    try:
+        return int(module.main(args) or 0)
+    except BrokenPipeError:  # e.g. `dynviz flops layer16 | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ class Direction(enum.IntEnum):
     def parse(cls, value: str | int | Direction) -> Direction:
         if isinstance(value, Direction):
             return value
-        if isinstance(value, int) and not isinstance(value, bool):
+        if isinstance(value, int) and not isinstance(value, bool) and value in range(len(cls)):
             return cls(value)
         if isinstance(value, str) and value.upper() in cls.__members__:
             return cls[value.upper()]
