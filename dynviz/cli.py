@@ -19,6 +19,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train a model (budget loss, DDP under torchrun)", "dynviz.train.cli"),
     "eval": ("evaluate a run or checkpoint: mIoU and GMACs", "dynviz.evaluate"),
     "demo": ("the whole chain on the embedded synthetic data", "dynviz.commands.demo"),
+    "bench": ("measure speed and memory figures", "dynviz.commands.bench"),
+    "export": (
+        "export a route's static network to ONNX (BN folded, no gates)",
+        "dynviz.commands.export",
+    ),
+    "record": ("record a model's routes over a data set (Parquet)", "dynviz.commands.record"),
+    "analyze": ("tables, figures and a report from records", "dynviz.commands.analyze"),
+    "extract": ("extract the common network of records as a route spec", "dynviz.commands.extract"),
+    "compare": ("Table-1-style comparison of trained runs", "dynviz.commands.compare"),
     "app": ("the Streamlit route explorer on a folder of runs and records", "dynviz.commands.app"),
 }
 

@@ -64,8 +64,9 @@ class CostItem:
     direction: Direction | None = None
 
 
-def propagate(config: RoutingSpaceConfig, active: torch.Tensor
-          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def propagate(
+    config: RoutingSpaceConfig, active: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Which nodes received input, ran their operation, and how many inputs they summed.
 
     Args:
@@ -280,11 +281,19 @@ def cost_table(
                 gh, gw = small_gate_size(height // 4 >> scale, width // 4 >> scale)
                 gate_in = gh * gw
                 if complete:
-                    gate_items.append(CostItem("gate", f"{prefix}.gate", "interp",
-                                               BILINEAR_PER_OUTPUT * c * gate_in, **where))
+                    gate_items.append(
+                        CostItem(
+                            "gate",
+                            f"{prefix}.gate",
+                            "interp",
+                            BILINEAR_PER_OUTPUT * c * gate_in,
+                            **where,
+                        )
+                    )
             gate_items += [
-                CostItem("gate", f"{prefix}.gate.conv1", "conv", _conv(1, c, c // 2, gate_in),
-                         **where),
+                CostItem(
+                    "gate", f"{prefix}.gate.conv1", "conv", _conv(1, c, c // 2, gate_in), **where
+                ),
                 CostItem("gate", f"{prefix}.gate.bn", "bn", 2 * (c // 2) * gate_in, **where),
                 CostItem("gate", f"{prefix}.gate.bn", "relu", (c // 2) * gate_in, **where),
                 CostItem("gate", f"{prefix}.gate", "pool", (c // 2) * gate_in, **where),
@@ -307,13 +316,21 @@ def cost_table(
                     CostItem("transform", f"{prefix}.up.bn", "relu", co * n, **pw),
                 ]
                 if complete:
-                    t_items.append(CostItem("transform", f"{prefix}.up", "interp",
-                                            BILINEAR_PER_OUTPUT * co * out, **pw))
+                    t_items.append(
+                        CostItem(
+                            "transform",
+                            f"{prefix}.up",
+                            "interp",
+                            BILINEAR_PER_OUTPUT * co * out,
+                            **pw,
+                        )
+                    )
             elif d is Direction.DOWN:
                 co, out = 2 * c, n // 4
                 t_items += [
-                    CostItem("transform", f"{prefix}.down.conv", "conv", _conv(1, c, co, out),
-                             **pw),
+                    CostItem(
+                        "transform", f"{prefix}.down.conv", "conv", _conv(1, c, co, out), **pw
+                    ),
                     CostItem("transform", f"{prefix}.down.bn", "bn", 2 * co * out, **pw),
                     CostItem("transform", f"{prefix}.down.bn", "relu", co * out, **pw),
                 ]
@@ -333,15 +350,25 @@ def cost_table(
         for layer, scale in config.cells:
             extra = int(counts[layer, scale]) - 1
             if extra > 0:
-                items.append(CostItem("node", f"cells.{layer}_{scale}", "add",
-                                      extra * int(node_add[layer, scale]), layer=layer,
-                                      scale=scale))
+                items.append(
+                    CostItem(
+                        "node",
+                        f"cells.{layer}_{scale}",
+                        "add",
+                        extra * int(node_add[layer, scale]),
+                        layer=layer,
+                        scale=scale,
+                    )
+                )
 
     # Decoder: lateral ConvBNReLU per scale, top-down add and x2, 3x3 predictor, x4 upsampling.
     lateral_cost = []
     last = config.num_layers
-    top = max(s for s in range(config.num_scales)  # coarsest scale reaching the decoder
-              if route is None or route.directions(last, s))
+    top = max(
+        s
+        for s in range(config.num_scales)  # coarsest scale reaching the decoder
+        if route is None or route.directions(last, s)
+    )
     for s in range(config.num_scales):
         if s > top:  # nothing arrives at or above this scale: the lateral never runs
             lateral_cost.append(0)
@@ -356,21 +383,33 @@ def cost_table(
         if complete and s < top:
             lat.append(CostItem("decoder", f"decoder.lateral.{s}", "add", c * n))
         if complete and s > 0:
-            lat.append(CostItem("decoder", f"decoder.lateral.{s}", "interp",
-                                BILINEAR_PER_OUTPUT * co * n * 4))
+            lat.append(
+                CostItem(
+                    "decoder", f"decoder.lateral.{s}", "interp", BILINEAR_PER_OUTPUT * co * n * 4
+                )
+            )
         lateral_cost.append(sum(i.macs for i in lat))
         items += lat
     k = config.num_classes
     fixed = [CostItem("decoder", "decoder.predictor", "conv", _conv(3, c0, k, quarter))]
     if complete:
-        fixed.append(CostItem("decoder", "decoder", "interp", BILINEAR_PER_OUTPUT * k * height
-                              * width))
+        fixed.append(
+            CostItem("decoder", "decoder", "interp", BILINEAR_PER_OUTPUT * k * height * width)
+        )
     items += fixed
     return CostTable(
-        config=config, size=(size[0], size[1]), counting=counting, items=items, op=op_cost,
-        gate=gate_cost, path=path_cost, node_add=node_add,
-        stem=sum(m for _, _, m in stem), decoder_lateral=lateral_cost,
-        decoder_fixed=sum(i.macs for i in fixed), with_gates=with_gates,
+        config=config,
+        size=(size[0], size[1]),
+        counting=counting,
+        items=items,
+        op=op_cost,
+        gate=gate_cost,
+        path=path_cost,
+        node_add=node_add,
+        stem=sum(m for _, _, m in stem),
+        decoder_lateral=lateral_cost,
+        decoder_fixed=sum(i.macs for i in fixed),
+        with_gates=with_gates,
     )
 
 
@@ -390,8 +429,14 @@ class ParamTable:
         return self.stem + self.cells + self.transforms + self.gates + self.decoder
 
     def as_dict(self) -> dict[str, int]:
-        return {"stem": self.stem, "cells": self.cells, "transforms": self.transforms,
-                "gates": self.gates, "decoder": self.decoder, "total": self.total}
+        return {
+            "stem": self.stem,
+            "cells": self.cells,
+            "transforms": self.transforms,
+            "gates": self.gates,
+            "decoder": self.decoder,
+            "total": self.total,
+        }
 
 
 def param_table(config: RoutingSpaceConfig, *, route: Route | None = None) -> ParamTable:

@@ -81,8 +81,10 @@ class CostStats:
         return cls(float(array.mean()), float(array.max()), float(array.min()))
 
     def to_dict(self) -> dict[str, float | None]:
-        return {k: _finite_or_none(v) for k, v in (("mean", self.mean), ("max", self.max),
-                                                    ("min", self.min))}
+        return {
+            k: _finite_or_none(v)
+            for k, v in (("mean", self.mean), ("max", self.max), ("min", self.min))
+        }
 
 
 @dataclass
@@ -201,8 +203,7 @@ def evaluate(
     num_classes = net.config.num_classes
     if dataset.num_classes > num_classes:
         raise ConfigError(
-            f"the data set has {dataset.num_classes} classes but the network predicts "
-            f"{num_classes}"
+            f"the data set has {dataset.num_classes} classes but the network predicts {num_classes}"
         )
     names = list(dataset.class_names)[:num_classes]
     names += [str(k) for k in range(len(names), num_classes)]
@@ -224,8 +225,9 @@ def evaluate(
         from tqdm import tqdm
 
         bar = tqdm(total=len(shard), desc="eval", unit="img", dynamic_ncols=True)
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                              enabled=amp and device.type == "cuda")
+    autocast = torch.autocast(
+        device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"
+    )
     with torch.inference_mode(), autocast:
         for item in loader:
             image = item["image"].unsqueeze(0).to(device)  # (1, 3, H, W)
@@ -238,8 +240,7 @@ def evaluate(
             real.append(float(table.real(out.active.cpu(), gates_ran=dynamic)[0]))
             expected.append(float(table.expected(gates, gates_ran=dynamic)[0]))
             if dynamic:
-                ratios.append(float(table.backbone_expected(gates)[0])
-                              / table.backbone_all_open())
+                ratios.append(float(table.backbone_expected(gates)[0]) / table.backbone_all_open())
             sizes.add((int(height), int(width)))
             if bar is not None:
                 bar.update(1)
@@ -289,20 +290,37 @@ def run_command(body: Callable[[argparse.Namespace], int], args: argparse.Namesp
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``dynviz eval``."""
-    parser.add_argument("checkpoint", metavar="RUN_DIR|CHECKPOINT",
-                        help="a run directory (its best, else latest, checkpoint) or a .pt file")
-    parser.add_argument("--data", metavar="SPEC",
-                        help="dataset spec (default: the run's validation data)")
+    parser.add_argument(
+        "checkpoint",
+        metavar="RUN_DIR|CHECKPOINT",
+        help="a run directory (its best, else latest, checkpoint) or a .pt file",
+    )
+    parser.add_argument(
+        "--data", metavar="SPEC", help="dataset spec (default: the run's validation data)"
+    )
     parser.add_argument("--split", default="val", help="split to evaluate (default: val)")
-    parser.add_argument("--size", nargs=2, type=int, metavar=("H", "W"),
-                        help="resize every image and label to H x W first")
+    parser.add_argument(
+        "--size",
+        nargs=2,
+        type=int,
+        metavar=("H", "W"),
+        help="resize every image and label to H x W first",
+    )
     parser.add_argument("--limit", type=int, metavar="N", help="evaluate the first N images")
-    parser.add_argument("--workers", type=int, default=0, metavar="N",
-                        help="data-loading workers (default 0)")
+    parser.add_argument(
+        "--workers", type=int, default=0, metavar="N", help="data-loading workers (default 0)"
+    )
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
+    parser.add_argument(
+        "--threads", type=int, metavar="N", help="torch CPU threads (default: torch's)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress bar (default: when stderr is a terminal)")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: when stderr is a terminal)",
+    )
 
 
 def _default_spec(meta: dict[str, Any]) -> str | None:
@@ -332,9 +350,9 @@ def _format_table(result: EvalResult, header: dict[str, str]) -> str:
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
     info = init_distributed(args.device)
-    if info.device.type == "cpu":
-        torch.set_flush_denormal(True)  # denormal activations slow CPU kernels down many-fold
     model, meta = load_model(args.checkpoint)
     spec = args.data or _default_spec(meta)
     if not spec:
@@ -345,14 +363,27 @@ def _main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--limit {args.limit} must be >= 1")
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     model.to(info.device)
-    result = evaluate(model, dataset, device=info.device, limit=args.limit,
-                      workers=args.workers, progress=progress and not args.json)
+    result = evaluate(
+        model,
+        dataset,
+        device=info.device,
+        limit=args.limit,
+        workers=args.workers,
+        progress=progress and not args.json,
+    )
     if not info.is_main:
         return 0
     if args.json:
         payload = result.to_dict()
-        payload.update({"checkpoint": meta["path"], "sha256": meta["sha256"],
-                        "iteration": meta.get("iteration"), "data": spec, "split": args.split})
+        payload.update(
+            {
+                "checkpoint": meta["path"],
+                "sha256": meta["sha256"],
+                "iteration": meta.get("iteration"),
+                "data": spec,
+                "split": args.split,
+            }
+        )
         print(json.dumps(payload))
     else:
         header = {

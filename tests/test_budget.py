@@ -63,8 +63,11 @@ def test_ratio_is_eq7_by_hand_and_batch_mean(table):
     gates = torch.rand(3, *table.path.shape, dtype=torch.float64) * _gates(table, 1.0, 1)
     per_image = []
     for sample in gates:
-        cells = sum(float(table.op[layer, scale] * sample[layer, scale].max())
-                    for layer in range(table.op.shape[0]) for scale in range(table.op.shape[1]))
+        cells = sum(
+            float(table.op[layer, scale] * sample[layer, scale].max())
+            for layer in range(table.op.shape[0])
+            for scale in range(table.op.shape[1])
+        )
         paths = float((table.path * sample).sum())
         per_image.append((cells + paths) / table.backbone_all_open())
     loss = BudgetLoss(table, lam=1.0, mu=0.2)

@@ -15,8 +15,11 @@ def run(capsys, *argv):
 
 @pytest.mark.parametrize(
     "name, params, gmacs",
-    [("layer16", 17_784_968, 119.49), ("layer16-fix", 15_261_843, 102.62),
-     ("dynamic-a", 17_784_968, 103.68)],
+    [
+        ("layer16", 17_784_968, 119.49),
+        ("layer16-fix", 15_261_843, 102.62),
+        ("dynamic-a", 17_784_968, 103.68),
+    ],
 )
 def test_flops_json_matches_the_paper(capsys, name, params, gmacs):
     code, out, _ = run(capsys, "flops", name, "--size", "1024", "2048", "--json")
@@ -45,8 +48,9 @@ def test_special_cases_table_is_within_15_percent_of_params(capsys):
     rows = {r["model"]: r for r in json.loads(out)}
     assert set(rows) == {"fcn32s", "deeplabv3", "unet", "hrnetv2", "autodeeplab"}
     for row in rows.values():
-        assert abs(row["params"] / 1e6 - row["paper"]["params_m"]) <= 0.15 * row["paper"][
-            "params_m"]
+        assert (
+            abs(row["params"] / 1e6 - row["paper"]["params_m"]) <= 0.15 * row["paper"]["params_m"]
+        )
     code, out, _ = run(capsys, "flops", "--special-cases")
     assert "hrnetv2" in out and "paper" in out
 

@@ -23,8 +23,10 @@ def test_paths_follow_official_flags():
     assert cfg.directions(5, 3) == (Direction.KEEP, Direction.UP)
     assert cfg.directions(16, 2) == (Direction.KEEP,)  # last layer: keep only
     # Gate outputs per scale (official_repo.md section 11): 33, 46, 43, 27.
-    totals = [sum(len(cfg.directions(layer, s)) for layer, s in cfg.cells if s == scale)
-              for scale in range(4)]
+    totals = [
+        sum(len(cfg.directions(layer, s)) for layer, s in cfg.cells if s == scale)
+        for scale in range(4)
+    ]
     assert totals == [33, 46, 43, 27]
     # Every transform is consumed by exactly one node.
     incoming = {p for cell in cfg.cells for p in cfg.incoming(*cell)}
@@ -52,8 +54,20 @@ def test_unknown_key_and_bad_values_are_named(tmp_path):
 
 def test_presets_load():
     names = preset_names()
-    for name in ["layer16", "layer16-fix", "layer33", "dynamic-a", "dynamic-b", "dynamic-c",
-                 "tiny", "fcn32s", "deeplabv3", "unet", "hrnetv2", "autodeeplab"]:
+    for name in [
+        "layer16",
+        "layer16-fix",
+        "layer33",
+        "dynamic-a",
+        "dynamic-b",
+        "dynamic-c",
+        "tiny",
+        "fcn32s",
+        "deeplabv3",
+        "unet",
+        "hrnetv2",
+        "autodeeplab",
+    ]:
         assert name in names
     a = load_spec("dynamic-a")
     assert (a.gate, a.budget_lambda, a.budget_mu) == (GateKind.SMALL, 0.8, 0.1)

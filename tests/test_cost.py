@@ -15,8 +15,7 @@ from dynviz.model.zoo import load_spec
 K, U, D = Direction.KEEP, Direction.UP, Direction.DOWN
 
 # L=1, two scales, C=2, one class, 16x16 input: 1/4 is 4x4 (16 px), 1/8 is 2x2 (4 px).
-MICRO = RoutingSpaceConfig(name="micro", num_layers=1, num_scales=2, base_channels=2,
-                           num_classes=1)
+MICRO = RoutingSpaceConfig(name="micro", num_layers=1, num_scales=2, base_channels=2, num_classes=1)
 
 
 def test_hand_counted_macs_of_a_micro_space():
@@ -74,9 +73,18 @@ def test_pass_through_feeds_the_next_cell():
     active[0, 0, 0, K] = True  # (1,0) gets input but closes everything: X passes through
     active[0, 2, 0, K] = active[0, 3, 0, K] = True
     real = t.real(active).item()
-    expected = (t.stem + t.gate[1, 0] + t.gate[2, 0] + t.gate[3, 0] + t.path[0, 0, K]
-                + t.op[2, 0] + t.path[2, 0, K] + t.op[3, 0] + t.decoder_lateral[0]
-                + t.decoder_fixed)
+    expected = (
+        t.stem
+        + t.gate[1, 0]
+        + t.gate[2, 0]
+        + t.gate[3, 0]
+        + t.path[0, 0, K]
+        + t.op[2, 0]
+        + t.path[2, 0, K]
+        + t.op[3, 0]
+        + t.decoder_lateral[0]
+        + t.decoder_fixed
+    )
     assert real == pytest.approx(float(expected))
 
 
@@ -100,7 +108,8 @@ def test_fvcore_agrees_on_every_conv(tiny, gate):
     measured = {
         name.removeprefix("net."): ops["conv"]
         for name, ops in analysis.by_module_and_operator().items()
-        if name.startswith("net.") and ops.get("conv")
+        if name.startswith("net.")
+        and ops.get("conv")
         and isinstance(model.get_submodule(name.removeprefix("net.")), torch.nn.Conv2d)
     }
     table = cost_table(cfg, (64, 96), counting="complete").by_module(op="conv")
@@ -120,8 +129,10 @@ def test_real_cost_equals_what_ran(tiny):
     ran = route.mask()
     # both chains end at 1/4: only the 1/4 lateral and the predictor run in the decoder
     expected = sum(
-        i.macs for i in table.items
-        if i.op == "conv" and (
+        i.macs
+        for i in table.items
+        if i.op == "conv"
+        and (
             i.component == "stem"
             or i.module in ("decoder.lateral.0.conv", "decoder.predictor")
             or (i.component == "cell" and (i.layer, i.scale) in route.cells)
@@ -142,8 +153,9 @@ def test_official_totals_at_1024x2048():
     assert cost_table(load_spec("dynamic-a")).total() / 1e9 == pytest.approx(103.68, abs=0.01)
     assert cost_table(load_spec("layer33")).total() / 1e9 == pytest.approx(246.0, abs=0.05)
     # the budget normaliser at the 768x768 training crop (official FLOPS_ALL is 26300)
-    assert cost_table(load_spec("layer16"), (768, 768)).backbone_all_open() / 1e6 == \
-        pytest.approx(26891.7, abs=0.1)
+    assert cost_table(load_spec("layer16"), (768, 768)).backbone_all_open() / 1e6 == pytest.approx(
+        26891.7, abs=0.1
+    )
     # per-component table of official_repo.md section 5.1 (MMACs)
     assert layer16.op[5, 0] / 1e6 == pytest.approx(1266.7, abs=0.1)
     assert layer16.path[5, 1, U] / 1e6 == pytest.approx(278.9, abs=0.1)

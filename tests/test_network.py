@@ -79,7 +79,8 @@ def test_static_net_equals_dynamic_forced_to_its_route(tiny, images):
     torch.testing.assert_close(static(images).logits, forced.logits)
     torch.testing.assert_close(forced.gates, route.mask().float().expand_as(forced.gates))
     assert sum(p.numel() for p in static.parameters()) < sum(
-        p.numel() for p in dynamic.parameters())
+        p.numel() for p in dynamic.parameters()
+    )
 
 
 def test_closed_cells_and_paths_are_never_called(tiny, images):
@@ -90,7 +91,9 @@ def test_closed_cells_and_paths_are_never_called(tiny, images):
     ran_ops = {k.split(".")[1] for k in calls if k.endswith(".op")}
     assert ran_ops == {f"{layer}_{s}" for layer, s in route.cells}
     assert {k for k in calls if k.endswith((".up", ".down"))} == {
-        "cells.0_0.down", "cells.1_1.down"}
+        "cells.0_0.down",
+        "cells.1_1.down",
+    }
     assert not any(k.endswith(".gate") for k in calls)  # forced: gates are not evaluated
     # a dynamic forward with every gate closed except the initial cell's keep chain
     calls.clear()
@@ -101,11 +104,21 @@ def test_closed_cells_and_paths_are_never_called(tiny, images):
         cell.gate.conv2.bias.data.copy_(bias)
     out = model(images)
     assert {k.split(".")[1] for k in calls if k.endswith(".op")} == {
-        "0_0", "1_0", "2_0", "3_0", "4_0"}
+        "0_0",
+        "1_0",
+        "2_0",
+        "3_0",
+        "4_0",
+    }
     assert not any(k.endswith((".up", ".down")) for k in calls)
     # gates ran only where input arrived
     assert {k.split(".")[1] for k in calls if k.endswith(".gate")} == {
-        "0_0", "1_0", "2_0", "3_0", "4_0"}
+        "0_0",
+        "1_0",
+        "2_0",
+        "3_0",
+        "4_0",
+    }
     assert int(out.active.sum()) == 10  # 5 keeps per sample
 
 
@@ -117,8 +130,7 @@ def test_cell_with_all_paths_closed_passes_input_through(tiny, images):
     out = model(images)
     assert "cells.2_0.op" not in calls and "cells.2_0.gate" in calls
     assert (out.gates[:, 2, 0] == 0).all()
-    torch.testing.assert_close(out.logits, model(images, skip=False).logits, atol=1e-5,
-                               rtol=1e-5)
+    torch.testing.assert_close(out.logits, model(images, skip=False).logits, atol=1e-5, rtol=1e-5)
 
 
 def test_per_sample_routes_match_single_image_runs(tiny):

@@ -11,10 +11,8 @@ import dynviz
 from dynviz.model.config import ConfigError, RoutingSpaceConfig
 from dynviz.model.route import Route, RouteError
 
-SPACE = RoutingSpaceConfig(name="prop", num_layers=3, num_scales=3, base_channels=4,
-                           num_classes=2)
-FAST = settings(max_examples=30, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow])
+SPACE = RoutingSpaceConfig(name="prop", num_layers=3, num_scales=3, base_channels=4, num_classes=2)
+FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @FAST
@@ -34,8 +32,16 @@ def test_any_path_set_builds_or_is_rejected_clearly(paths):
 
 
 @FAST
-@given(st.lists(st.tuples(st.integers(-1, 5), st.sampled_from([2, 4, 8, 16, 32, 64]),
-                          st.sampled_from(["keep", "up", "down", "left", 3])), max_size=8))
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(-1, 5),
+            st.sampled_from([2, 4, 8, 16, 32, 64]),
+            st.sampled_from(["keep", "up", "down", "left", 3]),
+        ),
+        max_size=8,
+    )
+)
 def test_any_yaml_path_list_builds_or_is_rejected_clearly(raw):
     data = {"name": "p", "space": SPACE.to_dict(), "paths": [list(p) for p in raw]}
     try:
@@ -48,14 +54,22 @@ def test_any_yaml_path_list_builds_or_is_rejected_clearly(raw):
 
 @FAST
 @given(
-    layers=st.integers(-1, 4), scales=st.integers(0, 4), width=st.integers(-2, 9),
-    classes=st.integers(0, 3), gate=st.sampled_from(["full", "small", "none", "odd"]),
+    layers=st.integers(-1, 4),
+    scales=st.integers(0, 4),
+    width=st.integers(-2, 9),
+    classes=st.integers(0, 3),
+    gate=st.sampled_from(["full", "small", "none", "odd"]),
     threshold=st.floats(-0.5, 1.5, allow_nan=False),
 )
-def test_any_config_builds_or_is_rejected_clearly(layers, scales, width, classes, gate,
-                                                 threshold):
-    data = {"num_layers": layers, "num_scales": scales, "base_channels": width,
-            "num_classes": classes, "gate": gate, "active_threshold": threshold}
+def test_any_config_builds_or_is_rejected_clearly(layers, scales, width, classes, gate, threshold):
+    data = {
+        "num_layers": layers,
+        "num_scales": scales,
+        "base_channels": width,
+        "num_classes": classes,
+        "gate": gate,
+        "active_threshold": threshold,
+    }
     try:
         config = RoutingSpaceConfig.from_dict(data)
     except ConfigError as err:

@@ -34,11 +34,31 @@ from dynviz.train.trainer import (
 DATA = "synthetic:count=8,size=48x48,classes=4"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads, and spinning OpenMP threads slow these
+    tests down many-fold on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _config(tmp_path, name: str = "run", **changes) -> TrainConfig:
     base = {
-        "model": "tiny", "data": DATA, "out": str(tmp_path / name), "iters": 4, "batch": 2,
-        "crop": (32, 32), "workers": 0, "log_every": 1, "checkpoint_every": 2,
-        "eval_limit": 2, "tensorboard": False, "progress": False, "deterministic": True,
+        "model": "tiny",
+        "data": DATA,
+        "out": str(tmp_path / name),
+        "iters": 4,
+        "batch": 2,
+        "crop": (32, 32),
+        "workers": 0,
+        "log_every": 1,
+        "checkpoint_every": 2,
+        "eval_limit": 2,
+        "tensorboard": False,
+        "progress": False,
+        "deterministic": True,
     }
     base.update(changes)
     return TrainConfig(**base)
@@ -50,8 +70,12 @@ def test_param_groups_no_decay_on_batchnorm_and_gate_lr_mult():
     optimizer = build_optimizer(model, lr=0.05, weight_decay=1e-4, gate_lr_mult=2.5)
     groups = {g["name"]: g for g in optimizer.param_groups}
     assert set(groups) == {"decay", "no_decay", "gate_decay", "gate_no_decay"}
-    norm_ids = {id(p) for m in model.modules() if isinstance(m, nn.BatchNorm2d)
-                for p in m.parameters(recurse=False)}
+    norm_ids = {
+        id(p)
+        for m in model.modules()
+        if isinstance(m, nn.BatchNorm2d)
+        for p in m.parameters(recurse=False)
+    }
     for group in optimizer.param_groups:
         for param in group["params"]:
             assert (group["weight_decay"] == 0.0) == (id(param) in norm_ids)
@@ -71,8 +95,9 @@ def test_param_groups_no_decay_on_batchnorm_and_gate_lr_mult():
 
 
 def test_param_groups_of_a_static_network_have_no_gate_groups():
-    model = dynviz.build_model(Route.from_chains(dynviz.build_model("tiny").config,
-                                                 [[4, 8, 8, 16, 16]]))
+    model = dynviz.build_model(
+        Route.from_chains(dynviz.build_model("tiny").config, [[4, 8, 8, 16, 16]])
+    )
     assert [g["name"] for g in param_groups(model)] == ["decay", "no_decay"]
 
 
@@ -99,11 +124,13 @@ def test_sample_stream_is_a_function_of_seed_and_iteration():
     again = SampleStream(10, 3, seed=7)
     assert stream.batch_keys(5) == again.batch_keys(5)
     assert list(stream.batches(2, 4)) == [again.batch_keys(2), again.batch_keys(3)]
-    first_epoch = [k for it in range(3) for k in stream.batch_keys(it)][:10]
+    first_epoch = [k for it in range(4) for k in stream.batch_keys(it)][:10]
     assert sorted(i for _, i in first_epoch) == list(range(10))  # a permutation per epoch
     assert {e for e, _ in first_epoch} == {0}
-    assert stream.batch_keys(3)[1:] == [(1, int(stream.epoch_indices(1)[0])),
-                                        (1, int(stream.epoch_indices(1)[1]))]
+    assert stream.batch_keys(3)[1:] == [
+        (1, int(stream.epoch_indices(1)[0])),
+        (1, int(stream.epoch_indices(1)[1])),
+    ]
     assert SampleStream(10, 3, seed=8).batch_keys(0) != stream.batch_keys(0)
 
 
@@ -136,7 +163,7 @@ def test_unused_parameters_of_static_routes():
 
 # ---------------------------------------------------------------------------- the trainer
 def test_training_writes_the_run_directory(tmp_path):
-    config = _config(tmp_path, budget_lambda=0.5, budget_mu=0.2, eval_every=2)
+    config = _config(tmp_path, budget_lambda=0.5, budget_mu=0.2, eval_every=2, tensorboard=True)
     result = Trainer(config).run()
     run = tmp_path / "run"
     assert result.iteration == 4 and run.joinpath(LATEST).is_file()
@@ -160,12 +187,14 @@ def test_training_writes_the_run_directory(tmp_path):
     doc = yaml.safe_load(run.joinpath("config.yaml").read_text())
     assert doc["model"]["name"] == "tiny" and doc["route"] is None
     assert doc["train"]["data"] == DATA and doc["data"]["val"] == DATA
+    assert list(run.glob("events.out.tfevents.*"))  # tensorboard is a dev dependency
 
 
 def test_resume_is_exact(tmp_path):
     straight = Trainer(_config(tmp_path, "straight", iters=6, checkpoint_every=3))
     straight.run()
-    first = Trainer(_config(tmp_path, "split", iters=6, checkpoint_every=3))
+    # the first half loads with worker processes: augmentation does not depend on who loads
+    first = Trainer(_config(tmp_path, "split", iters=6, checkpoint_every=3, workers=2))
     first.run(until=3)
     assert load_checkpoint(tmp_path / "split" / LATEST)["iteration"] == 3
     second = Trainer(_config(tmp_path, "split", iters=6, checkpoint_every=3), resume=True)
@@ -175,8 +204,10 @@ def test_resume_is_exact(tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    assert straight.optimizer.state_dict()["state"].keys() == \
-        second.optimizer.state_dict()["state"].keys()
+    assert (
+        straight.optimizer.state_dict()["state"].keys()
+        == second.optimizer.state_dict()["state"].keys()
+    )
     records = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
     iters = [json.loads(r)["iter"] for r in records if json.loads(r)["kind"] == "train"]
     assert iters == [1, 2, 3, 4, 5, 6]
@@ -212,33 +243,81 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
 
 
 def test_static_route_spec_trains_with_the_same_command(tmp_path, capsys):
-    route = Route.from_chains(dynviz.build_model("tiny").config, [[4, 8, 8, 16, 16]],
-                              name="tiny-chain")
+    route = Route.from_chains(
+        dynviz.build_model("tiny").config, [[4, 8, 8, 16, 16]], name="tiny-chain"
+    )
     spec = tmp_path / "tiny-chain.yaml"
     route.to_yaml(spec)
-    code = cli_main(["train", str(spec), "--data", DATA, "--out", str(tmp_path / "static"),
-                     "--iters", "2", "--batch", "2", "--crop", "32", "32", "--workers", "0",
-                     "--eval-limit", "2", "--log-every", "1", "--no-tensorboard",
-                     "--budget-lambda", "1.0", "--budget-mu", "0.2"])
+    code = cli_main(
+        [
+            "train",
+            str(spec),
+            "--data",
+            DATA,
+            "--out",
+            str(tmp_path / "static"),
+            "--iters",
+            "2",
+            "--batch",
+            "2",
+            "--crop",
+            "32",
+            "32",
+            "--workers",
+            "0",
+            "--eval-limit",
+            "2",
+            "--log-every",
+            "1",
+            "--no-tensorboard",
+            "--budget-lambda",
+            "1.0",
+            "--budget-mu",
+            "0.2",
+            "--progress",
+        ]
+    )
     assert code == 0
     assert "trained 2 iterations" in capsys.readouterr().out
     saved = load_checkpoint(tmp_path / "static" / LATEST)
     assert saved["route"] is not None and len(saved["route"]["paths"]) == len(route)
-    records = [json.loads(line) for line in
-               (tmp_path / "static" / "metrics.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line)
+        for line in (tmp_path / "static" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert all(r["budget_loss"] == 0.0 for r in records if r["kind"] == "train")
 
 
 def test_cli_resume_and_user_errors(tmp_path, capsys):
     out = str(tmp_path / "cli")
-    args = ["train", "tiny", "--data", DATA, "--out", out, "--iters", "2", "--batch", "2",
-            "--crop", "32", "32", "--workers", "0", "--eval-limit", "1", "--no-tensorboard"]
+    args = [
+        "train",
+        "tiny",
+        "--data",
+        DATA,
+        "--out",
+        out,
+        "--iters",
+        "2",
+        "--batch",
+        "2",
+        "--crop",
+        "32",
+        "32",
+        "--workers",
+        "0",
+        "--eval-limit",
+        "1",
+        "--no-tensorboard",
+    ]
     assert cli_main(args) == 0
     assert cli_main(["train", "--out", out, "--resume", "--lr", "0.3"]) == 2
     assert "lr" in capsys.readouterr().err
     assert cli_main(["train", "--out", out, "--resume", "--workers", "0"]) == 0  # nothing left
-    assert cli_main(["train", "tiny", "--data", "synthetic:count=0", "--out",
-                     str(tmp_path / "bad")]) == 2
+    assert (
+        cli_main(["train", "tiny", "--data", "synthetic:count=0", "--out", str(tmp_path / "bad")])
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "count" in err
     assert cli_main(["train", "nope", "--data", DATA, "--out", str(tmp_path / "bad")]) == 2
@@ -250,7 +329,24 @@ def test_cli_resume_and_user_errors(tmp_path, capsys):
 def test_unwritable_run_directory_is_a_clear_error(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    code = cli_main(["train", "tiny", "--data", DATA, "--out", str(blocker / "run"),
-                     "--iters", "1", "--batch", "2", "--crop", "32", "32", "--workers", "0"])
+    code = cli_main(
+        [
+            "train",
+            "tiny",
+            "--data",
+            DATA,
+            "--out",
+            str(blocker / "run"),
+            "--iters",
+            "1",
+            "--batch",
+            "2",
+            "--crop",
+            "32",
+            "32",
+            "--workers",
+            "0",
+        ]
+    )
     assert code == 1
     assert str(blocker / "run") in capsys.readouterr().err

@@ -52,8 +52,12 @@ class ModelCost:
         return out
 
 
-def model_cost(spec: RoutingSpaceConfig | Route, *, size: tuple[int, int] = (1024, 2048),
-               counting: Counting | str = Counting.PAPER) -> ModelCost:
+def model_cost(
+    spec: RoutingSpaceConfig | Route,
+    *,
+    size: tuple[int, int] = (1024, 2048),
+    counting: Counting | str = Counting.PAPER,
+) -> ModelCost:
     """Cost of a dynamic model with every path open, or of a static route network."""
     route = spec if isinstance(spec, Route) else None
     config = spec.space if isinstance(spec, Route) else spec
@@ -78,8 +82,9 @@ def model_cost(spec: RoutingSpaceConfig | Route, *, size: tuple[int, int] = (102
     )
 
 
-def special_cases(*, size: tuple[int, int] = (1024, 2048),
-                  counting: Counting | str = Counting.PAPER) -> list[ModelCost]:
+def special_cases(
+    *, size: tuple[int, int] = (1024, 2048), counting: Counting | str = Counting.PAPER
+) -> list[ModelCost]:
     """Every route spec in the zoo that carries the paper's Table 1 numbers."""
     out = []
     for name in preset_names():
@@ -91,20 +96,40 @@ def special_cases(*, size: tuple[int, int] = (1024, 2048),
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", nargs="?", help="preset name or YAML path")
-    parser.add_argument("--size", nargs=2, type=int, default=(1024, 2048), metavar=("H", "W"),
-                        help="input size (default 1024 2048)")
-    parser.add_argument("--counting", choices=[c.value for c in Counting], default="paper",
-                        help="paper: the official rules; complete: also interpolation, adds, "
-                        "the initial cell")
+    parser.add_argument(
+        "--size",
+        nargs=2,
+        type=int,
+        default=(1024, 2048),
+        metavar=("H", "W"),
+        help="input size (default 1024 2048)",
+    )
+    parser.add_argument(
+        "--counting",
+        choices=[c.value for c in Counting],
+        default="paper",
+        help="paper: the official rules; complete: also interpolation, adds, the initial cell",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--special-cases", action="store_true",
-                        help="the special cases beside the paper's Table 1")
+    parser.add_argument(
+        "--special-cases", action="store_true", help="the special cases beside the paper's Table 1"
+    )
+    parser.add_argument(
+        "--time",
+        action="store_true",
+        help="also time each node on this machine (cell op, gate, transforms, "
+        "decoder lateral per scale) beside its MACs",
+    )
 
 
 def _table(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths)))
-             for r in rows]
+    lines = [
+        "  ".join(
+            c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -130,15 +155,17 @@ def _print_special(costs: list[ModelCost]) -> None:
     for c in costs:
         paper = c.paper or {}
         pp, pg = paper.get("params_m"), paper.get("gflops")
-        rows.append([
-            c.name,
-            f"{c.params / 1e6:.2f}",
-            f"{pp:.1f}" if pp else "-",
-            f"{100 * (c.params / 1e6 - pp) / pp:+.1f}%" if pp else "-",
-            f"{c.gmacs:.1f}",
-            f"{pg:.1f}" if pg else "-",
-            f"{100 * (c.gmacs - pg) / pg:+.1f}%" if pg else "-",
-        ])
+        rows.append(
+            [
+                c.name,
+                f"{c.params / 1e6:.2f}",
+                f"{pp:.1f}" if pp else "-",
+                f"{100 * (c.params / 1e6 - pp) / pp:+.1f}%" if pp else "-",
+                f"{c.gmacs:.1f}",
+                f"{pg:.1f}" if pg else "-",
+                f"{100 * (c.gmacs - pg) / pg:+.1f}%" if pg else "-",
+            ]
+        )
     print(_table(rows))
     for c in costs:
         if c.notes:
@@ -163,9 +190,28 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    latency = None
+    if getattr(args, "time", False):
+        from dynviz.latency import measure_node_latency
+
+        spec = load_spec(args.model)
+        latency = measure_node_latency(spec.space if isinstance(spec, Route) else spec, size)
     if args.json:
-        json.dump(cost.to_json(), sys.stdout, indent=2)
+        data = cost.to_json()
+        if latency is not None:
+            from dynviz.latency import latency_rows
+
+            data["latency"] = {
+                **latency.to_json(),
+                "rows": [r.to_json() for r in latency_rows(latency)],
+            }
+        json.dump(data, sys.stdout, indent=2)
         print()
     else:
         _print_model(cost)
+        if latency is not None:
+            from dynviz.latency import format_latency
+
+            print()
+            print(format_latency(latency))
     return 0

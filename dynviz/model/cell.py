@@ -22,8 +22,13 @@ __all__ = ["RoutingCell"]
 class RoutingCell(nn.Module):
     """Cell at one (layer, scale) with the transforms of ``directions`` and an optional gate."""
 
-    def __init__(self, channels: int, directions: tuple[Direction, ...], *,
-                 gate: SoftConditionalGate | None = None) -> None:
+    def __init__(
+        self,
+        channels: int,
+        directions: tuple[Direction, ...],
+        *,
+        gate: SoftConditionalGate | None = None,
+    ) -> None:
         super().__init__()
         self.directions = directions
         self.op = SepConv(channels)

@@ -99,9 +99,7 @@ class RoutingSpaceConfig:
             try:
                 object.__setattr__(self, "gate", GateKind(self.gate))
             except ValueError:
-                raise ConfigError(
-                    f"gate: {self.gate!r} is not one of full, small, none"
-                ) from None
+                raise ConfigError(f"gate: {self.gate!r} is not one of full, small, none") from None
         for key, low in (("num_layers", 1), ("num_scales", 2), ("num_classes", 1)):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -151,7 +149,9 @@ class RoutingSpaceConfig:
         known = {f.name for f in dataclasses.fields(self)}
         for key in changes:
             if key not in known:
-                raise ConfigError(f"unknown override {key!r}; known keys: {', '.join(sorted(known))}")
+                raise ConfigError(
+                    f"unknown override {key!r}; known keys: {', '.join(sorted(known))}"
+                )
         return dataclasses.replace(self, **changes)
 
     # --------------------------------------------------------------------------- topology
@@ -214,7 +214,7 @@ class RoutingSpaceConfig:
         return direction in self.directions(layer, scale)
 
     def target(self, layer: int, scale: int, direction: Direction) -> tuple[int, int] | None:
-        """The receiving cell of a path, or ``None`` for last-layer keeps (they feed the decoder)."""
+        """The receiving cell of a path; ``None`` for last-layer keeps (they feed the decoder)."""
         if layer == self.num_layers:
             return None
         return (layer + 1, scale + direction.step)
@@ -248,4 +248,3 @@ def _read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
-

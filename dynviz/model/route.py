@@ -85,8 +85,10 @@ class Route:
         opened = mask.nonzero().tolist()
         for layer, scale, d in opened:
             if not config.has_path(layer, scale, Direction(d)):
-                raise RouteError(f"path {format_path((layer, scale, Direction(d)))} is outside "
-                                 f"the space {config.name!r}")
+                raise RouteError(
+                    f"path {format_path((layer, scale, Direction(d)))} is outside "
+                    f"the space {config.name!r}"
+                )
         return cls(config, frozenset((a, b, Direction(c)) for a, b, c in opened), **kwargs)
 
     # ----------------------------------------------------------------------------- views
@@ -105,7 +107,9 @@ class Route:
         return frozenset((layer, scale) for layer, scale, _ in self.paths)
 
     def directions(self, layer: int, scale: int) -> tuple[Direction, ...]:
-        return tuple(d for d in self.space.directions(layer, scale) if (layer, scale, d) in self.paths)
+        return tuple(
+            d for d in self.space.directions(layer, scale) if (layer, scale, d) in self.paths
+        )
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -213,7 +217,9 @@ def _parse_paths(config: RoutingSpaceConfig, raw: Iterable[Any]) -> Iterable[Pat
         yield (layer, scale, direction)
 
 
-def _chains_to_paths(config: RoutingSpaceConfig, chains: Iterable[Iterable[int]]) -> Iterable[PathKey]:
+def _chains_to_paths(
+    config: RoutingSpaceConfig, chains: Iterable[Iterable[int]]
+) -> Iterable[PathKey]:
     for number, chain in enumerate(chains):
         strides = list(chain)
         where = f"chain {number}"
@@ -230,7 +236,11 @@ def _chains_to_paths(config: RoutingSpaceConfig, chains: Iterable[Iterable[int]]
                     f"{where}: layer {layer} -> {layer + 1} jumps from 1/{strides[layer]} to "
                     f"1/{strides[layer + 1]}; adjacent layers differ by at most one scale"
                 )
-            yield (layer, scales[layer], {0: Direction.KEEP, -1: Direction.UP, 1: Direction.DOWN}[step])
+            yield (
+                layer,
+                scales[layer],
+                {0: Direction.KEEP, -1: Direction.UP, 1: Direction.DOWN}[step],
+            )
         yield (config.num_layers, scales[-1], Direction.KEEP)
 
 
@@ -240,8 +250,10 @@ def _validate(config: RoutingSpaceConfig, paths: frozenset[PathKey], name: str) 
     for path in sorted(paths, key=lambda p: (p[0], p[1], int(p[2]))):
         layer, scale, d = path
         if not config.has_path(layer, scale, d):
-            raise RouteError(f"{name}: path {format_path(path)} is outside the space "
-                             f"{config.name!r} (L={config.num_layers}, {config.num_scales} scales)")
+            raise RouteError(
+                f"{name}: path {format_path(path)} is outside the space "
+                f"{config.name!r} (L={config.num_layers}, {config.num_scales} scales)"
+            )
     # Forward reachability from the stem: the initial cell is always fed.
     fed = {(0, 0)}
     for layer, scale in config.cells:

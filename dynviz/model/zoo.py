@@ -39,8 +39,7 @@ def _locate(ref: str | os.PathLike[str]) -> Path:
     preset = _preset_path(str(ref))
     if preset is None:
         raise ConfigError(
-            f"unknown model {str(ref)!r}: not a file and not a preset "
-            f"({', '.join(preset_names())})"
+            f"unknown model {str(ref)!r}: not a file and not a preset ({', '.join(preset_names())})"
         )
     return preset
 

@@ -35,81 +35,167 @@ def _help(text: str, field: str) -> str:
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``dynviz train``. Every training option defaults to ``None`` here so that
     explicit values can be told apart on ``--resume``; :class:`TrainConfig` holds the defaults."""
-    parser.add_argument("model", nargs="?", metavar="MODEL",
-                        help="preset name or YAML path (config or route spec); not needed with "
-                        "--resume")
-    parser.add_argument("--data", metavar="SPEC",
-                        help="training data: synthetic[:...], cityscapes:PATH or voc:PATH")
+    parser.add_argument(
+        "model",
+        nargs="?",
+        metavar="MODEL",
+        help="preset name or YAML path (config or route spec); not needed with --resume",
+    )
+    parser.add_argument(
+        "--data", metavar="SPEC", help="training data: synthetic[:...], cityscapes:PATH or voc:PATH"
+    )
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in RUN_DIR from checkpoint_latest.pt")
-    parser.add_argument("--val-data", metavar="SPEC",
-                        help="validation data (default: --data with split 'val')")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in RUN_DIR from checkpoint_latest.pt",
+    )
+    parser.add_argument(
+        "--val-data", metavar="SPEC", help="validation data (default: --data with split 'val')"
+    )
     group = parser.add_argument_group("schedule and optimiser")
     group.add_argument("--iters", type=int, metavar="N", help=_help("iterations", "iters"))
-    group.add_argument("--batch", type=int, metavar="B",
-                       help=_help("total batch over all processes", "batch"))
-    group.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"),
-                       help=_help("training crop", "crop"))
-    group.add_argument("--scale", type=float, nargs=2, metavar=("MIN", "MAX"),
-                       help=_help("random rescale range", "scale"))
+    group.add_argument(
+        "--batch", type=int, metavar="B", help=_help("total batch over all processes", "batch")
+    )
+    group.add_argument(
+        "--crop", type=int, nargs=2, metavar=("H", "W"), help=_help("training crop", "crop")
+    )
+    group.add_argument(
+        "--scale",
+        type=float,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        help=_help("random rescale range", "scale"),
+    )
     group.add_argument("--lr", type=float, help=_help("base learning rate", "lr"))
-    group.add_argument("--momentum", type=float, help=_help("SGD momentum", "momentum"))
-    group.add_argument("--weight-decay", type=float,
-                       help=_help("weight decay (0 on BatchNorm)", "weight_decay"))
-    group.add_argument("--gate-lr-mult", type=float,
-                       help=_help("LR multiplier of gate parameters (official 2.5 from ImageNet "
-                                  "weights)", "gate_lr_mult"))
-    group.add_argument("--warmup-iters", type=int, metavar="N",
-                       help="linear warm-up length (default: min(1000, 5%% of --iters))")
-    group.add_argument("--grad-clip", type=float,
-                       help=_help("clip the total gradient norm (0: off)", "grad_clip"))
-    group.add_argument("--seed", type=int, help=_help("seed of init, sampling, augmentation",
-                                                      "seed"))
+    group.add_argument(
+        "--momentum", type=float, metavar="M", help=_help("SGD momentum", "momentum")
+    )
+    group.add_argument(
+        "--weight-decay",
+        type=float,
+        metavar="WD",
+        help=_help("weight decay (0 on BatchNorm)", "weight_decay"),
+    )
+    group.add_argument(
+        "--gate-lr-mult",
+        type=float,
+        metavar="MULT",
+        help=_help(
+            "LR multiplier of gate parameters (official 2.5 from ImageNet weights)", "gate_lr_mult"
+        ),
+    )
+    group.add_argument(
+        "--warmup-iters",
+        type=int,
+        metavar="N",
+        help="linear warm-up length (default: min(1000, 5%% of --iters))",
+    )
+    group.add_argument(
+        "--grad-clip",
+        type=float,
+        metavar="NORM",
+        help=_help("clip the total gradient norm (0: off)", "grad_clip"),
+    )
+    group.add_argument(
+        "--seed", type=int, metavar="S", help=_help("seed of init, sampling, augmentation", "seed")
+    )
     group = parser.add_argument_group("budget constraint (dynamic networks)")
-    group.add_argument("--budget-lambda", type=float, help="lambda (default: the model config's)")
-    group.add_argument("--budget-mu", type=float,
-                       help="mu, target share of the all-open cost (default: the model config's)")
-    group.add_argument("--budget-start", type=float,
-                       help=_help("share of training before the budget is on", "budget_start"))
-    group.add_argument("--budget-ramp", type=float,
-                       help=_help("share of training of its linear ramp", "budget_ramp"))
+    group.add_argument(
+        "--budget-lambda", type=float, metavar="LAMBDA", help="lambda (default: the model config's)"
+    )
+    group.add_argument(
+        "--budget-mu",
+        type=float,
+        metavar="MU",
+        help="mu, target share of the all-open cost (default: the model config's)",
+    )
+    group.add_argument(
+        "--budget-start",
+        type=float,
+        metavar="SHARE",
+        help=_help("share of training before the budget is on", "budget_start"),
+    )
+    group.add_argument(
+        "--budget-ramp",
+        type=float,
+        metavar="SHARE",
+        help=_help("share of training of its linear ramp", "budget_ramp"),
+    )
     group = parser.add_argument_group("run")
-    group.add_argument("--num-classes", type=int, help="classes (default: the data's)")
-    group.add_argument("--eval-every", type=int, metavar="N",
-                       help="evaluate every N iterations (default: only at the end)")
-    group.add_argument("--eval-limit", type=int, metavar="N",
-                       help="evaluate on the first N validation images (default: all)")
-    group.add_argument("--checkpoint-every", type=int, metavar="N",
-                       help=_help("write checkpoint_latest.pt every N iterations",
-                                  "checkpoint_every"))
-    group.add_argument("--log-every", type=int, metavar="N",
-                       help=_help("log to metrics.jsonl every N iterations", "log_every"))
-    group.add_argument("--workers", type=int, metavar="N",
-                       help=_help("data-loading workers", "workers"))
+    group.add_argument("--num-classes", type=int, metavar="K", help="classes (default: the data's)")
+    group.add_argument(
+        "--eval-every",
+        type=int,
+        metavar="N",
+        help="evaluate every N iterations (default: only at the end)",
+    )
+    group.add_argument(
+        "--eval-limit",
+        type=int,
+        metavar="N",
+        help="evaluate on the first N validation images (default: all)",
+    )
+    group.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="N",
+        help=_help("write checkpoint_latest.pt every N iterations", "checkpoint_every"),
+    )
+    group.add_argument(
+        "--log-every",
+        type=int,
+        metavar="N",
+        help=_help("log to metrics.jsonl every N iterations", "log_every"),
+    )
+    group.add_argument(
+        "--workers", type=int, metavar="N", help=_help("data-loading workers", "workers")
+    )
     group.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
-    group.add_argument("--threads", type=int, metavar="N",
-                       help="torch CPU threads per process (default: torch's)")
-    group.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                       help="bf16 autocast (default: on for CUDA)")
-    group.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
-                       help="torch.use_deterministic_algorithms (warn only)")
-    group.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                       help="tqdm progress bar (default: when stderr is a terminal)")
-    group.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
-                       help="write TensorBoard events when tensorboard is installed (default on)")
+    group.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch CPU threads per process (default: torch's); on a busy "
+        "machine 1 can be many times faster (OpenMP threads spin-wait)",
+    )
+    group.add_argument(
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bf16 autocast (default: on for CUDA)",
+    )
+    group.add_argument(
+        "--deterministic",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.use_deterministic_algorithms (warn only)",
+    )
+    group.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="tqdm progress bar (default: when stderr is a terminal)",
+    )
+    group.add_argument(
+        "--tensorboard",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write TensorBoard events when tensorboard is installed (default on)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The :class:`TrainConfig` of parsed arguments; with ``--resume``, the saved run's
     arguments with the explicitly given ones on top (the trainer rejects changed ones)."""
     given: dict[str, Any] = {
-        key: value for key, value in vars(args).items()
-        if key in _DEFAULTS and value is not None
+        key: value for key, value in vars(args).items() if key in _DEFAULTS and value is not None
     }
     if not args.resume:
-        missing = [flag for flag, key in (("MODEL", "model"), ("--data", "data"))
-                   if key not in given]
+        missing = [
+            flag for flag, key in (("MODEL", "model"), ("--data", "data")) if key not in given
+        ]
         if missing:
             raise ConfigError(f"dynviz train needs {' and '.join(missing)}")
         return TrainConfig(**given)
@@ -131,8 +217,9 @@ def _main(args: argparse.Namespace) -> int:
     result = trainer.run()
     if trainer.info.is_main:
         best = "n/a" if result.best_miou is None else f"{result.best_miou:.4f}"
-        line = (f"trained {result.iteration} iterations in {result.seconds:.1f} s; "
-                f"best val mIoU {best}")
+        line = (
+            f"trained {result.iteration} iterations in {result.seconds:.1f} s; best val mIoU {best}"
+        )
         if result.last_eval is not None and result.last_eval.expected_cost_ratio is not None:
             line += f"; final E/C_all {result.last_eval.expected_cost_ratio:.4f}"
         print(f"{line}; run directory {result.run_dir}")

@@ -145,8 +145,17 @@ class TrainConfig:
             raise ConfigError(f"crop: {self.crop} must be two positive sizes (H W)")
         if len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1]:
             raise ConfigError(f"scale: {self.scale} must be 0 < min <= max")
-        for key in ("lr", "momentum", "weight_decay", "gate_lr_mult", "grad_clip", "warmup_factor",
-                    "poly_power", "budget_start", "budget_ramp"):
+        for key in (
+            "lr",
+            "momentum",
+            "weight_decay",
+            "gate_lr_mult",
+            "grad_clip",
+            "warmup_factor",
+            "poly_power",
+            "budget_start",
+            "budget_ramp",
+        ):
             if float(getattr(self, key)) < 0:
                 raise ConfigError(f"{key}: {getattr(self, key)} must be >= 0")
         for key in ("eval_every", "workers", "seed", "warmup_iters"):
@@ -183,10 +192,24 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-RESUMABLE_FIELDS = frozenset({
-    "model", "data", "val_data", "out", "eval_every", "eval_limit", "checkpoint_every",
-    "log_every", "workers", "device", "amp", "deterministic", "progress", "tensorboard",
-})
+RESUMABLE_FIELDS = frozenset(
+    {
+        "model",
+        "data",
+        "val_data",
+        "out",
+        "eval_every",
+        "eval_limit",
+        "checkpoint_every",
+        "log_every",
+        "workers",
+        "device",
+        "amp",
+        "deterministic",
+        "progress",
+        "tensorboard",
+    }
+)
 """Arguments that may change when resuming; all others must equal the saved run's."""
 
 
@@ -235,8 +258,9 @@ def find_unused_parameters(model: RoutingNetwork) -> list[str]:
     side = 2 * model.config.max_stride
     out = probe(torch.zeros(2, 3, side, side))
     params = [(n, p) for n, p in probe.named_parameters() if p.requires_grad]
-    grads = torch.autograd.grad(out.logits.sum() + out.gates.sum(), [p for _, p in params],
-                                allow_unused=True)
+    grads = torch.autograd.grad(
+        out.logits.sum() + out.gates.sum(), [p for _, p in params], allow_unused=True
+    )
     return [name for (name, _), grad in zip(params, grads, strict=True) if grad is None]
 
 
@@ -286,39 +310,51 @@ class Trainer:
         self.run_dir = Path(config.out)
         if config.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
-        if self.device.type == "cpu":
-            # Soft gating drives some activations and gradients into denormal floats, which
-            # slow CPU kernels down up to 50x (iterations of 20 s instead of 0.3 s); flush them.
-            torch.set_flush_denormal(True)
         self._seed_everything(config.seed)
         _check_writable(self.run_dir)
         checkpoint = self._resume_checkpoint(config) if resume else None
         if checkpoint is None:
             for name in (LATEST, BEST):
                 if (self.run_dir / name).exists():
-                    raise ConfigError(f"{self.run_dir} already holds {name}; pass --resume to "
-                                      "continue that run or choose another --out")
+                    raise ConfigError(
+                        f"{self.run_dir} already holds {name}; pass --resume to "
+                        "continue that run or choose another --out"
+                    )
         self.train_set = build_dataset(
-            config.data, split="train",
+            config.data,
+            split="train",
             transform=train_transforms(crop=config.crop, scale=config.scale),
             transform_seed=config.seed,
         )
         self.model = self._build_model(config, checkpoint)
-        self.config = self._resolve(config, checkpoint)
+        self.config = self._resolve(config)
         self.val_set = self._build_val_set()
         world = self.info.world_size
         if self.config.batch % world:
-            raise ConfigError(f"--batch {self.config.batch} is the total over {world} processes "
-                              "and must be divisible by it")
-        self.stream = SampleStream(len(self.train_set), self.config.batch // world,
-                                   seed=self.config.seed, rank=self.info.rank, world_size=world)
+            raise ConfigError(
+                f"--batch {self.config.batch} is the total over {world} processes "
+                "and must be divisible by it"
+            )
+        self.stream = SampleStream(
+            len(self.train_set),
+            self.config.batch // world,
+            seed=self.config.seed,
+            rank=self.info.rank,
+            world_size=world,
+        )
         self.optimizer = build_optimizer(
-            self.model, lr=self.config.lr, momentum=self.config.momentum,
-            weight_decay=self.config.weight_decay, gate_lr_mult=self.config.gate_lr_mult,
+            self.model,
+            lr=self.config.lr,
+            momentum=self.config.momentum,
+            weight_decay=self.config.weight_decay,
+            gate_lr_mult=self.config.gate_lr_mult,
         )
         self.schedule = PolySchedule(
-            self.config.lr, self.config.iters, warmup_iters=int(self.config.warmup_iters or 0),
-            warmup_factor=self.config.warmup_factor, power=self.config.poly_power,
+            self.config.lr,
+            self.config.iters,
+            warmup_iters=int(self.config.warmup_iters or 0),
+            warmup_factor=self.config.warmup_factor,
+            power=self.config.poly_power,
         )
         self.budget = self._build_budget()
         self.iteration = 0
@@ -354,18 +390,31 @@ class Trainer:
         differ = [
             f"{k} ({saved[k]!r} saved, {current[k]!r} now)"
             for k in current
-            if k not in RESUMABLE_FIELDS and k in saved and current[k] is not None
+            if k not in RESUMABLE_FIELDS
+            and k in saved
+            and current[k] is not None
             and current[k] != saved[k]
         ]
         if differ:
-            raise ConfigError(f"cannot resume {self.run_dir} with different training arguments: "
-                              + "; ".join(differ))
+            raise ConfigError(
+                f"cannot resume {self.run_dir} with different training arguments: "
+                + "; ".join(differ)
+            )
         return checkpoint
 
-    def _build_model(self, config: TrainConfig, checkpoint: dict[str, Any] | None
-                     ) -> RoutingNetwork:
+    def _build_model(
+        self, config: TrainConfig, checkpoint: dict[str, Any] | None
+    ) -> RoutingNetwork:
         if checkpoint is not None:
             model = model_from_checkpoint(checkpoint, source=str(self.run_dir / LATEST))
+            saved_model = (checkpoint.get("train_args") or {}).get("model")
+            if saved_model is not None and config.model != saved_model:
+                logger.warning(
+                    "resuming %s: the network comes from its checkpoint (%s), not %s",
+                    self.run_dir,
+                    saved_model,
+                    config.model,
+                )
         else:
             overrides: dict[str, Any] = {
                 "num_classes": config.num_classes or self.train_set.num_classes
@@ -376,25 +425,35 @@ class Trainer:
                 overrides["budget_mu"] = config.budget_mu
             model = build_model(config.model, **overrides)
         if model.config.num_classes < self.train_set.num_classes:
-            raise ConfigError(f"the network predicts {model.config.num_classes} classes but the "
-                              f"training data has {self.train_set.num_classes}")
+            raise ConfigError(
+                f"the network predicts {model.config.num_classes} classes but the "
+                f"training data has {self.train_set.num_classes}"
+            )
         if not model.is_dynamic and model.config.budget_lambda > 0:
-            logger.info("%s is %s: no budget loss", model.config.name,
-                        "static" if model.is_static else "gate-free")
+            logger.info(
+                "%s is %s: no budget loss",
+                model.config.name,
+                "static" if model.is_static else "gate-free",
+            )
+        # probed before SyncBN conversion (SyncBN refuses CPU tensors); the names do not change
+        self._unused = find_unused_parameters(model) if self.info.distributed else []
         model.to(self.device)
         if self.device.type == "cuda" and self.info.distributed:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return model
 
-    def _resolve(self, config: TrainConfig, checkpoint: dict[str, Any] | None) -> TrainConfig:
+    def _resolve(self, config: TrainConfig) -> TrainConfig:
         """Fill in the ``None`` defaults (saved resolved, so a resume compares like with like)."""
         model_config = self.model.config
         resolved = config.replace(
             num_classes=model_config.num_classes,
             budget_lambda=model_config.budget_lambda,
             budget_mu=model_config.budget_mu,
-            warmup_iters=(default_warmup_iters(config.iters) if config.warmup_iters is None
-                          else config.warmup_iters),
+            warmup_iters=(
+                default_warmup_iters(config.iters)
+                if config.warmup_iters is None
+                else config.warmup_iters
+            ),
             amp=self.device.type == "cuda" if config.amp is None else config.amp,
             progress=(sys.stderr.isatty() if config.progress is None else config.progress),
         )
@@ -427,10 +486,14 @@ class Trainer:
     def _wrap(self, model: RoutingNetwork) -> nn.Module:
         if not self.info.distributed:
             return model
-        unused = find_unused_parameters(model)
+        unused = self._unused
         if unused:
-            logger.info("%d parameters are unused in training (e.g. %s): DDP will look for "
-                        "unused parameters", len(unused), unused[0])
+            logger.info(
+                "%d parameters are unused in training (e.g. %s): DDP will look for "
+                "unused parameters",
+                len(unused),
+                unused[0],
+            )
         cuda = self.device.type == "cuda"
         return DistributedDataParallel(
             model,
@@ -451,9 +514,13 @@ class Trainer:
             "model": self.model.config.to_dict(),
             "route": route_to_dict(self.model.route),
             "train": self.config.to_dict(),
-            "data": {"train": self.config.data, "val": self.config.val_data or self.config.data,
-                     "val_split": "val", "num_classes": self.train_set.num_classes,
-                     "class_names": list(self.train_set.class_names)},
+            "data": {
+                "train": self.config.data,
+                "val": None if self.val_set is None else self.config.val_data or self.config.data,
+                "val_split": "val",
+                "num_classes": self.train_set.num_classes,
+                "class_names": list(self.train_set.class_names),
+            },
         }
         metrics_path = self.run_dir / METRICS_FILE
         try:
@@ -473,8 +540,9 @@ class Trainer:
             except ImportError:
                 logger.debug("tensorboard is not installed; no event files")
             else:
-                self._writer = SummaryWriter(log_dir=str(self.run_dir),
-                                             purge_step=self.iteration + 1)
+                self._writer = SummaryWriter(
+                    log_dir=str(self.run_dir), purge_step=self.iteration + 1
+                )
 
     def _close_outputs(self) -> None:
         if self._metrics is not None:
@@ -488,11 +556,16 @@ class Trainer:
         if self._metrics is None:
             return
         try:
-            self._metrics.write(json.dumps(record) + "\n")
+            clean = {
+                k: None if isinstance(v, float) and not math.isfinite(v) else v
+                for k, v in record.items()
+            }
+            self._metrics.write(json.dumps(clean) + "\n")
             self._metrics.flush()
         except OSError as err:
-            raise OSError(err.errno, f"cannot write {self.run_dir / METRICS_FILE}: "
-                                     f"{err.strerror}") from err
+            raise OSError(
+                err.errno, f"cannot write {self.run_dir / METRICS_FILE}: {err.strerror}"
+            ) from err
         if self._writer is not None:
             prefix = "val" if record.get("kind") == "eval" else "train"
             for key, value in record.items():
@@ -502,8 +575,12 @@ class Trainer:
     def _save(self, name: str, metrics: dict[str, Any] | None = None) -> None:
         def write() -> None:
             checkpoint = make_checkpoint(
-                self.model, optimizer=self.optimizer, iteration=self.iteration,
-                best_metric=self.best_miou, train_args=self.config.to_dict(), metrics=metrics,
+                self.model,
+                optimizer=self.optimizer,
+                iteration=self.iteration,
+                best_metric=self.best_miou,
+                train_args=self.config.to_dict(),
+                metrics=metrics,
             )
             save_checkpoint(self.run_dir / name, checkpoint)
 
@@ -525,8 +602,13 @@ class Trainer:
         if self.val_set is None:
             return None
         broadcast_buffers(self.model)
-        result = evaluate(self.model, self.val_set, device=self.device,
-                          limit=self.config.eval_limit, amp=bool(self.config.amp))
+        result = evaluate(
+            self.model,
+            self.val_set,
+            device=self.device,
+            limit=self.config.eval_limit,
+            amp=bool(self.config.amp),
+        )
         self.model.train()
         self.last_eval = result
         record: dict[str, Any] = {
@@ -542,11 +624,16 @@ class Trainer:
             "val_images": result.num_images,
         }
         self._record(record)
-        logger.info("iter %d: val mIoU %.4f, real %.4f GMACs, expected %.4f GMACs%s",
-                    self.iteration, result.miou, result.real_gmacs.mean,
-                    result.expected_gmacs.mean,
-                    "" if result.expected_cost_ratio is None
-                    else f", E/C_all {result.expected_cost_ratio:.3f}")
+        logger.info(
+            "iter %d: val mIoU %.4f, real %.4f GMACs, expected %.4f GMACs%s",
+            self.iteration,
+            result.miou,
+            result.real_gmacs.mean,
+            result.expected_gmacs.mean,
+            ""
+            if result.expected_cost_ratio is None
+            else f", E/C_all {result.expected_cost_ratio:.3f}",
+        )
         if math.isfinite(result.miou) and (self.best_miou is None or result.miou > self.best_miou):
             self.best_miou = result.miou
             self._save(BEST, metrics=result.to_dict())
@@ -555,8 +642,9 @@ class Trainer:
     def _step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         cfg = self.config
         lr = self.schedule.apply(self.optimizer, self.iteration)
-        autocast = torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
-                                  enabled=bool(cfg.amp))
+        autocast = torch.autocast(
+            device_type=self.device.type, dtype=torch.bfloat16, enabled=bool(cfg.amp)
+        )
         with autocast:
             out = self.ddp(images)
         ce = segmentation_loss(out.logits, labels)
@@ -587,8 +675,13 @@ class Trainer:
                     f"saving, the last good checkpoint is {self.run_dir / LATEST}"
                 )
         self.optimizer.step()
-        values = dict(zip(("loss", "ce_loss", "budget_loss", "expected_cost_ratio"),
-                          stats.tolist(), strict=True))
+        values = dict(
+            zip(
+                ("loss", "ce_loss", "budget_loss", "expected_cost_ratio"),
+                stats.tolist(),
+                strict=True,
+            )
+        )
         values.update(lr=lr, budget_weight=weight)
         if self.budget is None:
             values["expected_cost_ratio"] = None
@@ -616,8 +709,9 @@ class Trainer:
         if cfg.progress and self.info.is_main:
             from tqdm import tqdm
 
-            bar = tqdm(total=cfg.iters, initial=self.iteration, desc="train", unit="it",
-                       dynamic_ncols=True)
+            bar = tqdm(
+                total=cfg.iters, initial=self.iteration, desc="train", unit="it", dynamic_ncols=True
+            )
         last_loss: float | None = None
         window_start, window_iters = time.perf_counter(), 0
         try:
@@ -634,31 +728,43 @@ class Trainer:
                     window_start, window_iters = time.perf_counter(), 0
                     self._record({"kind": "train", "iter": self.iteration, **values})
                     if bar is not None:
-                        bar.set_postfix(loss=f"{values['loss']:.4f}",
-                                        img_s=f"{values['images_per_s']:.1f}")
+                        bar.set_postfix(
+                            loss=f"{values['loss']:.4f}", img_s=f"{values['images_per_s']:.1f}"
+                        )
                     else:
                         logger.info(
                             "iter %d/%d loss %.4f (ce %.4f, budget %.4f) lr %.5f %.1f img/s",
-                            self.iteration, cfg.iters, values["loss"], values["ce_loss"],
-                            values["budget_loss"], values["lr"], values["images_per_s"])
+                            self.iteration,
+                            cfg.iters,
+                            values["loss"],
+                            values["ce_loss"],
+                            values["budget_loss"],
+                            values["lr"],
+                            values["images_per_s"],
+                        )
                 if bar is not None:
                     bar.update(1)
-                if (cfg.eval_every and self.iteration % cfg.eval_every == 0
-                        and self.iteration < cfg.iters):
+                if (
+                    cfg.eval_every
+                    and self.iteration % cfg.eval_every == 0
+                    and self.iteration < cfg.iters
+                ):
                     self._evaluate()
                 if self.iteration % cfg.checkpoint_every == 0 and self.iteration < stop:
                     self._save(LATEST)
             if self.iteration == cfg.iters and self.val_set is not None:
                 self._evaluate()
-            self._save(LATEST, metrics=None if self.last_eval is None
-                       else self.last_eval.to_dict())
+            self._save(LATEST, metrics=None if self.last_eval is None else self.last_eval.to_dict())
         finally:
             if bar is not None:
                 bar.close()
             self._close_outputs()
         return TrainResult(
-            iteration=self.iteration, run_dir=self.run_dir, last_loss=last_loss,
-            best_miou=self.best_miou, last_eval=self.last_eval,
+            iteration=self.iteration,
+            run_dir=self.run_dir,
+            last_loss=last_loss,
+            best_miou=self.best_miou,
+            last_eval=self.last_eval,
             seconds=time.perf_counter() - started,
         )
 
