@@ -11,6 +11,16 @@ import torch
 from dynviz.model.config import RoutingSpaceConfig
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tiny test models gain nothing from intra-op threads, and spinning OpenMP threads slow
+    them down many-fold on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_restore_rng():
     """Seed every RNG and restore the previous state afterwards (torchvision's leak guard)."""

@@ -15,16 +15,6 @@ from dynviz.evaluate import evaluate
 from dynviz.model import ConfigError, Route
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and spinning OpenMP threads slow these
-    tests down many-fold on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class _Labels:
     """Two 32x32 images with known labels (3 classes, 255 = ignore)."""
 

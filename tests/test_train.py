@@ -34,16 +34,6 @@ from dynviz.train.trainer import (
 DATA = "synthetic:count=8,size=48x48,classes=4"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and spinning OpenMP threads slow these
-    tests down many-fold on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _config(tmp_path, name: str = "run", **changes) -> TrainConfig:
     base = {
         "model": "tiny",

@@ -87,45 +87,85 @@ class Decoder(nn.Module):
             b = present[0].shape[0]
             y = self.predictor.weight.new_zeros(b, self.predictor.in_channels, size[0] // 4,
                                                 size[1] // 4)
-        logits = self.predictor(y)  # (B, K, H/4, W/4)
+        # (B, K, H/4, W/4); back to the default layout before the large upsampling, which is
+        # cheaper than converting the full-size logits afterwards
+        logits = self.predictor(y).contiguous()
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
 class _Accumulator:
-    """Sums routed outputs into each receiving node without copying where it can."""
+    """Routed outputs waiting for their receiving node, summed when the node runs.
 
-    def __init__(self, batch: int) -> None:
+    Each part is ``(y, index)``: ``y`` was computed for the samples ``index`` (absolute sample
+    ids, sorted; None = the whole batch). A node's input is kept compact: it covers only the
+    samples that received something, so no full-batch buffer is built between cells (the next
+    cell would have to gather its samples back out of it).
+    """
+
+    def __init__(self, batch: int, *, inplace: bool) -> None:
         self.batch = batch
-        self.sum: dict[object, torch.Tensor] = {}
-        self.owned: dict[object, bool] = {}
-        self.has: dict[object, torch.Tensor] = {}
+        self.inplace = inplace  # no autograd: the first part may be summed into
+        self.parts: dict[object, list[tuple[torch.Tensor, torch.Tensor | None]]] = {}
 
-    def add(self, key: object, y: torch.Tensor, index: torch.Tensor | None,
-            mask: torch.Tensor) -> None:
-        """Add ``y`` (computed for the samples ``index``, None = all) into node ``key``."""
-        current = self.sum.get(key)
-        if index is None:
-            if current is None:
-                self.sum[key], self.owned[key] = y, False
-            elif self.owned[key]:
-                current.add_(y)
-            else:
-                self.sum[key], self.owned[key] = current + y, True
-        else:
-            if current is None:
-                current = y.new_zeros((self.batch, *y.shape[1:]))
-                current.index_add_(0, index, y)
-                self.sum[key], self.owned[key] = current, True
-            elif self.owned[key]:
-                current.index_add_(0, index, y)
-            else:
-                self.sum[key], self.owned[key] = current.index_add(0, index, y), True
-        prior = self.has.get(key)
-        self.has[key] = mask if prior is None else prior | mask
+    def add(self, key: object, y: torch.Tensor, index: torch.Tensor | None) -> None:
+        """Route ``y`` (computed for the samples ``index``, None = all) into node ``key``."""
+        self.parts.setdefault(key, []).append((y, index))
 
     def pop(self, key: object) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        self.owned.pop(key, None)
-        return self.sum.pop(key, None), self.has.pop(key, None)
+        """The summed input of node ``key`` and the samples it covers.
+
+        Returns:
+            ``(x, index)``: ``x`` is ``(n, C, h, w)`` for the sorted sample ids ``index`` (None =
+            the whole batch, ``n = B``); ``(None, None)`` when nothing arrived.
+        """
+        parts = self.parts.pop(key, None)
+        if not parts:
+            return None, None
+        union = _union([index for _, index in parts], self.batch)
+        x: torch.Tensor | None = None
+        owned = False
+        for y, index in parts:
+            if _same(index, union):
+                if x is None:
+                    x, owned = y, self.inplace
+                elif owned:
+                    x.add_(y)
+                else:
+                    x, owned = x + y, True
+                continue
+            if x is None:
+                n = self.batch if union is None else int(union.numel())
+                x, owned = _zeros(y, n), True
+            elif not owned:
+                x, owned = x.clone(memory_format=torch.preserve_format), True
+            where = index if union is None else torch.searchsorted(union, index)
+            x.index_add_(0, where, y)
+        return x, union
+
+
+def _same(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a is b or (a.numel() == b.numel() and bool(torch.equal(a, b)))
+
+
+def _union(indices: list[torch.Tensor | None], batch: int) -> torch.Tensor | None:
+    """Sorted union of sample ids (None = all samples)."""
+    if any(index is None for index in indices):
+        return None
+    first = indices[0]
+    assert first is not None
+    if all(_same(first, index) for index in indices[1:]):
+        return first
+    union = torch.unique(torch.cat(indices))  # type: ignore[arg-type]  # sorted
+    return None if union.numel() == batch else union
+
+
+def _zeros(like: torch.Tensor, n: int) -> torch.Tensor:
+    """Zeros ``(n, *like.shape[1:])`` in the memory format of ``like``."""
+    fmt = torch.channels_last if _is_channels_last(like) else torch.contiguous_format
+    return torch.empty((n, *like.shape[1:]), dtype=like.dtype, device=like.device,
+                       memory_format=fmt).zero_()
 
 
 def _subset(mask: torch.Tensor, index: torch.Tensor | None
@@ -138,10 +178,29 @@ def _subset(mask: torch.Tensor, index: torch.Tensor | None
 
 
 def _take(x: torch.Tensor, local: torch.Tensor | None) -> torch.Tensor:
-    return x if local is None else x.index_select(0, local)
+    """The samples ``local`` of ``x`` (all when None), in the memory format of ``x``."""
+    if local is None:
+        return x
+    if _is_channels_last(x):  # index_select would return the default layout
+        return x.permute(0, 2, 3, 1).index_select(0, local).permute(0, 3, 1, 2)
+    return x.index_select(0, local)
 
 
-def _scatter_mask(batch: int, index: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return (x.dim() == 4 and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last))
+
+
+def _scatter(x: torch.Tensor, index: torch.Tensor | None, batch: int) -> torch.Tensor:
+    """``x`` computed for the samples ``index`` as a full-batch tensor (zero elsewhere)."""
+    if index is None:
+        return x
+    out = _zeros(x, batch)
+    out.index_copy_(0, index, x)
+    return out
+
+
+def _present(index: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
     if index is None:
         return torch.ones(batch, dtype=torch.bool, device=device)
     out = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -188,6 +247,9 @@ class RoutingNetwork(nn.Module):
         self.decoder = Decoder(config)
         exists = route.mask() if route is not None else Route.all_open(config).mask()
         self.register_buffer("route_mask", exists, persistent=False)
+        # CPU inference runs channels-last (same function, other memory layout); set False to
+        # keep the input's layout.
+        self.channels_last_inference = True
         init_weights(self)
 
     @property
@@ -223,12 +285,22 @@ class RoutingNetwork(nn.Module):
         forced = self._forced_alpha(route, b, images)
         if skip is None:
             skip = not self.training
+        if self._channels_last(x):
+            x = x.contiguous(memory_format=torch.channels_last)
         stem = self.stem(x)  # (B, C, H/4, W/4)
         run = self._forward_skip if skip else self._forward_soft
         features, present, gates = run(stem, forced)
         logits = self.decoder(features, present, (x.shape[-2], x.shape[-1]))
         logits = logits[..., :height, :width]
         return RoutingOutput(logits, gates, self.route_mask, self.config.active_threshold)
+
+    def _channels_last(self, x: torch.Tensor) -> bool:
+        """Whether this forward runs in the channels-last memory format: CPU inference (no
+        autograd) with ``channels_last_inference`` on. Depthwise 3x3 convs, which dominate the
+        1/4-scale cells, run several times faster in it on CPU (docs/performance.md)."""
+        return (self.channels_last_inference and x.device.type == "cpu" and x.dim() == 4
+                and not torch.is_grad_enabled()
+                and not x.is_contiguous(memory_format=torch.channels_last))
 
     def _forced_alpha(self, route: RouteLike | None, batch: int, like: torch.Tensor
                       ) -> torch.Tensor | None:
@@ -317,17 +389,16 @@ class RoutingNetwork(nn.Module):
         config = self.config
         b = stem.shape[0]
         device = stem.device
+        inplace = not torch.is_grad_enabled()  # no autograd graph: buffers may be reused
         gates = stem.new_zeros(b, config.num_layers + 1, config.num_scales, len(Direction))
-        nodes = _Accumulator(b)
-        nodes.add((0, 0), stem, None, torch.ones(b, dtype=torch.bool, device=device))
-        decoder = _Accumulator(b)
+        nodes = _Accumulator(b, inplace=inplace)
+        nodes.add((0, 0), stem, None)
+        decoder = _Accumulator(b, inplace=inplace)
         for layer, scale in config.cells:
+            x, index = nodes.pop((layer, scale))  # (b, C, h, w) for the samples with input
             cell = self.cell(layer, scale)
-            x, has = nodes.pop((layer, scale))
-            if cell is None or x is None or not bool(has.any()):
+            if cell is None or x is None:
                 continue  # no input arrived: the cell is not computed
-            local, index = _subset(has, None)
-            x = _take(x, local)  # (b, C, h, w) samples with input
             alpha = self._alpha(cell, layer, scale, x, forced, index)
             dirs = [int(d) for d in cell.directions]
             if index is None:
@@ -337,10 +408,13 @@ class RoutingNetwork(nn.Module):
             active = alpha > 0
             on = active.any(1)
 
-            def emit(d: Direction, y: torch.Tensor, where: torch.Tensor | None) -> None:
-                target = config.target(layer, scale, d)
-                sink, key = (decoder, scale) if target is None else (nodes, target)
-                sink.add(key, y, where, _scatter_mask(b, where, device))
+            def emit(d: Direction, y: torch.Tensor, where: torch.Tensor | None,
+                     source: tuple[int, int] = (layer, scale)) -> None:
+                target = config.target(*source, d)
+                if target is None:
+                    decoder.add(source[1], y, where)
+                else:
+                    nodes.add(target, y, where)
 
             if not bool(on.all()):  # Eq. 5-6: X passes through the keep output
                 if Direction.KEEP not in cell.directions:
@@ -352,7 +426,9 @@ class RoutingNetwork(nn.Module):
                 continue
             o_local, o_index = _subset(on, index)
             alpha_on, active_on = _take(alpha, o_local), _take(active, o_local)
-            r = cell.hidden(_take(x, o_local))  # ReLU(H), only for samples with an open path
+            # ReLU(H), only for samples with an open path
+            r = _hidden(cell, _take(x, o_local), inplace=inplace)
+            del x
             for j, d in enumerate(cell.directions):
                 if not bool(active_on[:, j].any()):
                     continue  # closed for every sample: never computed
@@ -362,10 +438,20 @@ class RoutingNetwork(nn.Module):
                 if forced is None or not bool((a == 1).all()):  # forced routes: alpha is 1
                     y = y * a.view(-1, 1, 1, 1)
                 emit(d, y, d_index)
-        features, present = [], []
+        features: list[torch.Tensor | None] = []
+        present = []
         for scale in range(config.num_scales):
-            f, has = decoder.pop(scale)
-            features.append(f)
-            present.append(has if has is not None else torch.zeros(b, dtype=torch.bool,
-                                                                     device=device))
+            f, index = decoder.pop(scale)
+            features.append(None if f is None else _scatter(f, index, b))
+            present.append(_present(index, b, device) if f is not None
+                           else torch.zeros(b, dtype=torch.bool, device=device))
         return features, present, gates
+
+
+def _hidden(cell: RoutingCell, x: torch.Tensor, *, inplace: bool) -> torch.Tensor:
+    """``cell.hidden(x)``, ReLU(O(X) + X), without temporaries when autograd is off."""
+    if not inplace:
+        return cell.hidden(x)
+    h = cell.op(x)  # a fresh tensor: BN (or the folded conv) output
+    h += x
+    return h.relu_()

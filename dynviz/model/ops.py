@@ -56,7 +56,7 @@ class SepConvBNReLU(nn.Module):
         self.bn = nn.BatchNorm2d(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.bn(self.pw(self.dw(x))))
+        return self.bn(self.pw(self.dw(x))).relu_()  # in place: BN backward needs no output
 
 
 class Stem(nn.Module):
@@ -74,7 +74,7 @@ class Stem(nn.Module):
         self.sep2 = SepConvBNReLU(channels, stride=2)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.bn1(self.conv1(images)))  # (B, C, H/2, W/2)
+        x = self.bn1(self.conv1(images)).relu_()  # (B, C, H/2, W/2)
         return self.sep2(self.sep1(x))  # (B, C, H/4, W/4)
 
 
@@ -93,7 +93,7 @@ class SepConv(nn.Module):
         self.bn2 = nn.BatchNorm2d(c)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.bn1(self.pw1(self.dw1(x))))
+        x = self.bn1(self.pw1(self.dw1(x))).relu_()
         return self.bn2(self.pw2(self.dw2(x)))
 
 
@@ -107,7 +107,7 @@ class UpTransform(nn.Module):
         self.bn = nn.BatchNorm2d(channels // 2)
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
-        y = torch.relu(self.bn(self.conv(r)))  # (B, C/2, h, w)
+        y = self.bn(self.conv(r)).relu_()  # (B, C/2, h, w)
         return F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False)
 
 
@@ -120,7 +120,7 @@ class DownTransform(nn.Module):
         self.bn = nn.BatchNorm2d(channels * 2)
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.bn(self.conv(r)))  # (B, 2C, h/2, w/2)
+        return self.bn(self.conv(r)).relu_()  # (B, 2C, h/2, w/2)
 
 
 class SoftConditionalGate(nn.Module):
@@ -143,7 +143,7 @@ class SoftConditionalGate(nn.Module):
         if self.small:
             x = F.interpolate(x, size=small_gate_size(x.shape[-2], x.shape[-1]), mode="bilinear",
                               align_corners=False)
-        z = torch.relu(self.bn(self.conv1(x)))  # (B, C/2, h, w)
+        z = self.bn(self.conv1(x)).relu_()  # (B, C/2, h, w)
         z = F.adaptive_avg_pool2d(z, 1)  # (B, C/2, 1, 1)
         return gate_activation(self.conv2(z).flatten(1))  # (B, num_paths)
 

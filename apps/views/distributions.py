@@ -1,0 +1,84 @@
+"""Distributions: the paper's Fig. 5 (distribution of path activation probabilities) and the
+alpha distributions, filtered by model, layer, scale and direction."""
+
+from __future__ import annotations
+
+import _state
+import streamlit as st
+
+from dynviz.analysis import activation_probability, alpha_histogram
+from dynviz.plots.interactive import probability_histogram, probability_violin
+from dynviz.record import DIRECTIONS
+
+ctx = _state.context()
+_state.records_or_stop(ctx)
+catalog = ctx.catalog
+
+st.title("Distributions")
+st.caption("A path's activation probability is the share of images in which it was open "
+           "(alpha > 0), as in Fig. 5 of the paper. Paths above the threshold form the common "
+           "network.")
+
+labels = ctx.labels()
+default = [catalog.label(ctx.records)] if ctx.records else labels[:1]
+chosen = st.multiselect("Models (records)", labels, default=default, key="dist_models")
+if not chosen:
+    st.info("Pick at least one records folder.")
+    st.stop()
+paths = tuple(ctx.usable[labels.index(label)] for label in chosen)
+gates, _ = _state.combined(paths, tuple(_state.stamp(p) for p in paths))
+
+layers = sorted(int(v) for v in gates["layer"].unique())
+strides = sorted(int(v) for v in gates["scale"].unique())
+c1, c2, c3, c4 = st.columns([2, 3, 2.2, 1])
+layer_range = c1.slider("Layers", layers[0], layers[-1], (layers[0], layers[-1]),
+                        key="dist_layers") if len(layers) > 1 else (layers[0], layers[0])
+scales = c2.pills("Scales", strides, selection_mode="multi", default=strides,
+                  format_func=lambda s: f"1/{s}", key="dist_scales")
+directions = c3.pills("Directions", list(DIRECTIONS), selection_mode="multi",
+                      default=list(DIRECTIONS), key="dist_directions")
+bins = c4.number_input("Bins", 5, 50, 10, key="dist_bins")
+threshold = st.slider("Common-network threshold", 0.0, 0.99, 0.95, 0.01, key="dist_threshold")
+
+mask = (gates["layer"].between(*layer_range) & gates["scale"].isin(scales)
+        & gates["direction"].astype(str).isin(directions))
+selected = gates[mask]
+if selected.empty:
+    st.warning("No path matches these filters.")
+    st.stop()
+
+per_path = activation_probability(selected)
+summary = per_path.groupby("model", observed=True).agg(
+    paths=("p", "size"), never=("p", lambda p: int((p == 0).sum())),
+    always=("p", lambda p: int((p == 1).sum())),
+    common=("p", lambda p: int((p > threshold).sum()))).reset_index()
+st.dataframe(summary.rename(columns={"never": "never open", "always": "always open",
+                                     "common": f"above {threshold:g}"}),
+             hide_index=True, width="content")
+
+st.plotly_chart(probability_histogram(per_path, bins=int(bins), threshold=threshold),
+                width="stretch", key="fig5")
+st.download_button("Download per-path probabilities (CSV)", per_path.to_csv(index=False),
+                   file_name="activation_probability.csv", mime="text/csv",
+                   icon=":material/download:")
+
+left, right = st.columns(2)
+with left:
+    st.plotly_chart(probability_violin(per_path, x="layer"), width="stretch",
+                    key="violin_layer")
+with right:
+    st.plotly_chart(probability_violin(per_path, x="scale",
+                                       title="Path activation probability per scale (stride)"),
+                    width="stretch", key="violin_scale")
+
+st.subheader("Alpha distributions")
+by = st.radio("Split by", ["direction", "scale", "layer"], horizontal=True, key="dist_alpha_by")
+histogram = alpha_histogram(selected, bins=20, by=(by,))
+histogram = histogram.assign(
+    alpha=histogram["bin_left"].map("{:.2f}".format),
+    group=histogram["model"].astype(str) + " / " + histogram[by].astype(str),
+    share=100 * histogram["fraction"])
+st.bar_chart(histogram, x="alpha", y="share", color="group", stack=False, height=340,
+             x_label="alpha (bins of 0.05, by their lower edge)",
+             y_label="share of gate values (%)")
+st.caption("Alpha is 0 for closed paths and for cells that received no input.")

@@ -1,0 +1,107 @@
+"""Route explorer: one image (from the records' data set, or uploaded), its prediction and the
+route it took through the routing space, with its real and expected cost; two side by side."""
+
+from __future__ import annotations
+
+import _state
+import streamlit as st
+
+from dynviz.uploads import MAX_BYTES, MAX_PIXELS, UploadError, overlay
+
+ctx = _state.context()
+records = _state.records_or_stop(ctx)
+path, mtime = ctx.records, _state.stamp(ctx.records)
+config_json = _state.config_json(records)
+
+st.title("Route explorer")
+st.caption(f"Records `{ctx.catalog.label(path)}`: {records.label}, {len(records.images)} images "
+           f"of `{records.meta.get('data')}` [{records.meta.get('split')}]. Edges: width and "
+           "opacity follow the image's alpha; dotted faint edges are closed paths.")
+
+model, info = _state.records_model(path, mtime)
+if info.note:
+    st.warning(info.note, icon=":material/info:")
+
+c1, c2 = st.columns([1, 2])
+compare = c1.toggle("Compare two images", key="explorer_compare")
+opacity = c2.slider("Prediction opacity", 0.0, 1.0, 0.5, 0.05, key="explorer_opacity")
+
+
+def show(view: _state.ImageView, *, key: str) -> None:
+    """Draw one image: picture, prediction overlay, metrics and route."""
+    if view.note:
+        st.info(view.note)
+    picture, predicted, numbers = st.columns(3)
+    if view.image is not None:
+        picture.image(view.image, caption=f"{view.image_id} ({view.image.shape[0]}x"
+                      f"{view.image.shape[1]})", width="stretch")
+        if view.prediction is not None:
+            predicted.image(overlay(view.image, view.prediction, opacity=opacity),
+                            caption="prediction", width="stretch")
+        elif view.label is not None:
+            predicted.image(overlay(view.image, view.label, opacity=opacity),
+                            caption="ground truth", width="stretch")
+    miou = "-" if view.miou is None else f"{view.miou:.3f}"
+    if compare:  # half width: metrics would be cut, a compact list fits
+        numbers.markdown(f"**Real cost**  \n{_state.fmt_number(view.real_gmacs)} GMACs  \n"
+                         f"**Expected cost**  \n{_state.fmt_number(view.expected_gmacs)} GMACs"
+                         f"  \n**mIoU**  \n{miou}")
+    else:
+        numbers.metric("Real cost (GMACs)", _state.fmt_number(view.real_gmacs),
+                       help="MACs executed for this image (closed paths skipped), in GMACs")
+        numbers.metric("Expected cost (GMACs)", _state.fmt_number(view.expected_gmacs),
+                       help="Eq. 7-8 with this image's alphas, in GMACs")
+        numbers.metric("mIoU", miou, help="this image's mIoU (uploads have no label)")
+    if view.gates.empty:
+        return
+    if view.image is not None:
+        height, width = view.image.shape[:2]
+    else:
+        height, width = (int(v) for v in records.images.iloc[0][["height", "width"]])
+    active = int(view.gates["active"].sum())
+    fig = _state.route_figure(config_json, view.gates, int(height), int(width),
+                              f"{view.image_id}: {active} of {len(view.gates)} paths open")
+    st.plotly_chart(fig, width="stretch", key=f"route_{key}")
+    if view.stats:
+        with st.expander("Object-scale statistics"):
+            st.dataframe({k: [v] for k, v in view.stats.items()}, hide_index=True)
+
+
+def dataset_view(slot: int, default: int) -> _state.ImageView:
+    ids = records.images["image_id"].astype(str).tolist()
+    image_id = st.selectbox("Image", ids, index=min(default, len(ids) - 1),
+                            key=f"explorer_image_{slot}")
+    return _state.dataset_image(path, mtime, image_id)
+
+
+def upload_view(slot: int) -> _state.ImageView | None:
+    file = st.file_uploader(
+        "Upload an image", type=["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"],
+        key=f"explorer_upload_{slot}", max_upload_size=-(-MAX_BYTES // 2**20),
+        help=f"At most {MAX_BYTES // 2**20} MiB and {MAX_PIXELS / 1e6:.1f} megapixels; scaled "
+        "down to 1024 pixels on the longer side before the model runs.")
+    if file is None:
+        st.caption("Drop an image here to see the route the model takes for it.")
+        return None
+    if model is None:
+        st.error("No model for these records: cannot run an uploaded image.")
+        return None
+    try:
+        return _state.upload_image(path, mtime, file.name, file.getvalue(), 1024)
+    except UploadError as err:
+        st.error(str(err), icon=":material/broken_image:")
+        return None
+
+
+slots = [0, 1] if compare else [0]
+for slot, column in zip(slots, st.columns(len(slots)), strict=True):
+    with column:
+        pick_source, pick_image = st.columns([1, 2])
+        source = pick_source.radio("Image from", ["Data set", "Upload"],
+                                   key=f"explorer_source_{slot}",
+                                   help="An image of the records, or your own image run "
+                                   "through the model")
+        with pick_image:
+            view = dataset_view(slot, default=slot) if source == "Data set" else upload_view(slot)
+        if view is not None:
+            show(view, key=str(slot))

@@ -1,0 +1,40 @@
+"""Analyses of records: pure functions from frames to frames.
+
+They read the tables of :mod:`dynviz.record` (``gates``, ``images``) and never the model:
+
+* :mod:`~dynviz.analysis.routes`: activation probability per path, layer and scale (Fig. 5),
+  alpha distributions, routing versus object scale;
+* :mod:`~dynviz.analysis.costs`: the Table 1 statistics (real and expected GMACs, mIoU);
+* :mod:`~dynviz.analysis.common`: the common network (paths active in more than 95% of images),
+  as a :class:`~dynviz.model.route.Route` that ``build_model`` builds.
+"""
+
+from __future__ import annotations
+
+from dynviz.analysis.common import CommonNetError, extract_common, prune_dangling
+from dynviz.analysis.costs import cost_statistics
+from dynviz.analysis.routes import (
+    ScaleSummary,
+    activation_probability,
+    alpha_histogram,
+    cell_probability,
+    probability_distribution,
+    probability_matrix,
+    routing_vs_scale,
+    scale_summary,
+)
+
+__all__ = [
+    "CommonNetError",
+    "ScaleSummary",
+    "activation_probability",
+    "alpha_histogram",
+    "cell_probability",
+    "cost_statistics",
+    "extract_common",
+    "probability_distribution",
+    "probability_matrix",
+    "prune_dangling",
+    "routing_vs_scale",
+    "scale_summary",
+]

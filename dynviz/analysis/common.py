@@ -1,0 +1,157 @@
+"""The common network (Sec. 4.3 of the paper): the paths that most images take.
+
+The paper keeps the routes whose activation probability exceeds 95% and retrains them as a
+static network (Common-A/B/C of Table 1). Paths that pass the threshold do not always form a
+network: a path may start in a cell whose input paths did not pass (no input from the stem) or
+end in a cell whose onward paths did not pass (no way to the decoder). :func:`prune_dangling`
+removes such paths until none is left, so the result is a valid
+:class:`~dynviz.model.route.Route` that ``dynviz.build_model`` builds as a static network.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+
+from dynviz.model.config import Direction, PathKey, RoutingSpaceConfig
+from dynviz.model.route import Route, RouteError, format_path
+
+__all__ = ["CommonNetError", "extract_common", "path_probability", "prune_dangling"]
+
+logger = logging.getLogger(__name__)
+
+
+class CommonNetError(RouteError):
+    """No valid common network at this threshold; the message says why."""
+
+
+def path_probability(gates: pd.DataFrame) -> dict[PathKey, float]:
+    """Activation probability of each recorded path: ``{(layer, scale_index, direction): p}``.
+
+    Args:
+        gates: the gate rows of one model (``layer``, ``scale`` or ``scale_index``,
+            ``direction``, ``active``, ``image_id``).
+    """
+    if "model" in gates.columns and gates["model"].nunique() > 1:
+        raise ValueError("the gates frame holds several models; filter it by 'model' first")
+    frame = gates
+    if "scale_index" not in frame.columns:
+        frame = frame.assign(scale_index=frame["scale"].map(lambda s: int(round(math.log2(s / 4)))))
+    frame = frame.assign(direction=frame["direction"].astype(str))
+    p = frame.groupby(["layer", "scale_index", "direction"], observed=True)["active"].mean()
+    return {
+        (int(layer), int(scale), Direction.parse(d)): float(v) for (layer, scale, d), v in p.items()
+    }
+
+
+def prune_dangling(config: RoutingSpaceConfig, paths: Iterable[PathKey]) -> frozenset[PathKey]:
+    """Remove paths that leave a dangling cell, repeatedly, until none is left.
+
+    A path stays when its source cell receives an open path from the stem (the initial cell
+    always does) and its target cell has an open way onward to the decoder (last-layer keeps end
+    in the decoder).
+
+    Returns:
+        The largest subset of ``paths`` that is a valid network (possibly empty).
+    """
+    kept = frozenset((int(a), int(b), Direction.parse(d)) for a, b, d in paths)
+    while True:
+        fed = {(0, 0)}
+        for layer, scale in config.cells:
+            if (layer, scale) in fed:
+                for d in config.directions(layer, scale):
+                    target = config.target(layer, scale, d)
+                    if (layer, scale, d) in kept and target is not None:
+                        fed.add(target)
+        alive: set[tuple[int, int]] = set()
+        for layer, scale in reversed(config.cells):
+            for d in config.directions(layer, scale):
+                target = config.target(layer, scale, d)
+                if (layer, scale, d) in kept and (target is None or target in alive):
+                    alive.add((layer, scale))
+        pruned = frozenset(
+            (layer, scale, d)
+            for layer, scale, d in kept
+            if (layer, scale) in fed
+            and ((t := config.target(layer, scale, d)) is None or t in alive)
+        )
+        if pruned == kept:
+            return kept
+        for path in sorted(kept - pruned, key=lambda p: (p[0], p[1], int(p[2]))):
+            logger.debug("pruned dangling path %s", format_path(path))
+        kept = pruned
+
+
+def extract_common(
+    source: Any,
+    config: RoutingSpaceConfig | None = None,
+    *,
+    threshold: float = 0.95,
+    name: str | None = None,
+    description: str | None = None,
+) -> Route:
+    """The common network: paths active in more than ``threshold`` of the images, pruned of
+    dangling cells.
+
+    Args:
+        source: a gates frame of one model, or :class:`dynviz.record.Records`.
+        config: the routing space (default: the records' config; required for a frame).
+        threshold: keep paths whose activation probability is strictly above this (0 <= t < 1).
+        name: the route's name (default ``common-<percent>``).
+        description: the route's description (default: how it was made).
+
+    Returns:
+        A valid :class:`Route` of ``config``; ``route.meta["notes"]`` says what was kept and
+        pruned.
+
+    Raises:
+        CommonNetError: no path passes the threshold, or none of those that pass forms a path
+            from the stem to the decoder (the message names the threshold).
+        ValueError: a bad threshold, or no config for a frame.
+    """
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"threshold {threshold} must be in [0, 1)")
+    gates = getattr(source, "gates", source)
+    if config is None:
+        config = getattr(source, "config", None)
+        if config is None:
+            raise ValueError("extract_common needs the routing-space config for a gates frame")
+    if not isinstance(gates, pd.DataFrame) or gates.empty:
+        raise CommonNetError("no gate rows to extract a common network from")
+    images = int(gates["image_id"].nunique())
+    probability = path_probability(gates)
+    passing = {path for path, p in probability.items() if p > threshold}
+    percent = f"{100 * threshold:g}%"
+    if not passing:
+        best = max(probability.items(), key=lambda item: item[1])
+        raise CommonNetError(
+            f"threshold {threshold:g} emptied the common network: no path is active in more "
+            f"than {percent} of the {images} images (the most frequent, {format_path(best[0])},"
+            f" in {100 * best[1]:.1f}%); lower the threshold"
+        )
+    kept = prune_dangling(config, passing)
+    if not kept:
+        raise CommonNetError(
+            f"threshold {threshold:g} emptied the common network: {len(passing)} path(s) are "
+            f"active in more than {percent} of the {images} images, but none of them lies on a "
+            "route from the stem to the decoder (all leave dangling cells); lower the threshold"
+        )
+    pruned = len(passing) - len(kept)
+    notes = (
+        f"Paths active in more than {percent} of {images} images: {len(passing)} of "
+        f"{len(probability)} recorded paths pass, {pruned} removed as dangling, "
+        f"{len(kept)} kept in {len({(a, b) for a, b, _ in kept})} cells."
+    )
+    logger.info("common network at threshold %g: %s", threshold, notes)
+    return Route(
+        config,
+        kept,
+        name=name or f"common-{100 * threshold:g}",
+        description=description
+        or f"common network (paths active in more than {percent} of {images} images)",
+        meta={"notes": notes},
+    )

@@ -1,0 +1,480 @@
+"""The measurements behind ``dynviz bench``: one function per figure (a)-(g).
+
+(a) batch-1 skipping against MACs; (b) batch-N per-sample routes against batch-1 costs;
+(c) recording overhead; (d) distance to the machine's SGEMM rate; (e) exported static nets;
+(f) analysis at scale; (g) latency per node beside MACs. Each returns a :class:`Section` (the
+table) and its :class:`Figure` list (the headline ratios and targets).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from dynviz.bench.allocator import malloc_tuned
+from dynviz.bench.core import BenchReport, BenchSettings, Figure, Section, load_average
+from dynviz.cost import cost_table
+from dynviz.export import (
+    check_onnx,
+    export_onnx,
+    fold_batchnorm,
+    onnx_session,
+    route_in_space,
+    static_network,
+)
+from dynviz.latency import latency_rows, measure_node_latency, time_calls
+from dynviz.model import build_model
+from dynviz.model.config import RoutingSpaceConfig
+from dynviz.model.network import RoutingNetwork
+from dynviz.model.route import Route
+from dynviz.model.zoo import load_spec
+
+__all__ = [
+    "SPECIAL_CASES",
+    "bench_analysis",
+    "bench_batch",
+    "bench_export",
+    "bench_latency",
+    "bench_machine_limit",
+    "bench_recording",
+    "bench_skip",
+    "benchmark_routes",
+    "common_like_route",
+    "run_bench",
+]
+
+logger = logging.getLogger(__name__)
+
+SPECIAL_CASES = ("fcn32s", "deeplabv3", "unet", "hrnetv2", "autodeeplab")
+SKIP_TARGET = 1.15  # (a) time ratio at most 1.15x the GMACs ratio
+BATCH_TARGET = 0.8  # (b) sum of batch-1 times / batch time
+RECORD_TARGET = 0.03  # (c) recording overhead
+LIMIT_TARGET = 0.15  # (d) achieved MAC rate / SGEMM rate
+EXPORT_TARGET = 1.2  # (e) dynamic forced time / static time
+ANALYSIS_TARGET = 5.0  # (f) seconds for 100,000 records
+PAGE_TARGET = 3.0  # (f) seconds per explorer page
+
+SectionResult = tuple[Section, list[Figure]]
+
+
+# ---------------------------------------------------------------------------------- routes
+def common_like_route(config: RoutingSpaceConfig) -> Route:
+    """A synthetic stand-in for an extracted Common net (Table 1).
+
+    Three chains share the first 1/4 cells, then split: an encoder-decoder (U) chain goes down
+    to 1/32, stays there and comes back up to 1/4 over the last three layers; a 1/8 stream and
+    a 1/16 stream keep their scale. Every scale runs and three scales reach the decoder. Needs
+    a 4-scale space with at least 7 layers.
+    """
+    n = config.num_layers + 1
+    if config.num_scales != 4 or n < 8:
+        raise ValueError("the common-like route needs 4 scales and at least 7 layers")
+    u = [4, 4, 8, 16] + [32] * (n - 7) + [16, 8, 4]
+    eighth = [4, 4] + [8] * (n - 2)
+    sixteenth = [4, 4, 8] + [16] * (n - 3)
+    return Route.from_chains(config, [u, eighth, sixteenth], name="common-like",
+                             description="synthetic Common-like net: U chain, 1/8 and 1/16 "
+                             "streams")
+
+
+def benchmark_routes(config: RoutingSpaceConfig, extra: tuple[str, ...] = ()
+                     ) -> dict[str, Route]:
+    """all-open, the special cases, a Common-like route and ``extra`` route specs, in
+    ``config``'s space (a special case is skipped where its space has another shape)."""
+    routes = {"all-open": Route.all_open(config)}
+    for name in (*SPECIAL_CASES, *extra):
+        spec = load_spec(name)
+        if not isinstance(spec, Route):
+            raise ValueError(f"{name}: not a route spec")
+        if (spec.space.num_layers, spec.space.num_scales) != (config.num_layers,
+                                                              config.num_scales):
+            if name in extra:
+                raise ValueError(f"{name}: a route for L={spec.space.num_layers}, the bench "
+                                 f"model has L={config.num_layers}")
+            continue
+        routes[spec.name or Path(name).stem] = route_in_space(spec, config)
+    if config.num_scales == 4 and config.num_layers >= 7:
+        routes["common-like"] = common_like_route(config)
+    return routes
+
+
+def _images(batch: int, size: tuple[int, int], *, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 3, size[0], size[1], generator=gen)
+
+
+def _model(name: str) -> RoutingNetwork:
+    torch.manual_seed(0)
+    return build_model(name).eval()
+
+
+def _timed(key: str, title: str, run: Callable[[], SectionResult]) -> SectionResult:
+    load0, start = load_average(), time.perf_counter()
+    logger.info("bench (%s) %s", key, title)
+    try:
+        section, figures = run()
+    except Exception as err:  # one broken figure must not lose the others
+        logger.exception("bench (%s) failed", key)
+        section = Section(key, title, [], measured=False,
+                          notes=[f"failed: {type(err).__name__}: {err}"])
+        figures = [Figure(key, title, None, note="failed")]
+    section.seconds = time.perf_counter() - start
+    section.load = (load0, load_average())
+    return section, figures
+
+
+# ------------------------------------------------------------------------------- (a) skip
+def bench_skip(settings: BenchSettings) -> SectionResult:
+    """(a) Batch-1 forced routes: time ratio against the GMACs ratio, and the masked form."""
+    model = _model(settings.model)
+    config = model.config
+    size = settings.size
+    routes = benchmark_routes(config, settings.routes)
+    x = _images(1, size)
+    table = cost_table(config, size)
+    calls: dict[str, Callable[[], object]] = {}
+    gmacs: dict[str, float] = {}
+    with torch.inference_mode():
+        for name, route in routes.items():
+            out = model(x, route=route)
+            gmacs[name] = float(table.real(out.active, gates_ran=False)[0]) / 1e9
+            calls[f"skip:{name}"] = lambda r=route: model(x, route=r)
+            calls[f"masked:{name}"] = lambda r=route: model(x, route=r, skip=False)
+        times = time_calls(calls, repeats=settings.repeats, warmup=1)
+    base_t, base_g = times["skip:all-open"], gmacs["all-open"]
+    section = Section("a", f"Batch-1 skipping: {config.name} forced routes at {size[0]}x{size[1]}",
+                      ["route", "GMACs", "GMACs ratio", "skip s", "time ratio",
+                       "time/GMACs ratio", "masked s", "masked/skip"])
+    figures = []
+    for name in routes:
+        g_ratio = gmacs[name] / base_g
+        t_ratio = times[f"skip:{name}"] / base_t
+        section.rows.append([name, gmacs[name], g_ratio, times[f"skip:{name}"], t_ratio,
+                             t_ratio / g_ratio, times[f"masked:{name}"],
+                             times[f"masked:{name}"] / times[f"skip:{name}"]])
+        if name != "all-open":
+            figures.append(Figure("a", f"time ratio / GMACs ratio, {name}", t_ratio / g_ratio,
+                                  SKIP_TARGET, "<="))
+    section.notes += [
+        "GMACs: cost_table(config, size).real(out.active, gates_ran=False), paper counting; "
+        "ratios are against the same model forced all-open (skip form).",
+        "masked: the official behaviour, model(x, route=r, skip=False): every cell and "
+        "transform runs and closed paths are multiplied by 0 (gates not even evaluated here, "
+        "so the official code costs more); masked/skip is the saving of real skipping.",
+    ]
+    return section, figures
+
+
+# ------------------------------------------------------------------------------ (b) batch
+def bench_batch(settings: BenchSettings) -> SectionResult:
+    """(b) Batch-N with a different route per sample against the batch-1 times of the routes."""
+    model = _model(settings.model)
+    config = model.config
+    size, b = settings.batch_size, settings.batch
+    routes = benchmark_routes(config, settings.routes)
+    mixes = {
+        "mixed with all-open": _fill(list(routes), b),
+        "without all-open": _fill([n for n in routes if n != "all-open"], b),
+    }
+    xb = _images(b, size)
+    x1 = xb[:1]
+    calls: dict[str, Callable[[], object]] = {}
+    used = sorted({n for names in mixes.values() for n in names})
+    for name in used:
+        calls[f"b1:{name}"] = lambda r=routes[name]: model(x1, route=r)
+    for mix, names in mixes.items():
+        per_sample = [routes[n] for n in names]
+        union = Route(config, frozenset().union(*(r.paths for r in per_sample)), name="union")
+        calls[f"gather:{mix}"] = lambda rs=per_sample: model(xb, route=rs)
+        calls[f"masked:{mix}"] = lambda rs=per_sample: model(xb, route=rs, skip=False)
+        calls[f"union:{mix}"] = lambda u=union: model(xb, route=u)
+    with torch.inference_mode():
+        times = time_calls(calls, repeats=settings.repeats, warmup=1)
+    section = Section("b", f"Batch-{b} per-sample routes: {config.name} at {size[0]}x{size[1]}",
+                      ["batch", "variant", "batch s", "sum of batch-1 s",
+                       "(sum batch-1) / batch"])
+    figures = []
+    for mix, names in mixes.items():
+        total = sum(times[f"b1:{n}"] for n in names)
+        for variant, label in (("gather", "per-sample gather/scatter (dynviz)"),
+                               ("masked", "masked soft form (official)"),
+                               ("union", "batch-level union skip")):
+            t = times[f"{variant}:{mix}"]
+            section.rows.append([mix, label, t, total, total / t])
+            if variant == "gather":
+                figures.append(Figure("b", f"(sum of batch-1) / batch-{b}, {mix}", total / t,
+                                      BATCH_TARGET, ">="))
+    section.notes += [
+        f"samples: {'; '.join(f'{k}: ' + ', '.join(v) for k, v in mixes.items())}.",
+        "batch-1 times: each route alone on one image of the same size, timed in the same "
+        "interleaved rounds; their sum is what the per-sample costs allow.",
+        "union: every sample runs the union of the batch's routes (what batch-level skipping, "
+        "e.g. the official inference drop of a cell closed for the whole batch, achieves).",
+    ]
+    return section, figures
+
+
+def _fill(names: list[str], b: int) -> list[str]:
+    return [names[i % len(names)] for i in range(b)]
+
+
+# -------------------------------------------------------------------------- (c) recording
+def bench_recording(settings: BenchSettings) -> SectionResult:
+    """(c) Time of recording N images against plain inference over the same images.
+
+    Needs ``dynviz.record`` (written separately); until it exists the section says so.
+    """
+    section = Section("c", "Recording overhead", ["variant", "s", "overhead"])
+    if importlib.util.find_spec("dynviz.record") is None:
+        section.measured = False
+        section.notes.append("not yet measurable: dynviz.record does not exist in this tree.")
+        return section, [Figure("c", "recording overhead", None, 100.0 * RECORD_TARGET, "<=",
+                                "%", note="dynviz.record missing")]
+    from dynviz.bench.hooks import measure_recording
+
+    return measure_recording(settings, section, RECORD_TARGET)
+
+
+# ---------------------------------------------------------------------------- (d) limit
+def sgemm_call(n: int) -> Callable[[], object]:
+    """A float32 ``n x n x n`` matmul (``n**3`` MACs)."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=gen)
+    b = torch.randn(n, n, generator=gen)
+    out = torch.empty(n, n)
+    return lambda: torch.mm(a, b, out=out)
+
+
+def bench_machine_limit(settings: BenchSettings) -> SectionResult:
+    """(d) Achieved MAC rate of the Fix forward / SGEMM MAC rate, over inference variants."""
+    fix = _model(settings.fix_model)
+    config = fix.config
+    size = settings.size
+    macs = cost_table(config, size).total()
+    x = _images(1, size)
+    nchw = copy.deepcopy(fix)
+    nchw.channels_last_inference = False
+    folded = fold_batchnorm(fix)
+    static = static_network(fix, Route.all_open(config))
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+
+    def no_grad() -> object:
+        with torch.inference_mode(False), torch.no_grad():
+            return nchw(x)
+
+    def untuned() -> object:
+        with malloc_tuned(False):
+            return fix(x)
+
+    variants: dict[str, Callable[[], object]] = {
+        "no_grad, NCHW": no_grad,
+        "inference_mode, NCHW": lambda: nchw(x),
+        "inference_mode, channels_last (default)": lambda: fix(x),
+        "default, glibc malloc thresholds at 128 KiB": untuned,
+        "default + BN folded": lambda: folded(x),
+        "static net (BN folded), channels_last": lambda: static(x_cl),
+    }
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        session = _ort_session(static, Path(tmp) / "fix.onnx", size, settings.threads, notes)
+        if session is not None:
+            feed = {"images": x.numpy()}
+            variants["onnxruntime (static, BN folded)"] = lambda: session.run(["logits"], feed)
+        calls = dict(variants)
+        calls["sgemm"] = sgemm_call(settings.sgemm_n)
+        with torch.inference_mode():
+            times = time_calls(calls, repeats=settings.repeats, warmup=1)
+    sgemm_rate = settings.sgemm_n**3 / times["sgemm"]
+    section = Section("d", f"Distance to the machine's limit: {config.name} at {size[0]}x{size[1]}",
+                      ["variant", "s", "GMAC/s", "ratio to SGEMM"])
+    section.rows.append([f"SGEMM {settings.sgemm_n}^3 float32", times["sgemm"], sgemm_rate / 1e9,
+                         1.0])
+    ratios = {}
+    for name in variants:
+        rate = macs / times[name]
+        ratios[name] = rate / sgemm_rate
+        section.rows.append([name, times[name], rate / 1e9, ratios[name]])
+    best = max(ratios, key=lambda k: ratios[k])
+    section.notes += [
+        f"MACs: {macs / 1e9:.2f} G (cost_table(...).total(), paper counting); the ratio is "
+        "(MACs / time) / (SGEMM MACs / time), both timed in the same interleaved rounds.",
+        "default: RoutingNetwork in eval mode under inference_mode (channels-last inside), "
+        "the process's malloc thresholds raised (dynviz.bench.tune_malloc); the 128 KiB row "
+        "sets them back to glibc's initial values around each of its calls.",
+        *notes,
+    ]
+    figures = [
+        Figure("d", "MAC rate / SGEMM rate, default", ratios[_DEFAULT], LIMIT_TARGET, ">="),
+        Figure("d", f"MAC rate / SGEMM rate, best ({best})", ratios[best], LIMIT_TARGET, ">="),
+    ]
+    return section, figures
+
+
+_DEFAULT = "inference_mode, channels_last (default)"
+
+
+def _ort_session(net: torch.nn.Module, path: Path, size: tuple[int, int], threads: int,
+                 notes: list[str]) -> object | None:
+    if importlib.util.find_spec("onnxruntime") is None:
+        notes.append("onnxruntime is not installed: no ONNX row.")
+        return None
+    export_onnx(net, path, size)
+    return onnx_session(path, threads=threads)
+
+
+# --------------------------------------------------------------------------- (e) export
+def bench_export(settings: BenchSettings) -> SectionResult:
+    """(e) The exported static net (BN folded, no gates) against the dynamic net forced to
+    the same route, in PyTorch and onnxruntime."""
+    model = _model(settings.model)
+    config = model.config
+    size = settings.size
+    routes = benchmark_routes(config, settings.routes)
+    chosen = ["hrnetv2", "common-like", *[r for r in routes if r in _names(settings.routes)]]
+    chosen = [n for n in dict.fromkeys(chosen) if n in routes]
+    x = _images(1, size)
+    calls: dict[str, Callable[[], object]] = {}
+    notes: list[str] = []
+    checks: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in chosen:
+            route = routes[name]
+            static = static_network(model, route)
+            unfolded = static_network(model, route, fold=False)
+            calls[f"dynamic:{name}"] = lambda r=route: model(x, route=r)
+            calls[f"static:{name}"] = lambda s=static: s(x)
+            calls[f"unfolded:{name}"] = lambda s=unfolded: s(x)
+            session = _ort_session(static, Path(tmp) / f"{name}.onnx", size, settings.threads,
+                                   notes)
+            if session is not None:
+                feed = {"images": x.numpy()}
+                calls[f"ort:{name}"] = lambda s=session, f=feed: s.run(["logits"], f)
+                checks[name] = check_onnx(Path(tmp) / f"{name}.onnx", static, x,
+                                          threads=settings.threads).relative
+        with torch.inference_mode():
+            times = time_calls(calls, repeats=settings.repeats, warmup=1)
+    section = Section("e", f"Exported static nets against the dynamic net forced to the route, "
+                      f"{config.name} at {size[0]}x{size[1]}",
+                      ["route", "variant", "s", "speed-up over dynamic"])
+    figures = []
+    for name in chosen:
+        dyn = times[f"dynamic:{name}"]
+        section.rows.append([name, "dynamic, forced route (skip form)", dyn, 1.0])
+        best = 0.0
+        for key, label in (("unfolded", "static module, BN kept"),
+                           ("static", "static module, BN folded (exported form)"),
+                           ("ort", "onnxruntime (static, BN folded)")):
+            if f"{key}:{name}" in times:
+                t = times[f"{key}:{name}"]
+                section.rows.append([name, label, t, dyn / t])
+                if key != "ort":
+                    best = max(best, dyn / t)
+        figures.append(Figure("e", f"dynamic / static PyTorch, {name}", best, EXPORT_TARGET,
+                              ">="))
+        if f"ort:{name}" in times:
+            figures.append(Figure("e", f"dynamic / onnxruntime, {name}",
+                                  dyn / times[f"ort:{name}"], EXPORT_TARGET, ">="))
+    if checks:
+        notes.append("onnxruntime against PyTorch (static net): max |diff| / max |logit| = "
+                     + ", ".join(f"{k} {v:.1e}" for k, v in checks.items())
+                     + " (tolerance 1e-4).")
+    section.notes += notes
+    return section, figures
+
+
+def _names(specs: tuple[str, ...]) -> set[str]:
+    out = set()
+    for spec in specs:
+        loaded = load_spec(spec)
+        out.add(getattr(loaded, "name", "") or Path(spec).stem)
+    return out
+
+
+# ------------------------------------------------------------------------- (f) analysis
+def bench_analysis(settings: BenchSettings) -> SectionResult:
+    """(f) Analyses on generated records and explorer page renders.
+
+    Needs ``dynviz.record`` and ``dynviz.analysis`` (written separately).
+    """
+    section = Section("f", f"Analysis at scale ({settings.records:,} generated records)",
+                      ["step", "s"])
+    missing = [m for m in ("dynviz.record", "dynviz.analysis")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        section.measured = False
+        section.notes.append(f"not yet measurable: {', '.join(missing)} not in this tree.")
+        return section, [Figure("f", f"analyses on {settings.records:,} records", None,
+                                ANALYSIS_TARGET, "<=", "s", note="analysis code missing")]
+    from dynviz.bench.hooks import measure_analysis
+
+    return measure_analysis(settings, section, ANALYSIS_TARGET, PAGE_TARGET)
+
+
+# -------------------------------------------------------------------------- (g) latency
+def bench_latency(settings: BenchSettings) -> SectionResult:
+    """(g) Time per node at each scale beside its MACs."""
+    spec = load_spec(settings.model)
+    config = spec.space if isinstance(spec, Route) else spec
+    size = settings.size
+    latency = measure_node_latency(config, size, repeats=settings.repeats,
+                                   threads=settings.threads)
+    table = cost_table(config, size)
+    section = Section("g", f"Latency per node beside MACs: {config.name} at {size[0]}x{size[1]}",
+                      ["scale", "component", "MMACs", "ms", "GMAC/s"])
+    rows = latency_rows(latency, table)
+    section.rows += [[f"1/{r.stride}", r.component, r.macs / 1e6, r.seconds * 1e3,
+                      r.gmacs_per_s] for r in rows]
+    ops = [r for r in rows if r.component == "op"]
+    spread = max(r.seconds for r in ops) / max(min(r.seconds for r in ops), 1e-12)
+    mac_spread = max(r.macs for r in ops) / max(min(r.macs for r in ops), 1.0)
+    section.notes += [
+        f"stem {latency.stem * 1e3:.1f} ms ({table.stem / 1e6:.0f} MMACs); predictor and final "
+        f"upsampling {latency.decoder_fixed * 1e3:.1f} ms.",
+        f"op = ReLU(SepConv(X) + X): the slowest scale's op takes {spread:.1f}x the fastest's "
+        f"time while their MACs differ by {mac_spread:.2f}x.",
+        "`dynviz flops MODEL --time` prints this table; dynviz.latency.latency_cost_table gives "
+        "it as a CostTable in seconds.",
+    ]
+    return section, [Figure("g", "cell op time, slowest / fastest scale", spread, None, ">=")]
+
+
+# ------------------------------------------------------------------------------- driver
+RUNNERS: dict[str, tuple[str, Callable[[BenchSettings], SectionResult]]] = {
+    "a": ("batch-1 skipping", bench_skip),
+    "b": ("batch-N per-sample routes", bench_batch),
+    "c": ("recording overhead", bench_recording),
+    "d": ("distance to the machine's limit", bench_machine_limit),
+    "e": ("exported static net", bench_export),
+    "f": ("analysis at scale", bench_analysis),
+    "g": ("latency per node", bench_latency),
+}
+
+
+def run_bench(settings: BenchSettings, *, command: str = "dynviz bench") -> BenchReport:
+    """Measure the sections of ``settings`` in order (a-g) and collect the report."""
+    from dynviz.bench.core import machine_info
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(settings.threads)
+    machine = machine_info(settings.threads)
+    report = BenchReport(settings=settings, machine=machine, command=command)
+    start = time.perf_counter()
+    try:
+        with malloc_tuned(settings.tune_malloc) as tuned:
+            machine["malloc_tuned"] = bool(tuned and settings.tune_malloc)
+            for key in settings.sections:
+                title, runner = RUNNERS[key]
+                section, figures = _timed(key, title, lambda r=runner: r(settings))
+                report.sections.append(section)
+                report.figures += figures
+    finally:
+        torch.set_num_threads(previous)
+    report.seconds = time.perf_counter() - start
+    return report

@@ -1,0 +1,190 @@
+"""``dynviz app [DIR]``: start the Streamlit route explorer (``apps/explorer.py``) on DIR.
+
+DIR is the folder the explorer searches (recursively) for training runs and records; it reaches
+the app through the ``DYNVIZ_APP_DIR`` environment variable and can be changed in the sidebar.
+
+The server listens on 127.0.0.1 unless the user chose an address: ``--address``, a
+``--server.address`` option, the ``STREAMLIT_SERVER_ADDRESS`` environment variable or
+``server.address`` in a Streamlit ``config.toml`` (``~/.streamlit/`` or ``./.streamlit/``).
+Usage statistics are off and the toolbar is the viewer's (no "Deploy" button) unless configured
+the same way. Everything else is Streamlit's own:
+``STREAMLIT_*`` environment variables (``STREAMLIT_SERVER_PORT``...) and config files apply as
+usual, and options after DIR go to ``streamlit run`` unchanged::
+
+    dynviz app runs
+    dynviz app runs --server.port 8600 --server.maxUploadSize 20
+    STREAMLIT_SERVER_PORT=8600 dynviz app
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+__all__ = ["APP_DIR_ENV", "build_command", "configure_parser", "explorer_script", "main"]
+
+logger = logging.getLogger(__name__)
+
+APP_DIR_ENV = "DYNVIZ_APP_DIR"
+"""Environment variable that carries DIR to the app."""
+
+# Streamlit option -> our default, applied only when the user has not set the option.
+_DEFAULTS: dict[str, str] = {
+    "server.address": "127.0.0.1",
+    "browser.gatherUsageStats": "false",
+    "client.toolbarMode": "viewer",  # no "Deploy" button: this is a local tool
+}
+
+
+def explorer_script() -> Path:
+    """``apps/explorer.py`` of this checkout (the app ships beside the package, not in it)."""
+    return Path(__file__).resolve().parents[2] / "apps" / "explorer.py"
+
+
+def _env_name(option: str) -> str:
+    """Streamlit's environment variable for an option: ``server.address`` ->
+    ``STREAMLIT_SERVER_ADDRESS`` (click's auto_envvar_prefix naming)."""
+    section, _, name = option.partition(".")
+    snake = "".join(f"_{c}" if c.isupper() else c for c in name)
+    return f"STREAMLIT_{section}_{snake}".upper()
+
+
+def _flag_given(option: str, args: Sequence[str]) -> bool:
+    flag = f"--{option}"
+    return any(a == flag or a.startswith(flag + "=") for a in args)
+
+
+def _set_in_config_files(option: str) -> bool:
+    """Whether a Streamlit config file (global or project) sets ``option``."""
+    try:
+        from streamlit import config
+    except ImportError:  # pragma: no cover - checked in main
+        return False
+    options = config.get_config_options(force_reparse=True)
+    where = options[option].where_defined if option in options else None
+    return where not in (None, config.ConfigOption.DEFAULT_DEFINITION)
+
+
+def build_command(
+    script: Path,
+    streamlit_args: Sequence[str] = (),
+    *,
+    address: str | None = None,
+    port: int | None = None,
+    headless: bool = False,
+    env: Mapping[str, str] | None = None,
+    check_config_files: bool = True,
+) -> list[str]:
+    """The ``streamlit run`` command line.
+
+    Args:
+        script: the app's entrypoint.
+        streamlit_args: options for ``streamlit run`` (``--server.port 8600`` ...), unchanged.
+        address: ``--server.address``; by default 127.0.0.1 unless the user configured one.
+        port: ``--server.port``; by default Streamlit's (its config, env, or 8501).
+        headless: do not open a browser.
+        env: the environment the server will run in (default ``os.environ``).
+        check_config_files: also look for options in Streamlit's config files.
+
+    Returns:
+        The argument vector, starting with this Python interpreter.
+    """
+    env = os.environ if env is None else env
+    command = [sys.executable, "-m", "streamlit", "run", str(script)]
+    passthrough = list(streamlit_args)
+    if passthrough and passthrough[0] == "--":
+        passthrough = passthrough[1:]
+    ours: list[str] = []
+    if address is not None:
+        ours += ["--server.address", address]
+    if port is not None:
+        ours += ["--server.port", str(port)]
+    if headless:
+        ours += ["--server.headless", "true"]
+    given = ours + passthrough
+    for option, value in _DEFAULTS.items():
+        if _flag_given(option, given) or _env_name(option) in env:
+            continue
+        if check_config_files and _set_in_config_files(option):
+            continue
+        ours += [f"--{option}", value]
+    return command + ours + passthrough
+
+
+def _add_own_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", default=None,
+                        help="address to listen on (default 127.0.0.1 unless Streamlit's config "
+                        "or STREAMLIT_SERVER_ADDRESS sets one)")
+    parser.add_argument("--port", type=int, default=None,
+                        help="port (default: Streamlit's, e.g. STREAMLIT_SERVER_PORT or 8501)")
+    parser.add_argument("--headless", action="store_true", help="do not open a browser")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the streamlit command and exit")
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", nargs="?", default=None,
+                        help="folder searched for runs and records (default: runs if it exists, "
+                        "else the current folder)")
+    _add_own_options(parser)
+    parser.add_argument("streamlit_args", nargs=argparse.REMAINDER, metavar="...",
+                        help="options after DIR are passed to `streamlit run` "
+                        "(e.g. --server.maxUploadSize 20)")
+
+
+def _split_remainder(args: argparse.Namespace) -> argparse.Namespace:
+    """Our own options may also come after DIR (``dynviz app runs --port 8600``): take them out
+    of what goes to Streamlit; a ``--`` ends our options."""
+    rest = list(args.streamlit_args)
+    tail: list[str] = []
+    if "--" in rest:
+        at = rest.index("--")
+        rest, tail = rest[:at], rest[at + 1:]
+    own = argparse.ArgumentParser(add_help=False)
+    _add_own_options(own)
+    found, unknown = own.parse_known_args(rest)
+    for key, value in vars(found).items():
+        if value not in (None, False):
+            setattr(args, key, value)
+    args.streamlit_args = unknown + tail
+    return args
+
+
+def main(args: argparse.Namespace) -> int:
+    args = _split_remainder(args)
+    script = explorer_script()
+    if not script.is_file():
+        print(f"error: the app is not in this installation ({script} is missing); run "
+              "`dynviz app` from a source checkout", file=sys.stderr)
+        return 2
+    try:
+        import streamlit  # noqa: F401
+    except ImportError:
+        print("error: the app needs streamlit and plotly: pip install 'dynviz[app]'",
+              file=sys.stderr)
+        return 2
+    folder = Path(args.dir) if args.dir else (Path("runs") if Path("runs").is_dir() else Path())
+    if not folder.is_dir():
+        print(f"error: {folder}: no such folder", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    env[APP_DIR_ENV] = str(folder.resolve())
+    command = build_command(script, args.streamlit_args, address=args.address, port=args.port,
+                            headless=args.headless, env=env)
+    if args.dry_run:
+        print(" ".join(command))
+        return 0
+    logger.info("starting the explorer on %s: %s", folder, " ".join(command[2:]))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.name == "posix":  # become the server: signals and the exit status are its own
+        os.execve(command[0], command, env)
+    try:
+        return subprocess.call(command, env=env)
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,188 @@
+"""``dynviz record SOURCE --data SPEC --out RECORDS_DIR``: record a model's routes over a data set.
+
+SOURCE is a run directory (its best, else latest, checkpoint), a ``.pt`` checkpoint, or a model
+preset / YAML (an untrained network, for smoke tests). Writes the records folder of
+:mod:`dynviz.record`: ``gates/`` and ``images/`` Parquet parts and ``records.json``. A re-run
+completes an interrupted one and never duplicates rows. Under ``torchrun`` each rank records a
+disjoint share and writes its own parts.
+
+Examples::
+
+    dynviz record runs/dynamic-a --data synthetic:count=200 --out records/dynamic-a
+    dynviz record runs/raw --data synthetic --out records/raw-fcn --route models/fcn32s.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dynviz.checkpoint import CheckpointError
+from dynviz.data import DataError, Resize, build_dataset
+from dynviz.model import ConfigError
+from dynviz.model.route import Route
+from dynviz.model.zoo import load_spec
+from dynviz.record import RecordError, load_records_model, record
+
+__all__ = ["USER_ERRORS", "configure_parser", "guarded", "main", "source_name"]
+
+logger = logging.getLogger(__name__)
+
+USER_ERRORS: tuple[type[Exception], ...] = (DataError, ConfigError, CheckpointError, RecordError)
+"""Errors caused by the user's input: ``error: <message>`` on stderr and exit status 2."""
+
+
+def guarded(body: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a command body; user errors exit 2, I/O and runtime errors exit 1 (with a message)."""
+    try:
+        return int(body(args) or 0)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (OSError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def source_name(source: str) -> str:
+    """A label for a model source: the run directory's name, a checkpoint's folder name, or
+    the preset / YAML stem."""
+    path = Path(source)
+    if path.is_dir():
+        return path.resolve().name
+    if path.suffix == ".pt":
+        return path.resolve().parent.name
+    return path.stem if path.suffix in (".yaml", ".yml") else str(source)
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``dynviz record``."""
+    parser.add_argument(
+        "source",
+        metavar="RUN_DIR|CHECKPOINT|MODEL",
+        help="a run directory, a .pt checkpoint, or a preset / YAML (untrained)",
+    )
+    parser.add_argument(
+        "--data", metavar="SPEC", help="dataset spec (default: the run's validation data)"
+    )
+    parser.add_argument("--out", required=True, metavar="RECORDS_DIR", help="records folder")
+    parser.add_argument("--split", default="val", help="split to record (default: val)")
+    parser.add_argument("--limit", type=int, metavar="N", help="record the first N images")
+    parser.add_argument(
+        "--route",
+        metavar="ROUTE",
+        help="force this route spec (preset or YAML) instead of the gates",
+    )
+    parser.add_argument(
+        "--size",
+        nargs=2,
+        type=int,
+        metavar=("H", "W"),
+        help="resize every image and label to H x W first",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=1, metavar="B", help="images per forward pass (default 1)"
+    )
+    parser.add_argument(
+        "--chunk",
+        type=int,
+        default=256,
+        metavar="N",
+        help="images per Parquet part file (default 256)",
+    )
+    parser.add_argument(
+        "--name",
+        help="label of the model in analyses (default: the run directory's or model's name)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=0, metavar="N", help="data-loading workers (default 0)"
+    )
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: when stderr is a terminal)",
+    )
+
+
+def _default_spec(meta: dict[str, Any]) -> str | None:
+    args = meta.get("train_args") or {}
+    return args.get("val_data") or args.get("data")
+
+
+def _main(args: argparse.Namespace) -> int:
+    from dynviz.train.distributed import all_reduce_sum, cleanup_distributed, init_distributed
+
+    info = init_distributed(args.device)
+    try:
+        if info.device.type == "cpu":
+            torch.set_flush_denormal(True)  # denormal activations slow CPU kernels down
+        if args.limit is not None and args.limit < 1:
+            raise ConfigError(f"--limit {args.limit} must be >= 1")
+        path = Path(args.source)
+        trained = path.is_dir() or path.suffix == ".pt"
+        meta: dict[str, Any] = {}
+        spec = args.data
+        if trained:
+            model, meta = load_records_model(args.source)
+            spec = spec or _default_spec(meta)
+            if not spec:
+                raise ConfigError(f"{meta['path']}: records no training data; pass --data SPEC")
+        elif not spec:
+            raise ConfigError("an untrained MODEL needs --data SPEC")
+        transform = Resize(tuple(args.size)) if args.size else None
+        dataset = build_dataset(spec, split=args.split, transform=transform)
+        if not trained:
+            model, meta = load_records_model(args.source, num_classes=dataset.num_classes)
+        route = None
+        if args.route:
+            loaded = load_spec(args.route)
+            if not isinstance(loaded, Route):
+                raise ConfigError(f"{args.route}: not a route spec (no 'space' key)")
+            route = loaded
+        checkpoint = None
+        if meta.get("sha256"):
+            checkpoint = {
+                "path": str(meta["path"]),
+                "sha256": meta["sha256"],
+                "iteration": meta.get("iteration"),
+            }
+        model.to(info.device)
+        progress = sys.stderr.isatty() if args.progress is None else args.progress
+        result = record(
+            model,
+            dataset,
+            args.out,
+            route=route,
+            limit=args.limit,
+            batch_size=args.batch,
+            chunk_size=args.chunk,
+            name=args.name or source_name(args.source),
+            checkpoint=checkpoint,
+            data_spec=spec,
+            split=args.split,
+            device=info.device,
+            workers=args.workers,
+            progress=progress,
+        )
+        counts = all_reduce_sum(torch.tensor([result.recorded, result.parts]))  # all ranks
+        if info.is_main:
+            print(
+                f"recorded {int(counts[0])} image(s) into {result.path} "
+                f"({result.skipped} already there, {int(counts[1])} part file(s) written)"
+            )
+        return 0
+    finally:
+        cleanup_distributed()
+
+
+def main(args: argparse.Namespace) -> int:
+    """``dynviz record``."""
+    return guarded(_main, args)

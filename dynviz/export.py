@@ -1,0 +1,438 @@
+"""Static export: BN folding, a route as a plain straight-line module, and ONNX.
+
+An extracted route (a special case of Fig. 3, a Common net of Table 1, or any route forced on a
+trained dynamic model) is a static network: no gates, no per-sample bookkeeping. This module
+turns it into something a deployment runtime can take:
+
+* :func:`fold_batchnorm` folds every BatchNorm that directly follows a conv into that conv
+  (inference semantics: the running statistics), so a conv-BN pair costs one conv;
+* :class:`StaticNetwork` re-expresses a route as a straight-line module graph that reuses the
+  network's own submodules (so weights are shared, not copied) and returns logits only; its
+  forward has no tensor-dependent Python control flow, so tracing it gives a correct graph;
+* :func:`export_onnx` writes it to ONNX with the TorchScript-based exporter (the dynamo exporter
+  needs ``onnxscript``), and :func:`check_onnx` runs onnxruntime on it and compares logits.
+
+The ONNX graph has a fixed spatial size (the one it was exported at; padding to a multiple of
+the largest stride is baked in) and a dynamic batch axis.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dynviz.model import build_model
+from dynviz.model.config import ConfigError, Direction, RoutingSpaceConfig
+from dynviz.model.network import RoutingNetwork
+from dynviz.model.ops import (
+    DownTransform,
+    SepConv,
+    SepConvBNReLU,
+    SoftConditionalGate,
+    Stem,
+    UpTransform,
+)
+from dynviz.model.route import Route, RouteError
+from dynviz.model.zoo import load_spec
+
+__all__ = [
+    "DEFAULT_TOLERANCE",
+    "ExportError",
+    "OnnxCheck",
+    "StaticNetwork",
+    "check_onnx",
+    "count_batchnorm",
+    "export_onnx",
+    "fold_batchnorm",
+    "load_for_export",
+    "route_in_space",
+    "static_network",
+    "transfer_to_route",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TOLERANCE = 1e-4  # max |onnx - torch| / max |torch logits|
+DEFAULT_OPSET = 17
+
+# (conv, bn) attribute pairs of the routing space's modules, in forward order.
+_PAIRS: dict[type[nn.Module], tuple[tuple[str, str], ...]] = {
+    Stem: (("conv1", "bn1"),),
+    SepConvBNReLU: (("pw", "bn"),),
+    SepConv: (("pw1", "bn1"), ("pw2", "bn2")),
+    UpTransform: (("conv", "bn"),),
+    DownTransform: (("conv", "bn"),),
+    SoftConditionalGate: (("conv1", "bn"),),
+}
+
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+class ExportError(ConfigError):
+    """A network cannot be made static or exported; the message says why."""
+
+
+# ------------------------------------------------------------------------------ BN folding
+def _fold_pair(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A conv with bias computing ``bn(conv(x))`` with the BN's running statistics."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise ExportError(f"cannot fold a BatchNorm without running statistics ({bn})")
+    f64 = torch.float64
+    with torch.no_grad():
+        std = torch.sqrt(bn.running_var.to(f64) + bn.eps)
+        gamma = bn.weight.to(f64) if bn.weight is not None else torch.ones_like(std)
+        beta = bn.bias.to(f64) if bn.bias is not None else torch.zeros_like(std)
+        scale = gamma / std
+        bias = beta - bn.running_mean.to(f64) * scale
+        if conv.bias is not None:
+            bias = bias + conv.bias.to(f64) * scale
+        fused = nn.Conv2d(
+            conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+            padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=True,
+            padding_mode=conv.padding_mode, device=conv.weight.device, dtype=conv.weight.dtype,
+        )
+        fused.weight.copy_((conv.weight.to(f64) * scale.view(-1, 1, 1, 1)).to(conv.weight.dtype))
+        fused.bias.copy_(bias.to(conv.weight.dtype))
+    fused.weight = nn.Parameter(
+        fused.weight.detach().contiguous(memory_format=_memory_format(conv.weight)))
+    return fused
+
+
+def _memory_format(t: torch.Tensor) -> torch.memory_format:
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(
+            memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _sequential_pairs(module: nn.Sequential) -> list[tuple[str, str]]:
+    names = list(module._modules)
+    return [(a, b) for a, b in zip(names, names[1:], strict=False)
+            if isinstance(module._modules[a], nn.Conv2d)
+            and isinstance(module._modules[b], nn.BatchNorm2d)]
+
+
+def fold_batchnorm(model: ModuleT, *, inplace: bool = False) -> ModuleT:
+    """Fold every BatchNorm that directly follows a conv into the conv, for inference.
+
+    ``bn(conv(x)) = conv'(x)`` with ``w' = w * gamma / sqrt(var + eps)`` and
+    ``b' = beta + (b - mean) * gamma / sqrt(var + eps)``, computed in float64. The BN module is
+    replaced by ``nn.Identity`` and the conv by a conv with bias, so module names stay and the
+    network's forward runs unchanged (the BN parameters and buffers disappear from the state dict).
+
+    Args:
+        model: a :class:`~dynviz.model.network.RoutingNetwork`, a :class:`StaticNetwork`, or
+            any module built from the routing space's blocks (``nn.Sequential`` conv-BN pairs
+            are folded too).
+        inplace: change ``model`` itself instead of a deep copy.
+
+    Returns:
+        The folded model, in eval mode (the fold uses the running statistics; training it
+        further would train a different network).
+    """
+    out = model if inplace else copy.deepcopy(model)
+    folded = 0
+    for module in list(out.modules()):
+        pairs = _PAIRS.get(type(module))
+        if pairs is None and isinstance(module, nn.Sequential):
+            pairs = tuple(_sequential_pairs(module))
+        for conv_name, bn_name in pairs or ():
+            conv, bn = getattr(module, conv_name), getattr(module, bn_name)
+            if not isinstance(bn, nn.BatchNorm2d) or not isinstance(conv, nn.Conv2d):
+                continue  # already folded
+            setattr(module, conv_name, _fold_pair(conv, bn))
+            setattr(module, bn_name, nn.Identity())
+            folded += 1
+    left = count_batchnorm(out)
+    logger.debug("folded %d BatchNorm layers into convs (%d left)", folded, left)
+    return out.eval()
+
+
+def count_batchnorm(model: nn.Module) -> int:
+    """Number of BatchNorm layers in ``model`` (0 after :func:`fold_batchnorm`)."""
+    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+# ---------------------------------------------------------------------------- static graph
+@dataclass(frozen=True)
+class _Step:
+    key: str  # cell name "layer_scale"
+    node: tuple[int, int]
+    outputs: tuple[tuple[Direction, tuple[int, int] | None], ...]  # (direction, target)
+
+
+class StaticNetwork(nn.Module):
+    """A route as a straight-line module graph: stem, the route's cells in order, decoder.
+
+    It reuses the submodules of ``network`` (no copy: weights are shared), holds only the
+    route's cells, never runs a gate, and returns the logits tensor only. Built on a dynamic
+    network its cells still carry their (unused) gates; :func:`static_network` copies the
+    route's weights into a gate-free static network first, which is what export uses.
+
+    The forward's Python control flow depends only on the route, never on tensor values, so
+    ``torch.jit.trace`` and ``torch.onnx.export`` record it correctly. Like the network, CPU
+    inference runs channels-last inside (``channels_last_inference``), except when tracing.
+
+    Args:
+        network: a static network (its own route is used) or a dynamic one with ``route``.
+        route: the route to run; for a static network it must be a subset of its route.
+
+    Raises:
+        ExportError: no route, or the network lacks a path of the route.
+    """
+
+    def __init__(self, network: RoutingNetwork, route: Route | None = None) -> None:
+        super().__init__()
+        route = network.route if route is None else route
+        if route is None:
+            raise ExportError(f"{network.config.name!r} is a dynamic network: give the route "
+                              "to export")
+        config = network.config
+        if (route.space.num_layers, route.space.num_scales) != (config.num_layers,
+                                                                config.num_scales):
+            raise ExportError(f"route {route.name!r} is for L={route.space.num_layers} with "
+                              f"{route.space.num_scales} scales, the network has "
+                              f"L={config.num_layers} and {config.num_scales} scales")
+        if bool((route.mask() & ~network.route_mask.cpu()).any()):
+            raise ExportError(f"route {route.name!r} opens paths the network does not have")
+        self.config: RoutingSpaceConfig = config
+        self.route = route
+        self.stem = network.stem
+        steps = []
+        cells = {}
+        for layer, scale in config.cells:
+            directions = route.directions(layer, scale)
+            if not directions:
+                continue
+            key = f"{layer}_{scale}"
+            cells[key] = network.cells[key]
+            steps.append(_Step(key, (layer, scale), tuple(
+                (d, config.target(layer, scale, d)) for d in directions)))
+        self.cells = nn.ModuleDict(cells)
+        self.decoder = network.decoder
+        self._steps = tuple(steps)
+        self.channels_last_inference = network.channels_last_inference
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` images to ``(B, num_classes, H, W)`` logits."""
+        height, width = images.shape[-2], images.shape[-1]
+        stride = self.config.max_stride
+        pad_h, pad_w = (-int(height)) % stride, (-int(width)) % stride
+        x = F.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images
+        inplace = not torch.is_grad_enabled()
+        if (self.channels_last_inference and inplace and x.device.type == "cpu"
+                and not torch.jit.is_tracing()):
+            x = x.contiguous(memory_format=torch.channels_last)  # as RoutingNetwork does
+        nodes: dict[tuple[int, int], torch.Tensor] = {(0, 0): self.stem(x)}
+        features: dict[int, torch.Tensor] = {}
+        for step in self._steps:
+            cell = self.cells[step.key]
+            x_in = nodes.pop(step.node)  # (B, C, h, w): the sum of incoming paths
+            h = cell.op(x_in)
+            h = h.add_(x_in) if inplace else h + x_in
+            r = h.relu_()  # ReLU(H)
+            for d, target in step.outputs:
+                y = cell.transform(d, r)
+                if target is None:
+                    features[step.node[1]] = y
+                elif target in nodes:
+                    nodes[target] = nodes[target].add_(y) if inplace else nodes[target] + y
+                else:
+                    nodes[target] = y  # r itself for keep: its other transforms have run
+        return self._decode(features, (x.shape[-2], x.shape[-1]))[..., :height, :width]
+
+    def _decode(self, features: dict[int, torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        decoder = self.decoder
+        y: torch.Tensor | None = None
+        for s in reversed(range(len(decoder.lateral))):
+            f = features.get(s)
+            if f is not None:
+                y = f if y is None else y + f
+            if y is None:
+                continue
+            y = decoder.lateral[s](y)
+            if s > 0:
+                y = F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False)
+        assert y is not None  # a valid route reaches the decoder
+        logits = decoder.predictor(y).contiguous()  # (B, K, H/4, W/4), default layout
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+
+# ------------------------------------------------------------------------------ building
+def transfer_to_route(model: RoutingNetwork, route: Route) -> RoutingNetwork:
+    """The static network of ``route`` with the weights of ``model`` (a dynamic network or a
+    static one that contains the route): ``build_model(config, route=route)`` and
+    ``load_state_dict(strict=False)``; gate weights and closed paths are left out.
+
+    Raises:
+        ExportError: a weight the static network needs is missing from ``model``.
+    """
+    route = route_in_space(route, model.config)
+    param = next(model.parameters())
+    static = build_model(model.config, route=route).to(device=param.device, dtype=param.dtype)
+    missing, _ = static.load_state_dict(model.state_dict(), strict=False)
+    if missing:
+        raise ExportError(f"{model.config.name!r} lacks weights of route {route.name!r}: "
+                          f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+    return static.eval()
+
+
+def route_in_space(route: Route, config: RoutingSpaceConfig) -> Route:
+    """``route`` re-expressed in ``config`` (a route spec names e.g. layer16-fix; the paths are
+    the same in layer16).
+
+    Raises:
+        ExportError: the spaces differ in layers or scales.
+    """
+    if route.space == config:
+        return route
+    if (route.space.num_layers, route.space.num_scales) != (config.num_layers,
+                                                            config.num_scales):
+        raise ExportError(f"route {route.name!r} is for L={route.space.num_layers} with "
+                          f"{route.space.num_scales} scales, the model {config.name!r} has "
+                          f"L={config.num_layers} and {config.num_scales} scales")
+    try:
+        return Route(config, route.paths, name=route.name, description=route.description,
+                     meta=dict(route.meta))
+    except RouteError as err:  # pragma: no cover - same topology, same validity
+        raise ExportError(str(err)) from None
+
+
+def static_network(model: RoutingNetwork, route: Route | None = None, *,
+                   fold: bool = True) -> StaticNetwork:
+    """The exportable static network of ``route`` (default: the model's own route).
+
+    The model is not changed: the route's weights are copied into a static network, BN is
+    folded (``fold=True``), and the result is wrapped in a :class:`StaticNetwork` in eval mode.
+    """
+    if route is None:
+        if model.route is None:
+            raise ExportError(f"{model.config.name!r} is a dynamic network: give the route "
+                              "to export")
+        static = copy.deepcopy(model).eval()
+    else:
+        static = transfer_to_route(model, route)
+    if fold:
+        static = fold_batchnorm(static, inplace=True)
+    return StaticNetwork(static).eval()
+
+
+def _route_ref(ref: str | os.PathLike[str] | Route) -> Route:
+    if isinstance(ref, Route):
+        return ref
+    spec = load_spec(ref)
+    if not isinstance(spec, Route):
+        raise ExportError(f"{ref}: not a route spec (no 'space' key)")
+    return spec
+
+
+def load_for_export(ref: str | os.PathLike[str], route: str | os.PathLike[str] | Route | None
+                    = None) -> tuple[RoutingNetwork, Route, dict[str, Any]]:
+    """Resolve what ``dynviz export`` was given.
+
+    Args:
+        ref: a preset name or YAML path (a route spec gives its static network, freshly
+            initialised; a routing space needs ``route``), a checkpoint file or a run directory
+            (``dynviz.checkpoint.load_model``).
+        route: the route to export (a preset name, YAML path or :class:`Route`).
+
+    Returns:
+        ``(model, route, meta)``: the source network in eval mode, the route in its space, and
+        the checkpoint metadata (empty for zoo models).
+    """
+    path = Path(ref)
+    meta: dict[str, Any] = {}
+    if path.is_dir() or path.suffix in (".pt", ".pth"):
+        from dynviz.checkpoint import load_model
+
+        model, meta = load_model(path)
+    else:
+        spec = load_spec(ref)
+        model = build_model(spec)
+    model.eval()
+    chosen = _route_ref(route) if route is not None else model.route
+    if chosen is None:
+        raise ExportError(f"{ref}: a dynamic network; give --route (a route spec such as "
+                          "fcn32s or an extracted Common net)")
+    return model, route_in_space(chosen, model.config), meta
+
+
+# ----------------------------------------------------------------------------------- ONNX
+def export_onnx(net: nn.Module, path: str | os.PathLike[str], size: tuple[int, int], *,
+                opset: int = DEFAULT_OPSET, dynamic_batch: bool = True) -> Path:
+    """Write ``net`` (a :class:`StaticNetwork`) to ONNX for ``(B, 3, H, W)`` images.
+
+    Uses the TorchScript-based exporter (``dynamo=False``), which needs no extra package. The
+    graph's input is ``images`` and its output ``logits``; the batch axis is dynamic when
+    ``dynamic_batch``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    param = next(net.parameters())
+    example = torch.zeros(1, 3, size[0], size[1], dtype=param.dtype, device=param.device)
+    net = net.eval()
+    axes = {"images": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(net, (example,), str(path), input_names=["images"],
+                          output_names=["logits"], opset_version=opset, dynamic_axes=axes,
+                          dynamo=False, do_constant_folding=True)
+    logger.info("wrote %s (%.1f MB)", path, path.stat().st_size / 1e6)
+    return path
+
+
+@dataclass(frozen=True)
+class OnnxCheck:
+    """onnxruntime against PyTorch on the same images."""
+
+    max_abs_diff: float
+    logit_scale: float  # max |logit| of the PyTorch output
+    tolerance: float
+    provider: str
+
+    @property
+    def relative(self) -> float:
+        return self.max_abs_diff / max(self.logit_scale, 1e-12)
+
+    @property
+    def ok(self) -> bool:
+        return self.relative < self.tolerance
+
+
+def onnx_session(path: str | os.PathLike[str], *, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session (raises ImportError when onnxruntime is missing)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def check_onnx(path: str | os.PathLike[str], net: nn.Module, images: torch.Tensor, *,
+               tolerance: float = DEFAULT_TOLERANCE, threads: int | None = None) -> OnnxCheck:
+    """Run the ONNX file with onnxruntime and compare with ``net(images)`` in PyTorch.
+
+    Passes when ``max |onnx - torch| / max |torch logits| < tolerance`` (float32 kernels that
+    sum in a different order agree to about 1e-6 of the logit scale).
+    """
+    session = onnx_session(path, threads=threads)
+    with torch.inference_mode():
+        expected = net(images).float()
+    got = session.run(["logits"], {"images": images.detach().cpu().float().numpy()})[0]
+    diff = (torch.from_numpy(got) - expected.cpu()).abs().max().item()
+    return OnnxCheck(max_abs_diff=float(diff), logit_scale=float(expected.abs().max()),
+                     tolerance=tolerance, provider=session.get_providers()[0])

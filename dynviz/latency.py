@@ -1,0 +1,426 @@
+"""Measured latency per node, beside the MACs of the cost model.
+
+A SepConv cell costs about the same MACs at every scale (channels double as the resolution
+halves), but on a CPU its time differs by up to about 10x between 1/4 and 1/32: depthwise convs,
+BN, ReLU and adds are memory-bound and the 1/4 maps are the largest. A FLOPs budget is therefore a
+weak latency proxy. This module measures the time of each component of the routing space at one
+input size, on the machine it runs on:
+
+* :func:`measure_node_latency` times the cell operation (``ReLU(O(X) + X)``), the gate and each
+  transform at every scale, a node's input sum, the stem and the decoder, and returns a
+  :class:`NodeLatency` (seconds per call, one value per scale);
+* :func:`latency_cost_table` lays it out like :class:`dynviz.cost.CostTable` (the same ``op``,
+  ``gate``, ``path``, ``node_add``, ``stem`` and ``decoder_*`` fields) in seconds, so everything
+  that takes a cost table (``real``, ``expected``, ``backbone_expected``,
+  ``backbone_all_open``) gives *time* instead of MACs: a latency-weighted budget is
+  ``table.backbone_expected(gates) / table.backbone_all_open()``.
+
+Cells at one scale have the same shapes in every layer, so each component is timed once per
+scale and broadcast over the layers. Timings are medians of interleaved repeats under
+``torch.inference_mode``; they carry the machine's noise (see ``docs/performance.md``).
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dynviz.cost import CostItem, CostTable, Counting, cost_table
+from dynviz.model.config import Direction, RoutingSpaceConfig
+from dynviz.model.ops import (
+    ConvBNReLU,
+    DownTransform,
+    SepConv,
+    SoftConditionalGate,
+    Stem,
+    UpTransform,
+)
+from dynviz.model.route import Route
+
+__all__ = [
+    "LatencyRow",
+    "LatencyTable",
+    "NodeLatency",
+    "format_latency",
+    "latency_rows",
+    "latency_cost_table",
+    "measure_node_latency",
+    "time_calls",
+]
+
+logger = logging.getLogger(__name__)
+
+COMPONENTS = ("op", "gate", "up", "down", "keep", "add", "lateral")
+
+
+def time_calls(calls: dict[str, Callable[[], object]], *, repeats: int = 5, warmup: int = 1,
+               min_time: float = 0.0) -> dict[str, float]:
+    """Median seconds per call of each function, the functions interleaved.
+
+    Each round runs every function once (in a rotated order, so none always runs right after
+    the same neighbour); ``min_time`` > 0 repeats a call within a sample until that many
+    seconds have passed, for very short calls.
+    """
+    names = list(calls)
+    samples: dict[str, list[float]] = {k: [] for k in names}
+    inner = dict.fromkeys(names, 1)
+    for _ in range(warmup):
+        for k in names:
+            start = time.perf_counter()
+            calls[k]()
+            elapsed = time.perf_counter() - start
+            if min_time > 0 and elapsed < min_time:
+                inner[k] = max(1, min(1000, int(min_time / max(elapsed, 1e-7))))
+    for r in range(repeats):
+        order = names[r % len(names):] + names[:r % len(names)] if names else names
+        for k in order:
+            n = inner[k]
+            start = time.perf_counter()
+            for _ in range(n):
+                calls[k]()
+            samples[k].append((time.perf_counter() - start) / n)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+@dataclass
+class NodeLatency:
+    """Seconds per call of each component of a routing space at one input size.
+
+    ``per_scale[component][s]`` is the time at scale index ``s`` (None where the component does
+    not exist: no up at 1/4, no down at the coarsest scale, no gate in a Fix network).
+    Components: ``op`` (``ReLU(O(X) + X)``), ``gate``, ``up``, ``down``, ``keep`` (the alpha
+    multiply of a gated keep path; 0 for forced routes), ``add`` (one extra input summed into a
+    node), ``lateral`` (the decoder's 1x1 conv-BN-ReLU, x2 upsampling and top-down add).
+    """
+
+    config: RoutingSpaceConfig
+    size: tuple[int, int]
+    batch: int
+    threads: int
+    channels_last: bool
+    per_scale: dict[str, list[float | None]]
+    stem: float
+    decoder_fixed: float  # predictor and the final upsampling
+    repeats: int = 5
+    unit: str = field(default="s")
+
+    def scale_rows(self) -> list[dict[str, float | int | None]]:
+        """One dict per scale: ``stride`` and the seconds of each component."""
+        rows: list[dict[str, float | int | None]] = []
+        for s in range(self.config.num_scales):
+            row: dict[str, float | int | None] = {"scale": s, "stride": self.config.stride(s)}
+            row.update({k: v[s] for k, v in self.per_scale.items()})
+            rows.append(row)
+        return rows
+
+    def to_json(self) -> dict[str, object]:
+        return {"model": self.config.name, "size": list(self.size), "batch": self.batch,
+                "threads": self.threads, "channels_last": self.channels_last, "unit": self.unit,
+                "stem": self.stem, "decoder_fixed": self.decoder_fixed,
+                "per_scale": self.scale_rows()}
+
+
+def _memory(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def _module(m: nn.Module, channels_last: bool, fold: bool) -> nn.Module:
+    m = m.eval()
+    if fold:
+        from dynviz.export import fold_batchnorm
+
+        m = fold_batchnorm(m, inplace=True)
+    return m.to(memory_format=torch.channels_last) if channels_last else m
+
+
+class _Lateral(nn.Module):
+    def __init__(self, c_in: int, c_out: int, upsample: bool) -> None:
+        super().__init__()
+        self.block = ConvBNReLU(c_in, c_out)
+        self.upsample = upsample
+
+    def forward(self, y: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        y = self.block(y + f)
+        if self.upsample:
+            y = F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return y
+
+
+def measure_node_latency(config: RoutingSpaceConfig, size: tuple[int, int] = (512, 1024), *,
+                         repeats: int = 5, batch: int = 1, threads: int | None = None,
+                         channels_last: bool = True, fold: bool = False,
+                         min_time: float = 2e-3) -> NodeLatency:
+    """Time every component of ``config`` at ``size`` on this machine.
+
+    Args:
+        config: the routing space (widths, scales, gate kind).
+        size: input (H, W), padded to a multiple of the largest stride as the network does.
+        repeats: timed repeats per component (the median is kept).
+        batch: samples per call.
+        threads: ``torch.set_num_threads`` for the measurement (restored afterwards).
+        channels_last: time in the channels-last memory format (what the network uses for
+            CPU inference, ``RoutingNetwork.channels_last_inference``).
+        fold: time with BN folded into the convs (``dynviz.export.fold_batchnorm``).
+        min_time: a sample loops a call until this many seconds have passed.
+    """
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        stride = config.max_stride
+        height = -(-size[0] // stride) * stride
+        width = -(-size[1] // stride) * stride
+        gen = torch.Generator().manual_seed(0)
+        calls: dict[str, Callable[[], object]] = {}
+        keep_alive: list[object] = []
+
+        def rand(*shape: int) -> torch.Tensor:
+            return _memory(torch.randn(*shape, generator=gen), channels_last)
+
+        for s in range(config.num_scales):
+            c = config.channels(s)
+            h, w = height // 4 >> s, width // 4 >> s
+            x = rand(batch, c, h, w)
+            op = _module(SepConv(c), channels_last, fold)
+
+            def run_op(op: nn.Module = op, x: torch.Tensor = x) -> torch.Tensor:
+                y = op(x)
+                y += x
+                return y.relu_()
+
+            calls[f"op.{s}"] = run_op
+            if config.has_gates:
+                gate = _module(SoftConditionalGate(c, 3, small=config.gate.value == "small"),
+                               channels_last, fold)
+                calls[f"gate.{s}"] = lambda gate=gate, x=x: gate(x)
+                alpha = torch.rand(batch, 1, 1, 1, generator=gen)
+                calls[f"keep.{s}"] = lambda x=x, a=alpha: x * a
+            if s > 0:
+                up = _module(UpTransform(c), channels_last, fold)
+                calls[f"up.{s}"] = lambda up=up, x=x: up(x)
+            if s < config.num_scales - 1:
+                down = _module(DownTransform(c), channels_last, fold)
+                calls[f"down.{s}"] = lambda down=down, x=x: down(x)
+            other = rand(batch, c, h, w)
+            calls[f"add.{s}"] = lambda x=x, other=other: x + other
+            top = s == config.num_scales - 1
+            c_out = c // 2 if s > 0 else config.base_channels
+            lateral = _module(_Lateral(c, c_out, s > 0), channels_last, fold)
+            y_in = rand(batch, c, h, w) if not top else torch.zeros_like(x)
+            calls[f"lateral.{s}"] = lambda lat=lateral, y=y_in, x=x: lat(y, x)
+            keep_alive += [x, other, y_in]
+        stem = _module(Stem(config.base_channels), channels_last, fold)
+        images = rand(batch, 3, height, width)
+        calls["stem"] = lambda: stem(images)
+        predictor = nn.Conv2d(config.base_channels, config.num_classes, 3, padding=1)
+        predictor = _module(predictor, channels_last, False)
+        y0 = rand(batch, config.base_channels, height // 4, width // 4)
+
+        def run_fixed() -> torch.Tensor:
+            logits = predictor(y0)
+            return F.interpolate(logits, size=(height, width), mode="bilinear",
+                                 align_corners=False)
+
+        calls["decoder_fixed"] = run_fixed
+        with torch.inference_mode():
+            times = time_calls(calls, repeats=repeats, warmup=1, min_time=min_time)
+    finally:
+        torch.set_num_threads(previous)
+    per_scale: dict[str, list[float | None]] = {
+        k: [times.get(f"{k}.{s}") for s in range(config.num_scales)] for k in COMPONENTS
+    }
+    if not config.has_gates:
+        per_scale["keep"] = [0.0] * config.num_scales
+    return NodeLatency(config=config, size=(size[0], size[1]), batch=batch,
+                       threads=torch.get_num_threads() if threads is None else threads,
+                       channels_last=channels_last, per_scale=per_scale, stem=times["stem"],
+                       decoder_fixed=times["decoder_fixed"], repeats=repeats)
+
+
+class LatencyTable(CostTable):
+    """A :class:`~dynviz.cost.CostTable` whose unit is seconds instead of MACs.
+
+    ``op``, ``gate``, ``path`` and ``node_add`` are float64 tensors of seconds in the cost
+    table's layout; ``stem``, ``decoder_lateral`` and ``decoder_fixed`` are seconds. Each item's
+    ``macs`` field holds integer *nanoseconds* (so ``CostItem`` stays as it is); the aggregate
+    methods convert back to seconds. ``real`` / ``expected`` / ``backbone_expected`` /
+    ``backbone_all_open`` therefore return seconds per image.
+    """
+
+    unit = "s"
+    latency: NodeLatency | None = None
+
+    def by_component(self) -> dict[str, float]:  # type: ignore[override]
+        return {k: v / 1e9 for k, v in super().by_component().items()}
+
+    def by_module(self, op: str | None = None) -> dict[str, float]:  # type: ignore[override]
+        return {k: v / 1e9 for k, v in super().by_module(op).items()}
+
+    def total(self) -> float:  # type: ignore[override]
+        """Seconds with every path open (gates included when the network has them)."""
+        return sum(item.macs for item in self.items) / 1e9
+
+
+def latency_cost_table(config: RoutingSpaceConfig, size: tuple[int, int] = (512, 1024), *,
+                       route: Route | None = None, latency: NodeLatency | None = None,
+                       normalise: bool = False, **measure: object) -> LatencyTable:
+    """A cost table in seconds (or normalised to the all-open time) for ``config`` at ``size``.
+
+    Args:
+        config: the routing space.
+        size: input (H, W).
+        route: lay out the static network of this route (as :func:`dynviz.cost.cost_table`).
+        latency: reuse a measurement (else :func:`measure_node_latency` runs with ``measure``).
+        normalise: divide everything by the all-open backbone time (cells and transforms), so
+            ``backbone_all_open() == 1`` and the numbers are shares of it.
+        **measure: passed to :func:`measure_node_latency` (``repeats``, ``batch``, ...).
+
+    The layout follows the paper counting of :func:`dynviz.cost.cost_table` (the initial cell's
+    op and gate are not charged, nor the last layer's keep), so a latency budget constrains the
+    same terms as the MACs budget.
+    """
+    if latency is None:
+        latency = measure_node_latency(config, size, **measure)  # type: ignore[arg-type]
+    macs = cost_table(config, size, counting=Counting.PAPER, route=route)
+    per = latency.per_scale
+    shape = macs.op.shape
+    op = torch.zeros(shape, dtype=torch.float64)
+    gate = torch.zeros(shape, dtype=torch.float64)
+    path = torch.zeros(macs.path.shape, dtype=torch.float64)
+    node_add = torch.zeros(shape, dtype=torch.float64)
+    names = {Direction.KEEP: "keep", Direction.UP: "up", Direction.DOWN: "down"}
+    for layer, scale in config.cells:
+        node_add[layer, scale] = per["add"][scale] or 0.0
+        if macs.op[layer, scale] > 0:
+            op[layer, scale] = per["op"][scale] or 0.0
+        if macs.gate[layer, scale] > 0:
+            gate[layer, scale] = per["gate"][scale] or 0.0
+        for d in Direction:
+            if macs.path[layer, scale, int(d)] > 0:
+                path[layer, scale, int(d)] = per[names[d]][scale] or 0.0
+    lateral = [(per["lateral"][s] or 0.0) if m > 0 else 0.0
+               for s, m in enumerate(macs.decoder_lateral)]
+    stem, fixed = latency.stem, latency.decoder_fixed
+    scale_by = 1.0
+    if normalise:
+        scale_by = float(op.sum() + path.sum()) or 1.0
+    op, gate, path, node_add = (t / scale_by for t in (op, gate, path, node_add))
+    stem, fixed = stem / scale_by, fixed / scale_by
+    lateral = [v / scale_by for v in lateral]
+    items = _items(config, op, gate, path, stem, lateral, fixed)
+    table = LatencyTable(
+        config=config, size=(size[0], size[1]), counting=Counting.PAPER, items=items, op=op,
+        gate=gate, path=path, node_add=node_add, stem=stem,  # type: ignore[arg-type]
+        decoder_lateral=lateral, decoder_fixed=fixed,  # type: ignore[arg-type]
+        with_gates=macs.with_gates,
+    )
+    table.latency = latency
+    table.unit = "share of the all-open backbone time" if normalise else "s"
+    return table
+
+
+def _ns(seconds: float) -> int:
+    return int(round(seconds * 1e9))
+
+
+def _items(config: RoutingSpaceConfig, op: torch.Tensor, gate: torch.Tensor, path: torch.Tensor,
+           stem: float, lateral: list[float], fixed: float) -> list[CostItem]:
+    """Cost items in nanoseconds, one per timed component (for totals and breakdowns)."""
+    items = [CostItem("stem", "stem", "time", _ns(stem))]
+    for layer, scale in config.cells:
+        where = {"layer": layer, "scale": scale}
+        prefix = f"cells.{layer}_{scale}"
+        if op[layer, scale] > 0:
+            items.append(CostItem("cell", f"{prefix}.op", "time", _ns(float(op[layer, scale])),
+                                  **where))
+        if gate[layer, scale] > 0:
+            items.append(CostItem("gate", f"{prefix}.gate", "time",
+                                  _ns(float(gate[layer, scale])), **where))
+        for d in Direction:
+            t = float(path[layer, scale, int(d)])
+            if t > 0:
+                items.append(CostItem("transform", f"{prefix}.{d.label}", "time", _ns(t),
+                                      direction=d, **where))
+    for s, t in enumerate(lateral):
+        if t > 0:
+            items.append(CostItem("decoder", f"decoder.lateral.{s}", "time", _ns(t)))
+    items.append(CostItem("decoder", "decoder.predictor", "time", _ns(fixed)))
+    return items
+
+
+# ------------------------------------------------------------------------------- reporting
+@dataclass(frozen=True)
+class LatencyRow:
+    """One component at one scale: its MACs (paper counting) and measured seconds."""
+
+    scale: int
+    stride: int
+    component: str
+    macs: float
+    seconds: float
+
+    @property
+    def gmacs_per_s(self) -> float:
+        return self.macs / self.seconds / 1e9 if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, object]:
+        return {"scale": self.scale, "stride": self.stride, "component": self.component,
+                "mmacs": self.macs / 1e6, "ms": self.seconds * 1e3,
+                "gmacs_per_s": self.gmacs_per_s}
+
+
+def latency_rows(latency: NodeLatency, table: CostTable | None = None) -> list[LatencyRow]:
+    """Per scale: the cell op, gate, up and down transforms and decoder lateral, with MACs.
+
+    MACs come from ``table`` (default: the paper-counting cost table of the same config and
+    size), taken at a layer where the cell has every transform.
+    """
+    config = latency.config
+    if table is None:
+        table = cost_table(config, latency.size)
+    rows = []
+    for s in range(config.num_scales):
+        layer = min(max(2, s), config.num_layers - 1)
+        macs = {
+            "op": float(table.op[layer, s]),
+            "gate": float(table.gate[layer, s]),
+            "up": float(table.path[layer, s, int(Direction.UP)]),
+            "down": float(table.path[layer, s, int(Direction.DOWN)]),
+            "lateral": float(table.decoder_lateral[s]),
+        }
+        for component, m in macs.items():
+            t = latency.per_scale[component][s]
+            if t is None or m == 0:
+                continue
+            rows.append(LatencyRow(s, config.stride(s), component, m, float(t)))
+    return rows
+
+
+def format_latency(latency: NodeLatency, table: CostTable | None = None) -> str:
+    """A plain-text table of :func:`latency_rows` with the op spread across scales."""
+    rows = latency_rows(latency, table)
+    head = ["scale", "component", "MMACs", "ms", "GMAC/s"]
+    body = [[f"1/{r.stride}", r.component, f"{r.macs / 1e6:.1f}", f"{r.seconds * 1e3:.2f}",
+             f"{r.gmacs_per_s:.1f}"] for r in rows]
+    widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                       for i, (c, w) in enumerate(zip(line, widths, strict=True)))
+             for line in [head, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    ops = [r.seconds for r in rows if r.component == "op"]
+    h, w = latency.size
+    lines.insert(0, f"time per node at {h}x{w}, batch {latency.batch}, threads "
+                 f"{latency.threads} ({'channels_last' if latency.channels_last else 'NCHW'}), "
+                 f"median of {latency.repeats}")
+    if ops:
+        lines.append(f"cell op: slowest scale {max(ops) / min(ops):.1f}x the fastest; stem "
+                     f"{latency.stem * 1e3:.2f} ms, predictor + upsampling "
+                     f"{latency.decoder_fixed * 1e3:.2f} ms")
+    return "\n".join(lines)

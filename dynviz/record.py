@@ -1,0 +1,1032 @@
+"""Records: a model run over a data set, as tables (the analysis contract of the SPEC).
+
+``dynviz record`` runs a network in eval mode over a data set (closed paths really skipped) and
+writes a records folder::
+
+    RECORDS_DIR/
+      records.json                    sidecar: model config, route, checkpoint sha256, data, sizes
+      gates/part-r{rank}-c{chunk}.parquet
+      images/part-r{rank}-c{chunk}.parquet
+
+``gates`` has one row per (image, path) for every path that exists in the network:
+``image_id`` (str), ``layer`` (int16), ``scale`` (int16, the stride 4/8/16/32), ``scale_index``
+(int8), ``direction`` (category keep/up/down), ``alpha`` (float32, 0 where the path was closed or
+its cell received nothing) and ``active`` (bool, alpha above the model's threshold).
+
+``images`` has one row per image: ``image_id``, ``real_gmacs`` and ``expected_gmacs`` (per-image
+cost, :mod:`dynviz.cost`), ``miou`` and ``pixel_accuracy`` of that image (NaN when it has no
+counted pixel), ``height``, ``width`` (the input size), ``confusion`` (the image's flattened
+``num_classes x num_classes`` confusion matrix, so data-set mIoU can be summed from the records)
+and every statistic of the data set as ``stat_<key>`` (float64).
+
+Part files are written atomically (temporary file and rename); the ``images`` part of a chunk is
+written after its ``gates`` part and commits it. A re-run, a resumed run or a run with another
+number of ranks skips the images already recorded, so rows are never duplicated; a ``gates``
+part without its ``images`` part (a crash between the two) is removed on the next run and ignored
+when reading.
+
+Every analysis reads these tables through :func:`read_records`, never the model.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+import dynviz
+from dynviz.cost import CostTable, cost_table
+from dynviz.model import ConfigError, Direction, RoutingNetwork, RoutingSpaceConfig, build_model
+from dynviz.model.route import Route
+
+__all__ = [
+    "DIRECTIONS",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "GATE_COLUMNS",
+    "IMAGE_COLUMNS",
+    "SIDECAR",
+    "RecordError",
+    "RecordResult",
+    "Records",
+    "check_model",
+    "combine_records",
+    "load_records_model",
+    "path_cost_frame",
+    "read_records",
+    "record",
+    "write_records",
+]
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "dynviz-records"
+FORMAT_VERSION = 1
+SIDECAR = "records.json"
+GATES_DIR = "gates"
+IMAGES_DIR = "images"
+DIRECTIONS: tuple[str, ...] = tuple(d.label for d in Direction)  # keep, up, down
+DIRECTION_DTYPE = pd.CategoricalDtype(list(DIRECTIONS), ordered=True)
+
+GATE_COLUMNS: dict[str, str] = {
+    "image_id": "string",
+    "layer": "int16",
+    "scale": "int16",
+    "scale_index": "int8",
+    "direction": "category",
+    "alpha": "float32",
+    "active": "bool",
+}
+"""Columns of the ``gates`` table and their dtypes."""
+
+IMAGE_COLUMNS: dict[str, str] = {
+    "image_id": "string",
+    "real_gmacs": "float64",
+    "expected_gmacs": "float64",
+    "miou": "float64",
+    "pixel_accuracy": "float64",
+    "height": "int32",
+    "width": "int32",
+}
+"""Required columns of the ``images`` table (plus optional ``confusion`` and ``stat_*``)."""
+
+# Keys of the sidecar that identify what was recorded: appending to records made with other
+# values would mix two experiments.
+_IDENTITY_KEYS = ("config", "route", "forced_route", "checkpoint_sha256", "data", "split")
+_PART = re.compile(r"^part-r(\d+)-c(\d+)\.parquet$")
+GIGA = 1e9
+
+
+class RecordError(ValueError):
+    """Records are missing, malformed, or do not belong to a model; the message names the file
+    or the key."""
+
+
+# ------------------------------------------------------------------------------- reading
+@dataclass
+class Records:
+    """A records folder in memory.
+
+    Attributes:
+        gates: one row per (image, path) (see the module docstring).
+        images: one row per image.
+        meta: the sidecar (``records.json``).
+        path: the folder it was read from (None when built in memory).
+    """
+
+    gates: pd.DataFrame
+    images: pd.DataFrame
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def config(self) -> RoutingSpaceConfig:
+        """The routing space of the recorded model."""
+        try:
+            return RoutingSpaceConfig.from_dict(
+                self.meta["config"], source=f"{self._where}: config"
+            )
+        except KeyError:
+            raise RecordError(f"{self._where}: the sidecar has no model config") from None
+
+    @property
+    def route(self) -> Route | None:
+        """The route that ran: the forced route if one was given, else the static network's,
+        else None (the gates chose)."""
+        data = self.meta.get("forced_route") or self.meta.get("route")
+        if not data:
+            return None
+        return Route.from_dict(data, source=f"{self._where}: route")
+
+    @property
+    def label(self) -> str:
+        """A short name for tables and legends: the sidecar's ``name``, else the folder name."""
+        name = self.meta.get("name")
+        if name:
+            return str(name)
+        return self.path.name if self.path is not None else "records"
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.meta.get("num_classes") or self.config.num_classes)
+
+    @property
+    def _where(self) -> str:
+        return str(self.path) if self.path is not None else "records"
+
+    def __repr__(self) -> str:
+        return (
+            f"Records({self.label!r}, images={len(self.images)}, gate_rows={len(self.gates)},"
+            f" path={str(self.path) if self.path else None!r})"
+        )
+
+
+def _is_string_type(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _check_field(t: pa.DataType, kind: str) -> bool:
+    if kind == "string":
+        return _is_string_type(t) or (pa.types.is_dictionary(t) and _is_string_type(t.value_type))
+    if kind == "category":
+        return _is_string_type(t) or (pa.types.is_dictionary(t) and _is_string_type(t.value_type))
+    if kind.startswith("int"):
+        return pa.types.is_integer(t)
+    if kind.startswith("float"):
+        return pa.types.is_floating(t) or pa.types.is_integer(t)
+    if kind == "bool":
+        return pa.types.is_boolean(t)
+    return False
+
+
+def _validate_schema(schema: pa.Schema, columns: Mapping[str, str], file: Path) -> None:
+    names = set(schema.names)
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise RecordError(
+            f"{file}: missing column(s) {', '.join(missing)}; expected {', '.join(columns)}"
+        )
+    for name, kind in columns.items():
+        t = schema.field(name).type
+        if not _check_field(t, kind):
+            raise RecordError(f"{file}: column {name!r} has type {t}, expected {kind}")
+    for name in schema.names:
+        if name.startswith("stat_"):
+            t = schema.field(name).type
+            if not (pa.types.is_floating(t) or pa.types.is_integer(t)):
+                raise RecordError(f"{file}: column {name!r} has type {t}, expected float64")
+
+
+def _parts(folder: Path) -> dict[tuple[int, int], Path]:
+    out = {}
+    if folder.is_dir():
+        for file in folder.iterdir():
+            match = _PART.match(file.name)
+            if match:
+                out[(int(match[1]), int(match[2]))] = file
+    return out
+
+
+def _read_table(
+    files: Sequence[Path], columns: Mapping[str, str], *, extra: Sequence[str] = ()
+) -> pd.DataFrame:
+    frames = []
+    for file in files:
+        try:
+            schema = pq.read_schema(file)
+        except (OSError, pa.ArrowException) as err:
+            raise RecordError(f"{file}: not a readable Parquet file ({err})") from None
+        _validate_schema(schema, columns, file)
+        try:
+            frames.append(pq.read_table(file).to_pandas())
+        except (OSError, pa.ArrowException) as err:
+            raise RecordError(f"{file}: cannot read ({err})") from None
+    if not frames:
+        return _empty_frame(columns, extra)
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def _empty_frame(columns: Mapping[str, str], extra: Sequence[str] = ()) -> pd.DataFrame:
+    data = {}
+    for name, kind in columns.items():
+        if kind == "category":
+            data[name] = pd.Series([], dtype=DIRECTION_DTYPE)
+        elif kind == "string":
+            data[name] = pd.Series([], dtype="string")
+        else:
+            data[name] = pd.Series([], dtype=kind)
+    for name in extra:
+        data[name] = pd.Series([], dtype="float64")
+    return pd.DataFrame(data)
+
+
+def _normalise_gates(gates: pd.DataFrame, where: str) -> pd.DataFrame:
+    gates = gates.copy()
+    gates["image_id"] = gates["image_id"].astype("string")
+    for name in ("layer", "scale", "scale_index"):
+        gates[name] = gates[name].astype(GATE_COLUMNS[name])
+    values = gates["direction"].astype("string")
+    bad = sorted(set(values.dropna().unique()) - set(DIRECTIONS))
+    if bad or values.isna().any():
+        shown = bad[:5] if bad else ["<missing>"]
+        raise RecordError(
+            f"{where}: column 'direction' has values {shown}; expected one of "
+            f"{', '.join(DIRECTIONS)}"
+        )
+    gates["direction"] = values.astype(object).astype(DIRECTION_DTYPE)
+    gates["alpha"] = gates["alpha"].astype("float32")
+    gates["active"] = gates["active"].astype(bool)
+    return gates[list(GATE_COLUMNS) + [c for c in gates.columns if c not in GATE_COLUMNS]]
+
+
+def _normalise_images(images: pd.DataFrame) -> pd.DataFrame:
+    images = images.copy()
+    images["image_id"] = images["image_id"].astype("string")
+    for name, kind in IMAGE_COLUMNS.items():
+        if name != "image_id":
+            images[name] = images[name].astype(kind)
+    for name in images.columns:
+        if name.startswith("stat_"):
+            images[name] = images[name].astype("float64")
+    return images
+
+
+def _read_sidecar(folder: Path) -> dict[str, Any]:
+    file = folder / SIDECAR
+    try:
+        meta = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RecordError(f"{folder}: not a records folder (no {SIDECAR})") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise RecordError(f"{file}: cannot read the sidecar ({err})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise RecordError(f"{file}: not a dynviz records sidecar (no format tag {FORMAT!r})")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise RecordError(
+            f"{file}: records format version {version!r} is newer than this dynviz "
+            f"understands ({FORMAT_VERSION}); upgrade dynviz"
+        )
+    return meta
+
+
+def read_records(path: str | os.PathLike[str], *, model: RoutingNetwork | None = None) -> Records:
+    """Read and validate a records folder.
+
+    Args:
+        path: the folder ``dynviz record --out`` wrote.
+        model: if given, refuse records made with another model config (:func:`check_model`).
+
+    Returns:
+        The :class:`Records`; ``gates.direction`` is an ordered category (keep, up, down).
+
+    Raises:
+        RecordError: no sidecar, a part file with a missing column or a wrong type (naming the
+            file), gate rows of unknown images, or a model mismatch.
+    """
+    folder = Path(path)
+    meta = _read_sidecar(folder)
+    gate_parts = _parts(folder / GATES_DIR)
+    image_parts = _parts(folder / IMAGES_DIR)
+    orphans = sorted(set(gate_parts) - set(image_parts))
+    if orphans:
+        logger.warning(
+            "%s: ignoring %d gates part(s) without their images part (an interrupted "
+            "run; recording again completes it): %s",
+            folder,
+            len(orphans),
+            ", ".join(gate_parts[k].name for k in orphans),
+        )
+    keys = sorted(image_parts)
+    missing = [image_parts[k] for k in keys if k not in gate_parts]
+    if missing:
+        raise RecordError(
+            f"{missing[0]}: images part without its gates part "
+            f"{folder / GATES_DIR / missing[0].name}"
+        )
+    images = _read_table([image_parts[k] for k in keys], IMAGE_COLUMNS)
+    gates = _read_table([gate_parts[k] for k in keys], GATE_COLUMNS)
+    images = _normalise_images(images)
+    gates = _normalise_gates(gates, str(folder / GATES_DIR))
+    duplicated = images["image_id"].duplicated()
+    if duplicated.any():
+        raise RecordError(
+            f"{folder}: image {images['image_id'][duplicated].iloc[0]!r} is recorded more than once"
+        )
+    records = Records(gates=gates, images=images.reset_index(drop=True), meta=meta, path=folder)
+    if model is not None:
+        check_model(records, model)
+    return records
+
+
+def check_model(records: Records, model: RoutingNetwork | RoutingSpaceConfig) -> None:
+    """Refuse records made with another model.
+
+    Args:
+        records: what :func:`read_records` returned.
+        model: a network (config and static route are compared) or a routing-space config.
+
+    Raises:
+        RecordError: naming the first key whose value differs.
+    """
+    config = model if isinstance(model, RoutingSpaceConfig) else model.config
+    saved = records.meta.get("config")
+    if not isinstance(saved, dict):
+        raise RecordError(f"{records._where}: the sidecar has no model config")
+    mine = config.to_dict()
+    for key in sorted(set(saved) | set(mine)):
+        if key == "description":
+            continue
+        if saved.get(key) != mine.get(key):
+            raise RecordError(
+                f"{records._where}: recorded with another model: config key {key!r} is "
+                f"{saved.get(key)!r} in the records and {mine.get(key)!r} in the model"
+            )
+    if isinstance(model, RoutingNetwork):
+        saved_route = records.meta.get("route")
+        saved_paths = None if not saved_route else sorted(map(tuple, saved_route["paths"]))
+        route = model.route
+        mine_paths = (
+            None
+            if route is None
+            else sorted(
+                (layer, route.space.stride(scale), d.label) for layer, scale, d in route.paths
+            )
+        )
+        if saved_paths != mine_paths:
+            raise RecordError(
+                f"{records._where}: recorded with another model: key 'route' "
+                "differs (static route paths)"
+            )
+
+
+def combine_records(records: Sequence[Records]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Concatenate several records with a ``model`` column (their unique labels).
+
+    Labels are the sidecar names; duplicates fall back to the folder names, then get a suffix.
+
+    Returns:
+        ``(gates, images)``, each with a ``model`` category column first.
+    """
+    labels = [r.label for r in records]
+    if len(set(labels)) < len(labels):
+        labels = [r.path.name if r.path is not None else r.label for r in records]
+    seen: dict[str, int] = {}
+    unique = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        unique.append(
+            label if seen[label] == 1 and labels.count(label) == 1 else f"{label}-{seen[label]}"
+        )
+    gates, images = [], []
+    for label, rec in zip(unique, records, strict=True):
+        gates.append(rec.gates.assign(model=label))
+        images.append(rec.images.assign(model=label))
+    order = pd.CategoricalDtype(unique, ordered=True)
+    out = []
+    for frames in (gates, images):
+        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"model": []})
+        frame["model"] = frame["model"].astype(order)
+        out.append(frame[["model"] + [c for c in frame.columns if c != "model"]])
+    return out[0], out[1]
+
+
+# ------------------------------------------------------------------------------- writing
+def _atomic_write_table(table: pa.Table, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _atomic_write_text(text: str, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _gates_table(gates: pd.DataFrame) -> pa.Table:
+    direction = pd.Categorical(gates["direction"].astype(str), categories=list(DIRECTIONS))
+    return pa.table(
+        {
+            "image_id": pa.array(
+                gates["image_id"].astype(str).to_numpy(dtype=object), type=pa.string()
+            ),
+            "layer": pa.array(gates["layer"].to_numpy(np.int16)),
+            "scale": pa.array(gates["scale"].to_numpy(np.int16)),
+            "scale_index": pa.array(gates["scale_index"].to_numpy(np.int8)),
+            "direction": pa.DictionaryArray.from_arrays(
+                pa.array(direction.codes.astype(np.int8)), pa.array(list(DIRECTIONS))
+            ),
+            "alpha": pa.array(gates["alpha"].to_numpy(np.float32)),
+            "active": pa.array(gates["active"].to_numpy(bool)),
+        }
+    )
+
+
+def write_records(
+    path: str | os.PathLike[str],
+    gates: pd.DataFrame,
+    images: pd.DataFrame,
+    meta: Mapping[str, Any],
+    *,
+    rank: int = 0,
+    chunk: int = 0,
+) -> Path:
+    """Write frames as one chunk of a records folder (hand-made records, tests, conversions).
+
+    ``meta`` becomes the sidecar (``format`` and ``format_version`` are filled in). Frames must
+    have the columns of :data:`GATE_COLUMNS` and :data:`IMAGE_COLUMNS`.
+
+    Returns:
+        The folder.
+    """
+    folder = Path(path)
+    (folder / GATES_DIR).mkdir(parents=True, exist_ok=True)
+    (folder / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+    name = f"part-r{rank}-c{chunk}.parquet"
+    _atomic_write_table(_gates_table(gates), folder / GATES_DIR / name)
+    _atomic_write_table(
+        pa.Table.from_pandas(images, preserve_index=False), folder / IMAGES_DIR / name
+    )
+    sidecar = {"format": FORMAT, "format_version": FORMAT_VERSION, **dict(meta)}
+    _atomic_write_text(json.dumps(sidecar, indent=2, default=str) + "\n", folder / SIDECAR)
+    return folder
+
+
+# ----------------------------------------------------------------------------- recording
+@dataclass(frozen=True)
+class RecordResult:
+    """What :func:`record` did.
+
+    Attributes:
+        path: the records folder.
+        recorded: images recorded by this call (this rank).
+        skipped: images already in the records, not recorded again (all ranks).
+        parts: part files written by this call (this rank).
+    """
+
+    path: Path
+    recorded: int
+    skipped: int
+    parts: int
+
+
+def _world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _route_dict(route: Route | None) -> dict[str, Any] | None:
+    if route is None:
+        return None
+    data = route.to_dict()
+    data["space"] = route.space.to_dict()  # self-contained
+    data.pop("notes", None)
+    data.pop("paper", None)
+    return data
+
+
+class _Chunk:
+    """The images of one part file, collected per batch as numpy arrays; the per-image costs and
+    accuracies are computed for the whole chunk at once when it is written (cheaper than per
+    batch: the cost model's propagation is a Python loop over cells, vectorised over images)."""
+
+    def __init__(
+        self,
+        paths: tuple[np.ndarray, np.ndarray, np.ndarray],
+        tables: Callable[[int, int], CostTable],
+        *,
+        gates_ran: bool,
+        threshold: float,
+    ) -> None:
+        self.layer, self.scale_index, self.direction = paths
+        self.cost_tables = tables
+        self.gates_ran = gates_ran
+        self.threshold = threshold
+        self.ids: list[str] = []
+        self.gates: list[np.ndarray] = []
+        self.confusion: list[np.ndarray] = []
+        self.sizes: list[tuple[int, int]] = []
+        self.stats: list[Mapping[str, float]] = []
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(
+        self,
+        ids: Sequence[str],
+        gates: np.ndarray,
+        confusion: np.ndarray,
+        size: tuple[int, int],
+        stats: Sequence[Mapping[str, float]],
+    ) -> None:
+        self.ids.extend(ids)
+        self.gates.append(gates)  # (b, L + 1, S, 3) float32
+        self.confusion.append(confusion)  # (b, K * K) int64
+        self.sizes.extend([size] * len(ids))
+        self.stats.extend(stats)
+
+    def _costs(self, gates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        real = np.empty(len(gates))
+        expected = np.empty(len(gates))
+        sizes = np.asarray(self.sizes).reshape(-1, 2)
+        for height, width in {tuple(s) for s in sizes.tolist()}:
+            index = np.flatnonzero((sizes[:, 0] == height) & (sizes[:, 1] == width))
+            table = self.cost_tables(height, width)
+            g = torch.from_numpy(gates[index])
+            real[index] = table.real(g > self.threshold, gates_ran=self.gates_ran).numpy()
+            expected[index] = table.expected(g.double(), gates_ran=self.gates_ran).numpy()
+        return real / GIGA, expected / GIGA
+
+    def tables(self) -> tuple[pa.Table, pa.Table]:
+        n, p = len(self.ids), self.layer.size
+        gates = np.concatenate(self.gates, 0)  # (n, L + 1, S, 3)
+        alpha = gates[:, self.layer, self.scale_index, self.direction].reshape(-1)  # (n * P,)
+        ids = np.repeat(np.asarray(self.ids, dtype=object), p)
+        gate_table = pa.table(
+            {
+                "image_id": pa.array(ids, type=pa.string()),
+                "layer": pa.array(np.tile(self.layer, n).astype(np.int16)),
+                "scale": pa.array((4 * 2 ** np.tile(self.scale_index, n)).astype(np.int16)),
+                "scale_index": pa.array(np.tile(self.scale_index, n).astype(np.int8)),
+                "direction": pa.DictionaryArray.from_arrays(
+                    pa.array(np.tile(self.direction, n).astype(np.int8)), pa.array(list(DIRECTIONS))
+                ),
+                "alpha": pa.array(alpha),
+                "active": pa.array(alpha > self.threshold),
+            }
+        )
+        real, expected = self._costs(gates)
+        confusion = np.concatenate(self.confusion, 0)  # (n, K * K)
+        miou, accuracy = _image_scores(confusion)
+        sizes = np.asarray(self.sizes, dtype=np.int32).reshape(-1, 2)
+        columns: dict[str, pa.Array] = {
+            "image_id": pa.array(self.ids, type=pa.string()),
+            "real_gmacs": pa.array(real),
+            "expected_gmacs": pa.array(expected),
+            "miou": pa.array(miou),
+            "pixel_accuracy": pa.array(accuracy),
+            "height": pa.array(sizes[:, 0]),
+            "width": pa.array(sizes[:, 1]),
+            "confusion": pa.array(list(confusion), type=pa.list_(pa.int64())),
+        }
+        for key in sorted({k for row in self.stats for k in row}):
+            values = [float(row.get(key, np.nan)) for row in self.stats]
+            columns[f"stat_{key}"] = pa.array(np.asarray(values, dtype=np.float64))
+        return gate_table, pa.table(columns)
+
+
+def _image_scores(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image mIoU (classes present in target or prediction) and pixel accuracy from
+    flattened confusion matrices ``(n, K * K)``; NaN for an image without counted pixels."""
+    n = confusion.shape[0]
+    k = int(round(confusion.shape[1] ** 0.5))
+    matrix = confusion.reshape(n, k, k).astype(np.float64)
+    tp = np.diagonal(matrix, axis1=1, axis2=2)
+    union = matrix.sum(1) + matrix.sum(2) - tp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, tp / union, np.nan)
+        present = (union > 0).sum(1)
+        miou = np.where(present > 0, np.nansum(iou, 1) / np.maximum(present, 1), np.nan)
+        total = matrix.sum((1, 2))
+        accuracy = np.where(total > 0, tp.sum(1) / np.maximum(total, 1), np.nan)
+    return miou, accuracy
+
+
+def _confusion(
+    pred: torch.Tensor, labels: torch.Tensor, num_classes: int, ignore: int, ids: Sequence[str]
+) -> torch.Tensor:
+    """Per-image confusion matrices ``(B, K * K)`` (row = target) with one bincount.
+
+    Ignored pixels go to an extra target row that is dropped (no boolean indexing: it is the
+    slowest step on the CPU).
+    """
+    b, k = pred.shape[0], num_classes
+    target = torch.where(labels == ignore, k, labels)  # (B, H, W), ignore -> row K
+    low, high = torch.aminmax(target)
+    if int(low) < 0 or int(high) > k:
+        bad = (target < 0) | (target > k)
+        first = int(bad.flatten(1).any(1).nonzero()[0, 0])
+        values = sorted({int(v) for v in labels[first][bad[first]][:1000].tolist()})[:10]
+        raise ConfigError(
+            f"image {ids[first]!r}: labels {values} are outside [0, {k}) and not "
+            f"ignore_index={ignore}"
+        )
+    rows = (k + 1) * k
+    offset = torch.arange(b, device=pred.device).view(-1, 1, 1) * rows
+    counts = torch.bincount((offset + target * k + pred).flatten(), minlength=b * rows)
+    return counts.view(b, k + 1, k)[:, :k].reshape(b, k * k)
+
+
+def _batches(loader: Any, batch_size: int) -> Iterator[list[dict[str, Any]]]:
+    """Group consecutive items of equal image size into batches of at most ``batch_size``."""
+    pending: list[dict[str, Any]] = []
+    for item in loader:
+        if pending and (
+            len(pending) >= batch_size or item["image"].shape != pending[0]["image"].shape
+        ):
+            yield pending
+            pending = []
+        pending.append(item)
+    if pending:
+        yield pending
+
+
+def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
+
+
+def _identity(item: list[dict[str, Any]]) -> dict[str, Any]:
+    return item[0]
+
+
+def record(
+    model: RoutingNetwork,
+    dataset: Any,
+    out: str | os.PathLike[str],
+    *,
+    route: Route | None = None,
+    limit: int | None = None,
+    batch_size: int = 1,
+    chunk_size: int = 256,
+    name: str | None = None,
+    checkpoint: Mapping[str, Any] | None = None,
+    data_spec: str | None = None,
+    split: str | None = None,
+    device: torch.device | str | None = None,
+    workers: int = 0,
+    progress: bool | None = None,
+) -> RecordResult:
+    """Run ``model`` over ``dataset`` and write (or complete) a records folder.
+
+    Under an initialised process group each rank records a disjoint share of the images still
+    missing and writes its own part files; every rank must call this.
+
+    Args:
+        model: the network; run in eval mode (real skipping) under ``torch.inference_mode()``.
+        dataset: a segmentation dataset (``image_id(i)``, items with image, label, image_id,
+            stats).
+        out: the records folder (created; an existing one is completed, never duplicated).
+        route: force this route instead of the gates.
+        limit: record only the first ``limit`` images of the data set.
+        batch_size: images per forward pass (consecutive images of one size are batched).
+        chunk_size: images per part file.
+        name: label of the model in analyses (default: the route's or config's name).
+        checkpoint: ``{"path", "sha256", "iteration"}`` of the weights, or None (untrained).
+        data_spec: the data spec string, for the sidecar.
+        split: the split name, for the sidecar.
+        device: where to run (default: where the model's parameters are).
+        workers: data-loading worker processes.
+        progress: tqdm bar (default: when stderr is a terminal; rank 0 only).
+
+    Returns:
+        A :class:`RecordResult` for this rank.
+
+    Raises:
+        RecordError: the folder holds records of another model, checkpoint or data.
+        ConfigError: the data set has more classes than the network predicts.
+    """
+    from torch.utils.data import DataLoader, Subset
+
+    if batch_size < 1 or chunk_size < 1:
+        raise ConfigError(f"batch_size ({batch_size}) and chunk_size ({chunk_size}) must be >= 1")
+    net: RoutingNetwork = getattr(model, "module", model)
+    config = net.config
+    if getattr(dataset, "num_classes", 0) > config.num_classes:
+        raise ConfigError(
+            f"the data set has {dataset.num_classes} classes but the network "
+            f"predicts {config.num_classes}"
+        )
+    device = torch.device(device) if device is not None else next(net.parameters()).device
+    rank, world = _world()
+    folder = Path(out)
+    meta = _sidecar(
+        net,
+        dataset,
+        route=route,
+        name=name,
+        checkpoint=checkpoint,
+        data_spec=data_spec,
+        split=split,
+        world=world,
+    )
+    done, chunks = _open_folder(folder, meta, rank, world)
+    gates_dir, images_dir = folder / GATES_DIR, folder / IMAGES_DIR
+    count = len(dataset) if limit is None else min(int(limit), len(dataset))
+    pending = [i for i in range(count) if dataset.image_id(i) not in done]
+    skipped = count - len(pending)
+    shard = pending[rank::world]
+    next_chunk = 1 + max((c for r, c in chunks if r == rank), default=-1)
+    if skipped and rank == 0:
+        logger.info(
+            "%s: %d of %d images already recorded; recording %d",
+            folder,
+            skipped,
+            count,
+            len(pending),
+        )
+
+    # ---- the model-side work: one forward per batch, gates to numpy once per batch
+    mask = net.route_mask.cpu().numpy()  # (L + 1, S, 3) paths that exist
+    layer_index, scale_index, direction_index = (a.astype(np.int64) for a in np.nonzero(mask))
+    paths = (layer_index, scale_index, direction_index)
+    cost_tables: dict[tuple[int, int], CostTable] = {}
+
+    def table_of(height: int, width: int) -> CostTable:
+        if (height, width) not in cost_tables:
+            cost_tables[(height, width)] = cost_table(config, (height, width), route=net.route)
+        return cost_tables[(height, width)]
+
+    def new_chunk() -> _Chunk:
+        return _Chunk(
+            paths,
+            table_of,
+            gates_ran=bool(net.is_dynamic and route is None),
+            threshold=float(config.active_threshold),
+        )
+
+    chunk = new_chunk()
+    ignore = int(getattr(dataset, "ignore_index", 255))
+    written = recorded = 0
+    show = sys.stderr.isatty() if progress is None else progress
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=len(shard),
+        desc=f"record {meta['name']}",
+        unit="img",
+        dynamic_ncols=True,
+        disable=not show or rank != 0,
+    )
+
+    def flush() -> None:
+        nonlocal chunk, next_chunk, written
+        if not len(chunk):
+            return
+        gate_table, image_table = chunk.tables()
+        part = f"part-r{rank}-c{next_chunk}.parquet"
+        _atomic_write_table(gate_table, gates_dir / part)
+        _atomic_write_table(image_table, images_dir / part)  # commits the chunk
+        logger.debug("wrote %s (%d images)", part, len(chunk))
+        next_chunk += 1
+        written += 1
+        chunk = new_chunk()
+
+    was_training = net.training
+    net.eval()
+    loader = DataLoader(
+        Subset(dataset, shard), batch_size=1, num_workers=workers, collate_fn=_identity
+    )
+    try:
+        with torch.inference_mode():
+            for items in _batches(loader, batch_size):
+                ids = [str(it["image_id"]) for it in items]
+                images = _stack([it["image"] for it in items]).to(device)  # (B, 3, H, W)
+                labels = _stack([it["label"] for it in items]).to(device)  # (B, H, W)
+                out = net(images, route=route)
+                pred = out.logits.max(1).indices  # (B, H, W); many times faster than argmax
+                confusion = _confusion(pred, labels, config.num_classes, ignore, ids)
+                chunk.add(
+                    ids,
+                    out.gates.float().cpu().numpy(),
+                    confusion.cpu().numpy(),
+                    (int(images.shape[-2]), int(images.shape[-1])),
+                    [it.get("stats") or {} for it in items],
+                )
+                recorded += len(items)
+                bar.update(len(items))
+                if len(chunk) >= chunk_size:
+                    flush()
+    finally:
+        flush()  # complete images are never lost, even when interrupted
+        bar.close()
+        net.train(was_training)
+
+    _barrier()
+    if rank == 0:
+        _close_folder(folder, meta)
+    _barrier()
+    return RecordResult(path=folder, recorded=recorded, skipped=skipped, parts=written)
+
+
+def _sidecar(
+    net: RoutingNetwork,
+    dataset: Any,
+    *,
+    route: Route | None,
+    name: str | None,
+    checkpoint: Mapping[str, Any] | None,
+    data_spec: str | None,
+    split: str | None,
+    world: int,
+) -> dict[str, Any]:
+    """The sidecar of a recording, as plain JSON types."""
+    config = net.config
+    ckpt = dict(checkpoint) if checkpoint else None
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": name
+        or (route.name if route is not None and route.name else None)
+        or (net.route.name if net.route is not None and net.route.name else config.name),
+        "config": config.to_dict(),
+        "route": _route_dict(net.route),
+        "forced_route": _route_dict(route),
+        "dynamic": bool(net.is_dynamic and route is None),
+        "params": int(sum(p.numel() for p in net.parameters())),
+        "checkpoint": ckpt,
+        "checkpoint_sha256": ckpt.get("sha256") if ckpt else None,
+        "data": data_spec if data_spec is not None else getattr(dataset, "spec", None),
+        "split": split if split is not None else getattr(dataset, "split", None),
+        "num_classes": int(config.num_classes),
+        "class_names": list(getattr(dataset, "class_names", []) or []),
+        "threshold": float(config.active_threshold),
+        "input_sizes": [],
+        "num_images": 0,
+        "world_size": world,
+        "dynviz_version": dynviz.__version__,
+        "torch_version": str(torch.__version__),
+        "created": _now(),
+    }
+    return json.loads(json.dumps(meta, default=str))
+
+
+def _open_folder(
+    folder: Path, meta: dict[str, Any], rank: int, world: int
+) -> tuple[set[str], set[tuple[int, int]]]:
+    """Create the folder and sidecar, or check that they describe the same experiment; remove
+    what an interrupted run left (each rank its share of ranks); read the recorded image ids.
+
+    Returns:
+        ``(image ids already recorded, (rank, chunk) keys of existing part files)``.
+    """
+    gates_dir, images_dir = folder / GATES_DIR, folder / IMAGES_DIR
+    if rank == 0:
+        gates_dir.mkdir(parents=True, exist_ok=True)
+        images_dir.mkdir(parents=True, exist_ok=True)
+    _barrier()
+    sidecar = folder / SIDECAR
+    if sidecar.exists():
+        saved = _read_sidecar(folder)
+        for key in _IDENTITY_KEYS:
+            if saved.get(key) != meta.get(key):
+                raise RecordError(
+                    f"{folder}: holds records of another experiment ({key!r} differs: "
+                    f"{_short(saved.get(key))} there, {_short(meta.get(key))} now); record into "
+                    "a new folder"
+                )
+        meta["created"] = saved.get("created", meta["created"])
+    _barrier()
+    if rank == 0 and not sidecar.exists():
+        _atomic_write_text(json.dumps(meta, indent=2) + "\n", sidecar)
+    for tmp in list(gates_dir.glob(".part-*.tmp")) + list(images_dir.glob(".part-*.tmp")):
+        match = re.match(r"^\.part-r(\d+)-", tmp.name)
+        if match and int(match[1]) % world == rank:
+            tmp.unlink(missing_ok=True)
+    gate_parts, image_parts = _parts(gates_dir), _parts(images_dir)
+    for key in sorted(set(gate_parts) - set(image_parts)):
+        if key[0] % world == rank:
+            logger.info("removing %s: its images part was never written", gate_parts[key])
+            gate_parts[key].unlink(missing_ok=True)
+    done: set[str] = set()
+    for file in image_parts.values():
+        try:
+            done.update(pq.read_table(file, columns=["image_id"]).column(0).to_pylist())
+        except (OSError, pa.ArrowException, KeyError) as err:
+            raise RecordError(f"{file}: cannot read image ids ({err})") from None
+    _barrier()  # every rank has read the same state before anyone writes
+    return done, set(gate_parts) | set(image_parts)
+
+
+def _close_folder(folder: Path, meta: dict[str, Any]) -> None:
+    """Rewrite the sidecar with the image count and input sizes found on disk."""
+    sizes: set[tuple[int, int]] = set()
+    total = 0
+    for file in _parts(folder / IMAGES_DIR).values():
+        frame = pq.read_table(file, columns=["height", "width"]).to_pandas()
+        total += len(frame)
+        sizes.update(zip(frame["height"].tolist(), frame["width"].tolist(), strict=True))
+    meta["num_images"] = total
+    meta["input_sizes"] = [list(s) for s in sorted(sizes)]
+    meta["updated"] = _now()
+    _atomic_write_text(json.dumps(meta, indent=2) + "\n", folder / SIDECAR)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ------------------------------------------------------------------------------ helpers
+def path_cost_frame(
+    config: RoutingSpaceConfig, size: tuple[int, int], *, route: Route | None = None
+) -> pd.DataFrame:
+    """Per-path and per-cell backbone MACs of a network at an input size, as a frame.
+
+    Columns: ``layer``, ``scale`` (stride), ``scale_index``, ``direction``, ``path_macs`` (the
+    transform), ``op_macs`` (the cell operation of the path's source cell). The analyses use it
+    to split a route's real cost by scale without touching the model.
+    """
+    table = cost_table(config, size, route=route)
+    rows = []
+    for layer, scale, d in config.paths:
+        rows.append(
+            {
+                "layer": layer,
+                "scale": config.stride(scale),
+                "scale_index": scale,
+                "direction": d.label,
+                "path_macs": float(table.path[layer, scale, int(d)]),
+                "op_macs": float(table.op[layer, scale]),
+            }
+        )
+    frame = pd.DataFrame(rows)
+    frame["direction"] = frame["direction"].astype(DIRECTION_DTYPE)
+    return frame
+
+
+def load_records_model(
+    source: str | os.PathLike[str], *, num_classes: int | None = None
+) -> tuple[RoutingNetwork, dict[str, Any]]:
+    """The network of a run directory, checkpoint file, or model preset / YAML.
+
+    Args:
+        source: a run directory or ``.pt`` file (weights loaded), else a preset name or YAML
+            path (an untrained network).
+        num_classes: classes of an untrained network (default: the config's).
+
+    Returns:
+        ``(model, meta)`` in eval mode on the CPU. ``meta`` is the checkpoint's metadata (with
+        ``path`` and ``sha256``), or ``{"path": None, "sha256": None, "model": source}``.
+    """
+    path = Path(source)
+    if path.is_dir() or path.suffix == ".pt":
+        from dynviz.checkpoint import load_model
+
+        model, meta = load_model(path)
+        if path.is_dir():
+            meta.setdefault("run_dir", str(path))
+        return model, meta
+    overrides: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
+    model = build_model(str(source), **overrides).eval()
+    return model, {"path": None, "sha256": None, "model": str(source), "iteration": None}

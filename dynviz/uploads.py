@@ -1,0 +1,374 @@
+"""Images from outside a data set (the Streamlit explorer's uploads): checking, decoding, and
+running a model on one image.
+
+An upload is untrusted bytes. :func:`read_upload` decodes it in memory with PIL (nothing is
+written to disk) and raises :class:`UploadError` with a message fit to show the user when the
+bytes are
+
+* empty, or more than ``max_bytes`` long;
+* not an image in one of :data:`ALLOWED_FORMATS` (PIL plugins that run external programs, such as
+  EPS through Ghostscript, are never tried);
+* an image with more than ``max_pixels`` pixels (checked from the header, before decoding, so a
+  decompression bomb is refused without being decoded);
+* truncated or corrupt (decoding fails).
+
+Decoded images are RGB ``uint8`` ``(H, W, 3)`` arrays, converted the way
+:func:`dynviz.data.read_image` converts files: grayscale, palette and CMYK images become RGB, an
+alpha channel is dropped, 16-bit grayscale keeps the top 8 bits of its used range. Animated
+images give their first frame.
+
+:func:`route_image` runs a network on one image through the recorder
+(:func:`dynviz.record.record` into a temporary folder, removed afterwards), so an upload's route
+and costs come out in the records' schema, counted exactly as for a data set;
+:func:`predict` gives the class map and :func:`overlay` blends it over the image for display.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+__all__ = [
+    "ALLOWED_FORMATS",
+    "MAX_BYTES",
+    "MAX_PIXELS",
+    "ImageRoute",
+    "UploadError",
+    "UploadedImage",
+    "colorize",
+    "fit_size",
+    "overlay",
+    "predict",
+    "read_upload",
+    "route_image",
+]
+
+logger = logging.getLogger(__name__)
+
+MAX_BYTES = 20 * 1024 * 1024
+"""Default upper bound on an upload's size in bytes (20 MiB)."""
+
+MAX_PIXELS = 4096 * 4096
+"""Default upper bound on an upload's width x height (16.8 megapixels)."""
+
+ALLOWED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
+"""PIL format names that are tried, in this order."""
+
+_WIDE_MODES = ("I", "I;16", "I;16B", "I;16L")
+
+
+class UploadError(ValueError):
+    """An upload cannot be used as an image; the message says why, for the user."""
+
+
+@dataclass(frozen=True)
+class UploadedImage:
+    """A decoded upload.
+
+    Attributes:
+        name: the file name the user gave.
+        image: ``(H, W, 3)`` uint8 RGB pixels.
+        format: the PIL format name (``PNG``, ``JPEG``, ...).
+        num_bytes: the upload's size in bytes.
+    """
+
+    name: str
+    image: np.ndarray
+    format: str
+    num_bytes: int
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+
+def _human_bytes(count: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024  # type: ignore[assignment]
+    return f"{count} bytes"  # pragma: no cover
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    if img.mode in _WIDE_MODES:
+        values = np.asarray(img).astype(np.int64)
+        top = int(values.max()) if values.size else 0
+        shift = max(0, top.bit_length() - 8)
+        gray = (values >> shift).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+
+
+def read_upload(
+    data: bytes,
+    *,
+    name: str = "upload",
+    max_bytes: int = MAX_BYTES,
+    max_pixels: int = MAX_PIXELS,
+) -> UploadedImage:
+    """Check and decode uploaded image bytes.
+
+    Args:
+        data: the file's bytes.
+        name: the file name, for messages.
+        max_bytes: refuse uploads longer than this.
+        max_pixels: refuse images whose width x height exceeds this.
+
+    Returns:
+        The decoded :class:`UploadedImage`.
+
+    Raises:
+        UploadError: empty, too large, not an image, too many pixels, or truncated/corrupt.
+    """
+    size = len(data)
+    if size == 0:
+        raise UploadError(f"{name}: the file is empty")
+    if size > max_bytes:
+        raise UploadError(
+            f"{name}: the file is too large ({_human_bytes(size)}; the limit is "
+            f"{_human_bytes(max_bytes)})"
+        )
+    formats = ", ".join(f.lower() for f in ALLOWED_FORMATS)
+    with warnings.catch_warnings():
+        # PIL warns (DecompressionBombWarning) between its limit and twice it; we check ourselves
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
+        except Image.DecompressionBombError:
+            raise UploadError(
+                f"{name}: the image has too many pixels (the limit is {max_pixels:,})"
+            ) from None
+        except Exception:  # UnidentifiedImageError, or a plugin choking on its header
+            raise UploadError(
+                f"{name}: not an image, or not a format this app reads ({formats})"
+            ) from None
+        try:
+            width, height = img.size
+            if width <= 0 or height <= 0:
+                raise UploadError(f"{name}: the image has no pixels ({width}x{height})")
+            if width * height > max_pixels:
+                raise UploadError(
+                    f"{name}: the image is too large ({width}x{height} = {width * height:,} "
+                    f"pixels; the limit is {max_pixels:,})"
+                )
+            try:
+                img.seek(0)  # first frame of animations
+                img.load()  # truncated and corrupt files fail here
+                pixels = _to_rgb(img)
+            except UploadError:
+                raise
+            except Exception as err:  # OSError, SyntaxError, EOFError, zlib.error, ...
+                reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                detail = f" ({reason})" if reason else ""
+                raise UploadError(
+                    f"{name}: the {img.format or 'image'} file is truncated or corrupt and "
+                    f"cannot be decoded{detail}"
+                ) from None
+            fmt = str(img.format or "")
+        finally:
+            img.close()
+    logger.debug("decoded upload %s: %s %dx%d", name, fmt, width, height)
+    return UploadedImage(name=name, image=pixels, format=fmt, num_bytes=size)
+
+
+# ------------------------------------------------------------------------- running a model
+@dataclass(frozen=True)
+class ImageRoute:
+    """The route one image took, in the records' schema.
+
+    Attributes:
+        image: the ``(H, W, 3)`` uint8 RGB input the network saw (resized if it was too large).
+        prediction: ``(H, W)`` uint8 class map.
+        gates: the image's gate rows (``dynviz.record.GATE_COLUMNS``).
+        real_gmacs: executed GMACs.
+        expected_gmacs: expected GMACs (Eq. 7-8).
+    """
+
+    image: np.ndarray
+    prediction: np.ndarray
+    gates: Any  # pandas.DataFrame
+    real_gmacs: float
+    expected_gmacs: float
+
+
+def fit_size(height: int, width: int, max_side: int | None) -> tuple[int, int]:
+    """``(height, width)`` scaled down (aspect kept) so that the longer side is at most
+    ``max_side``; unchanged when it already fits or ``max_side`` is None."""
+    longest = max(height, width)
+    if max_side is None or longest <= max_side:
+        return height, width
+    scale = max_side / longest
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _resized(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    from dynviz.data import Resize
+
+    height, width = image.shape[:2]
+    size = fit_size(height, width, max_side)
+    if size == (height, width):
+        return image
+    label = np.zeros((height, width), dtype=np.uint8)
+    return Resize(size)(image, label)[0]
+
+
+def predict(model: Any, image: np.ndarray, *, route: Any = None) -> np.ndarray:
+    """The class map of one RGB image.
+
+    Args:
+        model: a :class:`dynviz.model.RoutingNetwork` (run in eval mode, closed paths skipped).
+        image: ``(H, W, 3)`` uint8 RGB.
+        route: force this :class:`dynviz.model.Route` instead of the gates.
+
+    Returns:
+        ``(H, W)`` uint8 class indices.
+    """
+    import torch
+
+    from dynviz.data import normalize
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            out = model(normalize(image).unsqueeze(0), route=route)  # logits (1, K, H, W)
+            return out.logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+    finally:
+        model.train(was_training)
+
+
+class _OneImage:
+    """A one-image data set (no label: every pixel ignored) for the recorder."""
+
+    name = "upload"
+    ignore_index = 255
+
+    def __init__(self, image: np.ndarray, image_id: str, num_classes: int) -> None:
+        self.image = image
+        self.id = image_id
+        self.num_classes = num_classes
+        self.class_names: list[str] = []
+
+    def __len__(self) -> int:
+        return 1
+
+    def image_id(self, index: int) -> str:
+        return self.id
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        import torch
+
+        from dynviz.data import normalize
+
+        label = torch.full(self.image.shape[:2], self.ignore_index, dtype=torch.int64)
+        return {"image": normalize(self.image), "label": label, "image_id": self.id,
+                "stats": {}}
+
+
+def route_image(
+    model: Any,
+    image: np.ndarray,
+    *,
+    image_id: str = "upload",
+    route: Any = None,
+    max_side: int | None = 1024,
+) -> ImageRoute:
+    """Run ``model`` on one image and return its route, costs and prediction.
+
+    The image goes through :func:`dynviz.record.record` (into a temporary folder that is removed
+    afterwards), so the gate rows and GMACs are exactly what recording a data set gives.
+
+    Args:
+        model: a :class:`dynviz.model.RoutingNetwork`.
+        image: ``(H, W, 3)`` uint8 RGB.
+        image_id: the id of the image in the returned rows.
+        route: force this :class:`dynviz.model.Route` instead of the gates.
+        max_side: scale the image down first so that its longer side is at most this.
+
+    Returns:
+        An :class:`ImageRoute`.
+    """
+    from dynviz.record import read_records, record
+
+    image = _resized(np.ascontiguousarray(image, dtype=np.uint8), max_side)
+    data = _OneImage(image, image_id, model.config.num_classes)
+    with tempfile.TemporaryDirectory(prefix="dynviz-upload-") as folder:
+        record(model, data, folder, route=route, name=image_id, progress=False)
+        records = read_records(folder)
+    row = records.images.iloc[0]
+    return ImageRoute(
+        image=image,
+        prediction=predict(model, image, route=route),
+        gates=records.gates,
+        real_gmacs=float(row["real_gmacs"]),
+        expected_gmacs=float(row["expected_gmacs"]),
+    )
+
+
+# ------------------------------------------------------------------------------- display
+def _palette(count: int) -> np.ndarray:
+    """``(count, 3)`` uint8 colours: the PASCAL VOC colour map (bit-interleaved class index),
+    distinct for the first classes and used by mmseg and VOC tools."""
+    colors = np.zeros((count, 3), dtype=np.uint8)
+    for index in range(count):
+        value, r, g, b = index, 0, 0, 0
+        for bit in range(8):
+            r |= ((value >> 0) & 1) << (7 - bit)
+            g |= ((value >> 1) & 1) << (7 - bit)
+            b |= ((value >> 2) & 1) << (7 - bit)
+            value >>= 3
+        colors[index] = (r, g, b)
+    return colors
+
+
+def colorize(classes: np.ndarray, *, ignore_index: int = 255) -> np.ndarray:
+    """An RGB picture of a class map (VOC colours; ignored pixels white).
+
+    Args:
+        classes: ``(H, W)`` integer class indices.
+        ignore_index: the label drawn white.
+
+    Returns:
+        ``(H, W, 3)`` uint8.
+    """
+    classes = np.asarray(classes).astype(np.int64)
+    colors = _palette(256)
+    colors[ignore_index % 256] = (255, 255, 255)
+    return colors[np.clip(classes, 0, 255)]
+
+
+def overlay(image: np.ndarray, classes: np.ndarray, *, opacity: float = 0.5,
+            ignore_index: int = 255) -> np.ndarray:
+    """Blend the colours of a class map over an image (mmseg's ``show_result`` look).
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB.
+        classes: ``(H, W)`` class indices of the same size.
+        opacity: weight of the class colours, in [0, 1].
+        ignore_index: pixels with this label are left as they are.
+
+    Returns:
+        ``(H, W, 3)`` uint8 RGB.
+    """
+    if image.shape[:2] != np.shape(classes):
+        raise ValueError(f"image {image.shape[:2]} and classes {np.shape(classes)} differ in size")
+    opacity = float(min(max(opacity, 0.0), 1.0))
+    colors = colorize(classes, ignore_index=ignore_index).astype(np.float32)
+    blend = (1.0 - opacity) * image.astype(np.float32) + opacity * colors
+    keep = np.asarray(classes) == ignore_index
+    blend[keep] = image[keep]
+    return np.clip(np.rint(blend), 0, 255).astype(np.uint8)

@@ -1,0 +1,318 @@
+"""The Streamlit explorer under ``AppTest`` (no browser): every page renders from small records,
+the common-network threshold changes the extracted network, bad uploads get a message (never a
+traceback); plus ``dynviz app`` and the upload checks of :mod:`dynviz.uploads`."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _records_fixture import shared_explorer_root
+from PIL import Image
+
+pytest.importorskip("streamlit")
+pytest.importorskip("plotly")
+
+import streamlit as st  # noqa: E402
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from dynviz.cli import main as cli  # noqa: E402
+from dynviz.commands.app import APP_DIR_ENV, build_command, explorer_script  # noqa: E402
+from dynviz.uploads import (  # noqa: E402
+    UploadError,
+    colorize,
+    fit_size,
+    overlay,
+    read_upload,
+)
+
+APP = explorer_script()
+TIMEOUT = 60
+
+# page file -> (title, element types that must be there, plotly charts at least)
+PAGES: dict[str, tuple[str, tuple[str, ...], int]] = {
+    "views/overview.py": ("Overview", ("dataframe", "vega_lite_chart", "download_button"), 0),
+    "views/route_explorer.py": ("Route explorer", ("metric", "image", "selectbox"), 1),
+    "views/distributions.py": ("Distributions", ("dataframe", "multiselect", "slider"), 3),
+    "views/common_networks.py": ("Common networks", ("metric", "slider", "download_button"), 1),
+    "views/special_cases.py": ("Special cases", ("dataframe", "radio"), 5),
+    "views/routing_vs_scale.py": ("Routing versus scale", ("dataframe", "selectbox"), 1),
+}
+
+
+def _png(height: int = 40, width: int = 56, *, mode: str = "RGB") -> bytes:
+    buffer = io.BytesIO()
+    pixels = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    Image.fromarray(pixels).convert(mode).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _types(at: AppTest) -> set[str]:
+    found: set[str] = set()
+
+    def walk(node) -> None:  # noqa: ANN001 - element tree nodes
+        children = getattr(node, "children", None)
+        if isinstance(children, dict):
+            for child in children.values():
+                found.add(child.type)
+                walk(child)
+
+    walk(at._tree)
+    return found
+
+
+def _charts(at: AppTest) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def _metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    return shared_explorer_root(tmp_path_factory)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches():
+    """Streamlit's caches outlive AppTest instances in one process: start each test empty."""
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+
+
+@pytest.fixture
+def app(root, monkeypatch) -> AppTest:
+    monkeypatch.setenv(APP_DIR_ENV, str(root))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _open(at: AppTest, page: str) -> AppTest:
+    at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+# --------------------------------------------------------------------------------- pages
+@pytest.mark.parametrize("page", list(PAGES), ids=[Path(p).stem for p in PAGES])
+def test_every_page_renders(app, page) -> None:
+    title, types, charts = PAGES[page]
+    at = _open(app, page)
+    assert [t.value for t in at.title] == [title]
+    assert not at.error, [e.value for e in at.error]
+    missing = set(types) - _types(at)
+    assert not missing, f"{page} lacks {missing}"
+    assert len(at.get("plotly_chart")) >= charts
+    # the shared sidebar found the fixture's run and records
+    assert "1 run(s) and 3 records folder(s)" in " ".join(c.value for c in at.sidebar.caption)
+
+
+def test_overview_compares_the_records(app) -> None:
+    at = _open(app, "views/overview.py")
+    table = at.dataframe[0].value
+    assert set(table["model"]) == {"tiny", "two-chains", "fcn32s"}
+    assert (table["real GMACs avg"] > 0).all() and (table["params"] > 0).all()
+    assert "mIoU" in table.columns and "real max" in table.columns and "real min" in table.columns
+    assert table.loc[table["model"] == "tiny", "weights"].item() == "iteration 40"
+
+
+def test_sidebar_defaults_to_dynamic_records(app) -> None:
+    assert app.sidebar.selectbox(key="records_label").value == "records/tiny"
+
+
+def test_route_explorer_shows_the_recorded_route(app) -> None:
+    at = _open(app, "views/route_explorer.py")
+    metrics = _metrics(at)
+    assert float(metrics["Real cost (GMACs)"]) > 0
+    assert float(metrics["Expected cost (GMACs)"]) > 0
+    assert len(at.get("image")) >= 1
+    (spec,) = _charts(at)
+    assert "paths open" in spec["layout"]["title"]["text"]
+    widths = {t["line"]["width"] for t in spec["data"] if t.get("mode") == "lines"
+              and "width" in t.get("line", {})}
+    assert len(widths) > 1  # width follows alpha: open and closed paths differ
+
+
+def test_route_explorer_compares_two_images(app) -> None:
+    at = _open(app, "views/route_explorer.py")
+    at.toggle(key="explorer_compare").set_value(True).run()
+    assert not at.exception
+    assert at.selectbox(key="explorer_image_1").value != at.selectbox(key="explorer_image_0").value
+    titles = [c["layout"]["title"]["text"] for c in _charts(at)]
+    assert len(titles) == 2 and titles[0] != titles[1]
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        ("notes.png", b"this is not an image at all", "not an image"),
+        ("cut.png", _png(64, 64)[:200], "truncated or corrupt"),
+        ("empty.png", b"", "empty"),
+    ],
+    ids=["not-an-image", "truncated", "empty"],
+)
+def test_bad_upload_gives_a_message(app, name, data, message) -> None:
+    at = _open(app, "views/route_explorer.py")
+    at.radio(key="explorer_source_0").set_value("Upload").run()
+    at.file_uploader(key="explorer_upload_0").set_value((name, data, "image/png")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and message in errors[0] and name in errors[0]
+    assert not at.get("plotly_chart")
+
+
+def test_too_large_upload_gives_a_message(app) -> None:
+    buffer = io.BytesIO()
+    Image.new("L", (5000, 4000)).save(buffer, "PNG")  # 20 megapixels, a few KiB
+    at = _open(app, "views/route_explorer.py")
+    at.radio(key="explorer_source_0").set_value("Upload").run()
+    at.file_uploader(key="explorer_upload_0").set_value(
+        ("big.png", buffer.getvalue(), "image/png")).run()
+    assert not at.exception
+    (error,) = [e.value for e in at.error]
+    assert "too large" in error and "5000x4000" in error
+
+
+def test_good_upload_runs_the_model(app) -> None:
+    at = _open(app, "views/route_explorer.py")
+    at.radio(key="explorer_source_0").set_value("Upload").run()
+    at.file_uploader(key="explorer_upload_0").set_value(("photo.png", _png(), "image/png")).run()
+    assert not at.exception and not at.error
+    assert float(_metrics(at)["Real cost (GMACs)"]) > 0
+    (spec,) = _charts(at)
+    assert spec["layout"]["title"]["text"].startswith("photo.png:")
+
+
+def test_threshold_slider_changes_the_common_network(app) -> None:
+    at = _open(app, "views/common_networks.py")
+    assert at.slider(key="common_threshold").value == pytest.approx(0.95)
+    strict = _metrics(at)
+    strict_yaml = at.code[0].value
+    at.slider(key="common_threshold").set_value(0.3).run()
+    assert not at.exception and not at.error
+    loose = _metrics(at)
+    assert int(loose["Open paths"]) > int(strict["Open paths"])
+    assert loose["Parameters"] != strict["Parameters"]
+    assert float(loose["GMACs at 64x64"]) > float(strict["GMACs at 64x64"])
+    assert at.code[0].value != strict_yaml
+    assert "paths:" in at.code[0].value and "space:" in at.code[0].value
+
+
+def test_distributions_filters(app) -> None:
+    at = _open(app, "views/distributions.py")
+    before = _charts(at)[0]
+    at.pills(key="dist_directions").set_value(["keep"]).run()
+    assert not at.exception
+    after = _charts(at)[0]
+    assert before["data"] != after["data"]
+    at.multiselect(key="dist_models").set_value(["records/tiny", "records/two-chains"]).run()
+    assert not at.exception
+    names = {t.get("name") for t in _charts(at)[0]["data"] if t.get("type") == "bar"}
+    assert names == {"tiny", "two-chains"}
+
+
+def test_empty_folder_explains_what_to_do(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv(APP_DIR_ENV, str(tmp_path))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert any("Nothing found" in i.value for i in at.info)
+    for page in PAGES:
+        at.switch_page(page).run()
+        assert not at.exception, page
+        if page != "views/special_cases.py":  # the zoo's special cases need no records
+            assert at.info, page
+
+
+def test_unreadable_records_are_set_aside(root, tmp_path, monkeypatch) -> None:
+    import shutil
+
+    copy = tmp_path / "root"
+    shutil.copytree(root, copy)
+    broken = copy / "records" / "broken"
+    broken.mkdir()
+    (broken / "records.json").write_text("{not json", encoding="utf-8")
+    monkeypatch.setenv(APP_DIR_ENV, str(copy))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert "records/broken" not in at.sidebar.selectbox(key="records_label").options
+    assert any("unreadable" in e.label for e in at.sidebar.expander)
+    for page in PAGES:
+        at.switch_page(page).run()
+        assert not at.exception, page
+
+
+# ---------------------------------------------------------------------------- dynviz app
+def test_app_command_binds_localhost_and_passes_the_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("STREAMLIT_SERVER_ADDRESS", raising=False)
+    monkeypatch.chdir(tmp_path)  # no .streamlit/config.toml here
+    assert cli(["app", str(tmp_path), "--dry-run", "--server.port", "8765"]) == 0
+    line = capsys.readouterr().out
+    assert "--server.address 127.0.0.1" in line and "--server.port 8765" in line
+    assert "streamlit run" in line and str(APP) in line
+
+
+def test_app_command_honours_the_users_address(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    command = build_command(APP, env={"STREAMLIT_SERVER_ADDRESS": "0.0.0.0"})
+    assert "--server.address" not in command
+    command = build_command(APP, ["--server.address=10.0.0.2"], env={})
+    assert command.count("--server.address=10.0.0.2") == 1 and "127.0.0.1" not in command
+    (tmp_path / ".streamlit").mkdir()
+    (tmp_path / ".streamlit" / "config.toml").write_text('[server]\naddress = "0.0.0.0"\n')
+    assert "--server.address" not in build_command(APP, env={})
+    assert "--server.address" in build_command(APP, env={}, check_config_files=False)
+
+
+def test_app_command_refuses_a_missing_folder(tmp_path, capsys):
+    assert cli(["app", str(tmp_path / "nope"), "--dry-run"]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ uploads
+def test_read_upload_decodes_common_formats() -> None:
+    for mode, fmt in (("RGB", "PNG"), ("L", "PNG"), ("RGBA", "PNG"), ("RGB", "JPEG"),
+                      ("P", "GIF"), ("RGB", "BMP"), ("RGB", "WEBP")):
+        buffer = io.BytesIO()
+        Image.fromarray(np.zeros((12, 20, 3), np.uint8)).convert(mode).save(buffer, fmt)
+        image = read_upload(buffer.getvalue(), name=f"x.{fmt.lower()}")
+        assert image.image.shape == (12, 20, 3) and image.image.dtype == np.uint8
+        assert image.format == fmt
+
+
+@pytest.mark.parametrize(
+    ("data", "kwargs", "message"),
+    [
+        (b"", {}, "empty"),
+        (b"GIF89a but not really", {}, "not an image"),
+        (b"%!PS-Adobe-3.0 EPSF-3.0\n", {}, "not an image"),  # never handed to Ghostscript
+        (_png()[:120], {}, "truncated"),
+        (_png(), {"max_bytes": 100}, "too large"),
+        (_png(), {"max_pixels": 100}, "too large"),
+    ],
+    ids=["empty", "garbage", "eps", "truncated", "bytes", "pixels"],
+)
+def test_read_upload_refuses_bad_files(data, kwargs, message) -> None:
+    with pytest.raises(UploadError, match=message):
+        read_upload(data, name="upload.png", **kwargs)
+
+
+def test_overlay_and_colorize() -> None:
+    image = np.full((4, 5, 3), 100, np.uint8)
+    classes = np.zeros((4, 5), np.uint8)
+    classes[0, 0] = 255
+    classes[1, 1] = 1
+    assert (colorize(classes)[0, 0] == 255).all()
+    assert (overlay(image, classes, opacity=0.0) == image).all()
+    blended = overlay(image, classes, opacity=1.0)
+    assert (blended[0, 0] == 100).all()  # ignored pixels keep the image
+    assert (blended[1, 1] == colorize(classes)[1, 1]).all()
+    with pytest.raises(ValueError, match="differ in size"):
+        overlay(image, classes[:2])
+    assert fit_size(500, 3000, 1024) == (171, 1024) and fit_size(10, 20, None) == (10, 20)

@@ -1,0 +1,209 @@
+"""``dynviz bench``: the quick run produces well-formed reports and docs (no timing asserted),
+and the optimised inference path it measures computes the same function."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import dynviz
+from dynviz.bench import (
+    BenchSettings,
+    benchmark_routes,
+    common_like_route,
+    update_doc,
+)
+from dynviz.bench.core import BEGIN_MARK, END_MARK, BenchReport, Figure, Section
+from dynviz.bench.figures import bench_analysis, bench_export, bench_recording
+from dynviz.cli import main as cli
+from dynviz.model.route import Route
+from dynviz.model.zoo import load_spec
+
+SMALL = "small"  # L=8, width 16: the quick figures on a model the tests can afford
+# One thread: two-thread OpenMP timings collapse when the machine is shared (a waiting thread
+# spins while its partner is descheduled), and these tests check the output, not the speed.
+THREADS = ["--threads", "1"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def small_fix(tmp_path) -> str:
+    data = {**load_spec(SMALL).to_dict(), "name": "small-fix", "gate": "none"}
+    path = tmp_path / "small-fix.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return str(path)
+
+
+def _settings(**changes) -> BenchSettings:
+    return BenchSettings.quick_settings(model=SMALL, repeats=1, threads=1,
+                                        **changes).with_size((64, 96))
+
+
+# --------------------------------------------------------------------------------- routes
+def test_benchmark_routes_are_valid_and_named():
+    config = load_spec("layer16")
+    routes = benchmark_routes(config)
+    assert list(routes)[:2] == ["all-open", "fcn32s"]
+    assert {"deeplabv3", "unet", "hrnetv2", "autodeeplab", "common-like"} <= set(routes)
+    assert all(r.space == config for r in routes.values())
+    common = common_like_route(config)
+    assert {scale for _, scale in common.cells} == {0, 1, 2, 3}
+    # small spaces get the Common-like route only (the special cases are for L=16)
+    assert set(benchmark_routes(load_spec(SMALL))) == {"all-open", "common-like"}
+
+
+# ------------------------------------------------------------------------------- the CLI
+def test_quick_bench_cli_writes_json_and_doc(tmp_path, capsys, small_fix):
+    doc = tmp_path / "performance.md"
+    doc.write_text("# Performance\n\nHand-written notes.\n", encoding="utf-8")
+    out = tmp_path / "bench.json"
+    args = ["bench", "--quick", "--size", "64", "96", "--repeats", "1", "--sections", "a,b,d,g",
+            "--batch", "2", *THREADS,
+            "--model", SMALL, "--fix-model", small_fix, "--json", "--out", str(out),
+            "--doc", str(doc)]
+    assert cli(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert printed["figures"] == data["figures"]
+    assert [s["key"] for s in data["sections"]] == ["a", "b", "d", "g"]
+    assert data["machine"]["cores"] >= 1 and data["machine"]["torch"] == torch.__version__
+    assert data["settings"]["size"] == [64, 96] and data["settings"]["batch_size"] == [32, 48]
+    for section in data["sections"]:
+        assert section["measured"] and section["rows"], section["key"]
+        assert all(len(row) == len(section["columns"]) for row in section["rows"])
+        assert len(section["load"]) == 2
+    keys = {f["key"] for f in data["figures"]}
+    assert keys == {"a", "b", "d", "g"}
+    for figure in data["figures"]:
+        assert figure["value"] is None or figure["value"] > 0
+        assert figure["ok"] in (True, False, None)
+    a = next(s for s in data["sections"] if s["key"] == "a")
+    assert [row[0] for row in a["rows"]] == ["all-open", "common-like"]
+    assert a["rows"][0][2] == 1.0  # the all-open GMACs ratio
+    text = doc.read_text(encoding="utf-8")
+    assert text.startswith("# Performance\n\nHand-written notes.")
+    assert text.count(BEGIN_MARK) == 1 and text.count(END_MARK) == 1
+    assert "dynviz bench --quick --size 64 96" in text and "### (d)" in text
+
+
+def test_quick_bench_text_output(capsys):
+    assert cli(["bench", "--quick", "--size", "64", "96", "--repeats", "1", "--sections", "g",
+                "--model", SMALL, *THREADS]) == 0
+    out = capsys.readouterr().out
+    assert "[g] Latency per node" in out and "figures" in out
+
+
+def test_bench_rejects_unknown_sections(capsys):
+    assert cli(["bench", "--quick", "--sections", "a,z"]) == 2
+    assert "unknown bench sections" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------ other figures
+def test_export_figure_compares_static_with_dynamic():
+    pytest.importorskip("onnxruntime")
+    section, figures = bench_export(_settings())
+    variants = {row[1] for row in section.rows}
+    assert "dynamic, forced route (skip form)" in variants
+    assert "static module, BN folded (exported form)" in variants
+    assert any("onnxruntime" in v for v in variants)
+    assert {f.name for f in figures} >= {"dynamic / static PyTorch, common-like"}
+    assert any("tolerance 1e-4" in note for note in section.notes)
+
+
+def test_recording_and_analysis_figures_are_measured_or_marked():
+    for run in (bench_recording, bench_analysis):
+        section, figures = run(_settings(records=500, record_images=2))
+        assert figures and all(f.target is not None for f in figures)
+        if section.measured:
+            assert section.rows and any(f.value is not None for f in figures)
+        else:
+            assert any("not yet measurable" in n for n in section.notes)
+
+
+def test_update_doc_replaces_only_the_generated_block(tmp_path):
+    report = BenchReport(settings=_settings(), machine={
+        "cpu": "cpu", "cores": 2, "simd": [], "threads": 2, "torch": "x", "python": "3"},
+        command="dynviz bench --quick")
+    report.sections.append(Section("a", "A title", ["k", "v"], [["x", 1.5]]))
+    report.figures.append(Figure("a", "a ratio", 0.9, 1.15, "<="))
+    doc = tmp_path / "perf.md"
+    update_doc(doc, report)  # a new file
+    first = doc.read_text(encoding="utf-8")
+    assert "| a | a ratio | 0.900x | <= 1.15x | yes |" in first
+    doc.write_text("intro\n\n" + first + "\n## Notes\n\nkept\n", encoding="utf-8")
+    report.figures[0].value = 2.0
+    update_doc(doc, report)
+    text = doc.read_text(encoding="utf-8")
+    assert text.startswith("intro") and text.rstrip().endswith("kept")
+    assert "| 2.000x | <= 1.15x | NO |" in text and text.count(BEGIN_MARK) == 1
+
+
+# ------------------------------------------------- the inference path computes the same
+def _randomised(config, seed: int = 1):
+    model = dynviz.build_model(config).eval().double()
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    for cell in model.cells.values():
+        bias = cell.gate.conv2.bias
+        bias.data.copy_(torch.rand(bias.shape, generator=g) * 2.0 - 1.0)  # some paths closed
+    return model
+
+
+def test_inference_mode_path_equals_the_autograd_path(tiny):
+    """No autograd: node sums in place, compact per-sample inputs, channels-last layout."""
+    model = _randomised(tiny)
+    routes = [
+        Route.from_chains(tiny, [[4, 8, 16, 32, 32]]),
+        Route.all_open(tiny),
+        Route.from_chains(tiny, [[4, 4, 4, 4, 4], [4, 8, 8, 8, 8]]),
+        Route.from_chains(tiny, [[4, 8, 16, 8, 4]]),
+    ]
+    x = torch.randn(4, 3, 32, 64, dtype=torch.float64)
+    x = x * torch.linspace(0.2, 3.0, 4, dtype=torch.float64).view(4, 1, 1, 1)  # routes differ
+    reference = model(x, route=routes)  # autograd on: no in-place sums
+    gated = model(x)
+    with torch.inference_mode():
+        forced = model(x, route=routes)
+        free = model(x)
+        soft = model(x, skip=False)
+        singles = [model(x[i:i + 1]) for i in range(4)]
+    assert forced.logits.is_contiguous()  # channels-last inside, the usual layout outside
+    torch.testing.assert_close(forced.logits, reference.logits, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(free.logits, gated.logits, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(free.gates, gated.gates, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(soft.logits, gated.logits, rtol=1e-10, atol=1e-10)
+    assert len({tuple(g.flatten().gt(0).tolist()) for g in free.gates}) > 1  # routes differ
+    for i, single in enumerate(singles):
+        torch.testing.assert_close(free.logits[i:i + 1], single.logits, rtol=1e-10, atol=1e-10)
+
+
+def test_channels_last_inference_can_be_switched_off(tiny):
+    model = dynviz.build_model(tiny).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        on = model(x).logits
+        model.channels_last_inference = False
+        off = model(x).logits
+    torch.testing.assert_close(on, off, rtol=1e-4, atol=1e-4 * float(off.abs().max()))
+
+
+def test_docs_performance_has_the_generated_block():
+    doc = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
+    if not doc.is_file():
+        pytest.skip("docs/performance.md not generated yet")
+    text = doc.read_text(encoding="utf-8")
+    assert text.count(BEGIN_MARK) == 1 and "dynviz bench" in text

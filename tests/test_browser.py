@@ -1,0 +1,197 @@
+"""The explorer in a real browser: ``streamlit run`` on 127.0.0.1 and Debian chromium driven by
+playwright. Every page opens without an exception and shows its figures; screenshots go to a
+temporary folder, or to ``$DYNVIZ_SCREENSHOTS`` (e.g. ``docs/screenshots``) when set.
+
+Needs ``/usr/bin/chromium`` (``bash scripts/install-browser.sh``); skipped without it. Never run
+``playwright install``: the tests use the system chromium.
+Run: ``.venv/bin/python -m pytest -m browser tests/test_browser.py``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _records_fixture import shared_explorer_root
+from PIL import Image
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+APP = Path(__file__).resolve().parents[1] / "apps" / "explorer.py"
+VIEWPORT = {"width": 1280, "height": 800}
+
+# url path -> (page title, test ids that must appear, how many plotly charts at least)
+PAGES: dict[str, tuple[str, tuple[str, ...], int]] = {
+    "": ("Overview", ("stDataFrame",), 0),
+    "route_explorer": ("Route explorer", ("stMetric", "stImage"), 1),
+    "distributions": ("Distributions", ("stDataFrame",), 3),
+    "common_networks": ("Common networks", ("stMetric", "stDownloadButton"), 1),
+    "special_cases": ("Special cases", ("stDataFrame",), 5),
+    "routing_vs_scale": ("Routing versus scale", ("stDataFrame",), 1),
+}
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"streamlit exited with status {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"streamlit did not answer on {url} within {timeout:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[str]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: run `bash scripts/install-browser.sh`")
+    pytest.importorskip("playwright.sync_api")
+    root = shared_explorer_root(tmp_path_factory)
+    port = _free_port()
+    log = tmp_path_factory.mktemp("streamlit") / "server.log"
+    env = {**os.environ, "DYNVIZ_APP_DIR": str(root), "STREAMLIT_BROWSER_GATHER_USAGE_STATS":
+           "false"}
+    command = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
+               "--server.address", "127.0.0.1", "--server.port", str(port),
+               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+               "--client.toolbarMode", "viewer"]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, process)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def browser(server) -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    wanted = os.environ.get("DYNVIZ_SCREENSHOTS")
+    folder = Path(wanted) if wanted else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _settle(page, timeout: float = 60.0) -> None:  # noqa: ANN001 - a playwright Page
+    """Wait until the script run is over (no running indicator, no spinner) and charts drew."""
+    page.wait_for_selector('[data-testid="stAppViewContainer"]', timeout=timeout * 1000)
+    deadline = time.monotonic() + timeout
+    quiet = 0
+    while time.monotonic() < deadline:
+        busy = page.locator('[data-testid="stStatusWidget"]').count() + page.locator(
+            '[data-testid="stSpinner"]').count()
+        quiet = quiet + 1 if busy == 0 else 0
+        if quiet >= 4:  # two seconds without activity
+            break
+        time.sleep(0.5)
+    page.wait_for_timeout(800)  # plotly's first layout pass
+
+
+@pytest.mark.parametrize("path", list(PAGES), ids=[p or "overview" for p in PAGES])
+def test_page_renders(browser, server, shots, path) -> None:  # noqa: ANN001
+    title, test_ids, charts = PAGES[path]
+    page = browser.new_page(viewport=VIEWPORT)
+    try:
+        page.goto(f"{server}/{path}", wait_until="domcontentloaded")
+        page.get_by_role("heading", name=title).first.wait_for(timeout=60_000)
+        _settle(page)
+        for test_id in test_ids:
+            page.wait_for_selector(f'[data-testid="{test_id}"]', timeout=30_000)
+        if charts:
+            page.wait_for_selector('[data-testid="stPlotlyChart"] .main-svg', timeout=30_000)
+        assert page.locator('[data-testid="stPlotlyChart"]').count() >= charts
+        assert page.locator('[data-testid="stException"]').count() == 0
+        name = path or "overview"
+        page.screenshot(path=str(shots / f"{name}.png"))
+        if charts:  # the first figure in view, for the docs
+            page.locator('[data-testid="stPlotlyChart"]').first.scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(shots / f"{name}-figure.png"))
+    finally:
+        page.close()
+
+
+def test_bad_upload_shows_a_message(browser, server, shots) -> None:  # noqa: ANN001
+    page = browser.new_page(viewport=VIEWPORT)
+    try:
+        page.goto(f"{server}/route_explorer", wait_until="domcontentloaded")
+        page.get_by_role("heading", name="Route explorer").first.wait_for(timeout=60_000)
+        _settle(page)
+        page.get_by_text("Upload", exact=True).first.click()
+        page.wait_for_selector('[data-testid="stFileUploaderDropzoneInput"]', state="attached",
+                               timeout=30_000)
+        page.set_input_files('[data-testid="stFileUploaderDropzoneInput"]',
+                             files=[{"name": "notes.png", "mimeType": "image/png",
+                                     "buffer": b"these bytes are not a PNG"}])
+        page.get_by_text("not an image").first.wait_for(timeout=30_000)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        # a real image then runs through the model
+        buffer = io.BytesIO()
+        Image.fromarray(np.full((48, 64, 3), 120, dtype=np.uint8)).save(buffer, "PNG")
+        page.set_input_files('[data-testid="stFileUploaderDropzoneInput"]',
+                             files=[{"name": "grey.png", "mimeType": "image/png",
+                                     "buffer": buffer.getvalue()}])
+        page.get_by_text("grey.png (48x64)").first.wait_for(timeout=60_000)
+        _settle(page)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        page.screenshot(path=str(shots / "route_explorer_upload.png"))
+    finally:
+        page.close()
+
+
+def test_compare_two_images(browser, server, shots) -> None:  # noqa: ANN001
+    page = browser.new_page(viewport=VIEWPORT)
+    try:
+        page.goto(f"{server}/route_explorer", wait_until="domcontentloaded")
+        page.get_by_role("heading", name="Route explorer").first.wait_for(timeout=60_000)
+        _settle(page)
+        page.get_by_text("Compare two images").first.click()
+        page.wait_for_function(
+            "document.querySelectorAll('[data-testid=\"stPlotlyChart\"] .main-svg').length >= 4",
+            timeout=60_000)  # each chart draws two svg layers
+        _settle(page)
+        assert page.locator('[data-testid="stPlotlyChart"]').count() == 2
+        assert page.locator('[data-testid="stException"]').count() == 0
+        page.screenshot(path=str(shots / "route_explorer_compare.png"))
+    finally:
+        page.close()

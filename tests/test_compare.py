@@ -1,0 +1,128 @@
+"""``dynviz compare``: the Table-1-style table of runs."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+import dynviz
+import dynviz.model.zoo
+from dynviz.checkpoint import make_checkpoint, save_checkpoint
+from dynviz.cli import main as cli
+from dynviz.commands.compare import CompareRow, describe_model, markdown
+from dynviz.model.route import Route
+
+SPEC = "synthetic:count=3,size=64x64,classes=4"
+
+
+def _run(path, model):
+    path.mkdir(parents=True)
+    save_checkpoint(path / "checkpoint_latest.pt", make_checkpoint(model, iteration=1, rng=False))
+    return path
+
+
+def test_compare_runs(tmp_path, capsys):
+    dynamic = dynviz.build_model("tiny", num_classes=4, budget_lambda=0.5, budget_mu=0.3)
+    space = dynamic.config
+    common = Route.from_chains(
+        space,
+        [[4, 4, 8, 8, 8]],
+        name="common-95",
+        description="common network of raw: paths active in more than 95% of 3 images",
+    )
+    special = Route.from_chains(
+        space,
+        [[4, 8, 16, 32, 32]],
+        name="fcn-like",
+        description="FCN-32s-like single path",
+        meta={"paper": {"params_m": 2.9}},
+    )
+    runs = [
+        _run(tmp_path / "raw", dynamic),
+        _run(tmp_path / "common", dynviz.build_model(common)),
+        _run(tmp_path / "fcn", dynviz.build_model(special)),
+    ]
+    out = tmp_path / "table"
+    code = cli(["compare", *map(str, runs), "--data", SPEC, "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| Method | Kind | Dynamic |" in printed
+    table = pd.read_csv(out / "table1.csv")
+    assert list(table["method"]) == ["raw", "common", "fcn"]
+    assert list(table["kind"]) == ["dynamic", "common", "special case"]
+    assert list(table["dynamic"]) == [True, False, False]
+    assert (table["images"] == 3).all()
+    assert (table["gmacs_min"] <= table["gmacs_avg"]).all()
+    assert (table["gmacs_avg"] <= table["gmacs_max"] + 1e-12).all()
+    assert table.loc[1, "gmacs_max"] < table.loc[0, "gmacs_max"]  # one path is cheaper
+    text = (out / "table1.md").read_text()
+    assert "MMACs avg" in text and "FCN-32s-like single path" in text
+    assert text.index("| raw |") < text.index("| common |") < text.index("| fcn |")
+    assert "budget lambda=0.5" in text
+
+
+def test_describe_model_kinds():
+    assert describe_model(dynviz.build_model("layer16-fix"))[0] == "fix"
+    assert describe_model(dynviz.build_model("fcn32s"))[0] == "special case"
+    kind, text = describe_model(dynviz.build_model("tiny"))
+    assert kind == "dynamic" and "no budget" in text
+
+
+def test_markdown_units():
+    row = CompareRow(
+        "m", "dynamic", True, "gates", 0.5, 120.0, 130.0, 100.0, 119.0, 17_784_968, 10, "x.pt", 5
+    )
+    text = markdown([row])
+    assert "GMACs avg" in text and "| 50.00 | 120.000 | 130.000 | 100.000 | 17.785 |" in text
+
+
+def test_compare_errors(tmp_path):
+    assert cli(["compare", str(tmp_path / "nothing"), "--data", SPEC, "--out", str(tmp_path)]) == 2
+    with pytest.raises(SystemExit):
+        cli(["compare", "--out", str(tmp_path)])
+
+
+def _run_chain():
+    """``analysis/run_chain.py`` as a module (it is a script, not part of the package)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "analysis" / "run_chain.py"
+    spec = importlib.util.spec_from_file_location("dynviz_run_chain", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_run_chain_end_to_end(tmp_path):
+    """analysis/run_chain.py with two iterations per model: every step runs and writes."""
+    module = _run_chain()
+    out, docs = tmp_path / "chain", tmp_path / "docs"
+    assert module.main(["--out", str(out), "--docs", str(docs), "--iters", "30"]) == 0
+    for name in ("fig5.png", "routing_vs_scale.png", "table1.md"):
+        assert (docs / name).is_file()
+    table = pd.read_csv(out / "compare" / "table1.csv")
+    common = out / "models" / "common-budget.yaml"
+    methods = ["Dynamic-Raw", "Dynamic-Budget"] + (["Common-Budget"] if common.exists() else [])
+    assert list(table["method"]) == [*methods, "U-Net-like", "FCN-like"]
+    assert {"dynamic", "special case"} <= set(table["kind"])
+    if common.exists():
+        assert Route.from_yaml(common).name == "common-budget"
+
+
+def test_special_case_routes_are_valid():
+    module = _run_chain()
+    for name in ("tiny", "small", "layer16"):
+        config = dynviz.model.zoo.load_space(name)
+        unet = Route.from_chains(config, module.unet_like(config))
+        fcn = Route.from_chains(config, module.fcn_like(config))
+        assert len(fcn) == config.num_layers + 1 and len(unet) > len(fcn)
+        assert any(s == 0 for layer, s, _ in unet.paths if layer == config.num_layers)
+    assert module.unet_like(dynviz.model.zoo.load_space("tiny")) == [
+        [4, 8, 16, 8, 4],
+        [4, 4, 4, 4, 4],
+        [4, 8, 8, 8, 4],
+    ]

@@ -1,0 +1,179 @@
+"""Static export: BN folding, the straight-line static module, ONNX, and ``dynviz export``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import dynviz
+from dynviz.cli import main as cli
+from dynviz.export import (
+    ExportError,
+    StaticNetwork,
+    count_batchnorm,
+    export_onnx,
+    fold_batchnorm,
+    static_network,
+    transfer_to_route,
+)
+from dynviz.model.route import Route
+
+ROUTE_CHAINS = [[4, 8, 16, 8, 4], [4, 4, 4, 4, 4]]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One thread: two-thread OpenMP collapses on a shared machine; nothing here is timed."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _randomise(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
+    """Non-trivial BN statistics and affine parameters (folding must use all four)."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+    return model
+
+
+@pytest.fixture
+def dynamic(tiny):
+    return _randomise(dynviz.build_model(tiny).eval().double())
+
+
+@pytest.fixture
+def route(tiny):
+    return Route.from_chains(tiny, ROUTE_CHAINS, name="two-chains")
+
+
+def test_fold_batchnorm_preserves_logits_and_gates(dynamic):
+    x = torch.randn(2, 3, 32, 64, dtype=torch.float64)
+    folded = fold_batchnorm(dynamic)
+    assert count_batchnorm(dynamic) > 0 and count_batchnorm(folded) == 0
+    with torch.no_grad():
+        ref, out = dynamic(x), folded(x)
+        soft = folded(x, skip=False)
+    torch.testing.assert_close(out.logits, ref.logits, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(out.gates, ref.gates, rtol=1e-9, atol=1e-9)  # gates' BN too
+    torch.testing.assert_close(soft.logits, ref.logits, rtol=1e-9, atol=1e-9)
+    # a copy: the original keeps its BN layers and parameter names
+    assert any(name.endswith("op.bn1.running_mean") for name in dynamic.state_dict())
+    assert folded.cells["1_0"].op.pw1.bias is not None
+
+
+def test_fold_batchnorm_in_place_and_idempotent(dynamic):
+    x = torch.randn(1, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        ref = dynamic(x).logits
+        same = fold_batchnorm(dynamic, inplace=True)
+        again = fold_batchnorm(same, inplace=True)
+        out = again(x).logits
+    assert same is dynamic and again is dynamic
+    torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-9)
+
+
+def test_static_module_equals_dynamic_forced_to_route(dynamic, route):
+    x = torch.randn(2, 3, 64, 96, dtype=torch.float64)
+    net = StaticNetwork(dynamic, route)
+    gates_called = []
+    for cell in dynamic.cells.values():
+        cell.gate.register_forward_hook(lambda *args: gates_called.append(1))
+    with torch.no_grad():
+        forced = dynamic(x, route=route).logits
+        plain = net(x)
+    assert isinstance(plain, torch.Tensor)  # logits only
+    torch.testing.assert_close(plain, forced, rtol=1e-10, atol=1e-10)
+    # shares the dynamic net's modules, holds only the route's cells, never runs a gate
+    assert net.cells["1_1"] is dynamic.cells["1_1"]
+    assert set(net.cells) == {f"{layer}_{scale}" for layer, scale in route.cells}
+    assert not gates_called
+    # static_network copies the route's weights into a gate-free network
+    exported = static_network(dynamic, route)
+    assert not any(".gate." in name for name, _ in exported.named_parameters())
+
+
+def test_static_network_of_a_route_equals_the_built_static_net(dynamic, route):
+    static = transfer_to_route(dynamic, route)
+    assert static.is_static and static.route == route
+    exported = static_network(dynamic, route)  # folded copy
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        ref = static(x).logits
+        torch.testing.assert_close(StaticNetwork(static)(x), ref, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(exported(x), ref, rtol=1e-9, atol=1e-9)
+    assert count_batchnorm(exported) == 0 and count_batchnorm(dynamic) > 0
+
+
+def test_input_not_multiple_of_stride_is_padded_and_cropped(dynamic, route):
+    x = torch.randn(1, 3, 50, 70, dtype=torch.float64)
+    with torch.no_grad():
+        out = StaticNetwork(dynamic, route)(x)
+        ref = dynamic(x, route=route).logits
+    assert out.shape == (1, 4, 50, 70)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_static_network_refuses_what_it_cannot_run(tiny, dynamic, route):
+    with pytest.raises(ExportError, match="dynamic network"):
+        StaticNetwork(dynamic)
+    narrow = dynviz.build_model(tiny, route=Route.from_chains(tiny, [[4, 4, 4, 4, 4]]))
+    with pytest.raises(ExportError, match="does not have"):
+        StaticNetwork(narrow, route)
+    with pytest.raises(ExportError, match="lacks weights"):
+        transfer_to_route(narrow, route)
+    other = Route.all_open(tiny.replace(num_layers=3))
+    with pytest.raises(ExportError, match="L=3"):
+        StaticNetwork(dynamic, other)
+
+
+def test_onnx_export_gives_the_pytorch_logits(tmp_path, dynamic, route):
+    ort = pytest.importorskip("onnxruntime")
+    net = static_network(dynamic.float(), route)
+    path = export_onnx(net, tmp_path / "net.onnx", (64, 64))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.randn(3, 3, 64, 64)  # the batch axis is dynamic
+    got = torch.from_numpy(session.run(["logits"], {"images": x.numpy()})[0])
+    with torch.no_grad():
+        ref = dynamic(x, route=route).logits
+    assert got.shape == (3, 4, 64, 64)
+    assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+
+def test_export_cli_zoo_route_spec(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "fcn32s.onnx"
+    code = cli(["export", "fcn32s", "--out", str(out), "--size", "64", "64", "--check",
+                "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and out.is_file()
+    assert report["route"] == "fcn32s" and report["batchnorm_left"] == 0
+    assert report["check"]["ok"] and report["check"]["relative"] < 1e-4
+
+
+def test_export_cli_checkpoint_with_route(tmp_path, capsys, tiny, route):
+    pytest.importorskip("onnxruntime")
+    from dynviz.checkpoint import make_checkpoint, save_checkpoint
+
+    model = _randomise(dynviz.build_model(tiny)).eval()
+    (tmp_path / "run").mkdir()
+    ckpt = save_checkpoint(tmp_path / "run" / "checkpoint_best.pt",
+                           make_checkpoint(model, rng=False))
+    spec = tmp_path / "two-chains.yaml"
+    route.to_yaml(spec)
+    out = tmp_path / "net.onnx"
+    code = cli(["export", str(ckpt.parent), "--route", str(spec), "--out", str(out), "--size",
+                "64", "64", "--check", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["check"]["ok"]
+    assert report["checkpoint"] == str(ckpt) and report["cells"] == len(route.cells)
+    # a dynamic model without --route is refused with a message
+    assert cli(["export", str(ckpt), "--out", str(out)]) == 2
+    assert "--route" in capsys.readouterr().err

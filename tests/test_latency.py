@@ -1,0 +1,126 @@
+"""Latency per node beside MACs: the measurement's layout, the CostTable view, and the CLI.
+
+No timing is asserted: only that every component is measured, laid out like the MACs table,
+and consistent with it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dynviz.cli import main as cli
+from dynviz.cost import CostTable, cost_table
+from dynviz.latency import (
+    LatencyTable,
+    format_latency,
+    latency_cost_table,
+    latency_rows,
+    measure_node_latency,
+    time_calls,
+)
+from dynviz.model.route import Route
+
+SIZE = (64, 64)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One thread: two-thread OpenMP collapses on a shared machine; nothing here is timed."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def latency():
+    from dynviz.model.config import RoutingSpaceConfig
+
+    tiny = RoutingSpaceConfig(name="tiny-test", num_layers=4, base_channels=8, num_classes=4)
+    return measure_node_latency(tiny, SIZE, repeats=1, min_time=0.0, threads=1)
+
+
+def test_every_component_is_measured_where_it_exists(latency):
+    per = latency.per_scale
+    scales = latency.config.num_scales
+    assert per["up"][0] is None and per["down"][scales - 1] is None
+    for name in ("op", "gate", "add", "lateral", "keep"):
+        assert all(v is not None and v > 0 for v in per[name]), name
+    assert all(v > 0 for v in per["up"][1:]) and all(v > 0 for v in per["down"][:-1])
+    assert latency.stem > 0 and latency.decoder_fixed > 0
+    assert latency.channels_last  # the layout the network uses for CPU inference
+    assert [r["stride"] for r in latency.scale_rows()] == [4, 8, 16, 32]
+    json.dumps(latency.to_json())
+
+
+def test_latency_table_has_the_cost_table_layout(latency):
+    config = latency.config
+    table = latency_cost_table(config, SIZE, latency=latency)
+    macs = cost_table(config, SIZE)
+    assert isinstance(table, CostTable) and isinstance(table, LatencyTable)
+    assert table.unit == "s"
+    for name in ("op", "gate", "path"):
+        t, m = getattr(table, name), getattr(macs, name)
+        assert t.shape == m.shape and t.dtype == torch.float64
+        assert torch.equal(t > 0, m > 0), name  # timed exactly where MACs are charged
+    assert table.op[2, 1] == latency.per_scale["op"][1]
+    assert table.path[1, 1, 2] == latency.per_scale["down"][1]
+
+
+def test_latency_table_gives_time_per_image(latency):
+    config = latency.config
+    table = latency_cost_table(config, SIZE, latency=latency)
+    everything = Route.all_open(config).mask().unsqueeze(0)
+    real = float(table.real(everything)[0])
+    assert real > table.backbone_all_open() > 0
+    assert table.expected(everything.double())[0].item() == pytest.approx(real)
+    chain = Route.from_chains(config, [[4, 4, 4, 4, 4]]).mask().unsqueeze(0)
+    assert 0 < float(table.real(chain, gates_ran=False)[0]) < real
+    # a budget in time: expected share of the all-open backbone time, differentiable
+    gates = everything.double().requires_grad_(True)
+    share = table.backbone_expected(gates) / table.backbone_all_open()
+    share.sum().backward()
+    assert share.item() == pytest.approx(1.0) and gates.grad.abs().sum() > 0
+    by = table.by_component()
+    assert set(by) >= {"stem", "cell", "gate", "transform", "decoder"}
+    assert sum(by.values()) == pytest.approx(table.total(), rel=1e-6)
+
+
+def test_normalised_latency_table(latency):
+    table = latency_cost_table(latency.config, SIZE, latency=latency, normalise=True)
+    assert table.backbone_all_open() == pytest.approx(1.0)
+    assert "share" in table.unit
+
+
+def test_latency_rows_pair_time_with_macs(latency):
+    rows = latency_rows(latency)
+    components = {(r.stride, r.component) for r in rows}
+    assert (4, "op") in components and (32, "op") in components
+    assert (4, "up") not in components and (32, "down") not in components
+    assert all(r.macs > 0 and r.seconds > 0 and r.gmacs_per_s > 0 for r in rows)
+    text = format_latency(latency)
+    assert "GMAC/s" in text and "1/32" in text
+
+
+def test_time_calls_interleaves_and_takes_medians():
+    order: list[str] = []
+    calls = {k: (lambda k=k: order.append(k)) for k in "abc"}
+    times = time_calls(calls, repeats=3, warmup=1)
+    assert set(times) == {"a", "b", "c"} and all(t >= 0 for t in times.values())
+    assert order[:3] == ["a", "b", "c"]  # warm-up round
+    rounds = [order[3 + 3 * i: 6 + 3 * i] for i in range(3)]
+    assert rounds[0] == ["a", "b", "c"] and rounds[1] == ["b", "c", "a"]
+
+
+def test_flops_time_option(capsys):
+    code = cli(["flops", "tiny", "--time", "--size", "64", "64", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0
+    rows = data["latency"]["rows"]
+    assert {r["component"] for r in rows} >= {"op", "gate", "up", "down", "lateral"}
+    assert all(r["ms"] > 0 and r["mmacs"] > 0 for r in rows)
+    assert cli(["flops", "tiny", "--time", "--size", "64", "64"]) == 0
+    assert "time per node" in capsys.readouterr().out

@@ -1,0 +1,317 @@
+"""The recorder: schema, forced routes, re-runs and resumes without duplicates, validation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+import dynviz
+from dynviz.analysis.common import extract_common
+from dynviz.checkpoint import make_checkpoint, save_checkpoint, sha256_file
+from dynviz.cli import main as cli
+from dynviz.data import build_dataset
+from dynviz.metrics import ConfusionMatrix, per_image_miou
+from dynviz.model.route import Route
+from dynviz.record import (
+    DIRECTIONS,
+    GATE_COLUMNS,
+    RecordError,
+    check_model,
+    combine_records,
+    read_records,
+    record,
+    write_records,
+)
+
+SPEC = "synthetic:count=6,size=64x64,classes=4"
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return build_dataset(SPEC, split="val")
+
+
+@pytest.fixture(scope="module")
+def model(dataset):
+    torch.manual_seed(0)
+    return dynviz.build_model("tiny", num_classes=dataset.num_classes).eval()
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory, model, dataset):
+    out = tmp_path_factory.mktemp("records") / "tiny"
+    record(model, dataset, out, chunk_size=4, batch_size=2, data_spec=SPEC, split="val")
+    return out
+
+
+def _route(config) -> Route:
+    return Route.from_chains(config, [[4, 8, 8, 16, 16], [4, 4, 4, 8, 8]], name="two-chains")
+
+
+def test_schema_and_contents(recorded, model):
+    records = read_records(recorded)
+    num_paths = int(model.route_mask.sum())
+    assert len(records.images) == 6
+    assert len(records.gates) == 6 * num_paths
+    assert list(records.gates.columns) == list(GATE_COLUMNS)
+    dtypes = records.gates.dtypes
+    assert str(dtypes["layer"]) == "int16" and str(dtypes["scale"]) == "int16"
+    assert str(dtypes["scale_index"]) == "int8" and str(dtypes["alpha"]) == "float32"
+    assert str(dtypes["active"]) == "bool"
+    assert list(records.gates["direction"].cat.categories) == list(DIRECTIONS)
+    assert set(records.gates["scale"]) == {4, 8, 16, 32}
+    assert (records.gates["scale"] == 4 * 2 ** records.gates["scale_index"].astype(int)).all()
+    # only paths that exist: per image, the (layer, scale, direction) set equals the space's
+    paths = {(layer, scale, d.label) for layer, scale, d in model.config.paths}
+    first = records.gates[records.gates["image_id"] == records.images["image_id"][0]]
+    assert {
+        (int(a), int(b), str(c))
+        for a, b, c in zip(first["layer"], first["scale_index"], first["direction"], strict=True)
+    } == paths
+    assert (records.gates["active"] == (records.gates["alpha"] > 0)).all()
+    images = records.images
+    for column in (
+        "real_gmacs",
+        "expected_gmacs",
+        "miou",
+        "pixel_accuracy",
+        "height",
+        "width",
+        "stat_mean_object_area",
+        "stat_regime_code",
+        "confusion",
+    ):
+        assert column in images.columns
+    assert (images["height"] == 64).all() and (images["real_gmacs"] > 0).all()
+    assert images["image_id"].is_unique
+    meta = records.meta
+    assert meta["checkpoint"] is None and meta["checkpoint_sha256"] is None
+    assert meta["input_sizes"] == [[64, 64]] and meta["num_images"] == 6
+    assert meta["data"] == SPEC and meta["split"] == "val"
+    assert meta["config"] == model.config.to_dict() and meta["route"] is None
+    assert meta["dynviz_version"] == dynviz.__version__ and meta["created"]
+    assert records.config == model.config
+    check_model(records, model)
+
+
+def test_costs_match_the_cost_table(recorded, model, dataset):
+    from dynviz.cost import cost_table
+
+    records = read_records(recorded)
+    item = dataset[0]
+    with torch.inference_mode():
+        out = model(item["image"].unsqueeze(0))
+    table = cost_table(model.config, (64, 64))
+    row = records.images.set_index("image_id").loc[item["image_id"]]
+    assert row["real_gmacs"] == pytest.approx(float(table.real(out.active)[0]) / 1e9)
+    assert row["expected_gmacs"] == pytest.approx(
+        float(table.expected(out.gates)[0]) / 1e9, rel=1e-5
+    )
+    pred = out.logits.argmax(1)[0]
+    assert row["miou"] == pytest.approx(per_image_miou(pred, item["label"], 4))
+    matrix = ConfusionMatrix(4).update(pred, item["label"])
+    assert row["pixel_accuracy"] == pytest.approx(matrix.pixel_accuracy())
+    assert (np.asarray(row["confusion"]) == matrix.matrix.reshape(-1)).all()
+
+
+def test_forced_route_is_recorded_exactly_and_extracted(tmp_path, model, dataset):
+    route = _route(model.config)
+    out = tmp_path / "forced"
+    record(model, dataset, out, route=route, limit=4)
+    records = read_records(out)
+    mask = route.mask().numpy()
+    for _, rows in records.gates.groupby("image_id"):
+        expected = mask[
+            rows["layer"].to_numpy(),
+            rows["scale_index"].to_numpy(),
+            rows["direction"].cat.codes.to_numpy(),
+        ]
+        assert (rows["active"].to_numpy() == expected).all()
+    assert records.meta["forced_route"]["name"] == "two-chains"
+    assert not records.meta["dynamic"]
+    assert records.route is not None and records.route.paths == route.paths
+    common = extract_common(records, threshold=0.95)
+    assert common.paths == route.paths and common.space == route.space
+
+
+def test_rerun_and_resume_never_duplicate(tmp_path, model, dataset, caplog):
+    out = tmp_path / "resume"
+    record(model, dataset, out, chunk_size=2)  # three chunks of two images
+    full = read_records(out)
+    # simulate a crash: the last chunk's images part never written, and a stale temp file
+    images_dir, gates_dir = out / "images", out / "gates"
+    parts = sorted(p.name for p in images_dir.glob("part-*.parquet"))
+    assert parts == ["part-r0-c0.parquet", "part-r0-c1.parquet", "part-r0-c2.parquet"]
+    (images_dir / "part-r0-c2.parquet").unlink()
+    (gates_dir / ".part-r0-c3.parquet.abc.tmp").write_bytes(b"half")
+    partial = read_records(out)  # the orphan gates part is ignored
+    assert len(partial.images) == 4 and len(partial.gates) == 4 * len(full.gates) // 6
+    result = record(model, dataset, out, chunk_size=2)
+    assert (result.recorded, result.skipped) == (2, 4)
+    again = read_records(out)
+    assert len(again.images) == 6 and again.images["image_id"].is_unique
+    assert len(again.gates) == len(full.gates)
+    assert not (gates_dir / "part-r0-c2.parquet").exists()  # the orphan was removed
+    assert not list(gates_dir.glob(".part-*"))
+    keys = ["image_id", "layer", "scale", "direction"]
+    assert not again.gates.duplicated(keys).any()
+    merged = again.gates.merge(full.gates, on=keys, suffixes=("", "_first"))
+    assert np.allclose(merged["alpha"], merged["alpha_first"])
+    # a plain re-run records nothing
+    result = record(model, dataset, out, chunk_size=2)
+    assert (result.recorded, result.skipped) == (0, 6)
+    assert len(read_records(out).images) == 6
+
+
+def test_limit_then_full_run_completes(tmp_path, model, dataset):
+    out = tmp_path / "grow"
+    record(model, dataset, out, limit=2)
+    record(model, dataset, out)
+    records = read_records(out)
+    assert len(records.images) == 6 and records.images["image_id"].is_unique
+    assert records.meta["num_images"] == 6
+
+
+def test_other_model_is_refused(recorded, model, dataset, tmp_path):
+    other = dynviz.build_model("tiny", num_classes=dataset.num_classes, base_channels=16)
+    records = read_records(recorded)
+    with pytest.raises(RecordError, match="base_channels"):
+        check_model(records, other)
+    with pytest.raises(RecordError, match="base_channels"):
+        read_records(recorded, model=other)
+    static = dynviz.build_model(model.config, route=_route(model.config))
+    with pytest.raises(RecordError, match="route"):
+        check_model(records, static)
+    copy = tmp_path / "copy"
+    shutil.copytree(recorded, copy)
+    with pytest.raises(RecordError, match="config"):
+        record(other, dataset, copy, data_spec=SPEC, split="val")  # appending is refused too
+
+
+def _hand_records(tmp_path):
+    gates = pd.DataFrame(
+        {
+            "image_id": ["a", "a", "b", "b"],
+            "layer": [0, 0, 0, 0],
+            "scale": [4, 4, 4, 4],
+            "scale_index": [0, 0, 0, 0],
+            "direction": ["keep", "down", "keep", "down"],
+            "alpha": [0.9, 0.0, 0.8, 0.1],
+            "active": [True, False, True, True],
+        }
+    )
+    images = pd.DataFrame(
+        {
+            "image_id": ["a", "b"],
+            "real_gmacs": [1.0, 2.0],
+            "expected_gmacs": [1.0, 2.0],
+            "miou": [0.5, np.nan],
+            "pixel_accuracy": [0.9, np.nan],
+            "height": np.int32([8, 8]),
+            "width": np.int32([8, 8]),
+            "stat_mean_object_area": [0.1, 0.2],
+        }
+    )
+    config = dynviz.RoutingSpaceConfig(name="hand", num_layers=2, base_channels=4)
+    return write_records(tmp_path / "hand", gates, images, {"config": config.to_dict()})
+
+
+def test_schema_errors_name_the_file(tmp_path):
+    folder = _hand_records(tmp_path)
+    assert len(read_records(folder).images) == 2
+    part = folder / "gates" / "part-r0-c0.parquet"
+    table = pq.read_table(part)
+    pq.write_table(table.drop(["alpha"]), part)
+    with pytest.raises(RecordError, match=r"part-r0-c0\.parquet.*missing column.*alpha"):
+        read_records(folder)
+    pq.write_table(
+        table.set_column(
+            table.schema.get_field_index("active"), "active", pa.array(["yes"] * len(table))
+        ),
+        part,
+    )
+    with pytest.raises(RecordError, match=r"part-r0-c0\.parquet.*'active'.*string"):
+        read_records(folder)
+    images = folder / "images" / "part-r0-c0.parquet"
+    pq.write_table(pq.read_table(images).drop(["real_gmacs"]), images)
+    with pytest.raises(RecordError, match=r"images/part-r0-c0\.parquet.*real_gmacs"):
+        read_records(folder)
+    (folder / "records.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(RecordError, match="records.json"):
+        read_records(folder)
+    with pytest.raises(RecordError, match="no records.json"):
+        read_records(tmp_path)
+
+
+def test_combine_labels_models(recorded, tmp_path):
+    one = read_records(recorded)
+    two = read_records(_hand_records(tmp_path))
+    gates, images = combine_records([one, two])
+    assert list(gates["model"].cat.categories) == ["tiny", "hand"]
+    assert len(images) == len(one.images) + len(two.images)
+    gates, _ = combine_records([one, one])  # same label twice: folder names, then suffixes
+    assert gates["model"].nunique() == 2
+
+
+def test_cli_records_a_checkpoint(tmp_path, model, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    save_checkpoint(run / "checkpoint_latest.pt", make_checkpoint(model, iteration=7, rng=False))
+    out = tmp_path / "cli"
+    code = cli(
+        ["record", str(run), "--data", SPEC, "--out", str(out), "--limit", "2", "--no-progress"]
+    )
+    assert code == 0
+    assert "recorded 2 image(s)" in capsys.readouterr().out
+    records = read_records(out)
+    assert records.meta["checkpoint_sha256"] == sha256_file(run / "checkpoint_latest.pt")
+    assert records.meta["checkpoint"]["iteration"] == 7
+    assert records.label == "run"
+    code = cli(["record", "tiny", "--out", str(tmp_path / "x")])
+    assert code == 2
+    assert "--data" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_write_disjoint_parts(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    base = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29541",
+        "-m",
+        "dynviz.cli",
+        "record",
+        "tiny",
+        "--data",
+        SPEC,
+        "--out",
+        str(out),
+        "--chunk",
+        "2",
+        "--no-progress",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for extra in (["--limit", "3"], []):  # a partial run, then the rest with two ranks
+        done = subprocess.run(base + extra, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    records = read_records(out)
+    assert len(records.images) == 6 and records.images["image_id"].is_unique
+    names = {p.name for p in (out / "images").glob("part-*.parquet")}
+    assert any(n.startswith("part-r1-") for n in names)
+    assert records.meta["num_images"] == 6
