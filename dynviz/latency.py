@@ -22,6 +22,7 @@ scale and broadcast over the layers. Timings are medians of interleaved repeats 
 
 from __future__ import annotations
 
+import glob
 import logging
 import statistics
 import time
@@ -48,9 +49,12 @@ __all__ = [
     "LatencyRow",
     "LatencyTable",
     "NodeLatency",
+    "Timings",
+    "cpu_wait",
     "format_latency",
     "latency_rows",
     "latency_cost_table",
+    "measure_calls",
     "measure_node_latency",
     "time_calls",
 ]
@@ -60,17 +64,80 @@ logger = logging.getLogger(__name__)
 COMPONENTS = ("op", "gate", "up", "down", "keep", "add", "lateral")
 
 
-def time_calls(calls: dict[str, Callable[[], object]], *, repeats: int = 5, warmup: int = 1,
-               min_time: float = 0.0) -> dict[str, float]:
-    """Median seconds per call of each function, the functions interleaved.
+def cpu_wait() -> float | None:
+    """Seconds the threads of this process have spent runnable but waiting for a CPU (Linux
+    ``/proc/self/task/*/schedstat``); None where the kernel does not report it.
+
+    On a machine shared with other jobs this is the contention a timing suffered: two-thread
+    OpenMP regions stall whenever one thread waits, so a few percent of waiting can double a
+    wall time.
+    """
+    total = 0
+    found = False
+    for stat in glob.glob("/proc/self/task/*/schedstat"):
+        try:
+            with open(stat, encoding="ascii") as handle:
+                total += int(handle.read().split()[1])
+            found = True
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9 if found else None
+
+
+@dataclass
+class Timings:
+    """Interleaved timings of several calls (see :func:`measure_calls`).
+
+    Attributes:
+        samples: kept seconds per call of each function, one per round.
+        waits: for each kept sample, the share of its wall time the process's threads spent
+            waiting for a CPU (None where unknown).
+        retaken: samples taken again because they waited more than ``max_wait``.
+    """
+
+    samples: dict[str, list[float]]
+    waits: dict[str, list[float | None]]
+    retaken: int = 0
+    max_wait: float | None = None
+
+    @property
+    def median(self) -> dict[str, float]:
+        return {k: statistics.median(v) for k, v in self.samples.items()}
+
+    @property
+    def median_wait(self) -> float | None:
+        values = [w for ws in self.waits.values() for w in ws if w is not None]
+        return statistics.median(values) if values else None
+
+    @property
+    def contended(self) -> int:
+        """Kept samples that still waited more than ``max_wait`` (after the retakes)."""
+        if self.max_wait is None:
+            return 0
+        return sum(1 for ws in self.waits.values() for w in ws
+                   if w is not None and w > self.max_wait)
+
+    @property
+    def count(self) -> int:
+        return sum(len(v) for v in self.samples.values())
+
+
+def measure_calls(calls: dict[str, Callable[[], object]], *, repeats: int = 5,
+                  warmup: int = 1, min_time: float = 0.0, max_wait: float | None = None,
+                  retakes: int = 3) -> Timings:
+    """Interleaved timings of each function, with the CPU wait of every sample.
 
     Each round runs every function once (in a rotated order, so none always runs right after
-    the same neighbour); ``min_time`` > 0 repeats a call within a sample until that many
-    seconds have passed, for very short calls.
+    the same neighbour). ``min_time`` > 0 repeats a call within a sample until that many
+    seconds have passed, for very short calls. With ``max_wait``, a sample whose threads
+    waited for a CPU longer than that share of its wall time (another job took the core) is
+    taken again, up to ``retakes`` times, keeping the least disturbed one.
     """
     names = list(calls)
     samples: dict[str, list[float]] = {k: [] for k in names}
+    waits: dict[str, list[float | None]] = {k: [] for k in names}
     inner = dict.fromkeys(names, 1)
+    retaken = 0
     for _ in range(warmup):
         for k in names:
             start = time.perf_counter()
@@ -78,15 +145,41 @@ def time_calls(calls: dict[str, Callable[[], object]], *, repeats: int = 5, warm
             elapsed = time.perf_counter() - start
             if min_time > 0 and elapsed < min_time:
                 inner[k] = max(1, min(1000, int(min_time / max(elapsed, 1e-7))))
+
+    def sample(k: str) -> tuple[float, float | None]:
+        n = inner[k]
+        wait0 = cpu_wait()
+        start = time.perf_counter()
+        for _ in range(n):
+            calls[k]()
+        wall = time.perf_counter() - start
+        wait1 = cpu_wait()
+        share = None if wait0 is None or wait1 is None else (wait1 - wait0) / max(wall, 1e-9)
+        return wall / n, share
+
     for r in range(repeats):
         order = names[r % len(names):] + names[:r % len(names)] if names else names
         for k in order:
-            n = inner[k]
-            start = time.perf_counter()
-            for _ in range(n):
-                calls[k]()
-            samples[k].append((time.perf_counter() - start) / n)
-    return {k: statistics.median(v) for k, v in samples.items()}
+            best = sample(k)
+            tries = 0
+            while (max_wait is not None and best[1] is not None and best[1] > max_wait
+                   and tries < retakes):
+                tries += 1
+                again = sample(k)
+                if again[1] is not None and again[1] < best[1]:
+                    best = again
+            retaken += tries
+            samples[k].append(best[0])
+            waits[k].append(best[1])
+    return Timings(samples=samples, waits=waits, retaken=retaken, max_wait=max_wait)
+
+
+def time_calls(calls: dict[str, Callable[[], object]], *, repeats: int = 5, warmup: int = 1,
+               min_time: float = 0.0, max_wait: float | None = None) -> dict[str, float]:
+    """Median seconds per call of each function, the functions interleaved
+    (:func:`measure_calls`)."""
+    return measure_calls(calls, repeats=repeats, warmup=warmup, min_time=min_time,
+                         max_wait=max_wait).median
 
 
 @dataclass
@@ -156,7 +249,7 @@ class _Lateral(nn.Module):
 def measure_node_latency(config: RoutingSpaceConfig, size: tuple[int, int] = (512, 1024), *,
                          repeats: int = 5, batch: int = 1, threads: int | None = None,
                          channels_last: bool = True, fold: bool = False,
-                         min_time: float = 2e-3) -> NodeLatency:
+                         min_time: float = 2e-3, max_wait: float | None = None) -> NodeLatency:
     """Time every component of ``config`` at ``size`` on this machine.
 
     Args:
@@ -169,6 +262,7 @@ def measure_node_latency(config: RoutingSpaceConfig, size: tuple[int, int] = (51
             CPU inference, ``RoutingNetwork.channels_last_inference``).
         fold: time with BN folded into the convs (``dynviz.export.fold_batchnorm``).
         min_time: a sample loops a call until this many seconds have passed.
+        max_wait: retake samples that waited longer for a CPU (:func:`measure_calls`).
     """
     previous = torch.get_num_threads()
     if threads is not None:
@@ -230,7 +324,8 @@ def measure_node_latency(config: RoutingSpaceConfig, size: tuple[int, int] = (51
 
         calls["decoder_fixed"] = run_fixed
         with torch.inference_mode():
-            times = time_calls(calls, repeats=repeats, warmup=1, min_time=min_time)
+            times = time_calls(calls, repeats=repeats, warmup=1, min_time=min_time,
+                               max_wait=max_wait)
     finally:
         torch.set_num_threads(previous)
     per_scale: dict[str, list[float | None]] = {

@@ -15,9 +15,11 @@ from dynviz.cli import main as cli
 from dynviz.cost import CostTable, cost_table
 from dynviz.latency import (
     LatencyTable,
+    cpu_wait,
     format_latency,
     latency_cost_table,
     latency_rows,
+    measure_calls,
     measure_node_latency,
     time_calls,
 )
@@ -124,3 +126,16 @@ def test_flops_time_option(capsys):
     assert all(r["ms"] > 0 and r["mmacs"] > 0 for r in rows)
     assert cli(["flops", "tiny", "--time", "--size", "64", "64"]) == 0
     assert "time per node" in capsys.readouterr().out
+
+
+def test_measure_calls_reports_cpu_wait_and_retakes_contended_samples():
+    calls = {"a": lambda: sum(range(1000)), "b": lambda: sum(range(2000))}
+    timings = measure_calls(calls, repeats=2, warmup=0)
+    assert timings.count == 4 and timings.retaken == 0 and timings.contended == 0
+    if cpu_wait() is None:
+        pytest.skip("no /proc/self/task/*/schedstat on this system")
+    assert all(w is not None and w >= 0 for ws in timings.waits.values() for w in ws)
+    # a negative allowance counts every sample as contended: each is taken 1 + 3 times
+    forced = measure_calls(calls, repeats=2, warmup=0, max_wait=-1.0, retakes=3)
+    assert forced.retaken == 4 * 3 and forced.contended == 4
+    assert set(forced.median) == {"a", "b"}

@@ -12,6 +12,7 @@ import os
 import platform
 import re
 import resource
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -57,6 +58,8 @@ class BenchSettings:
         sections: which figures to measure, of ``SECTIONS``.
         records: generated records (images) for the analysis-at-scale figure (f).
         record_images: images recorded in the recording-overhead figure (c).
+        max_wait: a timed sample whose threads waited for a CPU longer than this share of its
+            wall time (another job took the core) is taken again, up to 3 times.
         tune_malloc: raise glibc's malloc thresholds for the run (:mod:`dynviz.bench.allocator`).
         quick: the small settings (:meth:`quick_settings`).
     """
@@ -71,6 +74,7 @@ class BenchSettings:
     routes: tuple[str, ...] = ()
     sections: tuple[str, ...] = SECTIONS
     sgemm_n: int = 2048
+    max_wait: float = 0.05  # retake a sample whose threads waited this share for a CPU
     records: int = 100_000
     record_images: int = 8
     tune_malloc: bool = True
@@ -132,11 +136,28 @@ class Section:
     load: tuple[float, float] | None = None  # 1-minute load average before and after
     seconds: float = 0.0
     measured: bool = True
+    waits: list[float] = field(default_factory=list)  # CPU-wait share of each kept sample
+    samples: int = 0
+    retaken: int = 0
+    contended: int = 0
+
+    def add_timings(self, timings: Any) -> None:
+        """Account for a :class:`dynviz.latency.Timings` measured for this section."""
+        self.waits += [w for ws in timings.waits.values() for w in ws if w is not None]
+        self.samples += timings.count
+        self.retaken += timings.retaken
+        self.contended += timings.contended
+
+    @property
+    def median_wait(self) -> float | None:
+        return statistics.median(self.waits) if self.waits else None
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "title": self.title, "measured": self.measured,
                 "columns": self.columns, "rows": self.rows, "notes": self.notes,
-                "load": list(self.load) if self.load else None, "seconds": self.seconds}
+                "load": list(self.load) if self.load else None, "seconds": self.seconds,
+                "samples": self.samples, "median_cpu_wait": self.median_wait,
+                "retaken": self.retaken, "contended": self.contended}
 
 
 def load_average() -> float:
@@ -269,7 +290,12 @@ def _load_text(s: Section) -> str:
         return " (not measured)"
     if s.load is None:
         return ""
-    return f" (load average {s.load[0]:.2f} -> {s.load[1]:.2f}, {s.seconds:.0f} s)"
+    text = f"load average {s.load[0]:.2f} -> {s.load[1]:.2f}, {s.seconds:.0f} s"
+    wait = s.median_wait
+    if wait is not None:
+        text += (f"; CPU wait {100 * wait:.1f}% of a sample (median), {s.retaken} of "
+                 f"{s.samples} samples retaken, {s.contended} still contended")
+    return f" ({text})"
 
 
 def _fmt(v: Any) -> str:

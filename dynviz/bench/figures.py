@@ -29,7 +29,7 @@ from dynviz.export import (
     route_in_space,
     static_network,
 )
-from dynviz.latency import latency_rows, measure_node_latency, time_calls
+from dynviz.latency import Timings, latency_rows, measure_calls, measure_node_latency
 from dynviz.model import build_model
 from dynviz.model.config import RoutingSpaceConfig
 from dynviz.model.network import RoutingNetwork
@@ -115,6 +115,13 @@ def _model(name: str) -> RoutingNetwork:
     return build_model(name).eval()
 
 
+def measure(settings: BenchSettings, calls: dict[str, Callable[[], object]], *,
+            repeats: int | None = None, warmup: int = 1) -> Timings:
+    """Interleaved timings with contention retakes, as every figure takes them."""
+    return measure_calls(calls, repeats=settings.repeats if repeats is None else repeats,
+                         warmup=warmup, max_wait=settings.max_wait)
+
+
 def _timed(key: str, title: str, run: Callable[[], SectionResult]) -> SectionResult:
     load0, start = load_average(), time.perf_counter()
     logger.info("bench (%s) %s", key, title)
@@ -147,11 +154,13 @@ def bench_skip(settings: BenchSettings) -> SectionResult:
             gmacs[name] = float(table.real(out.active, gates_ran=False)[0]) / 1e9
             calls[f"skip:{name}"] = lambda r=route: model(x, route=r)
             calls[f"masked:{name}"] = lambda r=route: model(x, route=r, skip=False)
-        times = time_calls(calls, repeats=settings.repeats, warmup=1)
+        timings = measure(settings, calls)
+    times = timings.median
     base_t, base_g = times["skip:all-open"], gmacs["all-open"]
     section = Section("a", f"Batch-1 skipping: {config.name} forced routes at {size[0]}x{size[1]}",
                       ["route", "GMACs", "GMACs ratio", "skip s", "time ratio",
                        "time/GMACs ratio", "masked s", "masked/skip"])
+    section.add_timings(timings)
     figures = []
     for name in routes:
         g_ratio = gmacs[name] / base_g
@@ -196,10 +205,12 @@ def bench_batch(settings: BenchSettings) -> SectionResult:
         calls[f"masked:{mix}"] = lambda rs=per_sample: model(xb, route=rs, skip=False)
         calls[f"union:{mix}"] = lambda u=union: model(xb, route=u)
     with torch.inference_mode():
-        times = time_calls(calls, repeats=settings.repeats, warmup=1)
+        timings = measure(settings, calls)
+    times = timings.median
     section = Section("b", f"Batch-{b} per-sample routes: {config.name} at {size[0]}x{size[1]}",
                       ["batch", "variant", "batch s", "sum of batch-1 s",
                        "(sum batch-1) / batch"])
+    section.add_timings(timings)
     figures = []
     for mix, names in mixes.items():
         total = sum(times[f"b1:{n}"] for n in names)
@@ -290,10 +301,12 @@ def bench_machine_limit(settings: BenchSettings) -> SectionResult:
         calls = dict(variants)
         calls["sgemm"] = sgemm_call(settings.sgemm_n)
         with torch.inference_mode():
-            times = time_calls(calls, repeats=settings.repeats, warmup=1)
+            timings = measure(settings, calls)
+    times = timings.median
     sgemm_rate = settings.sgemm_n**3 / times["sgemm"]
     section = Section("d", f"Distance to the machine's limit: {config.name} at {size[0]}x{size[1]}",
                       ["variant", "s", "GMAC/s", "ratio to SGEMM"])
+    section.add_timings(timings)
     section.rows.append([f"SGEMM {settings.sgemm_n}^3 float32", times["sgemm"], sgemm_rate / 1e9,
                          1.0])
     ratios = {}
@@ -359,10 +372,12 @@ def bench_export(settings: BenchSettings) -> SectionResult:
                 checks[name] = check_onnx(Path(tmp) / f"{name}.onnx", static, x,
                                           threads=settings.threads).relative
         with torch.inference_mode():
-            times = time_calls(calls, repeats=settings.repeats, warmup=1)
+            timings = measure(settings, calls)
+    times = timings.median
     section = Section("e", f"Exported static nets against the dynamic net forced to the route, "
                       f"{config.name} at {size[0]}x{size[1]}",
                       ["route", "variant", "s", "speed-up over dynamic"])
+    section.add_timings(timings)
     figures = []
     for name in chosen:
         dyn = times[f"dynamic:{name}"]
@@ -424,7 +439,7 @@ def bench_latency(settings: BenchSettings) -> SectionResult:
     config = spec.space if isinstance(spec, Route) else spec
     size = settings.size
     latency = measure_node_latency(config, size, repeats=settings.repeats,
-                                   threads=settings.threads)
+                                   threads=settings.threads, max_wait=settings.max_wait)
     table = cost_table(config, size)
     section = Section("g", f"Latency per node beside MACs: {config.name} at {size[0]}x{size[1]}",
                       ["scale", "component", "MMACs", "ms", "GMAC/s"])

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from dynviz.bench.core import BenchSettings, Figure, Section
-from dynviz.latency import time_calls
+from dynviz.latency import measure_calls
 from dynviz.model import build_model
 from dynviz.model.route import Route
 from dynviz.model.zoo import load_spec
@@ -89,8 +89,10 @@ def measure_recording(settings: BenchSettings, section: Section,
         def recorded() -> None:
             record(model, dataset, Path(tmp) / f"r{next(runs)}", progress=False)
 
-        times = time_calls({"plain": plain, "record": recorded}, repeats=settings.repeats,
-                           warmup=1)
+        timings = measure_calls({"plain": plain, "record": recorded},
+                                repeats=settings.repeats, warmup=1, max_wait=settings.max_wait)
+    section.add_timings(timings)
+    times = timings.median
     overhead = 100.0 * (times["record"] / times["plain"] - 1.0)  # percent
     section.columns = ["variant", "s", "per image ms", "overhead"]
     section.title = (f"Recording overhead: {settings.model}, {count} images at "
@@ -192,8 +194,10 @@ def measure_analysis(settings: BenchSettings, section: Section, target: float,
             "common network extraction (95%)": lambda g=gates, c=config: extract_common(g, c),
             "Table 1 statistics": lambda i=images: cost_statistics(i),
         }
-        times: dict[str, float | None] = dict(
-            time_calls(steps, repeats=max(1, min(settings.repeats, 3)), warmup=0))
+        timings = measure_calls(steps, repeats=max(1, min(settings.repeats, 3)), warmup=0,
+                                max_wait=settings.max_wait)
+        section.add_timings(timings)
+        times: dict[str, float | None] = dict(timings.median)
         total = sum(v for v in times.values() if v is not None)
         times["all analyses"] = total
         figures.append(Figure("f", f"analyses, {label}", total, target, "<=", "s"))

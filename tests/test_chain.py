@@ -1,0 +1,61 @@
+"""The whole chain (dynviz.chain, behind `dynviz demo` and analysis/run_chain.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dynviz.chain import QUICK, fcn_like, run_chain, unet_like
+from dynviz.model.route import Route
+from dynviz.model.zoo import load_space
+
+
+def test_special_case_routes_are_valid():
+    for name in ("tiny", "small", "layer16"):
+        config = load_space(name)
+        unet = Route.from_chains(config, unet_like(config))
+        fcn = Route.from_chains(config, fcn_like(config))
+        assert len(fcn) == config.num_layers + 1 and len(unet) > len(fcn)
+        assert any(s == 0 for layer, s, _ in unet.paths if layer == config.num_layers)
+    assert unet_like(load_space("tiny")) == [[4, 8, 16, 8, 4], [4, 4, 4, 4, 4], [4, 8, 8, 8, 4]]
+
+
+@pytest.mark.slow
+def test_chain_end_to_end_and_rerun_reuses_steps(tmp_path):
+    settings = dataclasses.replace(QUICK, iters=30, static_iters=10, train_count=32, val_count=12)
+    out = tmp_path / "chain"
+    result = run_chain(out, settings, progress=False)
+    table = pd.read_csv(out / "compare" / "table1.csv")
+    methods = ["Dynamic-Raw", "Dynamic-Budget"]
+    if result.common is not None:
+        methods.append("Common-Budget")
+    assert list(table["method"]) == [*methods, "U-Net-like", "FCN-like"]
+    assert {"dynamic", "special case"} <= set(table["kind"])
+    report = result.report.read_text()
+    assert "Table 1 on synthetic data" in report and "dynviz app" in report
+    assert all(path.is_file() for path in result.figures.values())
+    checkpoints = sorted(out.glob("runs/*/checkpoint_latest.pt"))
+    stamps = [p.stat().st_mtime_ns for p in checkpoints]
+    table_stamp = (out / "compare" / "table1.md").stat().st_mtime_ns
+    again = run_chain(out, settings, progress=False)
+    assert [p.stat().st_mtime_ns for p in checkpoints] == stamps  # nothing retrained
+    assert (out / "compare" / "table1.md").stat().st_mtime_ns == table_stamp
+    assert again.seconds < result.seconds
+
+
+@pytest.mark.slow
+def test_run_chain_script_refreshes_docs(tmp_path):
+    path = Path(__file__).resolve().parents[1] / "analysis" / "run_chain.py"
+    spec = importlib.util.spec_from_file_location("dynviz_run_chain", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    out, docs = tmp_path / "chain", tmp_path / "docs"
+    assert module.main(["--out", str(out), "--docs", str(docs), "--iters", "10"]) == 0
+    for name in ("fig5.png", "routing_vs_scale.png", "table1.md"):
+        assert (docs / name).is_file()
