@@ -72,7 +72,7 @@ class ChainSettings:
 # A few minutes on two idle cores; what the slow test and `analysis/run_chain.py --quick` run.
 QUICK = ChainSettings()
 # The demo: about 15 minutes on a 2-core CPU.
-DEMO = ChainSettings(size=96, train_count=256, val_count=64, iters=500, static_iters=300)
+DEMO = ChainSettings(size=96, train_count=384, val_count=64, iters=1200, static_iters=600)
 # Longer runs for nicer figures.
 FULL = ChainSettings(size=128, train_count=256, val_count=96, iters=1000, static_iters=1000)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -340,3 +341,31 @@ def test_unwritable_run_directory_is_a_clear_error(tmp_path, capsys):
     )
     assert code == 1
     assert str(blocker / "run") in capsys.readouterr().err
+
+
+def test_latency_weighted_budget_measures_once_and_resumes_with_the_same_table(tmp_path):
+    config = _config(
+        tmp_path,
+        "latency",
+        budget_cost="latency",
+        budget_lambda=1.0,
+        budget_mu=0.3,
+        budget_start=0.0,
+        budget_ramp=0.01,
+        iters=4,
+    )
+    first = Trainer(config)
+    table = first.budget.table
+    # normalised: every alpha 1 is the whole all-open backbone time
+    assert table.backbone_all_open() == pytest.approx(1.0)
+    assert table.unit == "share of the all-open backbone time"  # seconds, not MACs
+    assert (table.op[1:][table.op[1:] != 0] > 0).all()
+    first.run(until=2)
+    saved = json.loads((Path(config.out) / "latency.json").read_text())
+    assert saved["size"] == list(config.crop)
+    again = Trainer(config, resume=True)
+    torch.testing.assert_close(again.budget.table.op, table.op)
+    torch.testing.assert_close(again.budget.table.path, table.path)
+    again.run()
+    records = [json.loads(line) for line in (Path(config.out) / "metrics.jsonl").open()]
+    assert any(r.get("budget_loss") for r in records if r.get("kind") == "train")

@@ -123,6 +123,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="SHARE",
         help=_help("share of training of its linear ramp", "budget_ramp"),
     )
+    group.add_argument(
+        "--budget-cost",
+        choices=("macs", "latency"),
+        help=_help(
+            "what the budget constrains: expected MACs (the paper) or expected time from a "
+            "per-node latency table measured on this machine at the crop size",
+            "budget_cost",
+        ),
+    )
     group = parser.add_argument_group("run")
     group.add_argument("--num-classes", type=int, metavar="K", help="classes (default: the data's)")
     group.add_argument(

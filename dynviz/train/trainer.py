@@ -50,6 +50,7 @@ from dynviz.checkpoint import (
     BEST,
     LATEST,
     CheckpointError,
+    atomic_write,
     load_checkpoint,
     make_checkpoint,
     model_from_checkpoint,
@@ -57,7 +58,7 @@ from dynviz.checkpoint import (
     route_to_dict,
     save_checkpoint,
 )
-from dynviz.cost import cost_table
+from dynviz.cost import CostTable, cost_table
 from dynviz.data import IGNORE_INDEX, DataError, build_dataset, train_transforms
 from dynviz.evaluate import EvalResult, evaluate
 from dynviz.model import ConfigError, RoutingNetwork, build_model
@@ -66,6 +67,7 @@ from dynviz.train.distributed import (
     DistInfo,
     EpochIndexed,
     SampleStream,
+    all_gather_objects,
     all_reduce_sum,
     broadcast_buffers,
     init_distributed,
@@ -87,6 +89,7 @@ logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
+LATENCY_FILE = "latency.json"  # the per-node time table of a latency-weighted budget
 
 
 class NonFiniteLossError(RuntimeError):
@@ -121,6 +124,7 @@ class TrainConfig:
     budget_mu: float | None = None  # default: the model config's budget_mu
     budget_start: float = 0.4  # budget loss off before this share of training
     budget_ramp: float = 0.02  # then a linear ramp over this share
+    budget_cost: str = "macs"  # macs: expected MACs (the paper); latency: expected measured time
     num_classes: int | None = None  # default: the training data's
     seed: int = 0
     eval_every: int = 0  # 0: evaluate only at the end
@@ -170,6 +174,8 @@ class TrainConfig:
             raise ConfigError(f"num_classes: {self.num_classes} must be >= 1")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise ConfigError(f"eval_limit: {self.eval_limit} must be >= 1")
+        if self.budget_cost not in ("macs", "latency"):
+            raise ConfigError(f"budget_cost: {self.budget_cost!r} must be macs or latency")
         if self.device not in (None, "cpu", "cuda"):
             raise ConfigError(f"device: {self.device!r} must be cpu or cuda")
 
@@ -475,13 +481,54 @@ class Trainer:
     def _build_budget(self) -> BudgetLoss | None:
         if not self.model.is_dynamic:
             return None
-        table = cost_table(self.model.config, self.config.crop)
+        if self.config.budget_cost == "latency":
+            table = self._latency_table()
+        else:
+            table = cost_table(self.model.config, self.config.crop)
         return BudgetLoss(
             table,
             lam=float(self.config.budget_lambda or 0.0),
             mu=float(self.config.budget_mu or 0.0),
             schedule=BudgetSchedule(self.config.budget_start, self.config.budget_ramp),
         )
+
+    def _latency_table(self) -> CostTable:
+        """Per-node time at the training crop, measured once on this machine (rank 0) and kept
+        in the run directory, so a resumed run and every rank use the same table."""
+        from dynviz.latency import NodeLatency, latency_cost_table, measure_node_latency
+
+        config, crop = self.model.config, self.config.crop
+        path = self.run_dir / LATENCY_FILE
+        data = None
+        if self.info.is_main:
+            if path.is_file():
+                data = json.loads(path.read_text(encoding="utf-8"))
+            else:
+                per_rank = max(1, self.config.batch // self.info.world_size)
+                logger.info("measuring per-node latency at %dx%d for the budget", *crop)
+                measured = measure_node_latency(config, crop, repeats=3, batch=per_rank)
+                data = {
+                    "size": list(crop),
+                    "batch": measured.batch,
+                    "threads": measured.threads,
+                    "channels_last": measured.channels_last,
+                    "per_scale": measured.per_scale,
+                    "stem": measured.stem,
+                    "decoder_fixed": measured.decoder_fixed,
+                }
+                atomic_write(path, lambda h: h.write(json.dumps(data, indent=2).encode()))
+        data = all_gather_objects(data)[0]
+        latency = NodeLatency(
+            config=config,
+            size=crop,
+            batch=int(data["batch"]),
+            threads=int(data["threads"]),
+            channels_last=bool(data["channels_last"]),
+            per_scale=data["per_scale"],
+            stem=float(data["stem"]),
+            decoder_fixed=float(data["decoder_fixed"]),
+        )
+        return latency_cost_table(config, crop, latency=latency, normalise=True)
 
     def _wrap(self, model: RoutingNetwork) -> nn.Module:
         if not self.info.distributed:
