@@ -44,6 +44,7 @@ from dynviz.model import RoutingNetwork, RoutingSpaceConfig, build_model
 from dynviz.model.route import Route
 
 __all__ = [
+    "run_data_spec",
     "BEST",
     "FORMAT",
     "FORMAT_VERSION",
@@ -322,3 +323,9 @@ def load_model(
     meta["path"] = str(file)
     meta["sha256"] = sha256_file(file)
     return model, meta
+
+
+def run_data_spec(meta: dict[str, Any]) -> str | None:
+    """The data spec a run was validated (else trained) on, from its checkpoint meta."""
+    args = meta.get("train_args") or {}
+    return args.get("val_data") or args.get("data")

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from dynviz.checkpoint import CheckpointError, load_model
+from dynviz.checkpoint import CheckpointError, load_model, run_data_spec
 from dynviz.cost import CostTable, cost_table
 from dynviz.data import DataError, Resize, build_dataset
 from dynviz.metrics import ConfusionMatrix
@@ -323,11 +323,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _default_spec(meta: dict[str, Any]) -> str | None:
-    args = meta.get("train_args") or {}
-    return args.get("val_data") or args.get("data")
-
-
 def _format_table(result: EvalResult, header: dict[str, str]) -> str:
     lines = [f"{k:<12}{v}" for k, v in header.items()]
     lines += [
@@ -354,7 +349,7 @@ def _main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     info = init_distributed(args.device)
     model, meta = load_model(args.checkpoint)
-    spec = args.data or _default_spec(meta)
+    spec = args.data or run_data_spec(meta)
     if not spec:
         raise ConfigError(f"{meta['path']}: records no training data; pass --data SPEC")
     transform = Resize(tuple(args.size)) if args.size else None

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from dynviz.checkpoint import CheckpointError
+from dynviz.checkpoint import CheckpointError, run_data_spec
 from dynviz.data import DataError, Resize, build_dataset
 from dynviz.model import ConfigError
 from dynviz.model.route import Route
@@ -112,11 +112,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _default_spec(meta: dict[str, Any]) -> str | None:
-    args = meta.get("train_args") or {}
-    return args.get("val_data") or args.get("data")
-
-
 def _main(args: argparse.Namespace) -> int:
     from dynviz.train.distributed import all_reduce_sum, cleanup_distributed, init_distributed
 
@@ -132,7 +127,7 @@ def _main(args: argparse.Namespace) -> int:
         spec = args.data
         if trained:
             model, meta = load_records_model(args.source)
-            spec = spec or _default_spec(meta)
+            spec = spec or run_data_spec(meta)
             if not spec:
                 raise ConfigError(f"{meta['path']}: records no training data; pass --data SPEC")
         elif not spec:

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from dynviz.plots.style import DIRECTION_COLORS, PALETTE
+
 __all__ = [
     "cost_histogram",
     "probability_heatmap",
@@ -26,19 +28,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PALETTE = (
-    "#4C72B0",
-    "#DD8452",
-    "#55A868",
-    "#C44E52",
-    "#8172B3",
-    "#937860",
-    "#DA8BC3",
-    "#8C8C8C",
-    "#CCB974",
-    "#64B5CD",
-)
-DIRECTION_COLORS = {"keep": "#4C72B0", "up": "#55A868", "down": "#C44E52", "stem": "#8C8C8C"}
 TEMPLATE = "plotly_white"
 
 

@@ -17,6 +17,8 @@ from matplotlib.axes import Axes
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
+from dynviz.plots.style import DIRECTION_COLORS, PALETTE
+
 __all__ = [
     "cost_histogram",
     "new_axes",
@@ -28,20 +30,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-PALETTE = (
-    "#4C72B0",
-    "#DD8452",
-    "#55A868",
-    "#C44E52",
-    "#8172B3",
-    "#937860",
-    "#DA8BC3",
-    "#8C8C8C",
-    "#CCB974",
-    "#64B5CD",
-)  # seaborn "deep"
-DIRECTION_COLORS = {"keep": "#4C72B0", "up": "#55A868", "down": "#C44E52", "stem": "#8C8C8C"}
 
 
 def new_axes(figsize: tuple[float, float] = (6.0, 4.0), *, dpi: int = 100) -> Axes:
