@@ -222,6 +222,8 @@ class StaticNetwork(nn.Module):
         self.decoder = network.decoder
         self._steps = tuple(steps)
         self.channels_last_inference = network.channels_last_inference
+        # fused oneDNN conv + ReLU / + residual in float32 CPU inference once BN is folded
+        self.fuse = True
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` images to ``(B, num_classes, H, W)`` logits."""
@@ -233,25 +235,50 @@ class StaticNetwork(nn.Module):
         if (self.channels_last_inference and inplace and x.device.type == "cpu"
                 and not torch.jit.is_tracing()):
             x = x.contiguous(memory_format=torch.channels_last)  # as RoutingNetwork does
-        nodes: dict[tuple[int, int], torch.Tensor] = {(0, 0): self.stem(x)}
+        if self._can_fuse(x):
+            try:
+                return self._run(x, fused=True)[..., :height, :width]
+            except RuntimeError as err:  # an oneDNN build without the fused kernels
+                logger.warning("fused oneDNN convolutions unavailable (%s); using plain ones",
+                               err)
+                self.fuse = False
+        return self._run(x, fused=False, inplace=inplace)[..., :height, :width]
+
+    def _can_fuse(self, x: torch.Tensor) -> bool:
+        """Fused oneDNN conv + bias + ReLU / + residual: float32 CPU inference of a folded
+        network, never while tracing (the graph must hold plain ops)."""
+        return (self.fuse and x.device.type == "cpu" and x.dtype == torch.float32
+                and not torch.is_grad_enabled() and not torch.jit.is_tracing()
+                and count_batchnorm(self) == 0 and _pointwise_available())
+
+    def _run(self, x: torch.Tensor, *, fused: bool, inplace: bool = True) -> torch.Tensor:
+        nodes: dict[tuple[int, int], torch.Tensor] = {
+            (0, 0): _stem(self.stem, x) if fused else self.stem(x)}
         features: dict[int, torch.Tensor] = {}
         for step in self._steps:
             cell = self.cells[step.key]
             x_in = nodes.pop(step.node)  # (B, C, h, w): the sum of incoming paths
-            h = cell.op(x_in)
-            h = h.add_(x_in) if inplace else h + x_in
-            r = h.relu_()  # ReLU(H)
+            if fused:
+                r = _hidden_fused(cell.op, x_in)  # ReLU(H)
+            else:
+                h = cell.op(x_in)
+                h = h.add_(x_in) if inplace else h + x_in
+                r = h.relu_()  # ReLU(H)
             for d, target in step.outputs:
-                y = cell.transform(d, r)
+                if fused and d is not Direction.KEEP:
+                    y = _transform_fused(cell.up if d is Direction.UP else cell.down, r)
+                else:
+                    y = cell.transform(d, r)
                 if target is None:
                     features[step.node[1]] = y
                 elif target in nodes:
                     nodes[target] = nodes[target].add_(y) if inplace else nodes[target] + y
                 else:
                     nodes[target] = y  # r itself for keep: its other transforms have run
-        return self._decode(features, (x.shape[-2], x.shape[-1]))[..., :height, :width]
+        return self._decode(features, (x.shape[-2], x.shape[-1]), fused=fused)
 
-    def _decode(self, features: dict[int, torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    def _decode(self, features: dict[int, torch.Tensor], size: tuple[int, int], *,
+                fused: bool = False) -> torch.Tensor:
         decoder = self.decoder
         y: torch.Tensor | None = None
         for s in reversed(range(len(decoder.lateral))):
@@ -260,12 +287,57 @@ class StaticNetwork(nn.Module):
                 y = f if y is None else y + f
             if y is None:
                 continue
-            y = decoder.lateral[s](y)
+            lateral = decoder.lateral[s]
+            y = _conv(lateral.conv, y, "relu") if fused else lateral(y)
             if s > 0:
                 y = F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False)
         assert y is not None  # a valid route reaches the decoder
-        logits = decoder.predictor(y).contiguous()  # (B, K, H/4, W/4), default layout
+        logits = _conv(decoder.predictor, y) if fused else decoder.predictor(y)
+        logits = logits.contiguous()  # (B, K, H/4, W/4), default layout before upsampling
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+
+# ------------------------------------------------------------------ fused oneDNN kernels
+def _pointwise_available() -> bool:
+    try:
+        return bool(torch.backends.mkldnn.is_available()
+                    and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _conv(conv: nn.Conv2d, x: torch.Tensor, unary: str = "none") -> torch.Tensor:
+    """``conv(x)`` with an optional fused ``unary`` ("relu") by oneDNN, one pass over memory."""
+    return torch.ops.mkldnn._convolution_pointwise(
+        x, conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation),
+        conv.groups, unary, [], "")
+
+
+def _conv_add_relu(conv: nn.Conv2d, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """``relu(conv(x) + other)`` in one oneDNN kernel."""
+    return torch.ops.mkldnn._convolution_pointwise.binary(
+        x, other, conv.weight, conv.bias, list(conv.padding), list(conv.stride),
+        list(conv.dilation), conv.groups, "add", 1.0, "relu", [], "")
+
+
+def _stem(stem: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    x = _conv(stem.conv1, images, "relu")  # (B, C, H/2, W/2)
+    for sep in (stem.sep1, stem.sep2):
+        x = _conv(sep.pw, _conv(sep.dw, x), "relu")
+    return x  # (B, C, H/4, W/4)
+
+
+def _hidden_fused(op: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """ReLU(O(X) + X) of a folded SepConv: the residual and ReLU ride on the last conv."""
+    t = _conv(op.pw1, _conv(op.dw1, x), "relu")
+    return _conv_add_relu(op.pw2, _conv(op.dw2, t), x)
+
+
+def _transform_fused(transform: nn.Module, r: torch.Tensor) -> torch.Tensor:
+    y = _conv(transform.conv, r, "relu")
+    if isinstance(transform, UpTransform):
+        y = F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False)
+    return y
 
 
 # ------------------------------------------------------------------------------ building

@@ -115,9 +115,9 @@ def test_export_figure_compares_static_with_dynamic():
     section, figures = bench_export(_settings())
     variants = {row[1] for row in section.rows}
     assert "dynamic, forced route (skip form)" in variants
-    assert "static module, BN folded (exported form)" in variants
+    assert "static module, BN folded, fused conv+ReLU (default)" in variants
     assert any("onnxruntime" in v for v in variants)
-    assert {f.name for f in figures} >= {"dynamic / static PyTorch, common-like"}
+    assert {f.name for f in figures} >= {"dynamic / static PyTorch (best), common-like"}
     assert any("tolerance 1e-4" in note for note in section.notes)
 
 

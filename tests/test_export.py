@@ -177,3 +177,19 @@ def test_export_cli_checkpoint_with_route(tmp_path, capsys, tiny, route):
     # a dynamic model without --route is refused with a message
     assert cli(["export", str(ckpt), "--out", str(out)]) == 2
     assert "--route" in capsys.readouterr().err
+
+
+def test_fused_onednn_path_matches_the_plain_static_module(dynamic, route):
+    net = static_network(dynamic.float(), route)
+    x = torch.randn(2, 3, 64, 96)
+    with torch.inference_mode():
+        ref = dynamic(x, route=route).logits
+        if not net._can_fuse(x.contiguous(memory_format=torch.channels_last)):
+            pytest.skip("no fused oneDNN convolutions in this torch build")
+        fused = net(x)
+        net.fuse = False
+        plain = net(x)
+    scale = float(ref.abs().max())
+    assert float((fused - plain).abs().max()) <= 1e-5 * scale
+    assert float((fused - ref).abs().max()) <= 1e-5 * scale
+    assert fused.is_contiguous() and fused.shape == (2, 4, 64, 96)

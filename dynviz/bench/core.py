@@ -76,7 +76,7 @@ class BenchSettings:
     sgemm_n: int = 2048
     max_wait: float = 0.05  # retake a sample whose threads waited this share for a CPU
     records: int = 100_000
-    record_images: int = 8
+    record_images: int = 32
     tune_malloc: bool = True
     quick: bool = False
 

@@ -81,7 +81,7 @@ def measure_recording(settings: BenchSettings, section: Section,
         with torch.inference_mode():
             for item in loader:
                 out = model(torch.stack([item["image"]]))
-                out.logits.max(1).indices  # the prediction record makes (argmax is slower)
+                _ = out.logits.max(1).indices  # the prediction record makes (argmax is slower)
 
     with tempfile.TemporaryDirectory() as tmp:
         runs = iter(range(1_000_000))

@@ -504,9 +504,8 @@ class Trainer:
             if path.is_file():
                 data = json.loads(path.read_text(encoding="utf-8"))
             else:
-                per_rank = max(1, self.config.batch // self.info.world_size)
                 logger.info("measuring per-node latency at %dx%d for the budget", *crop)
-                measured = measure_node_latency(config, crop, repeats=3, batch=per_rank)
+                measured = measure_node_latency(config, crop, repeats=3, batch=1)  # per image
                 data = {
                     "size": list(crop),
                     "batch": measured.batch,
