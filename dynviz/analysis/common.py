@@ -41,7 +41,6 @@ def path_probability(gates: pd.DataFrame) -> dict[PathKey, float]:
     frame = gates
     if "scale_index" not in frame.columns:
         frame = frame.assign(scale_index=frame["scale"].map(lambda s: int(round(math.log2(s / 4)))))
-    frame = frame.assign(direction=frame["direction"].astype(str))
     p = frame.groupby(["layer", "scale_index", "direction"], observed=True)["active"].mean()
     return {
         (int(layer), int(scale), Direction.parse(d)): float(v) for (layer, scale, d), v in p.items()
