@@ -29,14 +29,6 @@ SMALL = "small"  # L=8, width 16: the quick figures on a model the tests can aff
 THREADS = ["--threads", "1"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture
 def small_fix(tmp_path) -> str:
     data = {**load_spec(SMALL).to_dict(), "name": "small-fix", "gate": "none"}

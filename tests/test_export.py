@@ -23,15 +23,6 @@ from dynviz.model.route import Route
 ROUTE_CHAINS = [[4, 8, 16, 8, 4], [4, 4, 4, 4, 4]]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One thread: two-thread OpenMP collapses on a shared machine; nothing here is timed."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _randomise(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
     """Non-trivial BN statistics and affine parameters (folding must use all four)."""
     g = torch.Generator().manual_seed(seed)

@@ -28,15 +28,6 @@ from dynviz.model.route import Route
 SIZE = (64, 64)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One thread: two-thread OpenMP collapses on a shared machine; nothing here is timed."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def latency():
     from dynviz.model.config import RoutingSpaceConfig
