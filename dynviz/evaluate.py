@@ -35,6 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from dynviz.checkpoint import CheckpointError, load_model, run_data_spec
+from dynviz.commands import add_run_options
 from dynviz.cost import CostTable, cost_table
 from dynviz.data import DataError, Resize, build_dataset
 from dynviz.metrics import ConfusionMatrix
@@ -307,20 +308,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="resize every image and label to H x W first",
     )
     parser.add_argument("--limit", type=int, metavar="N", help="evaluate the first N images")
-    parser.add_argument(
-        "--workers", type=int, default=0, metavar="N", help="data-loading workers (default 0)"
-    )
-    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
-    parser.add_argument(
-        "--threads", type=int, metavar="N", help="torch CPU threads (default: torch's)"
-    )
+    add_run_options(parser, threads=True)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress bar (default: when stderr is a terminal)",
-    )
 
 
 def _format_table(result: EvalResult, header: dict[str, str]) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from dynviz.checkpoint import CheckpointError, run_data_spec
+from dynviz.commands import add_run_options
 from dynviz.data import DataError, Resize, build_dataset
 from dynviz.model import ConfigError
 from dynviz.model.route import Route
@@ -100,16 +101,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--name",
         help="label of the model in analyses (default: the run directory's or model's name)",
     )
-    parser.add_argument(
-        "--workers", type=int, default=0, metavar="N", help="data-loading workers (default 0)"
-    )
-    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
-    parser.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress bar (default: when stderr is a terminal)",
-    )
+    add_run_options(parser)
 
 
 def _main(args: argparse.Namespace) -> int:
