@@ -57,6 +57,7 @@ __all__ = [
     "load_model",
     "make_checkpoint",
     "model_from_checkpoint",
+    "remove_stale_temporaries",
     "restore_rng",
     "route_to_dict",
     "save_checkpoint",
@@ -170,6 +171,23 @@ def atomic_write(path: str | os.PathLike[str], write: Any) -> Path:
             except OSError:
                 pass
     return path
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files a killed :func:`atomic_write` left behind in ``folder``.
+
+    A SIGKILL between ``mkstemp`` and ``os.replace`` leaves ``.NAME.XXXX.tmp``; it is never
+    read as a checkpoint (the target keeps its last whole version), and a resumed run
+    removes it here. Returns the paths removed.
+    """
+    removed = []
+    for name in (LATEST, BEST):
+        for stale in Path(folder).glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+            removed.append(stale)
+    if removed:
+        logger.info("removed %d temporary file(s) left by a killed run in %s", len(removed), folder)
+    return removed
 
 
 def route_to_dict(route: Route | None) -> dict[str, Any] | None:

@@ -54,6 +54,7 @@ from dynviz.checkpoint import (
     load_checkpoint,
     make_checkpoint,
     model_from_checkpoint,
+    remove_stale_temporaries,
     restore_rng,
     route_to_dict,
     save_checkpoint,
@@ -319,6 +320,8 @@ class Trainer:
         self._seed_everything(config.seed)
         _check_writable(self.run_dir)
         checkpoint = self._resume_checkpoint(config) if resume else None
+        if checkpoint is not None and self.info.is_main:
+            remove_stale_temporaries(self.run_dir)
         if checkpoint is None:
             for name in (LATEST, BEST):
                 if (self.run_dir / name).exists():
