@@ -36,7 +36,6 @@ import logging
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +48,7 @@ import pyarrow.parquet as pq
 import torch
 
 import dynviz
+from dynviz.checkpoint import atomic_write
 from dynviz.cost import CostTable, cost_table
 from dynviz.model import ConfigError, Direction, RoutingNetwork, RoutingSpaceConfig, build_model
 from dynviz.model.route import Route
@@ -427,31 +427,11 @@ def combine_records(records: Sequence[Records]) -> tuple[pd.DataFrame, pd.DataFr
 
 # ------------------------------------------------------------------------------- writing
 def _atomic_write_table(table: pa.Table, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda handle: pq.write_table(table, handle, compression="zstd"))
 
 
 def _atomic_write_text(text: str, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def _gates_table(gates: pd.DataFrame) -> pa.Table:
