@@ -94,9 +94,10 @@ def stamp(path: str | Path) -> float:
 
 
 # --------------------------------------------------------------------------------- frames
-@st.cache_data(show_spinner="Reading records...", max_entries=32)
+@st.cache_resource(show_spinner="Reading records...", max_entries=8)
 def load_records(path: str, mtime: float) -> Any:
-    """``dynviz.record.read_records(path)``; ``mtime`` only keys the cache."""
+    """``dynviz.record.read_records(path)``, shared and read-only (the gate rows of 100,000
+    images are 10^7 rows: no copy per call); ``mtime`` only keys the cache."""
     from dynviz.record import read_records
 
     return read_records(path)
@@ -122,14 +123,56 @@ def sidecar(path: str, mtime: float) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def combined(paths: tuple[str, ...], mtimes: tuple[float, ...]) -> tuple[pd.DataFrame,
-                                                                        pd.DataFrame]:
-    """``dynviz.record.combine_records`` of several records folders: ``(gates, images)`` with a
-    ``model`` column."""
-    from dynviz.record import combine_records
+def _labels(paths: tuple[str, ...], mtimes: tuple[float, ...]) -> list[str]:
+    from dynviz.record import record_labels
 
-    return combine_records([load_records(p, m) for p, m in zip(paths, mtimes, strict=True)])
+    return record_labels([load_records(p, m) for p, m in zip(paths, mtimes, strict=True)])
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def combined_images(paths: tuple[str, ...], mtimes: tuple[float, ...]) -> pd.DataFrame:
+    """The image rows of several records folders with a ``model`` column."""
+    from dynviz.record import label_frames
+
+    frames = [load_records(p, m).images for p, m in zip(paths, mtimes, strict=True)]
+    return label_frames(frames, _labels(paths, mtimes))
+
+
+@dataclass(frozen=True)
+class PathStatistics:
+    """What the pages need of a records folder's gate rows, computed once: per-path activation
+    probabilities (``activation_probability``) and per-path alpha histograms (20 bins)."""
+
+    per_path: pd.DataFrame
+    histogram: pd.DataFrame
+
+
+ALPHA_BINS = 20
+
+
+@st.cache_data(show_spinner="Summarising the routes...", max_entries=32)
+def path_statistics(path: str, mtime: float) -> PathStatistics:
+    """Per-path statistics of one records folder (small frames: the pages filter these instead
+    of the gate rows)."""
+    from dynviz.analysis import activation_probability, alpha_histogram
+
+    gates = load_records(path, mtime).gates
+    return PathStatistics(
+        activation_probability(gates),
+        alpha_histogram(gates, bins=ALPHA_BINS, by=("layer", "scale", "direction")),
+    )
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def combined_path_statistics(paths: tuple[str, ...], mtimes: tuple[float, ...]
+                             ) -> PathStatistics:
+    """:func:`path_statistics` of several records folders with a ``model`` column."""
+    from dynviz.record import label_frames
+
+    stats = [path_statistics(p, m) for p, m in zip(paths, mtimes, strict=True)]
+    labels = _labels(paths, mtimes)
+    return PathStatistics(label_frames([s.per_path for s in stats], labels),
+                          label_frames([s.histogram for s in stats], labels))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -169,8 +212,7 @@ def table1(paths: tuple[str, ...], mtimes: tuple[float, ...]) -> pd.DataFrame:
     each model comes from."""
     from dynviz.analysis import cost_statistics
 
-    _, images = combined(paths, mtimes)
-    stats = cost_statistics(images)
+    stats = cost_statistics(combined_images(paths, mtimes))
     info = []
     for path, mtime in zip(paths, mtimes, strict=True):
         meta = load_records(path, mtime).meta
@@ -381,18 +423,17 @@ class Extracted:
 def common_network(path: str, mtime: float, threshold: float, height: int, width: int) -> Extracted:
     """``extract_common`` at ``threshold``, its static network's params and GMACs at the records'
     input size and at 1024x2048, and its figure."""
-    from dynviz.analysis import CommonNetError, activation_probability, extract_common
+    from dynviz.analysis import CommonNetError, extract_common
     from dynviz.cost import cost_table, param_table
     from dynviz.graph import space_graph
     from dynviz.plots.interactive import space_figure
 
-    records = load_records(path, mtime)
-    config = records.config
+    config = load_records(path, mtime).config
+    per_path = path_statistics(path, mtime).per_path
     try:
-        route = extract_common(records, threshold=threshold)
+        route = extract_common(per_path, config, threshold=threshold)
     except CommonNetError as err:
         return Extracted(error=str(err))
-    per_path = activation_probability(records.gates)
     costs = cost_table(config, (height, width), route=route)
     graph = space_graph(config, costs=costs, probability=per_path, mean_alpha=per_path,
                         route=route)
@@ -471,26 +512,30 @@ def measured_accuracy(records: tuple[str, ...], records_mtimes: tuple[float, ...
 
 
 # ---------------------------------------------------------------------- routing vs scale
-@st.cache_data(show_spinner="Relating routes to object scale...", max_entries=16)
-def routing_vs_scale(paths: tuple[str, ...], mtimes: tuple[float, ...]) -> pd.DataFrame:
-    """``dynviz.analysis.routing_vs_scale`` per records folder (with per-scale cost shares),
-    stacked with a ``model`` column."""
+@st.cache_data(show_spinner="Relating routes to object scale...", max_entries=32)
+def image_routes(path: str, mtime: float) -> pd.DataFrame:
+    """``dynviz.analysis.routing_vs_scale`` of one records folder, with per-scale cost
+    shares."""
     from dynviz.analysis import routing_vs_scale as per_image
     from dynviz.model.route import Route
     from dynviz.record import path_cost_frame
 
-    frames = []
-    for path, mtime in zip(paths, mtimes, strict=True):
-        rec = load_records(path, mtime)
-        sizes = rec.meta.get("input_sizes") or rec.images[["height", "width"]].drop_duplicates(
-        ).to_numpy().tolist()
-        route = rec.meta.get("route")
-        costs = path_cost_frame(rec.config, (int(sizes[0][0]), int(sizes[0][1])),
-                                route=Route.from_dict(route) if route else None)
-        frames.append(per_image(rec.gates, rec.images, path_costs=costs).assign(
-            model=rec.label))
-    out = pd.concat(frames, ignore_index=True)
-    return out[["model"] + [c for c in out.columns if c != "model"]]
+    rec = load_records(path, mtime)
+    sizes = rec.meta.get("input_sizes") or rec.images[["height", "width"]].drop_duplicates(
+    ).to_numpy().tolist()
+    route = rec.meta.get("route")
+    costs = path_cost_frame(rec.config, (int(sizes[0][0]), int(sizes[0][1])),
+                            route=Route.from_dict(route) if route else None)
+    return per_image(rec.gates, rec.images, path_costs=costs)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def routing_vs_scale(paths: tuple[str, ...], mtimes: tuple[float, ...]) -> pd.DataFrame:
+    """:func:`image_routes` of several records folders, stacked with a ``model`` column."""
+    from dynviz.record import label_frames
+
+    frames = [image_routes(p, m) for p, m in zip(paths, mtimes, strict=True)]
+    return label_frames(frames, _labels(paths, mtimes))
 
 
 # -------------------------------------------------------------------------------- context
@@ -555,6 +600,9 @@ def sidebar() -> Context:
                                   "them).")
             selected = usable[labels.index(choice)]
             st.query_params["records"] = choice
+            # summarise the gate rows once, here: every page then reads small frames
+            path_statistics(selected, stamp(selected))
+            image_routes(selected, stamp(selected))
         else:
             st.caption("No records here yet: `dynviz record RUN_DIR --data SPEC --out DIR` "
                        "writes them.")

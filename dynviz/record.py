@@ -65,6 +65,8 @@ __all__ = [
     "Records",
     "check_model",
     "combine_records",
+    "label_frames",
+    "record_labels",
     "load_records_model",
     "path_cost_frame",
     "read_records",
@@ -221,10 +223,18 @@ def _parts(folder: Path) -> dict[tuple[int, int], Path]:
     return out
 
 
+def _arrow_to_pandas(kind: pa.DataType) -> Any:
+    """pandas dtypes for Arrow types: strings stay Arrow-backed (no Python objects)."""
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return pd.StringDtype("pyarrow")
+    return None
+
+
 def _read_table(
     files: Sequence[Path], columns: Mapping[str, str], *, extra: Sequence[str] = ()
 ) -> pd.DataFrame:
-    frames = []
+    tables = []
+    categories = [name for name, kind in columns.items() if kind == "category"]
     for file in files:
         try:
             schema = pq.read_schema(file)
@@ -232,12 +242,17 @@ def _read_table(
             raise RecordError(f"{file}: not a readable Parquet file ({err})") from None
         _validate_schema(schema, columns, file)
         try:
-            frames.append(pq.read_table(file).to_pandas())
+            table = pq.read_table(file, read_dictionary=categories)
         except (OSError, pa.ArrowException) as err:
             raise RecordError(f"{file}: cannot read ({err})") from None
-    if not frames:
+        tables.append(table)
+    if not tables:
         return _empty_frame(columns, extra)
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    try:
+        table = pa.concat_tables(tables, promote_options="permissive").unify_dictionaries()
+    except pa.ArrowException as err:
+        raise RecordError(f"{files[0].parent}: parts with incompatible columns ({err})") from None
+    return table.to_pandas(types_mapper=_arrow_to_pandas)
 
 
 def _empty_frame(columns: Mapping[str, str], extra: Sequence[str] = ()) -> pd.DataFrame:
@@ -255,21 +270,25 @@ def _empty_frame(columns: Mapping[str, str], extra: Sequence[str] = ()) -> pd.Da
 
 
 def _normalise_gates(gates: pd.DataFrame, where: str) -> pd.DataFrame:
-    gates = gates.copy()
-    gates["image_id"] = gates["image_id"].astype("string")
-    for name in ("layer", "scale", "scale_index"):
+    gates = gates.copy()  # lazy under copy-on-write
+    if gates["image_id"].dtype != "string":
+        gates["image_id"] = gates["image_id"].astype("string")
+    for name in ("layer", "scale", "scale_index", "alpha", "active"):
         gates[name] = gates[name].astype(GATE_COLUMNS[name])
-    values = gates["direction"].astype("string")
-    bad = sorted(set(values.dropna().unique()) - set(DIRECTIONS))
-    if bad or values.isna().any():
+    direction = gates["direction"]
+    if not isinstance(direction.dtype, pd.CategoricalDtype):
+        direction = direction.astype("string").astype("category")
+    labels = [str(c) for c in direction.cat.categories]
+    bad = sorted(set(labels) - set(DIRECTIONS))
+    if bad or direction.isna().any():
         shown = bad[:5] if bad else ["<missing>"]
         raise RecordError(
             f"{where}: column 'direction' has values {shown}; expected one of "
             f"{', '.join(DIRECTIONS)}"
         )
-    gates["direction"] = values.astype(object).astype(DIRECTION_DTYPE)
-    gates["alpha"] = gates["alpha"].astype("float32")
-    gates["active"] = gates["active"].astype(bool)
+    gates["direction"] = direction.cat.rename_categories(labels).cat.set_categories(
+        list(DIRECTIONS), ordered=True
+    )
     return gates[list(GATE_COLUMNS) + [c for c in gates.columns if c not in GATE_COLUMNS]]
 
 
@@ -394,14 +413,9 @@ def check_model(records: Records, model: RoutingNetwork | RoutingSpaceConfig) ->
             )
 
 
-def combine_records(records: Sequence[Records]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Concatenate several records with a ``model`` column (their unique labels).
-
-    Labels are the sidecar names; duplicates fall back to the folder names, then get a suffix.
-
-    Returns:
-        ``(gates, images)``, each with a ``model`` category column first.
-    """
+def record_labels(records: Sequence[Records]) -> list[str]:
+    """Unique labels of several records: their sidecar names; duplicates fall back to the folder
+    names, then get a suffix."""
     labels = [r.label for r in records]
     if len(set(labels)) < len(labels):
         labels = [r.path.name if r.path is not None else r.label for r in records]
@@ -412,17 +426,34 @@ def combine_records(records: Sequence[Records]) -> tuple[pd.DataFrame, pd.DataFr
         unique.append(
             label if seen[label] == 1 and labels.count(label) == 1 else f"{label}-{seen[label]}"
         )
-    gates, images = [], []
-    for label, rec in zip(unique, records, strict=True):
-        gates.append(rec.gates.assign(model=label))
-        images.append(rec.images.assign(model=label))
-    order = pd.CategoricalDtype(unique, ordered=True)
-    out = []
-    for frames in (gates, images):
-        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"model": []})
-        frame["model"] = frame["model"].astype(order)
-        out.append(frame[["model"] + [c for c in frame.columns if c != "model"]])
-    return out[0], out[1]
+    return unique
+
+
+def label_frames(frames: Sequence[pd.DataFrame], labels: Sequence[str]) -> pd.DataFrame:
+    """Stack per-model frames with a ``model`` column first (an ordered category of
+    ``labels``)."""
+    order = pd.CategoricalDtype(list(labels), ordered=True)
+    parts = []
+    for code, frame in enumerate(frames):
+        model = pd.Categorical.from_codes(np.full(len(frame), code, dtype=np.int32), dtype=order)
+        parts.append(frame.assign(model=model))
+    out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else (
+        parts[0] if parts else pd.DataFrame({"model": pd.Series([], dtype=order)})
+    )
+    return out[["model"] + [c for c in out.columns if c != "model"]]
+
+
+def combine_records(records: Sequence[Records]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Concatenate several records with a ``model`` column (:func:`record_labels`).
+
+    Returns:
+        ``(gates, images)``, each with a ``model`` category column first.
+    """
+    labels = record_labels(records)
+    return (
+        label_frames([r.gates for r in records], labels),
+        label_frames([r.images for r in records], labels),
+    )
 
 
 # ------------------------------------------------------------------------------- writing

@@ -12,6 +12,7 @@ from dynviz.analysis import (
     activation_probability,
     alpha_histogram,
     cell_probability,
+    coarsen_histogram,
     cost_statistics,
     probability_distribution,
     probability_matrix,
@@ -178,3 +179,83 @@ def test_scale_summary():
 
 def test_regime_names_match_the_data_layer():
     assert {v: k for k, v in REGIMES.items()} == REGIME_CODES
+
+
+# ------------------------------------------- the fast (bincount) paths against plain pandas
+def _random_gates(seed: int = 0) -> pd.DataFrame:
+    """Two models of a few images each, rows shuffled, alphas on bin edges included."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for model, images in (("raw", 7), ("budget", 5)):
+        for image in range(images):
+            for layer in range(3):
+                for stride in (4, 8, 16):
+                    for direction in ("keep", "up", "down"):
+                        alpha = rng.choice([0.0, 0.05, 0.5, 1.0, rng.random()])
+                        frames.append((model, f"{model}{image}", layer, stride, direction, alpha))
+    frame = pd.DataFrame(frames, columns=["model", "image_id", "layer", "scale", "direction",
+                                          "alpha"]).sample(frac=1.0, random_state=seed)
+    frame["model"] = frame["model"].astype(pd.CategoricalDtype(["raw", "budget", "unused"],
+                                                               ordered=True))
+    frame["direction"] = frame["direction"].astype(pd.CategoricalDtype(["keep", "up", "down"]))
+    frame["scale_index"] = np.log2(frame["scale"] // 4).astype("int8")
+    frame["active"] = frame["alpha"] > 0
+    frame["alpha"] = frame["alpha"].astype("float32")
+    return frame.reset_index(drop=True)
+
+
+@pytest.mark.parametrize("by", [("layer", "scale", "direction"), ("layer",), ("direction",)])
+def test_activation_probability_equals_pandas_groupby(by):
+    gates = _random_gates()
+    keys = ["model", *by]
+    wide = gates.assign(alpha=gates["alpha"].astype("float64"))
+    expected = wide.groupby(keys, observed=True).agg(
+        p=("active", "mean"), mean_alpha=("alpha", "mean"),
+        std_alpha=("alpha", lambda a: a.std(ddof=0)),
+        count=("active", "size"), images=("image_id", "nunique")).reset_index()
+    out = activation_probability(gates, by=by)
+    assert list(out.columns) == list(expected.columns)
+    assert out["model"].dtype == gates["model"].dtype  # categories kept, unused ones dropped
+    pd.testing.assert_frame_equal(out, expected, check_dtype=False, rtol=1e-9, atol=1e-12)
+
+
+def test_a_missing_key_is_left_out_as_pandas_does():
+    gates = _random_gates()
+    gates.loc[gates.index[:10], "direction"] = None
+    out = activation_probability(gates)
+    assert out["count"].sum() == len(gates) - 10
+    assert not out["direction"].isna().any()
+
+
+def test_alpha_histogram_equals_numpy_and_coarsens_exactly():
+    gates = _random_gates()
+    fine = alpha_histogram(gates, bins=20, by=("layer", "scale", "direction"))
+    for (model, layer), group in gates.groupby(["model", "layer"], observed=True):
+        counts, _ = np.histogram(group["alpha"].to_numpy(np.float64), bins=20, range=(0, 1))
+        got = fine[(fine["model"] == model) & (fine["layer"] == layer)]
+        assert got.groupby("bin_left")["count"].sum().tolist() == counts.tolist()
+    for by in [("direction",), ("scale",), ("layer",)]:
+        pd.testing.assert_frame_equal(
+            coarsen_histogram(fine, by=by).reset_index(drop=True),
+            alpha_histogram(gates, bins=20, by=by).reset_index(drop=True), check_dtype=False)
+
+
+def test_routing_vs_scale_equals_pandas_groupby():
+    gates = _random_gates()
+    images = pd.DataFrame({"model": gates["model"], "image_id": gates["image_id"]}
+                          ).drop_duplicates(ignore_index=True)
+    images["real_gmacs"] = 1.0
+    out = routing_vs_scale(gates, images).set_index(["model", "image_id"])
+    active = gates[gates["active"]]
+    counts = active.groupby(["model", "image_id", "scale"], observed=True).size().unstack(
+        fill_value=0)
+    shares = counts.div(counts.sum(axis=1), axis=0)
+    for stride in (4, 8, 16):
+        pd.testing.assert_series_equal(out[f"share_s{stride}"].sort_index(),
+                                       shares[stride].sort_index(), check_names=False)
+    depth = active.groupby(["model", "image_id"], observed=True)["scale_index"]
+    assert np.allclose(out["mean_scale_index"].sort_index(), depth.mean().sort_index())
+    assert np.allclose(out["max_scale_index"].sort_index(), depth.max().sort_index())
+    # models in their category order, each model's images in order of first appearance
+    first_seen = gates[["model", "image_id"]].drop_duplicates().sort_values("model", kind="stable")
+    assert out.index.get_level_values("image_id").tolist() == first_seen["image_id"].tolist()

@@ -133,3 +133,17 @@ def test_extract_cli_writes_a_buildable_spec(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     code = cli(["extract", str(records), "--threshold", "1.5", "--out", str(out)])
     assert code == 2
+
+
+def test_extraction_from_per_path_probabilities_equals_extraction_from_gates(space):
+    from dynviz.analysis import activation_probability
+
+    chain = Route.from_chains(space, [[4, 4, 8, 8, 8]])
+    probability = {path: 0.25 * (i % 5) for i, path in enumerate(space.paths)}
+    probability.update(dict.fromkeys(chain.paths, 1.0))
+    gates = _frame(space, probability)
+    for threshold in (0.3, 0.6, 0.95):
+        from_rows = extract_common(gates, space, threshold=threshold)
+        from_paths = extract_common(activation_probability(gates), space, threshold=threshold)
+        assert from_rows.paths == from_paths.paths
+        assert from_rows.meta["notes"] == from_paths.meta["notes"]  # same image count

@@ -6,7 +6,7 @@ from __future__ import annotations
 import _state
 import streamlit as st
 
-from dynviz.analysis import activation_probability, alpha_histogram
+from dynviz.analysis import coarsen_histogram
 from dynviz.plots.interactive import probability_histogram, probability_violin
 from dynviz.record import DIRECTIONS
 
@@ -26,10 +26,11 @@ if not chosen:
     st.info("Pick at least one records folder.")
     st.stop()
 paths = tuple(ctx.usable[labels.index(label)] for label in chosen)
-gates, _ = _state.combined(paths, tuple(_state.stamp(p) for p in paths))
+stats = _state.combined_path_statistics(paths, tuple(_state.stamp(p) for p in paths))
+paths_all = stats.per_path
 
-layers = sorted(int(v) for v in gates["layer"].unique())
-strides = sorted(int(v) for v in gates["scale"].unique())
+layers = sorted(int(v) for v in paths_all["layer"].unique())
+strides = sorted(int(v) for v in paths_all["scale"].unique())
 c1, c2, c3, c4 = st.columns([2, 3, 2.2, 1])
 layer_range = c1.slider("Layers", layers[0], layers[-1], (layers[0], layers[-1]),
                         key="dist_layers") if len(layers) > 1 else (layers[0], layers[0])
@@ -40,14 +41,18 @@ directions = c3.pills("Directions", list(DIRECTIONS), selection_mode="multi",
 bins = c4.number_input("Bins", 5, 50, 10, key="dist_bins")
 threshold = st.slider("Common-network threshold", 0.0, 0.99, 0.95, 0.01, key="dist_threshold")
 
-mask = (gates["layer"].between(*layer_range) & gates["scale"].isin(scales)
-        & gates["direction"].astype(str).isin(directions))
-selected = gates[mask]
-if selected.empty:
+
+def matching(frame):
+    """The rows of a per-path frame that pass the filters."""
+    return frame[frame["layer"].between(*layer_range) & frame["scale"].isin(scales)
+                 & frame["direction"].astype(str).isin(directions)]
+
+
+per_path = matching(paths_all)
+if per_path.empty:
     st.warning("No path matches these filters.")
     st.stop()
 
-per_path = activation_probability(selected)
 summary = per_path.groupby("model", observed=True).agg(
     paths=("p", "size"), never=("p", lambda p: int((p == 0).sum())),
     always=("p", lambda p: int((p == 1).sum())),
@@ -73,7 +78,7 @@ with right:
 
 st.subheader("Alpha distributions")
 by = st.radio("Split by", ["direction", "scale", "layer"], horizontal=True, key="dist_alpha_by")
-histogram = alpha_histogram(selected, bins=20, by=(by,))
+histogram = coarsen_histogram(matching(stats.histogram), by=(by,))
 histogram = histogram.assign(
     alpha=histogram["bin_left"].map("{:.2f}".format),
     group=histogram["model"].astype(str) + " / " + histogram[by].astype(str),

@@ -62,6 +62,7 @@ with right:
 st.caption("fine share: share of open paths starting at 1/4; mean scale index: the average "
            "depth in scale of the open paths (0 = 1/4); fine cost share: share of the backbone "
            "cost spent at 1/4. NaN correlations: a constant column or fewer than 3 images.")
-st.download_button("Download per-image table (CSV)", per_image.to_csv(index=False),
+st.download_button("Download per-image table (CSV)",
+                   lambda: per_image.to_csv(index=False),  # written on click, not every rerun
                    file_name="routing_vs_scale.csv", mime="text/csv",
                    icon=":material/download:")

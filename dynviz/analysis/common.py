@@ -29,21 +29,28 @@ class CommonNetError(RouteError):
     """No valid common network at this threshold; the message says why."""
 
 
-def path_probability(gates: pd.DataFrame) -> dict[PathKey, float]:
+def path_probability(source: pd.DataFrame) -> dict[PathKey, float]:
     """Activation probability of each recorded path: ``{(layer, scale_index, direction): p}``.
 
     Args:
-        gates: the gate rows of one model (``layer``, ``scale`` or ``scale_index``,
-            ``direction``, ``active``, ``image_id``).
+        source: the gate rows of one model (``layer``, ``scale`` or ``scale_index``,
+            ``direction``, ``active``, ``image_id``), or their per-path activation
+            probabilities (:func:`~dynviz.analysis.activation_probability`: a ``p`` column).
     """
-    if "model" in gates.columns and gates["model"].nunique() > 1:
-        raise ValueError("the gates frame holds several models; filter it by 'model' first")
-    frame = gates
+    from dynviz.analysis.routes import activation_probability
+
+    if "model" in source.columns and source["model"].nunique() > 1:
+        raise ValueError("the frame holds several models; filter it by 'model' first")
+    frame = source.drop(columns=["model"], errors="ignore")
     if "scale_index" not in frame.columns:
         frame = frame.assign(scale_index=frame["scale"].map(lambda s: int(round(math.log2(s / 4)))))
-    p = frame.groupby(["layer", "scale_index", "direction"], observed=True)["active"].mean()
+    if "p" not in frame.columns:
+        frame = activation_probability(frame, by=("layer", "scale_index", "direction"))
     return {
-        (int(layer), int(scale), Direction.parse(d)): float(v) for (layer, scale, d), v in p.items()
+        (int(layer), int(scale), Direction.parse(d)): float(p)
+        for layer, scale, d, p in zip(
+            frame["layer"], frame["scale_index"], frame["direction"], frame["p"], strict=True
+        )
     }
 
 
@@ -97,7 +104,9 @@ def extract_common(
     dangling cells.
 
     Args:
-        source: a gates frame of one model, or :class:`dynviz.record.Records`.
+        source: a gates frame of one model, :class:`dynviz.record.Records`, or the per-path
+            activation probabilities of one model (``activation_probability(gates)``: columns
+            ``layer, scale, direction, p, images``), which is much faster on large records.
         config: the routing space (default: the records' config; required for a frame).
         threshold: keep paths whose activation probability is strictly above this (0 <= t < 1).
         name: the route's name (default ``common-<percent>``).
@@ -121,7 +130,8 @@ def extract_common(
             raise ValueError("extract_common needs the routing-space config for a gates frame")
     if not isinstance(gates, pd.DataFrame) or gates.empty:
         raise CommonNetError("no gate rows to extract a common network from")
-    images = int(gates["image_id"].nunique())
+    per_path = "p" in gates.columns and "active" not in gates.columns
+    images = int(gates["images"].max()) if per_path else int(gates["image_id"].nunique())
     probability = path_probability(gates)
     passing = {path for path, p in probability.items() if p > threshold}
     percent = f"{100 * threshold:g}%"

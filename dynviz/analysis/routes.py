@@ -27,6 +27,7 @@ __all__ = [
     "activation_probability",
     "alpha_histogram",
     "cell_probability",
+    "coarsen_histogram",
     "probability_distribution",
     "probability_matrix",
     "regime_labels",
@@ -70,6 +71,94 @@ def _keys(frame: pd.DataFrame, by: Sequence[str]) -> list[str]:
     return keys
 
 
+@dataclass(frozen=True)
+class _Groups:
+    """Rows mapped to dense group numbers: ``ids[i]`` is row i's group (-1: a missing key, left
+    out as ``observed=True`` groupbys do); ``keys`` holds one row per group, in sorted key
+    order, and ``size`` the number of groups."""
+
+    ids: np.ndarray
+    keys: pd.DataFrame
+
+    @property
+    def size(self) -> int:
+        return len(self.keys)
+
+    def sum(self, weights: np.ndarray | None = None) -> np.ndarray:
+        """Per group, the number of rows (or the sum of ``weights``)."""
+        if self.complete:
+            return np.bincount(self.ids, weights=weights, minlength=self.size)
+        keep = self.ids >= 0
+        w = None if weights is None else np.asarray(weights)[keep]
+        return np.bincount(self.ids[keep], weights=w, minlength=self.size)
+
+    @property
+    def complete(self) -> bool:
+        """Every row belongs to a group (no missing key)."""
+        return not len(self.ids) or bool(self.ids.min() >= 0)
+
+
+def _factorize(column: pd.Series, *, sort: bool) -> tuple[np.ndarray, pd.Series]:
+    """``pd.factorize`` as compact integer codes (-1 for missing) and a Series of the uniques;
+    small-range integer columns (layers, scales) through a lookup table, several times faster
+    than a hash table."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        level = pd.Series(column.cat.categories).astype(column.dtype)
+        return column.cat.codes.to_numpy(), level
+    if sort and isinstance(column.dtype, np.dtype) and column.dtype.kind in "iu" and len(column):
+        values = column.to_numpy()
+        low, high = int(values.min()), int(values.max())
+        if high - low <= max(len(values), 1 << 16):
+            offset = values.astype(np.int64) - low if low else values
+            present = np.flatnonzero(np.bincount(offset, minlength=high - low + 1))
+            table = np.zeros(high - low + 1, dtype=np.int32)
+            table[present] = np.arange(len(present), dtype=np.int32)
+            return table[offset], pd.Series(present + low, dtype=column.dtype)
+    code, uniques = pd.factorize(column, sort=sort)
+    return code, pd.Series(uniques, dtype=column.dtype)
+
+
+def _groups(frame: pd.DataFrame, keys: Sequence[str], *, sort: bool = True) -> _Groups:
+    """Group ``frame`` by ``keys`` with integer codes and ``np.bincount``: a linear pass, several
+    times faster than ``DataFrame.groupby(...).agg`` on the 10^7 rows of large records.
+    Categorical keys keep their dtype in ``keys``; groups are the observed combinations, in
+    sorted key order (categories in their order), or with ``sort=False`` other keys in order of
+    first appearance."""
+    factors = [_factorize(frame[key], sort=sort) for key in keys]
+    shape = tuple(max(len(level), 1) for _, level in factors)
+    cells = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    n = len(frame)
+    flat = np.zeros(n, dtype=np.int32 if cells < 2**31 else np.int64)
+    missing: np.ndarray | None = None
+    for (code, _), size in zip(factors, shape, strict=True):
+        if len(code) and code.min() < 0:
+            missing = (code < 0) if missing is None else (missing | (code < 0))
+            code = np.maximum(code, 0)
+        if size > 1:  # in place: no new arrays of the frame's length
+            np.multiply(flat, size, out=flat)
+            np.add(flat, code, out=flat, casting="unsafe")
+    present = flat if missing is None else flat[~missing]
+    if cells <= max(4 * n, 1 << 16):
+        seen = np.flatnonzero(np.bincount(present, minlength=cells))
+        dense = np.full(cells, -1, dtype=flat.dtype)
+        dense[seen] = np.arange(len(seen), dtype=flat.dtype)
+        ids = dense[flat]
+    else:  # too many combinations for a dense table: sort instead
+        seen, inverse = np.unique(present, return_inverse=True)
+        ids = np.full(n, -1, dtype=np.int64)
+        ids[slice(None) if missing is None else ~missing] = inverse
+    if missing is not None:
+        ids[missing] = -1
+    index = np.unravel_index(seen, shape) if shape else ()
+    table = pd.DataFrame(
+        {
+            key: level.iloc[i].reset_index(drop=True)
+            for key, (_, level), i in zip(keys, factors, index, strict=True)
+        }
+    )
+    return _Groups(ids, table)
+
+
 def activation_probability(
     gates: pd.DataFrame, *, by: Sequence[str] = ("layer", "scale", "direction")
 ) -> pd.DataFrame:
@@ -86,25 +175,24 @@ def activation_probability(
         ddof 0), ``count`` (rows) and ``images`` (distinct images).
     """
     keys = _keys(gates, by)
+    groups = _groups(gates, keys)
     alpha = gates["alpha"].to_numpy(dtype=np.float64)
-    frame = gates.assign(_alpha2=alpha * alpha)  # std from E[a^2] - E[a]^2: no Python lambda
-    grouped = frame.groupby(keys, observed=True, sort=True)
-    out = grouped.agg(
-        p=("active", "mean"),
-        mean_alpha=("alpha", "mean"),
-        _m2=("_alpha2", "mean"),
-        count=("active", "size"),
+    count = groups.sum()
+    mean = groups.sum(alpha) / count
+    m2 = groups.sum(alpha * alpha) / count  # std from E[a^2] - E[a]^2
+    out = groups.keys.assign(
+        p=groups.sum(gates["active"].to_numpy(dtype=np.float64)) / count,
+        mean_alpha=mean,
+        std_alpha=np.sqrt(np.clip(m2 - mean * mean, 0.0, None)),
+        count=count.astype(np.int64),
     )
-    mean = out["mean_alpha"].astype("float64")
-    out.insert(2, "std_alpha", np.sqrt(np.clip(out.pop("_m2") - mean * mean, 0.0, None)))
-    if {"layer", "scale", "direction"} <= set(keys):
+    if {"layer", "direction"} <= set(keys) and {"scale", "scale_index"} & set(keys):
         out["images"] = out["count"]  # records hold one row per image and path
     else:
-        codes = pd.Series(pd.factorize(gates["image_id"])[0], index=gates.index)
-        out["images"] = codes.groupby([gates[k] for k in keys], observed=True).nunique()
-    out = out.reset_index()
-    out["p"] = out["p"].astype("float64")
-    out["mean_alpha"] = out["mean_alpha"].astype("float64")
+        image = pd.factorize(gates["image_id"])[0].astype(np.int64)
+        pairs = pd.DataFrame({"group": groups.ids, "image": image})
+        pairs = pairs[pairs["group"] >= 0].drop_duplicates()
+        out["images"] = np.bincount(pairs["group"].to_numpy(), minlength=groups.size)
     return out
 
 
@@ -198,22 +286,41 @@ def alpha_histogram(
     """
     keys = _keys(gates, by)
     edges = np.linspace(0.0, 1.0, bins + 1)
-    rows = []
-    for key, group in gates.groupby(keys, observed=True, sort=True):
-        key = key if isinstance(key, tuple) else (key,)
-        counts, _ = np.histogram(np.clip(group["alpha"].to_numpy(np.float64), 0, 1), bins=edges)
-        total = max(int(counts.sum()), 1)
-        for left, right, count in zip(edges[:-1], edges[1:], counts, strict=True):
-            rows.append(
-                {
-                    **dict(zip(keys, key, strict=True)),
-                    "bin_left": float(left),
-                    "bin_right": float(right),
-                    "count": int(count),
-                    "fraction": float(count) / total,
-                }
-            )
-    return pd.DataFrame(rows, columns=[*keys, "bin_left", "bin_right", "count", "fraction"])
+    groups = _groups(gates, keys)
+    alpha = np.clip(gates["alpha"].to_numpy(np.float64), 0.0, 1.0)
+    # np.histogram's bins: [left, right) and the last one closed
+    which = np.clip(np.searchsorted(edges, alpha, side="right") - 1, 0, bins - 1)
+    keep = groups.ids >= 0
+    counts = np.bincount(
+        groups.ids[keep] * bins + which[keep], minlength=groups.size * bins
+    ).reshape(groups.size, bins)
+    totals = np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    out = groups.keys.loc[np.repeat(np.arange(groups.size), bins)].reset_index(drop=True)
+    out["bin_left"] = np.tile(edges[:-1], groups.size)
+    out["bin_right"] = np.tile(edges[1:], groups.size)
+    out["count"] = counts.ravel().astype(np.int64)
+    out["fraction"] = (counts / totals).ravel()
+    return out[[*keys, "bin_left", "bin_right", "count", "fraction"]]
+
+
+def coarsen_histogram(histogram: pd.DataFrame, *, by: Sequence[str]) -> pd.DataFrame:
+    """Merge the groups of an :func:`alpha_histogram` into coarser ones: a per-path histogram
+    (``by=("layer", "scale", "direction")``) summed per direction, scale or layer gives what
+    ``alpha_histogram(gates, by=...)`` would, without the gate rows.
+
+    Returns:
+        Columns ``[model,] <by>..., bin_left, bin_right, count, fraction``.
+    """
+    keys = _keys(histogram, by)
+    out = (
+        histogram.groupby([*keys, "bin_left", "bin_right"], observed=True, sort=True)["count"]
+        .sum()
+        .reset_index()
+    )
+    totals = out.groupby(keys, observed=True)["count"].transform("sum")
+    out["count"] = out["count"].astype(np.int64)
+    out["fraction"] = out["count"] / totals.clip(lower=1)
+    return out
 
 
 def regime_labels(images: pd.DataFrame) -> pd.Series:
@@ -248,38 +355,36 @@ def routing_vs_scale(
         ``regime``. Shares are NaN for an image without an active path.
     """
     keys = _keys(gates, ("image_id",))
-    if not isinstance(gates["image_id"].dtype, pd.CategoricalDtype):
-        # factorize the string ids once instead of in every groupby below
-        gates = gates.assign(image_id=gates["image_id"].astype("category"))
-    strides = sorted(int(s) for s in gates["scale"].unique())
-    active = gates[gates["active"].astype(bool)]
-    counts = (
-        active.groupby([*keys, "scale"], observed=True)
-        .size()
-        .unstack("scale", fill_value=0)
-        .reindex(columns=strides, fill_value=0)
-    )
-    base = gates[keys].drop_duplicates().set_index(keys)
-    counts = counts.reindex(base.index, fill_value=0)
+    image = _groups(gates, keys, sort=False)  # images in order of first appearance
+    path = _groups(gates, ("layer", "scale", "scale_index", "direction"))
+    # (images, paths) matrix of active-row counts: everything below is a small matrix product
+    active = gates["active"].to_numpy(dtype=bool)
+    if not image.complete:
+        active &= image.ids >= 0
+    flat = image.ids[active].astype(np.int64) * path.size + path.ids[active]
+    on = np.bincount(flat, minlength=image.size * path.size).reshape(image.size, path.size)
+    on = on.astype(np.float64)
+    strides = sorted(int(v) for v in path.keys["scale"].unique())
+    scale_of_path = _one_hot(path.keys["scale"].to_numpy(), strides)  # (paths, scales)
+    counts = on @ scale_of_path
     total = counts.sum(axis=1)
-    out = pd.DataFrame(index=base.index)
+    out = image.keys.copy()
     out["n_active"] = total.astype("int64")
-    denominator = total.replace(0, np.nan)
-    for stride in strides:
-        out[f"share_s{stride}"] = counts[stride] / denominator
+    denominator = np.where(total > 0, total, np.nan)
+    for i, stride in enumerate(strides):
+        out[f"share_s{stride}"] = counts[:, i] / denominator
     out["fine_share"] = out[f"share_s{strides[0]}"] if strides else np.nan
-    depth = active.groupby(keys, observed=True)["scale_index"].agg(["mean", "max"])
-    out["mean_scale_index"] = depth["mean"].reindex(out.index).astype("float64")
-    out["max_scale_index"] = depth["max"].reindex(out.index).astype("float64")
+    depth = path.keys["scale_index"].to_numpy(dtype=np.float64)
+    out["mean_scale_index"] = (on @ depth) / denominator
+    deepest = np.where(on > 0, depth, -np.inf).max(axis=1, initial=-np.inf)
+    out["max_scale_index"] = np.where(np.isfinite(deepest), deepest, np.nan)
     if path_costs is not None:
-        cost = _cost_by_scale(active, keys, path_costs).reindex(
-            index=out.index, columns=strides, fill_value=0.0
-        )
-        cost_total = cost.sum(axis=1).replace(0, np.nan)
-        for stride in strides:
-            out[f"cost_share_s{stride}"] = cost[stride] / cost_total
+        cost = _cost_by_scale(on, path.keys, strides, path_costs)
+        cost_total = cost.sum(axis=1)
+        cost_total = np.where(cost_total > 0, cost_total, np.nan)
+        for i, stride in enumerate(strides):
+            out[f"cost_share_s{stride}"] = cost[:, i] / cost_total
         out["fine_cost_share"] = out[f"cost_share_s{strides[0]}"] if strides else np.nan
-    out = out.reset_index()
     out["image_id"] = out["image_id"].astype(images["image_id"].dtype)
     image_keys = [k for k in keys if k in images.columns]
     extra = images.drop(columns=["confusion"], errors="ignore")
@@ -288,14 +393,35 @@ def routing_vs_scale(
     return out
 
 
-def _cost_by_scale(active: pd.DataFrame, keys: list[str], path_costs: pd.DataFrame) -> pd.DataFrame:
+def _one_hot(values: np.ndarray, levels: Sequence[int]) -> np.ndarray:
+    """``(len(values), len(levels))`` indicator matrix of each value's level."""
+    return (np.asarray(values)[:, None] == np.asarray(levels)[None, :]).astype(np.float64)
+
+
+def _cost_by_scale(
+    on: np.ndarray, paths: pd.DataFrame, strides: Sequence[int], path_costs: pd.DataFrame
+) -> np.ndarray:
+    """Per image and scale, the MACs of the active paths plus the operations of the cells with
+    an active path: an (images, scales) array from the (images, paths) activity matrix."""
     costs = path_costs[["layer", "scale", "direction", "path_macs", "op_macs"]].copy()
-    costs["direction"] = costs["direction"].astype(str).astype(active["direction"].dtype)
-    rows = active.merge(costs, on=["layer", "scale", "direction"], how="left")
-    paths = rows.groupby([*keys, "scale"], observed=True)["path_macs"].sum()
-    cells = rows.drop_duplicates([*keys, "layer", "scale"])
-    ops = cells.groupby([*keys, "scale"], observed=True)["op_macs"].sum()
-    return (paths.add(ops, fill_value=0.0)).unstack("scale", fill_value=0.0)
+    costs["direction"] = costs["direction"].astype(str)
+    keys = paths[["layer", "scale", "direction"]].assign(direction=paths["direction"].astype(str))
+    table = keys.merge(costs, on=["layer", "scale", "direction"], how="left", validate="m:1")
+    path_macs = np.nan_to_num(table["path_macs"].to_numpy(dtype=np.float64))
+    scale_of_path = _one_hot(paths["scale"].to_numpy(), strides)
+    cost = (on * path_macs) @ scale_of_path
+    cells = keys[["layer", "scale"]].drop_duplicates().reset_index(drop=True)
+    cell_of_path = (
+        keys[["layer", "scale"]]
+        .merge(cells.reset_index(), on=["layer", "scale"], how="left")["index"]
+        .to_numpy()
+    )
+    ran = (on @ _one_hot(cell_of_path, range(len(cells)))) > 0  # (images, cells)
+    cell_costs = cells.merge(
+        costs.drop_duplicates(["layer", "scale"]), on=["layer", "scale"], how="left"
+    )
+    op_macs = np.nan_to_num(cell_costs["op_macs"].to_numpy(dtype=np.float64))
+    return cost + (ran * op_macs) @ _one_hot(cells["scale"].to_numpy(), strides)
 
 
 @dataclass(frozen=True)
