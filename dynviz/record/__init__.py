@@ -1,0 +1,73 @@
+"""Records: a model run over a data set, as tables (the analysis contract of the SPEC).
+
+``dynviz record`` runs a network in eval mode over a data set (closed paths really skipped) and
+writes a records folder::
+
+    RECORDS_DIR/
+      records.json                    sidecar: model config, route, checkpoint sha256, data, sizes
+      gates/part-r{rank}-c{chunk}.parquet
+      images/part-r{rank}-c{chunk}.parquet
+
+``gates`` has one row per (image, path) for every path that exists in the network:
+``image_id`` (str), ``layer`` (int16), ``scale`` (int16, the stride 4/8/16/32), ``scale_index``
+(int8), ``direction`` (category keep/up/down), ``alpha`` (float32, 0 where the path was closed or
+its cell received nothing) and ``active`` (bool, alpha above the model's threshold).
+
+``images`` has one row per image: ``image_id``, ``real_gmacs`` and ``expected_gmacs`` (per-image
+cost, :mod:`dynviz.cost`), ``miou`` and ``pixel_accuracy`` of that image (NaN when it has no
+counted pixel), ``height``, ``width`` (the input size), ``confusion`` (the image's flattened
+``num_classes x num_classes`` confusion matrix, so data-set mIoU can be summed from the records)
+and every statistic of the data set as ``stat_<key>`` (float64).
+
+Part files are written atomically (temporary file and rename); the ``images`` part of a chunk is
+written after its ``gates`` part and commits it. A re-run, a resumed run or a run with another
+number of ranks skips the images already recorded, so rows are never duplicated; a ``gates``
+part without its ``images`` part (a crash between the two) is removed on the next run and ignored
+when reading.
+
+Every analysis reads these tables through :func:`read_records`, never the model.
+"""
+
+
+from __future__ import annotations
+
+from dynviz.record.recorder import RecordResult, load_records_model, path_cost_frame, record
+from dynviz.record.tables import (
+    DIRECTION_DTYPE,
+    DIRECTIONS,
+    FORMAT,
+    FORMAT_VERSION,
+    GATE_COLUMNS,
+    IMAGE_COLUMNS,
+    SIDECAR,
+    RecordError,
+    Records,
+    check_model,
+    combine_records,
+    label_frames,
+    read_records,
+    record_labels,
+    write_records,
+)
+
+__all__ = [
+    "DIRECTIONS",
+    "DIRECTION_DTYPE",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "GATE_COLUMNS",
+    "IMAGE_COLUMNS",
+    "SIDECAR",
+    "RecordError",
+    "RecordResult",
+    "Records",
+    "check_model",
+    "combine_records",
+    "label_frames",
+    "load_records_model",
+    "path_cost_frame",
+    "read_records",
+    "record",
+    "record_labels",
+    "write_records",
+]
