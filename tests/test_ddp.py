@@ -57,6 +57,8 @@ def _train_args(model: str, out) -> list[str]:
         "3",
         "--checkpoint-every",
         "2",
+        "--precise-bn",
+        "2",
         "--no-tensorboard",
         "--no-progress",
     ]
@@ -71,6 +73,7 @@ def test_two_process_training_writes_a_checkpoint_and_evaluates(tmp_path):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in records if r["kind"] == "train"] == [1, 2, 3]  # rank 0 only
     assert [r["val_images"] for r in records if r["kind"] == "eval"] == [3]  # both shards
+    assert [r["batches"] for r in records if r["kind"] == "precise_bn"] == [2]
     assert done.stdout.count("trained 3 iterations") == 1
     # sharded evaluation agrees with a single process
     sharded = _torchrun("eval", str(run), "--json")

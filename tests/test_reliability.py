@@ -52,8 +52,8 @@ def test_sigkilled_training_resumes_from_its_last_checkpoint(tmp_path):
     run = tmp_path / "run"
     args = ["train", "tiny", "--data", DATA, "--val-data", DATA, "--out", str(run), "--iters",
             "60", "--batch", "2", "--crop", "32", "32", "--checkpoint-every", "5",
-            "--eval-every", "0", "--workers", "0", "--threads", "1", "--no-progress",
-            "--no-tensorboard"]
+            "--eval-every", "0", "--workers", "0", "--threads", "1", "--precise-bn", "4",
+            "--no-progress", "--no-tensorboard"]
     proc = subprocess.Popen(_dynviz(*args), env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     _kill_when(proc, lambda: _iteration(run / LATEST) >= 10)

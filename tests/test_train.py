@@ -50,6 +50,7 @@ def _config(tmp_path, name: str = "run", **changes) -> TrainConfig:
         "tensorboard": False,
         "progress": False,
         "deterministic": True,
+        "precise_bn": 2,
     }
     base.update(changes)
     return TrainConfig(**base)

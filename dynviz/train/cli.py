@@ -99,6 +99,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help=_help("clip the total gradient norm (0: off)", "grad_clip"),
     )
     group.add_argument(
+        "--precise-bn",
+        type=int,
+        metavar="N",
+        help=_help(
+            "batches re-estimating the BatchNorm statistics with the final weights (official "
+            "PreciseBN; 0: off)",
+            "precise_bn",
+        ),
+    )
+    group.add_argument(
         "--seed", type=int, metavar="S", help=_help("seed of init, sampling, augmentation", "seed")
     )
     group = parser.add_argument_group("budget constraint (dynamic networks)")

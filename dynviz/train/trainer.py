@@ -3,7 +3,8 @@
 Recipe (``research/official_repo.md`` section 7): SGD momentum 0.9, weight decay 1e-4 (0 on
 BatchNorm), poly LR (power 0.9) after a linear warm-up from 0.001x (1000 iterations, or 5% of a
 shorter run), gradient clipping at total L2 norm 5, cross-entropy ignoring 255 (mean over the
-valid pixels), plus the budget loss (:mod:`dynviz.train.budget`) for dynamic networks.
+valid pixels), plus the budget loss (:mod:`dynviz.train.budget`) for dynamic networks; at the end,
+precise BatchNorm statistics over 200 batches (:mod:`dynviz.train.precise_bn`).
 
 Run directory::
 
@@ -74,6 +75,7 @@ from dynviz.train.distributed import (
     init_distributed,
 )
 from dynviz.train.optim import PolySchedule, build_optimizer, default_warmup_iters
+from dynviz.train.precise_bn import update_bn_stats
 
 __all__ = [
     "RESUMABLE_FIELDS",
@@ -121,6 +123,7 @@ class TrainConfig:
     warmup_factor: float = 0.001
     poly_power: float = 0.9
     grad_clip: float = 5.0  # total L2 norm; 0 disables
+    precise_bn: int = 200  # batches re-estimating BN statistics at the end (official); 0: off
     budget_lambda: float | None = None  # default: the model config's budget_lambda
     budget_mu: float | None = None  # default: the model config's budget_mu
     budget_start: float = 0.4  # budget loss off before this share of training
@@ -163,7 +166,7 @@ class TrainConfig:
         ):
             if float(getattr(self, key)) < 0:
                 raise ConfigError(f"{key}: {getattr(self, key)} must be >= 0")
-        for key in ("eval_every", "workers", "seed", "warmup_iters"):
+        for key in ("eval_every", "workers", "seed", "warmup_iters", "precise_bn"):
             value = getattr(self, key)
             if value is not None and int(value) < 0:
                 raise ConfigError(f"{key}: {value} must be >= 0")
@@ -616,7 +619,7 @@ class Trainer:
                 err.errno, f"cannot write {self.run_dir / METRICS_FILE}: {err.strerror}"
             ) from err
         if self._writer is not None:
-            prefix = "val" if record.get("kind") == "eval" else "train"
+            prefix = {"eval": "val", "train": "train"}.get(record.get("kind"), record.get("kind"))
             for key, value in record.items():
                 if key not in ("iter", "kind") and isinstance(value, (int, float)):
                     self._writer.add_scalar(f"{prefix}/{key}", value, record["iter"])
@@ -687,6 +690,32 @@ class Trainer:
             self.best_miou = result.miou
             self._save(BEST, metrics=result.to_dict())
         return result
+
+    def _precise_bn(self) -> None:
+        """Re-estimate the BN statistics with the final weights (:mod:`.precise_bn`) over the
+        next ``precise_bn`` batches of the sample stream (deterministic, so resume stays
+        exact)."""
+        cfg = self.config
+        if cfg.precise_bn < 1:
+            return
+        autocast = torch.autocast(
+            device_type=self.device.type, dtype=torch.bfloat16, enabled=bool(cfg.amp)
+        )
+
+        def forward(batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+            with autocast:
+                self.model(batch[0].to(self.device, non_blocking=True))
+
+        started = time.perf_counter()
+        used = update_bn_stats(
+            self.model,
+            self._loader(cfg.iters, cfg.iters + cfg.precise_bn),
+            num_batches=cfg.precise_bn,
+            forward=forward,
+            world_size=self.info.world_size,
+        )
+        self._record({"kind": "precise_bn", "iter": self.iteration, "batches": used,
+                      "seconds": time.perf_counter() - started})
 
     def _step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         cfg = self.config
@@ -801,8 +830,10 @@ class Trainer:
                     self._evaluate()
                 if self.iteration % cfg.checkpoint_every == 0 and self.iteration < stop:
                     self._save(LATEST)
-            if self.iteration == cfg.iters and self.val_set is not None:
-                self._evaluate()
+            if self.iteration == cfg.iters:
+                self._precise_bn()
+                if self.val_set is not None:
+                    self._evaluate()
             self._save(LATEST, metrics=None if self.last_eval is None else self.last_eval.to_dict())
         finally:
             if bar is not None:
