@@ -28,6 +28,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -212,6 +213,21 @@ class NodeLatency:
             row.update({k: v[s] for k, v in self.per_scale.items()})
             rows.append(row)
         return rows
+
+    def state(self) -> dict[str, object]:
+        """What :meth:`from_state` needs (plain JSON types), e.g. to keep a measurement with a
+        run so that a resumed run uses the same table."""
+        return {"size": list(self.size), "batch": self.batch, "threads": self.threads,
+                "channels_last": self.channels_last, "per_scale": self.per_scale,
+                "stem": self.stem, "decoder_fixed": self.decoder_fixed}
+
+    @classmethod
+    def from_state(cls, config: RoutingSpaceConfig, data: dict[str, Any]) -> NodeLatency:
+        """Inverse of :meth:`state` for ``config``."""
+        return cls(config=config, size=(int(data["size"][0]), int(data["size"][1])),
+                   batch=int(data["batch"]), threads=int(data["threads"]),
+                   channels_last=bool(data["channels_last"]), per_scale=data["per_scale"],
+                   stem=float(data["stem"]), decoder_fixed=float(data["decoder_fixed"]))
 
     def to_json(self) -> dict[str, object]:
         return {"model": self.config.name, "size": list(self.size), "batch": self.batch,

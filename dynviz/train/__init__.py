@@ -27,7 +27,7 @@ _SOURCES = {
     "PolySchedule": "dynviz.train.optim",
     "param_groups": "dynviz.train.optim",
     "NonFiniteLossError": "dynviz.train.trainer",
-    "TrainConfig": "dynviz.train.trainer",
+    "TrainConfig": "dynviz.train.config",
     "TrainResult": "dynviz.train.trainer",
     "Trainer": "dynviz.train.trainer",
     "train": "dynviz.train.trainer",

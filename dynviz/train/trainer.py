@@ -25,7 +25,6 @@ Under ``torchrun`` the same code runs DDP (gloo on CPU, NCCL on CUDA, SyncBatchN
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import logging
 import math
@@ -41,7 +40,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -65,6 +63,7 @@ from dynviz.data import IGNORE_INDEX, DataError, build_dataset, train_transforms
 from dynviz.evaluate import EvalResult, evaluate
 from dynviz.model import ConfigError, RoutingNetwork, build_model
 from dynviz.train.budget import BudgetLoss, BudgetSchedule
+from dynviz.train.config import RESUMABLE_FIELDS, TrainConfig
 from dynviz.train.distributed import (
     DistInfo,
     EpochIndexed,
@@ -76,6 +75,7 @@ from dynviz.train.distributed import (
 )
 from dynviz.train.optim import PolySchedule, build_optimizer, default_warmup_iters
 from dynviz.train.precise_bn import update_bn_stats
+from dynviz.train.runlog import RunLog
 
 __all__ = [
     "RESUMABLE_FIELDS",
@@ -90,137 +90,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.jsonl"
 LATENCY_FILE = "latency.json"  # the per-node time table of a latency-weighted budget
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss or the gradient norm became NaN or infinite; training stopped."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training arguments (separate from the model's :class:`RoutingSpaceConfig`).
-
-    ``None`` means "resolved at start": from the model config (budget), the dataset (classes),
-    the run length (warm-up) or the device (AMP). Resolved values are what runs save.
-    """
-
-    model: str  # preset name or YAML path (route specs give static networks)
-    data: str  # training data spec
-    out: str  # run directory
-    val_data: str | None = None  # default: ``data`` with split "val"
-    iters: int = 1000  # official: 190000
-    batch: int = 8  # total over all processes (official IMS_PER_BATCH = 8)
-    crop: tuple[int, int] = (768, 768)  # training crop (official 768x768)
-    scale: tuple[float, float] = (0.5, 2.0)  # random rescale range
-    lr: float = 0.05  # base LR (official from scratch)
-    momentum: float = 0.9
-    weight_decay: float = 1e-4  # 0 on BatchNorm weights and biases
-    gate_lr_mult: float = 1.0  # official 2.5 when starting from ImageNet weights
-    warmup_iters: int | None = None  # default min(1000, 5% of iters)
-    warmup_factor: float = 0.001
-    poly_power: float = 0.9
-    grad_clip: float = 5.0  # total L2 norm; 0 disables
-    precise_bn: int = 200  # batches re-estimating BN statistics at the end (official); 0: off
-    budget_lambda: float | None = None  # default: the model config's budget_lambda
-    budget_mu: float | None = None  # default: the model config's budget_mu
-    budget_start: float = 0.4  # budget loss off before this share of training
-    budget_ramp: float = 0.02  # then a linear ramp over this share
-    budget_cost: str = "macs"  # macs: expected MACs (the paper); latency: expected measured time
-    num_classes: int | None = None  # default: the training data's
-    seed: int = 0
-    eval_every: int = 0  # 0: evaluate only at the end
-    eval_limit: int | None = None  # evaluate on the first N validation images
-    checkpoint_every: int = 100
-    log_every: int = 10
-    workers: int = 2
-    device: str | None = None  # cpu | cuda; default cuda when available
-    amp: bool | None = None  # bf16 autocast; default on for CUDA
-    deterministic: bool = False  # torch.use_deterministic_algorithms (warn only)
-    progress: bool | None = None  # tqdm bar; default when stderr is a terminal
-    tensorboard: bool = True  # write TensorBoard events when tensorboard imports
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "crop", tuple(int(v) for v in self.crop))
-        object.__setattr__(self, "scale", tuple(float(v) for v in self.scale))
-        positive = ("iters", "batch", "checkpoint_every", "log_every")
-        for key in positive:
-            if int(getattr(self, key)) < 1:
-                raise ConfigError(f"{key}: {getattr(self, key)} must be >= 1")
-        if len(self.crop) != 2 or min(self.crop) < 1:
-            raise ConfigError(f"crop: {self.crop} must be two positive sizes (H W)")
-        if len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1]:
-            raise ConfigError(f"scale: {self.scale} must be 0 < min <= max")
-        for key in (
-            "lr",
-            "momentum",
-            "weight_decay",
-            "gate_lr_mult",
-            "grad_clip",
-            "warmup_factor",
-            "poly_power",
-            "budget_start",
-            "budget_ramp",
-        ):
-            if float(getattr(self, key)) < 0:
-                raise ConfigError(f"{key}: {getattr(self, key)} must be >= 0")
-        for key in ("eval_every", "workers", "seed", "warmup_iters", "precise_bn"):
-            value = getattr(self, key)
-            if value is not None and int(value) < 0:
-                raise ConfigError(f"{key}: {value} must be >= 0")
-        if self.budget_lambda is not None and self.budget_lambda < 0:
-            raise ConfigError(f"budget_lambda: {self.budget_lambda} must be >= 0")
-        if self.budget_mu is not None and not 0.0 <= self.budget_mu <= 1.0:
-            raise ConfigError(f"budget_mu: {self.budget_mu} must be in [0, 1]")
-        if self.num_classes is not None and self.num_classes < 1:
-            raise ConfigError(f"num_classes: {self.num_classes} must be >= 1")
-        if self.eval_limit is not None and self.eval_limit < 1:
-            raise ConfigError(f"eval_limit: {self.eval_limit} must be >= 1")
-        if self.budget_cost not in ("macs", "latency"):
-            raise ConfigError(f"budget_cost: {self.budget_cost!r} must be macs or latency")
-        if self.device not in (None, "cpu", "cuda"):
-            raise ConfigError(f"device: {self.device!r} must be cpu or cuda")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain types (tuples become lists), for YAML and checkpoints."""
-        out = dataclasses.asdict(self)
-        out["crop"], out["scale"] = list(self.crop), list(self.scale)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are rejected."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown training arguments: {', '.join(unknown)}")
-        return cls(**data)
-
-    def replace(self, **changes: Any) -> TrainConfig:
-        return dataclasses.replace(self, **changes)
-
-
-RESUMABLE_FIELDS = frozenset(
-    {
-        "model",
-        "data",
-        "val_data",
-        "out",
-        "eval_every",
-        "eval_limit",
-        "checkpoint_every",
-        "log_every",
-        "workers",
-        "device",
-        "amp",
-        "deterministic",
-        "progress",
-        "tensorboard",
-    }
-)
-"""Arguments that may change when resuming; all others must equal the saved run's."""
 
 
 @dataclass
@@ -380,8 +254,7 @@ class Trainer:
             logger.info("resuming %s at iteration %d", self.run_dir, self.iteration)
         self.ddp = self._wrap(self.model)
         self.last_eval: EvalResult | None = None
-        self._writer: Any = None
-        self._metrics: Any = None
+        self._log: RunLog | None = None
 
     # ------------------------------------------------------------------------------ setup
     @staticmethod
@@ -511,28 +384,9 @@ class Trainer:
                 data = json.loads(path.read_text(encoding="utf-8"))
             else:
                 logger.info("measuring per-node latency at %dx%d for the budget", *crop)
-                measured = measure_node_latency(config, crop, repeats=3, batch=1)  # per image
-                data = {
-                    "size": list(crop),
-                    "batch": measured.batch,
-                    "threads": measured.threads,
-                    "channels_last": measured.channels_last,
-                    "per_scale": measured.per_scale,
-                    "stem": measured.stem,
-                    "decoder_fixed": measured.decoder_fixed,
-                }
+                data = measure_node_latency(config, crop, repeats=3, batch=1).state()  # per image
                 atomic_write(path, lambda h: h.write(json.dumps(data, indent=2).encode()))
-        data = all_gather_objects(data)[0]
-        latency = NodeLatency(
-            config=config,
-            size=crop,
-            batch=int(data["batch"]),
-            threads=int(data["threads"]),
-            channels_last=bool(data["channels_last"]),
-            per_scale=data["per_scale"],
-            stem=float(data["stem"]),
-            decoder_fixed=float(data["decoder_fixed"]),
-        )
+        latency = NodeLatency.from_state(config, all_gather_objects(data)[0])
         return latency_cost_table(config, crop, latency=latency, normalise=True)
 
     def _wrap(self, model: RoutingNetwork) -> nn.Module:
@@ -555,10 +409,9 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------------------ files
-    def _open_outputs(self) -> None:
+    def _open_log(self) -> None:
         if not self.info.is_main:
             return
-        config_path = self.run_dir / CONFIG_FILE
         doc = {
             "dynviz_version": dynviz.__version__,
             "torch_version": str(torch.__version__),
@@ -574,55 +427,13 @@ class Trainer:
                 "class_names": list(self.train_set.class_names),
             },
         }
-        metrics_path = self.run_dir / METRICS_FILE
-        try:
-            config_path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-            kept = []
-            if self.iteration > 0 and metrics_path.is_file():  # drop records past the checkpoint
-                for line in metrics_path.read_text(encoding="utf-8").splitlines():
-                    if line.strip() and json.loads(line).get("iter", 0) <= self.iteration:
-                        kept.append(line)
-            metrics_path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
-            self._metrics = metrics_path.open("a", encoding="utf-8")
-        except OSError as err:
-            raise OSError(err.errno, f"cannot write to {self.run_dir}: {err.strerror}") from err
-        if self.config.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                logger.debug("tensorboard is not installed; no event files")
-            else:
-                self._writer = SummaryWriter(
-                    log_dir=str(self.run_dir), purge_step=self.iteration + 1
-                )
-
-    def _close_outputs(self) -> None:
-        if self._metrics is not None:
-            self._metrics.close()
-            self._metrics = None
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self._log = RunLog(
+            self.run_dir, doc, iteration=self.iteration, tensorboard=self.config.tensorboard
+        )
 
     def _record(self, record: dict[str, Any]) -> None:
-        if self._metrics is None:
-            return
-        try:
-            clean = {
-                k: None if isinstance(v, float) and not math.isfinite(v) else v
-                for k, v in record.items()
-            }
-            self._metrics.write(json.dumps(clean) + "\n")
-            self._metrics.flush()
-        except OSError as err:
-            raise OSError(
-                err.errno, f"cannot write {self.run_dir / METRICS_FILE}: {err.strerror}"
-            ) from err
-        if self._writer is not None:
-            prefix = {"eval": "val", "train": "train"}.get(record.get("kind"), record.get("kind"))
-            for key, value in record.items():
-                if key not in ("iter", "kind") and isinstance(value, (int, float)):
-                    self._writer.add_scalar(f"{prefix}/{key}", value, record["iter"])
+        if self._log is not None:
+            self._log.record(record)
 
     def _save(self, name: str, metrics: dict[str, Any] | None = None) -> None:
         def write() -> None:
@@ -763,9 +574,10 @@ class Trainer:
         values.update(lr=lr, budget_weight=weight)
         if self.budget is None:
             values["expected_cost_ratio"] = None
-        if self._writer is not None and (self.iteration + 1) % cfg.log_every == 0:
+        logged = (self.iteration + 1) % cfg.log_every == 0
+        if logged and self._log is not None and self._log.has_events:
             alphas = out.gates.detach().float()[:, out.route_mask]  # (B, paths)
-            self._writer.add_histogram("gates/alpha", alphas.cpu(), self.iteration + 1)
+            self._log.histogram("gates/alpha", alphas.cpu(), self.iteration + 1)
         return values
 
     def run(self, *, until: int | None = None) -> TrainResult:
@@ -782,7 +594,7 @@ class Trainer:
         stop = cfg.iters if until is None else min(int(until), cfg.iters)
         started = time.perf_counter()
         self.model.train()
-        _on_main(self.info, self._open_outputs)
+        _on_main(self.info, self._open_log)
         bar = None
         if cfg.progress and self.info.is_main:
             from tqdm import tqdm
@@ -838,7 +650,9 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-            self._close_outputs()
+            if self._log is not None:
+                self._log.close()
+                self._log = None
         return TrainResult(
             iteration=self.iteration,
             run_dir=self.run_dir,

@@ -1,0 +1,136 @@
+"""Training arguments: :class:`TrainConfig` (separate from the model's routing-space config),
+validated on construction, saved resolved with every run, compared on resume."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from dynviz.model import ConfigError
+
+__all__ = ["RESUMABLE_FIELDS", "TrainConfig"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training arguments (separate from the model's :class:`RoutingSpaceConfig`).
+
+    ``None`` means "resolved at start": from the model config (budget), the dataset (classes),
+    the run length (warm-up) or the device (AMP). Resolved values are what runs save.
+    """
+
+    model: str  # preset name or YAML path (route specs give static networks)
+    data: str  # training data spec
+    out: str  # run directory
+    val_data: str | None = None  # default: ``data`` with split "val"
+    iters: int = 1000  # official: 190000
+    batch: int = 8  # total over all processes (official IMS_PER_BATCH = 8)
+    crop: tuple[int, int] = (768, 768)  # training crop (official 768x768)
+    scale: tuple[float, float] = (0.5, 2.0)  # random rescale range
+    lr: float = 0.05  # base LR (official from scratch)
+    momentum: float = 0.9
+    weight_decay: float = 1e-4  # 0 on BatchNorm weights and biases
+    gate_lr_mult: float = 1.0  # official 2.5 when starting from ImageNet weights
+    warmup_iters: int | None = None  # default min(1000, 5% of iters)
+    warmup_factor: float = 0.001
+    poly_power: float = 0.9
+    grad_clip: float = 5.0  # total L2 norm; 0 disables
+    precise_bn: int = 200  # batches re-estimating BN statistics at the end (official); 0: off
+    budget_lambda: float | None = None  # default: the model config's budget_lambda
+    budget_mu: float | None = None  # default: the model config's budget_mu
+    budget_start: float = 0.4  # budget loss off before this share of training
+    budget_ramp: float = 0.02  # then a linear ramp over this share
+    budget_cost: str = "macs"  # macs: expected MACs (the paper); latency: expected measured time
+    num_classes: int | None = None  # default: the training data's
+    seed: int = 0
+    eval_every: int = 0  # 0: evaluate only at the end
+    eval_limit: int | None = None  # evaluate on the first N validation images
+    checkpoint_every: int = 100
+    log_every: int = 10
+    workers: int = 2
+    device: str | None = None  # cpu | cuda; default cuda when available
+    amp: bool | None = None  # bf16 autocast; default on for CUDA
+    deterministic: bool = False  # torch.use_deterministic_algorithms (warn only)
+    progress: bool | None = None  # tqdm bar; default when stderr is a terminal
+    tensorboard: bool = True  # write TensorBoard events when tensorboard imports
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "crop", tuple(int(v) for v in self.crop))
+        object.__setattr__(self, "scale", tuple(float(v) for v in self.scale))
+        positive = ("iters", "batch", "checkpoint_every", "log_every")
+        for key in positive:
+            if int(getattr(self, key)) < 1:
+                raise ConfigError(f"{key}: {getattr(self, key)} must be >= 1")
+        if len(self.crop) != 2 or min(self.crop) < 1:
+            raise ConfigError(f"crop: {self.crop} must be two positive sizes (H W)")
+        if len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1]:
+            raise ConfigError(f"scale: {self.scale} must be 0 < min <= max")
+        for key in (
+            "lr",
+            "momentum",
+            "weight_decay",
+            "gate_lr_mult",
+            "grad_clip",
+            "warmup_factor",
+            "poly_power",
+            "budget_start",
+            "budget_ramp",
+        ):
+            if float(getattr(self, key)) < 0:
+                raise ConfigError(f"{key}: {getattr(self, key)} must be >= 0")
+        for key in ("eval_every", "workers", "seed", "warmup_iters", "precise_bn"):
+            value = getattr(self, key)
+            if value is not None and int(value) < 0:
+                raise ConfigError(f"{key}: {value} must be >= 0")
+        if self.budget_lambda is not None and self.budget_lambda < 0:
+            raise ConfigError(f"budget_lambda: {self.budget_lambda} must be >= 0")
+        if self.budget_mu is not None and not 0.0 <= self.budget_mu <= 1.0:
+            raise ConfigError(f"budget_mu: {self.budget_mu} must be in [0, 1]")
+        if self.num_classes is not None and self.num_classes < 1:
+            raise ConfigError(f"num_classes: {self.num_classes} must be >= 1")
+        if self.eval_limit is not None and self.eval_limit < 1:
+            raise ConfigError(f"eval_limit: {self.eval_limit} must be >= 1")
+        if self.budget_cost not in ("macs", "latency"):
+            raise ConfigError(f"budget_cost: {self.budget_cost!r} must be macs or latency")
+        if self.device not in (None, "cpu", "cuda"):
+            raise ConfigError(f"device: {self.device!r} must be cpu or cuda")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types (tuples become lists), for YAML and checkpoints."""
+        out = dataclasses.asdict(self)
+        out["crop"], out["scale"] = list(self.crop), list(self.scale)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are rejected."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown training arguments: {', '.join(unknown)}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+RESUMABLE_FIELDS = frozenset(
+    {
+        "model",
+        "data",
+        "val_data",
+        "out",
+        "eval_every",
+        "eval_limit",
+        "checkpoint_every",
+        "log_every",
+        "workers",
+        "device",
+        "amp",
+        "deterministic",
+        "progress",
+        "tensorboard",
+    }
+)
+"""Arguments that may change when resuming; all others must equal the saved run's."""

@@ -1,0 +1,96 @@
+"""The text outputs of a run directory: ``config.yaml``, ``metrics.jsonl`` and TensorBoard events
+(when tensorboard imports). Only rank 0 keeps one."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+__all__ = ["CONFIG_FILE", "METRICS_FILE", "RunLog"]
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+
+
+class RunLog:
+    """Write ``doc`` as ``config.yaml`` and open ``metrics.jsonl`` for appending.
+
+    On resume (``iteration > 0``) the metrics lines past ``iteration`` (written after the
+    checkpoint being resumed) are dropped, and TensorBoard purges its events past it, so a
+    resumed run's logs read as one run.
+
+    Raises:
+        OSError: the folder cannot be written (the message names it).
+    """
+
+    def __init__(
+        self, run_dir: Path, doc: dict[str, Any], *, iteration: int, tensorboard: bool
+    ) -> None:
+        self.run_dir = run_dir
+        metrics_path = run_dir / METRICS_FILE
+        try:
+            (run_dir / CONFIG_FILE).write_text(
+                yaml.safe_dump(doc, sort_keys=False), encoding="utf-8"
+            )
+            kept = []
+            if iteration > 0 and metrics_path.is_file():
+                for line in metrics_path.read_text(encoding="utf-8").splitlines():
+                    if line.strip() and json.loads(line).get("iter", 0) <= iteration:
+                        kept.append(line)
+            metrics_path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+            self._metrics: Any = metrics_path.open("a", encoding="utf-8")
+        except OSError as err:
+            raise OSError(err.errno, f"cannot write to {run_dir}: {err.strerror}") from err
+        self._writer: Any = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                logger.debug("tensorboard is not installed; no event files")
+            else:
+                self._writer = SummaryWriter(log_dir=str(run_dir), purge_step=iteration + 1)
+
+    def record(self, record: dict[str, Any]) -> None:
+        """Append one JSON line (non-finite floats become null) and its numbers as TensorBoard
+        scalars under ``val/``, ``train/`` or the record's kind."""
+        clean = {
+            k: None if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in record.items()
+        }
+        try:
+            self._metrics.write(json.dumps(clean) + "\n")
+            self._metrics.flush()
+        except OSError as err:
+            raise OSError(
+                err.errno, f"cannot write {self.run_dir / METRICS_FILE}: {err.strerror}"
+            ) from err
+        if self._writer is not None:
+            kind = record.get("kind")
+            prefix = {"eval": "val", "train": "train"}.get(kind, kind)
+            for key, value in record.items():
+                if key not in ("iter", "kind") and isinstance(value, (int, float)):
+                    self._writer.add_scalar(f"{prefix}/{key}", value, record["iter"])
+
+    @property
+    def has_events(self) -> bool:
+        """Whether TensorBoard events are written."""
+        return self._writer is not None
+
+    def histogram(self, tag: str, values: torch.Tensor, step: int) -> None:
+        """A TensorBoard histogram (nothing without tensorboard)."""
+        if self._writer is not None:
+            self._writer.add_histogram(tag, values, step)
+
+    def close(self) -> None:
+        self._metrics.close()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
