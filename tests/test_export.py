@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from _models import randomise
 
 import dynviz
 from dynviz.cli import main as cli
@@ -23,21 +24,9 @@ from dynviz.model.route import Route
 ROUTE_CHAINS = [[4, 8, 16, 8, 4], [4, 4, 4, 4, 4]]
 
 
-def _randomise(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
-    """Non-trivial BN statistics and affine parameters (folding must use all four)."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-    return model
-
-
 @pytest.fixture
 def dynamic(tiny):
-    return _randomise(dynviz.build_model(tiny).eval().double())
+    return randomise(dynviz.build_model(tiny).eval().double(), spread=0.2)
 
 
 @pytest.fixture
@@ -153,7 +142,7 @@ def test_export_cli_checkpoint_with_route(tmp_path, capsys, tiny, route):
     pytest.importorskip("onnxruntime")
     from dynviz.checkpoint import make_checkpoint, save_checkpoint
 
-    model = _randomise(dynviz.build_model(tiny)).eval()
+    model = randomise(dynviz.build_model(tiny), spread=0.2).eval()
     (tmp_path / "run").mkdir()
     ckpt = save_checkpoint(tmp_path / "run" / "checkpoint_best.pt",
                            make_checkpoint(model, rng=False))

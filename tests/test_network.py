@@ -8,26 +8,11 @@ from collections import Counter
 
 import pytest
 import torch
+from _models import randomise
 
 import dynviz
 from dynviz.model.config import Direction
 from dynviz.model.route import Route, RouteError
-
-
-def _randomise(model: torch.nn.Module, gate_bias: tuple[float, float] | None = None) -> None:
-    """Non-trivial BN statistics (and gate biases that close some paths)."""
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-    if gate_bias is not None:
-        lo, hi = gate_bias
-        for cell in model.cells.values():
-            bias = cell.gate.conv2.bias
-            bias.data.copy_(torch.rand(bias.shape, generator=g) * (hi - lo) + lo)
 
 
 def _count_calls(model: torch.nn.Module) -> Counter:
@@ -58,7 +43,7 @@ def test_gates_start_about_ninety_percent_open(tiny, images):
 def test_skip_mode_equals_soft_mode(tiny, images):
     """Real skipping computes the same function as the soft (masked) form, Eqs. 5-6."""
     model = dynviz.build_model(tiny).eval().double()
-    _randomise(model, gate_bias=(-1.5, 1.0))
+    randomise(model, gate_bias=(-1.5, 1.0))
     x = torch.randn(6, 3, 32, 64, dtype=torch.float64)
     soft = model(x, skip=False)
     hard = model(x)
@@ -71,7 +56,7 @@ def test_skip_mode_equals_soft_mode(tiny, images):
 def test_static_net_equals_dynamic_forced_to_its_route(tiny, images):
     route = Route.from_chains(tiny, [[4, 8, 16, 8, 4], [4, 4, 4, 4, 4]])
     dynamic = dynviz.build_model(tiny).eval()
-    _randomise(dynamic)
+    randomise(dynamic)
     static = dynviz.build_model(tiny, route=route).eval()
     missing, unexpected = static.load_state_dict(dynamic.state_dict(), strict=False)
     assert missing == [] and any(".gate." in k for k in unexpected)
@@ -124,7 +109,7 @@ def test_closed_cells_and_paths_are_never_called(tiny, images):
 
 def test_cell_with_all_paths_closed_passes_input_through(tiny, images):
     model = dynviz.build_model(tiny).eval()
-    _randomise(model)
+    randomise(model)
     model.cells["2_0"].gate.conv2.bias.data.fill_(-50.0)
     calls = _count_calls(model)
     out = model(images)
@@ -135,7 +120,7 @@ def test_cell_with_all_paths_closed_passes_input_through(tiny, images):
 
 def test_per_sample_routes_match_single_image_runs(tiny):
     model = dynviz.build_model(tiny).eval().double()
-    _randomise(model)
+    randomise(model)
     routes = [
         Route.from_chains(tiny, [[4, 8, 16, 32, 32]]),
         Route.all_open(tiny),
@@ -152,7 +137,7 @@ def test_per_sample_routes_match_single_image_runs(tiny):
 
 def test_per_sample_gates_match_single_image_runs(tiny):
     model = dynviz.build_model(tiny).eval().double()
-    _randomise(model, gate_bias=(-1.0, 1.0))
+    randomise(model, gate_bias=(-1.0, 1.0))
     x = torch.randn(5, 3, 32, 32, dtype=torch.float64) * torch.linspace(0.2, 3, 5).view(5, 1, 1, 1)
     batch = model(x)
     assert len({tuple(a.flatten().gt(0).tolist()) for a in batch.gates}) > 1  # routes differ
