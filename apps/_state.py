@@ -511,6 +511,73 @@ def measured_accuracy(records: tuple[str, ...], records_mtimes: tuple[float, ...
     return pd.DataFrame(rows, columns=["model", "source", "mIoU", "real GMACs", "trained"])
 
 
+# ------------------------------------------------------------------------------- latency
+@st.cache_data(show_spinner=False)
+def zoo_spaces() -> dict[str, str]:
+    """``{name: config JSON}`` of the zoo's routing spaces (route specs left out)."""
+    from dynviz.model import RoutingSpaceConfig
+    from dynviz.model.zoo import load_spec, preset_names
+
+    out = {}
+    for name in preset_names():
+        spec = load_spec(name)
+        if isinstance(spec, RoutingSpaceConfig):
+            out[name] = json.dumps(spec.to_dict(), sort_keys=True)
+    return out
+
+
+@st.cache_data(show_spinner="Timing every node on this machine...", max_entries=16)
+def node_latency(config_json: str, height: int, width: int) -> Any:
+    """``dynviz.latency.measure_node_latency`` of a config at an input size (3 repeats)."""
+    from dynviz.latency import measure_node_latency
+    from dynviz.model import RoutingSpaceConfig
+
+    config = RoutingSpaceConfig.from_dict(json.loads(config_json))
+    return measure_node_latency(config, (height, width), repeats=3)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def latency_tables(config_json: str, height: int, width: int,
+                   routes: tuple[tuple[str, str], ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The measured node table (``latency_rows``) and the routes' estimated times
+    (``route_times``; ``routes`` are ``(name, route JSON)`` pairs of this config's space)."""
+    from dynviz.latency import latency_rows, route_times
+    from dynviz.model.route import Route
+
+    latency = node_latency(config_json, height, width)
+    nodes = pd.DataFrame([row.to_json() for row in latency_rows(latency)])
+    static = {name: Route.from_dict(json.loads(data), source=name) for name, data in routes}
+    return nodes, pd.DataFrame(route_times(latency, static))
+
+
+def routes_of_space(config_json: str, records: str | None) -> tuple[tuple[str, str], ...]:
+    """The zoo's special cases drawn in this space, and the common network (95%) of the
+    selected records when they were made in it: ``(name, route JSON)`` pairs."""
+    from dynviz.analysis import CommonNetError, extract_common
+    from dynviz.model.route import Route
+    from dynviz.model.zoo import load_spec, preset_names
+
+    def same(route: Route) -> bool:
+        return json.dumps(route.space.to_dict(), sort_keys=True) == config_json
+
+    out = []
+    for name in preset_names():
+        spec = load_spec(name)
+        if isinstance(spec, Route) and "paper" in spec.meta and same(spec):
+            out.append((name, json.dumps(spec.to_dict())))
+    if records is not None:
+        rec = load_records(records, stamp(records))
+        if json.dumps(rec.config.to_dict(), sort_keys=True) == config_json:
+            try:
+                route = extract_common(path_statistics(records, stamp(records)).per_path,
+                                       rec.config, threshold=0.95)
+            except CommonNetError:
+                pass
+            else:
+                out.append((f"common-95 of {rec.label}", json.dumps(route.to_dict())))
+    return tuple(out)
+
+
 # ---------------------------------------------------------------------- routing vs scale
 @st.cache_data(show_spinner="Relating routes to object scale...", max_entries=32)
 def image_routes(path: str, mtime: float) -> pd.DataFrame:

@@ -20,6 +20,7 @@ PAGES = [
     st.Page("views/common_networks.py", title="Common networks", icon=":material/hub:"),
     st.Page("views/special_cases.py", title="Special cases", icon=":material/grid_view:"),
     st.Page("views/routing_vs_scale.py", title="Routing vs scale", icon=":material/scatter_plot:"),
+    st.Page("views/latency.py", title="Latency", icon=":material/timer:"),
 ]
 
 navigation = st.navigation(PAGES)

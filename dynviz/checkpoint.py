@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 import dynviz
+from dynviz.errors import UserError
 from dynviz.model import RoutingNetwork, RoutingSpaceConfig, build_model
 from dynviz.model.route import Route
 
@@ -73,7 +74,7 @@ BEST = "checkpoint_best.pt"
 _REQUIRED = ("format", "format_version", "config", "route", "model")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A file is not a usable dynviz checkpoint; the message names it."""
 
 

@@ -25,7 +25,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,33 +34,27 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from dynviz.checkpoint import CheckpointError, load_model, run_data_spec
-from dynviz.commands import add_run_options
+from dynviz.checkpoint import load_model, run_data_spec
+from dynviz.commands import add_run_options, guarded
 from dynviz.cost import CostTable, cost_table
-from dynviz.data import DataError, Resize, build_dataset
+from dynviz.data import Resize, build_dataset
 from dynviz.metrics import ConfusionMatrix
 from dynviz.model import ConfigError, RoutingNetwork
 from dynviz.train.distributed import (
     all_gather_objects,
     all_reduce_sum,
-    cleanup_distributed,
     init_distributed,
 )
 
 __all__ = [
-    "USER_ERRORS",
     "CostStats",
     "EvalResult",
     "configure_parser",
     "evaluate",
     "main",
-    "run_command",
 ]
 
 logger = logging.getLogger(__name__)
-
-USER_ERRORS: tuple[type[Exception], ...] = (DataError, ConfigError, CheckpointError)
-"""Errors caused by the user's input: the CLI prints ``error: <message>`` and exits 2."""
 
 GIGA = 1e9
 
@@ -271,24 +265,6 @@ def evaluate(
 
 
 # ----------------------------------------------------------------------------------- CLI
-def run_command(body: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Run a CLI command body, turning known errors into ``error: <message>`` on stderr.
-
-    User errors (:data:`USER_ERRORS`) exit 2, other ``OSError``/``RuntimeError`` exit 1. Shared
-    by ``dynviz eval`` and ``dynviz train``.
-    """
-    try:
-        return body(args)
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (OSError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    finally:
-        cleanup_distributed()
-
-
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``dynviz eval``."""
     parser.add_argument(
@@ -381,4 +357,4 @@ def _main(args: argparse.Namespace) -> int:
 
 def main(args: argparse.Namespace) -> int:
     """``dynviz eval``: print mIoU and GMACs of a run or checkpoint."""
-    return run_command(_main, args)
+    return guarded(_main, args)

@@ -26,7 +26,7 @@ import glob
 import logging
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +57,7 @@ __all__ = [
     "latency_cost_table",
     "measure_calls",
     "measure_node_latency",
+    "route_times",
     "time_calls",
 ]
 
@@ -511,6 +512,31 @@ def latency_rows(latency: NodeLatency, table: CostTable | None = None) -> list[L
             if t is None or m == 0:
                 continue
             rows.append(LatencyRow(s, config.stride(s), component, m, float(t)))
+    return rows
+
+
+def route_times(latency: NodeLatency, routes: Mapping[str, Route]) -> list[dict[str, object]]:
+    """Each static route's MACs and estimated time (the sum of its nodes' measured times, laid
+    out as the paper counts MACs) beside the all-open network's: where equal MACs do not mean
+    equal time.
+
+    Returns:
+        One dict per route, all-open first: ``route``, ``gmacs``, ``ms``, ``gmacs_ratio`` and
+        ``time_ratio`` (to all open) and ``time_per_macs`` (their quotient: above 1, the route
+        spends its MACs where they are slow).
+    """
+    config, size = latency.config, latency.size
+    everything = {"all open": Route.all_open(config), **routes}
+    rows: list[dict[str, object]] = []
+    for name, route in everything.items():
+        macs = cost_table(config, size, route=route).total()
+        seconds = latency_cost_table(config, size, route=route, latency=latency).total()
+        rows.append({"route": name, "gmacs": macs / 1e9, "ms": seconds * 1e3})
+    base = rows[0]
+    for row in rows:
+        row["gmacs_ratio"] = float(row["gmacs"]) / float(base["gmacs"])
+        row["time_ratio"] = float(row["ms"]) / float(base["ms"])
+        row["time_per_macs"] = row["time_ratio"] / row["gmacs_ratio"]
     return rows
 
 

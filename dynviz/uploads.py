@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from dynviz.errors import UserError
+
 __all__ = [
     "ALLOWED_FORMATS",
     "MAX_BYTES",
@@ -64,7 +66,7 @@ ALLOWED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP",
 _WIDE_MODES = ("I", "I;16", "I;16B", "I;16L")
 
 
-class UploadError(ValueError):
+class UploadError(UserError):
     """An upload cannot be used as an image; the message says why, for the user."""
 
 

@@ -40,6 +40,7 @@ PAGES: dict[str, tuple[str, tuple[str, ...], int]] = {
     "views/common_networks.py": ("Common networks", ("metric", "slider", "download_button"), 1),
     "views/special_cases.py": ("Special cases", ("dataframe", "radio"), 5),
     "views/routing_vs_scale.py": ("Routing versus scale", ("dataframe", "selectbox"), 1),
+    "views/latency.py": ("Latency next to MACs", ("button", "selectbox", "number_input"), 0),
 }
 
 
@@ -203,6 +204,25 @@ def test_threshold_slider_changes_the_common_network(app) -> None:
     assert float(loose["GMACs at 64x64"]) > float(strict["GMACs at 64x64"])
     assert at.code[0].value != strict_yaml
     assert "paths:" in at.code[0].value and "space:" in at.code[0].value
+
+
+def test_latency_page_times_the_nodes_on_request(app) -> None:
+    at = _open(app, "views/latency.py")
+    assert not at.dataframe and at.info  # nothing is timed before the button is pressed
+    at.number_input(key="latency_h").set_value(64)
+    at.number_input(key="latency_w").set_value(64).run()
+    at.button(key="latency_measure").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    nodes = at.dataframe[0].value
+    assert set(nodes["component"]) >= {"op", "gate", "lateral"}
+    assert (nodes["ms"] > 0).all() and (nodes["mmacs"] > 0).all()
+    assert len(_charts(at)) == 1 and "x" in _metrics(at)["Cell op, slowest / fastest scale (time)"]
+    # the selected records' space is not layer16: no special case, but their common network
+    routes = at.dataframe[1].value
+    assert routes["route"].tolist() == ["all open", "common-95 of tiny"]
+    assert routes["time_ratio"].iloc[0] == 1.0 and 0 < routes["gmacs_ratio"].iloc[1] < 1
+    at.selectbox(key="latency_space").set_value("layer16").run()
+    assert at.info and len(at.dataframe) == 0  # another space: measure again
 
 
 def test_distributions_filters(app) -> None:

@@ -40,6 +40,7 @@ PAGES: dict[str, tuple[str, tuple[str, ...], int]] = {
     "common_networks": ("Common networks", ("stMetric", "stDownloadButton"), 1),
     "special_cases": ("Special cases", ("stDataFrame",), 5),
     "routing_vs_scale": ("Routing versus scale", ("stDataFrame",), 1),
+    "latency": ("Latency next to MACs", ("stButton",), 0),
 }
 
 
@@ -193,5 +194,21 @@ def test_compare_two_images(browser, server, shots) -> None:  # noqa: ANN001
         assert page.locator('[data-testid="stPlotlyChart"]').count() == 2
         assert page.locator('[data-testid="stException"]').count() == 0
         page.screenshot(path=str(shots / "route_explorer_compare.png"))
+    finally:
+        page.close()
+
+
+def test_latency_measured_on_request(browser, server, shots) -> None:  # noqa: ANN001
+    page = browser.new_page(viewport=VIEWPORT)
+    try:
+        page.goto(f"{server}/latency", wait_until="domcontentloaded")
+        page.get_by_role("heading", name="Latency next to MACs").first.wait_for(timeout=60_000)
+        _settle(page)
+        page.get_by_role("button", name="Measure on this machine").click()
+        page.wait_for_selector('[data-testid="stPlotlyChart"] .main-svg', timeout=60_000)
+        _settle(page)
+        assert page.locator('[data-testid="stDataFrame"]').count() == 2  # nodes, routes
+        assert page.locator('[data-testid="stException"]').count() == 0
+        page.screenshot(path=str(shots / "latency.png"))
     finally:
         page.close()

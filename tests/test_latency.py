@@ -21,6 +21,7 @@ from dynviz.latency import (
     latency_rows,
     measure_calls,
     measure_node_latency,
+    route_times,
     time_calls,
 )
 from dynviz.model.route import Route
@@ -96,6 +97,28 @@ def test_latency_rows_pair_time_with_macs(latency):
     assert all(r.macs > 0 and r.seconds > 0 and r.gmacs_per_s > 0 for r in rows)
     text = format_latency(latency)
     assert "GMAC/s" in text and "1/32" in text
+
+
+def test_route_times_are_sums_of_the_node_table(latency):
+    config = latency.config
+    chain = Route.from_chains(config, [[4, 4, 8, 8, 8]], name="chain")
+    rows = route_times(latency, {"chain": chain})
+    assert [r["route"] for r in rows] == ["all open", "chain"]
+    everything, mine = rows
+    assert everything["gmacs_ratio"] == everything["time_ratio"] == 1.0
+    assert mine["gmacs"] == pytest.approx(cost_table(config, SIZE, route=chain).total() / 1e9)
+    seconds = latency_cost_table(config, SIZE, route=chain, latency=latency).total()
+    assert mine["ms"] == pytest.approx(seconds * 1e3)
+    assert mine["time_ratio"] == pytest.approx(mine["ms"] / everything["ms"])
+    assert mine["time_per_macs"] == pytest.approx(mine["time_ratio"] / mine["gmacs_ratio"])
+    assert 0 < mine["gmacs_ratio"] < 1 and 0 < mine["time_ratio"] < 1
+
+
+def test_a_measurement_survives_its_state(latency):
+    again = type(latency).from_state(latency.config, json.loads(json.dumps(latency.state())))
+    assert again.per_scale == latency.per_scale and again.size == latency.size
+    table = latency_cost_table(latency.config, SIZE, latency=latency)
+    assert latency_cost_table(latency.config, SIZE, latency=again).total() == table.total()
 
 
 def test_time_calls_interleaves_and_takes_medians():

@@ -3,8 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 
-__all__ = ["add_run_options"]
+from dynviz.errors import UserError
+
+__all__ = ["add_run_options", "guarded"]
+
+
+def guarded(body: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
+    """Run a command body, turning known errors into ``error: <message>`` on stderr: user
+    errors (:class:`dynviz.errors.UserError`) exit 2, I/O and runtime errors exit 1. A process
+    group that the body joined (torchrun) is left on the way out."""
+    try:
+        return int(body(args) or 0)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (OSError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        from dynviz.train.distributed import cleanup_distributed
+
+        cleanup_distributed()
 
 
 def add_run_options(parser: argparse.ArgumentParser, *, threads: bool = False) -> None:

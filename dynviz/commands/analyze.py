@@ -37,7 +37,7 @@ from dynviz.analysis import (
     routing_vs_scale,
     scale_summary,
 )
-from dynviz.commands.record import guarded
+from dynviz.commands import guarded
 from dynviz.record import Records, combine_records, path_cost_frame, read_records
 
 __all__ = ["Report", "analyze", "configure_parser", "main", "slug"]

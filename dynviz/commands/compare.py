@@ -18,7 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from dynviz.commands.record import guarded, source_name
+from dynviz.commands import guarded
+from dynviz.commands.record import source_name
 from dynviz.model import ConfigError
 
 __all__ = ["CompareRow", "compare", "configure_parser", "describe_model", "main", "markdown"]

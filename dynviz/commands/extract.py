@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 from dynviz.analysis.common import extract_common
-from dynviz.commands.record import guarded
+from dynviz.commands import guarded
 from dynviz.cost import cost_table, param_table
 from dynviz.model import ConfigError, build_model
 from dynviz.model.route import Route

@@ -17,39 +17,22 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from dynviz.checkpoint import CheckpointError, run_data_spec
-from dynviz.commands import add_run_options
-from dynviz.data import DataError, Resize, build_dataset
+from dynviz.checkpoint import run_data_spec
+from dynviz.commands import add_run_options, guarded
+from dynviz.data import Resize, build_dataset
 from dynviz.model import ConfigError
 from dynviz.model.route import Route
 from dynviz.model.zoo import load_spec
-from dynviz.record import RecordError, load_records_model, record
+from dynviz.record import load_records_model, record
 
-__all__ = ["USER_ERRORS", "configure_parser", "guarded", "main", "source_name"]
+__all__ = ["configure_parser", "main", "source_name"]
 
 logger = logging.getLogger(__name__)
-
-USER_ERRORS: tuple[type[Exception], ...] = (DataError, ConfigError, CheckpointError, RecordError)
-"""Errors caused by the user's input: ``error: <message>`` on stderr and exit status 2."""
-
-
-def guarded(body: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Run a command body; user errors exit 2, I/O and runtime errors exit 1 (with a message)."""
-    try:
-        return int(body(args) or 0)
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (OSError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-
 
 def source_name(source: str) -> str:
     """A label for a model source: the run directory's name, a checkpoint's folder name, or

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 
+from dynviz.errors import UserError
+
 __all__ = ["DataError"]
 
 logger = logging.getLogger(__name__)
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Bad input data: a malformed spec, a missing or unreadable file, an inconsistent pair.
 
     Subclasses :class:`ValueError`, so callers that already catch ``ValueError`` keep working.

@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from dynviz.errors import UserError
+
 __all__ = [
     "ConfigError",
     "Direction",
@@ -33,7 +35,7 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A model configuration is invalid; the message names the key or value."""
 
 

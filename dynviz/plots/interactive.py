@@ -19,6 +19,7 @@ from dynviz.plots.style import DIRECTION_COLORS, PALETTE
 
 __all__ = [
     "cost_histogram",
+    "latency_bars",
     "probability_heatmap",
     "probability_histogram",
     "probability_violin",
@@ -193,7 +194,8 @@ def routing_scatter(
         for name, group in _groups(styled, color):
             values = group[group[x] > 0] if logx else group
             label = " / ".join(v for v in (symbol_name, name) if v) or "images"
-            fig.add_scatter(
+            add = fig.add_scattergl if len(data) > 5000 else fig.add_scatter  # WebGL for many
+            add(
                 x=values[x],
                 y=values[y],
                 mode="markers",
@@ -212,6 +214,26 @@ def routing_scatter(
     return _layout(
         fig, title=title, x=x.removeprefix("stat_").replace("_", " "), y=y.replace("_", " ")
     )
+
+
+def latency_bars(
+    rows: pd.DataFrame, *, title: str | None = "Achieved MAC rate per node and scale"
+) -> go.Figure:
+    """GMAC/s of each component at each scale (``dynviz.latency.latency_rows`` as a frame with
+    ``stride``, ``component``, ``mmacs``, ``ms``): equal MACs, unequal time."""
+    fig = go.Figure()
+    for i, (component, group) in enumerate(rows.groupby("component", sort=False)):
+        fig.add_bar(
+            x=[f"1/{s}" for s in group["stride"]],
+            y=group["mmacs"] / group["ms"],  # MMACs per ms = GMAC/s
+            name=str(component),
+            marker_color=PALETTE[i % len(PALETTE)],
+            customdata=np.stack([group["mmacs"], group["ms"]], axis=1),
+            hovertemplate="%{customdata[0]:.1f} MMACs in %{customdata[1]:.2f} ms: "
+            "%{y:.1f} GMAC/s<extra>%{fullData.name}</extra>",
+        )
+    fig.update_layout(barmode="group")
+    return _layout(fig, title=title, x="scale (stride)", y="GMAC/s")
 
 
 def space_figure(

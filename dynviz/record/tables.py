@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dynviz.checkpoint import atomic_write
+from dynviz.errors import UserError
 from dynviz.model import Direction, RoutingNetwork, RoutingSpaceConfig
 from dynviz.model.route import Route
 
@@ -60,7 +61,7 @@ _PART = re.compile(r"^part-r(\d+)-c(\d+)\.parquet$")
 GIGA = 1e9
 
 
-class RecordError(ValueError):
+class RecordError(UserError):
     """Records are missing, malformed, or do not belong to a model; the message names the file
     or the key."""
 

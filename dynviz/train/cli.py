@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from dynviz.checkpoint import LATEST, CheckpointError, load_checkpoint
-from dynviz.evaluate import run_command
+from dynviz.commands import guarded
 from dynviz.model import ConfigError
 from dynviz.train.trainer import TrainConfig, Trainer
 
@@ -247,4 +247,4 @@ def _main(args: argparse.Namespace) -> int:
 
 def main(args: argparse.Namespace) -> int:
     """``dynviz train``."""
-    return run_command(_main, args)
+    return guarded(_main, args)
