@@ -533,7 +533,7 @@ def node_latency(config_json: str, height: int, width: int) -> Any:
     from dynviz.model import RoutingSpaceConfig
 
     config = RoutingSpaceConfig.from_dict(json.loads(config_json))
-    return measure_node_latency(config, (height, width), repeats=3)
+    return measure_node_latency(config, (height, width), repeats=3, tune_malloc=True)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

@@ -22,6 +22,7 @@ scale and broadcast over the layers. Timings are medians of interleaved repeats 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import statistics
@@ -266,7 +267,8 @@ class _Lateral(nn.Module):
 def measure_node_latency(config: RoutingSpaceConfig, size: tuple[int, int] = (512, 1024), *,
                          repeats: int = 5, batch: int = 1, threads: int | None = None,
                          channels_last: bool = True, fold: bool = False,
-                         min_time: float = 2e-3, max_wait: float | None = None) -> NodeLatency:
+                         min_time: float = 2e-3, max_wait: float | None = None,
+                         tune_malloc: bool = False) -> NodeLatency:
     """Time every component of ``config`` at ``size`` on this machine.
 
     Args:
@@ -280,71 +282,79 @@ def measure_node_latency(config: RoutingSpaceConfig, size: tuple[int, int] = (51
         fold: time with BN folded into the convs (``dynviz.export.fold_batchnorm``).
         min_time: a sample loops a call until this many seconds have passed.
         max_wait: retake samples that waited longer for a CPU (:func:`measure_calls`).
+        tune_malloc: time with glibc keeping freed memory for reuse, as ``dynviz bench`` does
+            (:func:`dynviz.bench.malloc_tuned`); without it the large 1/4-scale tensors are
+            page-faulted back in on every call and those nodes look 2-3x slower. Afterwards the
+            thresholds go back to glibc's initial ones, without its dynamic adjustment, so a
+            long-running process (a training run) should leave this off.
     """
+    from dynviz.bench.allocator import malloc_tuned
+
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
-    try:
-        stride = config.max_stride
-        height = -(-size[0] // stride) * stride
-        width = -(-size[1] // stride) * stride
-        gen = torch.Generator().manual_seed(0)
-        calls: dict[str, Callable[[], object]] = {}
-        keep_alive: list[object] = []
+    with malloc_tuned(True) if tune_malloc else contextlib.nullcontext():
+        try:
+            stride = config.max_stride
+            height = -(-size[0] // stride) * stride
+            width = -(-size[1] // stride) * stride
+            gen = torch.Generator().manual_seed(0)
+            calls: dict[str, Callable[[], object]] = {}
+            keep_alive: list[object] = []
 
-        def rand(*shape: int) -> torch.Tensor:
-            return _memory(torch.randn(*shape, generator=gen), channels_last)
+            def rand(*shape: int) -> torch.Tensor:
+                return _memory(torch.randn(*shape, generator=gen), channels_last)
 
-        for s in range(config.num_scales):
-            c = config.channels(s)
-            h, w = height // 4 >> s, width // 4 >> s
-            x = rand(batch, c, h, w)
-            op = _module(SepConv(c), channels_last, fold)
+            for s in range(config.num_scales):
+                c = config.channels(s)
+                h, w = height // 4 >> s, width // 4 >> s
+                x = rand(batch, c, h, w)
+                op = _module(SepConv(c), channels_last, fold)
 
-            def run_op(op: nn.Module = op, x: torch.Tensor = x) -> torch.Tensor:
-                y = op(x)
-                y += x
-                return y.relu_()
+                def run_op(op: nn.Module = op, x: torch.Tensor = x) -> torch.Tensor:
+                    y = op(x)
+                    y += x
+                    return y.relu_()
 
-            calls[f"op.{s}"] = run_op
-            if config.has_gates:
-                gate = _module(SoftConditionalGate(c, 3, small=config.gate.value == "small"),
-                               channels_last, fold)
-                calls[f"gate.{s}"] = lambda gate=gate, x=x: gate(x)
-                alpha = torch.rand(batch, 1, 1, 1, generator=gen)
-                calls[f"keep.{s}"] = lambda x=x, a=alpha: x * a
-            if s > 0:
-                up = _module(UpTransform(c), channels_last, fold)
-                calls[f"up.{s}"] = lambda up=up, x=x: up(x)
-            if s < config.num_scales - 1:
-                down = _module(DownTransform(c), channels_last, fold)
-                calls[f"down.{s}"] = lambda down=down, x=x: down(x)
-            other = rand(batch, c, h, w)
-            calls[f"add.{s}"] = lambda x=x, other=other: x + other
-            top = s == config.num_scales - 1
-            c_out = c // 2 if s > 0 else config.base_channels
-            lateral = _module(_Lateral(c, c_out, s > 0), channels_last, fold)
-            y_in = rand(batch, c, h, w) if not top else torch.zeros_like(x)
-            calls[f"lateral.{s}"] = lambda lat=lateral, y=y_in, x=x: lat(y, x)
-            keep_alive += [x, other, y_in]
-        stem = _module(Stem(config.base_channels), channels_last, fold)
-        images = rand(batch, 3, height, width)
-        calls["stem"] = lambda: stem(images)
-        predictor = nn.Conv2d(config.base_channels, config.num_classes, 3, padding=1)
-        predictor = _module(predictor, channels_last, False)
-        y0 = rand(batch, config.base_channels, height // 4, width // 4)
+                calls[f"op.{s}"] = run_op
+                if config.has_gates:
+                    gate = _module(SoftConditionalGate(c, 3, small=config.gate.value == "small"),
+                                   channels_last, fold)
+                    calls[f"gate.{s}"] = lambda gate=gate, x=x: gate(x)
+                    alpha = torch.rand(batch, 1, 1, 1, generator=gen)
+                    calls[f"keep.{s}"] = lambda x=x, a=alpha: x * a
+                if s > 0:
+                    up = _module(UpTransform(c), channels_last, fold)
+                    calls[f"up.{s}"] = lambda up=up, x=x: up(x)
+                if s < config.num_scales - 1:
+                    down = _module(DownTransform(c), channels_last, fold)
+                    calls[f"down.{s}"] = lambda down=down, x=x: down(x)
+                other = rand(batch, c, h, w)
+                calls[f"add.{s}"] = lambda x=x, other=other: x + other
+                top = s == config.num_scales - 1
+                c_out = c // 2 if s > 0 else config.base_channels
+                lateral = _module(_Lateral(c, c_out, s > 0), channels_last, fold)
+                y_in = rand(batch, c, h, w) if not top else torch.zeros_like(x)
+                calls[f"lateral.{s}"] = lambda lat=lateral, y=y_in, x=x: lat(y, x)
+                keep_alive += [x, other, y_in]
+            stem = _module(Stem(config.base_channels), channels_last, fold)
+            images = rand(batch, 3, height, width)
+            calls["stem"] = lambda: stem(images)
+            predictor = nn.Conv2d(config.base_channels, config.num_classes, 3, padding=1)
+            predictor = _module(predictor, channels_last, False)
+            y0 = rand(batch, config.base_channels, height // 4, width // 4)
 
-        def run_fixed() -> torch.Tensor:
-            logits = predictor(y0)
-            return F.interpolate(logits, size=(height, width), mode="bilinear",
-                                 align_corners=False)
+            def run_fixed() -> torch.Tensor:
+                logits = predictor(y0)
+                return F.interpolate(logits, size=(height, width), mode="bilinear",
+                                     align_corners=False)
 
-        calls["decoder_fixed"] = run_fixed
-        with torch.inference_mode():
-            times = time_calls(calls, repeats=repeats, warmup=1, min_time=min_time,
-                               max_wait=max_wait)
-    finally:
-        torch.set_num_threads(previous)
+            calls["decoder_fixed"] = run_fixed
+            with torch.inference_mode():
+                times = time_calls(calls, repeats=repeats, warmup=1, min_time=min_time,
+                                   max_wait=max_wait)
+        finally:
+            torch.set_num_threads(previous)
     per_scale: dict[str, list[float | None]] = {
         k: [times.get(f"{k}.{s}") for s in range(config.num_scales)] for k in COMPONENTS
     }

@@ -209,6 +209,8 @@ def test_latency_measured_on_request(browser, server, shots) -> None:  # noqa: A
         _settle(page)
         assert page.locator('[data-testid="stDataFrame"]').count() == 2  # nodes, routes
         assert page.locator('[data-testid="stException"]').count() == 0
+        page.mouse.move(5, 790)  # no tooltip over the page
+        page.wait_for_timeout(300)
         page.screenshot(path=str(shots / "latency.png"))
     finally:
         page.close()

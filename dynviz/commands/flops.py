@@ -195,7 +195,9 @@ def main(args: argparse.Namespace) -> int:
         from dynviz.latency import measure_node_latency
 
         spec = load_spec(args.model)
-        latency = measure_node_latency(spec.space if isinstance(spec, Route) else spec, size)
+        latency = measure_node_latency(
+            spec.space if isinstance(spec, Route) else spec, size, tune_malloc=True
+        )
     if args.json:
         data = cost.to_json()
         if latency is not None:
