@@ -7,6 +7,7 @@ network, retrain it and special cases, compare) on synthetic data, then copies `
 Usage::
 
     python analysis/run_chain.py                 # quick (a few minutes), into runs/chain
+    python analysis/run_chain.py --demo --out runs/demo   # what `make demo` runs (reuses it)
     python analysis/run_chain.py --full --out runs/chain-full --no-docs
 """
 
@@ -19,14 +20,16 @@ import shutil
 import sys
 from pathlib import Path
 
-from dynviz.chain import FULL, QUICK, run_chain
+from dynviz.chain import DEMO, FULL, QUICK, run_chain
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--full", action="store_true", help="1000 iterations on 128x128 scenes")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--demo", action="store_true", help="the settings of `make demo`")
+    size.add_argument("--full", action="store_true", help="1000 iterations on 128x128 scenes")
     parser.add_argument("--out", default="runs/chain", help="output folder (default runs/chain)")
     parser.add_argument("--docs", default=str(ROOT / "docs"), help="where the figures go")
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/")
@@ -34,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    settings = dataclasses.replace(FULL if args.full else QUICK, threads=args.threads)
+    preset = FULL if args.full else DEMO if args.demo else QUICK
+    settings = dataclasses.replace(preset, threads=args.threads)
     if args.iters:
         settings = dataclasses.replace(settings, iters=args.iters, static_iters=args.iters)
     result = run_chain(args.out, settings, progress=False)
@@ -44,9 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         report = result.out / "report"
         shutil.copyfile(report / "fig5_probability.png", docs / "fig5.png")
         shutil.copyfile(report / "routing_vs_scale.png", docs / "routing_vs_scale.png")
+        flag = " --full" if args.full else " --demo" if args.demo else ""
         header = (
             "# Table 1 on synthetic data (generated)\n\n"
-            f"Written by `python analysis/run_chain.py{' --full' if args.full else ''}`: the "
+            f"Written by `python analysis/run_chain.py{flag}`: the "
             f"`{settings.space}` space, {settings.iters} iterations per dynamic model and "
             f"{settings.static_iters} per static network on {settings.size}x{settings.size} "
             "synthetic scenes. These numbers show that the chain runs end to end; they are not "
