@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -128,14 +129,24 @@ def _settle(page, timeout: float = 60.0) -> None:  # noqa: ANN001 - a playwright
     page.wait_for_timeout(800)  # plotly's first layout pass
 
 
-@pytest.mark.parametrize("path", list(PAGES), ids=[p or "overview" for p in PAGES])
-def test_page_renders(browser, server, shots, path) -> None:  # noqa: ANN001
-    title, test_ids, charts = PAGES[path]
+@contextmanager
+def _opened(browser, server: str, path: str, title: str) -> Iterator[object]:  # noqa: ANN001
+    """A new browser page on ``path``, settled after its heading ``title`` appeared; closed
+    afterwards."""
     page = browser.new_page(viewport=VIEWPORT)
     try:
         page.goto(f"{server}/{path}", wait_until="domcontentloaded")
         page.get_by_role("heading", name=title).first.wait_for(timeout=60_000)
         _settle(page)
+        yield page
+    finally:
+        page.close()
+
+
+@pytest.mark.parametrize("path", list(PAGES), ids=[p or "overview" for p in PAGES])
+def test_page_renders(browser, server, shots, path) -> None:  # noqa: ANN001
+    title, test_ids, charts = PAGES[path]
+    with _opened(browser, server, path, title) as page:
         for test_id in test_ids:
             page.wait_for_selector(f'[data-testid="{test_id}"]', timeout=30_000)
         if charts:
@@ -148,16 +159,10 @@ def test_page_renders(browser, server, shots, path) -> None:  # noqa: ANN001
             page.locator('[data-testid="stPlotlyChart"]').first.scroll_into_view_if_needed()
             page.wait_for_timeout(500)
             page.screenshot(path=str(shots / f"{name}-figure.png"))
-    finally:
-        page.close()
 
 
 def test_bad_upload_shows_a_message(browser, server, shots) -> None:  # noqa: ANN001
-    page = browser.new_page(viewport=VIEWPORT)
-    try:
-        page.goto(f"{server}/route_explorer", wait_until="domcontentloaded")
-        page.get_by_role("heading", name="Route explorer").first.wait_for(timeout=60_000)
-        _settle(page)
+    with _opened(browser, server, "route_explorer", "Route explorer") as page:
         page.get_by_text("Upload", exact=True).first.click()
         page.wait_for_selector('[data-testid="stFileUploaderDropzoneInput"]', state="attached",
                                timeout=30_000)
@@ -176,16 +181,10 @@ def test_bad_upload_shows_a_message(browser, server, shots) -> None:  # noqa: AN
         _settle(page)
         assert page.locator('[data-testid="stException"]').count() == 0
         page.screenshot(path=str(shots / "route_explorer_upload.png"))
-    finally:
-        page.close()
 
 
 def test_compare_two_images(browser, server, shots) -> None:  # noqa: ANN001
-    page = browser.new_page(viewport=VIEWPORT)
-    try:
-        page.goto(f"{server}/route_explorer", wait_until="domcontentloaded")
-        page.get_by_role("heading", name="Route explorer").first.wait_for(timeout=60_000)
-        _settle(page)
+    with _opened(browser, server, "route_explorer", "Route explorer") as page:
         page.get_by_text("Compare two images").first.click()
         page.wait_for_function(
             "document.querySelectorAll('[data-testid=\"stPlotlyChart\"] .main-svg').length >= 4",
@@ -194,16 +193,10 @@ def test_compare_two_images(browser, server, shots) -> None:  # noqa: ANN001
         assert page.locator('[data-testid="stPlotlyChart"]').count() == 2
         assert page.locator('[data-testid="stException"]').count() == 0
         page.screenshot(path=str(shots / "route_explorer_compare.png"))
-    finally:
-        page.close()
 
 
 def test_latency_measured_on_request(browser, server, shots) -> None:  # noqa: ANN001
-    page = browser.new_page(viewport=VIEWPORT)
-    try:
-        page.goto(f"{server}/latency", wait_until="domcontentloaded")
-        page.get_by_role("heading", name="Latency next to MACs").first.wait_for(timeout=60_000)
-        _settle(page)
+    with _opened(browser, server, "latency", "Latency next to MACs") as page:
         page.get_by_role("button", name="Measure on this machine").click()
         page.wait_for_selector('[data-testid="stPlotlyChart"] .main-svg', timeout=60_000)
         _settle(page)
@@ -212,5 +205,3 @@ def test_latency_measured_on_request(browser, server, shots) -> None:  # noqa: A
         page.mouse.move(5, 790)  # no tooltip over the page
         page.wait_for_timeout(300)
         page.screenshot(path=str(shots / "latency.png"))
-    finally:
-        page.close()
