@@ -107,9 +107,11 @@ def load_records(path: str, mtime: float) -> Any:
 def records_problem(path: str, mtime: float) -> str:
     """Why a records folder cannot be read ("" when it can)."""
     try:
-        load_records(path, mtime)
+        records = load_records(path, mtime)
     except (ValueError, OSError, KeyError) as err:  # RecordError is a ValueError
         return str(err) or type(err).__name__
+    if records.images.empty:
+        return "no image recorded yet (an empty or interrupted recording; record again)"
     return ""
 
 

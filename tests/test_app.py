@@ -258,11 +258,17 @@ def test_unreadable_records_are_set_aside(root, tmp_path, monkeypatch) -> None:
     broken = copy / "records" / "broken"
     broken.mkdir()
     (broken / "records.json").write_text("{not json", encoding="utf-8")
+    empty = copy / "records" / "empty"  # a recording killed before its first chunk
+    empty.mkdir()
+    sidecar = json.loads((copy / "records" / "tiny" / "records.json").read_text())
+    (empty / "records.json").write_text(json.dumps(sidecar), encoding="utf-8")
     monkeypatch.setenv(APP_DIR_ENV, str(copy))
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
     assert not at.exception
-    assert "records/broken" not in at.sidebar.selectbox(key="records_label").options
-    assert any("unreadable" in e.label for e in at.sidebar.expander)
+    options = at.sidebar.selectbox(key="records_label").options
+    assert "records/broken" not in options and "records/empty" not in options
+    assert any("2 unreadable" in e.label for e in at.sidebar.expander)
+    assert any("no image recorded yet" in c.value for c in at.sidebar.caption)
     for page in PAGES:
         at.switch_page(page).run()
         assert not at.exception, page
