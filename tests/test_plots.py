@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -119,4 +120,9 @@ def test_analyze_writes_the_report(two_records, tmp_path, capsys):
     fixed = per_path[per_path["model"] == "fixed"]
     assert set(fixed["p"]) <= {0.0, 1.0}  # a forced route: every path always or never
     assert cli(["analyze", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    empty = tmp_path / "empty"  # a sidecar and no chunk yet: a recording killed early
+    empty.mkdir()
+    (empty / "records.json").write_text((Path(paths[0]) / "records.json").read_text())
+    assert cli(["analyze", str(empty), "--out", str(out)]) == 2
+    assert "no image recorded yet" in capsys.readouterr().err
     assert _no_pyplot_figures()

@@ -38,7 +38,7 @@ from dynviz.analysis import (
     scale_summary,
 )
 from dynviz.commands import guarded
-from dynviz.record import Records, combine_records, path_cost_frame, read_records
+from dynviz.record import RecordError, Records, combine_records, path_cost_frame, read_records
 
 __all__ = ["Report", "analyze", "configure_parser", "main", "slug"]
 
@@ -401,6 +401,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def _main(args: argparse.Namespace) -> int:
     records = [read_records(path) for path in args.records]
+    for rec in records:
+        if rec.images.empty:
+            raise RecordError(
+                f"{rec.path}: no image recorded yet (an empty or interrupted recording); "
+                "record again"
+            )
     report = analyze(
         records,
         args.out,
