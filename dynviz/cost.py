@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from dynviz.model.config import Direction, RoutingSpaceConfig
+from dynviz.model.config import ConfigError, Direction, RoutingSpaceConfig
 from dynviz.model.ops import small_gate_size
 from dynviz.model.route import Route
 
@@ -213,7 +213,12 @@ def cost_table(
 
     ``size`` is the input (H, W); it is padded to a multiple of the largest stride as the
     network does.
+
+    Raises:
+        ConfigError: ``size`` is not two positive integers.
     """
+    if len(size) != 2 or any(int(v) != v or v < 1 for v in size):
+        raise ConfigError(f"input size {tuple(size)} must be two positive integers (H W)")
     counting = Counting(counting)
     complete = counting is Counting.COMPLETE
     stride = config.max_stride

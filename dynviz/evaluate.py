@@ -35,7 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from dynviz.checkpoint import load_model, run_data_spec
-from dynviz.commands import add_run_options, guarded
+from dynviz.commands import add_run_options, guarded, positive_int
 from dynviz.cost import CostTable, cost_table
 from dynviz.data import Resize, build_dataset
 from dynviz.metrics import ConfusionMatrix
@@ -279,7 +279,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--size",
         nargs=2,
-        type=int,
+        type=positive_int,
         metavar=("H", "W"),
         help="resize every image and label to H x W first",
     )

@@ -5,6 +5,9 @@ import json
 import pytest
 
 from dynviz.cli import main
+from dynviz.cost import cost_table
+from dynviz.model.config import ConfigError
+from dynviz.model.zoo import load_space
 
 
 def run(capsys, *argv):
@@ -62,3 +65,11 @@ def test_bad_model_is_a_clear_error(capsys, tmp_path):
     bad.write_text("name: bad\nspace: tiny\npaths:\n  - [2, 8, up]\n")
     code, _, err = run(capsys, "flops", str(bad))
     assert code == 2 and "bad.yaml" in err and "(layer 2, 1/8, up)" in err
+
+
+def test_a_bad_size_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_:  # argparse's usage error
+        main(["flops", "layer16", "--size", "0", "10"])
+    assert exit_.value.code == 2 and "--size: 0 must be >= 1" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"\(512, -4\)"):
+        cost_table(load_space("tiny"), (512, -4))

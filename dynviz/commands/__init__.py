@@ -8,7 +8,18 @@ from collections.abc import Callable
 
 from dynviz.errors import UserError
 
-__all__ = ["add_run_options", "guarded"]
+__all__ = ["add_run_options", "guarded", "positive_int"]
+
+
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: an integer >= 1 (sizes, counts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
 
 
 def guarded(body: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:

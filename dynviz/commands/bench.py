@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from dynviz.bench import SECTIONS, BenchSettings, run_bench, update_doc
+from dynviz.commands import positive_int
 from dynviz.model.config import ConfigError
 
 __all__ = ["DEFAULT_DOC", "configure_parser", "main"]
@@ -28,7 +29,7 @@ DEFAULT_DOC = Path(__file__).resolve().parents[2] / "docs" / "performance.md"
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="small sizes and 2 repeats (about a minute); no doc unless --doc")
-    parser.add_argument("--size", nargs=2, type=int, metavar=("H", "W"),
+    parser.add_argument("--size", nargs=2, type=positive_int, metavar=("H", "W"),
                         help="batch-1 input size (default 512 1024; quick 128 256); the batch "
                         "figure uses half of it per side")
     parser.add_argument("--repeats", type=int, help="timed repeats per variant (default 5)")

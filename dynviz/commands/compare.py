@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from dynviz.commands import guarded
+from dynviz.commands import guarded, positive_int
 from dynviz.commands.record import source_name
 from dynviz.model import ConfigError
 
@@ -156,7 +156,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--size",
         nargs=2,
-        type=int,
+        type=positive_int,
         metavar=("H", "W"),
         help="resize every image and label to H x W first",
     )

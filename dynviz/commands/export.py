@@ -15,6 +15,7 @@ import sys
 
 import torch
 
+from dynviz.commands import positive_int
 from dynviz.cost import cost_table
 from dynviz.export import (
     DEFAULT_OPSET,
@@ -39,7 +40,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--route", help="route spec to export (preset name or YAML); required "
                         "for a dynamic model")
     parser.add_argument("--out", required=True, help="the .onnx file to write")
-    parser.add_argument("--size", nargs=2, type=int, default=(512, 1024), metavar=("H", "W"),
+    parser.add_argument("--size", nargs=2, type=positive_int, default=(512, 1024),
+                        metavar=("H", "W"),
                         help="input size baked into the graph (default 512 1024)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                         help=f"ONNX opset (default {DEFAULT_OPSET})")

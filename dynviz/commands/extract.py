@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 from dynviz.analysis.common import extract_common
-from dynviz.commands import guarded
+from dynviz.commands import guarded, positive_int
 from dynviz.cost import cost_table, param_table
 from dynviz.model import ConfigError, build_model
 from dynviz.model.route import Route
@@ -110,7 +110,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--size",
         nargs=2,
-        type=int,
+        type=positive_int,
         metavar=("H", "W"),
         help="input size for the GMACs in the notes (default: the records')",
     )

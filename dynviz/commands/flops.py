@@ -7,6 +7,7 @@ import json
 import sys
 from dataclasses import dataclass
 
+from dynviz.commands import positive_int
 from dynviz.cost import Counting, cost_table, param_table
 from dynviz.model.config import ConfigError, RoutingSpaceConfig
 from dynviz.model.route import Route
@@ -99,7 +100,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--size",
         nargs=2,
-        type=int,
+        type=positive_int,
         default=(1024, 2048),
         metavar=("H", "W"),
         help="input size (default 1024 2048)",

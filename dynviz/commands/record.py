@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from dynviz.checkpoint import run_data_spec
-from dynviz.commands import add_run_options, guarded
+from dynviz.commands import add_run_options, guarded, positive_int
 from dynviz.data import Resize, build_dataset
 from dynviz.model import ConfigError
 from dynviz.model.route import Route
@@ -66,7 +66,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--size",
         nargs=2,
-        type=int,
+        type=positive_int,
         metavar=("H", "W"),
         help="resize every image and label to H x W first",
     )

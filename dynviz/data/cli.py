@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from dynviz.commands import positive_int
 from dynviz.data.cityscapes import write_cityscapes_layout
 from dynviz.data.errors import DataError
 from dynviz.data.spec import SYNTHETIC_DEFAULTS
@@ -49,7 +50,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     synth.add_argument(
         "--size",
-        type=int,
+        type=positive_int,
         nargs=2,
         default=list(SYNTHETIC_DEFAULTS["size"]),
         metavar=("H", "W"),
