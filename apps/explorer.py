@@ -10,6 +10,10 @@ from __future__ import annotations
 import _state
 import streamlit as st
 
+from dynviz.allocator import tune_malloc
+
+tune_malloc()  # keep freed memory for reuse, as the CLI commands do: large records load faster
+
 st.set_page_config(page_title="dynviz route explorer", page_icon=":material/route:",
                    layout="wide")
 

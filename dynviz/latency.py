@@ -283,12 +283,13 @@ def measure_node_latency(config: RoutingSpaceConfig, size: tuple[int, int] = (51
         min_time: a sample loops a call until this many seconds have passed.
         max_wait: retake samples that waited longer for a CPU (:func:`measure_calls`).
         tune_malloc: time with glibc keeping freed memory for reuse, as ``dynviz bench`` does
-            (:func:`dynviz.bench.malloc_tuned`); without it the large 1/4-scale tensors are
-            page-faulted back in on every call and those nodes look 2-3x slower. Afterwards the
-            thresholds go back to glibc's initial ones, without its dynamic adjustment, so a
-            long-running process (a training run) should leave this off.
+            (:func:`dynviz.allocator.malloc_tuned`); without it the large 1/4-scale tensors are
+            page-faulted back in on every call and those nodes look 2-3x slower. The CLI commands
+            already run tuned (:func:`dynviz.commands.guarded`); afterwards the thresholds go
+            back to what they were (glibc's initial ones, without its dynamic adjustment, if
+            they were never set).
     """
-    from dynviz.bench.allocator import malloc_tuned
+    from dynviz.allocator import malloc_tuned
 
     previous = torch.get_num_threads()
     if threads is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dynviz.bench.allocator import malloc_tuned, tune_malloc
+from dynviz.allocator import malloc_tuned, tune_malloc
 from dynviz.bench.core import (
     SECTIONS,
     BenchReport,

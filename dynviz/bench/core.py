@@ -60,7 +60,7 @@ class BenchSettings:
         record_images: images recorded in the recording-overhead figure (c).
         max_wait: a timed sample whose threads waited for a CPU longer than this share of its
             wall time (another job took the core) is taken again, up to 3 times.
-        tune_malloc: raise glibc's malloc thresholds for the run (:mod:`dynviz.bench.allocator`).
+        tune_malloc: raise glibc's malloc thresholds for the run (:mod:`dynviz.allocator`).
         quick: the small settings (:meth:`quick_settings`).
     """
 

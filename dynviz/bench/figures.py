@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from dynviz.bench.allocator import malloc_tuned
+from dynviz.allocator import malloc_tuned
 from dynviz.bench.core import BenchReport, BenchSettings, Figure, Section, load_average
 from dynviz.cost import cost_table
 from dynviz.export import (
