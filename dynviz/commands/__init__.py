@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from dynviz.errors import UserError
 
-__all__ = ["add_run_options", "guarded", "positive_int"]
+__all__ = ["add_resize_option", "add_run_options", "guarded", "positive_int"]
 
 
 def positive_int(text: str) -> int:
@@ -46,6 +46,17 @@ def guarded(body: Callable[[argparse.Namespace], int | None], args: argparse.Nam
         from dynviz.train.distributed import cleanup_distributed
 
         cleanup_distributed()
+
+
+def add_resize_option(parser: argparse.ArgumentParser) -> None:
+    """``--size H W`` of the commands that run a model over a data set."""
+    parser.add_argument(
+        "--size",
+        nargs=2,
+        type=positive_int,
+        metavar=("H", "W"),
+        help="resize every image and label to H x W first",
+    )
 
 
 def add_run_options(parser: argparse.ArgumentParser, *, threads: bool = False) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from dynviz.commands import guarded, positive_int
+from dynviz.commands import add_resize_option, guarded
 from dynviz.commands.record import source_name
 from dynviz.model import ConfigError
 
@@ -153,13 +153,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--split", default="val", help="split (default: val)")
     parser.add_argument("--limit", type=int, metavar="N", help="evaluate the first N images")
-    parser.add_argument(
-        "--size",
-        nargs=2,
-        type=positive_int,
-        metavar=("H", "W"),
-        help="resize every image and label to H x W first",
-    )
+    add_resize_option(parser)
     parser.add_argument(
         "--names",
         nargs="+",

@@ -12,7 +12,7 @@ import sys
 import torch
 
 from dynviz.checkpoint import load_model, run_data_spec
-from dynviz.commands import add_run_options, guarded, positive_int
+from dynviz.commands import add_resize_option, add_run_options, guarded
 from dynviz.data import Resize, build_dataset
 from dynviz.evaluate import EvalResult, evaluate
 from dynviz.model import ConfigError
@@ -32,13 +32,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--data", metavar="SPEC", help="dataset spec (default: the run's validation data)"
     )
     parser.add_argument("--split", default="val", help="split to evaluate (default: val)")
-    parser.add_argument(
-        "--size",
-        nargs=2,
-        type=positive_int,
-        metavar=("H", "W"),
-        help="resize every image and label to H x W first",
-    )
+    add_resize_option(parser)
     parser.add_argument("--limit", type=int, metavar="N", help="evaluate the first N images")
     add_run_options(parser, threads=True)
     parser.add_argument("--json", action="store_true", help="print one JSON object")

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from dynviz.checkpoint import run_data_spec
-from dynviz.commands import add_run_options, guarded, positive_int
+from dynviz.commands import add_resize_option, add_run_options, guarded
 from dynviz.data import Resize, build_dataset
 from dynviz.model import ConfigError
 from dynviz.model.route import Route
@@ -63,13 +63,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="ROUTE",
         help="force this route spec (preset or YAML) instead of the gates",
     )
-    parser.add_argument(
-        "--size",
-        nargs=2,
-        type=positive_int,
-        metavar=("H", "W"),
-        help="resize every image and label to H x W first",
-    )
+    add_resize_option(parser)
     parser.add_argument(
         "--batch", type=int, default=1, metavar="B", help="images per forward pass (default 1)"
     )
