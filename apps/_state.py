@@ -166,15 +166,16 @@ def path_statistics(path: str, mtime: float) -> PathStatistics:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def combined_path_statistics(paths: tuple[str, ...], mtimes: tuple[float, ...]
-                             ) -> PathStatistics:
+def combined_path_statistics(paths: tuple[str, ...], mtimes: tuple[float, ...]) -> PathStatistics:
     """:func:`path_statistics` of several records folders with a ``model`` column."""
     from dynviz.record import label_frames
 
     stats = [path_statistics(p, m) for p, m in zip(paths, mtimes, strict=True)]
     labels = _labels(paths, mtimes)
-    return PathStatistics(label_frames([s.per_path for s in stats], labels),
-                          label_frames([s.histogram for s in stats], labels))
+    return PathStatistics(
+        label_frames([s.per_path for s in stats], labels),
+        label_frames([s.histogram for s in stats], labels),
+    )
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -220,14 +221,19 @@ def table1(paths: tuple[str, ...], mtimes: tuple[float, ...]) -> pd.DataFrame:
         meta = load_records(path, mtime).meta
         checkpoint = meta.get("checkpoint") or {}
         route = meta.get("forced_route") or meta.get("route") or {}
-        info.append({
-            "params": meta.get("params"),
-            "routing": ("forced " if meta.get("forced_route") else "static " if route else "")
-            + (route.get("name") or "route") if route else "dynamic (gates)",
-            "data": f"{meta.get('data')} [{meta.get('split')}]",
-            "weights": f"iteration {checkpoint.get('iteration')}" if checkpoint
-            else "untrained",
-        })
+        info.append(
+            {
+                "params": meta.get("params"),
+                "routing": ("forced " if meta.get("forced_route") else "static " if route else "")
+                + (route.get("name") or "route")
+                if route
+                else "dynamic (gates)",
+                "data": f"{meta.get('data')} [{meta.get('split')}]",
+                "weights": f"iteration {checkpoint.get('iteration')}"
+                if checkpoint
+                else "untrained",
+            }
+        )
     return pd.concat([stats.reset_index(drop=True), pd.DataFrame(info)], axis=1)
 
 
@@ -258,23 +264,31 @@ def records_model(path: str, mtime: float) -> tuple[Any, ModelInfo]:
             candidates = [file] + [parent / file for parent in Path(path).resolve().parents]
             file = next((c for c in candidates if c.is_file()), file)
         if not file.is_file():
-            return None, ModelInfo(str(file), f"The checkpoint of these records, `{file}`, is "
-                                   "not there any more: no prediction, and no routes for "
-                                   "uploaded images.")
+            return None, ModelInfo(
+                str(file),
+                f"The checkpoint of these records, `{file}`, is "
+                "not there any more: no prediction, and no routes for "
+                "uploaded images.",
+            )
         try:
             model, meta = load_model(file)
         except CheckpointError as err:
             return None, ModelInfo(str(file), f"Cannot load the checkpoint: {err}")
         note = ""
         if checkpoint.get("sha256") and meta.get("sha256") != checkpoint.get("sha256"):
-            note = (f"`{file}` changed since it was recorded (sha256 differs): live routes and "
-                    "predictions may not match the records.")
+            note = (
+                f"`{file}` changed since it was recorded (sha256 differs): live routes and "
+                "predictions may not match the records."
+            )
         return model, ModelInfo(str(file), note, trained=True)
     route = records.meta.get("route")
     static = Route.from_dict(route, source=f"{path}: route") if route else None
     model = build_model(records.config, route=static).eval()
-    return model, ModelInfo("untrained", "These records come from an untrained network: the "
-                            "prediction and live routes use freshly initialised weights.")
+    return model, ModelInfo(
+        "untrained",
+        "These records come from an untrained network: the "
+        "prediction and live routes use freshly initialised weights.",
+    )
 
 
 @st.cache_resource(show_spinner="Preparing the data set...", max_entries=4)
@@ -331,11 +345,22 @@ def dataset_image(path: str, mtime: float, image_id: str) -> ImageView:
     records = load_records(path, mtime)
     rows = records.gates[records.gates["image_id"] == image_id]
     row = records.images[records.images["image_id"] == image_id].iloc[0]
-    stats = {k.removeprefix("stat_"): float(v) for k, v in row.items()
-             if str(k).startswith("stat_") and pd.notna(v)}
-    view = ImageView(image_id, None, None, None, rows, float(row["real_gmacs"]),
-                     float(row["expected_gmacs"]),
-                     None if pd.isna(row["miou"]) else float(row["miou"]), stats)
+    stats = {
+        k.removeprefix("stat_"): float(v)
+        for k, v in row.items()
+        if str(k).startswith("stat_") and pd.notna(v)
+    }
+    view = ImageView(
+        image_id,
+        None,
+        None,
+        None,
+        rows,
+        float(row["real_gmacs"]),
+        float(row["expected_gmacs"]),
+        None if pd.isna(row["miou"]) else float(row["miou"]),
+        stats,
+    )
     spec, split = records.meta.get("data"), records.meta.get("split") or "val"
     if not spec:
         view.note = "The records do not name their data set: no image to show."
@@ -376,17 +401,32 @@ def upload_image(path: str, mtime: float, name: str, data: bytes, max_side: int)
     upload = read_upload(data, name=name)
     model, info = records_model(path, mtime)
     if model is None:
-        return ImageView(name, upload.image, None, None, pd.DataFrame(), float("nan"),
-                         float("nan"), note=info.note)
-    result = route_image(model, upload.image, image_id=name, route=forced_route(path, mtime),
-                         max_side=max_side)
-    return ImageView(name, result.image, None, result.prediction, result.gates,
-                     result.real_gmacs, result.expected_gmacs)
+        return ImageView(
+            name,
+            upload.image,
+            None,
+            None,
+            pd.DataFrame(),
+            float("nan"),
+            float("nan"),
+            note=info.note,
+        )
+    result = route_image(
+        model, upload.image, image_id=name, route=forced_route(path, mtime), max_side=max_side
+    )
+    return ImageView(
+        name,
+        result.image,
+        None,
+        result.prediction,
+        result.gates,
+        result.real_gmacs,
+        result.expected_gmacs,
+    )
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def route_figure(config_json: str, gates: pd.DataFrame, height: int, width: int,
-                 title: str) -> Any:
+def route_figure(config_json: str, gates: pd.DataFrame, height: int, width: int, title: str) -> Any:
     """One image's route on the layer x scale grid: every path of the space, width and opacity
     by the image's alpha, closed paths faint and dotted; hover gives alpha and MACs."""
     from dynviz.graph import space_graph
@@ -437,18 +477,22 @@ def common_network(path: str, mtime: float, threshold: float, height: int, width
     except CommonNetError as err:
         return Extracted(error=str(err))
     costs = cost_table(config, (height, width), route=route)
-    graph = space_graph(config, costs=costs, probability=per_path, mean_alpha=per_path,
-                        route=route)
+    graph = space_graph(config, costs=costs, probability=per_path, mean_alpha=per_path, route=route)
     title = f"{route.name}: {len(route)} paths in {len(route.cells)} cells"
     figure = space_figure(graph, edge_attr="probability", threshold=threshold, title=title)
     figure.update_layout(height=360)
     return Extracted(
-        yaml=route.to_yaml(), name=route.name, notes=str(route.meta.get("notes", "")),
-        paths=len(route), cells=len(route.cells), params=param_table(config, route=route).total,
+        yaml=route.to_yaml(),
+        name=route.name,
+        notes=str(route.meta.get("notes", "")),
+        paths=len(route),
+        cells=len(route.cells),
+        params=param_table(config, route=route).total,
         gmacs=costs.total() / 1e9,
         gmacs_paper=cost_table(config, PAPER_SIZE, route=route).total() / 1e9,
         dynamic_params=param_table(config).total,
-        dynamic_gmacs=cost_table(config, (height, width)).total() / 1e9, figure=figure,
+        dynamic_gmacs=cost_table(config, (height, width)).total() / 1e9,
+        figure=figure,
     )
 
 
@@ -462,10 +506,17 @@ def special_cases(height: int, width: int) -> pd.DataFrame:
     rows = []
     for cost in cases(size=(height, width)):
         paper = cost.paper or {}
-        rows.append({"model": cost.name, "params (M)": cost.params / 1e6, "GMACs": cost.gmacs,
-                     "paper params (M)": paper.get("params_m"),
-                     "paper GFLOPs": paper.get("gflops"), "paper mIoU": paper.get("miou"),
-                     "notes": " ".join(cost.notes.split())})
+        rows.append(
+            {
+                "model": cost.name,
+                "params (M)": cost.params / 1e6,
+                "GMACs": cost.gmacs,
+                "paper params (M)": paper.get("params_m"),
+                "paper GFLOPs": paper.get("gflops"),
+                "paper mIoU": paper.get("miou"),
+                "notes": " ".join(cost.notes.split()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -480,15 +531,23 @@ def special_case_figure(name: str, height: int, width: int) -> Any:
     route = load_spec(name)
     costs = cost_table(route.space, (height, width), route=route)
     graph = space_graph(route.space, costs=costs, route=route)
-    fig = space_figure(graph, edge_attr=None, threshold=None,
-                       title=f"{name}: {len(route)} paths in {len(route.cells)} cells")
+    fig = space_figure(
+        graph,
+        edge_attr=None,
+        threshold=None,
+        title=f"{name}: {len(route)} paths in {len(route.cells)} cells",
+    )
     fig.update_layout(height=300, margin={"l": 50, "r": 10, "t": 40, "b": 40})
     return fig
 
 
 @st.cache_data(show_spinner=False)
-def measured_accuracy(records: tuple[str, ...], records_mtimes: tuple[float, ...],
-                      runs: tuple[str, ...], runs_mtimes: tuple[float, ...]) -> pd.DataFrame:
+def measured_accuracy(
+    records: tuple[str, ...],
+    records_mtimes: tuple[float, ...],
+    runs: tuple[str, ...],
+    runs_mtimes: tuple[float, ...],
+) -> pd.DataFrame:
     """mIoU of the special cases where records or training runs of them are found: records
     whose (static or forced) route has the case's name, runs whose route has it."""
     from dynviz.analysis import cost_statistics
@@ -499,17 +558,28 @@ def measured_accuracy(records: tuple[str, ...], records_mtimes: tuple[float, ...
         route = rec.meta.get("forced_route") or rec.meta.get("route") or {}
         if route.get("name"):
             stats = cost_statistics(rec.images).iloc[0]
-            rows.append({"model": route["name"], "source": f"records {Path(path).name}",
-                         "mIoU": float(stats["miou"]),
-                         "real GMACs": float(stats["real_gmacs_mean"]),
-                         "trained": bool(rec.meta.get("checkpoint"))})
+            rows.append(
+                {
+                    "model": route["name"],
+                    "source": f"records {Path(path).name}",
+                    "mIoU": float(stats["miou"]),
+                    "real GMACs": float(stats["real_gmacs_mean"]),
+                    "trained": bool(rec.meta.get("checkpoint")),
+                }
+            )
     for run, mtime in zip(runs, runs_mtimes, strict=True):
-        route = (load_run_config(run, mtime).get("route") or {})
+        route = load_run_config(run, mtime).get("route") or {}
         metrics = load_metrics(run, stamp(Path(run) / "metrics.jsonl"))
         if route.get("name") and "val_miou" in metrics and metrics["val_miou"].notna().any():
-            rows.append({"model": route["name"], "source": f"run {Path(run).name}",
-                         "mIoU": float(metrics["val_miou"].max()), "real GMACs": None,
-                         "trained": True})
+            rows.append(
+                {
+                    "model": route["name"],
+                    "source": f"run {Path(run).name}",
+                    "mIoU": float(metrics["val_miou"].max()),
+                    "real GMACs": None,
+                    "trained": True,
+                }
+            )
     return pd.DataFrame(rows, columns=["model", "source", "mIoU", "real GMACs", "trained"])
 
 
@@ -539,8 +609,9 @@ def node_latency(config_json: str, height: int, width: int) -> Any:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def latency_tables(config_json: str, height: int, width: int,
-                   routes: tuple[tuple[str, str], ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def latency_tables(
+    config_json: str, height: int, width: int, routes: tuple[tuple[str, str], ...]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The measured node table (``latency_rows``) and the routes' estimated times
     (``route_times``; ``routes`` are ``(name, route JSON)`` pairs of this config's space)."""
     from dynviz.latency import latency_rows, route_times
@@ -571,8 +642,9 @@ def routes_of_space(config_json: str, records: str | None) -> tuple[tuple[str, s
         rec = load_records(records, stamp(records))
         if json.dumps(rec.config.to_dict(), sort_keys=True) == config_json:
             try:
-                route = extract_common(path_statistics(records, stamp(records)).per_path,
-                                       rec.config, threshold=0.95)
+                route = extract_common(
+                    path_statistics(records, stamp(records)).per_path, rec.config, threshold=0.95
+                )
             except CommonNetError:
                 pass
             else:
@@ -590,11 +662,16 @@ def image_routes(path: str, mtime: float) -> pd.DataFrame:
     from dynviz.record import path_cost_frame
 
     rec = load_records(path, mtime)
-    sizes = rec.meta.get("input_sizes") or rec.images[["height", "width"]].drop_duplicates(
-    ).to_numpy().tolist()
+    sizes = (
+        rec.meta.get("input_sizes")
+        or rec.images[["height", "width"]].drop_duplicates().to_numpy().tolist()
+    )
     route = rec.meta.get("route")
-    costs = path_cost_frame(rec.config, (int(sizes[0][0]), int(sizes[0][1])),
-                            route=Route.from_dict(route) if route else None)
+    costs = path_cost_frame(
+        rec.config,
+        (int(sizes[0][0]), int(sizes[0][1])),
+        route=Route.from_dict(route) if route else None,
+    )
     return per_image(rec.gates, rec.images, path_costs=costs)
 
 
@@ -642,9 +719,12 @@ def sidebar() -> Context:
     if "root" not in st.session_state:
         st.session_state["root"] = st.query_params.get("dir") or default_root()
     with st.sidebar:
-        st.text_input("Folder of runs and records", key="root",
-                      help="Searched recursively for training runs (config.yaml, "
-                      "metrics.jsonl) and records (records.json).")
+        st.text_input(
+            "Folder of runs and records",
+            key="root",
+            help="Searched recursively for training runs (config.yaml, "
+            "metrics.jsonl) and records (records.json).",
+        )
         root = str(st.session_state["root"]).strip()
         if st.button("Rescan", icon=":material/refresh:", help="Look for new runs and records"):
             discover.clear()
@@ -660,29 +740,39 @@ def sidebar() -> Context:
             labels = [catalog.label(p) for p in usable]
             wanted = st.query_params.get("records")
             if st.session_state.get("records_label") not in labels:
-                dynamic = [label for label, p in zip(labels, usable, strict=True)
-                           if sidecar(p, stamp(Path(p) / RECORDS_FILE)).get("dynamic")]
+                dynamic = [
+                    label
+                    for label, p in zip(labels, usable, strict=True)
+                    if sidecar(p, stamp(Path(p) / RECORDS_FILE)).get("dynamic")
+                ]
                 st.session_state["records_label"] = (
-                    wanted if wanted in labels else (dynamic or labels)[0])
-            choice = st.selectbox("Records", labels, key="records_label",
-                                  help="The records the pages show (`dynviz record` writes "
-                                  "them).")
+                    wanted if wanted in labels else (dynamic or labels)[0]
+                )
+            choice = st.selectbox(
+                "Records",
+                labels,
+                key="records_label",
+                help="The records the pages show (`dynviz record` writes them).",
+            )
             selected = usable[labels.index(choice)]
             st.query_params["records"] = choice
             # summarise the gate rows once, here: every page then reads small frames
             path_statistics(selected, stamp(selected))
             image_routes(selected, stamp(selected))
         else:
-            st.caption("No records here yet: `dynviz record RUN_DIR --data SPEC --out DIR` "
-                       "writes them.")
+            st.caption(
+                "No records here yet: `dynviz record RUN_DIR --data SPEC --out DIR` writes them."
+            )
         broken = {p: m for p, m in problems.items() if m}
         if broken:
-            with st.expander(f"{len(broken)} unreadable records folder(s)",
-                             icon=":material/warning:"):
+            with st.expander(
+                f"{len(broken)} unreadable records folder(s)", icon=":material/warning:"
+            ):
                 for path, message in broken.items():
                     st.caption(f"`{catalog.label(path)}`: {message}")
-        st.caption(f"{len(catalog.runs)} run(s) and {len(usable)} records folder(s) "
-                   f"in `{catalog.root}`")
+        st.caption(
+            f"{len(catalog.runs)} run(s) and {len(usable)} records folder(s) in `{catalog.root}`"
+        )
     ctx = Context(catalog, selected, usable)
     st.session_state["_dynviz_context"] = ctx
     return ctx
@@ -697,9 +787,11 @@ def context() -> Context:
 def records_or_stop(ctx: Context) -> Any:
     """The selected records, or a note and ``st.stop()`` when there are none."""
     if ctx.records is None:
-        st.info(f"No records found in `{ctx.root}`. Record a model with "
-                "`dynviz record RUN_DIR --data SPEC --out DIR` (or run `dynviz demo`), or "
-                "pick another folder in the sidebar.")
+        st.info(
+            f"No records found in `{ctx.root}`. Record a model with "
+            "`dynviz record RUN_DIR --data SPEC --out DIR` (or run `dynviz demo`), or "
+            "pick another folder in the sidebar."
+        )
         st.stop()
     return load_records(ctx.records, stamp(ctx.records))
 

@@ -14,8 +14,7 @@ from dynviz.allocator import tune_malloc
 
 tune_malloc()  # keep freed memory for reuse, as the CLI commands do: large records load faster
 
-st.set_page_config(page_title="dynviz route explorer", page_icon=":material/route:",
-                   layout="wide")
+st.set_page_config(page_title="dynviz route explorer", page_icon=":material/route:", layout="wide")
 
 PAGES = [
     st.Page("views/overview.py", title="Overview", icon=":material/dashboard:", default=True),

@@ -55,7 +55,8 @@ def malloc_thresholds(threshold: int) -> bool:
     if libc is None:
         return False
     ok = bool(libc.mallopt(_M_MMAP_THRESHOLD, int(threshold))) and bool(
-        libc.mallopt(_M_TRIM_THRESHOLD, int(threshold)))
+        libc.mallopt(_M_TRIM_THRESHOLD, int(threshold))
+    )
     if ok:
         _state["threshold"] = int(threshold)
     return ok

@@ -97,29 +97,44 @@ def _fold_pair(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
         if conv.bias is not None:
             bias = bias + conv.bias.to(f64) * scale
         fused = nn.Conv2d(
-            conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-            padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=True,
-            padding_mode=conv.padding_mode, device=conv.weight.device, dtype=conv.weight.dtype,
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
+            groups=conv.groups,
+            bias=True,
+            padding_mode=conv.padding_mode,
+            device=conv.weight.device,
+            dtype=conv.weight.dtype,
         )
         fused.weight.copy_((conv.weight.to(f64) * scale.view(-1, 1, 1, 1)).to(conv.weight.dtype))
         fused.bias.copy_(bias.to(conv.weight.dtype))
     fused.weight = nn.Parameter(
-        fused.weight.detach().contiguous(memory_format=_memory_format(conv.weight)))
+        fused.weight.detach().contiguous(memory_format=_memory_format(conv.weight))
+    )
     return fused
 
 
 def _memory_format(t: torch.Tensor) -> torch.memory_format:
-    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(
-            memory_format=torch.channels_last):
+    if (
+        t.dim() == 4
+        and not t.is_contiguous()
+        and t.is_contiguous(memory_format=torch.channels_last)
+    ):
         return torch.channels_last
     return torch.contiguous_format
 
 
 def _sequential_pairs(module: nn.Sequential) -> list[tuple[str, str]]:
     names = list(module._modules)
-    return [(a, b) for a, b in zip(names, names[1:], strict=False)
-            if isinstance(module._modules[a], nn.Conv2d)
-            and isinstance(module._modules[b], nn.BatchNorm2d)]
+    return [
+        (a, b)
+        for a, b in zip(names, names[1:], strict=False)
+        if isinstance(module._modules[a], nn.Conv2d)
+        and isinstance(module._modules[b], nn.BatchNorm2d)
+    ]
 
 
 def fold_batchnorm(model: ModuleT, *, inplace: bool = False) -> ModuleT:
@@ -195,14 +210,19 @@ class StaticNetwork(nn.Module):
         super().__init__()
         route = network.route if route is None else route
         if route is None:
-            raise ExportError(f"{network.config.name!r} is a dynamic network: give the route "
-                              "to export")
+            raise ExportError(
+                f"{network.config.name!r} is a dynamic network: give the route to export"
+            )
         config = network.config
-        if (route.space.num_layers, route.space.num_scales) != (config.num_layers,
-                                                                config.num_scales):
-            raise ExportError(f"route {route.name!r} is for L={route.space.num_layers} with "
-                              f"{route.space.num_scales} scales, the network has "
-                              f"L={config.num_layers} and {config.num_scales} scales")
+        if (route.space.num_layers, route.space.num_scales) != (
+            config.num_layers,
+            config.num_scales,
+        ):
+            raise ExportError(
+                f"route {route.name!r} is for L={route.space.num_layers} with "
+                f"{route.space.num_scales} scales, the network has "
+                f"L={config.num_layers} and {config.num_scales} scales"
+            )
         if bool((route.mask() & ~network.route_mask.cpu()).any()):
             raise ExportError(f"route {route.name!r} opens paths the network does not have")
         self.config: RoutingSpaceConfig = config
@@ -216,8 +236,13 @@ class StaticNetwork(nn.Module):
                 continue
             key = f"{layer}_{scale}"
             cells[key] = network.cells[key]
-            steps.append(_Step(key, (layer, scale), tuple(
-                (d, config.target(layer, scale, d)) for d in directions)))
+            steps.append(
+                _Step(
+                    key,
+                    (layer, scale),
+                    tuple((d, config.target(layer, scale, d)) for d in directions),
+                )
+            )
         self.cells = nn.ModuleDict(cells)
         self.decoder = network.decoder
         self._steps = tuple(steps)
@@ -232,28 +257,38 @@ class StaticNetwork(nn.Module):
         pad_h, pad_w = (-int(height)) % stride, (-int(width)) % stride
         x = F.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images
         inplace = not torch.is_grad_enabled()
-        if (self.channels_last_inference and inplace and x.device.type == "cpu"
-                and not torch.jit.is_tracing()):
+        if (
+            self.channels_last_inference
+            and inplace
+            and x.device.type == "cpu"
+            and not torch.jit.is_tracing()
+        ):
             x = x.contiguous(memory_format=torch.channels_last)  # as RoutingNetwork does
         if self._can_fuse(x):
             try:
                 return self._run(x, fused=True)[..., :height, :width]
             except RuntimeError as err:  # an oneDNN build without the fused kernels
-                logger.warning("fused oneDNN convolutions unavailable (%s); using plain ones",
-                               err)
+                logger.warning("fused oneDNN convolutions unavailable (%s); using plain ones", err)
                 self.fuse = False
         return self._run(x, fused=False, inplace=inplace)[..., :height, :width]
 
     def _can_fuse(self, x: torch.Tensor) -> bool:
         """Fused oneDNN conv + bias + ReLU / + residual: float32 CPU inference of a folded
         network, never while tracing (the graph must hold plain ops)."""
-        return (self.fuse and x.device.type == "cpu" and x.dtype == torch.float32
-                and not torch.is_grad_enabled() and not torch.jit.is_tracing()
-                and count_batchnorm(self) == 0 and _pointwise_available())
+        return (
+            self.fuse
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and not torch.is_grad_enabled()
+            and not torch.jit.is_tracing()
+            and count_batchnorm(self) == 0
+            and _pointwise_available()
+        )
 
     def _run(self, x: torch.Tensor, *, fused: bool, inplace: bool = True) -> torch.Tensor:
         nodes: dict[tuple[int, int], torch.Tensor] = {
-            (0, 0): _stem(self.stem, x) if fused else self.stem(x)}
+            (0, 0): _stem(self.stem, x) if fused else self.stem(x)
+        }
         features: dict[int, torch.Tensor] = {}
         for step in self._steps:
             cell = self.cells[step.key]
@@ -277,8 +312,9 @@ class StaticNetwork(nn.Module):
                     nodes[target] = y  # r itself for keep: its other transforms have run
         return self._decode(features, (x.shape[-2], x.shape[-1]), fused=fused)
 
-    def _decode(self, features: dict[int, torch.Tensor], size: tuple[int, int], *,
-                fused: bool = False) -> torch.Tensor:
+    def _decode(
+        self, features: dict[int, torch.Tensor], size: tuple[int, int], *, fused: bool = False
+    ) -> torch.Tensor:
         decoder = self.decoder
         y: torch.Tensor | None = None
         for s in reversed(range(len(decoder.lateral))):
@@ -300,8 +336,10 @@ class StaticNetwork(nn.Module):
 # ------------------------------------------------------------------ fused oneDNN kernels
 def _pointwise_available() -> bool:
     try:
-        return bool(torch.backends.mkldnn.is_available()
-                    and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))
+        return bool(
+            torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+        )
     except (AttributeError, RuntimeError):
         return False
 
@@ -309,15 +347,36 @@ def _pointwise_available() -> bool:
 def _conv(conv: nn.Conv2d, x: torch.Tensor, unary: str = "none") -> torch.Tensor:
     """``conv(x)`` with an optional fused ``unary`` ("relu") by oneDNN, one pass over memory."""
     return torch.ops.mkldnn._convolution_pointwise(
-        x, conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation),
-        conv.groups, unary, [], "")
+        x,
+        conv.weight,
+        conv.bias,
+        list(conv.padding),
+        list(conv.stride),
+        list(conv.dilation),
+        conv.groups,
+        unary,
+        [],
+        "",
+    )
 
 
 def _conv_add_relu(conv: nn.Conv2d, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     """``relu(conv(x) + other)`` in one oneDNN kernel."""
     return torch.ops.mkldnn._convolution_pointwise.binary(
-        x, other, conv.weight, conv.bias, list(conv.padding), list(conv.stride),
-        list(conv.dilation), conv.groups, "add", 1.0, "relu", [], "")
+        x,
+        other,
+        conv.weight,
+        conv.bias,
+        list(conv.padding),
+        list(conv.stride),
+        list(conv.dilation),
+        conv.groups,
+        "add",
+        1.0,
+        "relu",
+        [],
+        "",
+    )
 
 
 def _stem(stem: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -354,8 +413,10 @@ def transfer_to_route(model: RoutingNetwork, route: Route) -> RoutingNetwork:
     static = build_model(model.config, route=route).to(device=param.device, dtype=param.dtype)
     missing, _ = static.load_state_dict(model.state_dict(), strict=False)
     if missing:
-        raise ExportError(f"{model.config.name!r} lacks weights of route {route.name!r}: "
-                          f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        raise ExportError(
+            f"{model.config.name!r} lacks weights of route {route.name!r}: "
+            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
+        )
     return static.eval()
 
 
@@ -368,20 +429,27 @@ def route_in_space(route: Route, config: RoutingSpaceConfig) -> Route:
     """
     if route.space == config:
         return route
-    if (route.space.num_layers, route.space.num_scales) != (config.num_layers,
-                                                            config.num_scales):
-        raise ExportError(f"route {route.name!r} is for L={route.space.num_layers} with "
-                          f"{route.space.num_scales} scales, the model {config.name!r} has "
-                          f"L={config.num_layers} and {config.num_scales} scales")
+    if (route.space.num_layers, route.space.num_scales) != (config.num_layers, config.num_scales):
+        raise ExportError(
+            f"route {route.name!r} is for L={route.space.num_layers} with "
+            f"{route.space.num_scales} scales, the model {config.name!r} has "
+            f"L={config.num_layers} and {config.num_scales} scales"
+        )
     try:
-        return Route(config, route.paths, name=route.name, description=route.description,
-                     meta=dict(route.meta))
+        return Route(
+            config,
+            route.paths,
+            name=route.name,
+            description=route.description,
+            meta=dict(route.meta),
+        )
     except RouteError as err:  # pragma: no cover - same topology, same validity
         raise ExportError(str(err)) from None
 
 
-def static_network(model: RoutingNetwork, route: Route | None = None, *,
-                   fold: bool = True) -> StaticNetwork:
+def static_network(
+    model: RoutingNetwork, route: Route | None = None, *, fold: bool = True
+) -> StaticNetwork:
     """The exportable static network of ``route`` (default: the model's own route).
 
     The model is not changed: the route's weights are copied into a static network, BN is
@@ -389,8 +457,9 @@ def static_network(model: RoutingNetwork, route: Route | None = None, *,
     """
     if route is None:
         if model.route is None:
-            raise ExportError(f"{model.config.name!r} is a dynamic network: give the route "
-                              "to export")
+            raise ExportError(
+                f"{model.config.name!r} is a dynamic network: give the route to export"
+            )
         static = copy.deepcopy(model).eval()
     else:
         static = transfer_to_route(model, route)
@@ -408,8 +477,9 @@ def _route_ref(ref: str | os.PathLike[str] | Route) -> Route:
     return spec
 
 
-def load_for_export(ref: str | os.PathLike[str], route: str | os.PathLike[str] | Route | None
-                    = None) -> tuple[RoutingNetwork, Route, dict[str, Any]]:
+def load_for_export(
+    ref: str | os.PathLike[str], route: str | os.PathLike[str] | Route | None = None
+) -> tuple[RoutingNetwork, Route, dict[str, Any]]:
     """Resolve what ``dynviz export`` was given.
 
     Args:
@@ -434,14 +504,22 @@ def load_for_export(ref: str | os.PathLike[str], route: str | os.PathLike[str] |
     model.eval()
     chosen = _route_ref(route) if route is not None else model.route
     if chosen is None:
-        raise ExportError(f"{ref}: a dynamic network; give --route (a route spec such as "
-                          "fcn32s or an extracted Common net)")
+        raise ExportError(
+            f"{ref}: a dynamic network; give --route (a route spec such as "
+            "fcn32s or an extracted Common net)"
+        )
     return model, route_in_space(chosen, model.config), meta
 
 
 # ----------------------------------------------------------------------------------- ONNX
-def export_onnx(net: nn.Module, path: str | os.PathLike[str], size: tuple[int, int], *,
-                opset: int = DEFAULT_OPSET, dynamic_batch: bool = True) -> Path:
+def export_onnx(
+    net: nn.Module,
+    path: str | os.PathLike[str],
+    size: tuple[int, int],
+    *,
+    opset: int = DEFAULT_OPSET,
+    dynamic_batch: bool = True,
+) -> Path:
     """Write ``net`` (a :class:`StaticNetwork`) to ONNX for ``(B, 3, H, W)`` images.
 
     Uses the TorchScript-based exporter (``dynamo=False``), which needs no extra package. The
@@ -457,9 +535,17 @@ def export_onnx(net: nn.Module, path: str | os.PathLike[str], size: tuple[int, i
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(net, (example,), str(path), input_names=["images"],
-                          output_names=["logits"], opset_version=opset, dynamic_axes=axes,
-                          dynamo=False, do_constant_folding=True)
+        torch.onnx.export(
+            net,
+            (example,),
+            str(path),
+            input_names=["images"],
+            output_names=["logits"],
+            opset_version=opset,
+            dynamic_axes=axes,
+            dynamo=False,
+            do_constant_folding=True,
+        )
     logger.info("wrote %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return path
 
@@ -494,8 +580,14 @@ def onnx_session(path: str | os.PathLike[str], *, threads: int | None = None) ->
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def check_onnx(path: str | os.PathLike[str], net: nn.Module, images: torch.Tensor, *,
-               tolerance: float = DEFAULT_TOLERANCE, threads: int | None = None) -> OnnxCheck:
+def check_onnx(
+    path: str | os.PathLike[str],
+    net: nn.Module,
+    images: torch.Tensor,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    threads: int | None = None,
+) -> OnnxCheck:
     """Run the ONNX file with onnxruntime and compare with ``net(images)`` in PyTorch.
 
     Passes when ``max |onnx - torch| / max |torch logits| < tolerance`` (float32 kernels that
@@ -506,5 +598,9 @@ def check_onnx(path: str | os.PathLike[str], net: nn.Module, images: torch.Tenso
         expected = net(images).float()
     got = session.run(["logits"], {"images": images.detach().cpu().float().numpy()})[0]
     diff = (torch.from_numpy(got) - expected.cpu()).abs().max().item()
-    return OnnxCheck(max_abs_diff=float(diff), logit_scale=float(expected.abs().max()),
-                     tolerance=tolerance, provider=session.get_providers()[0])
+    return OnnxCheck(
+        max_abs_diff=float(diff),
+        logit_scale=float(expected.abs().max()),
+        tolerance=tolerance,
+        provider=session.get_providers()[0],
+    )

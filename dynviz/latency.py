@@ -117,17 +117,24 @@ class Timings:
         """Kept samples that still waited more than ``max_wait`` (after the retakes)."""
         if self.max_wait is None:
             return 0
-        return sum(1 for ws in self.waits.values() for w in ws
-                   if w is not None and w > self.max_wait)
+        return sum(
+            1 for ws in self.waits.values() for w in ws if w is not None and w > self.max_wait
+        )
 
     @property
     def count(self) -> int:
         return sum(len(v) for v in self.samples.values())
 
 
-def measure_calls(calls: dict[str, Callable[[], object]], *, repeats: int = 5,
-                  warmup: int = 1, min_time: float = 0.0, max_wait: float | None = None,
-                  retakes: int = 3) -> Timings:
+def measure_calls(
+    calls: dict[str, Callable[[], object]],
+    *,
+    repeats: int = 5,
+    warmup: int = 1,
+    min_time: float = 0.0,
+    max_wait: float | None = None,
+    retakes: int = 3,
+) -> Timings:
     """Interleaved timings of each function, with the CPU wait of every sample.
 
     Each round runs every function once (in a rotated order, so none always runs right after
@@ -161,12 +168,16 @@ def measure_calls(calls: dict[str, Callable[[], object]], *, repeats: int = 5,
         return wall / n, share
 
     for r in range(repeats):
-        order = names[r % len(names):] + names[:r % len(names)] if names else names
+        order = names[r % len(names) :] + names[: r % len(names)] if names else names
         for k in order:
             best = sample(k)
             tries = 0
-            while (max_wait is not None and best[1] is not None and best[1] > max_wait
-                   and tries < retakes):
+            while (
+                max_wait is not None
+                and best[1] is not None
+                and best[1] > max_wait
+                and tries < retakes
+            ):
                 tries += 1
                 again = sample(k)
                 if again[1] is not None and again[1] < best[1]:
@@ -177,12 +188,19 @@ def measure_calls(calls: dict[str, Callable[[], object]], *, repeats: int = 5,
     return Timings(samples=samples, waits=waits, retaken=retaken, max_wait=max_wait)
 
 
-def time_calls(calls: dict[str, Callable[[], object]], *, repeats: int = 5, warmup: int = 1,
-               min_time: float = 0.0, max_wait: float | None = None) -> dict[str, float]:
+def time_calls(
+    calls: dict[str, Callable[[], object]],
+    *,
+    repeats: int = 5,
+    warmup: int = 1,
+    min_time: float = 0.0,
+    max_wait: float | None = None,
+) -> dict[str, float]:
     """Median seconds per call of each function, the functions interleaved
     (:func:`measure_calls`)."""
-    return measure_calls(calls, repeats=repeats, warmup=warmup, min_time=min_time,
-                         max_wait=max_wait).median
+    return measure_calls(
+        calls, repeats=repeats, warmup=warmup, min_time=min_time, max_wait=max_wait
+    ).median
 
 
 @dataclass
@@ -219,23 +237,42 @@ class NodeLatency:
     def state(self) -> dict[str, object]:
         """What :meth:`from_state` needs (plain JSON types), e.g. to keep a measurement with a
         run so that a resumed run uses the same table."""
-        return {"size": list(self.size), "batch": self.batch, "threads": self.threads,
-                "channels_last": self.channels_last, "per_scale": self.per_scale,
-                "stem": self.stem, "decoder_fixed": self.decoder_fixed}
+        return {
+            "size": list(self.size),
+            "batch": self.batch,
+            "threads": self.threads,
+            "channels_last": self.channels_last,
+            "per_scale": self.per_scale,
+            "stem": self.stem,
+            "decoder_fixed": self.decoder_fixed,
+        }
 
     @classmethod
     def from_state(cls, config: RoutingSpaceConfig, data: dict[str, Any]) -> NodeLatency:
         """Inverse of :meth:`state` for ``config``."""
-        return cls(config=config, size=(int(data["size"][0]), int(data["size"][1])),
-                   batch=int(data["batch"]), threads=int(data["threads"]),
-                   channels_last=bool(data["channels_last"]), per_scale=data["per_scale"],
-                   stem=float(data["stem"]), decoder_fixed=float(data["decoder_fixed"]))
+        return cls(
+            config=config,
+            size=(int(data["size"][0]), int(data["size"][1])),
+            batch=int(data["batch"]),
+            threads=int(data["threads"]),
+            channels_last=bool(data["channels_last"]),
+            per_scale=data["per_scale"],
+            stem=float(data["stem"]),
+            decoder_fixed=float(data["decoder_fixed"]),
+        )
 
     def to_json(self) -> dict[str, object]:
-        return {"model": self.config.name, "size": list(self.size), "batch": self.batch,
-                "threads": self.threads, "channels_last": self.channels_last, "unit": self.unit,
-                "stem": self.stem, "decoder_fixed": self.decoder_fixed,
-                "per_scale": self.scale_rows()}
+        return {
+            "model": self.config.name,
+            "size": list(self.size),
+            "batch": self.batch,
+            "threads": self.threads,
+            "channels_last": self.channels_last,
+            "unit": self.unit,
+            "stem": self.stem,
+            "decoder_fixed": self.decoder_fixed,
+            "per_scale": self.scale_rows(),
+        }
 
 
 def _memory(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -264,11 +301,19 @@ class _Lateral(nn.Module):
         return y
 
 
-def measure_node_latency(config: RoutingSpaceConfig, size: tuple[int, int] = (512, 1024), *,
-                         repeats: int = 5, batch: int = 1, threads: int | None = None,
-                         channels_last: bool = True, fold: bool = False,
-                         min_time: float = 2e-3, max_wait: float | None = None,
-                         tune_malloc: bool = False) -> NodeLatency:
+def measure_node_latency(
+    config: RoutingSpaceConfig,
+    size: tuple[int, int] = (512, 1024),
+    *,
+    repeats: int = 5,
+    batch: int = 1,
+    threads: int | None = None,
+    channels_last: bool = True,
+    fold: bool = False,
+    min_time: float = 2e-3,
+    max_wait: float | None = None,
+    tune_malloc: bool = False,
+) -> NodeLatency:
     """Time every component of ``config`` at ``size`` on this machine.
 
     Args:
@@ -319,8 +364,11 @@ def measure_node_latency(config: RoutingSpaceConfig, size: tuple[int, int] = (51
 
                 calls[f"op.{s}"] = run_op
                 if config.has_gates:
-                    gate = _module(SoftConditionalGate(c, 3, small=config.gate.value == "small"),
-                                   channels_last, fold)
+                    gate = _module(
+                        SoftConditionalGate(c, 3, small=config.gate.value == "small"),
+                        channels_last,
+                        fold,
+                    )
                     calls[f"gate.{s}"] = lambda gate=gate, x=x: gate(x)
                     alpha = torch.rand(batch, 1, 1, 1, generator=gen)
                     calls[f"keep.{s}"] = lambda x=x, a=alpha: x * a
@@ -347,13 +395,15 @@ def measure_node_latency(config: RoutingSpaceConfig, size: tuple[int, int] = (51
 
             def run_fixed() -> torch.Tensor:
                 logits = predictor(y0)
-                return F.interpolate(logits, size=(height, width), mode="bilinear",
-                                     align_corners=False)
+                return F.interpolate(
+                    logits, size=(height, width), mode="bilinear", align_corners=False
+                )
 
             calls["decoder_fixed"] = run_fixed
             with torch.inference_mode():
-                times = time_calls(calls, repeats=repeats, warmup=1, min_time=min_time,
-                                   max_wait=max_wait)
+                times = time_calls(
+                    calls, repeats=repeats, warmup=1, min_time=min_time, max_wait=max_wait
+                )
         finally:
             torch.set_num_threads(previous)
     per_scale: dict[str, list[float | None]] = {
@@ -361,10 +411,17 @@ def measure_node_latency(config: RoutingSpaceConfig, size: tuple[int, int] = (51
     }
     if not config.has_gates:
         per_scale["keep"] = [0.0] * config.num_scales
-    return NodeLatency(config=config, size=(size[0], size[1]), batch=batch,
-                       threads=torch.get_num_threads() if threads is None else threads,
-                       channels_last=channels_last, per_scale=per_scale, stem=times["stem"],
-                       decoder_fixed=times["decoder_fixed"], repeats=repeats)
+    return NodeLatency(
+        config=config,
+        size=(size[0], size[1]),
+        batch=batch,
+        threads=torch.get_num_threads() if threads is None else threads,
+        channels_last=channels_last,
+        per_scale=per_scale,
+        stem=times["stem"],
+        decoder_fixed=times["decoder_fixed"],
+        repeats=repeats,
+    )
 
 
 class LatencyTable(CostTable):
@@ -391,9 +448,15 @@ class LatencyTable(CostTable):
         return sum(item.macs for item in self.items) / 1e9
 
 
-def latency_cost_table(config: RoutingSpaceConfig, size: tuple[int, int] = (512, 1024), *,
-                       route: Route | None = None, latency: NodeLatency | None = None,
-                       normalise: bool = False, **measure: object) -> LatencyTable:
+def latency_cost_table(
+    config: RoutingSpaceConfig,
+    size: tuple[int, int] = (512, 1024),
+    *,
+    route: Route | None = None,
+    latency: NodeLatency | None = None,
+    normalise: bool = False,
+    **measure: object,
+) -> LatencyTable:
     """A cost table in seconds (or normalised to the all-open time) for ``config`` at ``size``.
 
     Args:
@@ -428,8 +491,9 @@ def latency_cost_table(config: RoutingSpaceConfig, size: tuple[int, int] = (512,
         for d in Direction:
             if macs.path[layer, scale, int(d)] > 0:
                 path[layer, scale, int(d)] = per[names[d]][scale] or 0.0
-    lateral = [(per["lateral"][s] or 0.0) if m > 0 else 0.0
-               for s, m in enumerate(macs.decoder_lateral)]
+    lateral = [
+        (per["lateral"][s] or 0.0) if m > 0 else 0.0 for s, m in enumerate(macs.decoder_lateral)
+    ]
     stem, fixed = latency.stem, latency.decoder_fixed
     scale_by = 1.0
     if normalise:
@@ -439,9 +503,17 @@ def latency_cost_table(config: RoutingSpaceConfig, size: tuple[int, int] = (512,
     lateral = [v / scale_by for v in lateral]
     items = _items(config, op, gate, path, stem, lateral, fixed)
     table = LatencyTable(
-        config=config, size=(size[0], size[1]), counting=Counting.PAPER, items=items, op=op,
-        gate=gate, path=path, node_add=node_add, stem=stem,  # type: ignore[arg-type]
-        decoder_lateral=lateral, decoder_fixed=fixed,  # type: ignore[arg-type]
+        config=config,
+        size=(size[0], size[1]),
+        counting=Counting.PAPER,
+        items=items,
+        op=op,
+        gate=gate,
+        path=path,
+        node_add=node_add,
+        stem=stem,  # type: ignore[arg-type]
+        decoder_lateral=lateral,
+        decoder_fixed=fixed,  # type: ignore[arg-type]
         with_gates=macs.with_gates,
     )
     table.latency = latency
@@ -453,24 +525,36 @@ def _ns(seconds: float) -> int:
     return int(round(seconds * 1e9))
 
 
-def _items(config: RoutingSpaceConfig, op: torch.Tensor, gate: torch.Tensor, path: torch.Tensor,
-           stem: float, lateral: list[float], fixed: float) -> list[CostItem]:
+def _items(
+    config: RoutingSpaceConfig,
+    op: torch.Tensor,
+    gate: torch.Tensor,
+    path: torch.Tensor,
+    stem: float,
+    lateral: list[float],
+    fixed: float,
+) -> list[CostItem]:
     """Cost items in nanoseconds, one per timed component (for totals and breakdowns)."""
     items = [CostItem("stem", "stem", "time", _ns(stem))]
     for layer, scale in config.cells:
         where = {"layer": layer, "scale": scale}
         prefix = f"cells.{layer}_{scale}"
         if op[layer, scale] > 0:
-            items.append(CostItem("cell", f"{prefix}.op", "time", _ns(float(op[layer, scale])),
-                                  **where))
+            items.append(
+                CostItem("cell", f"{prefix}.op", "time", _ns(float(op[layer, scale])), **where)
+            )
         if gate[layer, scale] > 0:
-            items.append(CostItem("gate", f"{prefix}.gate", "time",
-                                  _ns(float(gate[layer, scale])), **where))
+            items.append(
+                CostItem("gate", f"{prefix}.gate", "time", _ns(float(gate[layer, scale])), **where)
+            )
         for d in Direction:
             t = float(path[layer, scale, int(d)])
             if t > 0:
-                items.append(CostItem("transform", f"{prefix}.{d.label}", "time", _ns(t),
-                                      direction=d, **where))
+                items.append(
+                    CostItem(
+                        "transform", f"{prefix}.{d.label}", "time", _ns(t), direction=d, **where
+                    )
+                )
     for s, t in enumerate(lateral):
         if t > 0:
             items.append(CostItem("decoder", f"decoder.lateral.{s}", "time", _ns(t)))
@@ -494,9 +578,14 @@ class LatencyRow:
         return self.macs / self.seconds / 1e9 if self.seconds > 0 else 0.0
 
     def to_json(self) -> dict[str, object]:
-        return {"scale": self.scale, "stride": self.stride, "component": self.component,
-                "mmacs": self.macs / 1e6, "ms": self.seconds * 1e3,
-                "gmacs_per_s": self.gmacs_per_s}
+        return {
+            "scale": self.scale,
+            "stride": self.stride,
+            "component": self.component,
+            "mmacs": self.macs / 1e6,
+            "ms": self.seconds * 1e3,
+            "gmacs_per_s": self.gmacs_per_s,
+        }
 
 
 def latency_rows(latency: NodeLatency, table: CostTable | None = None) -> list[LatencyRow]:
@@ -555,20 +644,37 @@ def format_latency(latency: NodeLatency, table: CostTable | None = None) -> str:
     """A plain-text table of :func:`latency_rows` with the op spread across scales."""
     rows = latency_rows(latency, table)
     head = ["scale", "component", "MMACs", "ms", "GMAC/s"]
-    body = [[f"1/{r.stride}", r.component, f"{r.macs / 1e6:.1f}", f"{r.seconds * 1e3:.2f}",
-             f"{r.gmacs_per_s:.1f}"] for r in rows]
+    body = [
+        [
+            f"1/{r.stride}",
+            r.component,
+            f"{r.macs / 1e6:.1f}",
+            f"{r.seconds * 1e3:.2f}",
+            f"{r.gmacs_per_s:.1f}",
+        ]
+        for r in rows
+    ]
     widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w)
-                       for i, (c, w) in enumerate(zip(line, widths, strict=True)))
-             for line in [head, *body]]
+    lines = [
+        "  ".join(
+            c.ljust(w) if i < 2 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in [head, *body]
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     ops = [r.seconds for r in rows if r.component == "op"]
     h, w = latency.size
-    lines.insert(0, f"time per node at {h}x{w}, batch {latency.batch}, threads "
-                 f"{latency.threads} ({'channels_last' if latency.channels_last else 'NCHW'}), "
-                 f"median of {latency.repeats}")
+    lines.insert(
+        0,
+        f"time per node at {h}x{w}, batch {latency.batch}, threads "
+        f"{latency.threads} ({'channels_last' if latency.channels_last else 'NCHW'}), "
+        f"median of {latency.repeats}",
+    )
     if ops:
-        lines.append(f"cell op: slowest scale {max(ops) / min(ops):.1f}x the fastest; stem "
-                     f"{latency.stem * 1e3:.2f} ms, predictor + upsampling "
-                     f"{latency.decoder_fixed * 1e3:.2f} ms")
+        lines.append(
+            f"cell op: slowest scale {max(ops) / min(ops):.1f}x the fastest; stem "
+            f"{latency.stem * 1e3:.2f} ms, predictor + upsampling "
+            f"{latency.decoder_fixed * 1e3:.2f} ms"
+        )
     return "\n".join(lines)

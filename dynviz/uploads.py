@@ -277,8 +277,7 @@ class _OneImage:
         from dynviz.data import normalize
 
         label = torch.full(self.image.shape[:2], self.ignore_index, dtype=torch.int64)
-        return {"image": normalize(self.image), "label": label, "image_id": self.id,
-                "stats": {}}
+        return {"image": normalize(self.image), "label": label, "image_id": self.id, "stats": {}}
 
 
 def route_image(
@@ -353,8 +352,9 @@ def colorize(classes: np.ndarray, *, ignore_index: int = 255) -> np.ndarray:
     return colors[np.clip(classes, 0, 255)]
 
 
-def overlay(image: np.ndarray, classes: np.ndarray, *, opacity: float = 0.5,
-            ignore_index: int = 255) -> np.ndarray:
+def overlay(
+    image: np.ndarray, classes: np.ndarray, *, opacity: float = 0.5, ignore_index: int = 255
+) -> np.ndarray:
     """Blend the colours of a class map over an image (mmseg's ``show_result`` look).
 
     Args:

@@ -50,8 +50,7 @@ def calibrated_tiny(spec: str = SPEC, *, seed: int = 0, passes: int = 3) -> Rout
     return model.eval()
 
 
-def write_run(folder: Path, model: RoutingNetwork, *, iters: int = 40,
-              spec: str = SPEC) -> Path:
+def write_run(folder: Path, model: RoutingNetwork, *, iters: int = 40, spec: str = SPEC) -> Path:
     """A run folder as ``dynviz train`` leaves it (config, metrics, best checkpoint), with
     made-up but plausible training curves."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -61,23 +60,47 @@ def write_run(folder: Path, model: RoutingNetwork, *, iters: int = 40,
         "world_size": 1,
         "model": model.config.to_dict(),
         "route": route_to_dict(model.route),
-        "train": {"model": model.config.name, "data": spec, "out": str(folder), "iters": iters,
-                  "batch": 4, "crop": [64, 64]},
+        "train": {
+            "model": model.config.name,
+            "data": spec,
+            "out": str(folder),
+            "iters": iters,
+            "batch": 4,
+            "crop": [64, 64],
+        },
         "data": {"train": spec, "val": spec, "val_split": SPLIT, "num_classes": 4},
     }
     (folder / "config.yaml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     lines = []
     for it in range(2, iters + 1, 2):
         loss = 1.4 * math.exp(-it / 25) + 0.3
-        lines.append({"kind": "train", "iter": it, "loss": loss, "ce_loss": loss * 0.95,
-                      "budget_loss": loss * 0.05, "expected_cost_ratio": 0.9 - 0.004 * it,
-                      "lr": 0.05 * (1 - it / iters) ** 0.9, "images_per_s": 12.0})
+        lines.append(
+            {
+                "kind": "train",
+                "iter": it,
+                "loss": loss,
+                "ce_loss": loss * 0.95,
+                "budget_loss": loss * 0.05,
+                "expected_cost_ratio": 0.9 - 0.004 * it,
+                "lr": 0.05 * (1 - it / iters) ** 0.9,
+                "images_per_s": 12.0,
+            }
+        )
         if it % 10 == 0:
-            lines.append({"kind": "eval", "iter": it, "val_miou": 0.2 + 0.005 * it,
-                          "val_pixel_accuracy": 0.6 + 0.004 * it, "real_gmacs": 0.0015,
-                          "expected_gmacs": 0.0014, "val_images": 6})
-    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines),
-                                          encoding="utf-8")
+            lines.append(
+                {
+                    "kind": "eval",
+                    "iter": it,
+                    "val_miou": 0.2 + 0.005 * it,
+                    "val_pixel_accuracy": 0.6 + 0.004 * it,
+                    "real_gmacs": 0.0015,
+                    "expected_gmacs": 0.0014,
+                    "val_images": 6,
+                }
+            )
+    (folder / "metrics.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8"
+    )
     checkpoint = make_checkpoint(model, iteration=iters, best_metric=0.4, rng=False)
     save_checkpoint(folder / "checkpoint_best.pt", checkpoint)
     return folder
@@ -91,16 +114,42 @@ def explorer_root(folder: Path) -> Path:
     run = write_run(folder / "runs" / "tiny", model)
     best = run / "checkpoint_best.pt"
     checkpoint = {"path": str(best), "sha256": sha256_file(best), "iteration": 40}
-    record(model, dataset, folder / "records" / "tiny", name="tiny", checkpoint=checkpoint,
-           data_spec=SPEC, split=SPLIT, progress=False)
-    chains = Route.from_chains(model.config, [[4, 8, 8, 16, 16], [4, 4, 4, 8, 8]],
-                               name="two-chains")
-    record(model, dataset, folder / "records" / "two-chains", route=chains, name="two-chains",
-           checkpoint=checkpoint, data_spec=SPEC, split=SPLIT, progress=False)
+    record(
+        model,
+        dataset,
+        folder / "records" / "tiny",
+        name="tiny",
+        checkpoint=checkpoint,
+        data_spec=SPEC,
+        split=SPLIT,
+        progress=False,
+    )
+    chains = Route.from_chains(
+        model.config, [[4, 8, 8, 16, 16], [4, 4, 4, 8, 8]], name="two-chains"
+    )
+    record(
+        model,
+        dataset,
+        folder / "records" / "two-chains",
+        route=chains,
+        name="two-chains",
+        checkpoint=checkpoint,
+        data_spec=SPEC,
+        split=SPLIT,
+        progress=False,
+    )
     torch.manual_seed(0)
     fcn = dynviz.build_model("fcn32s", num_classes=dataset.num_classes).eval()
-    record(fcn, dataset, folder / "records" / "fcn32s", name="fcn32s", limit=3,
-           data_spec=SPEC, split=SPLIT, progress=False)
+    record(
+        fcn,
+        dataset,
+        folder / "records" / "fcn32s",
+        name="fcn32s",
+        limit=3,
+        data_spec=SPEC,
+        split=SPLIT,
+        progress=False,
+    )
     return folder
 
 

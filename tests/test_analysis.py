@@ -193,10 +193,12 @@ def _random_gates(seed: int = 0) -> pd.DataFrame:
                     for direction in ("keep", "up", "down"):
                         alpha = rng.choice([0.0, 0.05, 0.5, 1.0, rng.random()])
                         frames.append((model, f"{model}{image}", layer, stride, direction, alpha))
-    frame = pd.DataFrame(frames, columns=["model", "image_id", "layer", "scale", "direction",
-                                          "alpha"]).sample(frac=1.0, random_state=seed)
-    frame["model"] = frame["model"].astype(pd.CategoricalDtype(["raw", "budget", "unused"],
-                                                               ordered=True))
+    frame = pd.DataFrame(
+        frames, columns=["model", "image_id", "layer", "scale", "direction", "alpha"]
+    ).sample(frac=1.0, random_state=seed)
+    frame["model"] = frame["model"].astype(
+        pd.CategoricalDtype(["raw", "budget", "unused"], ordered=True)
+    )
     frame["direction"] = frame["direction"].astype(pd.CategoricalDtype(["keep", "up", "down"]))
     frame["scale_index"] = np.log2(frame["scale"] // 4).astype("int8")
     frame["active"] = frame["alpha"] > 0
@@ -209,10 +211,17 @@ def test_activation_probability_equals_pandas_groupby(by):
     gates = _random_gates()
     keys = ["model", *by]
     wide = gates.assign(alpha=gates["alpha"].astype("float64"))
-    expected = wide.groupby(keys, observed=True).agg(
-        p=("active", "mean"), mean_alpha=("alpha", "mean"),
-        std_alpha=("alpha", lambda a: a.std(ddof=0)),
-        count=("active", "size"), images=("image_id", "nunique")).reset_index()
+    expected = (
+        wide.groupby(keys, observed=True)
+        .agg(
+            p=("active", "mean"),
+            mean_alpha=("alpha", "mean"),
+            std_alpha=("alpha", lambda a: a.std(ddof=0)),
+            count=("active", "size"),
+            images=("image_id", "nunique"),
+        )
+        .reset_index()
+    )
     out = activation_probability(gates, by=by)
     assert list(out.columns) == list(expected.columns)
     assert out["model"].dtype == gates["model"].dtype  # categories kept, unused ones dropped
@@ -237,22 +246,27 @@ def test_alpha_histogram_equals_numpy_and_coarsens_exactly():
     for by in [("direction",), ("scale",), ("layer",)]:
         pd.testing.assert_frame_equal(
             coarsen_histogram(fine, by=by).reset_index(drop=True),
-            alpha_histogram(gates, bins=20, by=by).reset_index(drop=True), check_dtype=False)
+            alpha_histogram(gates, bins=20, by=by).reset_index(drop=True),
+            check_dtype=False,
+        )
 
 
 def test_routing_vs_scale_equals_pandas_groupby():
     gates = _random_gates()
-    images = pd.DataFrame({"model": gates["model"], "image_id": gates["image_id"]}
-                          ).drop_duplicates(ignore_index=True)
+    images = pd.DataFrame({"model": gates["model"], "image_id": gates["image_id"]}).drop_duplicates(
+        ignore_index=True
+    )
     images["real_gmacs"] = 1.0
     out = routing_vs_scale(gates, images).set_index(["model", "image_id"])
     active = gates[gates["active"]]
-    counts = active.groupby(["model", "image_id", "scale"], observed=True).size().unstack(
-        fill_value=0)
+    counts = (
+        active.groupby(["model", "image_id", "scale"], observed=True).size().unstack(fill_value=0)
+    )
     shares = counts.div(counts.sum(axis=1), axis=0)
     for stride in (4, 8, 16):
-        pd.testing.assert_series_equal(out[f"share_s{stride}"].sort_index(),
-                                       shares[stride].sort_index(), check_names=False)
+        pd.testing.assert_series_equal(
+            out[f"share_s{stride}"].sort_index(), shares[stride].sort_index(), check_names=False
+        )
     depth = active.groupby(["model", "image_id"], observed=True)["scale_index"]
     assert np.allclose(out["mean_scale_index"].sort_index(), depth.mean().sort_index())
     assert np.allclose(out["max_scale_index"].sort_index(), depth.max().sort_index())

@@ -136,8 +136,11 @@ def test_route_explorer_shows_the_recorded_route(app) -> None:
     assert len(at.get("image")) >= 1
     (spec,) = _charts(at)
     assert "paths open" in spec["layout"]["title"]["text"]
-    widths = {t["line"]["width"] for t in spec["data"] if t.get("mode") == "lines"
-              and "width" in t.get("line", {})}
+    widths = {
+        t["line"]["width"]
+        for t in spec["data"]
+        if t.get("mode") == "lines" and "width" in t.get("line", {})
+    }
     assert len(widths) > 1  # width follows alpha: open and closed paths differ
 
 
@@ -175,7 +178,8 @@ def test_too_large_upload_gives_a_message(app) -> None:
     at = _open(app, "views/route_explorer.py")
     at.radio(key="explorer_source_0").set_value("Upload").run()
     at.file_uploader(key="explorer_upload_0").set_value(
-        ("big.png", buffer.getvalue(), "image/png")).run()
+        ("big.png", buffer.getvalue(), "image/png")
+    ).run()
     assert not at.exception
     (error,) = [e.value for e in at.error]
     assert "too large" in error and "5000x4000" in error
@@ -303,8 +307,15 @@ def test_app_command_refuses_a_missing_folder(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------ uploads
 def test_read_upload_decodes_common_formats() -> None:
-    for mode, fmt in (("RGB", "PNG"), ("L", "PNG"), ("RGBA", "PNG"), ("RGB", "JPEG"),
-                      ("P", "GIF"), ("RGB", "BMP"), ("RGB", "WEBP")):
+    for mode, fmt in (
+        ("RGB", "PNG"),
+        ("L", "PNG"),
+        ("RGBA", "PNG"),
+        ("RGB", "JPEG"),
+        ("P", "GIF"),
+        ("RGB", "BMP"),
+        ("RGB", "WEBP"),
+    ):
         buffer = io.BytesIO()
         Image.fromarray(np.zeros((12, 20, 3), np.uint8)).convert(mode).save(buffer, fmt)
         image = read_upload(buffer.getvalue(), name=f"x.{fmt.lower()}")

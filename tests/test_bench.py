@@ -38,8 +38,9 @@ def small_fix(tmp_path) -> str:
 
 
 def _settings(**changes) -> BenchSettings:
-    return BenchSettings.quick_settings(model=SMALL, repeats=1, threads=1,
-                                        **changes).with_size((64, 96))
+    return BenchSettings.quick_settings(model=SMALL, repeats=1, threads=1, **changes).with_size(
+        (64, 96)
+    )
 
 
 # --------------------------------------------------------------------------------- routes
@@ -60,10 +61,29 @@ def test_quick_bench_cli_writes_json_and_doc(tmp_path, capsys, small_fix):
     doc = tmp_path / "performance.md"
     doc.write_text("# Performance\n\nHand-written notes.\n", encoding="utf-8")
     out = tmp_path / "bench.json"
-    args = ["bench", "--quick", "--size", "64", "96", "--repeats", "1", "--sections", "a,b,d,g",
-            "--batch", "2", *THREADS,
-            "--model", SMALL, "--fix-model", small_fix, "--json", "--out", str(out),
-            "--doc", str(doc)]
+    args = [
+        "bench",
+        "--quick",
+        "--size",
+        "64",
+        "96",
+        "--repeats",
+        "1",
+        "--sections",
+        "a,b,d,g",
+        "--batch",
+        "2",
+        *THREADS,
+        "--model",
+        SMALL,
+        "--fix-model",
+        small_fix,
+        "--json",
+        "--out",
+        str(out),
+        "--doc",
+        str(doc),
+    ]
     assert cli(args) == 0
     printed = json.loads(capsys.readouterr().out)
     data = json.loads(out.read_text(encoding="utf-8"))
@@ -90,8 +110,25 @@ def test_quick_bench_cli_writes_json_and_doc(tmp_path, capsys, small_fix):
 
 
 def test_quick_bench_text_output(capsys):
-    assert cli(["bench", "--quick", "--size", "64", "96", "--repeats", "1", "--sections", "g",
-                "--model", SMALL, *THREADS]) == 0
+    assert (
+        cli(
+            [
+                "bench",
+                "--quick",
+                "--size",
+                "64",
+                "96",
+                "--repeats",
+                "1",
+                "--sections",
+                "g",
+                "--model",
+                SMALL,
+                *THREADS,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "[g] Latency per node" in out and "figures" in out
 
@@ -124,9 +161,11 @@ def test_recording_and_analysis_figures_are_measured_or_marked():
 
 
 def test_update_doc_replaces_only_the_generated_block(tmp_path):
-    report = BenchReport(settings=_settings(), machine={
-        "cpu": "cpu", "cores": 2, "simd": [], "threads": 2, "torch": "x", "python": "3"},
-        command="dynviz bench --quick")
+    report = BenchReport(
+        settings=_settings(),
+        machine={"cpu": "cpu", "cores": 2, "simd": [], "threads": 2, "torch": "x", "python": "3"},
+        command="dynviz bench --quick",
+    )
     report.sections.append(Section("a", "A title", ["k", "v"], [["x", 1.5]]))
     report.figures.append(Figure("a", "a ratio", 0.9, 1.15, "<="))
     doc = tmp_path / "perf.md"
@@ -172,7 +211,7 @@ def test_inference_mode_path_equals_the_autograd_path(tiny):
         forced = model(x, route=routes)
         free = model(x)
         soft = model(x, skip=False)
-        singles = [model(x[i:i + 1]) for i in range(4)]
+        singles = [model(x[i : i + 1]) for i in range(4)]
     assert forced.logits.is_contiguous()  # channels-last inside, the usual layout outside
     torch.testing.assert_close(forced.logits, reference.logits, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(free.logits, gated.logits, rtol=1e-10, atol=1e-10)
@@ -180,7 +219,7 @@ def test_inference_mode_path_equals_the_autograd_path(tiny):
     torch.testing.assert_close(soft.logits, gated.logits, rtol=1e-10, atol=1e-10)
     assert len({tuple(g.flatten().gt(0).tolist()) for g in free.gates}) > 1  # routes differ
     for i, single in enumerate(singles):
-        torch.testing.assert_close(free.logits[i:i + 1], single.logits, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(free.logits[i : i + 1], single.logits, rtol=1e-10, atol=1e-10)
 
 
 def test_channels_last_inference_can_be_switched_off(tiny):

@@ -28,8 +28,14 @@ from PIL import Image
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 APP = Path(__file__).resolve().parents[1] / "apps" / "explorer.py"
 VIEWPORT = {"width": 1280, "height": 800}
 
@@ -73,12 +79,30 @@ def server(tmp_path_factory) -> Iterator[str]:
     root = shared_explorer_root(tmp_path_factory)
     port = _free_port()
     log = tmp_path_factory.mktemp("streamlit") / "server.log"
-    env = {**os.environ, "DYNVIZ_APP_DIR": str(root), "STREAMLIT_BROWSER_GATHER_USAGE_STATS":
-           "false"}
-    command = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
-               "--server.address", "127.0.0.1", "--server.port", str(port),
-               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-               "--client.toolbarMode", "viewer"]
+    env = {
+        **os.environ,
+        "DYNVIZ_APP_DIR": str(root),
+        "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP),
+        "--server.headless",
+        "true",
+        "--server.address",
+        "127.0.0.1",
+        "--server.port",
+        str(port),
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+        "--client.toolbarMode",
+        "viewer",
+    ]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -120,8 +144,10 @@ def _settle(page, timeout: float = 60.0) -> None:  # noqa: ANN001 - a playwright
     deadline = time.monotonic() + timeout
     quiet = 0
     while time.monotonic() < deadline:
-        busy = page.locator('[data-testid="stStatusWidget"]').count() + page.locator(
-            '[data-testid="stSpinner"]').count()
+        busy = (
+            page.locator('[data-testid="stStatusWidget"]').count()
+            + page.locator('[data-testid="stSpinner"]').count()
+        )
         quiet = quiet + 1 if busy == 0 else 0
         if quiet >= 4:  # two seconds without activity
             break
@@ -164,19 +190,28 @@ def test_page_renders(browser, server, shots, path) -> None:  # noqa: ANN001
 def test_bad_upload_shows_a_message(browser, server, shots) -> None:  # noqa: ANN001
     with _opened(browser, server, "route_explorer", "Route explorer") as page:
         page.get_by_text("Upload", exact=True).first.click()
-        page.wait_for_selector('[data-testid="stFileUploaderDropzoneInput"]', state="attached",
-                               timeout=30_000)
-        page.set_input_files('[data-testid="stFileUploaderDropzoneInput"]',
-                             files=[{"name": "notes.png", "mimeType": "image/png",
-                                     "buffer": b"these bytes are not a PNG"}])
+        page.wait_for_selector(
+            '[data-testid="stFileUploaderDropzoneInput"]', state="attached", timeout=30_000
+        )
+        page.set_input_files(
+            '[data-testid="stFileUploaderDropzoneInput"]',
+            files=[
+                {
+                    "name": "notes.png",
+                    "mimeType": "image/png",
+                    "buffer": b"these bytes are not a PNG",
+                }
+            ],
+        )
         page.get_by_text("not an image").first.wait_for(timeout=30_000)
         assert page.locator('[data-testid="stException"]').count() == 0
         # a real image then runs through the model
         buffer = io.BytesIO()
         Image.fromarray(np.full((48, 64, 3), 120, dtype=np.uint8)).save(buffer, "PNG")
-        page.set_input_files('[data-testid="stFileUploaderDropzoneInput"]',
-                             files=[{"name": "grey.png", "mimeType": "image/png",
-                                     "buffer": buffer.getvalue()}])
+        page.set_input_files(
+            '[data-testid="stFileUploaderDropzoneInput"]',
+            files=[{"name": "grey.png", "mimeType": "image/png", "buffer": buffer.getvalue()}],
+        )
         page.get_by_text("grey.png (48x64)").first.wait_for(timeout=60_000)
         _settle(page)
         assert page.locator('[data-testid="stException"]').count() == 0
@@ -188,7 +223,8 @@ def test_compare_two_images(browser, server, shots) -> None:  # noqa: ANN001
         page.get_by_text("Compare two images").first.click()
         page.wait_for_function(
             "document.querySelectorAll('[data-testid=\"stPlotlyChart\"] .main-svg').length >= 4",
-            timeout=60_000)  # each chart draws two svg layers
+            timeout=60_000,
+        )  # each chart draws two svg layers
         _settle(page)
         assert page.locator('[data-testid="stPlotlyChart"]').count() == 2
         assert page.locator('[data-testid="stException"]').count() == 0

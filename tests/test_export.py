@@ -130,8 +130,7 @@ def test_onnx_export_gives_the_pytorch_logits(tmp_path, dynamic, route):
 def test_export_cli_zoo_route_spec(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     out = tmp_path / "fcn32s.onnx"
-    code = cli(["export", "fcn32s", "--out", str(out), "--size", "64", "64", "--check",
-                "--json"])
+    code = cli(["export", "fcn32s", "--out", str(out), "--size", "64", "64", "--check", "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and out.is_file()
     assert report["route"] == "fcn32s" and report["batchnorm_left"] == 0
@@ -144,13 +143,27 @@ def test_export_cli_checkpoint_with_route(tmp_path, capsys, tiny, route):
 
     model = randomise(dynviz.build_model(tiny), spread=0.2).eval()
     (tmp_path / "run").mkdir()
-    ckpt = save_checkpoint(tmp_path / "run" / "checkpoint_best.pt",
-                           make_checkpoint(model, rng=False))
+    ckpt = save_checkpoint(
+        tmp_path / "run" / "checkpoint_best.pt", make_checkpoint(model, rng=False)
+    )
     spec = tmp_path / "two-chains.yaml"
     route.to_yaml(spec)
     out = tmp_path / "net.onnx"
-    code = cli(["export", str(ckpt.parent), "--route", str(spec), "--out", str(out), "--size",
-                "64", "64", "--check", "--json"])
+    code = cli(
+        [
+            "export",
+            str(ckpt.parent),
+            "--route",
+            str(spec),
+            "--out",
+            str(out),
+            "--size",
+            "64",
+            "64",
+            "--check",
+            "--json",
+        ]
+    )
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["check"]["ok"]
     assert report["checkpoint"] == str(ckpt) and report["cells"] == len(route.cells)

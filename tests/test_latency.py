@@ -127,7 +127,7 @@ def test_time_calls_interleaves_and_takes_medians():
     times = time_calls(calls, repeats=3, warmup=1)
     assert set(times) == {"a", "b", "c"} and all(t >= 0 for t in times.values())
     assert order[:3] == ["a", "b", "c"]  # warm-up round
-    rounds = [order[3 + 3 * i: 6 + 3 * i] for i in range(3)]
+    rounds = [order[3 + 3 * i : 6 + 3 * i] for i in range(3)]
     assert rounds[0] == ["a", "b", "c"] and rounds[1] == ["b", "c", "a"]
 
 

@@ -22,13 +22,17 @@ def _execute(folder: Path, **parameters: object):
     as papermill injects them."""
     nb = nbformat.read(NOTEBOOK, as_version=4)
     if parameters:
-        index = next(i for i, c in enumerate(nb.cells)
-                     if "parameters" in c.get("metadata", {}).get("tags", []))
+        index = next(
+            i
+            for i, c in enumerate(nb.cells)
+            if "parameters" in c.get("metadata", {}).get("tags", [])
+        )
         source = "\n".join(f"{k} = {v!r}" for k, v in parameters.items())
         cell = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]})
         nb.cells.insert(index + 1, cell)
-    client = nbclient.NotebookClient(nb, timeout=240, kernel_name="python3",
-                                     resources={"metadata": {"path": str(folder)}})
+    client = nbclient.NotebookClient(
+        nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
+    )
     client.execute()
     return nb
 
@@ -43,8 +47,11 @@ def _text(nb) -> str:  # noqa: ANN001 - a NotebookNode
 
 
 def _images(nb) -> int:  # noqa: ANN001 - a NotebookNode
-    return sum("image/png" in output.get("data", {})
-               for cell in nb.cells for output in cell.get("outputs", []))
+    return sum(
+        "image/png" in output.get("data", {})
+        for cell in nb.cells
+        for output in cell.get("outputs", [])
+    )
 
 
 def test_committed_without_outputs() -> None:

@@ -56,8 +56,18 @@ def test_no_batches_leave_the_statistics_alone():
 
 
 def test_training_ends_with_precise_statistics_and_the_same_weights(tmp_path):
-    common = dict(model="tiny", data=DATA, iters=3, batch=2, crop=(32, 32), workers=0,
-                  eval_limit=2, tensorboard=False, progress=False, deterministic=True)
+    common = dict(
+        model="tiny",
+        data=DATA,
+        iters=3,
+        batch=2,
+        crop=(32, 32),
+        workers=0,
+        eval_limit=2,
+        tensorboard=False,
+        progress=False,
+        deterministic=True,
+    )
     train(TrainConfig(out=str(tmp_path / "plain"), precise_bn=0, **common))
     train(TrainConfig(out=str(tmp_path / "precise"), precise_bn=3, **common))
     plain = load_checkpoint(tmp_path / "plain" / LATEST)["model"]

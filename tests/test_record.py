@@ -320,18 +320,36 @@ def test_torchrun_ranks_write_disjoint_parts(tmp_path):
 
 def test_parts_with_different_values_read_as_one_table(tmp_path):
     folder = _hand_records(tmp_path)
-    gates = pd.DataFrame({"image_id": ["c", "c"], "layer": [0, 0], "scale": [4, 4],
-                          "scale_index": [0, 0], "direction": ["up", "up"],
-                          "alpha": [0.5, 0.0], "active": [True, False]})
+    gates = pd.DataFrame(
+        {
+            "image_id": ["c", "c"],
+            "layer": [0, 0],
+            "scale": [4, 4],
+            "scale_index": [0, 0],
+            "direction": ["up", "up"],
+            "alpha": [0.5, 0.0],
+            "active": [True, False],
+        }
+    )
     images = read_records(folder).images.iloc[:1].assign(image_id="c")
     write_records(folder, gates, images, read_records(folder).meta, chunk=1)
     records = read_records(folder)
     assert records.gates["direction"].dtype == DIRECTION_DTYPE  # keep/down + up: one category
     assert records.gates["direction"].astype(str).tolist() == [
-        "keep", "down", "keep", "down", "up", "up"]
+        "keep",
+        "down",
+        "keep",
+        "down",
+        "up",
+        "up",
+    ]
     assert records.gates["image_id"].dtype == "string"
     bad = folder / "gates" / "part-r0-c1.parquet"
-    pq.write_table(pq.read_table(bad).set_column(
-        4, "direction", pa.array(["sideways", "up"]).dictionary_encode()), bad)
+    pq.write_table(
+        pq.read_table(bad).set_column(
+            4, "direction", pa.array(["sideways", "up"]).dictionary_encode()
+        ),
+        bad,
+    )
     with pytest.raises(RecordError, match=r"gates.*direction.*sideways"):
         read_records(folder)

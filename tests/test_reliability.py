@@ -50,20 +50,47 @@ def _iteration(path: Path) -> int:
 
 def test_sigkilled_training_resumes_from_its_last_checkpoint(tmp_path):
     run = tmp_path / "run"
-    args = ["train", "tiny", "--data", DATA, "--val-data", DATA, "--out", str(run), "--iters",
-            "60", "--batch", "2", "--crop", "32", "32", "--checkpoint-every", "5",
-            "--eval-every", "0", "--workers", "0", "--threads", "1", "--precise-bn", "4",
-            "--no-progress", "--no-tensorboard"]
-    proc = subprocess.Popen(_dynviz(*args), env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    args = [
+        "train",
+        "tiny",
+        "--data",
+        DATA,
+        "--val-data",
+        DATA,
+        "--out",
+        str(run),
+        "--iters",
+        "60",
+        "--batch",
+        "2",
+        "--crop",
+        "32",
+        "32",
+        "--checkpoint-every",
+        "5",
+        "--eval-every",
+        "0",
+        "--workers",
+        "0",
+        "--threads",
+        "1",
+        "--precise-bn",
+        "4",
+        "--no-progress",
+        "--no-tensorboard",
+    ]
+    proc = subprocess.Popen(
+        _dynviz(*args), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     _kill_when(proc, lambda: _iteration(run / LATEST) >= 10)
     killed_at = _iteration(run / LATEST)
     assert 10 <= killed_at < 60  # the file left behind is whole and loads
     # a kill between mkstemp and os.replace may leave a hidden temporary, never a checkpoint
     assert all(p.name.startswith(".") for p in run.glob("*.tmp"))
     (run / f".{LATEST}.killed.tmp").write_bytes(b"half a checkpoint")  # as a kill leaves it
-    done = subprocess.run(_dynviz(*args, "--resume"), env=_env(), capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        _dynviz(*args, "--resume"), env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     assert _iteration(run / LATEST) == 60
     assert not list(run.glob(".*.tmp"))  # the resumed run cleared what the killed one left
@@ -71,14 +98,29 @@ def test_sigkilled_training_resumes_from_its_last_checkpoint(tmp_path):
 
 def test_sigkilled_recording_resumes_without_duplicates(tmp_path):
     out = tmp_path / "records"
-    args = ["record", "tiny", "--data", "synthetic:count=40,size=32x32,classes=4", "--out",
-            str(out), "--chunk", "2", "--no-progress"]
-    proc = subprocess.Popen(_dynviz(*args), env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    _kill_when(proc, lambda: len(list((out / "images").glob("*.parquet"))) >= 3
-               if (out / "images").is_dir() else False)
-    done = subprocess.run(_dynviz(*args), env=_env(), capture_output=True, text=True,
-                          timeout=300)
+    args = [
+        "record",
+        "tiny",
+        "--data",
+        "synthetic:count=40,size=32x32,classes=4",
+        "--out",
+        str(out),
+        "--chunk",
+        "2",
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(
+        _dynviz(*args), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    _kill_when(
+        proc,
+        lambda: (
+            len(list((out / "images").glob("*.parquet"))) >= 3
+            if (out / "images").is_dir()
+            else False
+        ),
+    )
+    done = subprocess.run(_dynviz(*args), env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     records = read_records(out)
     assert len(records.images) == 40 and records.images["image_id"].is_unique
@@ -90,9 +132,7 @@ def test_sigkilled_recording_resumes_without_duplicates(tmp_path):
 def test_yaml_cannot_execute_code(tmp_path, loader):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.yaml"
-    path.write_text(
-        f"name: !!python/object/apply:os.system ['touch {marker}']\nnum_layers: 4\n"
-    )
+    path.write_text(f"name: !!python/object/apply:os.system ['touch {marker}']\nnum_layers: 4\n")
     with pytest.raises((ConfigError, RouteError), match="evil.yaml"):
         loader(path)
     assert not marker.exists()

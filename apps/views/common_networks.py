@@ -12,19 +12,30 @@ records = _state.records_or_stop(ctx)
 path, mtime = ctx.records, _state.stamp(ctx.records)
 
 st.title("Common networks")
-st.caption(f"Records `{ctx.catalog.label(path)}` ({records.label}, {len(records.images)} "
-           "images). Paths active in more than the threshold share of images are kept, then "
-           "paths that leave dangling cells are removed; the result is a static network.")
+st.caption(
+    f"Records `{ctx.catalog.label(path)}` ({records.label}, {len(records.images)} "
+    "images). Paths active in more than the threshold share of images are kept, then "
+    "paths that leave dangling cells are removed; the result is a static network."
+)
 
 if records.meta.get("forced_route") or records.meta.get("route"):
-    st.info("These records ran a fixed route, so every image took the same paths: the common "
-            "network is that route.")
+    st.info(
+        "These records ran a fixed route, so every image took the same paths: the common "
+        "network is that route."
+    )
 
-threshold = st.slider("Threshold (share of images)", 0.0, 0.99, 0.95, 0.01,
-                      key="common_threshold",
-                      help="The paper keeps paths with activation probability above 95%.")
-sizes = records.meta.get("input_sizes") or [[int(records.images.iloc[0]["height"]),
-                                             int(records.images.iloc[0]["width"])]]
+threshold = st.slider(
+    "Threshold (share of images)",
+    0.0,
+    0.99,
+    0.95,
+    0.01,
+    key="common_threshold",
+    help="The paper keeps paths with activation probability above 95%.",
+)
+sizes = records.meta.get("input_sizes") or [
+    [int(records.images.iloc[0]["height"]), int(records.images.iloc[0]["width"])]
+]
 height, width = (int(v) for v in sizes[0])
 result = _state.common_network(path, mtime, float(threshold), height, width)
 
@@ -34,23 +45,37 @@ if result.error:
 
 cols = st.columns(4)
 cols[0].metric("Open paths", f"{result.paths}", help=f"in {result.cells} cells")
-cols[1].metric("Parameters", f"{result.params:,}",
-               delta=f"{100 * (result.params / result.dynamic_params - 1):+.1f}% vs all paths",
-               delta_color="off")
-cols[2].metric(f"GMACs at {height}x{width}", f"{result.gmacs:.4g}",
-               delta=f"{100 * (result.gmacs / result.dynamic_gmacs - 1):+.1f}% vs all open",
-               delta_color="off")
-cols[3].metric("GMACs at 1024x2048", f"{result.gmacs_paper:.4g}",
-               help="the paper's input size (Cityscapes)")
+cols[1].metric(
+    "Parameters",
+    f"{result.params:,}",
+    delta=f"{100 * (result.params / result.dynamic_params - 1):+.1f}% vs all paths",
+    delta_color="off",
+)
+cols[2].metric(
+    f"GMACs at {height}x{width}",
+    f"{result.gmacs:.4g}",
+    delta=f"{100 * (result.gmacs / result.dynamic_gmacs - 1):+.1f}% vs all open",
+    delta_color="off",
+)
+cols[3].metric(
+    "GMACs at 1024x2048", f"{result.gmacs_paper:.4g}", help="the paper's input size (Cityscapes)"
+)
 st.plotly_chart(result.figure, width="stretch", key="common_figure")
 if result.notes:
     st.caption(result.notes)
 
 slug = f"common-{round(100 * threshold)}"
-st.download_button("Download the route spec (YAML)", result.yaml,
-                   file_name=f"{records.label}-{slug}.yaml", mime="application/x-yaml",
-                   icon=":material/download:", key="common_download")
-st.caption("Retrain it as a static network: `dynviz train FILE.yaml --data SPEC --out RUN`; "
-           "or build it with `dynviz.build_model('FILE.yaml')`.")
+st.download_button(
+    "Download the route spec (YAML)",
+    result.yaml,
+    file_name=f"{records.label}-{slug}.yaml",
+    mime="application/x-yaml",
+    icon=":material/download:",
+    key="common_download",
+)
+st.caption(
+    "Retrain it as a static network: `dynviz train FILE.yaml --data SPEC --out RUN`; "
+    "or build it with `dynviz.build_model('FILE.yaml')`."
+)
 with st.expander("Route spec"):
     st.code(result.yaml, language="yaml")

@@ -15,9 +15,11 @@ _state.records_or_stop(ctx)
 catalog = ctx.catalog
 
 st.title("Distributions")
-st.caption("A path's activation probability is the share of images in which it was open "
-           "(alpha > 0), as in Fig. 5 of the paper. Paths above the threshold form the common "
-           "network.")
+st.caption(
+    "A path's activation probability is the share of images in which it was open "
+    "(alpha > 0), as in Fig. 5 of the paper. Paths above the threshold form the common "
+    "network."
+)
 
 labels = ctx.labels()
 default = [catalog.label(ctx.records)] if ctx.records else labels[:1]
@@ -32,20 +34,37 @@ paths_all = stats.per_path
 layers = sorted(int(v) for v in paths_all["layer"].unique())
 strides = sorted(int(v) for v in paths_all["scale"].unique())
 c1, c2, c3, c4 = st.columns([2, 3, 2.2, 1])
-layer_range = c1.slider("Layers", layers[0], layers[-1], (layers[0], layers[-1]),
-                        key="dist_layers") if len(layers) > 1 else (layers[0], layers[0])
-scales = c2.pills("Scales", strides, selection_mode="multi", default=strides,
-                  format_func=lambda s: f"1/{s}", key="dist_scales")
-directions = c3.pills("Directions", list(DIRECTIONS), selection_mode="multi",
-                      default=list(DIRECTIONS), key="dist_directions")
+layer_range = (
+    c1.slider("Layers", layers[0], layers[-1], (layers[0], layers[-1]), key="dist_layers")
+    if len(layers) > 1
+    else (layers[0], layers[0])
+)
+scales = c2.pills(
+    "Scales",
+    strides,
+    selection_mode="multi",
+    default=strides,
+    format_func=lambda s: f"1/{s}",
+    key="dist_scales",
+)
+directions = c3.pills(
+    "Directions",
+    list(DIRECTIONS),
+    selection_mode="multi",
+    default=list(DIRECTIONS),
+    key="dist_directions",
+)
 bins = c4.number_input("Bins", 5, 50, 10, key="dist_bins")
 threshold = st.slider("Common-network threshold", 0.0, 0.99, 0.95, 0.01, key="dist_threshold")
 
 
 def matching(frame):
     """The rows of a per-path frame that pass the filters."""
-    return frame[frame["layer"].between(*layer_range) & frame["scale"].isin(scales)
-                 & frame["direction"].astype(str).isin(directions)]
+    return frame[
+        frame["layer"].between(*layer_range)
+        & frame["scale"].isin(scales)
+        & frame["direction"].astype(str).isin(directions)
+    ]
 
 
 per_path = matching(paths_all)
@@ -53,28 +72,48 @@ if per_path.empty:
     st.warning("No path matches these filters.")
     st.stop()
 
-summary = per_path.groupby("model", observed=True).agg(
-    paths=("p", "size"), never=("p", lambda p: int((p == 0).sum())),
-    always=("p", lambda p: int((p == 1).sum())),
-    common=("p", lambda p: int((p > threshold).sum()))).reset_index()
-st.dataframe(summary.rename(columns={"never": "never open", "always": "always open",
-                                     "common": f"above {threshold:g}"}),
-             hide_index=True, width="content")
+summary = (
+    per_path.groupby("model", observed=True)
+    .agg(
+        paths=("p", "size"),
+        never=("p", lambda p: int((p == 0).sum())),
+        always=("p", lambda p: int((p == 1).sum())),
+        common=("p", lambda p: int((p > threshold).sum())),
+    )
+    .reset_index()
+)
+st.dataframe(
+    summary.rename(
+        columns={"never": "never open", "always": "always open", "common": f"above {threshold:g}"}
+    ),
+    hide_index=True,
+    width="content",
+)
 
-st.plotly_chart(probability_histogram(per_path, bins=int(bins), threshold=threshold),
-                width="stretch", key="fig5")
-st.download_button("Download per-path probabilities (CSV)", per_path.to_csv(index=False),
-                   file_name="activation_probability.csv", mime="text/csv",
-                   icon=":material/download:")
+st.plotly_chart(
+    probability_histogram(per_path, bins=int(bins), threshold=threshold),
+    width="stretch",
+    key="fig5",
+)
+st.download_button(
+    "Download per-path probabilities (CSV)",
+    per_path.to_csv(index=False),
+    file_name="activation_probability.csv",
+    mime="text/csv",
+    icon=":material/download:",
+)
 
 left, right = st.columns(2)
 with left:
-    st.plotly_chart(probability_violin(per_path, x="layer"), width="stretch",
-                    key="violin_layer")
+    st.plotly_chart(probability_violin(per_path, x="layer"), width="stretch", key="violin_layer")
 with right:
-    st.plotly_chart(probability_violin(per_path, x="scale",
-                                       title="Path activation probability per scale (stride)"),
-                    width="stretch", key="violin_scale")
+    st.plotly_chart(
+        probability_violin(
+            per_path, x="scale", title="Path activation probability per scale (stride)"
+        ),
+        width="stretch",
+        key="violin_scale",
+    )
 
 st.subheader("Alpha distributions")
 by = st.radio("Split by", ["direction", "scale", "layer"], horizontal=True, key="dist_alpha_by")
@@ -82,8 +121,16 @@ histogram = coarsen_histogram(matching(stats.histogram), by=(by,))
 histogram = histogram.assign(
     alpha=histogram["bin_left"].map("{:.2f}".format),
     group=histogram["model"].astype(str) + " / " + histogram[by].astype(str),
-    share=100 * histogram["fraction"])
-st.bar_chart(histogram, x="alpha", y="share", color="group", stack=False, height=340,
-             x_label="alpha (bins of 0.05, by their lower edge)",
-             y_label="share of gate values (%)")
+    share=100 * histogram["fraction"],
+)
+st.bar_chart(
+    histogram,
+    x="alpha",
+    y="share",
+    color="group",
+    stack=False,
+    height=340,
+    x_label="alpha (bins of 0.05, by their lower edge)",
+    y_label="share of gate values (%)",
+)
 st.caption("Alpha is 0 for closed paths and for cells that received no input.")

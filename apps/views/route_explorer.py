@@ -14,9 +14,11 @@ path, mtime = ctx.records, _state.stamp(ctx.records)
 config_json = _state.config_json(records)
 
 st.title("Route explorer")
-st.caption(f"Records `{ctx.catalog.label(path)}`: {records.label}, {len(records.images)} images "
-           f"of `{records.meta.get('data')}` [{records.meta.get('split')}]. Edges: width and "
-           "opacity follow the image's alpha; dotted faint edges are closed paths.")
+st.caption(
+    f"Records `{ctx.catalog.label(path)}`: {records.label}, {len(records.images)} images "
+    f"of `{records.meta.get('data')}` [{records.meta.get('split')}]. Edges: width and "
+    "opacity follow the image's alpha; dotted faint edges are closed paths."
+)
 
 model, info = _state.records_model(path, mtime)
 if info.note:
@@ -33,24 +35,41 @@ def show(view: _state.ImageView, *, key: str) -> None:
         st.info(view.note)
     picture, predicted, numbers = st.columns(3)
     if view.image is not None:
-        picture.image(view.image, caption=f"{view.image_id} ({view.image.shape[0]}x"
-                      f"{view.image.shape[1]})", width="stretch")
+        picture.image(
+            view.image,
+            caption=f"{view.image_id} ({view.image.shape[0]}x{view.image.shape[1]})",
+            width="stretch",
+        )
         if view.prediction is not None:
-            predicted.image(overlay(view.image, view.prediction, opacity=opacity),
-                            caption="prediction", width="stretch")
+            predicted.image(
+                overlay(view.image, view.prediction, opacity=opacity),
+                caption="prediction",
+                width="stretch",
+            )
         elif view.label is not None:
-            predicted.image(overlay(view.image, view.label, opacity=opacity),
-                            caption="ground truth", width="stretch")
+            predicted.image(
+                overlay(view.image, view.label, opacity=opacity),
+                caption="ground truth",
+                width="stretch",
+            )
     miou = "-" if view.miou is None else f"{view.miou:.3f}"
     if compare:  # half width: metrics would be cut, a compact list fits
-        numbers.markdown(f"**Real cost**  \n{_state.fmt_number(view.real_gmacs)} GMACs  \n"
-                         f"**Expected cost**  \n{_state.fmt_number(view.expected_gmacs)} GMACs"
-                         f"  \n**mIoU**  \n{miou}")
+        numbers.markdown(
+            f"**Real cost**  \n{_state.fmt_number(view.real_gmacs)} GMACs  \n"
+            f"**Expected cost**  \n{_state.fmt_number(view.expected_gmacs)} GMACs"
+            f"  \n**mIoU**  \n{miou}"
+        )
     else:
-        numbers.metric("Real cost (GMACs)", _state.fmt_number(view.real_gmacs),
-                       help="MACs executed for this image (closed paths skipped), in GMACs")
-        numbers.metric("Expected cost (GMACs)", _state.fmt_number(view.expected_gmacs),
-                       help="Eq. 7-8 with this image's alphas, in GMACs")
+        numbers.metric(
+            "Real cost (GMACs)",
+            _state.fmt_number(view.real_gmacs),
+            help="MACs executed for this image (closed paths skipped), in GMACs",
+        )
+        numbers.metric(
+            "Expected cost (GMACs)",
+            _state.fmt_number(view.expected_gmacs),
+            help="Eq. 7-8 with this image's alphas, in GMACs",
+        )
         numbers.metric("mIoU", miou, help="this image's mIoU (uploads have no label)")
     if view.gates.empty:
         return
@@ -59,8 +78,13 @@ def show(view: _state.ImageView, *, key: str) -> None:
     else:
         height, width = (int(v) for v in records.images.iloc[0][["height", "width"]])
     active = int(view.gates["active"].sum())
-    fig = _state.route_figure(config_json, view.gates, int(height), int(width),
-                              f"{view.image_id}: {active} of {len(view.gates)} paths open")
+    fig = _state.route_figure(
+        config_json,
+        view.gates,
+        int(height),
+        int(width),
+        f"{view.image_id}: {active} of {len(view.gates)} paths open",
+    )
     st.plotly_chart(fig, width="stretch", key=f"route_{key}")
     if view.stats:
         with st.expander("Object-scale statistics"):
@@ -69,17 +93,21 @@ def show(view: _state.ImageView, *, key: str) -> None:
 
 def dataset_view(slot: int, default: int) -> _state.ImageView:
     ids = records.images["image_id"].astype(str).tolist()
-    image_id = st.selectbox("Image", ids, index=min(default, len(ids) - 1),
-                            key=f"explorer_image_{slot}")
+    image_id = st.selectbox(
+        "Image", ids, index=min(default, len(ids) - 1), key=f"explorer_image_{slot}"
+    )
     return _state.dataset_image(path, mtime, image_id)
 
 
 def upload_view(slot: int) -> _state.ImageView | None:
     file = st.file_uploader(
-        "Upload an image", type=["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"],
-        key=f"explorer_upload_{slot}", max_upload_size=-(-MAX_BYTES // 2**20),
+        "Upload an image",
+        type=["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"],
+        key=f"explorer_upload_{slot}",
+        max_upload_size=-(-MAX_BYTES // 2**20),
         help=f"At most {MAX_BYTES // 2**20} MiB and {MAX_PIXELS / 1e6:.1f} megapixels; scaled "
-        "down to 1024 pixels on the longer side before the model runs.")
+        "down to 1024 pixels on the longer side before the model runs.",
+    )
     if file is None:
         st.caption("Drop an image here to see the route the model takes for it.")
         return None
@@ -97,10 +125,12 @@ slots = [0, 1] if compare else [0]
 for slot, column in zip(slots, st.columns(len(slots)), strict=True):
     with column:
         pick_source, pick_image = st.columns([1, 2])
-        source = pick_source.radio("Image from", ["Data set", "Upload"],
-                                   key=f"explorer_source_{slot}",
-                                   help="An image of the records, or your own image run "
-                                   "through the model")
+        source = pick_source.radio(
+            "Image from",
+            ["Data set", "Upload"],
+            key=f"explorer_source_{slot}",
+            help="An image of the records, or your own image run through the model",
+        )
         with pick_image:
             view = dataset_view(slot, default=slot) if source == "Data set" else upload_view(slot)
         if view is not None:

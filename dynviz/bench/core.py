@@ -83,8 +83,15 @@ class BenchSettings:
     @classmethod
     def quick_settings(cls, **changes: Any) -> BenchSettings:
         """Small sizes and few repeats: about a minute on 2 cores."""
-        base = cls(size=(128, 256), batch_size=(64, 128), repeats=2, sgemm_n=1024,
-                   records=10_000, record_images=4, quick=True)
+        base = cls(
+            size=(128, 256),
+            batch_size=(64, 128),
+            repeats=2,
+            sgemm_n=1024,
+            records=10_000,
+            record_images=4,
+            quick=True,
+        )
         return replace(base, **changes) if changes else base
 
     def with_size(self, size: tuple[int, int]) -> BenchSettings:
@@ -153,11 +160,20 @@ class Section:
         return statistics.median(self.waits) if self.waits else None
 
     def to_json(self) -> dict[str, Any]:
-        return {"key": self.key, "title": self.title, "measured": self.measured,
-                "columns": self.columns, "rows": self.rows, "notes": self.notes,
-                "load": list(self.load) if self.load else None, "seconds": self.seconds,
-                "samples": self.samples, "median_cpu_wait": self.median_wait,
-                "retaken": self.retaken, "contended": self.contended}
+        return {
+            "key": self.key,
+            "title": self.title,
+            "measured": self.measured,
+            "columns": self.columns,
+            "rows": self.rows,
+            "notes": self.notes,
+            "load": list(self.load) if self.load else None,
+            "seconds": self.seconds,
+            "samples": self.samples,
+            "median_cpu_wait": self.median_wait,
+            "retaken": self.retaken,
+            "contended": self.contended,
+        }
 
 
 def load_average() -> float:
@@ -221,11 +237,16 @@ class BenchReport:
 
     def to_json(self) -> dict[str, Any]:
         settings = asdict(self.settings)
-        return {"command": self.command, "started": self.started, "seconds": self.seconds,
-                "machine": self.machine, "settings": settings,
-                "max_rss_mb": round(self.max_rss_mb, 1),
-                "figures": [f.to_json() for f in self.figures],
-                "sections": [s.to_json() for s in self.sections]}
+        return {
+            "command": self.command,
+            "started": self.started,
+            "seconds": self.seconds,
+            "machine": self.machine,
+            "settings": settings,
+            "max_rss_mb": round(self.max_rss_mb, 1),
+            "figures": [f.to_json() for f in self.figures],
+            "sections": [s.to_json() for s in self.sections],
+        }
 
     # ---------------------------------------------------------------------------- text
     def summary_rows(self) -> list[list[str]]:
@@ -239,9 +260,12 @@ class BenchReport:
         return rows
 
     def to_text(self) -> str:
-        lines = [f"dynviz bench ({'quick' if self.settings.quick else 'full'}): "
-                 f"{self.machine['cpu']}, {self.machine['cores']} cores, "
-                 f"{self.machine['threads']} threads, torch {self.machine['torch']}", ""]
+        lines = [
+            f"dynviz bench ({'quick' if self.settings.quick else 'full'}): "
+            f"{self.machine['cpu']}, {self.machine['cores']} cores, "
+            f"{self.machine['threads']} threads, torch {self.machine['torch']}",
+            "",
+        ]
         for s in self.sections:
             lines.append(f"[{s.key}] {s.title}{_load_text(s)}")
             if s.rows:
@@ -293,8 +317,10 @@ def _load_text(s: Section) -> str:
     text = f"load average {s.load[0]:.2f} -> {s.load[1]:.2f}, {s.seconds:.0f} s"
     wait = s.median_wait
     if wait is not None:
-        text += (f"; CPU wait {100 * wait:.1f}% of a sample (median), {s.retaken} of "
-                 f"{s.samples} samples retaken, {s.contended} still contended")
+        text += (
+            f"; CPU wait {100 * wait:.1f}% of a sample (median), {s.retaken} of "
+            f"{s.samples} samples retaken, {s.contended} still contended"
+        )
     return f" ({text})"
 
 
@@ -316,9 +342,12 @@ def _fmt(v: Any) -> str:
 
 def _plain_table(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.rjust(w) if j else c.ljust(w)
-                       for j, (c, w) in enumerate(zip(r, widths, strict=True)))
-             for r in rows]
+    lines = [
+        "  ".join(
+            c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join("  " + line for line in lines)
 
@@ -347,8 +376,11 @@ def update_doc(path: str | os.PathLike[str], report: BenchReport) -> Path:
     """
     path = Path(path)
     block = f"{BEGIN_MARK}\n{report.to_markdown()}{END_MARK}"
-    text = path.read_text(encoding="utf-8") if path.is_file() else (
-        "# Performance\n\nMeasured figures of `dynviz bench`.\n\n## Results\n\n")
+    text = (
+        path.read_text(encoding="utf-8")
+        if path.is_file()
+        else ("# Performance\n\nMeasured figures of `dynviz bench`.\n\n## Results\n\n")
+    )
     if BEGIN_MARK in text and END_MARK in text:
         head, rest = text.split(BEGIN_MARK, 1)
         _, tail = rest.split(END_MARK, 1)

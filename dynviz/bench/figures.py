@@ -79,13 +79,15 @@ def common_like_route(config: RoutingSpaceConfig) -> Route:
     u = [4, 4, 8, 16] + [32] * (n - 7) + [16, 8, 4]
     eighth = [4, 4] + [8] * (n - 2)
     sixteenth = [4, 4, 8] + [16] * (n - 3)
-    return Route.from_chains(config, [u, eighth, sixteenth], name="common-like",
-                             description="synthetic Common-like net: U chain, 1/8 and 1/16 "
-                             "streams")
+    return Route.from_chains(
+        config,
+        [u, eighth, sixteenth],
+        name="common-like",
+        description="synthetic Common-like net: U chain, 1/8 and 1/16 streams",
+    )
 
 
-def benchmark_routes(config: RoutingSpaceConfig, extra: tuple[str, ...] = ()
-                     ) -> dict[str, Route]:
+def benchmark_routes(config: RoutingSpaceConfig, extra: tuple[str, ...] = ()) -> dict[str, Route]:
     """all-open, the special cases, a Common-like route and ``extra`` route specs, in
     ``config``'s space (a special case is skipped where its space has another shape)."""
     routes = {"all-open": Route.all_open(config)}
@@ -93,11 +95,12 @@ def benchmark_routes(config: RoutingSpaceConfig, extra: tuple[str, ...] = ()
         spec = load_spec(name)
         if not isinstance(spec, Route):
             raise ValueError(f"{name}: not a route spec")
-        if (spec.space.num_layers, spec.space.num_scales) != (config.num_layers,
-                                                              config.num_scales):
+        if (spec.space.num_layers, spec.space.num_scales) != (config.num_layers, config.num_scales):
             if name in extra:
-                raise ValueError(f"{name}: a route for L={spec.space.num_layers}, the bench "
-                                 f"model has L={config.num_layers}")
+                raise ValueError(
+                    f"{name}: a route for L={spec.space.num_layers}, the bench "
+                    f"model has L={config.num_layers}"
+                )
             continue
         routes[spec.name or Path(name).stem] = route_in_space(spec, config)
     if config.num_scales == 4 and config.num_layers >= 7:
@@ -115,11 +118,20 @@ def _model(name: str) -> RoutingNetwork:
     return build_model(name).eval()
 
 
-def measure(settings: BenchSettings, calls: dict[str, Callable[[], object]], *,
-            repeats: int | None = None, warmup: int = 1) -> Timings:
+def measure(
+    settings: BenchSettings,
+    calls: dict[str, Callable[[], object]],
+    *,
+    repeats: int | None = None,
+    warmup: int = 1,
+) -> Timings:
     """Interleaved timings with contention retakes, as every figure takes them."""
-    return measure_calls(calls, repeats=settings.repeats if repeats is None else repeats,
-                         warmup=warmup, max_wait=settings.max_wait)
+    return measure_calls(
+        calls,
+        repeats=settings.repeats if repeats is None else repeats,
+        warmup=warmup,
+        max_wait=settings.max_wait,
+    )
 
 
 def _timed(key: str, title: str, run: Callable[[], SectionResult]) -> SectionResult:
@@ -129,8 +141,9 @@ def _timed(key: str, title: str, run: Callable[[], SectionResult]) -> SectionRes
         section, figures = run()
     except Exception as err:  # one broken figure must not lose the others
         logger.exception("bench (%s) failed", key)
-        section = Section(key, title, [], measured=False,
-                          notes=[f"failed: {type(err).__name__}: {err}"])
+        section = Section(
+            key, title, [], measured=False, notes=[f"failed: {type(err).__name__}: {err}"]
+        )
         figures = [Figure(key, title, None, note="failed")]
     section.seconds = time.perf_counter() - start
     section.load = (load0, load_average())
@@ -157,20 +170,43 @@ def bench_skip(settings: BenchSettings) -> SectionResult:
         timings = measure(settings, calls)
     times = timings.median
     base_t, base_g = times["skip:all-open"], gmacs["all-open"]
-    section = Section("a", f"Batch-1 skipping: {config.name} forced routes at {size[0]}x{size[1]}",
-                      ["route", "GMACs", "GMACs ratio", "skip s", "time ratio",
-                       "time/GMACs ratio", "masked s", "masked/skip"])
+    section = Section(
+        "a",
+        f"Batch-1 skipping: {config.name} forced routes at {size[0]}x{size[1]}",
+        [
+            "route",
+            "GMACs",
+            "GMACs ratio",
+            "skip s",
+            "time ratio",
+            "time/GMACs ratio",
+            "masked s",
+            "masked/skip",
+        ],
+    )
     section.add_timings(timings)
     figures = []
     for name in routes:
         g_ratio = gmacs[name] / base_g
         t_ratio = times[f"skip:{name}"] / base_t
-        section.rows.append([name, gmacs[name], g_ratio, times[f"skip:{name}"], t_ratio,
-                             t_ratio / g_ratio, times[f"masked:{name}"],
-                             times[f"masked:{name}"] / times[f"skip:{name}"]])
+        section.rows.append(
+            [
+                name,
+                gmacs[name],
+                g_ratio,
+                times[f"skip:{name}"],
+                t_ratio,
+                t_ratio / g_ratio,
+                times[f"masked:{name}"],
+                times[f"masked:{name}"] / times[f"skip:{name}"],
+            ]
+        )
         if name != "all-open":
-            figures.append(Figure("a", f"time ratio / GMACs ratio, {name}", t_ratio / g_ratio,
-                                  SKIP_TARGET, "<="))
+            figures.append(
+                Figure(
+                    "a", f"time ratio / GMACs ratio, {name}", t_ratio / g_ratio, SKIP_TARGET, "<="
+                )
+            )
     section.notes += [
         "GMACs: cost_table(config, size).real(out.active, gates_ran=False), paper counting; "
         "ratios are against the same model forced all-open (skip form).",
@@ -207,21 +243,28 @@ def bench_batch(settings: BenchSettings) -> SectionResult:
     with torch.inference_mode():
         timings = measure(settings, calls)
     times = timings.median
-    section = Section("b", f"Batch-{b} per-sample routes: {config.name} at {size[0]}x{size[1]}",
-                      ["batch", "variant", "batch s", "sum of batch-1 s",
-                       "(sum batch-1) / batch"])
+    section = Section(
+        "b",
+        f"Batch-{b} per-sample routes: {config.name} at {size[0]}x{size[1]}",
+        ["batch", "variant", "batch s", "sum of batch-1 s", "(sum batch-1) / batch"],
+    )
     section.add_timings(timings)
     figures = []
     for mix, names in mixes.items():
         total = sum(times[f"b1:{n}"] for n in names)
-        for variant, label in (("gather", "per-sample gather/scatter (dynviz)"),
-                               ("masked", "masked soft form (official)"),
-                               ("union", "batch-level union skip")):
+        for variant, label in (
+            ("gather", "per-sample gather/scatter (dynviz)"),
+            ("masked", "masked soft form (official)"),
+            ("union", "batch-level union skip"),
+        ):
             t = times[f"{variant}:{mix}"]
             section.rows.append([mix, label, t, total, total / t])
             if variant == "gather":
-                figures.append(Figure("b", f"(sum of batch-1) / batch-{b}, {mix}", total / t,
-                                      BATCH_TARGET, ">="))
+                figures.append(
+                    Figure(
+                        "b", f"(sum of batch-1) / batch-{b}, {mix}", total / t, BATCH_TARGET, ">="
+                    )
+                )
     section.notes += [
         f"samples: {'; '.join(f'{k}: ' + ', '.join(v) for k, v in mixes.items())}.",
         "batch-1 times: each route alone on one image of the same size, timed in the same "
@@ -246,8 +289,17 @@ def bench_recording(settings: BenchSettings) -> SectionResult:
     if importlib.util.find_spec("dynviz.record") is None:
         section.measured = False
         section.notes.append("not yet measurable: dynviz.record does not exist in this tree.")
-        return section, [Figure("c", "recording overhead", None, 100.0 * RECORD_TARGET, "<=",
-                                "%", note="dynviz.record missing")]
+        return section, [
+            Figure(
+                "c",
+                "recording overhead",
+                None,
+                100.0 * RECORD_TARGET,
+                "<=",
+                "%",
+                note="dynviz.record missing",
+            )
+        ]
     from dynviz.bench.hooks import measure_recording
 
     return measure_recording(settings, section, RECORD_TARGET)
@@ -306,11 +358,15 @@ def bench_machine_limit(settings: BenchSettings) -> SectionResult:
             timings = measure(settings, calls)
     times = timings.median
     sgemm_rate = settings.sgemm_n**3 / times["sgemm"]
-    section = Section("d", f"Distance to the machine's limit: {config.name} at {size[0]}x{size[1]}",
-                      ["variant", "s", "GMAC/s", "ratio to SGEMM"])
+    section = Section(
+        "d",
+        f"Distance to the machine's limit: {config.name} at {size[0]}x{size[1]}",
+        ["variant", "s", "GMAC/s", "ratio to SGEMM"],
+    )
     section.add_timings(timings)
-    section.rows.append([f"SGEMM {settings.sgemm_n}^3 float32", times["sgemm"], sgemm_rate / 1e9,
-                         1.0])
+    section.rows.append(
+        [f"SGEMM {settings.sgemm_n}^3 float32", times["sgemm"], sgemm_rate / 1e9, 1.0]
+    )
     ratios = {}
     for name in variants:
         rate = macs / times[name]
@@ -335,8 +391,9 @@ def bench_machine_limit(settings: BenchSettings) -> SectionResult:
 _DEFAULT = "inference_mode, channels_last (default)"
 
 
-def _ort_session(net: torch.nn.Module, path: Path, size: tuple[int, int], threads: int,
-                 notes: list[str]) -> object | None:
+def _ort_session(
+    net: torch.nn.Module, path: Path, size: tuple[int, int], threads: int, notes: list[str]
+) -> object | None:
     if importlib.util.find_spec("onnxruntime") is None:
         notes.append("onnxruntime is not installed: no ONNX row.")
         return None
@@ -369,43 +426,60 @@ def bench_export(settings: BenchSettings) -> SectionResult:
             calls[f"static:{name}"] = lambda s=static: s(x)
             calls[f"unfused:{name}"] = lambda s=unfused: s(x)
             calls[f"unfolded:{name}"] = lambda s=unfolded: s(x)
-            session = _ort_session(static, Path(tmp) / f"{name}.onnx", size, settings.threads,
-                                   notes)
+            session = _ort_session(
+                static, Path(tmp) / f"{name}.onnx", size, settings.threads, notes
+            )
             if session is not None:
                 feed = {"images": x.numpy()}
                 calls[f"ort:{name}"] = lambda s=session, f=feed: s.run(["logits"], f)
-                checks[name] = check_onnx(Path(tmp) / f"{name}.onnx", static, x,
-                                          threads=settings.threads).relative
+                checks[name] = check_onnx(
+                    Path(tmp) / f"{name}.onnx", static, x, threads=settings.threads
+                ).relative
         with torch.inference_mode():
             timings = measure(settings, calls)
     times = timings.median
-    section = Section("e", f"Exported static nets against the dynamic net forced to the route, "
-                      f"{config.name} at {size[0]}x{size[1]}",
-                      ["route", "variant", "s", "speed-up over dynamic"])
+    section = Section(
+        "e",
+        f"Exported static nets against the dynamic net forced to the route, "
+        f"{config.name} at {size[0]}x{size[1]}",
+        ["route", "variant", "s", "speed-up over dynamic"],
+    )
     section.add_timings(timings)
     figures = []
     for name in chosen:
         dyn = times[f"dynamic:{name}"]
         section.rows.append([name, "dynamic, forced route (skip form)", dyn, 1.0])
         best = 0.0
-        for key, label in (("unfolded", "static module, BN kept"),
-                           ("unfused", "static module, BN folded"),
-                           ("static", "static module, BN folded, fused conv+ReLU (default)"),
-                           ("ort", "onnxruntime (the exported ONNX)")):
+        for key, label in (
+            ("unfolded", "static module, BN kept"),
+            ("unfused", "static module, BN folded"),
+            ("static", "static module, BN folded, fused conv+ReLU (default)"),
+            ("ort", "onnxruntime (the exported ONNX)"),
+        ):
             if f"{key}:{name}" in times:
                 t = times[f"{key}:{name}"]
                 section.rows.append([name, label, t, dyn / t])
                 if key != "ort":
                     best = max(best, dyn / t)
-        figures.append(Figure("e", f"dynamic / static PyTorch (best), {name}", best,
-                              EXPORT_TARGET, ">="))
+        figures.append(
+            Figure("e", f"dynamic / static PyTorch (best), {name}", best, EXPORT_TARGET, ">=")
+        )
         if f"ort:{name}" in times:
-            figures.append(Figure("e", f"dynamic / onnxruntime, {name}",
-                                  dyn / times[f"ort:{name}"], EXPORT_TARGET, ">="))
+            figures.append(
+                Figure(
+                    "e",
+                    f"dynamic / onnxruntime, {name}",
+                    dyn / times[f"ort:{name}"],
+                    EXPORT_TARGET,
+                    ">=",
+                )
+            )
     if checks:
-        notes.append("onnxruntime against PyTorch (static net): max |diff| / max |logit| = "
-                     + ", ".join(f"{k} {v:.1e}" for k, v in checks.items())
-                     + " (tolerance 1e-4).")
+        notes.append(
+            "onnxruntime against PyTorch (static net): max |diff| / max |logit| = "
+            + ", ".join(f"{k} {v:.1e}" for k, v in checks.items())
+            + " (tolerance 1e-4)."
+        )
     section.notes += notes
     return section, figures
 
@@ -424,15 +498,26 @@ def bench_analysis(settings: BenchSettings) -> SectionResult:
 
     Needs ``dynviz.record`` and ``dynviz.analysis`` (written separately).
     """
-    section = Section("f", f"Analysis at scale ({settings.records:,} generated records)",
-                      ["step", "s"])
-    missing = [m for m in ("dynviz.record", "dynviz.analysis")
-               if importlib.util.find_spec(m) is None]
+    section = Section(
+        "f", f"Analysis at scale ({settings.records:,} generated records)", ["step", "s"]
+    )
+    missing = [
+        m for m in ("dynviz.record", "dynviz.analysis") if importlib.util.find_spec(m) is None
+    ]
     if missing:
         section.measured = False
         section.notes.append(f"not yet measurable: {', '.join(missing)} not in this tree.")
-        return section, [Figure("f", f"analyses on {settings.records:,} records", None,
-                                ANALYSIS_TARGET, "<=", "s", note="analysis code missing")]
+        return section, [
+            Figure(
+                "f",
+                f"analyses on {settings.records:,} records",
+                None,
+                ANALYSIS_TARGET,
+                "<=",
+                "s",
+                note="analysis code missing",
+            )
+        ]
     from dynviz.bench.hooks import measure_analysis
 
     return measure_analysis(settings, section, ANALYSIS_TARGET, PAGE_TARGET)
@@ -444,14 +529,19 @@ def bench_latency(settings: BenchSettings) -> SectionResult:
     spec = load_spec(settings.model)
     config = spec.space if isinstance(spec, Route) else spec
     size = settings.size
-    latency = measure_node_latency(config, size, repeats=settings.repeats,
-                                   threads=settings.threads, max_wait=settings.max_wait)
+    latency = measure_node_latency(
+        config, size, repeats=settings.repeats, threads=settings.threads, max_wait=settings.max_wait
+    )
     table = cost_table(config, size)
-    section = Section("g", f"Latency per node beside MACs: {config.name} at {size[0]}x{size[1]}",
-                      ["scale", "component", "MMACs", "ms", "GMAC/s"])
+    section = Section(
+        "g",
+        f"Latency per node beside MACs: {config.name} at {size[0]}x{size[1]}",
+        ["scale", "component", "MMACs", "ms", "GMAC/s"],
+    )
     rows = latency_rows(latency, table)
-    section.rows += [[f"1/{r.stride}", r.component, r.macs / 1e6, r.seconds * 1e3,
-                      r.gmacs_per_s] for r in rows]
+    section.rows += [
+        [f"1/{r.stride}", r.component, r.macs / 1e6, r.seconds * 1e3, r.gmacs_per_s] for r in rows
+    ]
     ops = [r for r in rows if r.component == "op"]
     spread = max(r.seconds for r in ops) / max(min(r.seconds for r in ops), 1e-12)
     mac_spread = max(r.macs for r in ops) / max(min(r.macs for r in ops), 1.0)

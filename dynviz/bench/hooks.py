@@ -31,8 +31,9 @@ class InMemoryDataset:
     """Items of a data set generated once and kept in memory, so that timing a model over it
     measures the model (and the recorder), not the image generator."""
 
-    def __init__(self, items: list[dict[str, Any]], *, num_classes: int,
-                 ignore_index: int = 255) -> None:
+    def __init__(
+        self, items: list[dict[str, Any]], *, num_classes: int, ignore_index: int = 255
+    ) -> None:
         self.items = items
         self.num_classes = num_classes
         self.ignore_index = ignore_index
@@ -53,12 +54,14 @@ def _synthetic(count: int, size: tuple[int, int]) -> InMemoryDataset:
 
     data = build_dataset(f"synthetic:count={count},size={size[0]}x{size[1]}", split="val")
     items = [data[i] for i in range(len(data))]
-    return InMemoryDataset(items, num_classes=data.num_classes,
-                           ignore_index=int(getattr(data, "ignore_index", 255)))
+    return InMemoryDataset(
+        items, num_classes=data.num_classes, ignore_index=int(getattr(data, "ignore_index", 255))
+    )
 
 
-def measure_recording(settings: BenchSettings, section: Section,
-                      target: float) -> tuple[Section, list[Figure]]:
+def measure_recording(
+    settings: BenchSettings, section: Section, target: float
+) -> tuple[Section, list[Figure]]:
     """(c) ``dynviz.record.record`` over N images against plain inference over them.
 
     Both run the same network (dynamic, gates evaluated, batch 1) in eval mode under
@@ -89,29 +92,45 @@ def measure_recording(settings: BenchSettings, section: Section,
         def recorded() -> None:
             record(model, dataset, Path(tmp) / f"r{next(runs)}", progress=False)
 
-        timings = measure_calls({"plain": plain, "record": recorded},
-                                repeats=settings.repeats, warmup=1, max_wait=settings.max_wait)
+        timings = measure_calls(
+            {"plain": plain, "record": recorded},
+            repeats=settings.repeats,
+            warmup=1,
+            max_wait=settings.max_wait,
+        )
     section.add_timings(timings)
     times = timings.median
     overhead = 100.0 * (times["record"] / times["plain"] - 1.0)  # percent
     section.columns = ["variant", "s", "per image ms", "overhead"]
-    section.title = (f"Recording overhead: {settings.model}, {count} images at "
-                     f"{size[0]}x{size[1]}, batch 1")
+    section.title = (
+        f"Recording overhead: {settings.model}, {count} images at {size[0]}x{size[1]}, batch 1"
+    )
     section.rows += [
-        ["plain inference (same loader and prediction, eval, inference_mode)", times["plain"],
-         1e3 * times["plain"] / count, None],
-        ["dynviz.record.record (gates, costs, confusion, Parquet)", times["record"],
-         1e3 * times["record"] / count, f"{overhead:+.1f}%"],
+        [
+            "plain inference (same loader and prediction, eval, inference_mode)",
+            times["plain"],
+            1e3 * times["plain"] / count,
+            None,
+        ],
+        [
+            "dynviz.record.record (gates, costs, confusion, Parquet)",
+            times["record"],
+            1e3 * times["record"] / count,
+            f"{overhead:+.1f}%",
+        ],
     ]
-    section.notes.append("same in-memory images and data loader for both (the synthetic "
-                         "generator is not timed); each recording writes a fresh folder. A "
-                         "negative overhead is noise: the forward passes dominate both.")
+    section.notes.append(
+        "same in-memory images and data loader for both (the synthetic "
+        "generator is not timed); each recording writes a fresh folder. A "
+        "negative overhead is noise: the forward passes dominate both."
+    )
     return section, [Figure("c", "recording overhead", overhead, 100.0 * target, "<=", "%")]
 
 
 # ---------------------------------------------------------------------------- analysis
-def generated_records(images: int, config_name: str = "layer16", *, seed: int = 0
-                      ) -> tuple[Any, Any, Any]:
+def generated_records(
+    images: int, config_name: str = "layer16", *, seed: int = 0
+) -> tuple[Any, Any, Any]:
     """Frames shaped like :func:`dynviz.record.read_records` output, for ``images`` images.
 
     Each image draws a route: every path is active with its own probability (spread over
@@ -124,8 +143,7 @@ def generated_records(images: int, config_name: str = "layer16", *, seed: int = 
     spec = load_spec(config_name)
     config = spec.space if isinstance(spec, Route) else spec
     rng = np.random.default_rng(seed)
-    paths = np.array([(layer, scale, int(d)) for layer, scale, d in config.paths],
-                     dtype=np.int64)
+    paths = np.array([(layer, scale, int(d)) for layer, scale, d in config.paths], dtype=np.int64)
     p = len(paths)
     prob = rng.beta(0.6, 0.4, size=p)
     # a chain of keeps at 1/4 is taken by nearly every image, so a common network exists
@@ -134,33 +152,39 @@ def generated_records(images: int, config_name: str = "layer16", *, seed: int = 
     active = rng.random((images, p)) < prob  # (images, paths)
     alpha = np.where(active, rng.uniform(0.05, 1.0, size=(images, p)), 0.0).astype(np.float32)
     ids = pd.array([f"img{i:07d}" for i in range(images)], dtype="string")
-    gates = pd.DataFrame({
-        "image_id": ids.repeat(p) if hasattr(ids, "repeat") else np.repeat(ids, p),
-        "layer": np.tile(paths[:, 0], images).astype(np.int16),
-        "scale": (4 * 2 ** np.tile(paths[:, 1], images)).astype(np.int16),
-        "scale_index": np.tile(paths[:, 1], images).astype(np.int8),
-        "direction": pd.Categorical.from_codes(np.tile(paths[:, 2], images),
-                                               dtype=DIRECTION_DTYPE),
-        "alpha": alpha.reshape(-1),
-        "active": active.reshape(-1),
-    })
+    gates = pd.DataFrame(
+        {
+            "image_id": ids.repeat(p) if hasattr(ids, "repeat") else np.repeat(ids, p),
+            "layer": np.tile(paths[:, 0], images).astype(np.int16),
+            "scale": (4 * 2 ** np.tile(paths[:, 1], images)).astype(np.int16),
+            "scale_index": np.tile(paths[:, 1], images).astype(np.int8),
+            "direction": pd.Categorical.from_codes(
+                np.tile(paths[:, 2], images), dtype=DIRECTION_DTYPE
+            ),
+            "alpha": alpha.reshape(-1),
+            "active": active.reshape(-1),
+        }
+    )
     assert list(DIRECTION_DTYPE.categories) == list(DIRECTIONS)
     real = rng.uniform(30.0, 110.0, size=images)
-    frame = pd.DataFrame({
-        "image_id": ids,
-        "real_gmacs": real,
-        "expected_gmacs": real * rng.uniform(0.9, 1.1, size=images),
-        "miou": rng.uniform(0.3, 0.9, size=images),
-        "pixel_accuracy": rng.uniform(0.7, 0.99, size=images),
-        "height": np.full(images, 1024, dtype=np.int32),
-        "width": np.full(images, 2048, dtype=np.int32),
-        "stat_mean_object_area": rng.lognormal(6.0, 1.5, size=images),
-    })
+    frame = pd.DataFrame(
+        {
+            "image_id": ids,
+            "real_gmacs": real,
+            "expected_gmacs": real * rng.uniform(0.9, 1.1, size=images),
+            "miou": rng.uniform(0.3, 0.9, size=images),
+            "pixel_accuracy": rng.uniform(0.7, 0.99, size=images),
+            "height": np.full(images, 1024, dtype=np.int32),
+            "width": np.full(images, 2048, dtype=np.int32),
+            "stat_mean_object_area": rng.lognormal(6.0, 1.5, size=images),
+        }
+    )
     return gates, frame, config
 
 
-def measure_analysis(settings: BenchSettings, section: Section, target: float,
-                     page_target: float) -> tuple[Section, list[Figure]]:
+def measure_analysis(
+    settings: BenchSettings, section: Section, target: float, page_target: float
+) -> tuple[Section, list[Figure]]:
     """(f) The analyses of :mod:`dynviz.analysis` and the explorer's pages on generated records.
 
     "N records" is read two ways, both measured: N *images* (each with one gate row per path,
@@ -186,16 +210,19 @@ def measure_analysis(settings: BenchSettings, section: Section, target: float,
     for label, count in scales.items():
         start = time.perf_counter()
         gates, images, config = generated_records(count, settings.model)
-        generated.append(f"{label}: {count:,} images, {len(gates):,} gate rows, generated in "
-                         f"{time.perf_counter() - start:.1f} s")
+        generated.append(
+            f"{label}: {count:,} images, {len(gates):,} gate rows, generated in "
+            f"{time.perf_counter() - start:.1f} s"
+        )
         steps: dict[str, Callable[[], object]] = {
             "activation probability per path": lambda g=gates: activation_probability(g),
             "Fig. 5 distribution": lambda g=gates: probability_distribution(g),
             "common network extraction (95%)": lambda g=gates, c=config: extract_common(g, c),
             "Table 1 statistics": lambda i=images: cost_statistics(i),
         }
-        timings = measure_calls(steps, repeats=max(1, min(settings.repeats, 3)), warmup=0,
-                                max_wait=settings.max_wait)
+        timings = measure_calls(
+            steps, repeats=max(1, min(settings.repeats, 3)), warmup=0, max_wait=settings.max_wait
+        )
         section.add_timings(timings)
         times: dict[str, float | None] = dict(timings.median)
         total = sum(v for v in times.values() if v is not None)
@@ -203,34 +230,58 @@ def measure_analysis(settings: BenchSettings, section: Section, target: float,
         figures.append(Figure("f", f"analyses, {label}", total, target, "<=", "s"))
         pages = _page_times(settings, gates, images, config)
         if pages is None:
-            figures.append(Figure("f", f"slowest explorer page, {label}", None, page_target,
-                                  "<=", "s", note="explorer not measurable"))
+            figures.append(
+                Figure(
+                    "f",
+                    f"slowest explorer page, {label}",
+                    None,
+                    page_target,
+                    "<=",
+                    "s",
+                    note="explorer not measurable",
+                )
+            )
         else:
             times.update({f"explorer: {k}": v for k, v in pages.items()})
             renders = {k: v for k, v in pages.items() if not k.startswith("app start")}
             slowest = max(renders, key=lambda k: renders[k])
-            figures.append(Figure("f", f"slowest explorer page ({slowest}), {label}",
-                                  renders[slowest], page_target, "<=", "s"))
+            figures.append(
+                Figure(
+                    "f",
+                    f"slowest explorer page ({slowest}), {label}",
+                    renders[slowest],
+                    page_target,
+                    "<=",
+                    "s",
+                )
+            )
         columns[label] = times
         del gates, images
     keys = list(dict.fromkeys(k for times in columns.values() for k in times))
     section.rows += [[k, *(columns[label].get(k) for label in scales)] for k in keys]
     section.title = f"Analysis at scale: generated records of {settings.model}"
-    section.notes.append("; ".join(generated) + " (generation not timed). Each path is active "
-                         "with its own probability (Beta(0.6, 0.4), as spread as in Fig. 5), "
-                         "the 1/4 keep chain in 97-100% of the images.")
+    section.notes.append(
+        "; ".join(generated) + " (generation not timed). Each path is active "
+        "with its own probability (Beta(0.6, 0.4), as spread as in Fig. 5), "
+        "the 1/4 keep chain in 97-100% of the images."
+    )
     if any(f.value is None for f in figures):
-        section.notes.append("explorer page renders: not measurable (the Streamlit explorer or "
-                             "streamlit.testing is missing).")
+        section.notes.append(
+            "explorer page renders: not measurable (the Streamlit explorer or "
+            "streamlit.testing is missing)."
+        )
     else:
-        section.notes.append("explorer: Streamlit AppTest (no browser) on the generated records "
-                             "written as a records folder; app start reads and caches them, "
-                             "then each page is opened as a user clicking through.")
+        section.notes.append(
+            "explorer: Streamlit AppTest (no browser) on the generated records "
+            "written as a records folder; app start reads and caches them, "
+            "then each page is opened as a user clicking through."
+        )
     return section, figures
 
 
-def _page_times(settings: BenchSettings, gates: Any, images: Any, config: Any
-                ) -> dict[str, float] | None:
+def _page_times(
+    settings: BenchSettings, gates: Any, images: Any, config: Any
+) -> dict[str, float] | None:
     """Render time of each explorer page under Streamlit's ``AppTest`` on the generated
     records (written to a temporary records folder), or None when the app is unavailable.
 
@@ -249,16 +300,27 @@ def _page_times(settings: BenchSettings, gates: Any, images: Any, config: Any
     from dynviz.commands.app import APP_DIR_ENV
     from dynviz.record import FORMAT, FORMAT_VERSION, write_records
 
-    pages = sorted(p.relative_to(app.parent).as_posix()
-                   for p in (app.parent / "views").glob("*.py") if not p.name.startswith("_"))
+    pages = sorted(
+        p.relative_to(app.parent).as_posix()
+        for p in (app.parent / "views").glob("*.py")
+        if not p.name.startswith("_")
+    )
     out: dict[str, float] = {}
     previous = os.environ.get(APP_DIR_ENV)
     with tempfile.TemporaryDirectory() as tmp:
-        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "name": "generated",
-                "config": config.to_dict(), "route": None, "forced_route": None,
-                "dynamic": True, "num_classes": int(config.num_classes),
-                "threshold": float(config.active_threshold), "input_sizes": [[1024, 2048]],
-                "num_images": int(len(images))}
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "name": "generated",
+            "config": config.to_dict(),
+            "route": None,
+            "forced_route": None,
+            "dynamic": True,
+            "num_classes": int(config.num_classes),
+            "threshold": float(config.active_threshold),
+            "input_sizes": [[1024, 2048]],
+            "num_images": int(len(images)),
+        }
         write_records(Path(tmp) / "records" / "generated", gates, images, meta)
         os.environ[APP_DIR_ENV] = tmp
         quiet = logging.getLogger("streamlit")
@@ -276,11 +338,11 @@ def _page_times(settings: BenchSettings, gates: Any, images: Any, config: Any
             for page in pages:
                 start = time.perf_counter()
                 at.switch_page(page).run()
-                out[page.removeprefix("views/").removesuffix(".py")] = (
-                    time.perf_counter() - start)
+                out[page.removeprefix("views/").removesuffix(".py")] = time.perf_counter() - start
                 if at.exception:
-                    logger.warning("explorer page %s raised: %s", page,
-                                   [e.value for e in at.exception])
+                    logger.warning(
+                        "explorer page %s raised: %s", page, [e.value for e in at.exception]
+                    )
         finally:
             quiet.setLevel(level)
             if previous is None:

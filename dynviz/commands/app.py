@@ -117,24 +117,39 @@ def build_command(
 
 
 def _add_own_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--address", default=None,
-                        help="address to listen on (default 127.0.0.1 unless Streamlit's config "
-                        "or STREAMLIT_SERVER_ADDRESS sets one)")
-    parser.add_argument("--port", type=int, default=None,
-                        help="port (default: Streamlit's, e.g. STREAMLIT_SERVER_PORT or 8501)")
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="address to listen on (default 127.0.0.1 unless Streamlit's config "
+        "or STREAMLIT_SERVER_ADDRESS sets one)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="port (default: Streamlit's, e.g. STREAMLIT_SERVER_PORT or 8501)",
+    )
     parser.add_argument("--headless", action="store_true", help="do not open a browser")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the streamlit command and exit")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the streamlit command and exit"
+    )
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dir", nargs="?", default=None,
-                        help="folder searched for runs and records (default: runs if it exists, "
-                        "else the current folder)")
+    parser.add_argument(
+        "dir",
+        nargs="?",
+        default=None,
+        help="folder searched for runs and records (default: runs if it exists, "
+        "else the current folder)",
+    )
     _add_own_options(parser)
-    parser.add_argument("streamlit_args", nargs=argparse.REMAINDER, metavar="...",
-                        help="options after DIR are passed to `streamlit run` "
-                        "(e.g. --server.maxUploadSize 20)")
+    parser.add_argument(
+        "streamlit_args",
+        nargs=argparse.REMAINDER,
+        metavar="...",
+        help="options after DIR are passed to `streamlit run` (e.g. --server.maxUploadSize 20)",
+    )
 
 
 def _split_remainder(args: argparse.Namespace) -> argparse.Namespace:
@@ -144,7 +159,7 @@ def _split_remainder(args: argparse.Namespace) -> argparse.Namespace:
     tail: list[str] = []
     if "--" in rest:
         at = rest.index("--")
-        rest, tail = rest[:at], rest[at + 1:]
+        rest, tail = rest[:at], rest[at + 1 :]
     own = argparse.ArgumentParser(add_help=False)
     _add_own_options(own)
     found, unknown = own.parse_known_args(rest)
@@ -159,14 +174,18 @@ def main(args: argparse.Namespace) -> int:
     args = _split_remainder(args)
     script = explorer_script()
     if not script.is_file():
-        print(f"error: the app is not in this installation ({script} is missing); run "
-              "`dynviz app` from a source checkout", file=sys.stderr)
+        print(
+            f"error: the app is not in this installation ({script} is missing); run "
+            "`dynviz app` from a source checkout",
+            file=sys.stderr,
+        )
         return 2
     try:
         import streamlit  # noqa: F401
     except ImportError:
-        print("error: the app needs streamlit and plotly: pip install 'dynviz[app]'",
-              file=sys.stderr)
+        print(
+            "error: the app needs streamlit and plotly: pip install 'dynviz[app]'", file=sys.stderr
+        )
         return 2
     folder = Path(args.dir) if args.dir else (Path("runs") if Path("runs").is_dir() else Path())
     if not folder.is_dir():
@@ -174,8 +193,14 @@ def main(args: argparse.Namespace) -> int:
         return 2
     env = dict(os.environ)
     env[APP_DIR_ENV] = str(folder.resolve())
-    command = build_command(script, args.streamlit_args, address=args.address, port=args.port,
-                            headless=args.headless, env=env)
+    command = build_command(
+        script,
+        args.streamlit_args,
+        address=args.address,
+        port=args.port,
+        headless=args.headless,
+        env=env,
+    )
     if args.dry_run:
         print(" ".join(command))
         return 0

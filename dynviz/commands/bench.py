@@ -27,30 +27,49 @@ DEFAULT_DOC = Path(__file__).resolve().parents[2] / "docs" / "performance.md"
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true",
-                        help="small sizes and 2 repeats (about a minute); no doc unless --doc")
-    parser.add_argument("--size", nargs=2, type=positive_int, metavar=("H", "W"),
-                        help="batch-1 input size (default 512 1024; quick 128 256); the batch "
-                        "figure uses half of it per side")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes and 2 repeats (about a minute); no doc unless --doc",
+    )
+    parser.add_argument(
+        "--size",
+        nargs=2,
+        type=positive_int,
+        metavar=("H", "W"),
+        help="batch-1 input size (default 512 1024; quick 128 256); the batch "
+        "figure uses half of it per side",
+    )
     parser.add_argument("--repeats", type=int, help="timed repeats per variant (default 5)")
     parser.add_argument("--batch", type=int, help="samples per batch in figure (b) (default 8)")
     parser.add_argument("--threads", type=int, help="torch threads (default: the cores)")
-    parser.add_argument("--model", help="dynamic model whose routes are forced (default "
-                        "layer16)")
-    parser.add_argument("--fix-model", help="all-open model of the machine-limit figure "
-                        "(default layer16-fix)")
-    parser.add_argument("--route", action="append", default=[], metavar="SPEC",
-                        help="an extra route spec to measure (e.g. an extracted Common net); "
-                        "repeatable")
-    parser.add_argument("--sections", default=",".join(SECTIONS),
-                        help=f"figures to measure, comma-separated of {','.join(SECTIONS)}")
-    parser.add_argument("--no-tune-malloc", action="store_true",
-                        help="leave glibc's malloc thresholds alone (default: raise them so "
-                        "freed activations are reused instead of page-faulted back in)")
+    parser.add_argument("--model", help="dynamic model whose routes are forced (default layer16)")
+    parser.add_argument(
+        "--fix-model", help="all-open model of the machine-limit figure (default layer16-fix)"
+    )
+    parser.add_argument(
+        "--route",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="an extra route spec to measure (e.g. an extracted Common net); repeatable",
+    )
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"figures to measure, comma-separated of {','.join(SECTIONS)}",
+    )
+    parser.add_argument(
+        "--no-tune-malloc",
+        action="store_true",
+        help="leave glibc's malloc thresholds alone (default: raise them so "
+        "freed activations are reused instead of page-faulted back in)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--out", help="also write the JSON report to this file")
-    parser.add_argument("--doc", help=f"the doc to update (default {DEFAULT_DOC.name} in docs/ "
-                        "for full runs)")
+    parser.add_argument(
+        "--doc", help=f"the doc to update (default {DEFAULT_DOC.name} in docs/ for full runs)"
+    )
     parser.add_argument("--no-doc", action="store_true", help="do not update any doc")
 
 
@@ -93,8 +112,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         changes["model"] = args.model
     if args.fix_model is not None:
         changes["fix_model"] = args.fix_model
-    settings = (BenchSettings.quick_settings(**changes) if args.quick
-                else BenchSettings(**changes))  # type: ignore[arg-type]
+    settings = BenchSettings.quick_settings(**changes) if args.quick else BenchSettings(**changes)  # type: ignore[arg-type]
     if args.size:
         settings = settings.with_size((args.size[0], args.size[1]))
     return settings

@@ -35,22 +35,39 @@ logger = logging.getLogger(__name__)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="preset name or YAML (a route spec, or a space with "
-                        "--route), a checkpoint file or a run folder")
-    parser.add_argument("--route", help="route spec to export (preset name or YAML); required "
-                        "for a dynamic model")
+    parser.add_argument(
+        "model",
+        help="preset name or YAML (a route spec, or a space with "
+        "--route), a checkpoint file or a run folder",
+    )
+    parser.add_argument(
+        "--route", help="route spec to export (preset name or YAML); required for a dynamic model"
+    )
     parser.add_argument("--out", required=True, help="the .onnx file to write")
-    parser.add_argument("--size", nargs=2, type=positive_int, default=(512, 1024),
-                        metavar=("H", "W"),
-                        help="input size baked into the graph (default 512 1024)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                        help=f"ONNX opset (default {DEFAULT_OPSET})")
+    parser.add_argument(
+        "--size",
+        nargs=2,
+        type=positive_int,
+        default=(512, 1024),
+        metavar=("H", "W"),
+        help="input size baked into the graph (default 512 1024)",
+    )
+    parser.add_argument(
+        "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})"
+    )
     parser.add_argument("--no-fold", action="store_true", help="keep BatchNorm layers")
-    parser.add_argument("--check", action="store_true",
-                        help="run onnxruntime on random images and compare logits with PyTorch "
-                        f"(max |diff| / max |logit| < {DEFAULT_TOLERANCE:g})")
-    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                        help="--check tolerance, relative to the logit scale")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="run onnxruntime on random images and compare logits with PyTorch "
+        f"(max |diff| / max |logit| < {DEFAULT_TOLERANCE:g})",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help="--check tolerance, relative to the logit scale",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -67,10 +84,18 @@ def main(args: argparse.Namespace) -> int:
     params = sum(p.numel() for p in net.parameters())
     gmacs = cost_table(route.space, size, route=route).total() / 1e9
     result: dict[str, object] = {
-        "model": args.model, "route": route.name, "out": str(path), "size": list(size),
-        "opset": args.opset, "params": params, "gmacs": gmacs, "cells": len(route.cells),
-        "paths": len(route), "batchnorm_left": count_batchnorm(net),
-        "bytes": path.stat().st_size, "checkpoint": meta.get("path"),
+        "model": args.model,
+        "route": route.name,
+        "out": str(path),
+        "size": list(size),
+        "opset": args.opset,
+        "params": params,
+        "gmacs": gmacs,
+        "cells": len(route.cells),
+        "paths": len(route),
+        "batchnorm_left": count_batchnorm(net),
+        "bytes": path.stat().st_size,
+        "checkpoint": meta.get("path"),
     }
     status = 0
     if args.check:
@@ -79,26 +104,33 @@ def main(args: argparse.Namespace) -> int:
             images = torch.randn(2, 3, size[0], size[1], generator=gen)
             check = check_onnx(path, net, images, tolerance=args.tolerance)
         except ImportError:
-            print("error: --check needs onnxruntime (pip install dynviz[export])",
-                  file=sys.stderr)
+            print("error: --check needs onnxruntime (pip install dynviz[export])", file=sys.stderr)
             return 2
-        result["check"] = {"max_abs_diff": check.max_abs_diff, "logit_scale": check.logit_scale,
-                           "relative": check.relative, "tolerance": check.tolerance,
-                           "ok": check.ok}
+        result["check"] = {
+            "max_abs_diff": check.max_abs_diff,
+            "logit_scale": check.logit_scale,
+            "relative": check.relative,
+            "tolerance": check.tolerance,
+            "ok": check.ok,
+        }
         status = 0 if check.ok else 1
     if args.json:
         json.dump(result, sys.stdout, indent=2)
         print()
         return status
-    print(f"wrote {path} ({result['bytes'] / 1e6:.1f} MB): route {route.name!r}, "
-          f"{len(route.cells)} cells, {len(route)} paths, {params:,} params, "
-          f"{gmacs:.2f} GMACs at {size[0]}x{size[1]}, "
-          f"{'BN folded' if not args.no_fold else 'BN kept'}, no gates")
+    print(
+        f"wrote {path} ({result['bytes'] / 1e6:.1f} MB): route {route.name!r}, "
+        f"{len(route.cells)} cells, {len(route)} paths, {params:,} params, "
+        f"{gmacs:.2f} GMACs at {size[0]}x{size[1]}, "
+        f"{'BN folded' if not args.no_fold else 'BN kept'}, no gates"
+    )
     if args.check:
         c = result["check"]
         assert isinstance(c, dict)
         verdict = "ok" if c["ok"] else "FAILED"
-        print(f"onnxruntime vs PyTorch: max |diff| {c['max_abs_diff']:.2e}, "
-              f"{c['relative']:.1e} of the logit scale {c['logit_scale']:.3g} "
-              f"(tolerance {c['tolerance']:g}): {verdict}")
+        print(
+            f"onnxruntime vs PyTorch: max |diff| {c['max_abs_diff']:.2e}, "
+            f"{c['relative']:.1e} of the logit scale {c['logit_scale']:.3g} "
+            f"(tolerance {c['tolerance']:g}): {verdict}"
+        )
     return status

@@ -34,6 +34,7 @@ __all__ = ["configure_parser", "main", "source_name"]
 
 logger = logging.getLogger(__name__)
 
+
 def source_name(source: str) -> str:
     """A label for a model source: the run directory's name, a checkpoint's folder name, or
     the preset / YAML stem."""

@@ -67,8 +67,12 @@ class Decoder(nn.Module):
         )
         self.predictor = nn.Conv2d(c(0), config.num_classes, 3, padding=1, bias=True)
 
-    def forward(self, features: list[torch.Tensor | None], present: list[torch.Tensor],
-                size: tuple[int, int]) -> torch.Tensor:
+    def forward(
+        self,
+        features: list[torch.Tensor | None],
+        present: list[torch.Tensor],
+        size: tuple[int, int],
+    ) -> torch.Tensor:
         y: torch.Tensor | None = None
         has = torch.zeros_like(present[0])
         for s in reversed(range(len(self.lateral))):
@@ -85,8 +89,9 @@ class Decoder(nn.Module):
                 y = F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False)
         if y is None:  # no scale reached the decoder for any sample
             b = present[0].shape[0]
-            y = self.predictor.weight.new_zeros(b, self.predictor.in_channels, size[0] // 4,
-                                                size[1] // 4)
+            y = self.predictor.weight.new_zeros(
+                b, self.predictor.in_channels, size[0] // 4, size[1] // 4
+            )
         # (B, K, H/4, W/4); back to the default layout before the large upsampling, which is
         # cheaper than converting the full-size logits afterwards
         logits = self.predictor(y).contiguous()
@@ -164,12 +169,14 @@ def _union(indices: list[torch.Tensor | None], batch: int) -> torch.Tensor | Non
 def _zeros(like: torch.Tensor, n: int) -> torch.Tensor:
     """Zeros ``(n, *like.shape[1:])`` in the memory format of ``like``."""
     fmt = torch.channels_last if _is_channels_last(like) else torch.contiguous_format
-    return torch.empty((n, *like.shape[1:]), dtype=like.dtype, device=like.device,
-                       memory_format=fmt).zero_()
+    return torch.empty(
+        (n, *like.shape[1:]), dtype=like.dtype, device=like.device, memory_format=fmt
+    ).zero_()
 
 
-def _subset(mask: torch.Tensor, index: torch.Tensor | None
-            ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def _subset(
+    mask: torch.Tensor, index: torch.Tensor | None
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Local and absolute sample indices where ``mask`` holds; (None, index) when it all does."""
     if bool(mask.all()):
         return None, index
@@ -187,8 +194,11 @@ def _take(x: torch.Tensor, local: torch.Tensor | None) -> torch.Tensor:
 
 
 def _is_channels_last(x: torch.Tensor) -> bool:
-    return (x.dim() == 4 and not x.is_contiguous()
-            and x.is_contiguous(memory_format=torch.channels_last))
+    return (
+        x.dim() == 4
+        and not x.is_contiguous()
+        and x.is_contiguous(memory_format=torch.channels_last)
+    )
 
 
 def _scatter(x: torch.Tensor, index: torch.Tensor | None, batch: int) -> torch.Tensor:
@@ -220,10 +230,13 @@ class RoutingNetwork(nn.Module):
     def __init__(self, config: RoutingSpaceConfig, *, route: Route | None = None) -> None:
         super().__init__()
         if route is not None and (route.space.num_layers, route.space.num_scales) != (
-            config.num_layers, config.num_scales
+            config.num_layers,
+            config.num_scales,
         ):
-            raise RouteError(f"route {route.name!r} is for a space with L={route.space.num_layers},"
-                             f" not {config.name!r} (L={config.num_layers})")
+            raise RouteError(
+                f"route {route.name!r} is for a space with L={route.space.num_layers},"
+                f" not {config.name!r} (L={config.num_layers})"
+            )
         self.config = config
         self.route = route
         self.stem = Stem(config.base_channels)
@@ -239,8 +252,10 @@ class RoutingNetwork(nn.Module):
                 gate = None
                 if config.has_gates:
                     gate = SoftConditionalGate(
-                        config.channels(scale), len(directions),
-                        small=config.gate.value == "small", bias_init=config.gate_bias_init,
+                        config.channels(scale),
+                        len(directions),
+                        small=config.gate.value == "small",
+                        bias_init=config.gate_bias_init,
                     )
             cells[f"{layer}_{scale}"] = RoutingCell(config.channels(scale), directions, gate=gate)
         self.cells = nn.ModuleDict(cells)
@@ -266,8 +281,9 @@ class RoutingNetwork(nn.Module):
         return self.cells[key] if key in self.cells else None  # type: ignore[return-value]
 
     # ------------------------------------------------------------------------------ forward
-    def forward(self, images: torch.Tensor, route: RouteLike | None = None, *,
-                skip: bool | None = None) -> RoutingOutput:
+    def forward(
+        self, images: torch.Tensor, route: RouteLike | None = None, *, skip: bool | None = None
+    ) -> RoutingOutput:
         """Run the network.
 
         Args:
@@ -298,12 +314,17 @@ class RoutingNetwork(nn.Module):
         """Whether this forward runs in the channels-last memory format: CPU inference (no
         autograd) with ``channels_last_inference`` on. Depthwise 3x3 convs, which dominate the
         1/4-scale cells, run several times faster in it on CPU (docs/performance.md)."""
-        return (self.channels_last_inference and x.device.type == "cpu" and x.dim() == 4
-                and not torch.is_grad_enabled()
-                and not x.is_contiguous(memory_format=torch.channels_last))
+        return (
+            self.channels_last_inference
+            and x.device.type == "cpu"
+            and x.dim() == 4
+            and not torch.is_grad_enabled()
+            and not x.is_contiguous(memory_format=torch.channels_last)
+        )
 
-    def _forced_alpha(self, route: RouteLike | None, batch: int, like: torch.Tensor
-                      ) -> torch.Tensor | None:
+    def _forced_alpha(
+        self, route: RouteLike | None, batch: int, like: torch.Tensor
+    ) -> torch.Tensor | None:
         """``(B, L + 1, S, 3)`` alphas replacing the gates, or None to use the gates."""
         if route is None:
             if self.is_dynamic:
@@ -320,8 +341,10 @@ class RoutingNetwork(nn.Module):
             mask = torch.stack([self._check_route(r).mask(like.device) for r in routes])
         expected = tuple(self.route_mask.shape)
         if tuple(mask.shape[-3:]) != expected or mask.dim() not in (3, 4):
-            raise ValueError(f"route tensor has shape {tuple(mask.shape)}, expected {expected} "
-                             f"or (B, *{expected})")
+            raise ValueError(
+                f"route tensor has shape {tuple(mask.shape)}, expected {expected} "
+                f"or (B, *{expected})"
+            )
         if bool((mask.bool() & ~self.route_mask).any()):
             raise RouteError("the forced route opens paths this network does not have")
         alpha = mask.to(like.dtype).expand(batch, *expected)
@@ -329,15 +352,25 @@ class RoutingNetwork(nn.Module):
 
     def _check_route(self, route: Route) -> Route:
         if (route.space.num_layers, route.space.num_scales) != (
-            self.config.num_layers, self.config.num_scales
+            self.config.num_layers,
+            self.config.num_scales,
         ):
-            raise RouteError(f"route {route.name!r} is for L={route.space.num_layers} with "
-                             f"{route.space.num_scales} scales, this network has "
-                             f"L={self.config.num_layers} and {self.config.num_scales} scales")
+            raise RouteError(
+                f"route {route.name!r} is for L={route.space.num_layers} with "
+                f"{route.space.num_scales} scales, this network has "
+                f"L={self.config.num_layers} and {self.config.num_scales} scales"
+            )
         return route
 
-    def _alpha(self, cell: RoutingCell, layer: int, scale: int, x: torch.Tensor,
-               forced: torch.Tensor | None, index: torch.Tensor | None) -> torch.Tensor:
+    def _alpha(
+        self,
+        cell: RoutingCell,
+        layer: int,
+        scale: int,
+        x: torch.Tensor,
+        forced: torch.Tensor | None,
+        index: torch.Tensor | None,
+    ) -> torch.Tensor:
         """alpha ``(b, num_paths)`` for the samples ``index`` of a cell, thresholded."""
         if forced is not None:
             dirs = [int(d) for d in cell.directions]
@@ -381,8 +414,10 @@ class RoutingNetwork(nn.Module):
                     inputs[target] = y if target not in inputs else inputs[target] + y
                     has_input[target] = arrived | has_input.get(target, arrived)
             if Direction.KEEP not in cell.directions and bool(passthrough.any()):
-                raise RouteError(f"cell (layer {layer}, 1/{config.stride(scale)}) has no keep "
-                                 "output to pass its input through")
+                raise RouteError(
+                    f"cell (layer {layer}, 1/{config.stride(scale)}) has no keep "
+                    "output to pass its input through"
+                )
         return features, present, gates
 
     def _forward_skip(self, stem: torch.Tensor, forced: torch.Tensor | None):
@@ -408,8 +443,12 @@ class RoutingNetwork(nn.Module):
             active = alpha > 0
             on = active.any(1)
 
-            def emit(d: Direction, y: torch.Tensor, where: torch.Tensor | None,
-                     source: tuple[int, int] = (layer, scale)) -> None:
+            def emit(
+                d: Direction,
+                y: torch.Tensor,
+                where: torch.Tensor | None,
+                source: tuple[int, int] = (layer, scale),
+            ) -> None:
                 target = config.target(*source, d)
                 if target is None:
                     decoder.add(source[1], y, where)
@@ -418,8 +457,10 @@ class RoutingNetwork(nn.Module):
 
             if not bool(on.all()):  # Eq. 5-6: X passes through the keep output
                 if Direction.KEEP not in cell.directions:
-                    raise RouteError(f"cell (layer {layer}, 1/{config.stride(scale)}) has no keep "
-                                     "output to pass its input through")
+                    raise RouteError(
+                        f"cell (layer {layer}, 1/{config.stride(scale)}) has no keep "
+                        "output to pass its input through"
+                    )
                 p_local, p_index = _subset(~on, index)
                 emit(Direction.KEEP, _take(x, p_local), p_index)
             if not bool(on.any()):
@@ -443,8 +484,11 @@ class RoutingNetwork(nn.Module):
         for scale in range(config.num_scales):
             f, index = decoder.pop(scale)
             features.append(None if f is None else _scatter(f, index, b))
-            present.append(_present(index, b, device) if f is not None
-                           else torch.zeros(b, dtype=torch.bool, device=device))
+            present.append(
+                _present(index, b, device)
+                if f is not None
+                else torch.zeros(b, dtype=torch.bool, device=device)
+            )
         return features, present, gates
 
 

@@ -50,8 +50,9 @@ class SepConvBNReLU(nn.Module):
 
     def __init__(self, channels: int, *, stride: int = 1) -> None:
         super().__init__()
-        self.dw = nn.Conv2d(channels, channels, 3, stride=stride, padding=1, groups=channels,
-                            bias=False)
+        self.dw = nn.Conv2d(
+            channels, channels, 3, stride=stride, padding=1, groups=channels, bias=False
+        )
         self.pw = nn.Conv2d(channels, channels, 1, bias=False)
         self.bn = nn.BatchNorm2d(channels)
 
@@ -130,8 +131,9 @@ class SoftConditionalGate(nn.Module):
     Returns alpha of shape ``(B, num_paths)`` in gate order (keep, up, down).
     """
 
-    def __init__(self, channels: int, num_paths: int, *, small: bool = False,
-                 bias_init: float = 1.5) -> None:
+    def __init__(
+        self, channels: int, num_paths: int, *, small: bool = False, bias_init: float = 1.5
+    ) -> None:
         super().__init__()
         self.small = small
         self.conv1 = nn.Conv2d(channels, channels // 2, 1, bias=False)
@@ -141,8 +143,12 @@ class SoftConditionalGate(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.small:
-            x = F.interpolate(x, size=small_gate_size(x.shape[-2], x.shape[-1]), mode="bilinear",
-                              align_corners=False)
+            x = F.interpolate(
+                x,
+                size=small_gate_size(x.shape[-2], x.shape[-1]),
+                mode="bilinear",
+                align_corners=False,
+            )
         z = self.bn(self.conv1(x)).relu_()  # (B, C/2, h, w)
         z = F.adaptive_avg_pool2d(z, 1)  # (B, C/2, 1, 1)
         return gate_activation(self.conv2(z).flatten(1))  # (B, num_paths)

@@ -28,7 +28,6 @@ when reading.
 Every analysis reads these tables through :func:`read_records`, never the model.
 """
 
-
 from __future__ import annotations
 
 from dynviz.record.recorder import RecordResult, load_records_model, path_cost_frame, record

@@ -43,6 +43,7 @@ from dynviz.record.tables import (
 
 logger = logging.getLogger(__name__)
 
+
 # ----------------------------------------------------------------------------- recording
 @dataclass(frozen=True)
 class RecordResult:

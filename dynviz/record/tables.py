@@ -385,8 +385,10 @@ def label_frames(frames: Sequence[pd.DataFrame], labels: Sequence[str]) -> pd.Da
     for code, frame in enumerate(frames):
         model = pd.Categorical.from_codes(np.full(len(frame), code, dtype=np.int32), dtype=order)
         parts.append(frame.assign(model=model))
-    out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else (
-        parts[0] if parts else pd.DataFrame({"model": pd.Series([], dtype=order)})
+    out = (
+        pd.concat(parts, ignore_index=True)
+        if len(parts) > 1
+        else (parts[0] if parts else pd.DataFrame({"model": pd.Series([], dtype=order)}))
     )
     return out[["model"] + [c for c in out.columns if c != "model"]]
 

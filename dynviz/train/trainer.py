@@ -525,8 +525,14 @@ class Trainer:
             forward=forward,
             world_size=self.info.world_size,
         )
-        self._record({"kind": "precise_bn", "iter": self.iteration, "batches": used,
-                      "seconds": time.perf_counter() - started})
+        self._record(
+            {
+                "kind": "precise_bn",
+                "iter": self.iteration,
+                "batches": used,
+                "seconds": time.perf_counter() - started,
+            }
+        )
 
     def _step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         cfg = self.config
