@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
+import yaml
 from torch import nn
 
 from dynviz.checkpoint import LATEST, load_checkpoint
 from dynviz.train import TrainConfig, train
-from dynviz.train.precise_bn import update_bn_stats
+from dynviz.train.precise_bn import default_precise_bn_batches, update_bn_stats
 
 DATA = "synthetic:count=8,size=48x48,classes=4"
 
@@ -81,3 +83,30 @@ def test_training_ends_with_precise_statistics_and_the_same_weights(tmp_path):
     kinds = [r["kind"] for r in rows]
     assert kinds.index("precise_bn") < kinds.index("eval")  # evaluated with the new statistics
     assert rows[kinds.index("precise_bn")]["batches"] == 3
+
+
+@pytest.mark.parametrize(
+    ("iters", "batches"), [(1, 1), (20, 2), (25, 3), (600, 60), (2000, 200), (190000, 200)]
+)
+def test_default_batches_scale_with_the_run(iters, batches):
+    assert default_precise_bn_batches(iters) == batches
+
+
+def test_a_short_run_spends_a_tenth_of_its_iterations_on_precise_bn(tmp_path):
+    config = TrainConfig(
+        model="tiny",
+        data=DATA,
+        out=str(tmp_path / "run"),
+        iters=20,
+        batch=2,
+        crop=(32, 32),
+        workers=0,
+        eval_limit=1,
+        tensorboard=False,
+        progress=False,
+    )
+    train(config)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert [r["batches"] for r in rows if r["kind"] == "precise_bn"] == [2]
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text(encoding="utf-8"))
+    assert saved["train"]["precise_bn"] == 2  # saved resolved, so a resume compares like with like

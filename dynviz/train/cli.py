@@ -102,11 +102,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--precise-bn",
         type=int,
         metavar="N",
-        help=_help(
-            "batches re-estimating the BatchNorm statistics with the final weights (official "
-            "PreciseBN; 0: off)",
-            "precise_bn",
-        ),
+        help="batches re-estimating the BatchNorm statistics with the final weights (official "
+        "PreciseBN; 0: off) (default: a tenth of --iters, at most the official 200)",
     )
     group.add_argument(
         "--seed", type=int, metavar="S", help=_help("seed of init, sampling, augmentation", "seed")

@@ -36,7 +36,8 @@ class TrainConfig:
     warmup_factor: float = 0.001
     poly_power: float = 0.9
     grad_clip: float = 5.0  # total L2 norm; 0 disables
-    precise_bn: int = 200  # batches re-estimating BN statistics at the end (official); 0: off
+    precise_bn: int | None = None  # batches re-estimating BN statistics at the end; 0: off;
+    # default min(200 (official), 10% of iters), see precise_bn.default_precise_bn_batches
     budget_lambda: float | None = None  # default: the model config's budget_lambda
     budget_mu: float | None = None  # default: the model config's budget_mu
     budget_start: float = 0.4  # budget loss off before this share of training

@@ -4,7 +4,8 @@ Recipe (``research/official_repo.md`` section 7): SGD momentum 0.9, weight decay
 BatchNorm), poly LR (power 0.9) after a linear warm-up from 0.001x (1000 iterations, or 5% of a
 shorter run), gradient clipping at total L2 norm 5, cross-entropy ignoring 255 (mean over the
 valid pixels), plus the budget loss (:mod:`dynviz.train.budget`) for dynamic networks; at the end,
-precise BatchNorm statistics over 200 batches (:mod:`dynviz.train.precise_bn`).
+precise BatchNorm statistics over 200 batches, or a tenth of a shorter run's iterations
+(:mod:`dynviz.train.precise_bn`).
 
 Run directory::
 
@@ -74,7 +75,7 @@ from dynviz.train.distributed import (
     init_distributed,
 )
 from dynviz.train.optim import PolySchedule, build_optimizer, default_warmup_iters
-from dynviz.train.precise_bn import update_bn_stats
+from dynviz.train.precise_bn import default_precise_bn_batches, update_bn_stats
 from dynviz.train.runlog import RunLog
 
 __all__ = [
@@ -338,6 +339,11 @@ class Trainer:
                 default_warmup_iters(config.iters)
                 if config.warmup_iters is None
                 else config.warmup_iters
+            ),
+            precise_bn=(
+                default_precise_bn_batches(config.iters)
+                if config.precise_bn is None
+                else config.precise_bn
             ),
             amp=self.device.type == "cuda" if config.amp is None else config.amp,
             progress=(sys.stderr.isatty() if config.progress is None else config.progress),
