@@ -58,6 +58,7 @@ __all__ = [
     "latency_cost_table",
     "measure_calls",
     "measure_node_latency",
+    "quartiles",
     "route_times",
     "time_calls",
 ]
@@ -87,6 +88,22 @@ def cpu_wait() -> float | None:
     return total / 1e9 if found else None
 
 
+def quartiles(values: Any) -> tuple[float, float, float]:
+    """``(first quartile, median, third quartile)`` of ``values`` (inclusive method: the
+    quartiles lie within the values; one value gives it three times).
+
+    Raises:
+        ValueError: no value.
+    """
+    data = sorted(float(v) for v in values)
+    if not data:
+        raise ValueError("quartiles of no value")
+    if len(data) == 1:
+        return data[0], data[0], data[0]
+    low, mid, high = statistics.quantiles(data, n=4, method="inclusive")
+    return low, mid, high
+
+
 @dataclass
 class Timings:
     """Interleaved timings of several calls (see :func:`measure_calls`).
@@ -106,6 +123,19 @@ class Timings:
     @property
     def median(self) -> dict[str, float]:
         return {k: statistics.median(v) for k, v in self.samples.items()}
+
+    @property
+    def quartiles(self) -> dict[str, tuple[float, float, float]]:
+        """``(first quartile, median, third quartile)`` seconds of each call."""
+        return {k: quartiles(v) for k, v in self.samples.items()}
+
+    def ratios(self, numerator: str, denominator: str) -> list[float]:
+        """Per round, the time of ``numerator`` over that of ``denominator``: both were taken in
+        the same interleaved round, so a slow spell of the machine hits both."""
+        return [
+            a / b if b > 0 else float("nan")
+            for a, b in zip(self.samples[numerator], self.samples[denominator], strict=True)
+        ]
 
     @property
     def median_wait(self) -> float | None:

@@ -109,7 +109,12 @@ class BenchSettings:
 
 @dataclass
 class Figure:
-    """One headline ratio and its target."""
+    """One headline ratio and its target.
+
+    ``value`` is the median over the interleaved rounds of the ratio taken within each round
+    (both sides timed in the same round); ``low`` and ``high`` are its first and third
+    quartiles, the spread of the repeats.
+    """
 
     key: str  # section letter
     name: str
@@ -118,6 +123,37 @@ class Figure:
     compare: str = ">="  # value compare target
     unit: str = "x"
     note: str = ""
+    low: float | None = None  # first quartile over the rounds
+    high: float | None = None  # third quartile
+    rounds: int = 0
+
+    @classmethod
+    def of(
+        cls,
+        key: str,
+        name: str,
+        values: Sequence[float],
+        target: float | None = None,
+        compare: str = ">=",
+        unit: str = "x",
+        note: str = "",
+    ) -> Figure:
+        """The figure of per-round values: their median, with their quartiles."""
+        from dynviz.latency import quartiles
+
+        finite = [float(v) for v in values if v == v]  # drop NaN
+        if not finite:
+            return cls(key, name, None, target, compare, unit, note)
+        low, mid, high = quartiles(finite)
+        return cls(key, name, mid, target, compare, unit, note, low, high, len(finite))
+
+    @property
+    def spread(self) -> str:
+        """``low-high`` in the figure's unit, ``-`` without repeats."""
+        if self.low is None or self.high is None or self.rounds < 2:
+            return "-"
+        digits = {"%": 1, "s": 2}.get(self.unit, 3)
+        return f"{self.low:.{digits}f}-{self.high:.{digits}f}{self.unit}"
 
     @property
     def ok(self) -> bool | None:
@@ -250,13 +286,13 @@ class BenchReport:
 
     # ---------------------------------------------------------------------------- text
     def summary_rows(self) -> list[list[str]]:
-        rows = [["fig", "figure", "value", "target", "met"]]
+        rows = [["fig", "figure", "median", "quartiles", "target", "met"]]
         for f in self.figures:
             digits = {"%": 1, "s": 2}.get(f.unit, 3)
             value = "-" if f.value is None else f"{f.value:.{digits}f}{f.unit}"
             target = "-" if f.target is None else f"{f.compare} {f.target:g}{f.unit}"
             met = {True: "yes", False: "NO", None: "-"}[f.ok]
-            rows.append([f.key, f.name, value, target, met])
+            rows.append([f.key, f.name, value, f.spread, target, met])
         return rows
 
     def to_text(self) -> str:
