@@ -1,31 +1,44 @@
 """The whole dynviz chain on synthetic data: train, record, analyze, extract, retrain, compare.
 
-Steps (each one a ``dynviz`` command run in-process through :func:`dynviz.cli.main`, so the chain
-exercises exactly what users run):
+Steps (each one a library call: :func:`dynviz.train.train`, :func:`dynviz.record.record`,
+:func:`dynviz.report.analyze`, :func:`dynviz.analysis.common.write_common`,
+:func:`dynviz.compare.compare`):
 
-1. train a dynamic model without budget (Raw) and one with a budget (Budget) in a small space;
-2. record both on the validation split;
-3. analyze both records (Fig. 5, heatmaps, costs, routing versus scale, ``report.md``);
-4. extract the common network of the budgeted model (paths active in more than 95% of images);
-5. write special cases modeled in the same space (U-Net-like and FCN-like routes);
-6. retrain the common network and the special cases as static networks;
-7. compare everything in a Table-1-style table;
-8. write ``OUT/report.md`` with the figures and the table.
+1. train a dynamic model without budget (Dynamic-Raw) and one with a budget (Dynamic-Budget);
+2. train the special cases modeled in the same space (U-Net-like and FCN-like routes) as static
+   networks;
+3. record both dynamic models on the validation scenes;
+4. analyze both records (Fig. 5, heatmaps, costs, routing versus scale, ``report/report.md``);
+5. extract the common network of Dynamic-Budget (paths active in more than 95% of images) and
+   retrain it as a static network;
+6. compare everything in a Table-1-style table;
+7. write ``OUT/report.md`` with the table, the routing figures and the figures.
+
+Steps that do not depend on each other run side by side, ``jobs`` at a time (2 by default: one
+process per core, one torch thread each), so a 2-core machine is kept busy. The chain logs
+"step k of n" with the elapsed time and an estimate of the time left, each training shows its own
+progress bar (on a terminal), and every step's wall time goes to ``OUT/demo.log`` and
+``OUT/demo.json``.
 
 A re-run reuses finished steps: a run whose last checkpoint reached its iterations is not trained
-again (an interrupted one resumes), records skip recorded images, and extraction, specials and
-the comparison are kept when their inputs did not change.
+again (an interrupted one resumes), and records, the report, the common network and the
+comparison are kept when their inputs did not change. ``demo.json`` keeps the wall time of the
+runs that made the outputs, so a re-run that only reuses reports the time it took to make them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -45,6 +58,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+LOG_FORMAT = "%(asctime)s %(processName)s %(name)s: %(message)s"
+
 
 @dataclass(frozen=True)
 class ChainSettings:
@@ -57,24 +72,34 @@ class ChainSettings:
     iters: int = 150  # per dynamic model
     static_iters: int = 150  # per retrained static network
     batch: int = 8
+    scale: tuple[float, float] = (1.0, 1.0)  # training rescale (1: scenes keep their scale)
     budget_lambda: float = 4.0
-    budget_mu: float = 0.3
-    budget_start: float = 0.1  # share of training before the budget loss starts
-    budget_ramp: float = 0.05
+    budget_mu: float = 0.15
+    budget_start: float = 0.3  # share of training before the budget loss starts
+    budget_ramp: float = 0.1
     gate_lr_mult: float = 4.0
     threshold: float = 0.95
     seed: int = 0
-    threads: int = 1  # several torch threads on shared cores can stall; 1 is robust
-    workers: int = 1  # a data worker generates scenes on the second core
+    threads: int = 1  # torch threads per step; several threads on shared cores can stall
+    jobs: int = 2  # steps run side by side (processes); 2 keeps a 2-core machine busy
+    workers: int = 0  # data-loading workers per training (0: scenes made in the training process)
     eval_limit: int = 16
+
+    @property
+    def train_data(self) -> str:
+        return f"synthetic:count={self.train_count},size={self.size}x{self.size},seed={self.seed}"
+
+    @property
+    def val_data(self) -> str:
+        return f"synthetic:count={self.val_count},size={self.size}x{self.size},seed={self.seed}"
 
 
 # A few minutes on two idle cores; what the slow test and `analysis/run_chain.py --quick` run.
 QUICK = ChainSettings()
-# The demo: about 15 minutes on a 2-core CPU.
-DEMO = ChainSettings(size=96, train_count=384, val_count=64, iters=1200, static_iters=600)
+# The demo (`make demo`): within 10 minutes on two idle cores.
+DEMO = ChainSettings(size=64, train_count=256, val_count=96, iters=800, static_iters=400)
 # Longer runs for nicer figures.
-FULL = ChainSettings(size=128, train_count=256, val_count=96, iters=1000, static_iters=1000)
+FULL = ChainSettings(size=96, train_count=512, val_count=128, iters=2000, static_iters=1000)
 
 
 @dataclass
@@ -84,7 +109,9 @@ class ChainResult:
     table: Path
     figures: dict[str, Path] = field(default_factory=dict)
     common: Route | None = None
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time of this call
+    made_seconds: float = 0.0  # wall time of the runs that made the outputs
+    adaptivity: dict[str, Any] | None = None
 
 
 def unet_like(config: RoutingSpaceConfig) -> list[list[int]]:
@@ -120,15 +147,12 @@ def _write_special(
     return path
 
 
-def _run(*argv: str) -> None:
-    from dynviz.cli import main as dynviz
-
-    logger.info("$ dynviz %s", " ".join(argv))
-    start = time.perf_counter()
-    code = dynviz(list(argv))
-    if code != 0:
-        raise RuntimeError(f"dynviz {argv[0]} failed with exit status {code}")
-    logger.info("  done in %.1f s", time.perf_counter() - start)
+def _newer(target: Path, *sources: Path) -> bool:
+    """Whether ``target`` exists and is newer than every existing source."""
+    if not target.exists():
+        return False
+    stamp = target.stat().st_mtime
+    return all(not s.exists() or s.stat().st_mtime <= stamp for s in sources)
 
 
 def _trained_iterations(run_dir: Path) -> int | None:
@@ -141,21 +165,247 @@ def _trained_iterations(run_dir: Path) -> int | None:
     return int(load_checkpoint(path).get("iteration", 0))
 
 
-def _train(spec: str, run_dir: Path, iters: int, args: list[str]) -> None:
-    done = _trained_iterations(run_dir)
-    if done is not None and done >= iters:
-        logger.info("reusing %s (%d iterations)", run_dir, done)
-        return
-    resume = ["--resume"] if done is not None else []
-    _run("train", spec, "--out", str(run_dir), "--iters", str(iters), *resume, *args)
+# ------------------------------------------------------------------------------ the steps
+# Module-level functions with plain arguments: they run in worker processes.
 
 
-def _newer(target: Path, *sources: Path) -> bool:
-    """Whether ``target`` exists and is newer than every existing source."""
-    if not target.exists():
-        return False
-    stamp = target.stat().st_mtime
-    return all(not s.exists() or s.stat().st_mtime <= stamp for s in sources)
+def _init_worker(threads: int, log_path: str) -> None:
+    """A worker process: torch threads, and its log lines into the chain's log file."""
+    import torch
+
+    torch.set_num_threads(threads)
+    handler = logging.FileHandler(log_path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    for name in ("PIL", "matplotlib", "fontTools"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _train_step(config: dict[str, Any], label: str, position: int | None) -> dict[str, Any]:
+    from dynviz.train import TrainConfig, train
+
+    cfg = TrainConfig.from_dict(config)
+    done = _trained_iterations(Path(cfg.out))
+    result = train(cfg, resume=done is not None, label=label, position=position)
+    last = result.last_eval
+    return {"miou": None if last is None else last.miou, "iterations": result.iteration}
+
+
+def _record_step(run_dir: str, data: str, out: str, name: str, progress: bool) -> dict[str, Any]:
+    from dynviz.data import build_dataset
+    from dynviz.record import load_records_model, record
+
+    model, meta = load_records_model(run_dir)
+    dataset = build_dataset(data, split="val")
+    checkpoint = {
+        "path": str(meta["path"]),
+        "sha256": meta["sha256"],
+        "iteration": meta["iteration"],
+    }
+    result = record(
+        model,
+        dataset,
+        out,
+        name=name,
+        checkpoint=checkpoint,
+        data_spec=data,
+        split="val",
+        progress=progress,
+    )
+    return {"images": getattr(result, "images", None)}
+
+
+def _analyze_step(records: list[str], out: str, threshold: float) -> dict[str, Any]:
+    from dynviz.analysis.adaptivity import route_adaptivity
+    from dynviz.record import read_records
+    from dynviz.report import analyze
+
+    loaded = [read_records(path) for path in records]
+    analyze(loaded, out, threshold=threshold)
+    figures = {}
+    for rec in loaded:
+        figures[rec.label] = route_adaptivity(rec.gates, rec.images).to_dict()
+    Path(out, "adaptivity.json").write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    return {"adaptivity": figures}
+
+
+def _extract_step(records: str, out: str, threshold: float) -> dict[str, Any]:
+    from dynviz.analysis.common import CommonNetError, write_common
+
+    while True:
+        try:
+            route = write_common(records, out, threshold=threshold)
+        except CommonNetError as err:  # a barely trained model: lower the threshold a little
+            if threshold <= 0.5:
+                logger.warning("no common network (%s); the comparison goes on without it", err)
+                Path(out).unlink(missing_ok=True)
+                return {"threshold": None, "paths": 0}
+            threshold = round(threshold - 0.05, 2)
+            logger.warning("%s; trying %.2f", err, threshold)
+            continue
+        logger.info("common network: %d paths in %d cells", len(route), len(route.cells))
+        return {"threshold": threshold, "paths": len(route)}
+
+
+def _compare_step(runs: list[str], names: list[str], data: str, out: str) -> dict[str, Any]:
+    from dynviz.compare import compare, write_table
+
+    rows = compare(runs, data, names=names)
+    write_table(rows, out, data=data, split="val")
+    return {"methods": names}
+
+
+# ------------------------------------------------------------------------------ scheduling
+@dataclass
+class _Step:
+    key: str
+    title: str
+    weight: float  # estimated seconds on one idle core (for the ETA)
+    needs: tuple[str, ...]
+    reuse: Callable[[], bool]  # True: the outputs are up to date, skip
+    call: Callable[[int | None], tuple[Callable[..., dict[str, Any]], tuple[Any, ...]]]
+    # position of the progress bar -> (function, args), built when the step is due
+    seconds: float = 0.0
+    reused: bool = False
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+class _Progress:
+    """Step k of n, the elapsed time and an estimate of the time left, from the steps' weights
+    (estimated single-core seconds) scaled by the speed measured so far."""
+
+    def __init__(self, steps: list[_Step], jobs: int) -> None:
+        self.total = len(steps)
+        self.weights = {s.key: s.weight for s in steps}
+        self.jobs = max(1, jobs)
+        self.started = time.perf_counter()
+        self.done: set[str] = set()
+        self.measured = 0.0  # weight of the steps computed (not reused) so far
+        self.reused = 0.0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def left(self) -> float:
+        remaining = sum(w for k, w in self.weights.items() if k not in self.done)
+        if self.measured > 0 and self.elapsed() > 5:
+            return remaining * self.elapsed() / self.measured
+        return remaining / self.jobs  # no measurement yet: the estimate itself
+
+    def line(self, step: _Step, what: str) -> str:
+        return (
+            f"[step {len(self.done)} of {self.total} done] {what} {step.title}; elapsed "
+            f"{_clock(self.elapsed())}, about {_clock(self.left())} left"
+        )
+
+    def finish(self, step: _Step) -> None:
+        self.done.add(step.key)
+        if step.reused:
+            self.reused += step.weight
+        else:
+            self.measured += step.weight
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def _schedule(steps: list[_Step], jobs: int, log_path: Path, threads: int) -> _Progress:
+    """Run the steps as their inputs become ready, ``jobs`` at a time."""
+    progress = _Progress(steps, jobs)
+    pending = {s.key: s for s in steps}
+    running: dict[Future[dict[str, Any]], tuple[_Step, int, float]] = {}
+    free = list(range(jobs))
+    pool: ProcessPoolExecutor | None = None
+    if jobs > 1:
+        pool = ProcessPoolExecutor(
+            max_workers=jobs,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(threads, str(log_path)),
+        )
+    try:
+        while pending or running:
+            ready = [
+                s for s in pending.values() if all(n in progress.done for n in s.needs)
+            ]  # in the steps' order: the longest first
+            for step in ready:
+                if step.reuse():
+                    step.reused = True
+                    del pending[step.key]
+                    progress.finish(step)
+                    logger.info(progress.line(step, "reusing"))
+                    continue
+                if not free:
+                    break
+                lane = free.pop(0)
+                del pending[step.key]
+                logger.info(progress.line(step, "starting"))
+                function, args = step.call(lane if pool is not None else None)
+                started = time.perf_counter()
+                if pool is None:
+                    step.result = function(*args) or {}
+                    step.seconds = time.perf_counter() - started
+                    free.append(lane)
+                    progress.finish(step)
+                    logger.info(progress.line(step, f"finished in {step.seconds:.0f} s:"))
+                    break  # re-evaluate what is ready
+                running[pool.submit(function, *args)] = (step, lane, started)
+            if pool is None or not running:
+                if (
+                    pending
+                    and not running
+                    and not any(all(n in progress.done for n in s.needs) for s in pending.values())
+                ):
+                    raise RuntimeError(f"chain steps cannot start: {sorted(pending)}")
+                continue
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                step, lane, started = running.pop(future)
+                step.result = future.result() or {}  # a failed step raises here
+                step.seconds = time.perf_counter() - started
+                free.append(lane)
+                free.sort()
+                progress.finish(step)
+                logger.info(progress.line(step, f"finished in {step.seconds:.0f} s:"))
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return progress
+
+
+# ------------------------------------------------------------------------------ the chain
+def _train_config(
+    s: ChainSettings, model: str, out: Path, iters: int, *, budget: bool, progress: bool
+) -> dict[str, Any]:
+    from dynviz.train import TrainConfig
+
+    config = TrainConfig(
+        model=model,
+        data=s.train_data,
+        val_data=s.val_data,
+        out=str(out),
+        iters=iters,
+        batch=s.batch,
+        crop=(s.size, s.size),
+        scale=s.scale,
+        seed=s.seed,
+        eval_limit=s.eval_limit,
+        log_every=50,
+        workers=s.workers,
+        tensorboard=False,
+        progress=progress,
+        budget_lambda=s.budget_lambda if budget else (0.0 if model == s.space else None),
+        budget_mu=s.budget_mu if budget else None,
+        budget_start=s.budget_start,
+        budget_ramp=s.budget_ramp,
+        gate_lr_mult=s.gate_lr_mult if budget else 1.0,
+    )
+    return config.to_dict()
 
 
 def run_chain(
@@ -165,146 +415,310 @@ def run_chain(
     progress: bool = True,
     on_step: Callable[[str], None] | None = None,
 ) -> ChainResult:
-    """Run the chain into ``out`` and return where its report, table and figures are."""
-    from dynviz.analysis.common import CommonNetError, write_common
+    """Run the chain into ``out`` and return where its report, table and figures are.
+
+    Args:
+        out: the output folder (created; a re-run reuses what is up to date in it).
+        settings: sizes and training settings.
+        progress: progress bars (trainings and recordings).
+        on_step: called with each step's title as it starts (default: logged).
+
+    Raises:
+        RuntimeError: a step failed (its error names it).
+    """
     from dynviz.checkpoint import LATEST
+    from dynviz.data import build_dataset
+    from dynviz.model.zoo import load_space
 
     started = time.perf_counter()
+    s = settings
     out = Path(out)
     (out / "models").mkdir(parents=True, exist_ok=True)
-    s = settings
-    size = f"{s.size}x{s.size}"
-    train_data = f"synthetic:count={s.train_count},size={size},seed={s.seed}"
-    val_data = f"synthetic:count={s.val_count},size={size},seed={s.seed}"
-    quiet = [] if progress else ["--no-progress"]
-    common_args = [
-        "--data", train_data, "--val-data", val_data, "--batch", str(s.batch),
-        "--crop", str(s.size), str(s.size), "--workers", str(s.workers), "--seed", str(s.seed),
-        "--eval-limit", str(s.eval_limit), "--log-every", "50", "--no-tensorboard",
-        "--threads", str(s.threads), *quiet,
-    ]  # fmt: skip
-    step = on_step or (lambda name: logger.info("== %s", name))
-    runs = out / "runs"
+    log_path = out / "demo.log"
+    handler = logging.FileHandler(log_path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setLevel(logging.INFO)
+    package = logging.getLogger("dynviz")
+    package.addHandler(handler)
+    level = package.level
+    if package.getEffectiveLevel() > logging.INFO:
+        package.setLevel(logging.INFO)
+    try:
+        previous = _read_state(out / "demo.json", s)
+        logger.info("dynviz chain into %s: %s", out, json.dumps(asdict(s)))
+        config = load_space(s.space)
+        runs, records, models = out / "runs", out / "records", out / "models"
+        report_dir, compare_dir = out / "report", out / "compare"
+        classes = build_dataset(s.train_data, split="train").num_classes
+        config = RoutingSpaceConfig.from_dict({**config.to_dict(), "num_classes": classes})
+        unet = _write_special(
+            config,
+            "unet-like",
+            unet_like(config),
+            f"special case: U-Net-like route (Fig. 3b) in the {config.name} space",
+            models / "unet-like.yaml",
+        )
+        fcn = _write_special(
+            config,
+            "fcn-like",
+            fcn_like(config),
+            f"special case: FCN-32s-like single path (Fig. 3a) in the {config.name} space",
+            models / "fcn-like.yaml",
+        )
+        common_path = models / "common-budget.yaml"
+        methods = [
+            ("raw", "Dynamic-Raw"),
+            ("budget", "Dynamic-Budget"),
+            ("common", "Common-Budget"),
+            ("unet-like", "U-Net-like"),
+            ("fcn-like", "FCN-like"),
+        ]
+        # estimated single-core seconds: a dynamic iteration at 64x64, batch 8, is about 0.17 s;
+        # each training also starts a process, evaluates and re-estimates its BatchNorms
+        unit = 0.17 * (s.size / 64) ** 2 * s.batch / 8
+        start = 8.0
+        statics = {"unet-like": (unet, 0.6), "fcn-like": (fcn, 0.35), "common": (common_path, 0.5)}
 
-    step("1/7 train Dynamic-Raw and Dynamic-Budget")
-    _train(s.space, runs / "raw", s.iters, ["--budget-lambda", "0", *common_args])
-    _train(s.space, runs / "budget", s.iters, [
-        "--budget-lambda", str(s.budget_lambda), "--budget-mu", str(s.budget_mu),
-        "--budget-start", str(s.budget_start), "--budget-ramp", str(s.budget_ramp),
-        "--gate-lr-mult", str(s.gate_lr_mult), *common_args,
-    ])  # fmt: skip
+        def trained(name: str, iters: int, spec: Path | None = None) -> Callable[[], bool]:
+            def check() -> bool:
+                run_dir = runs / name
+                if (
+                    spec is not None
+                    and (run_dir / LATEST).is_file()
+                    and not _newer(run_dir / LATEST, spec)
+                ):
+                    logger.info("%s changed: training %s again", spec, run_dir)
+                    shutil.rmtree(run_dir)
+                done = _trained_iterations(run_dir)
+                return done is not None and done >= iters
 
-    step("2/7 record both on the validation scenes")
-    records = out / "records"
-    for name, label in (("raw", "Dynamic-Raw"), ("budget", "Dynamic-Budget")):
-        target = records / name
-        if not _newer(target / "records.json", runs / name / LATEST):
-            _run(
-                "record",
-                str(runs / name),
-                "--data",
-                val_data,
-                "--split",
-                "val",
-                "--out",
-                str(target),
-                "--name",
-                label,
-                *quiet,
+            return check
+
+        def train_call(name: str, model: str, iters: int, budget: bool, label: str):
+            def call(position: int | None):
+                cfg = _train_config(s, model, runs / name, iters, budget=budget, progress=progress)
+                return _train_step, (cfg, label, position)
+
+            return call
+
+        def record_call(name: str, label: str):
+            return lambda position: (
+                _record_step,
+                (str(runs / name), s.val_data, str(records / name), label, progress),
             )
 
-    step("3/7 analyze")
-    report_dir = out / "report"
-    if not _newer(
-        report_dir / "report.md",
-        records / "raw" / "records.json",
-        records / "budget" / "records.json",
-    ):
-        _run(
-            "analyze",
-            str(records / "raw"),
-            str(records / "budget"),
-            "--out",
-            str(report_dir),
-            "--threshold",
-            str(s.threshold),
+        steps = [
+            _Step(
+                "train:raw",
+                "train Dynamic-Raw",
+                start + s.iters * unit,
+                (),
+                trained("raw", s.iters),
+                train_call("raw", s.space, s.iters, False, "Dynamic-Raw"),
+            ),
+            _Step(
+                "train:budget",
+                "train Dynamic-Budget",
+                start + s.iters * unit,
+                (),
+                trained("budget", s.iters),
+                train_call("budget", s.space, s.iters, True, "Dynamic-Budget"),
+            ),
+            _Step(
+                "record:budget",
+                "record Dynamic-Budget on the validation scenes",
+                4 + 0.03 * s.val_count,
+                ("train:budget",),
+                lambda: _newer(records / "budget" / "records.json", runs / "budget" / LATEST),
+                record_call("budget", "Dynamic-Budget"),
+            ),
+            _Step(
+                "extract",
+                "extract the common network of Dynamic-Budget",
+                3,
+                ("record:budget",),
+                lambda: _newer(common_path, records / "budget" / "records.json"),
+                lambda position: (
+                    _extract_step,
+                    (str(records / "budget"), str(common_path), s.threshold),
+                ),
+            ),
+            _Step(
+                "train:common",
+                "retrain Common-Budget as a static network",
+                start + s.static_iters * unit * statics["common"][1],
+                ("extract",),
+                lambda: (
+                    not common_path.is_file() or trained("common", s.static_iters, common_path)()
+                ),
+                train_call("common", str(common_path), s.static_iters, False, "Common-Budget"),
+            ),
+            _Step(
+                "train:unet-like",
+                "train the U-Net-like special case",
+                start + s.static_iters * unit * statics["unet-like"][1],
+                (),
+                trained("unet-like", s.static_iters, unet),
+                train_call("unet-like", str(unet), s.static_iters, False, "U-Net-like"),
+            ),
+            _Step(
+                "record:raw",
+                "record Dynamic-Raw on the validation scenes",
+                4 + 0.03 * s.val_count,
+                ("train:raw",),
+                lambda: _newer(records / "raw" / "records.json", runs / "raw" / LATEST),
+                record_call("raw", "Dynamic-Raw"),
+            ),
+            _Step(
+                "analyze",
+                "analyze both records (report/)",
+                40,
+                ("record:raw", "record:budget"),
+                lambda: _newer(
+                    report_dir / "adaptivity.json",
+                    records / "raw" / "records.json",
+                    records / "budget" / "records.json",
+                ),
+                lambda position: (
+                    _analyze_step,
+                    ([str(records / "raw"), str(records / "budget")], str(report_dir), s.threshold),
+                ),
+            ),
+            _Step(
+                "train:fcn-like",
+                "train the FCN-like special case",
+                start + s.static_iters * unit * statics["fcn-like"][1],
+                (),
+                trained("fcn-like", s.static_iters, fcn),
+                train_call("fcn-like", str(fcn), s.static_iters, False, "FCN-like"),
+            ),
+        ]
+        trainings = tuple(f"train:{name}" for name, _ in methods)
+
+        def compared() -> bool:
+            present = [runs / n / LATEST for n, _ in methods if (runs / n / LATEST).is_file()]
+            return _newer(compare_dir / "table1.md", *present)
+
+        def compare_call(position: int | None):
+            present = [(n, label) for n, label in methods if (runs / n / LATEST).is_file()]
+            return _compare_step, (
+                [str(runs / n) for n, _ in present],
+                [label for _, label in present],
+                s.val_data,
+                str(compare_dir),
+            )
+
+        steps.append(
+            _Step(
+                "compare",
+                "compare every network (Table 1)",
+                1 + 0.01 * s.val_count * len(methods),
+                trainings,
+                compared,
+                compare_call,
+            )
         )
+        if on_step is not None:
+            for step in steps:
+                original = step.call
 
-    step("4/7 extract the common network of Dynamic-Budget")
-    common_path: Path | None = out / "models" / "common-budget.yaml"
-    threshold = s.threshold
-    common: Route | None = None
-    if _newer(common_path, records / "budget" / "records.json"):
-        common = Route.from_yaml(common_path)
-    while common is None and common_path is not None:
-        try:
-            common = write_common(records / "budget", common_path, threshold=threshold)
-        except CommonNetError as err:  # a barely trained model: lower the threshold a little
-            if threshold <= 0.5:
-                logger.warning("no common network (%s); the comparison goes on without it", err)
-                common_path = None
-            else:
-                threshold = round(threshold - 0.05, 2)
-                logger.warning("%s; trying %.2f", err, threshold)
-    if common is not None:
-        logger.info("common network: %d paths in %d cells", len(common), len(common.cells))
+                def announced(position, step=step, original=original):
+                    on_step(step.title)
+                    return original(position)
 
-    step("5/7 special cases in the same space")
-    config = RoutingSpaceConfig.from_dict(
-        yaml.safe_load((runs / "raw" / "config.yaml").read_text(encoding="utf-8"))["model"]
-    )
-    unet = _write_special(
-        config,
-        "unet-like",
-        unet_like(config),
-        f"special case: U-Net-like route (Fig. 3b) in the {config.name} space",
-        out / "models" / "unet-like.yaml",
-    )
-    fcn = _write_special(
-        config,
-        "fcn-like",
-        fcn_like(config),
-        f"special case: FCN-32s-like single path (Fig. 3a) in the {config.name} space",
-        out / "models" / "fcn-like.yaml",
-    )
-
-    step("6/7 retrain the static networks")
-    methods = [("raw", "Dynamic-Raw"), ("budget", "Dynamic-Budget")]
-    statics = [("unet-like", unet, "U-Net-like"), ("fcn-like", fcn, "FCN-like")]
-    if common_path is not None:
-        statics.insert(0, ("common", common_path, "Common-Budget"))
-    for name, spec, label in statics:
-        run_dir = runs / name
-        if (run_dir / LATEST).is_file() and not _newer(run_dir / LATEST, spec):
-            logger.info("%s changed: training %s again", spec, run_dir)
-            shutil.rmtree(run_dir)
-        _train(str(spec), run_dir, s.static_iters, common_args)
-        methods.append((name, label))
-
-    step("7/7 compare")
-    compare_dir = out / "compare"
-    checkpoints = [runs / name / LATEST for name, _ in methods]
-    if not _newer(compare_dir / "table1.md", *checkpoints):
-        _run(
-            "compare",
-            *(str(runs / name) for name, _ in methods),
-            "--data",
-            val_data,
-            "--out",
-            str(compare_dir),
-            "--names",
-            *(label for _, label in methods),
+                step.call = announced
+        jobs = max(1, min(s.jobs, os.cpu_count() or 1))
+        state = _schedule(steps, jobs, log_path, s.threads)
+        seconds = time.perf_counter() - started
+        worked = [step for step in steps if not step.reused]
+        made = (previous.get("made_seconds", 0.0) if previous else 0.0) + (
+            seconds if worked else 0.0
         )
+        step_seconds = dict(previous.get("steps", {})) if previous else {}
+        step_seconds.update({step.key: round(step.seconds, 1) for step in worked})
+        common = Route.from_yaml(common_path) if common_path.is_file() else None
+        adaptivity_file = report_dir / "adaptivity.json"
+        adaptivity = (
+            json.loads(adaptivity_file.read_text(encoding="utf-8"))
+            if adaptivity_file.is_file()
+            else None
+        )
+        extract = next(step for step in steps if step.key == "extract")
+        threshold = extract.result.get("threshold") or (previous or {}).get("threshold")
+        threshold = threshold or s.threshold
+        figures = {
+            "Fig. 5: distribution of path activation probability": report_dir
+            / "fig5_probability.png",
+            "Routing versus object scale": report_dir / "routing_vs_scale.png",
+        }
+        state_doc = {
+            "settings": asdict(s),
+            "made_seconds": made,
+            "last_run_seconds": seconds,
+            "steps": step_seconds,
+            "reused": [step.key for step in steps if step.reused],
+            "threshold": threshold,
+            "cpu_count": os.cpu_count(),
+        }
+        (out / "demo.json").write_text(json.dumps(state_doc, indent=2) + "\n", encoding="utf-8")
+        report = _write_report(
+            out,
+            s,
+            config,
+            compare_dir / "table1.md",
+            figures,
+            common,
+            threshold,
+            adaptivity,
+            made=made,
+            seconds=seconds,
+            reused=len(steps) - len(worked),
+            total=len(steps),
+        )
+        logger.info(
+            "chain finished in %s (%d of %d steps reused); made in %s",
+            _clock(seconds),
+            len(steps) - len(worked),
+            len(steps),
+            _clock(made),
+        )
+        del state
+        return ChainResult(
+            out,
+            report,
+            compare_dir / "table1.md",
+            figures,
+            common,
+            seconds,
+            made,
+            None if adaptivity is None else adaptivity.get("Dynamic-Budget"),
+        )
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(level)
+        handler.close()
 
-    figures = {
-        "Fig. 5: distribution of path activation probability": report_dir / "fig5_probability.png",
-        "Routing versus object scale": report_dir / "routing_vs_scale.png",
-    }
-    seconds = time.perf_counter() - started
-    report = _write_report(
-        out, s, config, compare_dir / "table1.md", figures, common, threshold, seconds
-    )
-    return ChainResult(out, report, compare_dir / "table1.md", figures, common, seconds)
+
+def _read_state(path: Path, settings: ChainSettings) -> dict[str, Any] | None:
+    """The previous run's ``demo.json`` when it used the same settings."""
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    saved = state.get("settings", {})
+    current = json.loads(json.dumps(asdict(settings)))
+    if saved != current:
+        logger.info("%s: other settings than this run; its times are not carried over", path)
+        return None
+    return state
+
+
+def _adaptivity_lines(figures: dict[str, Any]) -> list[str]:
+    from dynviz.analysis.adaptivity import RouteAdaptivity
+
+    return RouteAdaptivity(**figures).sentences()
 
 
 def _write_report(
@@ -315,7 +729,12 @@ def _write_report(
     figures: dict[str, Path],
     common: Route | None,
     threshold: float,
+    adaptivity: dict[str, Any] | None,
+    *,
+    made: float,
     seconds: float,
+    reused: int,
+    total: int,
 ) -> Path:
     lines = [
         "# dynviz demo report",
@@ -324,14 +743,27 @@ def _write_report(
         f"{config.base_channels}, {config.num_scales} scales) trained on synthetic scenes of "
         f"{s.size}x{s.size} ({s.train_count} training, {s.val_count} validation images): "
         f"{s.iters} iterations per dynamic model, {s.static_iters} per static network. "
-        f"Dynamic-Budget uses lambda={s.budget_lambda}, mu={s.budget_mu}. These numbers show "
-        "the chain at work on a laptop CPU; they are not the paper's Cityscapes results.",
+        f"Dynamic-Budget uses lambda={s.budget_lambda:g}, mu={s.budget_mu:g}. These numbers "
+        "show the chain at work on a laptop CPU; they are not the paper's Cityscapes results.",
         "",
         "## Table 1 on synthetic data",
         "",
-        table.read_text(encoding="utf-8").strip(),
+        table.read_text(encoding="utf-8").strip() if table.is_file() else "(no table)",
         "",
     ]
+    if adaptivity:
+        lines += [
+            "## Do the routes adapt to the image?",
+            "",
+            "In these scenes a small object shows its class by a fine texture and a large one "
+            "by a brightness ramp across it, so tiny-object images need the fine (1/4) scale and "
+            "huge-object images the coarse ones.",
+            "",
+        ]
+        for label, figures_of in adaptivity.items():
+            lines += [f"**{label}**", ""]
+            lines += [f"- {line}" for line in _adaptivity_lines(figures_of)]
+            lines.append("")
     if common is not None:
         lines += [
             "## The common network",
@@ -349,13 +781,16 @@ def _write_report(
         "",
         "- The full analysis: `report/report.md` (CSV tables, PDF and interactive HTML figures).",
         "- Records: `records/raw`, `records/budget` (Parquet, one row per image and path).",
+        "- Timings of every step: `demo.log` and `demo.json`.",
         f"- Open the route explorer on this folder: `dynviz app {out}`",
         "",
-        f"Made in {seconds / 60:.1f} minutes.",
+        f"Made in {made / 60:.1f} minutes on {os.cpu_count()} cores"
+        + (
+            f" (this re-run took {seconds / 60:.1f} minutes and reused {reused} of {total} steps)."
+            if reused
+            else "."
+        ),
     ]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (out / "demo.json").write_text(
-        json.dumps({"settings": s.__dict__, "seconds": seconds}, indent=2), encoding="utf-8"
-    )
     return report

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from dynviz.model import ConfigError
 
-__all__ = ["CompareRow", "compare", "describe_model", "markdown", "source_name"]
+__all__ = ["CompareRow", "compare", "describe_model", "markdown", "source_name", "write_table"]
 
 logger = logging.getLogger(__name__)
 
@@ -150,3 +150,23 @@ def markdown(rows: list[CompareRow], *, note: str = "") -> str:
     if note:
         lines += ["", note]
     return "\n".join(lines) + "\n"
+
+
+def write_table(rows: list[CompareRow], out: str | Path, *, data: str, split: str = "val") -> Path:
+    """Write ``table1.md`` (:func:`markdown`, with a note on what was measured) and
+    ``table1.csv`` (every field of the rows) into ``out``; returns the Markdown file."""
+    import pandas as pd
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    images = rows[0].images if rows else 0
+    note = (
+        f"Evaluated on {data} [{split}], {images} images, batch 1 with closed paths "
+        "skipped. mIoU is data-set level; cost is the real (executed) cost per image in the "
+        "paper's counting (1 multiply-add = 1; the paper's FLOPs)."
+    )
+    (out / "table1.md").write_text(markdown(rows, note=note), encoding="utf-8")
+    pd.DataFrame([asdict(r) for r in rows]).to_csv(
+        out / "table1.csv", index=False, float_format="%.6g"
+    )
+    return out / "table1.md"

@@ -42,10 +42,18 @@ def test_chain_end_to_end_and_rerun_reuses_steps(tmp_path):
     checkpoints = sorted(out.glob("runs/*/checkpoint_latest.pt"))
     stamps = [p.stat().st_mtime_ns for p in checkpoints]
     table_stamp = (out / "compare" / "table1.md").stat().st_mtime_ns
+    assert result.made_seconds == pytest.approx(result.seconds)
+    assert f"Made in {result.seconds / 60:.1f} minutes" in report
+    log = (out / "demo.log").read_text()
+    assert "[step 1 of 10 done]" in log and "finished in" in log and "left" in log
     again = run_chain(out, settings, progress=False)
     assert [p.stat().st_mtime_ns for p in checkpoints] == stamps  # nothing retrained
     assert (out / "compare" / "table1.md").stat().st_mtime_ns == table_stamp
     assert again.seconds < result.seconds
+    # a re-run that reuses every step keeps the time it took to make them
+    assert again.made_seconds == pytest.approx(result.made_seconds)
+    assert f"Made in {result.seconds / 60:.1f} minutes" in again.report.read_text()
+    assert "reused 10 of 10 steps" in again.report.read_text()
 
 
 @pytest.mark.slow

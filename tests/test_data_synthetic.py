@@ -292,3 +292,49 @@ def test_datasets_pickle_for_worker_processes(tmp_path: Path) -> None:
     write_cityscapes_layout(SyntheticScenes(count=1, size=(32, 32)), tmp_path, "train")
     city = pickle.loads(pickle.dumps(build_dataset(f"cityscapes:{tmp_path}")))
     assert city[0]["label"].shape == (32, 32)
+
+
+def _object_cues(regime: str) -> list[tuple[int, float, float, float]]:
+    """(class, high-frequency energy, |vertical| - |horizontal| brightness slope, area) of each
+    visible object interior."""
+    ds = SyntheticScenes(count=40, size=(96, 96), regime=regime, seed=3)
+    cues = []
+    for i in range(len(ds)):
+        sample = ds.sample(i)
+        gray = sample.image.astype(np.float64).mean(axis=2)
+        for k in np.unique(sample.instances)[1:]:
+            mask = sample.instances == k
+            # interior pixels: the object on both sides horizontally and vertically
+            inner = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1]
+            inner &= mask[1:-1, :-2] & mask[1:-1, 2:]
+            if inner.sum() < 12:
+                continue
+            centre = gray[1:-1, 1:-1]
+            detail = np.abs(centre - gray[1:-1, 2:])[inner].mean()
+            yy, xx = np.nonzero(inner)
+            design = np.stack([xx, yy, np.ones_like(xx)], axis=1).astype(np.float64)
+            slope, *_ = np.linalg.lstsq(design, centre[inner], rcond=None)
+            area = mask.mean()
+            cls = int(sample.label[mask][0])
+            cues.append((cls, detail, abs(slope[1]) - abs(slope[0]), area))
+    return cues
+
+
+def test_small_objects_show_their_class_by_fine_texture_large_ones_by_a_ramp() -> None:
+    from dynviz.data.synthetic import LARGE_OBJECT_AREA
+
+    small = [c for c in _object_cues("tiny") if c[3] < LARGE_OBJECT_AREA]
+    large = [c for c in _object_cues("huge") if c[3] >= LARGE_OBJECT_AREA]
+    assert len(small) > 100 and len(large) > 30
+
+    # classes 1 and 2 share a hue: the second is checkered when small...
+    def checkered(cues, classes):
+        return np.mean([d > 10 for cls, d, _, _ in cues if cls in classes])
+
+    assert checkered(small, (1, 3)) < 0.1 and checkered(small, (2, 4)) > 0.9
+    # ...but a large object's fine texture is drawn at random, whatever its class
+    assert 0.2 < checkered(large, (1, 3)) < 0.8 and 0.2 < checkered(large, (2, 4)) < 0.8
+    # a large object's brightness ramp runs across it, horizontally for the first member
+    # and vertically for the second
+    assert np.mean([v < 0 for cls, _, v, _ in large if cls in (1, 3)]) > 0.8
+    assert np.mean([v > 0 for cls, _, v, _ in large if cls in (2, 4)]) > 0.8

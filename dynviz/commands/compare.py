@@ -10,13 +10,10 @@ other static networks. Writes ``table1.md`` and ``table1.csv``.
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
 from pathlib import Path
 
-import pandas as pd
-
 from dynviz.commands import add_resize_option, guarded
-from dynviz.compare import compare, markdown
+from dynviz.compare import compare, write_table
 from dynviz.model import ConfigError
 
 __all__ = ["configure_parser", "main"]
@@ -53,19 +50,9 @@ def _main(args: argparse.Namespace) -> int:
         names=args.names,
         progress=args.progress,
     )
+    table = write_table(rows, args.out, data=args.data, split=args.split)
+    text = table.read_text(encoding="utf-8")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    images = rows[0].images if rows else 0
-    note = (
-        f"Evaluated on {args.data} [{args.split}], {images} images, batch 1 with closed paths "
-        "skipped. mIoU is data-set level; cost is the real (executed) cost per image in the "
-        "paper's counting (1 multiply-add = 1; the paper's FLOPs)."
-    )
-    text = markdown(rows, note=note)
-    (out / "table1.md").write_text(text, encoding="utf-8")
-    pd.DataFrame([asdict(r) for r in rows]).to_csv(
-        out / "table1.csv", index=False, float_format="%.6g"
-    )
     print(text, end="")
     print(f"\nwrote {out / 'table1.md'} and {out / 'table1.csv'}")
     return 0

@@ -1,10 +1,11 @@
-"""Procedural segmentation scenes whose images differ in object scale.
+"""Procedural segmentation scenes whose images differ in object scale, and whose classes need
+different computation at different scales.
 
 Dynamic routing picks a path per image, and the paper's analysis relates the route to the scale of
 the objects in the image. :class:`SyntheticScenes` makes that relation testable without
 downloading anything: each image has a *scale regime*
 
-- ``tiny``: 10-24 small objects, 0.2-3 % of the image each (log-uniform);
+- ``tiny``: 10-24 small objects, 0.3-3 % of the image each (log-uniform);
 - ``huge``: 1-3 objects of 15-55 % of the image each (they overlap and run off the border);
 - ``mixed``: one large object (12-40 %), sometimes a medium one, and 5-14 small ones;
 
@@ -13,12 +14,22 @@ and ``regime="per-image"`` (the default) draws the regime of each image from its
 Scene content: class 0 is the background "stuff": one to three regions with smooth-noise,
 stripe or gradient textures in low-saturation colours, plus clutter (small distractor shapes in
 the background colour family, labelled background). Classes ``1..K-1`` are objects drawn as
-ellipses, rotated rectangles and polygons. Each class has a typical hue and texture (plain,
-striped, checkered, dotted), and classes come in pairs sharing a hue family but not a texture.
-Per-object jitter of hue, saturation, brightness, texture period and angle, a global
-illumination gradient and pixel noise complete the scene, so classes are learnable from colour
-*and* texture but not separable by colour alone (a nearest-colour rule gets about 70 % of the
-object pixels of the default 6 classes right).
+ellipses, rotated rectangles and polygons. Classes come in pairs sharing a hue family, and what
+tells the two members of a pair apart depends on the object's size, so that scale calls for
+different routes:
+
+- a *small* object (under ``LARGE_OBJECT_AREA`` of the image) shows its class by a **fine
+  texture**: the first member is plain, the second carries a checkerboard of 1.5-2.5 pixel
+  cells. Seeing it needs full-resolution features (the 1/4 scale);
+- a *large* object shows its class only by **large-scale context**: a brightness ramp across the
+  whole object, horizontal for the first member and vertical for the second. Its fine texture is
+  drawn at random (plain or checkered whatever the class), so fine features mislead on it and
+  only a wide receptive field (the coarse scales) tells the members apart.
+
+Per-object jitter of hue, saturation, brightness and texture cell, a weak global illumination
+gradient and pixel noise complete the scene, so classes are learnable from colour, texture and
+context but not separable by colour alone (a nearest-colour rule gets about half of the object
+pixels of the default 6 classes right).
 
 Every image is generated on demand from ``numpy.random.default_rng([seed, crc32(split),
 index])``: the same ``(seed, split, index)`` always gives the same bytes, whatever else was
@@ -41,6 +52,7 @@ from dynviz.data.base import DatasetTransform, SegmentationDataset
 from dynviz.data.errors import DataError
 
 __all__ = [
+    "LARGE_OBJECT_AREA",
     "REGIMES",
     "REGIME_CODES",
     "Regime",
@@ -59,6 +71,10 @@ REGIME_CODES: dict[str, int] = {"tiny": 0, "huge": 1, "mixed": 2}
 SMALL_OBJECT_AREA = 0.01
 """Objects below this fraction of the image count as small (``small_fraction``)."""
 
+LARGE_OBJECT_AREA = 0.04
+"""Objects of at least this fraction of the image show their class by a brightness ramp (large-scale
+context); smaller ones by their fine texture."""
+
 MAX_CLASSES = 255  # label values 0..254; 255 is ignore
 
 _HUE_NAMES = (
@@ -75,7 +91,7 @@ _HUE_NAMES = (
     "magenta",
     "pink",
 )
-_TEXTURES = ("plain", "striped", "checkered", "dotted")
+_FINE = ("plain", "checkered")  # fine textures of objects
 _SHAPES = ("ellipse", "rectangle", "polygon")
 
 
@@ -86,9 +102,8 @@ class _ClassStyle:
     hue: float  # in [0, 1)
     saturation: float
     value: float
-    texture: str  # one of _TEXTURES
-    period: float  # texture period in pixels
-    angle: float  # typical stripe angle in radians
+    texture: str  # fine texture of its small objects: plain or checkered
+    axis: int  # brightness ramp of its large objects: 0 horizontal, 1 vertical
 
 
 @dataclass(frozen=True)
@@ -113,8 +128,8 @@ class SyntheticSample:
 def _class_styles(num_classes: int) -> list[_ClassStyle]:
     """Fixed styles for classes ``1..K-1`` (independent of the seed, so seeds share classes).
 
-    Object classes come in pairs that share a hue family and differ in texture (plain vs
-    checkered, striped vs dotted), so colour alone does not separate them.
+    Object classes come in pairs that share a hue family; the first member of a pair is plain
+    with a horizontal ramp when large, the second checkered with a vertical ramp.
     """
     count = num_classes - 1
     groups = (count + 1) // 2
@@ -125,10 +140,9 @@ def _class_styles(num_classes: int) -> list[_ClassStyle]:
             _ClassStyle(
                 hue=(0.02 + group / groups) % 1.0,
                 saturation=0.85 if group % 2 == 0 else 0.65,
-                value=0.9 if group % 3 != 1 else 0.75,
-                texture=_TEXTURES[(group + 2 * member) % len(_TEXTURES)],
-                period=4.0 + 2.0 * (k % 3),
-                angle=math.pi * ((0.25 + 0.37 * k) % 1.0),
+                value=0.9 if group % 3 != 1 else 0.8,
+                texture=("plain", "checkered")[member],
+                axis=member,
             )
         )
     return styles
@@ -183,11 +197,8 @@ def _texture(
         along = xx * math.cos(angle) + yy * math.sin(angle)
         return 0.5 + 0.5 * np.sin(2.0 * math.pi * along / period + phase)
     if kind == "checkered":
-        cells = np.floor(xx / period) + np.floor(yy / period)
+        cells = np.floor(xx / period + phase) + np.floor(yy / period + phase)
         return (cells % 2).astype(np.float32)
-    if kind == "dotted":
-        spots = np.cos(2.0 * math.pi * xx / period + phase) * np.cos(2.0 * math.pi * yy / period)
-        return (spots > 0.3).astype(np.float32)
     if kind == "gradient":
         along = xx * math.cos(angle) + yy * math.sin(angle)
         span = max(float(along.max() - along.min()), 1.0)
@@ -258,7 +269,7 @@ def _object_areas(rng: np.random.Generator, regime: str) -> list[float]:
     """Target areas (fractions of the image) in drawing order for one regime."""
 
     def small(n: int) -> list[float]:
-        return list(np.exp(rng.uniform(math.log(0.002), math.log(0.03), n)))
+        return list(np.exp(rng.uniform(math.log(0.003), math.log(0.03), n)))
 
     if regime == "tiny":
         return small(int(rng.integers(10, 25)))
@@ -436,15 +447,23 @@ class SyntheticScenes(SegmentationDataset):
             light = _hsv(
                 style.hue + rng.uniform(-0.04, 0.04),
                 style.saturation + rng.uniform(-0.15, 0.1),
-                style.value + rng.uniform(-0.2, 0.1),
+                style.value + rng.uniform(-0.15, 0.1),
             )
-            dark = light * rng.uniform(0.45, 0.7)
+            dark = light * rng.uniform(0.4, 0.55)
             rows, cols = window
             yy, xx = np.mgrid[rows, cols].astype(np.float32)
-            period = style.period * rng.uniform(0.8, 1.25)
-            angle = style.angle + rng.uniform(-0.4, 0.4)
-            pattern = _texture(rng, style.texture, yy, xx, period, angle)
+            large = fraction >= LARGE_OBJECT_AREA
+            # small: the class's own fine texture; large: a random one (it says nothing)
+            texture = _FINE[int(rng.integers(0, 2))] if large else style.texture
+            pattern = _texture(rng, texture, yy, xx, rng.uniform(1.5, 2.5), 0.0)
             patch = dark + (light - dark) * pattern[:, :, None]
+            if large:  # the class's ramp across the whole object, in either direction
+                along = (xx, yy)[style.axis][mask]
+                low, high = float(along.min()), float(along.max())
+                ramp = (along - low) / max(high - low, 1.0)
+                if rng.random() < 0.5:
+                    ramp = 1.0 - ramp
+                patch[mask] *= (0.35 + 0.65 * ramp)[:, None]
             image[window][mask] = patch[mask]
             label[window][mask] = cls
             instances[window][mask] = number
@@ -455,7 +474,7 @@ class SyntheticScenes(SegmentationDataset):
         yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
         angle = rng.uniform(0.0, 2.0 * math.pi)
         ramp = (xx * math.cos(angle) + yy * math.sin(angle)) / max(height, width)
-        image *= (1.0 + rng.uniform(0.05, 0.25) * (ramp - ramp.mean()))[:, :, None]
+        image *= (1.0 + rng.uniform(0.02, 0.1) * (ramp - ramp.mean()))[:, :, None]
         image += rng.normal(0.0, rng.uniform(0.01, 0.03), image.shape).astype(np.float32)
         return np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
 

@@ -592,8 +592,13 @@ class Trainer:
             self._log.histogram("gates/alpha", alphas.cpu(), self.iteration + 1)
         return values
 
-    def run(self, *, until: int | None = None) -> TrainResult:
+    def run(
+        self, *, until: int | None = None, label: str = "train", position: int | None = None
+    ) -> TrainResult:
         """Train to ``config.iters`` (or stop after iteration ``until``, checkpointing there).
+
+        ``label`` and ``position`` name the progress bar and its line, for several trainings
+        shown at once (``tqdm``'s ``desc`` and ``position``).
 
         Returns:
             The :class:`TrainResult`.
@@ -612,7 +617,13 @@ class Trainer:
             from tqdm import tqdm
 
             bar = tqdm(
-                total=cfg.iters, initial=self.iteration, desc="train", unit="it", dynamic_ncols=True
+                total=cfg.iters,
+                initial=self.iteration,
+                desc=label,
+                unit="it",
+                dynamic_ncols=True,
+                position=position,
+                leave=position is None,
             )
         last_loss: float | None = None
         window_start, window_iters = time.perf_counter(), 0
@@ -675,6 +686,13 @@ class Trainer:
         )
 
 
-def train(config: TrainConfig, *, resume: bool = False, until: int | None = None) -> TrainResult:
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    until: int | None = None,
+    label: str = "train",
+    position: int | None = None,
+) -> TrainResult:
     """Build a :class:`Trainer` and run it (see :meth:`Trainer.run`)."""
-    return Trainer(config, resume=resume).run(until=until)
+    return Trainer(config, resume=resume).run(until=until, label=label, position=position)
