@@ -32,7 +32,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 bench: $(STAMP)
-	$(VENV)/bin/dynviz bench
+	$(VENV)/bin/dynviz bench --update-docs
 
 clean-venv:
 	rm -rf $(VENV)

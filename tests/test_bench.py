@@ -81,7 +81,7 @@ def test_quick_bench_cli_writes_json_and_doc(tmp_path, capsys, small_fix):
         "--json",
         "--out",
         str(out),
-        "--doc",
+        "--update-docs",
         str(doc),
     ]
     assert cli(args) == 0
@@ -167,17 +167,17 @@ def test_update_doc_replaces_only_the_generated_block(tmp_path):
         command="dynviz bench --quick",
     )
     report.sections.append(Section("a", "A title", ["k", "v"], [["x", 1.5]]))
-    report.figures.append(Figure("a", "a ratio", 0.9, 1.15, "<="))
+    report.figures.append(Figure.of("a", "a ratio", [0.8, 0.9, 1.0], 1.15, "<="))
     doc = tmp_path / "perf.md"
     update_doc(doc, report)  # a new file
     first = doc.read_text(encoding="utf-8")
-    assert "| a | a ratio | 0.900x | <= 1.15x | yes |" in first
+    assert "| a | a ratio | 0.900x | 0.850-0.950x | <= 1.15x | yes |" in first
     doc.write_text("intro\n\n" + first + "\n## Notes\n\nkept\n", encoding="utf-8")
     report.figures[0].value = 2.0
     update_doc(doc, report)
     text = doc.read_text(encoding="utf-8")
     assert text.startswith("intro") and text.rstrip().endswith("kept")
-    assert "| 2.000x | <= 1.15x | NO |" in text and text.count(BEGIN_MARK) == 1
+    assert "| 2.000x | 0.850-0.950x | <= 1.15x | NO |" in text and text.count(BEGIN_MARK) == 1
 
 
 # ------------------------------------------------- the inference path computes the same
@@ -238,3 +238,30 @@ def test_docs_performance_has_the_generated_block():
         pytest.skip("docs/performance.md not generated yet")
     text = doc.read_text(encoding="utf-8")
     assert text.count(BEGIN_MARK) == 1 and "dynviz bench" in text
+
+
+def test_update_docs_is_refused_inside_an_installed_package(tmp_path, capsys):
+    import dynviz
+    from dynviz.commands.bench import doc_target
+
+    inside = Path(dynviz.__file__).resolve().parent / "performance.md"
+    with pytest.raises(ValueError, match="installed package"):
+        doc_target(inside)
+    with pytest.raises(ValueError, match="installed package"):
+        doc_target(tmp_path / "lib" / "site-packages" / "docs" / "performance.md")
+    with pytest.raises(ValueError, match="Markdown"):
+        doc_target(tmp_path / "perf.txt")
+    assert doc_target(tmp_path / "docs" / "performance.md").name == "performance.md"
+    # refused before anything is measured
+    assert cli(["bench", "--quick", "--sections", "g", "--update-docs", str(inside)]) == 2
+    assert "installed package" in capsys.readouterr().err
+
+
+def test_bench_writes_no_doc_unless_asked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "docs").mkdir()
+    args = ["bench", "--quick", "--size", "64", "96", "--repeats", "1", "--sections", "g"]
+    assert cli([*args, "--model", SMALL, *THREADS]) == 0
+    assert not (tmp_path / "docs" / "performance.md").exists()
+    assert cli([*args, "--model", SMALL, *THREADS, "--update-docs"]) == 0
+    assert BEGIN_MARK in (tmp_path / "docs" / "performance.md").read_text(encoding="utf-8")

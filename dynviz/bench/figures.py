@@ -474,10 +474,11 @@ def bench_export(settings: BenchSettings) -> SectionResult:
         figures.append(
             Figure.of(
                 "e",
-                f"dynamic / static PyTorch (best: {best_key}), {name}",
+                f"dynamic / static PyTorch (best), {name}",
                 timings.ratios(f"dynamic:{name}", f"{best_key}:{name}"),
                 EXPORT_TARGET,
                 ">=",
+                note=f"best static variant: {best_key}",
             )
         )
         if f"ort:{name}" in times:

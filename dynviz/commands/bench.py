@@ -1,9 +1,11 @@
 """``dynviz bench``: speed figures of real skipping, batching, export and the machine's limit.
 
-Every figure is a ratio of timings taken in one run on this machine (interleaved variants, a
-warm-up round, medians). A full run takes about 10-15 minutes on 2 cores and updates
-``docs/performance.md``; ``--quick`` takes about a minute at small sizes and writes no doc
-unless ``--doc`` is given.
+Every figure is the median, over interleaved rounds, of a ratio of timings taken in the same
+round on this machine, with its quartiles (after a warm-up round). A full run takes about 10-15
+minutes on 2 cores; ``--quick`` about a minute at small sizes. Neither writes any file unless
+asked: ``--out FILE`` for the JSON report, ``--update-docs [DOC]`` to rewrite the generated block
+of a performance doc (``docs/performance.md`` of the current folder by default, e.g. a dynviz
+checkout; never a file inside an installed package).
 """
 
 from __future__ import annotations
@@ -19,18 +21,18 @@ from dynviz.bench import SECTIONS, BenchSettings, run_bench, update_doc
 from dynviz.commands import positive_int
 from dynviz.model.config import ConfigError
 
-__all__ = ["DEFAULT_DOC", "configure_parser", "main"]
+__all__ = ["DEFAULT_DOC", "configure_parser", "doc_target", "main"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DOC = Path(__file__).resolve().parents[2] / "docs" / "performance.md"
+DEFAULT_DOC = Path("docs") / "performance.md"  # relative to the current folder
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="small sizes and 2 repeats (about a minute); no doc unless --doc",
+        help="small sizes and few repeats (about a minute on 2 idle cores)",
     )
     parser.add_argument(
         "--size",
@@ -68,9 +70,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--out", help="also write the JSON report to this file")
     parser.add_argument(
-        "--doc", help=f"the doc to update (default {DEFAULT_DOC.name} in docs/ for full runs)"
+        "--update-docs",
+        nargs="?",
+        const=str(DEFAULT_DOC),
+        metavar="DOC",
+        help=f"rewrite the generated block of DOC (default {DEFAULT_DOC.as_posix()} in the "
+        "current folder); refused inside an installed package",
     )
-    parser.add_argument("--no-doc", action="store_true", help="do not update any doc")
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -118,9 +124,32 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     return settings
 
 
+def doc_target(path: str | Path) -> Path:
+    """The doc ``--update-docs`` may rewrite: any Markdown file outside an installed package.
+
+    Raises:
+        ValueError: the file lies inside ``site-packages``/``dist-packages`` or inside the
+            installed ``dynviz`` package, or is not a ``.md`` file.
+    """
+    import dynviz
+
+    target = Path(path).resolve()
+    package = Path(dynviz.__file__).resolve().parent
+    installed = {"site-packages", "dist-packages"} & set(target.parts)
+    if installed or target.is_relative_to(package):
+        raise ValueError(
+            f"--update-docs {path}: {target} is inside an installed package; run the bench "
+            "from a dynviz checkout, or name a doc of yours"
+        )
+    if target.suffix.lower() != ".md":
+        raise ValueError(f"--update-docs {path}: not a Markdown (.md) file")
+    return target
+
+
 def main(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(args)
+        doc = None if args.update_docs is None else doc_target(args.update_docs)
         report = run_bench(settings, command=_command(args))
     except (ValueError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -130,7 +159,6 @@ def main(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    doc = None if args.no_doc else (args.doc or (None if args.quick else DEFAULT_DOC))
     if doc is not None:
         update_doc(doc, report)
     if args.json:
