@@ -27,7 +27,6 @@ from dynviz.runs import Catalog, find_folders, modified_time
 from dynviz.uploads import ImageView
 
 PAPER_SIZE = (1024, 2048)  # Cityscapes, where the paper's numbers are counted
-GMACS = "GMACs (1 MAC = 1 multiply-add = the paper's FLOP)"
 _MAX_DEPTH = 6
 _MAX_DIRS = 5000
 
@@ -141,6 +140,63 @@ def table1(paths: tuple[str, ...], mtimes: tuple[float, ...]) -> pd.DataFrame:
     from dynviz.report import table1 as table
 
     return table([load_records(p, m) for p, m in zip(paths, mtimes, strict=True)])
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def compare_rows(tables: tuple[str, ...], mtimes: tuple[float, ...]) -> pd.DataFrame:
+    """The Table-1 comparisons (``table1.csv``) found in the folder, one frame with a ``table``
+    column (``dynviz.runs.read_compare_table``)."""
+    from dynviz.runs import read_compare_table
+
+    frames = [read_compare_table(t).assign(table=t) for t in tables]
+    frames = [f for f in frames if "method" in f.columns]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def compare_dataframe(frame: pd.DataFrame, unit: Any, *, key: str) -> None:
+    """Show Table-1 comparison rows with readable columns and costs in ``unit``."""
+    shown = pd.DataFrame(
+        {
+            "network": frame["method"],
+            "kind": frame["kind"],
+            "mIoU (%)": 100 * frame["miou"],
+            f"real {unit.label} avg": unit(frame["gmacs_avg"]),
+            "max": unit(frame["gmacs_max"]),
+            "min": unit(frame["gmacs_min"]),
+            "params (M)": frame["params"] / 1e6,
+            "images": frame["images"],
+            "modeled from": frame["modeled_from"],
+        }
+    )
+    st.dataframe(
+        shown,
+        hide_index=True,
+        width="stretch",
+        key=key,
+        column_config={
+            "mIoU (%)": st.column_config.NumberColumn(
+                format="%.2f", help="data-set mIoU on the comparison's validation images"
+            ),
+            f"real {unit.label} avg": st.column_config.NumberColumn(
+                format="%.4g", help="executed cost per image (paper: GFLOPs Avg)"
+            ),
+            "max": st.column_config.NumberColumn(format="%.4g"),
+            "min": st.column_config.NumberColumn(format="%.4g"),
+            "params (M)": st.column_config.NumberColumn(format="%.3f"),
+        },
+    )
+
+
+@st.cache_data(show_spinner="Measuring how routes adapt...", max_entries=16)
+def adaptivity(path: str, mtime: float) -> Any:
+    """``dynviz.analysis.adaptivity.route_adaptivity`` of a dynamic model's records (None for
+    a static or forced route: every image takes the same one)."""
+    from dynviz.analysis.adaptivity import route_adaptivity
+
+    records = load_records(path, mtime)
+    if records.meta.get("forced_route") or not records.meta.get("dynamic", True):
+        return None
+    return route_adaptivity(records.gates, records.images)
 
 
 # ------------------------------------------------------------------------ models and data
@@ -386,43 +442,75 @@ def zoo_spaces() -> dict[str, str]:
     }
 
 
+def inference_device() -> str:
+    """Where the explorer runs networks: ``cuda`` when torch sees a GPU, else ``cpu`` (the
+    device a latency measurement must use to describe them)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 @st.cache_data(show_spinner="Timing every node on this machine...", max_entries=16)
-def node_latency(config_json: str, height: int, width: int) -> Any:
-    """``dynviz.latency.measure_node_latency`` of a config at an input size (3 repeats)."""
+def node_latency(config_json: str, height: int, width: int, device: str = "cpu") -> Any:
+    """``dynviz.latency.measure_node_latency`` of a config at an input size, with the settings
+    of ``dynviz flops --time`` (so both agree on one machine), on ``device``."""
     from dynviz.latency import measure_node_latency
     from dynviz.model import RoutingSpaceConfig
 
     config = RoutingSpaceConfig.from_dict(json.loads(config_json))
-    return measure_node_latency(config, (height, width), repeats=3, tune_malloc=True)
+    return measure_node_latency(
+        config, (height, width), tune_malloc=True, max_wait=0.05, device=device
+    )
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def latency_tables(
-    config_json: str, height: int, width: int, routes: tuple[tuple[str, str], ...]
+    config_json: str,
+    height: int,
+    width: int,
+    routes: tuple[tuple[str, str], ...],
+    device: str = "cpu",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The measured node table (``latency_rows``) and the routes' estimated times
     (``route_times``; ``routes`` are ``(name, route JSON)`` pairs of this config's space)."""
     from dynviz.latency import latency_rows, route_times
     from dynviz.model.route import Route
 
-    latency = node_latency(config_json, height, width)
+    latency = node_latency(config_json, height, width, device)
     nodes = pd.DataFrame([row.to_json() for row in latency_rows(latency)])
     static = {name: Route.from_dict(json.loads(data), source=name) for name, data in routes}
     return nodes, pd.DataFrame(route_times(latency, static))
 
 
-def routes_of_space(config_json: str, records: str | None) -> tuple[tuple[str, str], ...]:
-    """The zoo's special cases drawn in this space (``dynviz.zoo.special_case_routes``), and the
-    common network (95%) of the selected records when they were made in it: ``(name, route
-    JSON)`` pairs."""
+def routes_of_space(
+    config_json: str, records: str | None, runs: tuple[str, ...] = ()
+) -> tuple[tuple[str, str], ...]:
+    """The zoo's special cases drawn in this space (``dynviz.zoo.special_case_routes``), the
+    static routes trained in the folder in this space (e.g. the demo's U-Net-like, FCN-like and
+    Common-Budget runs), and the common network (95%) of the selected records when they were
+    made in it: ``(name, route JSON)`` pairs."""
     from dynviz.analysis import CommonNetError, extract_common
     from dynviz.model import RoutingSpaceConfig
+    from dynviz.model.route import Route
     from dynviz.zoo import special_case_routes
 
     space = RoutingSpaceConfig.from_dict(json.loads(config_json))
     out = [
         (name, json.dumps(route.to_dict())) for name, route in special_case_routes(space).items()
     ]
+    same = {k: v for k, v in space.to_dict().items() if k != "num_classes"}
+    for run in runs:
+        data = load_run_config(run, stamp(Path(run) / "config.yaml")).get("route")
+        if not data or not isinstance(data.get("space"), dict):
+            continue
+        if {k: v for k, v in data["space"].items() if k != "num_classes"} != same:
+            continue
+        try:
+            route = Route.from_dict(data, source=run)
+        except (ValueError, KeyError):
+            continue
+        name = f"{route.name} (run {Path(run).name})"
+        out.append((name, json.dumps(Route(space, route.paths, name=name).to_dict())))
     if records is not None:
         rec = load_records(records, stamp(records))
         if rec.config == space:

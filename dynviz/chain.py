@@ -219,17 +219,11 @@ def _record_step(run_dir: str, data: str, out: str, name: str, progress: bool) -
 
 
 def _analyze_step(records: list[str], out: str, threshold: float) -> dict[str, Any]:
-    from dynviz.analysis.adaptivity import route_adaptivity
     from dynviz.record import read_records
     from dynviz.report import analyze
 
-    loaded = [read_records(path) for path in records]
-    analyze(loaded, out, threshold=threshold)
-    figures = {}
-    for rec in loaded:
-        figures[rec.label] = route_adaptivity(rec.gates, rec.images).to_dict()
-    Path(out, "adaptivity.json").write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
-    return {"adaptivity": figures}
+    report = analyze([read_records(path) for path in records], out, threshold=threshold)
+    return {"adaptivity": report.summary.get("adaptivity")}
 
 
 def _extract_step(records: str, out: str, threshold: float) -> dict[str, Any]:

@@ -126,11 +126,12 @@ _ORDER = {"dynamic": 0, "fix": 1, "common": 2, "special case": 3, "static": 4}
 def markdown(rows: list[CompareRow], *, note: str = "") -> str:
     """The Table 1 layout as Markdown: dynamic models first, then common nets and static ones.
 
-    Costs below 1 GMAC are shown in MMACs so small test inputs stay readable.
+    Costs follow :mod:`dynviz.units` (GMACs, or MMACs when the dearest is under 1 GMAC).
     """
+    from dynviz.units import mac_unit
+
     ordered = sorted(rows, key=lambda r: _ORDER.get(r.kind, 9))
-    top = max((r.gmacs_max for r in rows if math.isfinite(r.gmacs_max)), default=1.0)
-    unit, scale = ("GMACs", 1.0) if top >= 1 else ("MMACs", 1e3)
+    unit, scale = mac_unit([r.gmacs_max for r in rows])
     lines = [
         f"| Method | Kind | Dynamic | Modeled from | mIoU (%) | {unit} avg | {unit} max | "
         f"{unit} min | Params (M) |",

@@ -164,6 +164,7 @@ def measure_calls(
     min_time: float = 0.0,
     max_wait: float | None = None,
     retakes: int = 3,
+    sync: Callable[[], object] | None = None,
 ) -> Timings:
     """Interleaved timings of each function, with the CPU wait of every sample.
 
@@ -171,27 +172,34 @@ def measure_calls(
     the same neighbour). ``min_time`` > 0 repeats a call within a sample until that many
     seconds have passed, for very short calls. With ``max_wait``, a sample whose threads
     waited for a CPU longer than that share of its wall time (another job took the core) is
-    taken again, up to ``retakes`` times, keeping the least disturbed one.
+    taken again, up to ``retakes`` times, keeping the least disturbed one. ``sync`` (e.g.
+    ``torch.cuda.synchronize``) runs before a sample starts and before it stops, so work queued
+    on an accelerator is timed, not just launched.
     """
     names = list(calls)
+    wait_for = sync or (lambda: None)
     samples: dict[str, list[float]] = {k: [] for k in names}
     waits: dict[str, list[float | None]] = {k: [] for k in names}
     inner = dict.fromkeys(names, 1)
     retaken = 0
     for _ in range(warmup):
         for k in names:
+            wait_for()
             start = time.perf_counter()
             calls[k]()
+            wait_for()
             elapsed = time.perf_counter() - start
             if min_time > 0 and elapsed < min_time:
                 inner[k] = max(1, min(1000, int(min_time / max(elapsed, 1e-7))))
 
     def sample(k: str) -> tuple[float, float | None]:
         n = inner[k]
+        wait_for()
         wait0 = cpu_wait()
         start = time.perf_counter()
         for _ in range(n):
             calls[k]()
+        wait_for()
         wall = time.perf_counter() - start
         wait1 = cpu_wait()
         share = None if wait0 is None or wait1 is None else (wait1 - wait0) / max(wall, 1e-9)
@@ -254,6 +262,9 @@ class NodeLatency:
     decoder_fixed: float  # predictor and the final upsampling
     repeats: int = 5
     unit: str = field(default="s")
+    spread: dict[str, list[tuple[float, float] | None]] = field(default_factory=dict)
+    # first and third quartile of each component's repeats, like per_scale
+    device: str = "cpu"
 
     def scale_rows(self) -> list[dict[str, float | int | None]]:
         """One dict per scale: ``stride`` and the seconds of each component."""
@@ -275,6 +286,7 @@ class NodeLatency:
             "per_scale": self.per_scale,
             "stem": self.stem,
             "decoder_fixed": self.decoder_fixed,
+            "device": self.device,
         }
 
     @classmethod
@@ -289,6 +301,7 @@ class NodeLatency:
             per_scale=data["per_scale"],
             stem=float(data["stem"]),
             decoder_fixed=float(data["decoder_fixed"]),
+            device=str(data.get("device", "cpu")),
         )
 
     def to_json(self) -> dict[str, object]:
@@ -301,6 +314,8 @@ class NodeLatency:
             "unit": self.unit,
             "stem": self.stem,
             "decoder_fixed": self.decoder_fixed,
+            "device": self.device,
+            "repeats": self.repeats,
             "per_scale": self.scale_rows(),
         }
 
@@ -309,8 +324,10 @@ def _memory(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-def _module(m: nn.Module, channels_last: bool, fold: bool) -> nn.Module:
-    m = m.eval()
+def _module(
+    m: nn.Module, channels_last: bool, fold: bool, device: torch.device | None = None
+) -> nn.Module:
+    m = m.eval().to(device or "cpu")
     if fold:
         from dynviz.export import fold_batchnorm
 
@@ -343,6 +360,7 @@ def measure_node_latency(
     min_time: float = 2e-3,
     max_wait: float | None = None,
     tune_malloc: bool = False,
+    device: str | torch.device | None = None,
 ) -> NodeLatency:
     """Time every component of ``config`` at ``size`` on this machine.
 
@@ -363,8 +381,17 @@ def measure_node_latency(
             already run tuned (:func:`dynviz.commands.guarded`); afterwards the thresholds go
             back to what they were (glibc's initial ones, without its dynamic adjustment, if
             they were never set).
+        device: where to time (default CPU): the device the network runs on. On CUDA every
+            sample is bracketed by ``torch.cuda.synchronize`` (the kernels are timed, not their
+            launch), channels-last and malloc tuning are CPU matters and the CPU-wait retakes
+            do not apply.
     """
     from dynviz.allocator import malloc_tuned
+
+    device = torch.device(device or "cpu")
+    cuda = device.type == "cuda"
+    if cuda:
+        channels_last, tune_malloc, max_wait = False, False, None
 
     previous = torch.get_num_threads()
     if threads is not None:
@@ -379,13 +406,13 @@ def measure_node_latency(
             keep_alive: list[object] = []
 
             def rand(*shape: int) -> torch.Tensor:
-                return _memory(torch.randn(*shape, generator=gen), channels_last)
+                return _memory(torch.randn(*shape, generator=gen), channels_last).to(device)
 
             for s in range(config.num_scales):
                 c = config.channels(s)
                 h, w = height // 4 >> s, width // 4 >> s
                 x = rand(batch, c, h, w)
-                op = _module(SepConv(c), channels_last, fold)
+                op = _module(SepConv(c), channels_last, fold, device)
 
                 def run_op(op: nn.Module = op, x: torch.Tensor = x) -> torch.Tensor:
                     y = op(x)
@@ -398,29 +425,30 @@ def measure_node_latency(
                         SoftConditionalGate(c, 3, small=config.gate.value == "small"),
                         channels_last,
                         fold,
+                        device,
                     )
                     calls[f"gate.{s}"] = lambda gate=gate, x=x: gate(x)
-                    alpha = torch.rand(batch, 1, 1, 1, generator=gen)
+                    alpha = torch.rand(batch, 1, 1, 1, generator=gen).to(device)
                     calls[f"keep.{s}"] = lambda x=x, a=alpha: x * a
                 if s > 0:
-                    up = _module(UpTransform(c), channels_last, fold)
+                    up = _module(UpTransform(c), channels_last, fold, device)
                     calls[f"up.{s}"] = lambda up=up, x=x: up(x)
                 if s < config.num_scales - 1:
-                    down = _module(DownTransform(c), channels_last, fold)
+                    down = _module(DownTransform(c), channels_last, fold, device)
                     calls[f"down.{s}"] = lambda down=down, x=x: down(x)
                 other = rand(batch, c, h, w)
                 calls[f"add.{s}"] = lambda x=x, other=other: x + other
                 top = s == config.num_scales - 1
                 c_out = c // 2 if s > 0 else config.base_channels
-                lateral = _module(_Lateral(c, c_out, s > 0), channels_last, fold)
+                lateral = _module(_Lateral(c, c_out, s > 0), channels_last, fold, device)
                 y_in = rand(batch, c, h, w) if not top else torch.zeros_like(x)
                 calls[f"lateral.{s}"] = lambda lat=lateral, y=y_in, x=x: lat(y, x)
                 keep_alive += [x, other, y_in]
-            stem = _module(Stem(config.base_channels), channels_last, fold)
+            stem = _module(Stem(config.base_channels), channels_last, fold, device)
             images = rand(batch, 3, height, width)
             calls["stem"] = lambda: stem(images)
             predictor = nn.Conv2d(config.base_channels, config.num_classes, 3, padding=1)
-            predictor = _module(predictor, channels_last, False)
+            predictor = _module(predictor, channels_last, False, device)
             y0 = rand(batch, config.base_channels, height // 4, width // 4)
 
             def run_fixed() -> torch.Tensor:
@@ -431,13 +459,27 @@ def measure_node_latency(
 
             calls["decoder_fixed"] = run_fixed
             with torch.inference_mode():
-                times = time_calls(
-                    calls, repeats=repeats, warmup=1, min_time=min_time, max_wait=max_wait
+                timings = measure_calls(
+                    calls,
+                    repeats=repeats,
+                    warmup=1,
+                    min_time=min_time,
+                    max_wait=max_wait,
+                    sync=(lambda: torch.cuda.synchronize(device)) if cuda else None,
                 )
+            times = timings.median
+            quarts = timings.quartiles
         finally:
             torch.set_num_threads(previous)
     per_scale: dict[str, list[float | None]] = {
         k: [times.get(f"{k}.{s}") for s in range(config.num_scales)] for k in COMPONENTS
+    }
+    spread: dict[str, list[tuple[float, float] | None]] = {
+        k: [
+            (quarts[f"{k}.{s}"][0], quarts[f"{k}.{s}"][2]) if f"{k}.{s}" in quarts else None
+            for s in range(config.num_scales)
+        ]
+        for k in COMPONENTS
     }
     if not config.has_gates:
         per_scale["keep"] = [0.0] * config.num_scales
@@ -451,6 +493,8 @@ def measure_node_latency(
         stem=times["stem"],
         decoder_fixed=times["decoder_fixed"],
         repeats=repeats,
+        spread=spread,
+        device=str(device),
     )
 
 
@@ -601,7 +645,9 @@ class LatencyRow:
     stride: int
     component: str
     macs: float
-    seconds: float
+    seconds: float  # median of the repeats
+    low: float | None = None  # first quartile of the repeats, seconds
+    high: float | None = None  # third quartile
 
     @property
     def gmacs_per_s(self) -> float:
@@ -614,6 +660,8 @@ class LatencyRow:
             "component": self.component,
             "mmacs": self.macs / 1e6,
             "ms": self.seconds * 1e3,
+            "ms_q1": None if self.low is None else self.low * 1e3,
+            "ms_q3": None if self.high is None else self.high * 1e3,
             "gmacs_per_s": self.gmacs_per_s,
         }
 
@@ -641,7 +689,9 @@ def latency_rows(latency: NodeLatency, table: CostTable | None = None) -> list[L
             t = latency.per_scale[component][s]
             if t is None or m == 0:
                 continue
-            rows.append(LatencyRow(s, config.stride(s), component, m, float(t)))
+            quartiles = (latency.spread.get(component) or [None] * config.num_scales)[s]
+            low, high = quartiles if quartiles is not None else (None, None)
+            rows.append(LatencyRow(s, config.stride(s), component, m, float(t), low, high))
     return rows
 
 
@@ -673,14 +723,15 @@ def route_times(latency: NodeLatency, routes: Mapping[str, Route]) -> list[dict[
 def format_latency(latency: NodeLatency, table: CostTable | None = None) -> str:
     """A plain-text table of :func:`latency_rows` with the op spread across scales."""
     rows = latency_rows(latency, table)
-    head = ["scale", "component", "MMACs", "ms", "GMAC/s"]
+    head = ["scale", "component", "MMACs", "ms", "ms Q1-Q3", "GMAC/s"]
     body = [
         [
             f"1/{r.stride}",
             r.component,
-            f"{r.macs / 1e6:.1f}",
-            f"{r.seconds * 1e3:.2f}",
-            f"{r.gmacs_per_s:.1f}",
+            f"{r.macs / 1e6:.3g}",
+            f"{r.seconds * 1e3:.3g}",
+            "-" if r.low is None else f"{r.low * 1e3:.3g}-{r.high * 1e3:.3g}",
+            f"{r.gmacs_per_s:.3g}",
         ]
         for r in rows
     ]
@@ -698,8 +749,8 @@ def format_latency(latency: NodeLatency, table: CostTable | None = None) -> str:
     lines.insert(
         0,
         f"time per node at {h}x{w}, batch {latency.batch}, threads "
-        f"{latency.threads} ({'channels_last' if latency.channels_last else 'NCHW'}), "
-        f"median of {latency.repeats}",
+        f"{latency.threads} ({'channels_last' if latency.channels_last else 'NCHW'}) on "
+        f"{latency.device}, median of {latency.repeats} interleaved repeats",
     )
     if ops:
         lines.append(

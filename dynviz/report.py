@@ -39,6 +39,8 @@ from dynviz.analysis import (
     routing_vs_scale,
     scale_summary,
 )
+from dynviz.analysis.adaptivity import RouteAdaptivity, route_adaptivity
+from dynviz.labels import readable, readable_columns
 from dynviz.record import (
     Records,
     combine_records,
@@ -46,6 +48,7 @@ from dynviz.record import (
     path_cost_frame,
     record_labels,
 )
+from dynviz.units import MAC_NOTE, mac_unit
 
 __all__ = ["Report", "analyze", "records_path_costs", "routing_figure", "slug", "table1"]
 
@@ -150,6 +153,8 @@ def analyze(
     Returns:
         A :class:`Report` listing the files.
     """
+    from matplotlib.figure import Figure
+
     from dynviz.graph import space_graph, to_graphml, to_json
     from dynviz.plots import mpl as plots
 
@@ -185,6 +190,13 @@ def analyze(
     for name, frame in tables.items():
         frame.to_csv(out / f"{name}.csv", index=False, float_format="%.6g")
         report.tables[name] = f"{name}.csv"
+    adaptivity = {}
+    for rec, label in zip(records, labels, strict=True):
+        if rec.meta.get("dynamic", True) and not rec.meta.get("forced_route"):
+            adaptivity[label] = route_adaptivity(rec.gates, rec.images).to_dict()
+    (out / "adaptivity.json").write_text(json.dumps(adaptivity, indent=2) + "\n", encoding="utf-8")
+    report.tables["adaptivity (JSON)"] = "adaptivity.json"
+    report.summary["adaptivity"] = adaptivity
     common = (
         per_path.assign(common=per_path["p"] > threshold)
         .groupby("model", observed=True)["common"]
@@ -202,6 +214,15 @@ def analyze(
         title="Distribution of path activation probability",
     )
     report.figures["fig5_probability"] = _save(ax.figure, out, "fig5_probability", formats, dpi)
+    fig = Figure(figsize=(11.0, 3.8), dpi=100, layout="constrained")
+    by_layer, by_scale = fig.subplots(1, 2, width_ratios=[2, 1], sharey=True)
+    plots.probability_violins(
+        per_path, x="layer", ax=by_layer, title="Fig. 5 per layer", xlabel="layer"
+    )
+    plots.probability_violins(
+        per_path, x="scale", ax=by_scale, title="Fig. 5 per scale", xlabel="scale"
+    )
+    report.figures["fig5_layer_scale"] = _save(fig, out, "fig5_layer_scale", formats, dpi)
     ax = plots.cost_histogram(images, title="Real cost per image")
     report.figures["cost_histogram"] = _save(ax.figure, out, "cost_histogram", formats, dpi)
     report.figures["routing_vs_scale"] = _save(
@@ -339,29 +360,47 @@ def _write_report(
             f"{rec.meta.get('data')} [{rec.meta.get('split')}] | "
             f"{sha + '...' if sha else 'untrained'} |"
         )
+    cost_columns = [c for c in costs.columns if c.endswith(("_mean", "_max", "_min"))]
+    cost_columns = [c for c in cost_columns if "gmacs" in c]
+    unit = mac_unit(costs[cost_columns].to_numpy().ravel())
     lines += [
         "",
         "## Cost and accuracy (Table 1 columns)",
         "",
-        "Real and expected GMACs per image (1 multiply-add = 1; the paper's GFLOPs). mIoU "
-        "is data-set level (summed confusion matrices).",
+        f"Real and expected cost per image in {unit.label} ({MAC_NOTE}). mIoU is data-set "
+        "level (summed confusion matrices).",
         "",
     ]
     shown = costs.copy()
     shown["miou"] = 100 * shown["miou"]
+    shown[cost_columns] = unit(shown[cost_columns])
     shown = shown.drop(columns=["miou_image_mean", "pixel_accuracy"]).rename(
         columns={
             "miou": "mIoU (%)",
-            "real_gmacs_mean": "real avg",
+            "real_gmacs_mean": f"real {unit.label} avg",
             "real_gmacs_max": "real max",
             "real_gmacs_min": "real min",
-            "expected_gmacs_mean": "expected avg",
+            "expected_gmacs_mean": f"expected {unit.label} avg",
             "expected_gmacs_max": "expected max",
             "expected_gmacs_min": "expected min",
         }
     )
     lines += [_markdown(shown), ""]
-    lines += ["## Activation probability (Fig. 5)", "", "![Fig. 5](fig5_probability.png)", ""]
+    adaptivity = report.summary.get("adaptivity") or {}
+    if adaptivity:
+        lines += ["## Do the routes adapt to the image?", ""]
+        for label, figures in adaptivity.items():
+            lines += [f"**{label}**", ""]
+            lines += [f"- {line}" for line in RouteAdaptivity(**figures).sentences()]
+            lines.append("")
+    lines += [
+        "## Activation probability (Fig. 5)",
+        "",
+        "![Fig. 5](fig5_probability.png)",
+        "",
+        "![Fig. 5 per layer and scale](fig5_layer_scale.png)",
+        "",
+    ]
     for label, (kept, total) in report.summary["common_paths"].items():
         lines.append(
             f"- {label}: {kept} of {total} paths are active in more than "
@@ -394,9 +433,18 @@ def _write_report(
         & (corr["stat"].isin(["stat_mean_object_area", "stat_small_fraction"]))
     ]
     if not focus.empty:
-        lines += ["Correlation over images (Pearson, Spearman):", "", _markdown(focus, 3), ""]
+        focus = focus.assign(
+            metric=focus["metric"].map(readable), stat=focus["stat"].map(readable)
+        ).rename(columns=readable_columns(list(focus.columns)))
+        lines += ["Correlation over images:", "", _markdown(focus, 3), ""]
     if not summary.by_regime.empty:
-        lines += ["Mean per scene regime:", "", _markdown(summary.by_regime, 3), ""]
+        by_regime = summary.by_regime.copy()
+        if "real_gmacs" in by_regime.columns:
+            regime_unit = mac_unit(by_regime["real_gmacs"])
+            by_regime["real_gmacs"] = regime_unit(by_regime["real_gmacs"])
+            by_regime = by_regime.rename(columns={"real_gmacs": f"real cost ({regime_unit.label})"})
+        by_regime = by_regime.rename(columns=readable_columns(list(by_regime.columns)))
+        lines += ["Mean per scene regime:", "", _markdown(by_regime, 3), ""]
     lines += ["## Files", ""]
     lines += [f"- [{name}]({file})" for name, file in report.tables.items()]
     for name, files in report.figures.items():

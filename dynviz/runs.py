@@ -26,8 +26,10 @@ __all__ = [
     "Catalog",
     "ModelInfo",
     "find_folders",
+    "COMPARE_TABLE",
     "measured_accuracy",
     "modified_time",
+    "read_compare_table",
     "read_metrics",
     "read_run_config",
     "records_model",
@@ -39,6 +41,9 @@ logger = logging.getLogger(__name__)
 
 RUN_FILES = ("config.yaml", "metrics.jsonl")
 """Files that make a folder a training run."""
+
+COMPARE_TABLE = "table1.csv"
+"""The Table-1 comparison ``dynviz compare`` writes."""
 
 _SKIP_DIRS = {".git", ".venv", "venv", "node_modules", "__pycache__", ".ipynb_checkpoints"}
 
@@ -52,6 +57,7 @@ class Catalog:
     runs: tuple[str, ...]
     records: tuple[str, ...]
     truncated: bool = False  # the search stopped early (too many folders)
+    tables: tuple[str, ...] = ()  # Table-1 comparisons (``table1.csv`` of ``dynviz compare``)
 
     def label(self, path: str) -> str:
         """``path`` relative to the root, for menus."""
@@ -72,12 +78,19 @@ def find_folders(
     base = Path(root).expanduser().resolve()
     runs: list[str] = []
     records: list[str] = []
+    tables: list[str] = []
     visited = 0
+
+    def catalog(truncated: bool = False) -> Catalog:
+        return Catalog(
+            str(base), tuple(sorted(runs)), tuple(sorted(records)), truncated, tuple(sorted(tables))
+        )
+
     if base.is_dir():
         for here, dirs, files in os.walk(base):
             visited += 1
             if visited > max_dirs:
-                return Catalog(str(base), tuple(sorted(runs)), tuple(sorted(records)), True)
+                return catalog(True)
             depth = len(Path(here).relative_to(base).parts)
             dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
             if depth >= max_depth or SIDECAR in files:
@@ -86,7 +99,24 @@ def find_folders(
                 records.append(here)
             elif any(n in files for n in RUN_FILES):
                 runs.append(here)
-    return Catalog(str(base), tuple(sorted(runs)), tuple(sorted(records)))
+            if COMPARE_TABLE in files:
+                tables.append(str(Path(here) / COMPARE_TABLE))
+    return catalog()
+
+
+def read_compare_table(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """A ``table1.csv`` of ``dynviz compare`` (or the demo): one row per network with its kind,
+    mIoU, real GMACs (avg, max, min) and parameters; empty when unreadable."""
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError) as err:
+        logger.warning("cannot read %s: %s", path, err)
+        return pd.DataFrame()
+    needed = {"method", "kind", "miou", "gmacs_avg"}
+    if not needed <= set(frame.columns):
+        logger.warning("%s is not a dynviz compare table (no %s)", path, sorted(needed))
+        return pd.DataFrame()
+    return frame
 
 
 def modified_time(path: str | os.PathLike[str]) -> float:
@@ -215,9 +245,20 @@ def measured_accuracy(
     records: Sequence[Records], runs: Sequence[str | os.PathLike[str]] = ()
 ) -> pd.DataFrame:
     """mIoU of named routes (special cases, common nets) where records or training runs of them
-    exist: records whose static or forced route has a name, runs whose route has one (their best
-    ``val_miou``). Columns ``model, source, mIoU, real GMACs, trained``."""
+    exist: records whose static or forced route has a name, runs whose route has one (their
+    last ``val_miou``, on the run's evaluation images). Columns ``model, kind, source, mIoU,
+    real GMACs, trained``; ``kind`` is ``special case`` for routes described as one (the zoo's
+    and the demo's), ``common`` for common networks, else ``static``."""
     from dynviz.analysis import cost_statistics
+
+    def kind(route: dict[str, Any]) -> str:
+        text = str(route.get("description") or "").lower()
+        name = str(route.get("name") or "").lower()
+        if text.startswith("special case") or "paper" in route:
+            return "special case"
+        if name.startswith("common") or text.startswith("common"):
+            return "common"
+        return "static"
 
     rows = []
     for rec in records:
@@ -227,6 +268,7 @@ def measured_accuracy(
             rows.append(
                 {
                     "model": route["name"],
+                    "kind": kind(route),
                     "source": f"records {Path(rec.path).name if rec.path else rec.label}",
                     "mIoU": float(stats["miou"]),
                     "real GMACs": float(stats["real_gmacs_mean"]),
@@ -240,10 +282,11 @@ def measured_accuracy(
             rows.append(
                 {
                     "model": route["name"],
+                    "kind": kind(route),
                     "source": f"run {Path(run).name}",
-                    "mIoU": float(metrics["val_miou"].max()),
+                    "mIoU": float(metrics["val_miou"].dropna().iloc[-1]),
                     "real GMACs": None,
                     "trained": True,
                 }
             )
-    return pd.DataFrame(rows, columns=["model", "source", "mIoU", "real GMACs", "trained"])
+    return pd.DataFrame(rows, columns=["model", "kind", "source", "mIoU", "real GMACs", "trained"])

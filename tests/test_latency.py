@@ -153,3 +153,32 @@ def test_measure_calls_reports_cpu_wait_and_retakes_contended_samples():
     forced = measure_calls(calls, repeats=2, warmup=0, max_wait=-1.0, retakes=3)
     assert forced.retaken == 4 * 3 and forced.contended == 4
     assert set(forced.median) == {"a", "b"}
+
+
+def test_node_rows_carry_the_spread_of_their_repeats():
+    from dynviz.latency import latency_rows, measure_node_latency
+    from dynviz.model.zoo import load_space
+
+    latency = measure_node_latency(load_space("tiny"), (32, 32), repeats=4, threads=1)
+    assert latency.device == "cpu" and latency.repeats == 4
+    rows = latency_rows(latency)
+    assert rows and all(r.low is not None and r.low <= r.seconds <= r.high for r in rows)
+    assert all(r.gmacs_per_s > 0 for r in rows)
+    data = rows[0].to_json()
+    assert data["ms_q1"] <= data["ms"] <= data["ms_q3"]
+
+
+def test_measure_calls_brackets_every_sample_with_sync():
+    from dynviz.latency import measure_calls
+
+    synced = []
+    timings = measure_calls(
+        {"a": lambda: None, "b": lambda: None},
+        repeats=3,
+        warmup=1,
+        sync=lambda: synced.append(1),
+    )
+    assert len(synced) == 2 * 2 * (3 + 1)  # before and after each sample and warm-up call
+    assert timings.ratios("a", "b") and len(timings.ratios("a", "b")) == 3
+    low, mid, high = timings.quartiles["a"]
+    assert low <= mid <= high

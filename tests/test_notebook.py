@@ -1,5 +1,6 @@
 """``analysis/explore_records.ipynb`` runs top to bottom (nbclient, in a temporary folder): on
-tiny records it makes itself, and on given records through its papermill ``parameters`` cell.
+tiny records it makes itself, on the demo's records when they exist, and on given records through
+its ``parameters`` cell.
 It is committed without outputs."""
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "analysis" / "explore_records.i
 
 def _execute(folder: Path, **parameters: object):
     """Run the notebook in ``folder``; parameters go in a cell after the ``parameters`` cell,
-    as papermill injects them."""
+    as a parameterising runner injects them."""
     nb = nbformat.read(NOTEBOOK, as_version=4)
     if parameters:
         index = next(
@@ -68,7 +69,9 @@ def test_runs_on_records_it_makes(tmp_path) -> None:
     nb = _execute(tmp_path)
     text = _text(nb)
     assert "static network:" in text and "paths:" in text  # the extraction and its YAML
-    assert "real_gmacs_mean" in text  # the Table-1-style table
+    assert "real MMACs avg" in text  # the Table-1-style table, in the unit rule of the reports
+    assert "Per-image real cost varies" in text  # the route adaptivity figures
+    assert "papermill" not in json.dumps(nbformat.writes(nb))  # not installed here: not suggested
     assert _images(nb) == 2  # Fig. 5 and the common network
     assert not any(tmp_path.iterdir())  # nothing written where it ran
 
@@ -79,3 +82,13 @@ def test_runs_on_given_records(tmp_path, tmp_path_factory) -> None:
     text = _text(nb)
     assert "Records('tiny', images=6" in text
     assert "more than 50% of 6 images" in text
+
+
+def test_opens_the_demo_records_when_they_exist(tmp_path, tmp_path_factory) -> None:
+    import shutil
+
+    source = shared_explorer_root(tmp_path_factory) / "records" / "tiny"
+    shutil.copytree(source, tmp_path / "runs" / "demo" / "records" / "budget")
+    nb = _execute(tmp_path)
+    text = _text(nb)
+    assert "using the demo's records" in text and "Records('tiny', images=6" in text

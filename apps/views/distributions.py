@@ -117,10 +117,42 @@ with right:
 
 st.subheader("Alpha distributions")
 by = st.radio("Split by", ["direction", "scale", "layer"], horizontal=True, key="dist_alpha_by")
+if by == "layer":  # one series per model: a histogram per layer and model is unreadable
+    per_layer = (
+        per_path.groupby(["model", "layer"], observed=True)
+        .agg(mean_alpha=("mean_alpha", "mean"), p=("p", "mean"))
+        .reset_index()
+    )
+    left, right = st.columns(2)
+    left.line_chart(
+        per_layer,
+        x="layer",
+        y="mean_alpha",
+        color="model",
+        height=300,
+        x_label="layer",
+        y_label="mean alpha of the layer's paths",
+    )
+    right.line_chart(
+        per_layer,
+        x="layer",
+        y="p",
+        color="model",
+        height=300,
+        x_label="layer",
+        y_label="mean activation probability",
+    )
+    st.caption(
+        "Per layer, averaged over its paths (and images): the mean alpha, and the share of "
+        "images in which a path of the layer is open. Split by direction or scale for the "
+        "alpha histograms."
+    )
+    st.stop()
 histogram = coarsen_histogram(matching(stats.histogram), by=(by,))
+label = (lambda v: f"1/{v}") if by == "scale" else str
 histogram = histogram.assign(
     alpha=histogram["bin_left"].map("{:.2f}".format),
-    group=histogram["model"].astype(str) + " / " + histogram[by].astype(str),
+    group=histogram["model"].astype(str) + " / " + histogram[by].map(label),
     share=100 * histogram["fraction"],
 )
 st.bar_chart(

@@ -11,16 +11,12 @@ import pandas as pd
 import streamlit as st
 
 from dynviz.plots.interactive import latency_bars
+from dynviz.units import mac_unit
 
 ctx = _state.context()
 
 st.title("Latency next to MACs")
-st.caption(
-    "Each node of the network (cell operation, gate, up and down transforms, decoder "
-    "lateral) timed on this machine at batch 1, beside its MACs. The same command-line "
-    "table: `dynviz flops MODEL --time`; a latency-weighted budget: "
-    "`dynviz train ... --budget-cost latency`."
-)
+device = _state.inference_device()
 
 spaces = dict(_state.zoo_spaces())
 default_size = (512, 1024)
@@ -42,7 +38,15 @@ name = c1.selectbox(
 height = int(c2.number_input("Height", 32, 2048, default_size[0], step=32, key="latency_h"))
 width = int(c3.number_input("Width", 32, 4096, default_size[1], step=32, key="latency_w"))
 config_json = spaces[name]
-wanted = (config_json, height, width)
+wanted = (config_json, height, width, device)
+space_name = json.loads(config_json).get("name", name)
+st.caption(
+    f"Each node of the `{space_name}` space (cell operation, gate, up and down transforms, "
+    f"decoder lateral) timed at batch 1 on this machine's {device.upper()}, where the explorer "
+    "runs the networks, beside its MACs: the median of interleaved repeats and their quartiles. "
+    f"The same table on the command line: `dynviz flops {space_name} --size {height} {width} "
+    "--time`; a latency-weighted budget: `dynviz train ... --budget-cost latency`."
+)
 
 if st.button(
     "Measure on this machine",
@@ -59,8 +63,8 @@ if st.session_state.get("latency_measured") != wanted:
     )
     st.stop()
 
-routes = _state.routes_of_space(config_json, ctx.records)
-nodes, times = _state.latency_tables(config_json, height, width, routes)
+routes = _state.routes_of_space(config_json, ctx.records, ctx.catalog.runs)
+nodes, times = _state.latency_tables(config_json, height, width, routes, device)
 ops = nodes[nodes["component"] == "op"]
 cols = st.columns(3)
 if len(ops) > 1:
@@ -80,30 +84,38 @@ cols[2].metric(
 st.plotly_chart(latency_bars(nodes), width="stretch", key="latency_bars")
 st.dataframe(
     nodes.assign(scale=nodes["stride"].map(lambda s: f"1/{s}"))[
-        ["scale", "component", "mmacs", "ms", "gmacs_per_s"]
+        ["scale", "component", "mmacs", "ms", "ms_q1", "ms_q3", "gmacs_per_s"]
     ],
     hide_index=True,
     width="stretch",
     column_config={
-        "mmacs": st.column_config.NumberColumn("MMACs", format="%.1f"),
-        "ms": st.column_config.NumberColumn("ms", format="%.3f"),
-        "gmacs_per_s": st.column_config.NumberColumn("GMAC/s", format="%.1f"),
+        "mmacs": st.column_config.NumberColumn("MMACs", format="%.4g"),
+        "ms": st.column_config.NumberColumn("ms (median)", format="%.4g"),
+        "ms_q1": st.column_config.NumberColumn(
+            "ms, 1st quartile", format="%.4g", help="spread of the repeats"
+        ),
+        "ms_q3": st.column_config.NumberColumn("ms, 3rd quartile", format="%.4g"),
+        "gmacs_per_s": st.column_config.NumberColumn(
+            "GMAC/s", format="%.3g", help="the node's MACs over its median time"
+        ),
     },
 )
 
 st.subheader("Static routes: estimated time against MACs")
 if len(times) == 1:
     st.caption(
-        "No special case or common network of this space to compare (the special cases "
-        "are routes of layer16; the common network needs records of this space)."
+        f"No static route of the `{space_name}` space to compare: the zoo's special cases are "
+        "routes of layer16, and no training run or records of this space hold a static route "
+        "or a common network."
     )
 else:
+    route_unit = mac_unit(pd.DataFrame(times)["gmacs"])
     st.dataframe(
-        pd.DataFrame(times),
+        pd.DataFrame(times).assign(gmacs=lambda t: route_unit(t["gmacs"])),
         hide_index=True,
         width="stretch",
         column_config={
-            "gmacs": st.column_config.NumberColumn("GMACs", format="%.4g"),
+            "gmacs": st.column_config.NumberColumn(route_unit.label, format="%.4g"),
             "ms": st.column_config.NumberColumn("estimated ms", format="%.4g"),
             "gmacs_ratio": st.column_config.NumberColumn("GMACs / all open", format="%.3f"),
             "time_ratio": st.column_config.NumberColumn("time / all open", format="%.3f"),

@@ -9,11 +9,14 @@ import _state
 import pandas as pd
 import streamlit as st
 
+from dynviz.labels import readable
+from dynviz.units import MAC_NOTE, mac_unit
+
 ctx = _state.context()
 catalog = ctx.catalog
 
 st.title("Overview")
-st.caption(f"Runs and records found in `{catalog.root}`. Costs in {_state.GMACS}.")
+st.caption(f"Runs and records found in `{catalog.root}`. Costs in MACs ({MAC_NOTE}).")
 
 if not catalog.runs and not catalog.records:
     st.info(
@@ -24,7 +27,20 @@ if not catalog.runs and not catalog.records:
     st.stop()
 
 # ---------------------------------------------------------------------- Table 1 comparison
-st.subheader("Models compared (Table 1 style)")
+compared = _state.compare_rows(catalog.tables, tuple(_state.stamp(t) for t in catalog.tables))
+if not compared.empty:
+    st.subheader("Table 1: every network compared")
+    for table_path, rows in compared.groupby("table", sort=True):
+        unit = mac_unit(rows["gmacs_max"])
+        st.caption(
+            f"`{catalog.label(str(Path(table_path).parent))}/table1.csv` (`dynviz compare`): "
+            f"dynamic models, the common network and the special cases evaluated on the same "
+            f"{int(rows['images'].iloc[0])} validation images, batch 1 with closed paths "
+            f"skipped. Costs in {unit.label}."
+        )
+        _state.compare_dataframe(rows, unit, key=f"overview_compare_{table_path}")
+
+st.subheader("Recorded models (Table 1 columns from the records)")
 if ctx.usable:
     paths, mtimes = ctx.all_records()
     try:
@@ -32,17 +48,16 @@ if ctx.usable:
     except (ValueError, OSError) as err:  # RecordError is a ValueError
         st.error(f"Cannot read the records: {err}")
     else:
-        shown = table.rename(
+        cost_columns = [c for c in table.columns if c.startswith(("real_gmacs", "expected_gmacs"))]
+        unit = mac_unit(table[cost_columns].to_numpy().ravel())
+        shown = table.assign(**{c: unit(table[c]) for c in cost_columns}).rename(
             columns={
-                "model": "model",
-                "images": "images",
                 "miou": "mIoU",
                 "pixel_accuracy": "pixel acc.",
-                "real_gmacs_mean": "real GMACs avg",
+                "real_gmacs_mean": f"real {unit.label} avg",
                 "real_gmacs_max": "real max",
                 "real_gmacs_min": "real min",
-                "expected_gmacs_mean": "expected GMACs avg",
-                "params": "params",
+                "expected_gmacs_mean": f"expected {unit.label} avg",
             }
         )
         columns = [
@@ -50,30 +65,34 @@ if ctx.usable:
             "images",
             "mIoU",
             "pixel acc.",
-            "real GMACs avg",
+            f"real {unit.label} avg",
             "real max",
             "real min",
-            "expected GMACs avg",
+            f"expected {unit.label} avg",
             "params",
             "routing",
             "weights",
             "data",
         ]
+        st.caption(
+            "Only networks with records (`dynviz record`) appear here; the comparison above, "
+            "when there is one, covers every trained network."
+        )
         st.dataframe(
             shown[columns],
             hide_index=True,
             width="stretch",
             column_config={
                 "mIoU": st.column_config.NumberColumn(
-                    format="%.4f", help="data-set mIoU (summed confusion)"
+                    format="%.4f", help="data-set mIoU over every recorded image"
                 ),
                 "pixel acc.": st.column_config.NumberColumn(format="%.4f"),
-                "real GMACs avg": st.column_config.NumberColumn(
+                f"real {unit.label} avg": st.column_config.NumberColumn(
                     format="%.4g", help="executed cost per image, averaged (paper: GFLOPs Avg)"
                 ),
                 "real max": st.column_config.NumberColumn(format="%.4g"),
                 "real min": st.column_config.NumberColumn(format="%.4g"),
-                "expected GMACs avg": st.column_config.NumberColumn(
+                f"expected {unit.label} avg": st.column_config.NumberColumn(
                     format="%.4g", help="Eq. 7-8 with the images' alphas"
                 ),
                 "params": st.column_config.NumberColumn(format="localized"),
@@ -100,17 +119,20 @@ with left:
         model = (config.get("model") or {}).get("name", "?")
         route = (config.get("route") or {}).get("name")
         iters = int(metrics["iter"].max()) if "iter" in metrics else None
-        miou = (
-            float(metrics["val_miou"].max())
-            if "val_miou" in metrics and metrics["val_miou"].notna().any()
-            else None
+        evals = (
+            metrics.dropna(subset=["val_miou"])
+            if "val_miou" in metrics
+            else pd.DataFrame(columns=["val_miou"])
         )
         rows.append(
             {
                 "run": catalog.label(run),
                 "model": route or model,
                 "iterations": iters,
-                "best val mIoU": miou,
+                "last val mIoU": float(evals["val_miou"].iloc[-1]) if len(evals) else None,
+                "on images": int(evals["val_images"].iloc[-1])
+                if len(evals) and "val_images" in evals
+                else None,
                 "checkpoint": any(Path(run).glob("checkpoint_*.pt")),
             }
         )
@@ -119,7 +141,21 @@ with left:
             pd.DataFrame(rows),
             hide_index=True,
             width="stretch",
-            column_config={"best val mIoU": st.column_config.NumberColumn(format="%.4f")},
+            column_config={
+                "last val mIoU": st.column_config.NumberColumn(
+                    format="%.4f",
+                    help="the training's own evaluation, on its first --eval-limit validation "
+                    "images",
+                ),
+                "on images": st.column_config.NumberColumn(
+                    help="validation images of that evaluation"
+                ),
+            },
+        )
+        st.caption(
+            "A run's val mIoU is the training's quick check on its first `--eval-limit` "
+            "validation images; the tables above evaluate every validation image, so their "
+            "mIoU differs."
         )
     else:
         st.caption("No training runs here.")
@@ -167,11 +203,12 @@ if not options:
     st.caption("The metrics files hold no numeric series yet.")
     st.stop()
 c1, c2 = st.columns([2, 3])
-chosen_runs = c1.multiselect("Runs", labels, default=labels[:4], key="overview_runs")
+chosen_runs = c1.multiselect("Runs", labels, default=labels, key="overview_runs")
 chosen = c2.multiselect(
     "Series",
     options,
     default=[c for c in options if c in ("loss", "val_miou")][:2] or options[:1],
+    format_func=lambda c: f"{readable(c)} ({c})" if readable(c) != c.replace("_", " ") else c,
     key="overview_series",
 )
 for series in chosen:
@@ -179,6 +216,25 @@ for series in chosen:
     if data.empty:
         continue
     st.markdown(f"**{series}**")
+    points = data.groupby("run")["iter"].nunique()
+    if points.max() <= 1:  # one value per run (e.g. one evaluation at the end): no line to draw
+        st.caption(
+            f"One value per run (logged once, at iteration {int(data['iter'].max())}): shown as "
+            "values, not as a curve."
+        )
+        st.dataframe(
+            data.rename(columns={"iter": "iteration"}),
+            hide_index=True,
+            column_config={series: st.column_config.NumberColumn(format="%.4f")},
+            key=f"overview_values_{series}",
+        )
+        continue
     st.line_chart(
         data, x="iter", y=series, color="run", height=240, x_label="iteration", y_label=series
     )
+    if points.min() <= 1:  # a line chart draws no single point: list those
+        singles = data[data["run"].isin(points[points <= 1].index)]
+        st.caption(
+            "Runs with a single value (no line): "
+            + ", ".join(f"{r.run} {r[3]:.4g} at iteration {r.iter}" for r in singles.itertuples())
+        )

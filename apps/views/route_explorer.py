@@ -6,6 +6,7 @@ from __future__ import annotations
 import _state
 import streamlit as st
 
+from dynviz.units import format_macs
 from dynviz.uploads import MAX_BYTES, MAX_PIXELS, UploadError, overlay
 
 ctx = _state.context()
@@ -52,25 +53,18 @@ def show(view: _state.ImageView, *, key: str) -> None:
                 caption="ground truth",
                 width="stretch",
             )
-    miou = "-" if view.miou is None else f"{view.miou:.3f}"
-    if compare:  # half width: metrics would be cut, a compact list fits
-        numbers.markdown(
-            f"**Real cost**  \n{_state.fmt_number(view.real_gmacs)} GMACs  \n"
-            f"**Expected cost**  \n{_state.fmt_number(view.expected_gmacs)} GMACs"
-            f"  \n**mIoU**  \n{miou}"
-        )
-    else:
-        numbers.metric(
-            "Real cost (GMACs)",
-            _state.fmt_number(view.real_gmacs),
-            help="MACs executed for this image (closed paths skipped), in GMACs",
-        )
-        numbers.metric(
-            "Expected cost (GMACs)",
-            _state.fmt_number(view.expected_gmacs),
-            help="Eq. 7-8 with this image's alphas, in GMACs",
-        )
-        numbers.metric("mIoU", miou, help="this image's mIoU (uploads have no label)")
+    miou = "n/a" if view.miou is None else f"{view.miou:.3f}"
+    numbers.metric(
+        "Real cost",
+        format_macs(view.real_gmacs),
+        help="MACs executed for this image (closed paths skipped)",
+    )
+    numbers.metric(
+        "Expected cost",
+        format_macs(view.expected_gmacs),
+        help="Eq. 7-8 with this image's alphas",
+    )
+    numbers.metric("mIoU", miou, help="this image's mIoU (n/a for an upload: it has no label)")
     if view.gates.empty:
         return
     if view.image is not None:

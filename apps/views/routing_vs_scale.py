@@ -9,7 +9,9 @@ import streamlit as st
 
 from dynviz.analysis import scale_summary
 from dynviz.analysis.routes import ROUTING_METRICS
+from dynviz.labels import readable, readable_columns
 from dynviz.plots.interactive import routing_scatter
+from dynviz.units import format_macs, mac_unit
 
 ctx = _state.context()
 _state.records_or_stop(ctx)
@@ -31,6 +33,44 @@ if not chosen:
 paths = tuple(ctx.usable[labels.index(label)] for label in chosen)
 per_image = _state.routing_vs_scale(paths, tuple(_state.stamp(p) for p in paths))
 
+st.subheader("Do the routes adapt to the image?")
+for path, label in zip(paths, chosen, strict=True):
+    figures = _state.adaptivity(path, _state.stamp(path))
+    if figures is None:
+        continue
+    unit = mac_unit([figures.cheapest_tenth_gmacs, figures.dearest_tenth_gmacs])
+    st.markdown(f"**{label}**")
+    cols = st.columns(4)
+    cols[0].metric(
+        "Cost, dearest / cheapest tenth",
+        f"{figures.cost_spread:.2f}x",
+        help=f"mean real cost of the dearest tenth of the {figures.images} images "
+        f"({format_macs(figures.dearest_tenth_gmacs, unit)}) over that of the cheapest tenth "
+        f"({format_macs(figures.cheapest_tenth_gmacs, unit)})",
+    )
+    cols[1].metric(
+        "Regime mean cost, dearest vs cheapest",
+        "n/a"
+        if figures.regime_difference != figures.regime_difference
+        else f"+{100 * figures.regime_difference:.0f}%",
+        help="mean real cost per scale regime: "
+        + ", ".join(f"{k} {format_macs(v, unit)}" for k, v in figures.regime_gmacs.items()),
+    )
+    cols[2].metric(
+        "Regime predicted from the route",
+        "n/a"
+        if figures.classifier_accuracy != figures.classifier_accuracy
+        else f"{100 * figures.classifier_accuracy:.0f}%",
+        help=f"nearest-centroid classifier on the image's active paths, {figures.folds}-fold "
+        "cross-validated",
+    )
+    cols[3].metric(
+        "Chance",
+        "n/a" if figures.chance != figures.chance else f"{100 * figures.chance:.0f}%",
+        help="always guessing the most frequent regime",
+    )
+    st.caption(" ".join(figures.sentences()))
+
 stats = [c for c in per_image.columns if c.startswith("stat_")]
 if not stats:
     st.info(
@@ -45,12 +85,10 @@ x = c1.selectbox(
     "Object-scale statistic",
     stats,
     index=stats.index("stat_mean_object_area") if "stat_mean_object_area" in stats else 0,
-    format_func=lambda s: s.removeprefix("stat_").replace("_", " "),
+    format_func=readable,
     key="scale_x",
 )
-y = c2.selectbox(
-    "Routing measure", metrics, format_func=lambda s: s.replace("_", " "), key="scale_y"
-)
+y = c2.selectbox("Routing measure", metrics, format_func=readable, key="scale_y")
 logx = c3.toggle("Log x", value=bool((per_image[x] > 0).all()), key="scale_logx")
 st.plotly_chart(
     routing_scatter(per_image, x=x, y=y, logx=logx, symbol="model" if len(paths) > 1 else None),
@@ -62,16 +100,30 @@ summary = scale_summary(per_image)
 left, right = st.columns(2)
 with left:
     st.subheader("By scale regime")
-    st.dataframe(summary.by_regime, hide_index=True, width="stretch")
+    by_regime = summary.by_regime
+    if "real_gmacs" in by_regime.columns:
+        regime_unit = mac_unit(by_regime["real_gmacs"])
+        by_regime = by_regime.assign(real_gmacs=regime_unit(by_regime["real_gmacs"])).rename(
+            columns={"real_gmacs": f"real cost ({regime_unit.label})"}
+        )
+    st.dataframe(
+        by_regime.rename(columns=readable_columns(list(by_regime.columns))),
+        hide_index=True,
+        width="stretch",
+    )
 with right:
     st.subheader("Correlations")
+    correlations = summary.correlations.dropna(subset=["pearson", "spearman"], how="all")
+    correlations = correlations.assign(
+        metric=correlations["metric"].map(readable), stat=correlations["stat"].map(readable)
+    )
     st.dataframe(
-        summary.correlations.dropna(subset=["pearson", "spearman"], how="all"),
+        correlations.rename(columns=readable_columns(list(correlations.columns))),
         hide_index=True,
         width="stretch",
         column_config={
-            "pearson": st.column_config.NumberColumn(format="%.3f"),
-            "spearman": st.column_config.NumberColumn(format="%.3f"),
+            "Pearson r": st.column_config.NumberColumn(format="%.3f"),
+            "Spearman rho": st.column_config.NumberColumn(format="%.3f"),
         },
     )
 st.caption(

@@ -9,13 +9,15 @@ from pathlib import Path
 import _state
 import streamlit as st
 
+from dynviz.units import MAC_NOTE, format_macs, mac_unit
+
 ctx = _state.context()
 catalog = ctx.catalog
 
 st.title("Special cases")
 st.caption(
     "The static architectures of the paper's Fig. 3 as routes of the Layer16 space "
-    f"(`models/*.yaml`), counted with the paper's rules. Costs in {_state.GMACS}."
+    f"(`models/*.yaml`), counted with the paper's rules ({MAC_NOTE})."
 )
 
 sizes = {"1024x2048 (the paper's Cityscapes)": _state.PAPER_SIZE}
@@ -31,14 +33,15 @@ table = _state.special_cases(height, width)
 if table.empty:
     st.info("No special cases in the model zoo (`models/`).")
     st.stop()
+zoo_unit = mac_unit(table["GMACs"])
 st.dataframe(
-    table.drop(columns=["notes"]),
+    table.drop(columns=["notes"]).assign(GMACs=zoo_unit(table["GMACs"])),
     hide_index=True,
     width="stretch",
     column_config={
         "params (M)": st.column_config.NumberColumn(format="%.2f"),
         "GMACs": st.column_config.NumberColumn(
-            format="%.4g", help=f"static network at {height}x{width}"
+            zoo_unit.label, format="%.4g", help=f"static network at {height}x{width}"
         ),
         "paper params (M)": st.column_config.NumberColumn(format="%.1f"),
         "paper GFLOPs": st.column_config.NumberColumn(format="%.1f", help="Table 1, at 1024x2048"),
@@ -50,22 +53,39 @@ runs = catalog.runs
 measured = _state.measured_accuracy(
     *ctx.all_records(), runs, tuple(_state.stamp(Path(r) / "config.yaml") for r in runs)
 )
-found = measured[measured["model"].isin(table["model"])]
-st.subheader("Measured accuracy")
-if found.empty:
+found = measured[measured["model"].isin(table["model"]) | (measured["kind"] == "special case")]
+compared = _state.compare_rows(catalog.tables, tuple(_state.stamp(t) for t in catalog.tables))
+st.subheader("Special cases trained here")
+if not compared.empty and (compared["kind"] == "special case").any():
+    unit = mac_unit(compared["gmacs_max"])
+    st.caption(
+        "From the Table-1 comparison in this folder (`dynviz compare` / `dynviz demo`): every "
+        "network evaluated on the same validation images, beside the dynamic models of "
+        f"similar cost. Costs in {unit.label}."
+    )
+    _state.compare_dataframe(compared, unit, key="special_compare")
+if found.empty and (compared.empty or not (compared["kind"] == "special case").any()):
     st.caption(
         "No records or training runs of these networks here. Train one with "
         "`dynviz train fcn32s --data SPEC --out runs/fcn32s` and record it with "
-        "`dynviz record runs/fcn32s --out records/fcn32s`."
+        "`dynviz record runs/fcn32s --out records/fcn32s`, or run `dynviz demo`, which trains "
+        "U-Net-like and FCN-like routes of its space."
     )
-else:
+elif not found.empty:
+    st.caption(
+        "Training runs and records of special cases: a run's mIoU is its last evaluation "
+        "(on its first `--eval-limit` validation images); records cover every recorded image."
+    )
+    unit = mac_unit(found["real GMACs"].dropna())
     st.dataframe(
-        found,
+        found.assign(**{"real GMACs": unit(found["real GMACs"])}).rename(
+            columns={"real GMACs": f"real cost ({unit.label})"}
+        ),
         hide_index=True,
         width="stretch",
         column_config={
             "mIoU": st.column_config.NumberColumn(format="%.4f"),
-            "real GMACs": st.column_config.NumberColumn(format="%.4g"),
+            f"real cost ({unit.label})": st.column_config.NumberColumn(format="%.4g"),
         },
     )
     if not found["trained"].all():
@@ -80,4 +100,4 @@ for i, row in enumerate(table.itertuples(index=False)):
             width="stretch",
             key=f"special_{row.model}",
         )
-        st.caption(f"{row[1]:.2f} M params, {row[2]:.4g} GMACs. {row.notes}")
+        st.caption(f"{row[1]:.2f} M params, {format_macs(row[2])}. {row.notes}")

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from dynviz.analysis.routes import _groups, _keys, regime_labels
+from dynviz.units import format_macs, mac_unit
 
 __all__ = ["RouteAdaptivity", "nearest_centroid_accuracy", "route_adaptivity", "route_matrix"]
 
@@ -65,17 +66,18 @@ class RouteAdaptivity:
 
     def sentences(self) -> list[str]:
         """The figures in words (for reports and the explorer)."""
+        unit = mac_unit([self.cheapest_tenth_gmacs, self.dearest_tenth_gmacs])
         lines = [
             f"Per-image real cost varies {self.cost_spread:.2f}x between the cheapest tenth of "
-            f"the {self.images} images ({self.cheapest_tenth_gmacs:.4g} GMACs on average) and "
-            f"the dearest tenth ({self.dearest_tenth_gmacs:.4g} GMACs); "
+            f"the {self.images} images ({format_macs(self.cheapest_tenth_gmacs, unit)} on "
+            f"average) and the dearest tenth ({format_macs(self.dearest_tenth_gmacs, unit)}); "
             f"{self.distinct_routes} distinct routes."
         ]
         if self.regime_gmacs:
-            means = ", ".join(f"{k} {v:.4g}" for k, v in self.regime_gmacs.items())
+            means = ", ".join(f"{k} {format_macs(v, unit)}" for k, v in self.regime_gmacs.items())
             if not math.isnan(self.regime_difference):
                 lines.append(
-                    f"Mean real GMACs per scale regime: {means}; the dearest regime costs "
+                    f"Mean real cost per scale regime: {means}; the dearest regime costs "
                     f"{100 * self.regime_difference:.0f}% more than the cheapest."
                 )
             if not math.isnan(self.classifier_accuracy):

@@ -119,8 +119,8 @@ def main(args: argparse.Namespace) -> int:
         from dynviz.latency import measure_node_latency
 
         spec = load_spec(args.model)
-        latency = measure_node_latency(
-            spec.space if isinstance(spec, Route) else spec, size, tune_malloc=True
+        latency = measure_node_latency(  # the explorer's Latency page uses these settings
+            spec.space if isinstance(spec, Route) else spec, size, tune_malloc=True, max_wait=0.05
         )
     if args.json:
         data = cost.to_json()

@@ -308,6 +308,23 @@ def space_figure(
             name=direction,
             line={"color": DIRECTION_COLORS[direction], "width": 3},
         )
+    if edge_attr is not None:  # what width, opacity and dots mean
+        what = edge_attr.replace("_", " ")
+        legend = [
+            (f"wide, dark: high {what}", 5, 1.0, "solid"),
+            (f"thin, faint: low {what}", 1, 0.3, "solid"),
+        ]
+        if threshold is not None:
+            legend.append((f"dotted: {what} <= {threshold:g}", 1.5, 0.6, "dot"))
+        for name, width, opacity, dash in legend:
+            fig.add_scatter(
+                x=[None],
+                y=[None],
+                mode="lines",
+                name=name,
+                opacity=opacity,
+                line={"color": "#555", "width": width, "dash": dash},
+            )
     strides = sorted({a["scale"] for _, a in nodes if a.get("kind") == "cell"})
     fig.update_yaxes(
         tickvals=[-math.log2(s) for s in strides], ticktext=[f"1/{s}" for s in strides]

@@ -24,6 +24,7 @@ __all__ = [
     "new_axes",
     "probability_heatmap",
     "probability_histogram",
+    "probability_violins",
     "routing_box",
     "routing_scatter",
     "space_diagram",
@@ -312,6 +313,55 @@ def routing_box(
     return _finish(ax, title=title, legend=len(groups) > 1)
 
 
+def probability_violins(
+    data: pd.DataFrame,
+    *,
+    x: str = "layer",
+    y: str = "p",
+    hue: str | None = "model",
+    ax: Axes | None = None,
+    title: str | None = None,
+    xlabel: str | None = None,
+) -> Axes:
+    """Fig. 5 split by layer (or scale): the per-path activation probabilities of each group as
+    a violin with its points, side by side per model (``activation_probability`` rows)."""
+    ax = ax if ax is not None else new_axes((7.0, 3.6))
+    levels = sorted(pd.unique(data[x]))
+    groups = _groups(data, hue)
+    width = 0.8 / max(len(groups), 1)
+    rng = np.random.default_rng(0)  # jitter of the points, reproducible
+    for i, (name, group) in enumerate(groups):
+        color = PALETTE[i % len(PALETTE)]
+        positions, series = [], []
+        for k, level in enumerate(levels):
+            values = group.loc[group[x] == level, y].dropna().to_numpy(np.float64)
+            if values.size:
+                positions.append(k - 0.4 + width * (i + 0.5))
+                series.append(values)
+        if not series:
+            continue
+        spread = [s for s in series if np.ptp(s) > 0]
+        if spread:
+            parts = ax.violinplot(
+                spread,
+                positions=[p for p, s in zip(positions, series, strict=True) if np.ptp(s) > 0],
+                widths=width * 0.9,
+                showextrema=False,
+            )
+            for body in parts["bodies"]:
+                body.set(facecolor=to_rgba(color, 0.35), edgecolor=color)
+        for position, values in zip(positions, series, strict=True):
+            jitter = rng.uniform(-0.25, 0.25, values.size) * width
+            ax.scatter(position + jitter, values, s=6, color=color, linewidths=0)
+        ax.plot([], [], color=color, linewidth=6, alpha=0.6, label=name or None)
+    names = [f"1/{v}" if x == "scale" else str(v) for v in levels]
+    ax.set_xticks(range(len(levels)), names)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel(xlabel or x)
+    ax.set_ylabel("activation probability of a path")
+    return _finish(ax, title=title, legend=len(groups) > 1, loc="lower left")
+
+
 def space_diagram(
     graph: Any,
     *,
@@ -392,4 +442,17 @@ def space_diagram(
     ax.set_ylabel("scale")
     for direction in ("keep", "up", "down"):
         ax.plot([], [], color=DIRECTION_COLORS[direction], linewidth=2, label=direction)
+    if edge_attr is not None:
+        what = edge_attr.replace("_", " ")
+        ax.plot([], [], color="0.3", linewidth=3, label=f"wide, dark: high {what}")
+        ax.plot([], [], color="0.3", linewidth=1, alpha=0.3, label=f"thin, faint: low {what}")
+        if threshold is not None:
+            ax.plot(
+                [],
+                [],
+                color="0.3",
+                linestyle="--",
+                linewidth=1,
+                label=f"dashed: {what} <= {threshold:g}",
+            )
     return _finish(ax, title=title, legend=True, loc="lower left")

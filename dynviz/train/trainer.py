@@ -389,8 +389,12 @@ class Trainer:
             if path.is_file():
                 data = json.loads(path.read_text(encoding="utf-8"))
             else:
-                logger.info("measuring per-node latency at %dx%d for the budget", *crop)
-                data = measure_node_latency(config, crop, repeats=3, batch=1).state()  # per image
+                logger.info(
+                    "measuring per-node latency at %dx%d on %s for the budget", *crop, self.device
+                )
+                data = measure_node_latency(  # per image, on the device the network trains on
+                    config, crop, repeats=3, batch=1, device=self.device
+                ).state()
                 atomic_write(path, lambda h: h.write(json.dumps(data, indent=2).encode()))
         latency = NodeLatency.from_state(config, all_gather_objects(data)[0])
         return latency_cost_table(config, crop, latency=latency, normalise=True)
