@@ -71,14 +71,13 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 90.0) ->
     raise TimeoutError(f"streamlit did not answer on {url} within {timeout:.0f} s")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[str]:
+@contextmanager
+def streamlit_server(root: Path, log: Path) -> Iterator[str]:
+    """``streamlit run apps/explorer.py`` on a free local port, showing ``root``; its URL."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: run `bash scripts/install-browser.sh`")
     pytest.importorskip("playwright.sync_api")
-    root = shared_explorer_root(tmp_path_factory)
     port = _free_port()
-    log = tmp_path_factory.mktemp("streamlit") / "server.log"
     env = {
         **os.environ,
         "DYNVIZ_APP_DIR": str(root),
@@ -118,16 +117,33 @@ def server(tmp_path_factory) -> Iterator[str]:
             process.wait()
 
 
-@pytest.fixture(scope="module")
-def browser(server) -> Iterator[object]:
+@contextmanager
+def chromium() -> Iterator[object]:
+    """Debian's chromium under playwright (never ``playwright install``)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            yield chromium
+            yield launched
         finally:
-            chromium.close()
+            launched.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[str]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: run `bash scripts/install-browser.sh`")
+    root = shared_explorer_root(tmp_path_factory)
+    log = tmp_path_factory.mktemp("streamlit") / "server.log"
+    with streamlit_server(root, log) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser(server) -> Iterator[object]:
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture(scope="module")

@@ -59,7 +59,8 @@ class BenchSettings:
         records: generated records (images) for the analysis-at-scale figure (f).
         record_images: images recorded in the recording-overhead figure (c).
         max_wait: a timed sample whose threads waited for a CPU longer than this share of its
-            wall time (another job took the core) is taken again, up to 3 times.
+            wall time (another job took the core) is taken again, up to 3 times (None: never).
+        pages: also time the explorer's pages on the generated records (f).
         tune_malloc: raise glibc's malloc thresholds for the run (:mod:`dynviz.allocator`).
         quick: the small settings (:meth:`quick_settings`).
     """
@@ -74,15 +75,17 @@ class BenchSettings:
     routes: tuple[str, ...] = ()
     sections: tuple[str, ...] = SECTIONS
     sgemm_n: int = 2048
-    max_wait: float = 0.05  # retake a sample whose threads waited this share for a CPU
+    max_wait: float | None = 0.05  # retake a sample whose threads waited this share for a CPU
     records: int = 100_000
     record_images: int = 32
     tune_malloc: bool = True
+    pages: bool = True  # time the explorer's pages in (f)
     quick: bool = False
 
     @classmethod
     def quick_settings(cls, **changes: Any) -> BenchSettings:
-        """Small sizes and few repeats: about a minute on 2 cores."""
+        """Small sizes and few repeats, no contention retakes and no explorer page renders:
+        about a minute on 2 idle cores (a smoke check of every figure, not a measurement)."""
         base = cls(
             size=(128, 256),
             batch_size=(64, 128),
@@ -90,6 +93,8 @@ class BenchSettings:
             sgemm_n=1024,
             records=10_000,
             record_images=4,
+            max_wait=None,
+            pages=False,
             quick=True,
         )
         return replace(base, **changes) if changes else base

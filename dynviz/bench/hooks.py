@@ -230,7 +230,7 @@ def measure_analysis(
         times["all analyses"] = total
         per_round = [sum(round_) for round_ in zip(*timings.samples.values(), strict=True)]
         figures.append(Figure.of("f", f"analyses, {label}", per_round, target, "<=", "s"))
-        pages = _page_times(settings, gates, images, config)
+        pages = _page_times(settings, gates, images, config) if settings.pages else None
         if pages is None:
             figures.append(
                 Figure(
@@ -240,7 +240,7 @@ def measure_analysis(
                     page_target,
                     "<=",
                     "s",
-                    note="explorer not measurable",
+                    note="explorer not measurable" if settings.pages else "not timed (quick)",
                 )
             )
         else:
@@ -267,7 +267,9 @@ def measure_analysis(
         "with its own probability (Beta(0.6, 0.4), as spread as in Fig. 5), "
         "the 1/4 keep chain in 97-100% of the images."
     )
-    if any(f.value is None for f in figures):
+    if not settings.pages:
+        section.notes.append("explorer page renders: not timed in a quick run.")
+    elif any(f.value is None for f in figures):
         section.notes.append(
             "explorer page renders: not measurable (the Streamlit explorer or "
             "streamlit.testing is missing)."

@@ -1,0 +1,128 @@
+"""The explorer in a real browser on a demo-like folder: what ``dynviz demo`` writes (trained
+runs of both dynamic models, the common network and the special cases, their records, the report
+and the Table-1 comparison), made by :func:`dynviz.chain.run_chain` with short trainings.
+
+Every page renders, no page shows a Python traceback, the folder's Table 1 lists every network,
+the Special cases page finds the trained special cases, the training-curve chart says what it
+has, and an uploaded image in compare mode shows its figures as metrics.
+Run: ``.venv/bin/python -m pytest -m browser tests/test_browser_demo.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_browser import CHROMIUM, PAGES, _opened, _settle, chromium, streamlit_server
+
+pytestmark = pytest.mark.browser
+
+TRACEBACK = re.compile(r"Traceback \(most recent call last\)|File \"[^\"]+\.py\", line \d+")
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory) -> Path:
+    """A demo folder with short trainings (about a minute on two cores)."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: run `bash scripts/install-browser.sh`")
+    from dynviz.chain import QUICK, run_chain
+
+    root = tmp_path_factory.mktemp("demo-like")
+    settings = dataclasses.replace(
+        QUICK, iters=40, static_iters=20, train_count=32, val_count=16, eval_limit=8
+    )
+    run_chain(root / "demo", settings, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def demo_server(demo_root, tmp_path_factory) -> Iterator[str]:
+    log = tmp_path_factory.mktemp("streamlit-demo") / "server.log"
+    with streamlit_server(demo_root, log) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def demo_browser(demo_server) -> Iterator[object]:
+    with chromium() as launched:
+        yield launched
+
+
+def _no_traceback(page) -> None:  # noqa: ANN001 - a playwright Page
+    assert page.locator('[data-testid="stException"]').count() == 0
+    text = page.locator('[data-testid="stAppViewContainer"]').inner_text()
+    assert not TRACEBACK.search(text), text[:2000]
+
+
+@pytest.mark.parametrize("path", list(PAGES), ids=[p or "overview" for p in PAGES])
+def test_every_page_renders_on_demo_records(demo_browser, demo_server, path) -> None:  # noqa: ANN001
+    title, test_ids, _ = PAGES[path]
+    with _opened(demo_browser, demo_server, path, title) as page:
+        for test_id in test_ids:
+            page.wait_for_selector(f'[data-testid="{test_id}"]', timeout=30_000)
+        _no_traceback(page)
+
+
+def test_overview_lists_every_demo_network(demo_browser, demo_server) -> None:  # noqa: ANN001
+    with _opened(demo_browser, demo_server, "", "Overview") as page:
+        page.get_by_role("heading", name="Table 1: every network compared").wait_for()
+        table = page.locator('[data-testid="stDataFrame"]').first
+        table.wait_for()
+        text = page.locator('[data-testid="stAppViewContainer"]').inner_text()
+        # the comparison's grid is a canvas: its CSV download and caption say what it holds
+        assert "table1.csv" in text and "MMACs" in text
+        assert "--eval-limit" in text  # the two mIoU figures are explained
+        # every run is picked for the curves, and one-evaluation series say so
+        assert page.get_by_text("One value per run").count() >= 1
+        chosen = page.locator('[data-testid="stMultiSelect"]').first.inner_text()
+        for run in ("raw", "budget", "common", "unet-like", "fcn-like"):
+            assert run in chosen
+        _no_traceback(page)
+
+
+def test_special_cases_finds_the_demo_runs(demo_browser, demo_server) -> None:  # noqa: ANN001
+    with _opened(demo_browser, demo_server, "special_cases", "Special cases") as page:
+        text = page.locator('[data-testid="stAppViewContainer"]').inner_text()
+        assert "No records or training runs of these networks here" not in text
+        assert "Special cases trained here" in text
+        _no_traceback(page)
+
+
+def test_routing_vs_scale_states_the_adaptivity_figures(demo_browser, demo_server) -> None:  # noqa: ANN001
+    with _opened(demo_browser, demo_server, "routing_vs_scale", "Routing versus scale") as page:
+        text = page.locator('[data-testid="stAppViewContainer"]').inner_text()
+        assert "Cost, dearest / cheapest tenth" in text and "Chance" in text
+        assert "stat_mean_object_area" not in text and "fine_share" not in text
+        _no_traceback(page)
+
+
+def test_upload_in_compare_mode_shows_metrics(demo_browser, demo_server) -> None:  # noqa: ANN001
+    with _opened(demo_browser, demo_server, "route_explorer", "Route explorer") as page:
+        page.get_by_text("Compare two images").first.click()
+        _settle(page)
+        page.get_by_text("Upload", exact=True).nth(1).click()  # the second slot
+        page.wait_for_selector(
+            '[data-testid="stFileUploaderDropzoneInput"]', state="attached", timeout=30_000
+        )
+        buffer = io.BytesIO()
+        rng = np.random.default_rng(0)
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buffer, "PNG")
+        page.set_input_files(
+            '[data-testid="stFileUploaderDropzoneInput"]',
+            files=[{"name": "noise.png", "mimeType": "image/png", "buffer": buffer.getvalue()}],
+        )
+        page.get_by_text("noise.png (64x64)").first.wait_for(timeout=60_000)
+        _settle(page)
+        metrics = page.locator('[data-testid="stMetric"]')
+        assert metrics.count() == 6  # real cost, expected cost, mIoU for each image
+        labels = metrics.all_inner_texts()
+        assert sum("Real cost" in t for t in labels) == 2
+        assert any("mIoU" in t and "n/a" in t for t in labels)  # the upload has no label
+        assert page.locator("h1, h2, h3").filter(has_text="MMACs").count() == 0  # no heading
+        _no_traceback(page)
