@@ -50,6 +50,7 @@ from dynviz.checkpoint import (
     LATEST,
     CheckpointError,
     atomic_write,
+    init_from,
     load_checkpoint,
     make_checkpoint,
     model_from_checkpoint,
@@ -62,6 +63,7 @@ from dynviz.cost import CostTable, cost_table
 from dynviz.data import IGNORE_INDEX, DataError, build_dataset, train_transforms
 from dynviz.evaluate import EvalResult, evaluate
 from dynviz.model import ConfigError, RoutingNetwork, build_model
+from dynviz.official import OFFICIAL_BUDGET_NORMALISER
 from dynviz.train.budget import BudgetLoss, BudgetSchedule
 from dynviz.train.config import RESUMABLE_FIELDS, TrainConfig
 from dynviz.train.distributed import (
@@ -309,6 +311,8 @@ class Trainer:
             if config.budget_mu is not None:
                 overrides["budget_mu"] = config.budget_mu
             model = build_model(config.model, **overrides)
+            if config.init is not None:
+                init_from(model, config.init)
         if model.config.num_classes < self.train_set.num_classes:
             raise ConfigError(
                 f"the network predicts {model.config.num_classes} classes but the "
@@ -369,6 +373,9 @@ class Trainer:
             lam=float(self.config.budget_lambda or 0.0),
             mu=float(self.config.budget_mu or 0.0),
             schedule=BudgetSchedule(self.config.budget_start, self.config.budget_ramp),
+            normaliser=(
+                OFFICIAL_BUDGET_NORMALISER if self.config.budget_normaliser == "official" else None
+            ),
         )
 
     def _latency_table(self) -> CostTable:
