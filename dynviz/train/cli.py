@@ -119,13 +119,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     group = parser.add_argument_group("budget constraint (dynamic networks)")
     group.add_argument(
-        "--budget-lambda", type=float, metavar="LAMBDA", help="lambda (default: the model config's)"
+        "--budget-lambda",
+        type=float,
+        metavar="LAMBDA",
+        help="lambda (default: the preset's training default, else 0)",
     )
     group.add_argument(
         "--budget-mu",
         type=float,
         metavar="MU",
-        help="mu, target share of the all-open cost (default: the model config's)",
+        help="mu, target share of the all-open cost (default: the preset's, else 0)",
     )
     group.add_argument(
         "--budget-start",

@@ -16,7 +16,8 @@ __all__ = ["RESUMABLE_FIELDS", "TrainConfig"]
 class TrainConfig:
     """Training arguments (separate from the model's :class:`RoutingSpaceConfig`).
 
-    ``None`` means "resolved at start": from the model config (budget), the dataset (classes),
+    ``None`` means "resolved at start": from the preset's ``training:`` defaults (budget), the
+    dataset (classes),
     the run length (warm-up) or the device (AMP). Resolved values are what runs save.
     """
 
@@ -37,8 +38,8 @@ class TrainConfig:
     poly_power: float = 0.9
     grad_clip: float = 5.0  # total L2 norm; 0 disables
     precise_bn: int = 200  # batches re-estimating BN statistics at the end (official); 0: off
-    budget_lambda: float | None = None  # default: the model config's budget_lambda
-    budget_mu: float | None = None  # default: the model config's budget_mu
+    budget_lambda: float | None = None  # default: the preset's training default, else 0
+    budget_mu: float | None = None  # default: the preset's training default, else 0
     budget_start: float = 0.4  # budget loss off before this share of training
     budget_ramp: float = 0.02  # then a linear ramp over this share
     budget_cost: str = "macs"  # macs: expected MACs (the paper); latency: expected measured time
