@@ -30,7 +30,7 @@ from dynviz.model.cell import RoutingCell
 from dynviz.model.config import OFFICIAL_DROP_THRESHOLD, Direction, RoutingSpaceConfig
 from dynviz.model.ops import ConvBNReLU, SoftConditionalGate, Stem, init_weights
 from dynviz.model.route import Route, RouteError
-from dynviz.model.skip import Features, _take, forward_skip
+from dynviz.model.skip import Features, _take, feeds_zeros, forward_skip
 
 __all__ = ["Decoder", "RoutingNetwork", "RoutingOutput", "RouteLike"]
 
@@ -284,6 +284,7 @@ class RoutingNetwork(nn.Module):
         fed = {(0, 0): torch.ones(b, dtype=torch.bool, device=stem.device)}  # received input
         features: list[torch.Tensor | None] = [None] * config.num_scales
         present = [torch.zeros(b, dtype=torch.bool, device=stem.device)] * config.num_scales
+        zeros_feed = feeds_zeros(config, forced)
         for layer, scale in config.cells:
             cell = self.cell(layer, scale)
             if cell is None or (layer, scale) not in inputs:
@@ -297,8 +298,8 @@ class RoutingNetwork(nn.Module):
             r = cell.hidden(x)  # ReLU(H), H = O(X) + X (Eq. 4)
             for j, d in enumerate(cell.directions):
                 y = alpha[:, j].view(-1, 1, 1, 1) * cell.transform(d, r)  # Y = alpha T (Eq. 6)
-                # paper: a closed path delivers nothing; official: zeros, which feed the node
-                arrived = on if config.official else alpha[:, j] > 0
+                # paper: a closed path delivers nothing; official gates: zeros, which feed
+                arrived = on if zeros_feed else alpha[:, j] > 0
                 if d is Direction.KEEP:
                     y = y + passthrough.view(-1, 1, 1, 1).to(y.dtype) * x
                     arrived = arrived | passthrough
