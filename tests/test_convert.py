@@ -167,7 +167,8 @@ def test_cli_converts_both_ways(tmp_path, tiny, capsys):
 
 
 def test_init_from_loads_fitting_tensors_and_lists_the_rest(tmp_path, tiny):
-    from dynviz.checkpoint import init_from, make_checkpoint, save_checkpoint
+    from dynviz.checkpoint import make_checkpoint, save_checkpoint
+    from dynviz.train.init import init_from
 
     source = randomise(dynviz.build_model(tiny.replace(num_classes=7)))
     save_checkpoint(tmp_path / "src.pt", make_checkpoint(source, rng=False))
