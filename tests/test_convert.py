@@ -215,3 +215,24 @@ def test_train_init_starts_from_the_weights(tmp_path, tiny):
     assert trainer.model.config.num_classes == 4
     assert torch.equal(trainer.model.cells["1_0"].op.dw1.weight, source.cells["1_0"].op.dw1.weight)
     assert trainer.config.init == str(tmp_path / "src.pt")
+
+
+def test_converted_checkpoint_runs_in_eval_record_and_export(tmp_path, tiny, capsys):
+    import json
+
+    network = randomise(dynviz.build_model(tiny), gate_bias=(-0.5, 1.5))
+    path = _official_file(tmp_path, network)
+    out = tmp_path / "model.pt"
+    convert_official(path, out, model=tiny)
+    data = "synthetic:count=2,size=64x64,classes=4"
+    assert cli(["eval", str(out), "--data", data, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0.0 <= result["miou"] <= 1.0
+    records = tmp_path / "records"
+    assert cli(["record", str(out), "--data", data, "--out", str(records)]) == 0
+    assert any(records.iterdir())
+    route = dynviz.Route.from_chains(tiny, [[4, 4, 4, 4, 4]])
+    from dynviz.export import transfer_to_route
+
+    static = transfer_to_route(load_model(out)[0], route)
+    assert static.config.official and static.stem.conv1.padding == (0, 0)
