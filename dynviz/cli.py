@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("extract the common network of records as a route spec", "dynviz.commands.extract"),
     "compare": ("Table-1-style comparison of trained runs", "dynviz.commands.compare"),
     "app": ("the Streamlit route explorer on a folder of runs and records", "dynviz.commands.app"),
+    "convert": (
+        "official DynamicRouting checkpoints to and from dynviz",
+        "dynviz.commands.convert",
+    ),
 }
 
 

@@ -41,8 +41,18 @@ APPS = _sources("apps")
 def _imports(path: Path) -> list[tuple[str, list[str], int]]:
     """``(module, names, line)`` of every absolute import in a file."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    # Imports under ``if TYPE_CHECKING:`` never run, so they cannot form a runtime cycle.
+    typing_only = {
+        id(inner)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and ast.unparse(block.test).endswith("TYPE_CHECKING")
+        for stmt in block.body
+        for inner in ast.walk(stmt)
+    }
     out = []
     for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             out += [(alias.name, [], node.lineno) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:

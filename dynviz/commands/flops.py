@@ -31,7 +31,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--counting",
         choices=[c.value for c in Counting],
         default="paper",
-        help="paper: the official rules; complete: also interpolation, adds, the initial cell",
+        help="paper: the official rules; complete: also interpolation, adds, the initial cell; "
+        "official: what the official code reports (square decoder, every gate)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
