@@ -61,7 +61,7 @@ from dynviz.checkpoint import (
 from dynviz.cost import CostTable, cost_table
 from dynviz.data import IGNORE_INDEX, DataError, build_dataset, train_transforms
 from dynviz.evaluate import EvalResult, evaluate
-from dynviz.model import ConfigError, RoutingNetwork, build_model
+from dynviz.model import ConfigError, Route, RoutingNetwork, RoutingSpaceConfig, build_model
 from dynviz.train.budget import BudgetLoss, BudgetSchedule
 from dynviz.train.config import RESUMABLE_FIELDS, TrainConfig
 from dynviz.train.distributed import (
@@ -184,11 +184,19 @@ class Trainer:
         config: the training arguments.
         resume: continue the run in ``config.out`` from its ``checkpoint_latest.pt``.
         dist_info: this process's place in a torchrun job (default: from the environment).
+        network: the network to build instead of ``config.model`` (a run config's saved
+            network, :mod:`dynviz.runconfig`).
     """
 
     def __init__(
-        self, config: TrainConfig, *, resume: bool = False, dist_info: DistInfo | None = None
+        self,
+        config: TrainConfig,
+        *,
+        resume: bool = False,
+        dist_info: DistInfo | None = None,
+        network: RoutingSpaceConfig | Route | None = None,
     ) -> None:
+        self.network = network  # a run config's saved network (default: config.model)
         self.info = dist_info or init_distributed(config.device)
         self.device = self.info.device
         self.run_dir = Path(config.out)
@@ -308,7 +316,7 @@ class Trainer:
                 overrides["budget_lambda"] = config.budget_lambda
             if config.budget_mu is not None:
                 overrides["budget_mu"] = config.budget_mu
-            model = build_model(config.model, **overrides)
+            model = build_model(config.model if self.network is None else self.network, **overrides)
         if model.config.num_classes < self.train_set.num_classes:
             raise ConfigError(
                 f"the network predicts {model.config.num_classes} classes but the "
