@@ -57,7 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[command][1])
     sub = argparse.ArgumentParser(prog=f"dynviz {command}", description=COMMANDS[command][0])
     module.configure_parser(sub)
-    args = sub.parse_args(argv[1:])
+    if getattr(module, "INTERMIXED", False):  # KEY=VALUE items may follow the options
+        args = sub.parse_intermixed_args(argv[1:])
+    else:
+        args = sub.parse_args(argv[1:])
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

@@ -310,7 +310,8 @@ def _action_value(action: argparse.Action, value: Any, key: str) -> Any:
         return _coerce(value, "bool | None", key)
     if action.nargs in (2, "+", "*"):
         if isinstance(value, str):
-            value = [v for v in re.split(r"[,x\s]+", value.strip()) if v]
+            pattern = r"\s+" if action.dest == "aug" else r"[,x\s]+"
+            value = [v for v in re.split(pattern, value.strip()) if v]
         elif not isinstance(value, (list, tuple)):
             value = [value]
         if action.nargs == 2 and len(value) != 2:

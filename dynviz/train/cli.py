@@ -24,6 +24,8 @@ from dynviz.train.trainer import TrainConfig, Trainer
 
 __all__ = ["config_from_args", "configure_parser", "main"]
 
+INTERMIXED = True  # KEY=VALUE overrides may follow the options
+
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 
