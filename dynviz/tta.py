@@ -35,6 +35,7 @@ __all__ = [
     "forward_costs",
     "infer",
     "scaled_size",
+    "variant_label",
     "window_boxes",
 ]
 
