@@ -18,6 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("synthetic data tools", "dynviz.data.cli"),
     "train": ("train a model (budget loss, DDP under torchrun)", "dynviz.train.cli"),
     "eval": ("evaluate a run or checkpoint: mIoU and GMACs", "dynviz.commands.eval"),
+    "predict": (
+        "segment image files: masks, overlays, routes and GMACs",
+        "dynviz.commands.predict",
+    ),
     "demo": ("the whole chain on the embedded synthetic data", "dynviz.commands.demo"),
     "bench": ("measure speed and memory figures", "dynviz.commands.bench"),
     "export": (
