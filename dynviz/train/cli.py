@@ -222,7 +222,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--tensorboard",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="write TensorBoard events when tensorboard is installed (default on)",
+        help="TensorBoard events (the tensorboard extra: pip install 'dynviz[tensorboard]'); "
+        "default: when it is installed",
     )
 
 
