@@ -233,12 +233,13 @@ def _batches(loader: Any, batch_size: int) -> Iterator[list[dict[str, Any]]]:
     """Group consecutive items of equal image size into batches of at most ``batch_size``."""
     pending: list[dict[str, Any]] = []
     for item in loader:
-        if pending and (
-            len(pending) >= batch_size or item["image"].shape != pending[0]["image"].shape
-        ):
+        if pending and item["image"].shape != pending[0]["image"].shape:
             yield pending
             pending = []
         pending.append(item)
+        if len(pending) >= batch_size:  # at once: a failing next item loses nothing
+            yield pending
+            pending = []
     if pending:
         yield pending
 
