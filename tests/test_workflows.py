@@ -348,7 +348,8 @@ def test_folder_errors_name_the_file(tmp_path):
         build_dataset(f"folder:{tmp_path / 'a'}")
     _flat_folder(tmp_path / "b", {"x": good})
     Image.fromarray(np.zeros((3, 3), dtype=np.uint8)).save(tmp_path / "b" / "masks" / "x.png")
-    with pytest.raises(DataError, match=r"masks/x\.png has size 3x3 .* image .*images/x\.jpg has 2x2"):
+    pattern = r"masks/x\.png has size 3x3 .* image .*images/x\.jpg has 2x2"
+    with pytest.raises(DataError, match=pattern):
         build_dataset(f"folder:{tmp_path / 'b'}")[0]
     _flat_folder(tmp_path / "c", {"x": good}, settings=None)
     with pytest.raises(DataError, match=r"class count is unknown.*classes=K"):

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from dynviz.commands import add_resize_option, guarded
+from dynviz.commands import add_resize_option, add_threads_option, guarded
 from dynviz.commands.record import source_name
 from dynviz.model import ConfigError
 
@@ -163,6 +163,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=False, help="progress bars"
     )
+    add_threads_option(parser)
 
 
 def _main(args: argparse.Namespace) -> int:

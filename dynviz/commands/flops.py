@@ -7,7 +7,7 @@ import json
 import sys
 from dataclasses import dataclass
 
-from dynviz.commands import positive_int
+from dynviz.commands import add_threads_option, positive_int
 from dynviz.cost import Counting, cost_table, param_table
 from dynviz.model.config import ConfigError, RoutingSpaceConfig
 from dynviz.model.route import Route
@@ -121,6 +121,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="also time each node on this machine (cell op, gate, transforms, "
         "decoder lateral per scale) beside its MACs",
     )
+    add_threads_option(parser)
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -174,6 +175,10 @@ def _print_special(costs: list[ModelCost]) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     size = (args.size[0], args.size[1])
     try:
         if args.special_cases:
