@@ -31,12 +31,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from dynviz.metrics import ConfusionMatrix
-from dynviz.model import ConfigError, RoutingNetwork
-from dynviz.train.distributed import (
+from dynviz.distributed import (
     all_gather_objects,
     all_reduce_sum,
 )
+from dynviz.metrics import ConfusionMatrix
+from dynviz.model import ConfigError, RoutingNetwork
 from dynviz.tta import Augment, TableCache, forward_costs, infer
 
 __all__ = ["CostStats", "EvalResult", "evaluate"]

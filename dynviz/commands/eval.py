@@ -24,9 +24,9 @@ from dynviz.commands import (
     split_settings,
 )
 from dynviz.data import Resize, build_dataset
+from dynviz.distributed import init_distributed
 from dynviz.evaluate import EvalResult, evaluate
 from dynviz.model import ConfigError
-from dynviz.train.distributed import init_distributed
 from dynviz.tta import Augment
 
 __all__ = ["configure_parser", "main"]

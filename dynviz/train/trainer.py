@@ -19,7 +19,7 @@ Run directory::
 
 Resume is exact: the checkpoint holds the model, optimiser, iteration and RNG states; the learning
 rate is a function of the iteration; which samples each iteration reads and how they are augmented
-follow from ``(seed, iteration)`` (:class:`dynviz.train.distributed.SampleStream`).
+follow from ``(seed, iteration)`` (:class:`dynviz.distributed.SampleStream`).
 
 Under ``torchrun`` the same code runs DDP (gloo on CPU, NCCL on CUDA, SyncBatchNorm on CUDA);
 ``--batch`` is the total over all processes; only rank 0 writes files or shows progress.
@@ -63,12 +63,7 @@ from dynviz.checkpoint import (
 )
 from dynviz.cost import CostTable, cost_table
 from dynviz.data import IGNORE_INDEX, DataError, build_dataset, train_transforms
-from dynviz.environment import environment
-from dynviz.evaluate import EvalResult, evaluate
-from dynviz.model import ConfigError, Route, RoutingNetwork, RoutingSpaceConfig, build_model
-from dynviz.train.budget import BudgetLoss, BudgetSchedule
-from dynviz.train.config import RESUMABLE_FIELDS, TrainConfig
-from dynviz.train.distributed import (
+from dynviz.distributed import (
     DistInfo,
     EpochIndexed,
     SampleStream,
@@ -77,6 +72,11 @@ from dynviz.train.distributed import (
     broadcast_buffers,
     init_distributed,
 )
+from dynviz.environment import environment
+from dynviz.evaluate import EvalResult, evaluate
+from dynviz.model import ConfigError, Route, RoutingNetwork, RoutingSpaceConfig, build_model
+from dynviz.train.budget import BudgetLoss, BudgetSchedule
+from dynviz.train.config import RESUMABLE_FIELDS, TrainConfig
 from dynviz.train.optim import PolySchedule, build_optimizer, default_warmup_iters
 from dynviz.train.precise_bn import update_bn_stats
 from dynviz.train.runlog import RunLog, require_tensorboard

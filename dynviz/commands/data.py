@@ -5,8 +5,8 @@
 loadable back with the spec ``cityscapes:DIR``; ``--format folder`` writes ``images/<split>/``,
 ``masks/<split>/`` and ``dataset.yaml`` instead, loadable with ``folder:DIR``.
 
-The top-level CLI calls :func:`configure_parser` on its ``data`` sub-parser and dispatches to
-:func:`main`.
+The top-level CLI (:mod:`dynviz.cli`) calls :func:`configure_parser` on its ``data`` sub-parser
+and dispatches to :func:`main`.
 """
 
 from __future__ import annotations
