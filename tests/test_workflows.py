@@ -430,3 +430,11 @@ def test_tensorboard_missing_is_one_line_naming_the_extra(tmp_path, monkeypatch,
         assert cli_main([*argv, "--out", str(tmp_path / "b")]) == 0
     assert "dynviz[tensorboard]" in caplog.text
     assert not list((tmp_path / "b").glob("events.*"))
+
+
+def test_an_uploaded_photo_is_upright(tmp_path):
+    from dynviz.uploads import read_upload
+
+    _rotated_jpeg(tmp_path / "photo.jpg")
+    upload = read_upload((tmp_path / "photo.jpg").read_bytes(), name="photo.jpg")
+    assert (upload.width, upload.height) == (200, 100)
