@@ -180,13 +180,19 @@ class RunConfig:
         except ConfigError as err:
             raise SettingsError(str(err)) from None
 
+    def typed(self) -> dict[str, Any]:
+        """The training arguments given, as their field types (``"64,64"`` -> ``(64, 64)``)."""
+        from dynviz.train.config import TrainConfig
+
+        types = _field_types(TrainConfig)
+        return {key: _coerce(value, types[key], key) for key, value in self.train.items()}
+
     def train_config(self) -> Any:
         """The validated :class:`~dynviz.train.config.TrainConfig`."""
         from dynviz.model import ConfigError
         from dynviz.train.config import TrainConfig
 
-        types = _field_types(TrainConfig)
-        values = {key: _coerce(value, types[key], key) for key, value in self.train.items()}
+        values = self.typed()
         missing = [k for k in ("model", "data", "out") if values.get(k) is None]
         if missing:
             raise SettingsError(

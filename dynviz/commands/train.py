@@ -264,7 +264,7 @@ def config_from_args(
         return run.train_config(), run.network()
     if args.out is None:
         raise ConfigError("--resume needs --out RUN_DIR")
-    given.update(apply_overrides(RunConfig(train={}), overrides).train)
+    given.update(apply_overrides(RunConfig(train={}), overrides).typed())
     path = Path(args.out) / LATEST
     if not path.is_file():
         raise CheckpointError(f"{path}: nothing to resume (no checkpoint in {args.out})")
