@@ -16,6 +16,7 @@ __all__ = [
     "add_threads_option",
     "guarded",
     "positive_int",
+    "set_threads",
     "split_settings",
 ]
 
@@ -45,11 +46,7 @@ def guarded(body: Callable[[argparse.Namespace], int | None], args: argparse.Nam
     from dynviz.allocator import tune_malloc
 
     tune_malloc()
-    threads = getattr(args, "threads", None)
-    if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
+    set_threads(getattr(args, "threads", None))
     try:
         return int(body(args) or 0)
     except UserError as err:
@@ -73,6 +70,14 @@ def add_resize_option(parser: argparse.ArgumentParser) -> None:
         metavar=("H", "W"),
         help="resize every image and label to H x W first",
     )
+
+
+def set_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)`` when given (``--threads``)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
 
 
 def add_threads_option(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,9 @@ import json
 import logging
 import sys
 
-from dynviz.commands import add_threads_option, positive_int
+import torch
+
+from dynviz.commands import add_threads_option, positive_int, set_threads
 from dynviz.cost import cost_table
 from dynviz.export import (
     DEFAULT_OPSET,
@@ -71,10 +73,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     size = (args.size[0], args.size[1])
     try:
         model, route, meta = load_for_export(args.model, args.route)

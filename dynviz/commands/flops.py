@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from dynviz.commands import add_threads_option, positive_int
+from dynviz.commands import add_threads_option, positive_int, set_threads
 from dynviz.cost import Counting
 from dynviz.model.config import ConfigError
 from dynviz.model.route import Route
@@ -98,10 +98,7 @@ def _print_special(costs: list[ModelCost]) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     size = (args.size[0], args.size[1])
     try:
         if args.special_cases:
