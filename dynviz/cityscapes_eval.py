@@ -138,7 +138,13 @@ def evaluate_cityscapes(predictions: Sequence[Path], truths: Sequence[Path]) -> 
     Raises:
         CityscapesExportError: the evaluator refused a file (its message).
     """
-    from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as official
+    from dynviz.errors import require
+
+    official = require(
+        "cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling",
+        extra="cityscapes",
+        purpose="--evaluator cityscapes",
+    )
 
     args = official.args
     args.evalInstLevelScore = False  # needs instanceIds files the synthetic layout lacks

@@ -1,12 +1,15 @@
 """The base of every error caused by the user's input (a bad config, data set, checkpoint,
-records folder or upload). The CLI prints their message and exits 2; they are ``ValueError``s,
-so callers that catch ``ValueError`` keep working."""
+records folder or upload), and the error of an optional part that is not installed. The CLI
+prints their message and exits 2; they are ``ValueError``s, so callers that catch ``ValueError``
+keep working."""
 
 from __future__ import annotations
 
+import importlib
 import re
+from types import ModuleType
 
-__all__ = ["UserError", "error_message"]
+__all__ = ["MissingExtraError", "UserError", "error_message", "require"]
 
 
 class UserError(ValueError):
@@ -33,3 +36,19 @@ def error_message(err: BaseException) -> str:
             if sep and (head == name or head.endswith("." + name)):
                 return " ".join([rest.strip(), *(line.strip() for line in lines[index + 1 :])])
     return text
+
+
+class MissingExtraError(UserError, ImportError):
+    """An optional part of dynviz is used without its extra; the message names the extra."""
+
+
+def require(module: str, *, extra: str, purpose: str) -> ModuleType:
+    """Import ``module`` of an optional part, or raise :class:`MissingExtraError` with a one-line
+    message: ``<purpose> needs <package>: pip install 'dynviz[<extra>]'``."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        package = module.split(".")[0]
+        raise MissingExtraError(
+            f"{purpose} needs {package}, which is not installed: pip install 'dynviz[{extra}]'"
+        ) from None

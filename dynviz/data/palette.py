@@ -32,10 +32,10 @@ def voc_palette() -> np.ndarray:
 def cityscapes_palette() -> np.ndarray:
     """``(256, 3)`` uint8: train id ``k`` (0..18) gets the colour of cityscapesscripts' label
     whose ``trainId`` is ``k`` (road purple ``(128, 64, 128)``, ...); other ids black."""
-    from cityscapesscripts.helpers.labels import labels
+    from dynviz.data.cityscapes import _label_table  # cityscapesscripts (the cityscapes extra)
 
     colors = np.zeros((256, 3), dtype=np.uint8)
-    for label in labels:
+    for label in _label_table():
         if 0 <= label.trainId < 19:
             colors[label.trainId] = label.color
     colors.setflags(write=False)

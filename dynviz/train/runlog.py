@@ -32,10 +32,10 @@ def tensorboard_available() -> bool:
 def require_tensorboard() -> None:
     """Raise a one-line error naming the extra when tensorboard is not installed."""
     if not tensorboard_available():
-        from dynviz.model import ConfigError
+        from dynviz.errors import MissingExtraError
 
-        raise ConfigError(
-            f"--tensorboard needs the tensorboard package, not installed: {TENSORBOARD_HINT}"
+        raise MissingExtraError(
+            f"--tensorboard needs tensorboard, which is not installed: {TENSORBOARD_HINT}"
         )
 
 
