@@ -142,6 +142,12 @@ class SoftConditionalGate(nn.Module):
         self.bias_init = bias_init
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return gate_activation(self.logits(self.features(x)))  # (B, num_paths)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """ReLU(BN(F(w1, X))) before pooling (X resized first by a small gate): ``(B, C/2, h, w)``.
+
+        ``dynviz.attribution`` splits the logits over these locations."""
         if self.small:
             x = F.interpolate(
                 x,
@@ -149,9 +155,12 @@ class SoftConditionalGate(nn.Module):
                 mode="bilinear",
                 align_corners=False,
             )
-        z = self.bn(self.conv1(x)).relu_()  # (B, C/2, h, w)
+        return self.bn(self.conv1(x)).relu_()  # (B, C/2, h, w)
+
+    def logits(self, z: torch.Tensor) -> torch.Tensor:
+        """G = F(w2, GAP(z)) + beta before tanh: ``(B, num_paths)``."""
         z = F.adaptive_avg_pool2d(z, 1)  # (B, C/2, 1, 1)
-        return gate_activation(self.conv2(z).flatten(1))  # (B, num_paths)
+        return self.conv2(z).flatten(1)  # (B, num_paths)
 
 
 def init_weights(module: nn.Module) -> None:
