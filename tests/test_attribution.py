@@ -271,3 +271,26 @@ def test_cli_attribute_writes_maps_and_table(tmp_path, capsys):
     assert "nothing.png" in capsys.readouterr().err
     assert cli(["attribute", "fcn32s", str(image), "--out", str(out)]) == 2
     assert "no gates" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["layer16", "dynamic-a"])
+def test_decomposition_exact_on_real_size_inputs(name):
+    """Every gate of layer16 and dynamic-a at 256x512 (BN statistics of a few scenes, so gates
+    vary): max |mean(map) + bias - logit| <= 1e-5 max |logit|. The figure at 512x1024:
+    ``python analysis/attribution_exactness.py``."""
+    calib = build_dataset("synthetic:count=2,size=128x256,classes=6,seed=1", split="train")
+    batch = torch.stack([calib[i]["image"] for i in range(len(calib))])
+    model = dynviz.build_model(name, num_classes=6)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(batch)
+    model.eval()
+    image = build_dataset("synthetic:count=1,size=256x512,classes=6,seed=0", split="val")[0]
+    _check_exact(model, image["image"])
+    attr = attribute(model, image["image"])
+    assert len(attr.nodes) == model.config.num_cells
