@@ -91,18 +91,20 @@ def panel(path: str, mtime: float, image: np.ndarray | None, *, key: str) -> Non
     node_key, dir_key, click_key = f"attr_node_{key}", f"attr_dir_{key}", f"attr_click_{key}"
     if st.session_state.get(node_key) not in nodes:
         st.session_state[node_key] = nodes[0]
+    grid_key = f"attr_grid_{key}"
+    # a click on the grid (its selection state, set before this run) picks a node or a path
+    _apply_click(st.session_state.get(grid_key), nodes, node_key, dir_key, click_key)
     grid, pick = st.columns([3, 2])
     with grid:
         current = st.session_state[node_key]
         selected = (current[0], current[1], str(st.session_state.get(dir_key) or ""))
-        event = st.plotly_chart(
+        st.plotly_chart(
             attribution_grid_figure(frame, selected=selected),
             width="stretch",
-            key=f"attr_grid_{key}",
+            key=grid_key,
             on_select="rerun",
             selection_mode="points",
         )
-        _apply_click(event, nodes, node_key, dir_key, click_key)
         st.caption(
             "Click a node or a path to see its map. Markers: the paths of every gate that "
             "ran, coloured by logit (red opens); hollow: closed."
@@ -120,10 +122,10 @@ def panel(path: str, mtime: float, image: np.ndarray | None, *, key: str) -> Non
             st.session_state[dir_key] = labels[0]
         direction = st.radio("Path", labels, key=dir_key, horizontal=True)
         j = gate.index(direction)
-        a, b, c = st.columns(3)
+        a, b = st.columns(2)
         a.metric("Logit", f"{gate.logits[j]:.4g}", help="G before tanh, as the network computed")
         b.metric("Alpha", f"{gate.alpha[j]:.3f}", help="max(0, tanh(G)), after the threshold")
-        c.metric(
+        st.metric(
             f"Top {TOP_FRACTION:.0%} share",
             _state.fmt_number(gate.top_share(direction), 3),
             help=f"share of the map's absolute mass in its top {TOP_FRACTION:.0%} of "
@@ -157,9 +159,11 @@ def panel(path: str, mtime: float, image: np.ndarray | None, *, key: str) -> Non
         st.dataframe(attr.summary(), hide_index=True, width="stretch")
 
 
-def _apply_click(event: Any, nodes: list, node_key: str, dir_key: str, click_key: str) -> None:
-    """A new click on the grid picks its node (and path): set before the pickers are drawn."""
-    points = getattr(getattr(event, "selection", None), "points", None) or []
+def _apply_click(state: Any, nodes: list, node_key: str, dir_key: str, click_key: str) -> None:
+    """A new click on the grid (``state``: the chart's selection state) picks its node (and
+    path), before the grid and the pickers are drawn."""
+    selection = state.get("selection") if hasattr(state, "get") else None
+    points = (selection.get("points") if hasattr(selection, "get") else None) or []
     if not points:
         return
     data = points[0].get("customdata")

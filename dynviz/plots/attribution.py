@@ -101,6 +101,8 @@ def attribution_grid_figure(
                 [nodes["layer"], nodes["scale_index"], np.full(len(nodes), "")], axis=1
             ),
             hovertemplate="layer %{customdata[0]}, scale index %{customdata[1]}<extra>node</extra>",
+            selected={"marker": {"opacity": 1.0}},
+            unselected={"marker": {"opacity": 1.0}},
             name="node",
             showlegend=False,
         )
@@ -130,6 +132,8 @@ def attribution_grid_figure(
                 for r in frame.itertuples()
             ],
             hovertemplate="%{text}<extra></extra>",
+            selected={"marker": {"opacity": 1.0}},
+            unselected={"marker": {"opacity": 1.0}},  # a click must not fade the others
             name="path",
             showlegend=False,
         )
