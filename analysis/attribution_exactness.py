@@ -28,10 +28,13 @@ from dynviz.data import build_dataset
 BOUND = 1e-5
 
 
-def calibrated(name: str, num_classes: int, batch: torch.Tensor) -> torch.nn.Module:
-    """An untrained preset with BatchNorm statistics of ``batch`` (train-mode forwards)."""
+def calibrated(
+    name: str, num_classes: int, batch: torch.Tensor, semantics: str = "paper"
+) -> torch.nn.Module:
+    """An untrained preset with BatchNorm statistics of ``batch`` (one train-mode forward)."""
     torch.manual_seed(0)
-    model = dynviz.build_model(name, num_classes=num_classes)
+    extra = {} if semantics == "paper" else {"semantics": semantics}
+    model = dynviz.build_model(name, num_classes=num_classes, **extra)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.reset_running_stats()
@@ -47,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", nargs=2, type=int, default=(512, 1024), metavar=("H", "W"))
     parser.add_argument("--images", type=int, default=2, help="images per model (default 2)")
     parser.add_argument("--models", nargs="+", default=["layer16", "dynamic-a"])
+    parser.add_argument(
+        "--semantics", default="paper", help="paper (default) or official (issue 10's switch)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
@@ -63,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{'ratio':>9} {'seconds':>7}"
     )
     for name in args.models:
-        model = calibrated(name, data.num_classes, batch).to(args.device)
-        semantics = getattr(model.config, "semantics", "paper")
+        model = calibrated(name, data.num_classes, batch, args.semantics).to(args.device)
+        semantics = str(getattr(model.config, "semantics", "paper")).split(".")[-1].lower()
         for i in range(args.images):
             image = data[i]["image"].to(args.device)
             start = time.perf_counter()

@@ -27,6 +27,15 @@ from dynviz.model import Direction, RoutingNetwork
 from dynviz.model.config import RoutingSpaceConfig
 from dynviz.model.ops import gate_activation
 
+# official semantics (issue 10): zero-input nodes still run their gate, scale_factor resize
+SEMANTICS = ["paper"] + (
+    ["official"] if "semantics" in RoutingSpaceConfig.__dataclass_fields__ else []
+)
+
+
+def _official(config: RoutingSpaceConfig) -> bool:
+    return str(getattr(getattr(config, "semantics", "paper"), "value", "paper")) == "official"
+
 
 def _calibrated(config: RoutingSpaceConfig, images: torch.Tensor) -> RoutingNetwork:
     """A network whose BN statistics come from ``images`` (gates then vary), in eval mode."""
@@ -47,23 +56,25 @@ def _check_exact(model: RoutingNetwork, image: torch.Tensor, rtol: float = 1e-5)
     for (layer, s), node in attr.nodes.items():
         # mean(map) + bias is the network's own logit
         assert node.error <= rtol * scale, (layer, s, node.error, scale)
-        # ... and the logits give the alphas the route used (threshold 0)
+        # ... the logits give the gate's alphas, and the route used them (or closed the node)
         dirs = [int(d) for d in node.directions]
-        expected = gate_activation(torch.from_numpy(node.reconstructed))
-        assert torch.allclose(expected, gates[layer, s, dirs], atol=1e-5), (layer, s)
+        expected = gate_activation(torch.from_numpy(node.reconstructed)).numpy()
+        assert np.allclose(expected, node.gate_alpha, atol=1e-5), (layer, s)
         assert np.allclose(node.alpha, gates[layer, s, dirs].numpy())
-        assert np.allclose(node.gate_alpha, np.maximum(np.tanh(node.logits), 0), atol=1e-6)
+        assert np.allclose(node.alpha, node.gate_alpha, atol=1e-6) or not node.alpha.any()
     # every node that ran a gate is attributed, and only those
     ran = {(l_, s_) for l_, s_ in model.config.cells if bool(out.gates[0, l_, s_].abs().sum() > 0)}
     assert ran <= set(attr.nodes)
 
 
+@pytest.mark.parametrize("semantics", SEMANTICS)
 @pytest.mark.parametrize("gate", ["full", "small"])
 @pytest.mark.parametrize("size", [(64, 64), (96, 160), (40, 72)])
-def test_decomposition_is_exact(tiny, gate, size):
+def test_decomposition_is_exact(tiny, gate, size, semantics):
     """40x72 and 96x160: node maps 10x18 / 24x40 at 1/4, not multiples of 4 at every scale, so
-    the small gate's 0.25 resize rounds."""
-    config = tiny.replace(gate=gate)
+    the small gate's 0.25 resize rounds (and the official scale_factor resize samples another
+    grid)."""
+    config = tiny.replace(gate=gate, **({"semantics": semantics} if semantics != "paper" else {}))
     images = torch.randn(3, 3, *size)
     model = _calibrated(config, images)
     _check_exact(model, images[0])
@@ -78,46 +89,60 @@ def test_decomposition_is_exact(tiny, gate, size):
     assert attr.image_size == size
 
 
-def test_small_gate_rounds_and_stays_exact(tiny):
+@pytest.mark.parametrize("semantics", SEMANTICS)
+def test_small_gate_rounds_and_stays_exact(tiny, semantics):
     """At 1/32 of a 72x72 input the node is 3x3 (padded 96 -> 3): the small gate reads 1x1."""
-    model = _calibrated(tiny.replace(gate="small"), torch.randn(2, 3, 72, 72))
+    extra = {"semantics": semantics} if semantics != "paper" else {}
+    model = _calibrated(tiny.replace(gate="small", **extra), torch.randn(2, 3, 72, 72))
     attr = attribute(model, torch.randn(3, 72, 72))
     coarse = [n for (layer, s), n in attr.nodes.items() if s == 3]
     assert coarse and all(n.map_size == (1, 1) for n in coarse)
     assert attr.max_error <= 1e-5 * attr.max_abs_logit
 
 
-def test_closed_node_and_unreached_nodes(tiny):
-    """A gate forced shut (bias -50): its maps still add up to its (negative) logit, alpha is
-    0 on every path, and the nodes only it fed run no gate and are absent."""
+@pytest.mark.parametrize("semantics", SEMANTICS)
+def test_closed_paths_and_unreached_nodes(tiny, semantics):
+    """The initial cell's down path forced shut (bias -50): its map still adds up to its
+    (negative) logit and its alpha is 0. Paper: the node it fed, (1, 1), receives nothing and
+    runs no gate. Official: the closed path delivers zeros and (1, 1) runs its gate on them,
+    whose maps are constant over space."""
+    config = tiny.replace(semantics=semantics) if semantics != "paper" else tiny
     images = torch.randn(2, 3, 64, 64)
-    model = _calibrated(tiny, images)
-    gate = model.cell(0, 0).gate
+    model = _calibrated(config, images)
+    cell = model.cell(0, 0)
+    down = cell.directions.index(Direction.DOWN)
     with torch.no_grad():
-        gate.conv2.bias.fill_(-50.0)
+        cell.gate.conv2.bias[down] = -50.0
     attr = attribute(model, images[0])
     node = attr.node(0, 0)
-    assert (node.alpha == 0).all() and (node.logits < 0).all()
+    assert node.alpha[down] == 0 and node.logits[down] < 0
+    assert node.alpha[1 - down] > 0
     assert node.error <= 1e-5 * float(np.abs(node.logits).max())
-    # the initial cell is closed: its input passes through keep to (1, 0) only; (1, 1) gets
-    # nothing and runs no gate
     assert (1, 0) in attr.nodes
-    assert (1, 1) not in attr.nodes
-    with pytest.raises(KeyError, match="ran no gate"):
-        attr.node(1, 1)
+    if _official(config):
+        zero_input = attr.node(1, 1)
+        assert np.allclose(zero_input.maps, zero_input.maps[:, :1, :1])
+        assert zero_input.error <= 1e-5 * float(np.abs(zero_input.logits).max())
+    else:
+        assert (1, 1) not in attr.nodes
+        with pytest.raises(KeyError, match="ran no gate"):
+            attr.node(1, 1)
     _check_exact(model, images[0])
 
 
-def test_every_path_closed_but_decomposition_holds(tiny):
-    """All gates shut: only the initial node (and the chain of passthroughs along 1/4) run."""
+@pytest.mark.parametrize("semantics", SEMANTICS)
+def test_every_path_closed_but_decomposition_holds(tiny, semantics):
+    """All gates shut: every cell is dropped and passes its input through keep (both
+    semantics), so only the chain along 1/4 runs gates; each still decomposes exactly."""
+    config = tiny.replace(semantics=semantics) if semantics != "paper" else tiny
     images = torch.randn(2, 3, 64, 64)
-    model = _calibrated(tiny, images)
+    model = _calibrated(config, images)
     with torch.no_grad():
         for cell in model.cells.values():
             if cell.gate is not None:
                 cell.gate.conv2.bias.fill_(-50.0)
     attr = attribute(model, images[1])
-    assert {s for _, s in attr.nodes} == {0}
+    assert set(attr.nodes) == {(layer, 0) for layer in range(config.num_layers + 1)}
     assert attr.max_error <= 1e-5 * attr.max_abs_logit
     assert (attr.frame()["active"] == False).all()  # noqa: E712
 
@@ -274,14 +299,16 @@ def test_cli_attribute_writes_maps_and_table(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("semantics", SEMANTICS)
 @pytest.mark.parametrize("name", ["layer16", "dynamic-a"])
-def test_decomposition_exact_on_real_size_inputs(name):
+def test_decomposition_exact_on_real_size_inputs(name, semantics):
     """Every gate of layer16 and dynamic-a at 256x512 (BN statistics of a few scenes, so gates
     vary): max |mean(map) + bias - logit| <= 1e-5 max |logit|. The figure at 512x1024:
     ``python analysis/attribution_exactness.py``."""
     calib = build_dataset("synthetic:count=2,size=128x256,classes=6,seed=1", split="train")
     batch = torch.stack([calib[i]["image"] for i in range(len(calib))])
-    model = dynviz.build_model(name, num_classes=6)
+    extra = {"semantics": semantics} if semantics != "paper" else {}
+    model = dynviz.build_model(name, num_classes=6, **extra)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.reset_running_stats()
