@@ -30,7 +30,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -285,13 +286,28 @@ def _as_batch(image: torch.Tensor | np.ndarray) -> torch.Tensor:
     return image
 
 
+@contextmanager
+def _no_tf32(device: torch.device) -> Iterator[None]:
+    """On CUDA, convs and matmuls in full float32 (no TF32) while attributing: the logits the
+    network computes then carry float32 rounding only, which the maps reproduce."""
+    if device.type != "cuda":
+        yield
+        return
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+
 def attribute(model: RoutingNetwork, image: torch.Tensor | np.ndarray) -> ImageAttribution:
     """The exact attribution maps of every gate that runs on ``image``.
 
     The network runs its own forward pass (eval mode, closed paths skipped, the model's
     semantics); a forward hook on each gate takes the node input X it receives and splits the
     gate's logits over the locations of ``gate.features(X)``; a hook on the gate's last conv
-    takes the logit the network computed.
+    takes the logit the network computed. On CUDA the pass runs without TF32.
 
     Args:
         model: a dynamic :class:`~dynviz.model.RoutingNetwork` (with gates).
@@ -343,7 +359,7 @@ def attribute(model: RoutingNetwork, image: torch.Tensor | np.ndarray) -> ImageA
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _no_tf32(x.device):
             out = model(x)
     finally:
         for handle in handles:
