@@ -33,8 +33,7 @@ def calibrated(
 ) -> torch.nn.Module:
     """An untrained preset with BatchNorm statistics of ``batch`` (one train-mode forward)."""
     torch.manual_seed(0)
-    extra = {} if semantics == "paper" else {"semantics": semantics}
-    model = dynviz.build_model(name, num_classes=num_classes, **extra)
+    model = dynviz.build_model(name, num_classes=num_classes, semantics=semantics)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.reset_running_stats()
@@ -51,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=2, help="images per model (default 2)")
     parser.add_argument("--models", nargs="+", default=["layer16", "dynamic-a"])
     parser.add_argument(
-        "--semantics", default="paper", help="paper (default) or official (issue 10's switch)"
+        "--semantics", default="paper", choices=("paper", "official"), help="default: paper"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--device", default="cpu")
@@ -70,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name in args.models:
         model = calibrated(name, data.num_classes, batch, args.semantics).to(args.device)
-        semantics = str(getattr(model.config, "semantics", "paper")).split(".")[-1].lower()
+        semantics = model.config.semantics.value
         for i in range(args.images):
             image = data[i]["image"].to(args.device)
             start = time.perf_counter()

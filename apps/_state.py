@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,75 +22,26 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dynviz.commands.app import APP_DIR_ENV
+from dynviz.explorer import APP_DIR_ENV
+from dynviz.runs import Catalog, find_folders, modified_time
+from dynviz.uploads import ImageView
 
-RECORDS_FILE = "records.json"
-RUN_FILES = ("config.yaml", "metrics.jsonl")
 PAPER_SIZE = (1024, 2048)  # Cityscapes, where the paper's numbers are counted
 GMACS = "GMACs (1 MAC = 1 multiply-add = the paper's FLOP)"
-_SKIP_DIRS = {".git", ".venv", "venv", "node_modules", "__pycache__", ".ipynb_checkpoints"}
 _MAX_DEPTH = 6
 _MAX_DIRS = 5000
 
 
 # ------------------------------------------------------------------------------ discovery
-@dataclass(frozen=True)
-class Catalog:
-    """What a folder holds: training runs and records folders (absolute paths, sorted)."""
-
-    root: str
-    runs: tuple[str, ...]
-    records: tuple[str, ...]
-    truncated: bool = False  # the search stopped early (too many folders)
-
-    def label(self, path: str) -> str:
-        """``path`` relative to the root, for menus."""
-        try:
-            rel = str(Path(path).relative_to(self.root))
-        except ValueError:
-            return path
-        return rel if rel != "." else (Path(path).name or path)
-
-
 @st.cache_data(ttl=60, show_spinner="Searching the folder...")
 def discover(root: str, max_depth: int = _MAX_DEPTH, max_dirs: int = _MAX_DIRS) -> Catalog:
-    """Search ``root`` recursively for run folders (``config.yaml`` or ``metrics.jsonl``) and
-    records folders (``records.json``); hidden folders and virtual environments are skipped, and
-    the search stops after ``max_dirs`` folders."""
-    base = Path(root).expanduser().resolve()
-    runs: list[str] = []
-    records: list[str] = []
-    visited = 0
-    if base.is_dir():
-        for here, dirs, files in os.walk(base):
-            visited += 1
-            if visited > max_dirs:
-                return Catalog(str(base), tuple(sorted(runs)), tuple(sorted(records)), True)
-            depth = len(Path(here).relative_to(base).parts)
-            dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
-            if depth >= max_depth or RECORDS_FILE in files:
-                dirs[:] = []  # a records folder holds only its parts
-            if RECORDS_FILE in files:
-                records.append(here)
-            elif any(n in files for n in RUN_FILES):
-                runs.append(here)
-    return Catalog(str(base), tuple(sorted(runs)), tuple(sorted(records)))
+    """``dynviz.runs.find_folders``: the runs and records folders under ``root``."""
+    return find_folders(root, max_depth=max_depth, max_dirs=max_dirs)
 
 
 def stamp(path: str | Path) -> float:
-    """Latest modification time of a file, or of a folder and its direct subfolders' files
-    (part of cache keys)."""
-    path = Path(path)
-    if not path.exists():
-        return 0.0
-    if path.is_file():
-        return path.stat().st_mtime
-    times = [path.stat().st_mtime]
-    for child in path.iterdir():
-        times.append(child.stat().st_mtime)
-        if child.is_dir():
-            times += [p.stat().st_mtime for p in child.iterdir()]
-    return max(times)
+    """``dynviz.runs.modified_time`` (part of cache keys)."""
+    return modified_time(path)
 
 
 # --------------------------------------------------------------------------------- frames
@@ -105,24 +56,14 @@ def load_records(path: str, mtime: float) -> Any:
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def records_problem(path: str, mtime: float) -> str:
-    """Why a records folder cannot be read ("" when it can)."""
+    """Why a records folder cannot be shown ("" when it can)."""
+    from dynviz.runs import records_problem as problem
+
     try:
         records = load_records(path, mtime)
     except (ValueError, OSError, KeyError) as err:  # RecordError is a ValueError
         return str(err) or type(err).__name__
-    if records.images.empty:
-        return "no image recorded yet (an empty or interrupted recording; record again)"
-    return ""
-
-
-@st.cache_data(show_spinner=False, max_entries=256)
-def sidecar(path: str, mtime: float) -> dict[str, Any]:
-    """A records folder's ``records.json`` (empty when unreadable)."""
-    try:
-        data = json.loads((Path(path) / RECORDS_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return problem(path, records)
 
 
 def _labels(paths: tuple[str, ...], mtimes: tuple[float, ...]) -> list[str]:
@@ -180,115 +121,36 @@ def combined_path_statistics(paths: tuple[str, ...], mtimes: tuple[float, ...]) 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def load_metrics(run_dir: str, mtime: float) -> pd.DataFrame:
-    """The run's ``metrics.jsonl`` as a frame (empty when missing; unreadable lines, such as one
-    being written, are skipped)."""
-    rows = []
-    try:
-        lines = (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return pd.DataFrame()
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return pd.DataFrame(rows)
+    """``dynviz.runs.read_metrics``: the run's ``metrics.jsonl`` as a frame."""
+    from dynviz.runs import read_metrics
+
+    return read_metrics(run_dir)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def load_run_config(run_dir: str, mtime: float) -> dict[str, Any]:
-    """The run's ``config.yaml`` (empty when missing or unreadable)."""
-    import yaml
+    """``dynviz.runs.read_run_config``: the run's ``config.yaml``."""
+    from dynviz.runs import read_run_config
 
-    try:
-        data = yaml.safe_load((Path(run_dir) / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_run_config(run_dir)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def table1(paths: tuple[str, ...], mtimes: tuple[float, ...]) -> pd.DataFrame:
-    """The Table-1-style comparison of records: ``cost_statistics`` plus parameters and where
-    each model comes from."""
-    from dynviz.analysis import cost_statistics
+    """``dynviz.report.table1``: the Table-1-style comparison of records."""
+    from dynviz.report import table1 as table
 
-    stats = cost_statistics(combined_images(paths, mtimes))
-    info = []
-    for path, mtime in zip(paths, mtimes, strict=True):
-        meta = load_records(path, mtime).meta
-        checkpoint = meta.get("checkpoint") or {}
-        route = meta.get("forced_route") or meta.get("route") or {}
-        info.append(
-            {
-                "params": meta.get("params"),
-                "routing": ("forced " if meta.get("forced_route") else "static " if route else "")
-                + (route.get("name") or "route")
-                if route
-                else "dynamic (gates)",
-                "data": f"{meta.get('data')} [{meta.get('split')}]",
-                "weights": f"iteration {checkpoint.get('iteration')}"
-                if checkpoint
-                else "untrained",
-            }
-        )
-    return pd.concat([stats.reset_index(drop=True), pd.DataFrame(info)], axis=1)
+    return table([load_records(p, m) for p, m in zip(paths, mtimes, strict=True)])
 
 
 # ------------------------------------------------------------------------ models and data
-@dataclass(frozen=True)
-class ModelInfo:
-    """How the model of a records folder was obtained."""
-
-    source: str  # checkpoint path, or "untrained"
-    note: str = ""  # a warning to show, or ""
-    trained: bool = False
-
-
 @st.cache_resource(show_spinner="Loading the model...", max_entries=4)
-def records_model(path: str, mtime: float) -> tuple[Any, ModelInfo]:
-    """The network of a records folder: its checkpoint when the file is still there, else a
-    freshly built network of its config (untrained records). ``(None, info)`` when the checkpoint
-    is missing or unreadable."""
-    from dynviz import build_model
-    from dynviz.checkpoint import CheckpointError, load_model
-    from dynviz.model.route import Route
+def records_model(path: str, mtime: float) -> tuple[Any, Any]:
+    """``dynviz.runs.records_model``: the network of a records folder and how it was obtained
+    (``(None, info)`` when its checkpoint is missing or unreadable)."""
+    from dynviz.runs import records_model as model_of
 
-    records = load_records(path, mtime)
-    checkpoint = records.meta.get("checkpoint") or {}
-    if checkpoint:
-        file = Path(str(checkpoint.get("path")))
-        if not file.is_absolute():  # relative to where `dynviz record` ran: try the ancestors
-            candidates = [file] + [parent / file for parent in Path(path).resolve().parents]
-            file = next((c for c in candidates if c.is_file()), file)
-        if not file.is_file():
-            return None, ModelInfo(
-                str(file),
-                f"The checkpoint of these records, `{file}`, is "
-                "not there any more: no prediction, and no routes for "
-                "uploaded images.",
-            )
-        try:
-            model, meta = load_model(file)
-        except CheckpointError as err:
-            return None, ModelInfo(str(file), f"Cannot load the checkpoint: {err}")
-        note = ""
-        if checkpoint.get("sha256") and meta.get("sha256") != checkpoint.get("sha256"):
-            note = (
-                f"`{file}` changed since it was recorded (sha256 differs): live routes and "
-                "predictions may not match the records."
-            )
-        return model, ModelInfo(str(file), note, trained=True)
-    route = records.meta.get("route")
-    static = Route.from_dict(route, source=f"{path}: route") if route else None
-    model = build_model(records.config, route=static).eval()
-    return model, ModelInfo(
-        "untrained",
-        "These records come from an untrained network: the "
-        "prediction and live routes use freshly initialised weights.",
-    )
+    return model_of(load_records(path, mtime))
 
 
 @st.cache_resource(show_spinner="Preparing the data set...", max_entries=4)
@@ -319,69 +181,38 @@ def space_costs(config_json: str, height: int, width: int, route_json: str = "")
 
 
 # ------------------------------------------------------------------------- image routes
-@dataclass
-class ImageView:
-    """Everything the route explorer shows for one image."""
-
-    image_id: str
-    image: np.ndarray | None  # (H, W, 3) uint8 as the network saw it
-    label: np.ndarray | None  # (H, W) uint8 ground truth, when known
-    prediction: np.ndarray | None  # (H, W) uint8
-    gates: pd.DataFrame  # the image's gate rows
-    real_gmacs: float
-    expected_gmacs: float
-    miou: float | None = None
-    stats: dict[str, float] = field(default_factory=dict)
-    note: str = ""
-
-
 @st.cache_data(show_spinner="Running the model...", max_entries=64)
 def dataset_image(path: str, mtime: float, image_id: str) -> ImageView:
     """A recorded image: its recorded route and costs, the image and label from the records'
-    data set, and the model's prediction."""
-    from dynviz.data import DataError, Resize
-    from dynviz.uploads import predict
+    data set, and the model's prediction (``dynviz.uploads.recorded_view``)."""
+    from dynviz.data import DataError
+    from dynviz.uploads import recorded_view
 
     records = load_records(path, mtime)
-    rows = records.gates[records.gates["image_id"] == image_id]
-    row = records.images[records.images["image_id"] == image_id].iloc[0]
-    stats = {
-        k.removeprefix("stat_"): float(v)
-        for k, v in row.items()
-        if str(k).startswith("stat_") and pd.notna(v)
-    }
-    view = ImageView(
-        image_id,
-        None,
-        None,
-        None,
-        rows,
-        float(row["real_gmacs"]),
-        float(row["expected_gmacs"]),
-        None if pd.isna(row["miou"]) else float(row["miou"]),
-        stats,
-    )
     spec, split = records.meta.get("data"), records.meta.get("split") or "val"
     if not spec:
+        view = recorded_view(records, image_id)
         view.note = "The records do not name their data set: no image to show."
         return view
     try:
         index = dataset_index(str(spec), str(split)).get(image_id)
         if index is None:
+            view = recorded_view(records, image_id)
             view.note = f"`{image_id}` is not in `{spec}` [{split}] any more."
             return view
-        image, label = load_dataset(str(spec), str(split)).raw(index)
+        model, _ = records_model(path, mtime)
+        return recorded_view(
+            records,
+            image_id,
+            dataset=load_dataset(str(spec), str(split)),
+            index=index,
+            model=model,
+            route=forced_route(path, mtime),
+        )
     except (DataError, OSError) as err:
+        view = recorded_view(records, image_id)
         view.note = f"Cannot read the image from `{spec}`: {err}"
         return view
-    size = (int(row["height"]), int(row["width"]))
-    if image.shape[:2] != size:  # recorded with `dynviz record --size`
-        image, label = Resize(size)(image, label)
-    view.image, view.label = image, label
-    model, _ = records_model(path, mtime)
-    if model is not None:
-        view.prediction = predict(model, image, route=forced_route(path, mtime))
-    return view
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -463,35 +294,36 @@ class Extracted:
 
 @st.cache_data(show_spinner="Extracting the common network...", max_entries=64)
 def common_network(path: str, mtime: float, threshold: float, height: int, width: int) -> Extracted:
-    """``extract_common`` at ``threshold``, its static network's params and GMACs at the records'
-    input size and at 1024x2048, and its figure."""
-    from dynviz.analysis import CommonNetError, extract_common
-    from dynviz.cost import cost_table, param_table
+    """``dynviz.analysis.summarize_common`` at ``threshold`` and the records' input size, and
+    its figure."""
+    from dynviz.analysis import CommonNetError, summarize_common
     from dynviz.graph import space_graph
     from dynviz.plots.interactive import space_figure
 
     config = load_records(path, mtime).config
     per_path = path_statistics(path, mtime).per_path
     try:
-        route = extract_common(per_path, config, threshold=threshold)
+        common = summarize_common(per_path, config, threshold=threshold, size=(height, width))
     except CommonNetError as err:
         return Extracted(error=str(err))
-    costs = cost_table(config, (height, width), route=route)
-    graph = space_graph(config, costs=costs, probability=per_path, mean_alpha=per_path, route=route)
-    title = f"{route.name}: {len(route)} paths in {len(route.cells)} cells"
+    route = common.route
+    graph = space_graph(
+        config, costs=common.costs, probability=per_path, mean_alpha=per_path, route=route
+    )
+    title = f"{route.name}: {common.paths} paths in {common.cells} cells"
     figure = space_figure(graph, edge_attr="probability", threshold=threshold, title=title)
     figure.update_layout(height=360)
     return Extracted(
         yaml=route.to_yaml(),
         name=route.name,
         notes=str(route.meta.get("notes", "")),
-        paths=len(route),
-        cells=len(route.cells),
-        params=param_table(config, route=route).total,
-        gmacs=costs.total() / 1e9,
-        gmacs_paper=cost_table(config, PAPER_SIZE, route=route).total() / 1e9,
-        dynamic_params=param_table(config).total,
-        dynamic_gmacs=cost_table(config, (height, width)).total() / 1e9,
+        paths=common.paths,
+        cells=common.cells,
+        params=common.params,
+        gmacs=common.gmacs,
+        gmacs_paper=common.gmacs_paper,
+        dynamic_params=common.dynamic_params,
+        dynamic_gmacs=common.dynamic_gmacs,
         figure=figure,
     )
 
@@ -499,25 +331,11 @@ def common_network(path: str, mtime: float, threshold: float, height: int, width
 # ------------------------------------------------------------------------- special cases
 @st.cache_data(show_spinner=False)
 def special_cases(height: int, width: int) -> pd.DataFrame:
-    """The zoo's special cases (``dynviz flops --special-cases``) at an input size, with the
+    """``dynviz.zoo.special_case_table``: the zoo's special cases at an input size, with the
     paper's Table 1 numbers."""
-    from dynviz.commands.flops import special_cases as cases
+    from dynviz.zoo import special_case_table
 
-    rows = []
-    for cost in cases(size=(height, width)):
-        paper = cost.paper or {}
-        rows.append(
-            {
-                "model": cost.name,
-                "params (M)": cost.params / 1e6,
-                "GMACs": cost.gmacs,
-                "paper params (M)": paper.get("params_m"),
-                "paper GFLOPs": paper.get("gflops"),
-                "paper mIoU": paper.get("miou"),
-                "notes": " ".join(cost.notes.split()),
-            }
-        )
-    return pd.DataFrame(rows)
+    return special_case_table(size=(height, width))
 
 
 @st.cache_data(show_spinner=False)
@@ -548,54 +366,24 @@ def measured_accuracy(
     runs: tuple[str, ...],
     runs_mtimes: tuple[float, ...],
 ) -> pd.DataFrame:
-    """mIoU of the special cases where records or training runs of them are found: records
-    whose (static or forced) route has the case's name, runs whose route has it."""
-    from dynviz.analysis import cost_statistics
+    """``dynviz.runs.measured_accuracy``: mIoU of the special cases where records or training
+    runs of them are found."""
+    from dynviz.runs import measured_accuracy as accuracy
 
-    rows = []
-    for path, mtime in zip(records, records_mtimes, strict=True):
-        rec = load_records(path, mtime)
-        route = rec.meta.get("forced_route") or rec.meta.get("route") or {}
-        if route.get("name"):
-            stats = cost_statistics(rec.images).iloc[0]
-            rows.append(
-                {
-                    "model": route["name"],
-                    "source": f"records {Path(path).name}",
-                    "mIoU": float(stats["miou"]),
-                    "real GMACs": float(stats["real_gmacs_mean"]),
-                    "trained": bool(rec.meta.get("checkpoint")),
-                }
-            )
-    for run, mtime in zip(runs, runs_mtimes, strict=True):
-        route = load_run_config(run, mtime).get("route") or {}
-        metrics = load_metrics(run, stamp(Path(run) / "metrics.jsonl"))
-        if route.get("name") and "val_miou" in metrics and metrics["val_miou"].notna().any():
-            rows.append(
-                {
-                    "model": route["name"],
-                    "source": f"run {Path(run).name}",
-                    "mIoU": float(metrics["val_miou"].max()),
-                    "real GMACs": None,
-                    "trained": True,
-                }
-            )
-    return pd.DataFrame(rows, columns=["model", "source", "mIoU", "real GMACs", "trained"])
+    loaded = [load_records(p, m) for p, m in zip(records, records_mtimes, strict=True)]
+    return accuracy(loaded, runs)
 
 
 # ------------------------------------------------------------------------------- latency
 @st.cache_data(show_spinner=False)
 def zoo_spaces() -> dict[str, str]:
-    """``{name: config JSON}`` of the zoo's routing spaces (route specs left out)."""
-    from dynviz.model import RoutingSpaceConfig
-    from dynviz.model.zoo import load_spec, preset_names
+    """``{name: config JSON}`` of the zoo's routing spaces (``dynviz.zoo.routing_spaces``)."""
+    from dynviz.zoo import routing_spaces
 
-    out = {}
-    for name in preset_names():
-        spec = load_spec(name)
-        if isinstance(spec, RoutingSpaceConfig):
-            out[name] = json.dumps(spec.to_dict(), sort_keys=True)
-    return out
+    return {
+        name: json.dumps(config.to_dict(), sort_keys=True)
+        for name, config in routing_spaces().items()
+    }
 
 
 @st.cache_data(show_spinner="Timing every node on this machine...", max_entries=16)
@@ -624,23 +412,20 @@ def latency_tables(
 
 
 def routes_of_space(config_json: str, records: str | None) -> tuple[tuple[str, str], ...]:
-    """The zoo's special cases drawn in this space, and the common network (95%) of the
-    selected records when they were made in it: ``(name, route JSON)`` pairs."""
+    """The zoo's special cases drawn in this space (``dynviz.zoo.special_case_routes``), and the
+    common network (95%) of the selected records when they were made in it: ``(name, route
+    JSON)`` pairs."""
     from dynviz.analysis import CommonNetError, extract_common
-    from dynviz.model.route import Route
-    from dynviz.model.zoo import load_spec, preset_names
+    from dynviz.model import RoutingSpaceConfig
+    from dynviz.zoo import special_case_routes
 
-    def same(route: Route) -> bool:
-        return json.dumps(route.space.to_dict(), sort_keys=True) == config_json
-
-    out = []
-    for name in preset_names():
-        spec = load_spec(name)
-        if isinstance(spec, Route) and "paper" in spec.meta and same(spec):
-            out.append((name, json.dumps(spec.to_dict())))
+    space = RoutingSpaceConfig.from_dict(json.loads(config_json))
+    out = [
+        (name, json.dumps(route.to_dict())) for name, route in special_case_routes(space).items()
+    ]
     if records is not None:
         rec = load_records(records, stamp(records))
-        if json.dumps(rec.config.to_dict(), sort_keys=True) == config_json:
+        if rec.config == space:
             try:
                 route = extract_common(
                     path_statistics(records, stamp(records)).per_path, rec.config, threshold=0.95
@@ -655,24 +440,13 @@ def routes_of_space(config_json: str, records: str | None) -> tuple[tuple[str, s
 # ---------------------------------------------------------------------- routing vs scale
 @st.cache_data(show_spinner="Relating routes to object scale...", max_entries=32)
 def image_routes(path: str, mtime: float) -> pd.DataFrame:
-    """``dynviz.analysis.routing_vs_scale`` of one records folder, with per-scale cost
-    shares."""
+    """``dynviz.analysis.routing_vs_scale`` of one records folder, with per-scale cost shares
+    (``dynviz.report.records_path_costs``)."""
     from dynviz.analysis import routing_vs_scale as per_image
-    from dynviz.model.route import Route
-    from dynviz.record import path_cost_frame
+    from dynviz.report import records_path_costs
 
     rec = load_records(path, mtime)
-    sizes = (
-        rec.meta.get("input_sizes")
-        or rec.images[["height", "width"]].drop_duplicates().to_numpy().tolist()
-    )
-    route = rec.meta.get("route")
-    costs = path_cost_frame(
-        rec.config,
-        (int(sizes[0][0]), int(sizes[0][1])),
-        route=Route.from_dict(route) if route else None,
-    )
-    return per_image(rec.gates, rec.images, path_costs=costs)
+    return per_image(rec.gates, rec.images, path_costs=records_path_costs(rec))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -743,7 +517,7 @@ def sidebar() -> Context:
                 dynamic = [
                     label
                     for label, p in zip(labels, usable, strict=True)
-                    if sidecar(p, stamp(Path(p) / RECORDS_FILE)).get("dynamic")
+                    if load_records(p, stamp(p)).meta.get("dynamic")
                 ]
                 st.session_state["records_label"] = (
                     wanted if wanted in labels else (dynamic or labels)[0]

@@ -166,9 +166,8 @@ def run_chain(
     on_step: Callable[[str], None] | None = None,
 ) -> ChainResult:
     """Run the chain into ``out`` and return where its report, table and figures are."""
-    from dynviz.analysis.common import CommonNetError
+    from dynviz.analysis.common import CommonNetError, write_common
     from dynviz.checkpoint import LATEST
-    from dynviz.commands.extract import write_common
 
     started = time.perf_counter()
     out = Path(out)

@@ -15,8 +15,8 @@ __all__ = ["main"]
 # name -> (one-line help, module implementing it)
 COMMANDS: dict[str, tuple[str, str]] = {
     "flops": ("MACs and parameters of a model, by component", "dynviz.commands.flops"),
-    "data": ("synthetic data tools", "dynviz.data.cli"),
-    "train": ("train a model (budget loss, DDP under torchrun)", "dynviz.train.cli"),
+    "data": ("synthetic data tools", "dynviz.commands.data"),
+    "train": ("train a model (budget loss, DDP under torchrun)", "dynviz.commands.train"),
     "eval": ("evaluate a run or checkpoint: mIoU and GMACs", "dynviz.commands.eval"),
     "demo": ("the whole chain on the embedded synthetic data", "dynviz.commands.demo"),
     "bench": ("measure speed and memory figures", "dynviz.commands.bench"),
@@ -33,6 +33,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("extract the common network of records as a route spec", "dynviz.commands.extract"),
     "compare": ("Table-1-style comparison of trained runs", "dynviz.commands.compare"),
     "app": ("the Streamlit route explorer on a folder of runs and records", "dynviz.commands.app"),
+    "convert": (
+        "official DynamicRouting checkpoints to and from dynviz",
+        "dynviz.commands.convert",
+    ),
 }
 
 

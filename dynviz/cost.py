@@ -14,6 +14,13 @@ unit. Two counting modes:
     last layer's keep ReLU, the identity add of each cell, the sums of node inputs, the alpha
     multiplies of gated paths, bilinear interpolation (4 per output element, as fvcore) in up
     transforms, small gates and the decoder, and the decoder's adds.
+``official``
+    What the official code's counters report (docs/official.md): the paper rules, but the
+    decoder is costed on ``h x h`` maps (the official ``output_shape`` uses the height for both
+    sides) with all four laterals always charged, every gate of layers 1..L is charged in every
+    image (also where its cell received nothing or was dropped), a cell's operation is charged
+    when its alpha sum is above 1e-4 and a transform when its alpha is above 1e-4. Expected
+    cost (:meth:`CostTable.backbone_expected`) is the official ``expt_flops``.
 
 Per image, *real* cost counts what was executed (cells with input run their gate; a cell runs its
 operation when one of its paths is open; each open path runs its transform); *expected* cost is
@@ -29,7 +36,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from dynviz.model.config import ConfigError, Direction, RoutingSpaceConfig
+from dynviz.model.config import (
+    OFFICIAL_DROP_THRESHOLD,
+    ConfigError,
+    Direction,
+    RoutingSpaceConfig,
+)
 from dynviz.model.ops import small_gate_size
 from dynviz.model.route import Route
 
@@ -49,6 +61,7 @@ BILINEAR_PER_OUTPUT = 4  # fvcore's convention for upsample_bilinear2d
 class Counting(enum.Enum):
     PAPER = "paper"
     COMPLETE = "complete"
+    OFFICIAL = "official"
 
 
 @dataclass(frozen=True)
@@ -159,11 +172,16 @@ class CostTable:
         """MACs executed per sample, ``(B,)`` float64.
 
         Args:
-            active: ``(B, L + 1, S, 3)`` bool, the paths that were computed (``out.active``).
+            active: ``(B, L + 1, S, 3)`` bool, the paths that were computed (``out.active``),
+                or the alphas (``out.gates``): official counting then applies its 1e-4 rules.
             gates_ran: whether the gates were evaluated (False for forced routes and static
                 networks); defaults to whether the table includes gates.
         """
         gates_ran = self.with_gates if gates_ran is None else gates_ran
+        if self.counting is Counting.OFFICIAL:
+            return self._official_real(active, gates_ran=gates_ran)
+        if active.is_floating_point():
+            active = active > self.config.active_threshold
         active = active.bool()
         has, on, count = propagate(self.config, active)
         f = torch.float64
@@ -181,6 +199,9 @@ class CostTable:
         op = self.op.to(gates)
         path = self.path.to(gates)
         cost = (gates.amax(-1) * op).sum((1, 2)) + (gates * path).sum((1, 2, 3))
+        if self.counting is Counting.OFFICIAL:  # gates in every image, decoder constant
+            fixed = self.stem + self.decoder + (float(self.gate.sum()) if gates_ran else 0.0)
+            return cost + fixed
         with torch.no_grad():
             active = gates > self.config.active_threshold
             has, _, count = propagate(self.config, active)
@@ -189,6 +210,22 @@ class CostTable:
                 fixed = fixed + (has.double() * self.gate).sum((1, 2))
             fixed = fixed + self.stem + self._decoder_cost(has[:, -1])
         return cost + fixed.to(cost.dtype)
+
+    def _official_real(self, active: torch.Tensor, *, gates_ran: bool) -> torch.Tensor:
+        """The official real counter: ops with alpha sum > 1e-4, transforms with alpha > 1e-4,
+        every gate of layers 1..L, the stem and the (constant) decoder."""
+        f = torch.float64
+        if active.is_floating_point():
+            alpha = active.to(f)
+            paths = alpha > OFFICIAL_DROP_THRESHOLD
+            on = alpha.sum(-1) > OFFICIAL_DROP_THRESHOLD
+        else:
+            paths = active.bool()
+            on = paths.any(-1)
+        cost = (on.to(f) * self.op).sum((1, 2)) + (paths.to(f) * self.path).sum((1, 2, 3))
+        if gates_ran:
+            cost = cost + float(self.gate.sum())
+        return cost + self.stem + self.decoder
 
     def backbone_expected(self, gates: torch.Tensor) -> torch.Tensor:
         """Eq. 7-8 over cells and transforms only, ``(B,)``: what the budget loss constrains."""
@@ -367,18 +404,24 @@ def cost_table(
                 )
 
     # Decoder: lateral ConvBNReLU per scale, top-down add and x2, 3x3 predictor, x4 upsampling.
+    # Official counting: h x h maps (its output_shape reads the height twice), all laterals.
+    official = counting is Counting.OFFICIAL
     lateral_cost = []
     last = config.num_layers
     top = max(
         s
         for s in range(config.num_scales)  # coarsest scale reaching the decoder
-        if route is None or route.directions(last, s)
+        if official or route is None or route.directions(last, s)
     )
+
+    def hw_decoder(scale: int) -> int:
+        return (height // 4 >> scale) ** 2 if official else hw(scale)
+
     for s in range(config.num_scales):
         if s > top:  # nothing arrives at or above this scale: the lateral never runs
             lateral_cost.append(0)
             continue
-        c, n = config.channels(s), hw(s)
+        c, n = config.channels(s), hw_decoder(s)
         co = c // 2 if s > 0 else c0
         lat = [
             CostItem("decoder", f"decoder.lateral.{s}.conv", "conv", _conv(1, c, co, n)),
@@ -396,7 +439,7 @@ def cost_table(
         lateral_cost.append(sum(i.macs for i in lat))
         items += lat
     k = config.num_classes
-    fixed = [CostItem("decoder", "decoder.predictor", "conv", _conv(3, c0, k, quarter))]
+    fixed = [CostItem("decoder", "decoder.predictor", "conv", _conv(3, c0, k, hw_decoder(0)))]
     if complete:
         fixed.append(
             CostItem("decoder", "decoder", "interp", BILINEAR_PER_OUTPUT * k * height * width)

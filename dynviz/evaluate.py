@@ -32,12 +32,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from dynviz.cost import CostTable, cost_table
-from dynviz.metrics import ConfusionMatrix
-from dynviz.model import ConfigError, RoutingNetwork
-from dynviz.train.distributed import (
+from dynviz.distributed import (
     all_gather_objects,
     all_reduce_sum,
 )
+from dynviz.metrics import ConfusionMatrix
+from dynviz.model import ConfigError, RoutingNetwork
 
 __all__ = ["CostStats", "EvalResult", "evaluate"]
 

@@ -21,6 +21,7 @@ images give their first frame.
 (:func:`dynviz.record.record` into a temporary folder, removed afterwards), so an upload's route
 and costs come out in the records' schema, counted exactly as for a data set;
 :func:`predict` gives the class map and :func:`overlay` blends it over the image for display.
+:func:`recorded_view` gathers what the explorer shows of a recorded image (:class:`ImageView`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import io
 import logging
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,7 @@ __all__ = [
     "MAX_BYTES",
     "MAX_PIXELS",
     "ImageRoute",
+    "ImageView",
     "UploadError",
     "UploadedImage",
     "colorize",
@@ -49,6 +51,7 @@ __all__ = [
     "overlay",
     "predict",
     "read_upload",
+    "recorded_view",
     "route_image",
 ]
 
@@ -318,6 +321,95 @@ def route_image(
         real_gmacs=float(row["real_gmacs"]),
         expected_gmacs=float(row["expected_gmacs"]),
     )
+
+
+@dataclass
+class ImageView:
+    """Everything the explorer shows of one image: pixels, route and costs.
+
+    Attributes:
+        image_id: the image's id in the records (or the upload's name).
+        image: ``(H, W, 3)`` uint8 RGB as the network saw it, when available.
+        label: ``(H, W)`` uint8 ground truth, when known.
+        prediction: ``(H, W)`` uint8 class map, when a model ran.
+        gates: the image's gate rows (``dynviz.record.GATE_COLUMNS``).
+        real_gmacs, expected_gmacs: the image's costs.
+        miou: the image's mIoU (None when unknown).
+        stats: the image's scale statistics (``stat_`` prefix dropped).
+        note: what to tell the user (a missing checkpoint, image or data set), or "".
+    """
+
+    image_id: str
+    image: np.ndarray | None
+    label: np.ndarray | None
+    prediction: np.ndarray | None
+    gates: Any  # pandas.DataFrame
+    real_gmacs: float
+    expected_gmacs: float
+    miou: float | None = None
+    stats: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+
+
+def recorded_view(
+    records: Any,
+    image_id: str,
+    *,
+    dataset: Any = None,
+    index: int | None = None,
+    model: Any = None,
+    route: Any = None,
+) -> ImageView:
+    """A recorded image as the records hold it: its gate rows, costs, mIoU and statistics;
+    with ``dataset`` and ``index`` also its image and label (resized to the size it was recorded
+    at), and with ``model`` the model's prediction (forcing ``route`` when given).
+
+    Args:
+        records: :class:`dynviz.record.Records` holding ``image_id``.
+        image_id: the image.
+        dataset: the records' data set (``dynviz.data.build_dataset(meta["data"], ...)``).
+        index: the image's index in ``dataset``.
+        model: a :class:`dynviz.model.RoutingNetwork` to predict with.
+        route: a :class:`dynviz.model.Route` to force, as when the records were made.
+
+    Raises:
+        KeyError: ``image_id`` is not in the records.
+    """
+    import pandas as pd
+
+    rows = records.gates[records.gates["image_id"] == image_id]
+    found = records.images[records.images["image_id"] == image_id]
+    if found.empty:
+        raise KeyError(f"{image_id!r} is not in the records")
+    row = found.iloc[0]
+    stats = {
+        k.removeprefix("stat_"): float(v)
+        for k, v in row.items()
+        if str(k).startswith("stat_") and pd.notna(v)
+    }
+    view = ImageView(
+        image_id,
+        None,
+        None,
+        None,
+        rows,
+        float(row["real_gmacs"]),
+        float(row["expected_gmacs"]),
+        None if pd.isna(row["miou"]) else float(row["miou"]),
+        stats,
+    )
+    if dataset is None or index is None:
+        return view
+    from dynviz.data import Resize
+
+    image, label = dataset.raw(index)
+    size = (int(row["height"]), int(row["width"]))
+    if image.shape[:2] != size:  # recorded with `dynviz record --size`
+        image, label = Resize(size)(image, label)
+    view.image, view.label = image, label
+    if model is not None:
+        view.prediction = predict(model, image, route=route)
+    return view
 
 
 # ------------------------------------------------------------------------------- display

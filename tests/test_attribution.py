@@ -27,14 +27,9 @@ from dynviz.model import Direction, RoutingNetwork
 from dynviz.model.config import RoutingSpaceConfig
 from dynviz.model.ops import gate_activation
 
-# official semantics (issue 10): zero-input nodes still run their gate, scale_factor resize
-SEMANTICS = ["paper"] + (
-    ["official"] if "semantics" in RoutingSpaceConfig.__dataclass_fields__ else []
-)
-
-
-def _official(config: RoutingSpaceConfig) -> bool:
-    return str(getattr(getattr(config, "semantics", "paper"), "value", "paper")) == "official"
+SEMANTICS = ["paper", "official"]
+"""``official`` (issue 10): closed paths feed zeros, so zero-input nodes still run their gate;
+the small gate resizes with ``scale_factor=0.25``."""
 
 
 def _calibrated(config: RoutingSpaceConfig, images: torch.Tensor) -> RoutingNetwork:
@@ -74,7 +69,7 @@ def test_decomposition_is_exact(tiny, gate, size, semantics):
     """40x72 and 96x160: node maps 10x18 / 24x40 at 1/4, not multiples of 4 at every scale, so
     the small gate's 0.25 resize rounds (and the official scale_factor resize samples another
     grid)."""
-    config = tiny.replace(gate=gate, **({"semantics": semantics} if semantics != "paper" else {}))
+    config = tiny.replace(gate=gate, semantics=semantics)
     images = torch.randn(3, 3, *size)
     model = _calibrated(config, images)
     _check_exact(model, images[0])
@@ -92,8 +87,7 @@ def test_decomposition_is_exact(tiny, gate, size, semantics):
 @pytest.mark.parametrize("semantics", SEMANTICS)
 def test_small_gate_rounds_and_stays_exact(tiny, semantics):
     """At 1/32 of a 72x72 input the node is 3x3 (padded 96 -> 3): the small gate reads 1x1."""
-    extra = {"semantics": semantics} if semantics != "paper" else {}
-    model = _calibrated(tiny.replace(gate="small", **extra), torch.randn(2, 3, 72, 72))
+    model = _calibrated(tiny.replace(gate="small", semantics=semantics), torch.randn(2, 3, 72, 72))
     attr = attribute(model, torch.randn(3, 72, 72))
     coarse = [n for (layer, s), n in attr.nodes.items() if s == 3]
     assert coarse and all(n.map_size == (1, 1) for n in coarse)
@@ -106,7 +100,7 @@ def test_closed_paths_and_unreached_nodes(tiny, semantics):
     (negative) logit and its alpha is 0. Paper: the node it fed, (1, 1), receives nothing and
     runs no gate. Official: the closed path delivers zeros and (1, 1) runs its gate on them,
     whose maps are constant over space."""
-    config = tiny.replace(semantics=semantics) if semantics != "paper" else tiny
+    config = tiny.replace(semantics=semantics)
     images = torch.randn(2, 3, 64, 64)
     model = _calibrated(config, images)
     cell = model.cell(0, 0)
@@ -119,7 +113,7 @@ def test_closed_paths_and_unreached_nodes(tiny, semantics):
     assert node.alpha[1 - down] > 0
     assert node.error <= 1e-5 * float(np.abs(node.logits).max())
     assert (1, 0) in attr.nodes
-    if _official(config):
+    if config.official:
         zero_input = attr.node(1, 1)
         assert np.allclose(zero_input.maps, zero_input.maps[:, :1, :1])
         assert zero_input.error <= 1e-5 * float(np.abs(zero_input.logits).max())
@@ -134,7 +128,7 @@ def test_closed_paths_and_unreached_nodes(tiny, semantics):
 def test_every_path_closed_but_decomposition_holds(tiny, semantics):
     """All gates shut: every cell is dropped and passes its input through keep (both
     semantics), so only the chain along 1/4 runs gates; each still decomposes exactly."""
-    config = tiny.replace(semantics=semantics) if semantics != "paper" else tiny
+    config = tiny.replace(semantics=semantics)
     images = torch.randn(2, 3, 64, 64)
     model = _calibrated(config, images)
     with torch.no_grad():
@@ -307,8 +301,7 @@ def test_decomposition_exact_on_real_size_inputs(name, semantics):
     ``python analysis/attribution_exactness.py``."""
     calib = build_dataset("synthetic:count=2,size=128x256,classes=6,seed=1", split="train")
     batch = torch.stack([calib[i]["image"] for i in range(len(calib))])
-    extra = {"semantics": semantics} if semantics != "paper" else {}
-    model = dynviz.build_model(name, num_classes=6, **extra)
+    model = dynviz.build_model(name, num_classes=6, semantics=semantics)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.reset_running_stats()

@@ -9,7 +9,7 @@ import dynviz
 import dynviz.model.zoo
 from dynviz.checkpoint import make_checkpoint, save_checkpoint
 from dynviz.cli import main as cli
-from dynviz.commands.compare import CompareRow, describe_model, markdown
+from dynviz.compare import CompareRow, describe_model, markdown
 from dynviz.model.route import Route
 
 SPEC = "synthetic:count=3,size=64x64,classes=4"

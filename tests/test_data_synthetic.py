@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from dynviz.commands import data as data_cli
 from dynviz.data import (
     CITYSCAPES_CLASSES,
     DataError,
@@ -24,7 +25,6 @@ from dynviz.data import (
     train_transforms,
     write_cityscapes_layout,
 )
-from dynviz.data import cli as data_cli
 from dynviz.data.cityscapes import META_FILE
 
 SMALL = "synthetic:count=8,size=64x64"

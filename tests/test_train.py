@@ -14,9 +14,9 @@ from torch import nn
 import dynviz
 from dynviz.checkpoint import LATEST, load_checkpoint, sha256_file
 from dynviz.cli import main as cli_main
+from dynviz.distributed import SampleStream
 from dynviz.model import ConfigError, Route
 from dynviz.train import trainer as trainer_module
-from dynviz.train.distributed import SampleStream
 from dynviz.train.optim import (
     PolySchedule,
     build_optimizer,

@@ -6,12 +6,20 @@ They read the tables of :mod:`dynviz.record` (``gates``, ``images``) and never t
   alpha distributions, routing versus object scale;
 * :mod:`~dynviz.analysis.costs`: the Table 1 statistics (real and expected GMACs, mIoU);
 * :mod:`~dynviz.analysis.common`: the common network (paths active in more than 95% of images),
-  as a :class:`~dynviz.model.route.Route` that ``build_model`` builds.
+  as a :class:`~dynviz.model.route.Route` that ``build_model`` builds, its size and cost, and
+  its route spec file.
 """
 
 from __future__ import annotations
 
-from dynviz.analysis.common import CommonNetError, extract_common, prune_dangling
+from dynviz.analysis.common import (
+    CommonNetError,
+    CommonSummary,
+    extract_common,
+    prune_dangling,
+    summarize_common,
+    write_common,
+)
 from dynviz.analysis.costs import cost_statistics
 from dynviz.analysis.routes import (
     ScaleSummary,
@@ -27,6 +35,7 @@ from dynviz.analysis.routes import (
 
 __all__ = [
     "CommonNetError",
+    "CommonSummary",
     "ScaleSummary",
     "activation_probability",
     "alpha_histogram",
@@ -39,4 +48,6 @@ __all__ = [
     "prune_dangling",
     "routing_vs_scale",
     "scale_summary",
+    "summarize_common",
+    "write_common",
 ]

@@ -6,6 +6,8 @@ network: a path may start in a cell whose input paths did not pass (no input fro
 end in a cell whose onward paths did not pass (no way to the decoder). :func:`prune_dangling`
 removes such paths until none is left, so the result is a valid
 :class:`~dynviz.model.route.Route` that ``dynviz.build_model`` builds as a static network.
+:func:`summarize_common` gives its size and cost beside the dynamic model's, and
+:func:`write_common` writes it as a route spec (what ``dynviz extract`` does).
 """
 
 from __future__ import annotations
@@ -13,14 +15,29 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from dynviz.cost import CostTable, cost_table, param_table
 from dynviz.model.config import Direction, PathKey, RoutingSpaceConfig
 from dynviz.model.route import Route, RouteError, format_path
 
-__all__ = ["CommonNetError", "extract_common", "path_probability", "prune_dangling"]
+__all__ = [
+    "PAPER_SIZE",
+    "CommonNetError",
+    "CommonSummary",
+    "extract_common",
+    "path_probability",
+    "prune_dangling",
+    "summarize_common",
+    "write_common",
+]
+
+PAPER_SIZE = (1024, 2048)
+"""Cityscapes' input size, where the paper counts its GFLOPs."""
 
 logger = logging.getLogger(__name__)
 
@@ -164,3 +181,134 @@ def extract_common(
         or f"common network (paths active in more than {percent} of {images} images)",
         meta={"notes": notes},
     )
+
+
+@dataclass(frozen=True)
+class CommonSummary:
+    """A common network beside the dynamic model it comes from.
+
+    Attributes:
+        route: the common network (:func:`extract_common`).
+        costs: its static network's cost table at ``size``.
+        size: the input size of ``costs``, ``gmacs`` and ``dynamic_gmacs``.
+        params, gmacs: the static network's parameters and GMACs at ``size``.
+        gmacs_paper: its GMACs at the paper's 1024x2048.
+        dynamic_params, dynamic_gmacs: the dynamic model's, every path open, at ``size``.
+    """
+
+    route: Route
+    costs: CostTable
+    size: tuple[int, int]
+    params: int
+    gmacs: float
+    gmacs_paper: float
+    dynamic_params: int
+    dynamic_gmacs: float
+
+    @property
+    def paths(self) -> int:
+        return len(self.route)
+
+    @property
+    def cells(self) -> int:
+        return len(self.route.cells)
+
+
+def summarize_common(
+    source: Any,
+    config: RoutingSpaceConfig | None = None,
+    *,
+    threshold: float = 0.95,
+    size: tuple[int, int] = PAPER_SIZE,
+    name: str | None = None,
+    description: str | None = None,
+) -> CommonSummary:
+    """:func:`extract_common` (same ``source``, ``config``, ``threshold``, ``name``,
+    ``description``), with the static network's parameters and GMACs at ``size`` and at the
+    paper's size, beside the dynamic model's with every path open (raises
+    :class:`CommonNetError` as :func:`extract_common`)."""
+    if config is None:
+        config = getattr(source, "config", None)
+    route = extract_common(source, config, threshold=threshold, name=name, description=description)
+    config = route.space
+    costs = cost_table(config, size, route=route)
+    return CommonSummary(
+        route=route,
+        costs=costs,
+        size=(int(size[0]), int(size[1])),
+        params=param_table(config, route=route).total,
+        gmacs=costs.total() / 1e9,
+        gmacs_paper=cost_table(config, PAPER_SIZE, route=route).total() / 1e9,
+        dynamic_params=param_table(config).total,
+        dynamic_gmacs=cost_table(config, size).total() / 1e9,
+    )
+
+
+def write_common(
+    records_dir: str | Path,
+    out: str | Path,
+    *,
+    threshold: float = 0.95,
+    name: str | None = None,
+    size: tuple[int, int] | None = None,
+) -> Route:
+    """Extract the common network of a records folder and write its route spec.
+
+    The file starts with a comment naming the source records and threshold; its ``notes`` give
+    the parameters and GMACs of the static network. It is checked to build before returning.
+
+    Args:
+        records_dir: the records folder.
+        out: the YAML file to write.
+        threshold: keep paths active in more than this share of images.
+        name: the route's name (default: the file's stem).
+        size: input size for the GMACs in the notes (default: the records' first input size).
+
+    Returns:
+        The route, as read back from the written file.
+    """
+    from dynviz.model import build_model
+    from dynviz.record import read_records
+
+    records = read_records(records_dir)
+    out = Path(out)
+    name = name or out.stem
+    label = records.label
+    images = len(records.images)
+    sizes = records.meta.get("input_sizes") or [list(PAPER_SIZE)]
+    size = size or (int(sizes[0][0]), int(sizes[0][1]))
+    summary = summarize_common(
+        records,
+        threshold=threshold,
+        size=size,
+        name=name,
+        description=f"common network of {label}: paths active in more than "
+        f"{100 * threshold:g}% of {images} images",
+    )
+    route = summary.route
+    notes = (
+        f"{route.meta.get('notes', '')} Static network: {summary.params:,} parameters, "
+        f"{summary.gmacs:.4g} GMACs at {size[0]}x{size[1]} (paper counting); the dynamic "
+        f"model with every path open: {summary.dynamic_gmacs:.4g} GMACs."
+    )
+    route = Route(
+        route.space,
+        route.paths,
+        name=route.name,
+        description=route.description,
+        meta={"notes": notes},
+    )
+    checkpoint = records.meta.get("checkpoint") or {}
+    header = [
+        f"# Common network extracted by `dynviz extract` from {Path(records_dir)}",
+        f"# ({label}: {images} images of {records.meta.get('data')} "
+        f"[{records.meta.get('split')}]; checkpoint sha256 "
+        f"{(checkpoint.get('sha256') or 'none (untrained)')[:16]}).",
+        f"# Paths active in more than {100 * threshold:g}% of the images, dangling cells removed.",
+        f"# Build: dynviz.build_model({str(out)!r}); retrain: dynviz train {out} --data SPEC",
+    ]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(header) + "\n" + route.to_yaml(), encoding="utf-8")
+    written = Route.from_yaml(out)
+    build_model(written)  # fail here, not at training time, if it does not build
+    return written

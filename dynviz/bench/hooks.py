@@ -291,13 +291,14 @@ def _page_times(
     import importlib.util
     import os
 
-    app = Path(__file__).resolve().parents[2] / "apps" / "explorer.py"
+    from dynviz.explorer import APP_DIR_ENV, explorer_script
+
+    app = explorer_script()
     if not app.is_file() or importlib.util.find_spec("streamlit") is None:
         return None
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    from dynviz.commands.app import APP_DIR_ENV
     from dynviz.record import FORMAT, FORMAT_VERSION, write_records
 
     pages = sorted(

@@ -43,7 +43,7 @@ def guarded(body: Callable[[argparse.Namespace], int | None], args: argparse.Nam
         print(f"error: {err}", file=sys.stderr)
         return 1
     finally:
-        from dynviz.train.distributed import cleanup_distributed
+        from dynviz.distributed import cleanup_distributed
 
         cleanup_distributed()
 

@@ -26,12 +26,11 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from dynviz.explorer import APP_DIR_ENV, explorer_script
+
 __all__ = ["APP_DIR_ENV", "build_command", "configure_parser", "explorer_script", "main"]
 
 logger = logging.getLogger(__name__)
-
-APP_DIR_ENV = "DYNVIZ_APP_DIR"
-"""Environment variable that carries DIR to the app."""
 
 # Streamlit option -> our default, applied only when the user has not set the option.
 _DEFAULTS: dict[str, str] = {
@@ -39,11 +38,6 @@ _DEFAULTS: dict[str, str] = {
     "browser.gatherUsageStats": "false",
     "client.toolbarMode": "viewer",  # no "Deploy" button: this is a local tool
 }
-
-
-def explorer_script() -> Path:
-    """``apps/explorer.py`` of this checkout (the app ships beside the package, not in it)."""
-    return Path(__file__).resolve().parents[2] / "apps" / "explorer.py"
 
 
 def _env_name(option: str) -> str:

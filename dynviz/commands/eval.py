@@ -14,9 +14,9 @@ import torch
 from dynviz.checkpoint import load_model, run_data_spec
 from dynviz.commands import add_resize_option, add_run_options, guarded
 from dynviz.data import Resize, build_dataset
+from dynviz.distributed import init_distributed
 from dynviz.evaluate import EvalResult, evaluate
 from dynviz.model import ConfigError
-from dynviz.train.distributed import init_distributed
 
 __all__ = ["configure_parser", "main"]
 

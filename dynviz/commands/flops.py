@@ -1,98 +1,20 @@
-"""``dynviz flops``: MACs and parameters of a model, by component, and the special-case table."""
+"""``dynviz flops``: MACs and parameters of a model, by component, and the special-case table
+(computed by :mod:`dynviz.zoo`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from dataclasses import dataclass
 
 from dynviz.commands import positive_int
-from dynviz.cost import Counting, cost_table, param_table
-from dynviz.model.config import ConfigError, RoutingSpaceConfig
+from dynviz.cost import Counting
+from dynviz.model.config import ConfigError
 from dynviz.model.route import Route
-from dynviz.model.zoo import load_spec, preset_names
+from dynviz.model.zoo import load_spec
+from dynviz.zoo import ModelCost, model_cost, special_cases
 
-__all__ = ["ModelCost", "configure_parser", "main", "model_cost", "special_cases"]
-
-COMPONENTS = ("stem", "cell", "gate", "transform", "node", "decoder")
-
-
-@dataclass(frozen=True)
-class ModelCost:
-    name: str
-    kind: str  # dynamic | fix | static
-    params: int
-    macs: int
-    breakdown: dict[str, int]
-    params_breakdown: dict[str, int]
-    size: tuple[int, int]
-    counting: str
-    paper: dict[str, float] | None = None
-    notes: str = ""
-
-    @property
-    def gmacs(self) -> float:
-        return self.macs / 1e9
-
-    def to_json(self) -> dict[str, object]:
-        out: dict[str, object] = {
-            "model": self.name,
-            "kind": self.kind,
-            "params": self.params,
-            "gmacs": self.gmacs,
-            "macs": self.macs,
-            "size": list(self.size),
-            "counting": self.counting,
-            "unit": "GMACs (1e9 multiply-adds; the paper's GFLOPs)",
-            "breakdown_gmacs": {k: v / 1e9 for k, v in self.breakdown.items()},
-            "params_breakdown": self.params_breakdown,
-        }
-        if self.paper:
-            out["paper"] = self.paper
-        return out
-
-
-def model_cost(
-    spec: RoutingSpaceConfig | Route,
-    *,
-    size: tuple[int, int] = (1024, 2048),
-    counting: Counting | str = Counting.PAPER,
-) -> ModelCost:
-    """Cost of a dynamic model with every path open, or of a static route network."""
-    route = spec if isinstance(spec, Route) else None
-    config = spec.space if isinstance(spec, Route) else spec
-    table = cost_table(config, size, counting=counting, route=route)
-    params = param_table(config, route=route)
-    breakdown = {k: v for k, v in table.by_component().items()}
-    if route is not None:
-        kind = "static"
-    else:
-        kind = "dynamic" if config.has_gates else "fix"
-    return ModelCost(
-        name=route.name if route is not None else config.name,
-        kind=kind,
-        params=params.total,
-        macs=table.total(),
-        breakdown={k: breakdown[k] for k in COMPONENTS if k in breakdown},
-        params_breakdown=params.as_dict(),
-        size=size,
-        counting=Counting(counting).value,
-        paper=dict(route.meta.get("paper", {})) if route is not None else None,
-        notes=str(route.meta.get("notes", "")) if route is not None else "",
-    )
-
-
-def special_cases(
-    *, size: tuple[int, int] = (1024, 2048), counting: Counting | str = Counting.PAPER
-) -> list[ModelCost]:
-    """Every route spec in the zoo that carries the paper's Table 1 numbers."""
-    out = []
-    for name in preset_names():
-        spec = load_spec(name)
-        if isinstance(spec, Route) and "paper" in spec.meta:
-            out.append(model_cost(spec, size=size, counting=counting))
-    return out
+__all__ = ["configure_parser", "main"]
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -109,7 +31,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--counting",
         choices=[c.value for c in Counting],
         default="paper",
-        help="paper: the official rules; complete: also interpolation, adds, the initial cell",
+        help="paper: the official rules; complete: also interpolation, adds, the initial cell; "
+        "official: what the official code reports (square decoder, every gate)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(

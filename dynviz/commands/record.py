@@ -24,26 +24,16 @@ import torch
 
 from dynviz.checkpoint import run_data_spec
 from dynviz.commands import add_resize_option, add_run_options, guarded
+from dynviz.compare import source_name
 from dynviz.data import Resize, build_dataset
 from dynviz.model import ConfigError
 from dynviz.model.route import Route
 from dynviz.model.zoo import load_spec
 from dynviz.record import load_records_model, record
 
-__all__ = ["configure_parser", "main", "source_name"]
+__all__ = ["configure_parser", "main"]
 
 logger = logging.getLogger(__name__)
-
-
-def source_name(source: str) -> str:
-    """A label for a model source: the run directory's name, a checkpoint's folder name, or
-    the preset / YAML stem."""
-    path = Path(source)
-    if path.is_dir():
-        return path.resolve().name
-    if path.suffix == ".pt":
-        return path.resolve().parent.name
-    return path.stem if path.suffix in (".yaml", ".yml") else str(source)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -83,7 +73,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from dynviz.train.distributed import all_reduce_sum, cleanup_distributed, init_distributed
+    from dynviz.distributed import all_reduce_sum, cleanup_distributed, init_distributed
 
     info = init_distributed(args.device)
     try:

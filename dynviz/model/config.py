@@ -30,8 +30,10 @@ __all__ = [
     "ConfigError",
     "Direction",
     "GateKind",
+    "OFFICIAL_DROP_THRESHOLD",
     "PathKey",
     "RoutingSpaceConfig",
+    "Semantics",
 ]
 
 
@@ -74,6 +76,22 @@ class GateKind(enum.Enum):
     NONE = "none"  # no gates: every path open with weight 1 (Network-Fix)
 
 
+class Semantics(enum.Enum):
+    """Which function the network computes (docs/official.md).
+
+    ``PAPER`` is the paper's network: padded stem, a path is open when alpha > the active
+    threshold, a node that received nothing is not computed. ``OFFICIAL`` is the official
+    code's inference function, per sample: unpadded stem conv, a cell is dropped (its input
+    passes through) when its alpha sum is below 1e-4, a node fed only closed paths still runs
+    on a zero input, and the small gate resizes with ``scale_factor=0.25``.
+    """
+
+    PAPER = "paper"
+    OFFICIAL = "official"
+
+
+OFFICIAL_DROP_THRESHOLD = 1e-4  # official: a cell is dropped when its alpha sum is below this
+
 PathKey = tuple[int, int, Direction]  # (layer, scale_index, direction) of the source cell
 
 
@@ -92,6 +110,7 @@ class RoutingSpaceConfig:
     gate: GateKind = GateKind.FULL
     gate_bias_init: float = 1.5  # tanh(1.5) = 0.905: paths start about 90% open
     active_threshold: float = 0.0  # a path is active when alpha > this (paper: alpha > 0)
+    semantics: Semantics = Semantics.PAPER  # official: the official code's function
     budget_lambda: float = 0.0  # lambda_2 of Eq. 10 (0 = no budget)
     budget_mu: float = 0.0  # mu of Eq. 9, target share of the all-open expected cost
     description: str = ""
@@ -102,6 +121,13 @@ class RoutingSpaceConfig:
                 object.__setattr__(self, "gate", GateKind(self.gate))
             except ValueError:
                 raise ConfigError(f"gate: {self.gate!r} is not one of full, small, none") from None
+        if isinstance(self.semantics, str):
+            try:
+                object.__setattr__(self, "semantics", Semantics(self.semantics))
+            except ValueError:
+                raise ConfigError(
+                    f"semantics: {self.semantics!r} is not one of paper, official"
+                ) from None
         for key, low in (("num_layers", 1), ("num_scales", 2), ("num_classes", 1)):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -145,6 +171,7 @@ class RoutingSpaceConfig:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["gate"] = self.gate.value
+        out["semantics"] = self.semantics.value
         return out
 
     def replace(self, **changes: Any) -> RoutingSpaceConfig:
@@ -157,6 +184,11 @@ class RoutingSpaceConfig:
         return dataclasses.replace(self, **changes)
 
     # --------------------------------------------------------------------------- topology
+    @property
+    def official(self) -> bool:
+        """Whether the network computes the official code's function (:class:`Semantics`)."""
+        return self.semantics is Semantics.OFFICIAL
+
     @property
     def has_gates(self) -> bool:
         return self.gate is not GateKind.NONE

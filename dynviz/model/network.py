@@ -6,7 +6,12 @@ Two forward modes compute the same function (Eqs. 5-6):
   multiplied by its alpha; a sample whose paths are all closed passes X through its keep output.
 * ``skip`` (inference, the default in ``eval()``): a path with alpha 0 is not computed and a cell
   whose paths are all closed is not computed (X passes through). Each node runs only on the
-  samples that need it (gather, compute, scatter); at batch 1 this is plain skipping.
+  samples that need it (gather, compute, scatter; the engine is ``dynviz.model.skip``); at
+  batch 1 this is plain skipping.
+
+``config.semantics`` chooses the function: ``paper`` (default) or ``official``, the official
+code's inference function per sample (unpadded stem conv, a cell dropped when its alpha sum is
+below 1e-4, closed paths delivering zeros that still feed their node; docs/official.md).
 
 A route (``dynviz.model.route.Route``) can replace the gates: open paths get alpha 1, closed 0.
 A network built *with* a route is static: only the route's cells and transforms exist.
@@ -22,9 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from dynviz.model.cell import RoutingCell
-from dynviz.model.config import Direction, RoutingSpaceConfig
+from dynviz.model.config import OFFICIAL_DROP_THRESHOLD, Direction, RoutingSpaceConfig
 from dynviz.model.ops import ConvBNReLU, SoftConditionalGate, Stem, init_weights
 from dynviz.model.route import Route, RouteError
+from dynviz.model.skip import Features, _take, forward_skip
 
 __all__ = ["Decoder", "RoutingNetwork", "RoutingOutput", "RouteLike"]
 
@@ -98,126 +104,6 @@ class Decoder(nn.Module):
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
-class _Accumulator:
-    """Routed outputs waiting for their receiving node, summed when the node runs.
-
-    Each part is ``(y, index)``: ``y`` was computed for the samples ``index`` (absolute sample
-    ids, sorted; None = the whole batch). A node's input is kept compact: it covers only the
-    samples that received something, so no full-batch buffer is built between cells (the next
-    cell would have to gather its samples back out of it).
-    """
-
-    def __init__(self, batch: int, *, inplace: bool) -> None:
-        self.batch = batch
-        self.inplace = inplace  # no autograd: the first part may be summed into
-        self.parts: dict[object, list[tuple[torch.Tensor, torch.Tensor | None]]] = {}
-
-    def add(self, key: object, y: torch.Tensor, index: torch.Tensor | None) -> None:
-        """Route ``y`` (computed for the samples ``index``, None = all) into node ``key``."""
-        self.parts.setdefault(key, []).append((y, index))
-
-    def pop(self, key: object) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """The summed input of node ``key`` and the samples it covers.
-
-        Returns:
-            ``(x, index)``: ``x`` is ``(n, C, h, w)`` for the sorted sample ids ``index`` (None =
-            the whole batch, ``n = B``); ``(None, None)`` when nothing arrived.
-        """
-        parts = self.parts.pop(key, None)
-        if not parts:
-            return None, None
-        union = _union([index for _, index in parts], self.batch)
-        x: torch.Tensor | None = None
-        owned = False
-        for y, index in parts:
-            if _same(index, union):
-                if x is None:
-                    x, owned = y, self.inplace
-                elif owned:
-                    x.add_(y)
-                else:
-                    x, owned = x + y, True
-                continue
-            if x is None:
-                n = self.batch if union is None else int(union.numel())
-                x, owned = _zeros(y, n), True
-            elif not owned:
-                x, owned = x.clone(memory_format=torch.preserve_format), True
-            where = index if union is None else torch.searchsorted(union, index)
-            x.index_add_(0, where, y)
-        return x, union
-
-
-def _same(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
-    if a is None or b is None:
-        return a is None and b is None
-    return a is b or (a.numel() == b.numel() and bool(torch.equal(a, b)))
-
-
-def _union(indices: list[torch.Tensor | None], batch: int) -> torch.Tensor | None:
-    """Sorted union of sample ids (None = all samples)."""
-    if any(index is None for index in indices):
-        return None
-    first = indices[0]
-    assert first is not None
-    if all(_same(first, index) for index in indices[1:]):
-        return first
-    union = torch.unique(torch.cat(indices))  # type: ignore[arg-type]  # sorted
-    return None if union.numel() == batch else union
-
-
-def _zeros(like: torch.Tensor, n: int) -> torch.Tensor:
-    """Zeros ``(n, *like.shape[1:])`` in the memory format of ``like``."""
-    fmt = torch.channels_last if _is_channels_last(like) else torch.contiguous_format
-    return torch.empty(
-        (n, *like.shape[1:]), dtype=like.dtype, device=like.device, memory_format=fmt
-    ).zero_()
-
-
-def _subset(
-    mask: torch.Tensor, index: torch.Tensor | None
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Local and absolute sample indices where ``mask`` holds; (None, index) when it all does."""
-    if bool(mask.all()):
-        return None, index
-    local = mask.nonzero().squeeze(1)
-    return local, (local if index is None else index[local])
-
-
-def _take(x: torch.Tensor, local: torch.Tensor | None) -> torch.Tensor:
-    """The samples ``local`` of ``x`` (all when None), in the memory format of ``x``."""
-    if local is None:
-        return x
-    if _is_channels_last(x):  # index_select would return the default layout
-        return x.permute(0, 2, 3, 1).index_select(0, local).permute(0, 3, 1, 2)
-    return x.index_select(0, local)
-
-
-def _is_channels_last(x: torch.Tensor) -> bool:
-    return (
-        x.dim() == 4
-        and not x.is_contiguous()
-        and x.is_contiguous(memory_format=torch.channels_last)
-    )
-
-
-def _scatter(x: torch.Tensor, index: torch.Tensor | None, batch: int) -> torch.Tensor:
-    """``x`` computed for the samples ``index`` as a full-batch tensor (zero elsewhere)."""
-    if index is None:
-        return x
-    out = _zeros(x, batch)
-    out.index_copy_(0, index, x)
-    return out
-
-
-def _present(index: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
-    if index is None:
-        return torch.ones(batch, dtype=torch.bool, device=device)
-    out = torch.zeros(batch, dtype=torch.bool, device=device)
-    out[index] = True
-    return out
-
-
 class RoutingNetwork(nn.Module):
     """Stem, initial cell, L routing layers and decoder (Fig. 2).
 
@@ -239,7 +125,7 @@ class RoutingNetwork(nn.Module):
             )
         self.config = config
         self.route = route
-        self.stem = Stem(config.base_channels)
+        self.stem = Stem(config.base_channels, padding=0 if config.official else 1)
         cells = {}
         for layer, scale in config.cells:
             if route is not None:
@@ -256,6 +142,7 @@ class RoutingNetwork(nn.Module):
                         len(directions),
                         small=config.gate.value == "small",
                         bias_init=config.gate_bias_init,
+                        official_resize=config.official,
                     )
             cells[f"{layer}_{scale}"] = RoutingCell(config.channels(scale), directions, gate=gate)
         self.cells = nn.ModuleDict(cells)
@@ -304,8 +191,10 @@ class RoutingNetwork(nn.Module):
         if self._channels_last(x):
             x = x.contiguous(memory_format=torch.channels_last)
         stem = self.stem(x)  # (B, C, H/4, W/4)
-        run = self._forward_skip if skip else self._forward_soft
-        features, present, gates = run(stem, forced)
+        if skip:
+            features, present, gates = forward_skip(self, stem, forced)
+        else:
+            features, present, gates = self._forward_soft(stem, forced)
         logits = self.decoder(features, present, (x.shape[-2], x.shape[-1]))
         logits = logits[..., :height, :width]
         return RoutingOutput(logits, gates, self.route_mask, self.config.active_threshold)
@@ -362,31 +251,37 @@ class RoutingNetwork(nn.Module):
             )
         return route
 
-    def _alpha(
+    def alpha(
         self,
         cell: RoutingCell,
         layer: int,
         scale: int,
         x: torch.Tensor,
         forced: torch.Tensor | None,
-        index: torch.Tensor | None,
+        index: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """alpha ``(b, num_paths)`` for the samples ``index`` of a cell, thresholded."""
+        """alpha ``(b, num_paths)`` of a cell for the samples ``index`` (None = all), from its
+        gate on X (Eqs. 2-3) or the forced route, with the closing rule applied: paper, a path
+        is closed at alpha <= ``active_threshold``; official, a cell whose alpha sum is below
+        1e-4 is dropped (all its alphas 0), per sample."""
         if forced is not None:
-            dirs = [int(d) for d in cell.directions]
-            alpha = forced[:, layer, scale, dirs]
-            alpha = _take(alpha, index)
+            alpha = _take(forced[:, layer, scale, [int(d) for d in cell.directions]], index)
         else:
             alpha = cell.gate(x)
-        threshold = self.config.active_threshold
-        return torch.where(alpha > threshold, alpha, torch.zeros_like(alpha))
+        zero = torch.zeros_like(alpha)
+        if self.config.official:
+            return torch.where(alpha.sum(1, keepdim=True) < OFFICIAL_DROP_THRESHOLD, zero, alpha)
+        return torch.where(alpha > self.config.active_threshold, alpha, zero)
 
-    def _forward_soft(self, stem: torch.Tensor, forced: torch.Tensor | None):
+    def _forward_soft(self, stem: torch.Tensor, forced: torch.Tensor | None) -> Features:
+        """The reference forward (Eqs. 1-6): every cell runs on the whole batch and each output
+        is weighted by its alpha. Returns the last layer's output per scale, the samples that
+        have it, and the alphas ``(B, L + 1, S, 3)``. ``forward_skip`` computes the same."""
         config = self.config
         b = stem.shape[0]
         gates = stem.new_zeros(b, config.num_layers + 1, config.num_scales, len(Direction))
-        inputs: dict[tuple[int, int], torch.Tensor] = {(0, 0): stem}
-        has_input = {(0, 0): torch.ones(b, dtype=torch.bool, device=stem.device)}
+        inputs = {(0, 0): stem}  # X of each node: the sum of its incoming Y (Eq. 1)
+        fed = {(0, 0): torch.ones(b, dtype=torch.bool, device=stem.device)}  # received input
         features: list[torch.Tensor | None] = [None] * config.num_scales
         present = [torch.zeros(b, dtype=torch.bool, device=stem.device)] * config.num_scales
         for layer, scale in config.cells:
@@ -394,108 +289,28 @@ class RoutingNetwork(nn.Module):
             if cell is None or (layer, scale) not in inputs:
                 continue
             x = inputs.pop((layer, scale))  # (B, C, h, w): zero for samples without input
-            has = has_input.pop((layer, scale))
-            alpha = self._alpha(cell, layer, scale, x, forced, None)
-            alpha = alpha * has.unsqueeze(1).to(alpha.dtype)  # nothing runs without input
+            has = fed.pop((layer, scale))
+            alpha = self.alpha(cell, layer, scale, x, forced) * has.unsqueeze(1)  # (B, paths)
             gates[:, layer, scale, [int(d) for d in cell.directions]] = alpha
-            active = alpha > 0
-            passthrough = has & ~active.any(1)  # Eq. 5-6: X passes through the keep output
-            r = cell.hidden(x)
+            on = (alpha > 0).any(1)  # the cell runs for these samples
+            passthrough = has & ~on  # Eqs. 5-6: X passes through the keep output
+            r = cell.hidden(x)  # ReLU(H), H = O(X) + X (Eq. 4)
             for j, d in enumerate(cell.directions):
-                y = alpha[:, j].view(-1, 1, 1, 1) * cell.transform(d, r)
-                arrived = active[:, j]
+                y = alpha[:, j].view(-1, 1, 1, 1) * cell.transform(d, r)  # Y = alpha T (Eq. 6)
+                # paper: a closed path delivers nothing; official: zeros, which feed the node
+                arrived = on if config.official else alpha[:, j] > 0
                 if d is Direction.KEEP:
                     y = y + passthrough.view(-1, 1, 1, 1).to(y.dtype) * x
                     arrived = arrived | passthrough
                 target = config.target(layer, scale, d)
-                if target is None:
+                if target is None:  # the last layer feeds the decoder
                     features[scale], present[scale] = y, arrived
                 else:
                     inputs[target] = y if target not in inputs else inputs[target] + y
-                    has_input[target] = arrived | has_input.get(target, arrived)
+                    fed[target] = arrived | fed.get(target, arrived)
             if Direction.KEEP not in cell.directions and bool(passthrough.any()):
                 raise RouteError(
                     f"cell (layer {layer}, 1/{config.stride(scale)}) has no keep "
                     "output to pass its input through"
                 )
         return features, present, gates
-
-    def _forward_skip(self, stem: torch.Tensor, forced: torch.Tensor | None):
-        config = self.config
-        b = stem.shape[0]
-        device = stem.device
-        inplace = not torch.is_grad_enabled()  # no autograd graph: buffers may be reused
-        gates = stem.new_zeros(b, config.num_layers + 1, config.num_scales, len(Direction))
-        nodes = _Accumulator(b, inplace=inplace)
-        nodes.add((0, 0), stem, None)
-        decoder = _Accumulator(b, inplace=inplace)
-        for layer, scale in config.cells:
-            x, index = nodes.pop((layer, scale))  # (b, C, h, w) for the samples with input
-            cell = self.cell(layer, scale)
-            if cell is None or x is None:
-                continue  # no input arrived: the cell is not computed
-            alpha = self._alpha(cell, layer, scale, x, forced, index)
-            dirs = [int(d) for d in cell.directions]
-            if index is None:
-                gates[:, layer, scale, dirs] = alpha
-            else:
-                gates[index.unsqueeze(1), layer, scale, torch.tensor(dirs, device=device)] = alpha
-            active = alpha > 0
-            on = active.any(1)
-
-            def emit(
-                d: Direction,
-                y: torch.Tensor,
-                where: torch.Tensor | None,
-                source: tuple[int, int] = (layer, scale),
-            ) -> None:
-                target = config.target(*source, d)
-                if target is None:
-                    decoder.add(source[1], y, where)
-                else:
-                    nodes.add(target, y, where)
-
-            if not bool(on.all()):  # Eq. 5-6: X passes through the keep output
-                if Direction.KEEP not in cell.directions:
-                    raise RouteError(
-                        f"cell (layer {layer}, 1/{config.stride(scale)}) has no keep "
-                        "output to pass its input through"
-                    )
-                p_local, p_index = _subset(~on, index)
-                emit(Direction.KEEP, _take(x, p_local), p_index)
-            if not bool(on.any()):
-                continue
-            o_local, o_index = _subset(on, index)
-            alpha_on, active_on = _take(alpha, o_local), _take(active, o_local)
-            # ReLU(H), only for samples with an open path
-            r = _hidden(cell, _take(x, o_local), inplace=inplace)
-            del x
-            for j, d in enumerate(cell.directions):
-                if not bool(active_on[:, j].any()):
-                    continue  # closed for every sample: never computed
-                d_local, d_index = _subset(active_on[:, j], o_index)
-                y = cell.transform(d, _take(r, d_local))
-                a = _take(alpha_on[:, j], d_local)
-                if forced is None or not bool((a == 1).all()):  # forced routes: alpha is 1
-                    y = y * a.view(-1, 1, 1, 1)
-                emit(d, y, d_index)
-        features: list[torch.Tensor | None] = []
-        present = []
-        for scale in range(config.num_scales):
-            f, index = decoder.pop(scale)
-            features.append(None if f is None else _scatter(f, index, b))
-            present.append(
-                _present(index, b, device)
-                if f is not None
-                else torch.zeros(b, dtype=torch.bool, device=device)
-            )
-        return features, present, gates
-
-
-def _hidden(cell: RoutingCell, x: torch.Tensor, *, inplace: bool) -> torch.Tensor:
-    """``cell.hidden(x)``, ReLU(O(X) + X), without temporaries when autograd is off."""
-    if not inplace:
-        return cell.hidden(x)
-    h = cell.op(x)  # a fresh tensor: BN (or the folded conv) output
-    h += x
-    return h.relu_()

@@ -21,6 +21,7 @@ __all__ = [
     "UpTransform",
     "gate_activation",
     "init_weights",
+    "small_gate_input",
     "small_gate_size",
 ]
 
@@ -33,6 +34,20 @@ def gate_activation(z: torch.Tensor) -> torch.Tensor:
 def small_gate_size(height: int, width: int) -> tuple[int, int]:
     """Spatial size a small gate reads: X resized by 0.25 (at least 1x1)."""
     return max(1, height // 4), max(1, width // 4)
+
+
+def small_gate_input(x: torch.Tensor, *, official: bool = False) -> torch.Tensor:
+    """X bilinearly resized by 0.25 for a small gate ``(B, C, h // 4, w // 4)``.
+
+    ``official`` resizes as the official code does, with ``scale_factor=0.25`` (the sampling
+    grid then follows the factor, not the sizes: the two differ when h or w is not a multiple
+    of 4). Where that would give an empty map (the official code fails there), the map is
+    resized to 1 pixel as in the paper mode.
+    """
+    h, w = x.shape[-2], x.shape[-1]
+    if official and h >= 4 and w >= 4:
+        return F.interpolate(x, scale_factor=0.25, mode="bilinear", align_corners=False)
+    return F.interpolate(x, size=small_gate_size(h, w), mode="bilinear", align_corners=False)
 
 
 class ConvBNReLU(nn.Sequential):
@@ -63,13 +78,14 @@ class SepConvBNReLU(nn.Module):
 class Stem(nn.Module):
     """3x3 s2 conv + BN + ReLU, then two separable convs (the second with stride 2): to 1/4.
 
-    The official code gives the first conv no padding (1024 -> 511); we pad by 1 so every
-    feature map has exactly the size the paper's counting assumes (512, then 256).
+    The official code gives the first conv no padding (1024 -> 511; ``padding=0``, official
+    semantics); by default we pad by 1 so every feature map has exactly the size the paper's
+    counting assumes (512, then 256). Both reach 1/4 at the same size (256).
     """
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, *, padding: int = 1) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, channels, 3, stride=2, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(3, channels, 3, stride=2, padding=padding, bias=False)
         self.bn1 = nn.BatchNorm2d(channels)
         self.sep1 = SepConvBNReLU(channels, stride=1)
         self.sep2 = SepConvBNReLU(channels, stride=2)
@@ -127,15 +143,23 @@ class DownTransform(nn.Module):
 class SoftConditionalGate(nn.Module):
     """G = F(w2, GAP(ReLU(BN(F(w1, X))))) + beta (Eq. 2), alpha = max(0, tanh(G)) (Eq. 3).
 
-    Reads the node input X. With ``small=True`` X is bilinearly resized by 0.25 first.
+    Reads the node input X. With ``small=True`` X is bilinearly resized by 0.25 first (as the
+    official code does with ``official_resize``, see :func:`small_gate_input`).
     Returns alpha of shape ``(B, num_paths)`` in gate order (keep, up, down).
     """
 
     def __init__(
-        self, channels: int, num_paths: int, *, small: bool = False, bias_init: float = 1.5
+        self,
+        channels: int,
+        num_paths: int,
+        *,
+        small: bool = False,
+        bias_init: float = 1.5,
+        official_resize: bool = False,
     ) -> None:
         super().__init__()
         self.small = small
+        self.official_resize = official_resize
         self.conv1 = nn.Conv2d(channels, channels // 2, 1, bias=False)
         self.bn = nn.BatchNorm2d(channels // 2)
         self.conv2 = nn.Conv2d(channels // 2, num_paths, 1, bias=True)
@@ -149,12 +173,7 @@ class SoftConditionalGate(nn.Module):
 
         ``dynviz.attribution`` splits the logits over these locations."""
         if self.small:
-            x = F.interpolate(
-                x,
-                size=small_gate_size(x.shape[-2], x.shape[-1]),
-                mode="bilinear",
-                align_corners=False,
-            )
+            x = small_gate_input(x, official=self.official_resize)  # (B, C, h/4, w/4)
         return self.bn(self.conv1(x)).relu_()  # (B, C/2, h, w)
 
     def logits(self, z: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,7 @@ import torch
 import yaml
 
 from dynviz.model.config import ConfigError, Direction, PathKey, RoutingSpaceConfig
+from dynviz.model.presets import is_preset, resolve_space
 
 __all__ = ["Route", "RouteError", "format_path"]
 
@@ -163,8 +164,6 @@ class Route:
         return cls.from_dict(data, source=str(path), space=space, base_dir=path.parent)
 
     def to_dict(self) -> dict[str, Any]:
-        from dynviz.model.zoo import is_preset
-
         space: Any = self.space.name if is_preset(self.space) else self.space.to_dict()
         out: dict[str, Any] = {"name": self.name, "space": space}
         if self.description:
@@ -184,14 +183,9 @@ class Route:
 
 # --------------------------------------------------------------------------------- helpers
 def _resolve_space(ref: Any, *, source: str, base_dir: Path | None) -> RoutingSpaceConfig:
-    from dynviz.model.zoo import load_space
-
-    if isinstance(ref, Mapping):
-        return RoutingSpaceConfig.from_dict(ref, source=f"{source}: space")
-    if isinstance(ref, str):
-        candidate = (base_dir / ref) if base_dir is not None else Path(ref)
-        return load_space(str(candidate) if candidate.is_file() else ref)
-    raise RouteError(f"{source}: space must be a preset name, a YAML path or a mapping")
+    if not isinstance(ref, (Mapping, str)):
+        raise RouteError(f"{source}: space must be a preset name, a YAML path or a mapping")
+    return resolve_space(ref, source=source, base_dir=base_dir)
 
 
 def _scale_of_stride(config: RoutingSpaceConfig, stride: Any, where: str) -> int:

@@ -1,13 +1,15 @@
-"""Training: the loop (:mod:`~dynviz.train.trainer`), budget loss, optimiser and torchrun helpers.
+"""Training: the loop (:mod:`~dynviz.train.trainer`), budget loss, optimiser and run log.
 
-Names are imported lazily so that ``dynviz.evaluate`` can use the torchrun helpers of
-:mod:`dynviz.train.distributed` without importing the trainer (which imports ``dynviz.evaluate``).
+The torchrun helpers live one layer down, in :mod:`dynviz.distributed` (evaluation and recording
+use them too); the command line is :mod:`dynviz.commands.train`.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from dynviz.train.budget import BudgetLoss, BudgetSchedule
+from dynviz.train.config import TrainConfig
+from dynviz.train.optim import PolySchedule, param_groups
+from dynviz.train.trainer import NonFiniteLossError, Trainer, TrainResult, train
 
 __all__ = [
     "BudgetLoss",
@@ -20,25 +22,3 @@ __all__ = [
     "param_groups",
     "train",
 ]
-
-_SOURCES = {
-    "BudgetLoss": "dynviz.train.budget",
-    "BudgetSchedule": "dynviz.train.budget",
-    "PolySchedule": "dynviz.train.optim",
-    "param_groups": "dynviz.train.optim",
-    "NonFiniteLossError": "dynviz.train.trainer",
-    "TrainConfig": "dynviz.train.config",
-    "TrainResult": "dynviz.train.trainer",
-    "Trainer": "dynviz.train.trainer",
-    "train": "dynviz.train.trainer",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _SOURCES:
-        return getattr(importlib.import_module(_SOURCES[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dynviz.train.distributed import all_reduce_sum
+from dynviz.distributed import all_reduce_sum
 
 __all__ = ["batchnorms", "update_bn_stats"]
 

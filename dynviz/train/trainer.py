@@ -16,7 +16,7 @@ Run directory::
 
 Resume is exact: the checkpoint holds the model, optimiser, iteration and RNG states; the learning
 rate is a function of the iteration; which samples each iteration reads and how they are augmented
-follow from ``(seed, iteration)`` (:class:`dynviz.train.distributed.SampleStream`).
+follow from ``(seed, iteration)`` (:class:`dynviz.distributed.SampleStream`).
 
 Under ``torchrun`` the same code runs DDP (gloo on CPU, NCCL on CUDA, SyncBatchNorm on CUDA);
 ``--batch`` is the total over all processes; only rank 0 writes files or shows progress.
@@ -60,11 +60,7 @@ from dynviz.checkpoint import (
 )
 from dynviz.cost import CostTable, cost_table
 from dynviz.data import IGNORE_INDEX, DataError, build_dataset, train_transforms
-from dynviz.evaluate import EvalResult, evaluate
-from dynviz.model import ConfigError, RoutingNetwork, build_model
-from dynviz.train.budget import BudgetLoss, BudgetSchedule
-from dynviz.train.config import RESUMABLE_FIELDS, TrainConfig
-from dynviz.train.distributed import (
+from dynviz.distributed import (
     DistInfo,
     EpochIndexed,
     SampleStream,
@@ -73,6 +69,10 @@ from dynviz.train.distributed import (
     broadcast_buffers,
     init_distributed,
 )
+from dynviz.evaluate import EvalResult, evaluate
+from dynviz.model import ConfigError, RoutingNetwork, build_model
+from dynviz.train.budget import BudgetLoss, BudgetSchedule
+from dynviz.train.config import RESUMABLE_FIELDS, TrainConfig
 from dynviz.train.optim import PolySchedule, build_optimizer, default_warmup_iters
 from dynviz.train.precise_bn import update_bn_stats
 from dynviz.train.runlog import RunLog

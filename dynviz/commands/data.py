@@ -4,8 +4,8 @@
 [--seed S] [--regime R] [--splits train val]`` writes synthetic scenes in the Cityscapes layout,
 loadable back with the spec ``cityscapes:DIR``.
 
-The top-level CLI calls :func:`configure_parser` on its ``data`` sub-parser and dispatches to
-:func:`main`.
+The top-level CLI (:mod:`dynviz.cli`) calls :func:`configure_parser` on its ``data`` sub-parser
+and dispatches to :func:`main`.
 """
 
 from __future__ import annotations

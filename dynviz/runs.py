@@ -1,0 +1,249 @@
+"""Runs and records folders on disk: finding them, reading a run's log and config, and getting
+back the network a records folder was made with.
+
+A *run* folder is what ``dynviz train`` writes (``config.yaml``, ``metrics.jsonl``, checkpoints);
+a *records* folder is what ``dynviz record`` writes (``records.json`` and Parquet parts,
+:mod:`dynviz.record`). The explorer (``apps/``) lists and reads folders through these functions
+and adds only its caching.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dynviz.record import SIDECAR, Records, read_records
+
+__all__ = [
+    "RUN_FILES",
+    "Catalog",
+    "ModelInfo",
+    "find_folders",
+    "measured_accuracy",
+    "modified_time",
+    "read_metrics",
+    "read_run_config",
+    "records_model",
+    "records_problem",
+    "resolve_checkpoint",
+]
+
+logger = logging.getLogger(__name__)
+
+RUN_FILES = ("config.yaml", "metrics.jsonl")
+"""Files that make a folder a training run."""
+
+_SKIP_DIRS = {".git", ".venv", "venv", "node_modules", "__pycache__", ".ipynb_checkpoints"}
+
+
+# ------------------------------------------------------------------------------ discovery
+@dataclass(frozen=True)
+class Catalog:
+    """What a folder holds: training runs and records folders (absolute paths, sorted)."""
+
+    root: str
+    runs: tuple[str, ...]
+    records: tuple[str, ...]
+    truncated: bool = False  # the search stopped early (too many folders)
+
+    def label(self, path: str) -> str:
+        """``path`` relative to the root, for menus."""
+        try:
+            rel = str(Path(path).relative_to(self.root))
+        except ValueError:
+            return path
+        return rel if rel != "." else (Path(path).name or path)
+
+
+def find_folders(
+    root: str | os.PathLike[str], *, max_depth: int = 6, max_dirs: int = 5000
+) -> Catalog:
+    """Search ``root`` recursively for run folders (``config.yaml`` or ``metrics.jsonl``) and
+    records folders (``records.json``); hidden folders and virtual environments are skipped, a
+    records folder is not searched further, and the search stops after ``max_dirs`` folders
+    (``Catalog.truncated``)."""
+    base = Path(root).expanduser().resolve()
+    runs: list[str] = []
+    records: list[str] = []
+    visited = 0
+    if base.is_dir():
+        for here, dirs, files in os.walk(base):
+            visited += 1
+            if visited > max_dirs:
+                return Catalog(str(base), tuple(sorted(runs)), tuple(sorted(records)), True)
+            depth = len(Path(here).relative_to(base).parts)
+            dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
+            if depth >= max_depth or SIDECAR in files:
+                dirs[:] = []  # a records folder holds only its parts
+            if SIDECAR in files:
+                records.append(here)
+            elif any(n in files for n in RUN_FILES):
+                runs.append(here)
+    return Catalog(str(base), tuple(sorted(runs)), tuple(sorted(records)))
+
+
+def modified_time(path: str | os.PathLike[str]) -> float:
+    """Latest modification time of a file, or of a folder and its direct subfolders' files
+    (0 when missing): a cache key that changes when records or a run log are rewritten."""
+    path = Path(path)
+    if not path.exists():
+        return 0.0
+    if path.is_file():
+        return path.stat().st_mtime
+    times = [path.stat().st_mtime]
+    for child in path.iterdir():
+        times.append(child.stat().st_mtime)
+        if child.is_dir():
+            times += [p.stat().st_mtime for p in child.iterdir()]
+    return max(times)
+
+
+def records_problem(path: str | os.PathLike[str], records: Records | None = None) -> str:
+    """Why a records folder cannot be shown ("" when it can): unreadable, or no image yet.
+    ``records``, when given, is the folder already read."""
+    if records is None:
+        try:
+            records = read_records(path)
+        except (ValueError, OSError, KeyError) as err:  # RecordError is a ValueError
+            return str(err) or type(err).__name__
+    if records.images.empty:
+        return "no image recorded yet (an empty or interrupted recording; record again)"
+    return ""
+
+
+# ---------------------------------------------------------------------------------- runs
+def read_metrics(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """A run's ``metrics.jsonl`` as a frame (empty when missing; unreadable lines, such as one
+    being written, are skipped)."""
+    rows = []
+    try:
+        lines = (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return pd.DataFrame()
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def read_run_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """A run's ``config.yaml`` (empty when missing or unreadable)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load((Path(run_dir) / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+# ------------------------------------------------------------------------ records' model
+@dataclass(frozen=True)
+class ModelInfo:
+    """How the model of a records folder was obtained."""
+
+    source: str  # checkpoint path, or "untrained"
+    note: str = ""  # a warning to show, or ""
+    trained: bool = False
+
+
+def resolve_checkpoint(records: Records) -> Path | None:
+    """The checkpoint file the records were made with (None for untrained records). A relative
+    path is relative to where ``dynviz record`` ran: the records folder's ancestors are tried;
+    the result may not exist any more."""
+    checkpoint = records.meta.get("checkpoint") or {}
+    if not checkpoint:
+        return None
+    file = Path(str(checkpoint.get("path")))
+    if not file.is_absolute() and records.path is not None:
+        candidates = [file] + [parent / file for parent in Path(records.path).resolve().parents]
+        file = next((c for c in candidates if c.is_file()), file)
+    return file
+
+
+def records_model(records: Records) -> tuple[Any, ModelInfo]:
+    """The network of a records folder, in eval mode: its checkpoint when the file is still
+    there, else a freshly built network of its config (untrained records). ``(None, info)`` when
+    the checkpoint is missing or unreadable; ``info.note`` says what to tell the user."""
+    from dynviz.checkpoint import CheckpointError, load_model
+    from dynviz.model import build_model
+    from dynviz.model.route import Route
+
+    file = resolve_checkpoint(records)
+    if file is not None:
+        if not file.is_file():
+            return None, ModelInfo(
+                str(file),
+                f"The checkpoint of these records, `{file}`, is not there any more: no "
+                "prediction, and no routes for uploaded images.",
+            )
+        try:
+            model, meta = load_model(file)
+        except CheckpointError as err:
+            return None, ModelInfo(str(file), f"Cannot load the checkpoint: {err}")
+        note = ""
+        recorded = (records.meta.get("checkpoint") or {}).get("sha256")
+        if recorded and meta.get("sha256") != recorded:
+            note = (
+                f"`{file}` changed since it was recorded (sha256 differs): live routes and "
+                "predictions may not match the records."
+            )
+        return model, ModelInfo(str(file), note, trained=True)
+    route = records.meta.get("route")
+    static = Route.from_dict(route, source=f"{records.path}: route") if route else None
+    model = build_model(records.config, route=static).eval()
+    return model, ModelInfo(
+        "untrained",
+        "These records come from an untrained network: the prediction and live routes use "
+        "freshly initialised weights.",
+    )
+
+
+# ------------------------------------------------------------------------- special cases
+def measured_accuracy(
+    records: Sequence[Records], runs: Sequence[str | os.PathLike[str]] = ()
+) -> pd.DataFrame:
+    """mIoU of named routes (special cases, common nets) where records or training runs of them
+    exist: records whose static or forced route has a name, runs whose route has one (their best
+    ``val_miou``). Columns ``model, source, mIoU, real GMACs, trained``."""
+    from dynviz.analysis import cost_statistics
+
+    rows = []
+    for rec in records:
+        route = rec.meta.get("forced_route") or rec.meta.get("route") or {}
+        if route.get("name"):
+            stats = cost_statistics(rec.images).iloc[0]
+            rows.append(
+                {
+                    "model": route["name"],
+                    "source": f"records {Path(rec.path).name if rec.path else rec.label}",
+                    "mIoU": float(stats["miou"]),
+                    "real GMACs": float(stats["real_gmacs_mean"]),
+                    "trained": bool(rec.meta.get("checkpoint")),
+                }
+            )
+    for run in runs:
+        route = read_run_config(run).get("route") or {}
+        metrics = read_metrics(run)
+        if route.get("name") and "val_miou" in metrics and metrics["val_miou"].notna().any():
+            rows.append(
+                {
+                    "model": route["name"],
+                    "source": f"run {Path(run).name}",
+                    "mIoU": float(metrics["val_miou"].max()),
+                    "real GMACs": None,
+                    "trained": True,
+                }
+            )
+    return pd.DataFrame(rows, columns=["model", "source", "mIoU", "real GMACs", "trained"])

@@ -1,0 +1,166 @@
+"""Official checkpoints to and from dynviz (dynviz.official, ``dynviz convert``), on official-format
+files made by renaming a dynviz network's tensors."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+import yaml
+from _models import randomise
+
+import dynviz
+from dynviz.checkpoint import load_model
+from dynviz.cli import main as cli
+from dynviz.model.config import GateKind, Semantics
+from dynviz.official import (
+    OfficialFormatError,
+    convert_official,
+    convert_to_official,
+    dynviz_key,
+    guess_model,
+    official_key,
+    official_state_dict,
+)
+
+
+def _official_file(tmp_path, network, *, prefix="module.", name="official.pth", **extra):
+    state = {prefix + k: v for k, v in official_state_dict(network).items()}
+    path = tmp_path / name
+    torch.save({"model": state, "iteration": 12, "optimizer": {"state": {}}, **extra}, path)
+    return path
+
+
+def test_keys_follow_the_rules_and_invert():
+    pairs = {
+        "backbone.stem.stem_1.weight": "stem.conv1.weight",
+        "backbone.stem.stem_1.norm.running_var": "stem.bn1.running_var",
+        "backbone.stem.stem_2.0.weight": "stem.sep1.dw.weight",
+        "backbone.stem.stem_3.1.norm.bias": "stem.sep2.bn.bias",
+        "backbone.init_layer.res_down.1.weight": "cells.0_0.down.conv.weight",
+        "backbone.all_cell_list.0.1.cell_ops._ops.0.op.3.norm.weight": "cells.1_1.op.bn2.weight",
+        "backbone.all_cell_list.15.3.gate_conv_beta.2.bias": "cells.16_3.gate.conv2.bias",
+        "backbone.all_cell_list.4.2.res_up.1.norm.num_batches_tracked": (
+            "cells.5_2.up.bn.num_batches_tracked"
+        ),
+        "sem_seg_head.layer_decoder_list.3.weight": "decoder.lateral.3.conv.weight",
+        "sem_seg_head.layer_decoder_list.0.norm.running_mean": "decoder.lateral.0.bn.running_mean",
+        "sem_seg_head.predictor.bias": "decoder.predictor.bias",
+    }
+    for official, ours in pairs.items():
+        assert dynviz_key(official) == ours
+        assert official_key(ours) == official
+    assert dynviz_key("backbone.init_layer.gate_weights_beta") is None
+    assert dynviz_key("backbone.fpn.weight") is None
+
+
+def test_round_trip_through_the_official_format_keeps_every_tensor(tmp_path, tiny):
+    network = randomise(dynviz.build_model(tiny), gate_bias=(-1.0, 1.0)).eval()
+    path = _official_file(tmp_path, network)
+    converted, out = convert_official(path, tmp_path / "model.pt", model=tiny)
+    assert converted.config.semantics is Semantics.OFFICIAL
+    original = network.state_dict()
+    assert converted.state_dict().keys() == original.keys()
+    for key, value in converted.state_dict().items():
+        assert torch.equal(value, original[key]), key
+    loaded, meta = load_model(out)  # a normal dynviz checkpoint, semantics travel with it
+    assert loaded.config.official and meta["source"]["format"] == "official"
+    assert loaded.stem.conv1.padding == (0, 0)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x).logits, converted(x).logits)
+    back = convert_to_official(out, tmp_path / "back.pth")
+    data = torch.load(back, weights_only=True)
+    assert data["model"].keys() == official_state_dict(network).keys()
+    for key, value in official_state_dict(network).items():
+        assert torch.equal(data["model"][key], value)
+
+
+def test_bare_state_dict_without_prefix_converts(tmp_path, tiny):
+    network = dynviz.build_model(tiny)
+    path = tmp_path / "bare.pth"
+    torch.save(official_state_dict(network), path)
+    converted, _ = convert_official(path, tmp_path / "m.pt", model=tiny)
+    assert torch.equal(converted.stem.conv1.weight, network.stem.conv1.weight)
+
+
+def test_incomplete_mapping_is_refused_naming_keys_and_preset(tmp_path, tiny):
+    network = dynviz.build_model(tiny)
+    state = official_state_dict(network)
+    del state["backbone.all_cell_list.1.0.res_down.1.weight"]
+    state["backbone.extra.weight"] = torch.zeros(1)
+    path = tmp_path / "broken.pth"
+    torch.save({"model": state}, path)
+    with pytest.raises(OfficialFormatError) as err:
+        convert_official(path, tmp_path / "m.pt", model=tiny)
+    message = str(err.value)
+    assert "tiny-test" in message and str(path) in message
+    assert "missing (first: backbone.all_cell_list.1.0.res_down.1.weight)" in message
+    assert "unexpected (first: backbone.extra.weight)" in message
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_shape_mismatch_is_refused(tmp_path, tiny):
+    state = official_state_dict(dynviz.build_model(tiny.replace(base_channels=16)))
+    path = tmp_path / "wide.pth"
+    torch.save({"model": state}, path)
+    with pytest.raises(OfficialFormatError, match="has shape"):
+        convert_official(path, tmp_path / "m.pt", model=tiny)
+
+
+def test_preset_is_guessed_from_layers_and_gates():
+    fix = official_state_dict(dynviz.build_model("layer16-fix"))
+    assert "backbone.init_layer.gate_weights_beta" in fix
+    assert guess_model(fix) == "layer16-fix"
+    gated = {k: torch.empty(0) for k in official_state_dict(dynviz.build_model("layer16"))}
+    with pytest.raises(OfficialFormatError, match="layer16.*dynamic-a, dynamic-b or dynamic-c"):
+        guess_model(gated)
+    deep = {k.replace("all_cell_list.15.", "all_cell_list.32."): v for k, v in gated.items()}
+    assert guess_model(deep) == "layer33"
+
+
+def test_gate_free_network_round_trips_with_its_ones_buffers(tmp_path, tiny):
+    config = tiny.replace(gate=GateKind.NONE)
+    network = randomise(dynviz.build_model(config))
+    path = _official_file(tmp_path, network, prefix="")
+    converted, _ = convert_official(path, tmp_path / "m.pt", model=config)
+    assert not converted.config.has_gates
+    assert torch.equal(converted.decoder.predictor.bias, network.decoder.predictor.bias)
+
+
+def test_files_needing_unpickling_are_refused_unless_trusted(tmp_path, tiny):
+    network = dynviz.build_model(tiny)
+    path = _official_file(tmp_path, network, cfg=argparse.Namespace(lr=0.05))
+    with pytest.raises(OfficialFormatError, match="--trust-pickle"):
+        convert_official(path, tmp_path / "m.pt", model=tiny)
+    converted, _ = convert_official(path, tmp_path / "m.pt", model=tiny, trust_pickle=True)
+    assert converted.config.official
+
+
+def test_not_an_official_file_is_refused(tmp_path, tiny):
+    path = tmp_path / "other.pth"
+    torch.save({"model": {"layer1.weight": torch.zeros(1)}}, path)
+    with pytest.raises(OfficialFormatError, match="not an official DynamicRouting checkpoint"):
+        convert_official(path, tmp_path / "m.pt", model=tiny)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a torch file")
+    with pytest.raises(OfficialFormatError, match="garbage.pth"):
+        convert_official(garbage, tmp_path / "m.pt", model=tiny)
+
+
+def test_cli_converts_both_ways(tmp_path, tiny, capsys):
+    network = dynviz.build_model(tiny)
+    spec = tmp_path / "space.yaml"
+    spec.write_text(yaml.safe_dump(tiny.to_dict()), encoding="utf-8")
+    path = _official_file(tmp_path, network)
+    out = tmp_path / "model.pt"
+    assert cli(["convert", "official", str(path), "--model", str(spec), "--out", str(out)]) == 0
+    assert "official semantics" in capsys.readouterr().out
+    back = tmp_path / "back.pth"
+    assert cli(["convert", "to-official", str(out), "--out", str(back)]) == 0
+    assert torch.load(back, weights_only=True)["model"].keys() == (
+        official_state_dict(network).keys()
+    )
+    assert cli(["convert", "official", str(path), "--out", str(tmp_path / "x.pt")]) == 2
+    assert "no preset matches" in capsys.readouterr().err

@@ -1,0 +1,209 @@
+"""Official semantics (docs/official.md): golden behaviours derived by hand, the per-sample drop
+rule, the unpadded stem, the small gate's resize, skip = soft, and the official counting."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from _models import randomise
+
+import dynviz
+from dynviz.cost import cost_table
+from dynviz.model import load_spec
+from dynviz.model.config import ConfigError, RoutingSpaceConfig, Semantics
+from dynviz.model.ops import SoftConditionalGate, gate_activation
+
+
+def _official(tiny: RoutingSpaceConfig, **changes: object) -> RoutingSpaceConfig:
+    return tiny.replace(semantics=Semantics.OFFICIAL, **changes)
+
+
+def _bn_of_zero(bn: torch.nn.BatchNorm2d) -> torch.Tensor:
+    """BN applied to a zero input, per channel: bias - mean * weight / sqrt(var + eps)."""
+    return bn.bias - bn.running_mean * bn.weight / torch.sqrt(bn.running_var + bn.eps)
+
+
+def test_semantics_is_a_config_field_that_round_trips(tiny):
+    config = _official(tiny)
+    assert config.official and not tiny.official
+    assert config.to_dict()["semantics"] == "official"
+    assert RoutingSpaceConfig.from_dict(config.to_dict()) == config
+    data = tiny.to_dict()
+    del data["semantics"]  # configs and checkpoints written before the switch
+    assert RoutingSpaceConfig.from_dict(data).semantics is Semantics.PAPER
+    with pytest.raises(ConfigError, match="semantics: 'oficial'"):
+        tiny.replace(semantics="oficial")
+
+
+def test_official_stem_conv_has_no_padding_and_reaches_the_same_quarter_size(tiny):
+    paper = dynviz.build_model(tiny).eval()
+    official = dynviz.build_model(_official(tiny)).eval()
+    official.load_state_dict(paper.state_dict())  # same weights, same keys
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        half = official.stem.conv1(x)
+        assert half.shape[-2:] == (31, 47)  # 64 -> 31: no padding
+        torch.testing.assert_close(half, F.conv2d(x, official.stem.conv1.weight, stride=2))
+        assert paper.stem.conv1(x).shape[-2:] == (32, 48)
+        assert official.stem(x).shape == paper.stem(x).shape == (1, 8, 16, 24)
+        assert not torch.allclose(official.stem(x), paper.stem(x))
+
+
+def test_small_gate_resizes_with_scale_factor_where_it_rounds():
+    torch.manual_seed(0)
+    official = SoftConditionalGate(16, 3, small=True, official_resize=True).eval()
+    paper = SoftConditionalGate(16, 3, small=True).eval()
+    paper.load_state_dict(official.state_dict())
+    randomise(official, seed=2)
+    randomise(paper, seed=2)
+
+    def gate_on(z: torch.Tensor) -> torch.Tensor:
+        z = paper.bn(paper.conv1(z)).relu()
+        return gate_activation(paper.conv2(z.mean((2, 3), keepdim=True)).flatten(1))
+
+    x = torch.randn(2, 16, 10, 20)  # 1/16 of a 160x320 input: 10 / 4 rounds down
+    with torch.no_grad():
+        by_factor = F.interpolate(x, scale_factor=0.25, mode="bilinear", align_corners=False)
+        by_size = F.interpolate(x, size=(2, 5), mode="bilinear", align_corners=False)
+        assert by_factor.shape == by_size.shape and not torch.allclose(by_factor, by_size)
+        torch.testing.assert_close(official(x), gate_on(by_factor))
+        torch.testing.assert_close(paper(x), gate_on(by_size))
+        x = torch.randn(2, 16, 16, 32)  # a multiple of 4: the two resizes agree
+        torch.testing.assert_close(official(x), paper(x))
+
+
+def _close_initial_down(model: torch.nn.Module) -> None:
+    """Cell (0, 0) keeps with alpha tanh(3) and closes its down path (alpha exactly 0)."""
+    conv2 = model.cells["0_0"].gate.conv2
+    conv2.weight.data.zero_()
+    conv2.bias.data.copy_(torch.tensor([3.0, -50.0]))
+
+
+def test_a_node_fed_only_closed_paths_runs_on_zeros_as_derived_from_its_bn(tiny):
+    """Official: cell (1, 1) receives only the closed down path of cell (0, 0), i.e. zeros.
+    Its gate reads BN(0) and its operation turns zeros into a map whose interior is derived by
+    hand from the BN parameters and kernels. The paper network does not compute it."""
+    torch.manual_seed(0)
+    official = randomise(dynviz.build_model(_official(tiny)).eval(), seed=4)
+    _close_initial_down(official)
+    paper = dynviz.build_model(tiny).eval()
+    paper.load_state_dict(official.state_dict())
+    cell = official.cells["1_1"]
+    seen = {}
+    cell.op.register_forward_hook(lambda m, i, o: seen.update(h=o))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        out = official(x)
+        ref = paper(x)
+        # gate on zeros: conv1(0) = 0, BN(0), ReLU, mean, conv2 + bias, relu(tanh)
+        g = _bn_of_zero(cell.gate.bn).relu()
+        z = cell.gate.conv2.weight[:, :, 0, 0] @ g + cell.gate.conv2.bias
+        alpha = gate_activation(z)
+        # O(0): pw1(dw1(0)) = 0, BN1(0), ReLU: a constant map; dw2 sums its 3x3 kernel inside
+        c1 = _bn_of_zero(cell.op.bn1).relu()
+        inner = c1 * cell.op.dw2.weight.sum((1, 2, 3))
+        h = (
+            cell.op.bn2.weight
+            * (cell.op.pw2.weight[:, :, 0, 0] @ inner - cell.op.bn2.running_mean)
+            / torch.sqrt(cell.op.bn2.running_var + cell.op.bn2.eps)
+            + cell.op.bn2.bias
+        )
+    assert float(out.gates[0, 0, 0, 2]) == 0.0 and float(out.gates[0, 0, 0, 0]) > 0.99
+    dirs = [int(d) for d in cell.directions]
+    torch.testing.assert_close(out.gates[0, 1, 1, dirs], alpha)
+    assert bool((alpha > 0).any())  # it reopens paths ("revived" cell)
+    # the hook sees O(X) + X, ReLU-ed in place by the cell (X = 0): ReLU(H) on the interior
+    relu_h = h.relu().view(-1, 1, 1).expand(-1, 4, 4)
+    torch.testing.assert_close(seen["h"][0, :, 2:-2, 2:-2], relu_h)
+    assert float(ref.gates[0, 1, 1].abs().sum()) == 0.0  # paper: never computed
+    assert not torch.allclose(out.logits, ref.logits)
+
+
+def test_official_counting_charges_the_gate_of_a_node_that_received_nothing(tiny):
+    torch.manual_seed(0)
+    model = randomise(dynviz.build_model(_official(tiny)).eval(), seed=5)
+    model.cells["0_0"].gate.conv2.weight.data.zero_()
+    model.cells["0_0"].gate.conv2.bias.data.fill_(-50.0)  # cell (0, 0) dropped
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 64, 64))
+    # (1, 0) gets the stem through the keep pass-through; (1, 1) gets nothing at all
+    assert float(out.gates[0, 0].abs().sum()) == 0.0
+    assert float(out.gates[0, 1, 1].abs().sum()) == 0.0
+    table = cost_table(model.config, (64, 64), counting="official")
+    paper = cost_table(model.config, (64, 64), counting="paper")
+    gates_all = float(table.gate.sum())
+    expected_real = (
+        table.stem
+        + table.decoder
+        + gates_all
+        + float(((out.gates.sum(-1) > 1e-4).double() * table.op).sum())
+        + float(((out.gates > 1e-4).double() * table.path).sum())
+    )
+    assert float(table.real(out.gates)[0]) == pytest.approx(expected_real)
+    assert float(table.real(out.gates)[0]) > float(paper.real(out.active)[0]) - paper.decoder
+
+
+def test_official_counting_of_layer16_at_the_papers_size():
+    """All open: the paper's 119.49 G less half the decoder (its h x h bug), as the official
+    repository's own maxima (118.08 G)."""
+    config = load_spec("layer16")
+    official = cost_table(config, (1024, 2048), counting="official")
+    paper = cost_table(config, (1024, 2048), counting="paper")
+    # laterals on 256^2, 128^2, 64^2, 32^2 maps and the 3x3 predictor on 256^2 (by hand)
+    decoder = (
+        (64 * 64 + 3 * 64) * 256**2
+        + (128 * 64 + 3 * 64) * 128**2
+        + (256 * 128 + 3 * 128) * 64**2
+        + (512 * 256 + 3 * 256) * 32**2
+        + 9 * 64 * 19 * 256**2
+    )
+    assert official.decoder == decoder == 1_406_402_560
+    assert official.total() == paper.total() - paper.decoder + decoder == 118_085_140_448
+    all_open = torch.ones(1, 17, 4, 3, dtype=torch.float64) * paper.path.gt(0).unsqueeze(0)
+    all_open[:, :, :, 0] = 1.0
+    assert float(official.real(all_open)[0]) == official.total()
+    # a path with alpha at most 1e-4 is computed but not charged
+    weak = all_open.clone()
+    weak[0, 5, 2, 1] = 5e-5
+    assert float(official.real(weak)[0]) == official.total() - float(official.path[5, 2, 1])
+
+
+@pytest.mark.parametrize("gate", ["full", "small"])
+def test_official_skip_forward_equals_soft_forward_and_single_images(tiny, gate):
+    model = dynviz.build_model(_official(tiny, gate=gate)).eval().double()
+    randomise(model, gate_bias=(-1.2, 0.6), seed=6)
+    x = torch.randn(5, 3, 64, 96, dtype=torch.float64)
+    with torch.no_grad():
+        soft = model(x, skip=False)
+        hard = model(x)
+        singles = [model(x[i : i + 1]) for i in range(len(x))]
+    fed_closed = (soft.gates.sum(-1) == 0) & soft.route_mask.any(-1)
+    assert fed_closed.any() and (soft.gates > 0).any()
+    torch.testing.assert_close(hard.gates, soft.gates)
+    torch.testing.assert_close(hard.logits, soft.logits, atol=1e-10, rtol=1e-10)
+    for i, single in enumerate(singles):  # per sample: independent of the batch mates
+        torch.testing.assert_close(single.logits[0], hard.logits[i], atol=1e-10, rtol=1e-10)
+
+
+def test_drop_rule_is_per_sample_on_the_alpha_sum(tiny):
+    """Official: a cell whose alphas sum below 1e-4 is dropped (X passes through); paper: each
+    alpha above 0 keeps its path open. One sample's drop does not touch its batch mate."""
+    model = randomise(dynviz.build_model(_official(tiny)).eval(), seed=7)
+    paper = dynviz.build_model(tiny).eval()
+    paper.load_state_dict(model.state_dict())
+    alpha = model.route_mask.double().unsqueeze(0).repeat(2, 1, 1, 1)
+    alpha[0, 2, 1] = alpha[0, 2, 1] * 3e-5  # 3 paths of 3e-5: sum 9e-5 < 1e-4
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        out = model(x, route=alpha)
+        soft = model(x, route=alpha, skip=False)
+        ref = paper(x, route=alpha)
+        alone = model(x[:1], route=alpha[:1])
+        alive = model(x[1:], route=alpha[1:])
+    assert float(out.gates[0, 2, 1].abs().sum()) == 0.0  # dropped
+    assert float(ref.gates[0, 2, 1].abs().sum()) > 0  # paper: open with alpha 3e-5
+    assert torch.equal(out.gates[1], alpha[1].float())
+    torch.testing.assert_close(soft.logits, out.logits)
+    torch.testing.assert_close(alone.logits[0], out.logits[0])
+    torch.testing.assert_close(alive.logits[0], out.logits[1])
