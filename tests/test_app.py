@@ -427,3 +427,17 @@ def test_routing_vs_scale_relates_attribution_to_object_size(app) -> None:
     at.selectbox(key="attr_scale_direction").set_value("keep")
     at.selectbox(key="attr_scale_value").set_value("mass").run()
     assert not at.exception
+
+
+def test_attribution_panel_on_an_upload(app) -> None:
+    at = _open(app, "views/route_explorer.py")
+    at.radio(key="explorer_source_0").set_value("Upload").run()
+    at.file_uploader(key="explorer_upload_0").set_value(("photo.png", _png(), "image/png")).run()
+    at.toggle(key="attr_on_0").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert {"Logit", "Alpha", "Top 10% share"} <= set(_metrics(at))
+    heatmap = next(t for c in _charts(at) for t in c["data"] if t.get("type") == "heatmap")
+    z = heatmap["z"]  # plotly 6 sends arrays as {"dtype", "bdata", "shape"}
+    shape = tuple(int(v) for v in z["shape"].split(",")) if isinstance(z, dict) else np.shape(z)
+    assert shape == (40, 56)  # upsampled to the uploaded image
