@@ -225,14 +225,18 @@ class ImageAttribution:
         out: dict[str, np.ndarray] = {}
         for direction in directions:
             d = Direction.parse(direction)
-            maps = [
-                self.upsampled(layer, scale, d)
-                for (layer, scale), node in self.nodes.items()
-                if d in node.directions
-            ]
-            if maps:
-                out[d.label] = np.mean(maps, axis=0)
+            keys = [key for key, node in self.nodes.items() if d in node.directions]
+            if keys:
+                out[d.label] = self.mean_map([(layer, scale, d) for layer, scale in keys])
         return out
+
+    def mean_map(self, paths: Sequence[tuple[int, int, Direction | str]]) -> np.ndarray:
+        """The mean of the upsampled maps of ``paths`` ``(layer, scale, direction)``: ``(H, W)``
+        (summed one at a time: a real-size image holds one full-size map at a time)."""
+        total = np.zeros(self.image_size, dtype=np.float64)
+        for layer, scale, d in paths:
+            total += self.upsampled(layer, scale, d)
+        return total / max(1, len(paths))
 
     def summary(self, *, fraction: float = TOP_FRACTION) -> pd.DataFrame:
         """One row per direction: how many nodes have it, how many were open, the mean logit,
@@ -516,10 +520,11 @@ def object_attribution(
         raise ValueError(
             f"instances {instances.shape} / label {label.shape} do not match the image {size}"
         )
-    groups: dict[tuple[int, str], list[np.ndarray]] = {}
+    paths: dict[tuple[int, str], list[tuple[int, int, Direction]]] = {}
     for (layer, scale), node in attr.nodes.items():
         for d in node.directions:
-            groups.setdefault((scale, d.label), []).append(attr.upsampled(layer, scale, d))
+            paths.setdefault((scale, d.label), []).append((layer, scale, d))
+    groups = {group: attr.mean_map(members) for group, members in sorted(paths.items())}
     ids = np.unique(instances)
     ids = ids[ids > 0]
     total = instances.size
@@ -530,8 +535,7 @@ def object_attribution(
         classes = label[mask]
         classes = classes[classes != ignore_index]
         cls = int(np.bincount(classes).argmax()) if classes.size else -1
-        for (scale, direction), maps in sorted(groups.items()):
-            m = np.mean(maps, axis=0)
+        for (scale, direction), m in groups.items():
             inside = float(m[mask].sum())
             density = inside / area
             rows.append(
