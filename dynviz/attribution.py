@@ -428,10 +428,12 @@ def attribution_overlay(
         raise ValueError(f"map {values.shape} and image {image.shape[:2]} differ in size")
     bound = float(np.abs(values).max()) if limit is None else float(limit)
     scaled = np.zeros_like(values) if bound == 0 else np.clip(values / bound, -1.0, 1.0)
-    colours = matplotlib.colormaps[cmap]((scaled + 1.0) / 2.0)[..., :3]
+    scaled = scaled.astype(np.float32)
+    lut = matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, 256))[:, :3].astype(np.float32)
+    colours = lut[np.rint((scaled + 1.0) * 127.5).astype(np.uint8)] * 255.0  # 0 -> the middle
     weight = opacity * np.abs(scaled)[..., None]
-    blend = (1.0 - weight) * (image.astype(np.float64) / 255.0) + weight * colours
-    return np.clip(np.rint(blend * 255.0), 0, 255).astype(np.uint8)
+    blend = (1.0 - weight) * image.astype(np.float32) + weight * colours
+    return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
 
 
 def _png_name(layer: int, stride: int, direction: str) -> str:
@@ -475,7 +477,7 @@ def write_attribution(
         overlay = attribution_overlay(
             image, attr.upsampled(row.layer, row.scale_index, row.direction), opacity=opacity
         )
-        Image.fromarray(overlay).save(folder / "maps" / name)
+        Image.fromarray(overlay).save(folder / "maps" / name, compress_level=1)
         pngs.append(f"maps/{name}")
     table = pa.Table.from_pandas(frame, preserve_index=False)
     table = table.append_column("map", pa.array(maps, type=pa.list_(pa.float32())))
@@ -483,7 +485,7 @@ def write_attribution(
     pq.write_table(table, folder / "attribution.parquet")
     for direction, region in attr.region_maps().items():
         Image.fromarray(attribution_overlay(image, region, opacity=opacity)).save(
-            folder / f"region_{direction}.png"
+            folder / f"region_{direction}.png", compress_level=1
         )
     attr.summary().to_csv(folder / "summary.csv", index=False)
     return folder
