@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dynviz.errors import require
 from dynviz.model import build_model
 from dynviz.model.config import ConfigError, Direction, RoutingSpaceConfig
 from dynviz.model.network import RoutingNetwork
@@ -522,10 +523,11 @@ def export_onnx(
 ) -> Path:
     """Write ``net`` (a :class:`StaticNetwork`) to ONNX for ``(B, 3, H, W)`` images.
 
-    Uses the TorchScript-based exporter (``dynamo=False``), which needs no extra package. The
-    graph's input is ``images`` and its output ``logits``; the batch axis is dynamic when
-    ``dynamic_batch``.
+    Uses the TorchScript-based exporter (``dynamo=False``), which needs ``onnx`` (the ``export``
+    extra; :class:`~dynviz.errors.MissingExtraError` without it). The graph's input is ``images``
+    and its output ``logits``; the batch axis is dynamic when ``dynamic_batch``.
     """
+    require("onnx", extra="export", purpose="ONNX export")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     param = next(net.parameters())
@@ -569,8 +571,9 @@ class OnnxCheck:
 
 
 def onnx_session(path: str | os.PathLike[str], *, threads: int | None = None) -> Any:
-    """An onnxruntime CPU session (raises ImportError when onnxruntime is missing)."""
-    import onnxruntime as ort
+    """An onnxruntime CPU session (:class:`~dynviz.errors.MissingExtraError`, an ImportError,
+    when onnxruntime is missing)."""
+    ort = require("onnxruntime", extra="export", purpose="running ONNX files")
 
     options = ort.SessionOptions()
     if threads is not None:

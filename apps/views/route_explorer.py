@@ -17,7 +17,7 @@ config_json = _state.config_json(records)
 st.title("Route explorer")
 st.caption(
     f"Records `{ctx.catalog.label(path)}`: {records.label}, {len(records.images)} images "
-    f"of `{records.meta.get('data')}` [{records.meta.get('split')}]. Edges: width and "
+    f"of `{records.sidecar.data}` [{records.sidecar.split}]. Edges: width and "
     "opacity follow the image's alpha; dotted faint edges are closed paths."
 )
 

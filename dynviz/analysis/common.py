@@ -275,8 +275,7 @@ def write_common(
     name = name or out.stem
     label = records.label
     images = len(records.images)
-    sizes = records.meta.get("input_sizes") or [list(PAPER_SIZE)]
-    size = size or (int(sizes[0][0]), int(sizes[0][1]))
+    size = size or records.sidecar.input_size or PAPER_SIZE
     summary = summarize_common(
         records,
         threshold=threshold,
@@ -298,12 +297,11 @@ def write_common(
         description=route.description,
         meta={"notes": notes},
     )
-    checkpoint = records.meta.get("checkpoint") or {}
+    checkpoint = records.sidecar.checkpoint
     header = [
         f"# Common network extracted by `dynviz extract` from {Path(records_dir)}",
-        f"# ({label}: {images} images of {records.meta.get('data')} "
-        f"[{records.meta.get('split')}]; checkpoint sha256 "
-        f"{(checkpoint.get('sha256') or 'none (untrained)')[:16]}).",
+        f"# ({label}: {images} images of {records.sidecar.data_label}; checkpoint sha256 "
+        f"{((checkpoint.sha256 if checkpoint else None) or 'none (untrained)')[:16]}).",
         f"# Paths active in more than {100 * threshold:g}% of the images, dangling cells removed.",
         f"# Build: dynviz.build_model({str(out)!r}); retrain: dynviz train {out} --data SPEC",
     ]

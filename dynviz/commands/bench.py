@@ -2,8 +2,8 @@
 
 Every figure is a ratio of timings taken in one run on this machine (interleaved variants, a
 warm-up round, medians). A full run takes about 10-15 minutes on 2 cores and updates
-``docs/performance.md``; ``--quick`` takes about a minute at small sizes and writes no doc
-unless ``--doc`` is given.
+``docs/performance.md`` (of the current folder, when there is one); ``--quick`` takes about a
+minute at small sizes and writes no doc unless ``--doc`` is given.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ __all__ = ["DEFAULT_DOC", "configure_parser", "main"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DOC = Path(__file__).resolve().parents[2] / "docs" / "performance.md"
+DEFAULT_DOC = Path("docs") / "performance.md"
+"""The doc a full run updates: ``docs/performance.md`` of the current folder (the checkout's root,
+where ``make bench`` runs), when it exists."""
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -68,7 +70,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--out", help="also write the JSON report to this file")
     parser.add_argument(
-        "--doc", help=f"the doc to update (default {DEFAULT_DOC.name} in docs/ for full runs)"
+        "--doc",
+        help=f"the doc to update (default for full runs: {DEFAULT_DOC} when it exists here)",
     )
     parser.add_argument("--no-doc", action="store_true", help="do not update any doc")
 
@@ -130,7 +133,8 @@ def main(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    doc = None if args.no_doc else (args.doc or (None if args.quick else DEFAULT_DOC))
+    default = None if args.quick or not DEFAULT_DOC.is_file() else DEFAULT_DOC
+    doc = None if args.no_doc else (args.doc or default)
     if doc is not None:
         update_doc(doc, report)
     if args.json:

@@ -17,6 +17,7 @@ import torch
 
 from dynviz.checkpoint import LATEST, CheckpointError, load_checkpoint
 from dynviz.commands import guarded
+from dynviz.errors import require
 from dynviz.model import ConfigError
 from dynviz.train.trainer import TrainConfig, Trainer
 
@@ -201,7 +202,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--tensorboard",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="write TensorBoard events when tensorboard is installed (default on)",
+        help="write TensorBoard events (default: when the tensorboard extra is installed)",
     )
 
 
@@ -229,6 +230,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.tensorboard:  # asked for explicitly: say which extra is missing
+        require("tensorboard", extra="tensorboard", purpose="--tensorboard")
     if args.threads:
         torch.set_num_threads(args.threads)
     config = config_from_args(args)

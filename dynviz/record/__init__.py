@@ -5,6 +5,7 @@ writes a records folder::
 
     RECORDS_DIR/
       records.json                    sidecar: model config, route, checkpoint sha256, data, sizes
+                                      (read as :class:`~dynviz.record.sidecar.Sidecar`)
       gates/part-r{rank}-c{chunk}.parquet
       images/part-r{rank}-c{chunk}.parquet
 
@@ -26,11 +27,22 @@ part without its ``images`` part (a crash between the two) is removed on the nex
 when reading.
 
 Every analysis reads these tables through :func:`read_records`, never the model.
+:func:`record_batch` gives the same rows for one batch in memory (no folder), with the
+prediction of the same forward pass.
 """
 
 from __future__ import annotations
 
-from dynviz.record.recorder import RecordResult, load_records_model, path_cost_frame, record
+from dynviz.record.recorder import (
+    RecordChunk,
+    RecordedBatch,
+    RecordResult,
+    load_records_model,
+    path_cost_frame,
+    record,
+    record_batch,
+)
+from dynviz.record.sidecar import CheckpointRef, Sidecar, SidecarError
 from dynviz.record.tables import (
     DIRECTION_DTYPE,
     DIRECTIONS,
@@ -50,6 +62,7 @@ from dynviz.record.tables import (
 )
 
 __all__ = [
+    "CheckpointRef",
     "DIRECTIONS",
     "DIRECTION_DTYPE",
     "FORMAT",
@@ -57,8 +70,12 @@ __all__ = [
     "GATE_COLUMNS",
     "IMAGE_COLUMNS",
     "SIDECAR",
+    "Sidecar",
+    "SidecarError",
     "RecordError",
+    "RecordChunk",
     "RecordResult",
+    "RecordedBatch",
     "Records",
     "check_model",
     "combine_records",
@@ -67,6 +84,7 @@ __all__ = [
     "path_cost_frame",
     "read_records",
     "record",
+    "record_batch",
     "record_labels",
     "write_records",
 ]

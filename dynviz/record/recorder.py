@@ -24,6 +24,7 @@ import dynviz
 from dynviz.cost import CostTable, cost_table
 from dynviz.model import ConfigError, RoutingNetwork, RoutingSpaceConfig, build_model
 from dynviz.model.route import Route
+from dynviz.record.sidecar import Sidecar
 from dynviz.record.tables import (
     _IDENTITY_KEYS,
     DIRECTION_DTYPE,
@@ -35,8 +36,11 @@ from dynviz.record.tables import (
     IMAGES_DIR,
     SIDECAR,
     RecordError,
+    _arrow_to_pandas,
     _atomic_write_table,
     _atomic_write_text,
+    _normalise_gates,
+    _normalise_images,
     _parts,
     _read_sidecar,
 )
@@ -87,10 +91,11 @@ def _route_dict(route: Route | None) -> dict[str, Any] | None:
     return data
 
 
-class _Chunk:
-    """The images of one part file, collected per batch as numpy arrays; the per-image costs and
-    accuracies are computed for the whole chunk at once when it is written (cheaper than per
-    batch: the cost model's propagation is a Python loop over cells, vectorised over images)."""
+class RecordChunk:
+    """Rows in the records' schema, collected per batch as numpy arrays: one part file of
+    :func:`record`, or the in-memory frames of :func:`record_batch`. The per-image costs and
+    accuracies are computed for the whole chunk at once (cheaper than per batch: the cost
+    model's propagation is a Python loop over cells, vectorised over images)."""
 
     def __init__(
         self,
@@ -176,6 +181,14 @@ class _Chunk:
             columns[f"stat_{key}"] = pa.array(np.asarray(values, dtype=np.float64))
         return gate_table, pa.table(columns)
 
+    def frames(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """``(gates, images)`` as :func:`~dynviz.record.read_records` would read them back
+        from the part file, without writing it."""
+        gate_table, image_table = self.tables()
+        gates = gate_table.to_pandas(types_mapper=_arrow_to_pandas)
+        images = image_table.to_pandas(types_mapper=_arrow_to_pandas)
+        return _normalise_gates(gates, "recorded frames"), _normalise_images(images)
+
 
 def _image_scores(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-image mIoU (classes present in target or prediction) and pixel accuracy from
@@ -239,6 +252,88 @@ def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
 
 def _identity(item: list[dict[str, Any]]) -> dict[str, Any]:
     return item[0]
+
+
+@dataclass(frozen=True)
+class RecordedBatch:
+    """One forward pass in the records' schema, in memory (:func:`record_batch`).
+
+    Attributes:
+        gates: the images' gate rows (:data:`~dynviz.record.GATE_COLUMNS`).
+        images: one row per image (:data:`~dynviz.record.IMAGE_COLUMNS`, ``confusion`` and
+            ``stat_*``).
+        prediction: ``(B, H, W)`` uint8 class maps of the same forward pass.
+    """
+
+    gates: pd.DataFrame
+    images: pd.DataFrame
+    prediction: np.ndarray
+
+
+def _path_index(net: RoutingNetwork) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(layer, scale index, direction)`` of every path the network has."""
+    mask = net.route_mask.cpu().numpy()  # (L + 1, S, 3) paths that exist
+    layer, scale, direction = (a.astype(np.int64) for a in np.nonzero(mask))
+    return layer, scale, direction
+
+
+def record_batch(
+    model: RoutingNetwork,
+    images: torch.Tensor,
+    *,
+    image_ids: Sequence[str],
+    labels: torch.Tensor | None = None,
+    route: Route | None = None,
+    stats: Sequence[Mapping[str, float]] | None = None,
+    ignore_index: int = 255,
+) -> RecordedBatch:
+    """Run ``model`` once on a batch and return its rows in the records' schema and its
+    prediction, in memory: what :func:`record` would write for these images (the explorer's
+    uploads use it; nothing touches the disk).
+
+    Args:
+        model: the network; run in eval mode (real skipping) under ``torch.inference_mode()``.
+        images: ``(B, 3, H, W)`` normalised images.
+        image_ids: one id per image.
+        labels: ``(B, H, W)`` targets (default: every pixel ``ignore_index``, so the accuracy
+            columns are NaN).
+        route: force this route instead of the gates.
+        stats: per-image statistics (``stat_<key>`` columns).
+        ignore_index: the label of unlabelled pixels.
+    """
+    net: RoutingNetwork = getattr(model, "module", model)
+    config = net.config
+    if len(image_ids) != images.shape[0]:
+        raise ValueError(f"{len(image_ids)} image ids for {images.shape[0]} images")
+    height, width = int(images.shape[-2]), int(images.shape[-1])
+    if labels is None:
+        labels = torch.full((images.shape[0], height, width), ignore_index, dtype=torch.int64)
+    chunk = RecordChunk(
+        _path_index(net),
+        lambda h, w: cost_table(config, (h, w), route=net.route),
+        gates_ran=bool(net.is_dynamic and route is None),
+        threshold=float(config.active_threshold),
+    )
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.inference_mode():
+            device = next(net.parameters()).device
+            out = net(images.to(device), route=route)
+            pred = out.logits.max(1).indices  # (B, H, W)
+            ids = [str(i) for i in image_ids]
+            confusion = _confusion(pred, labels.to(device), config.num_classes, ignore_index, ids)
+            chunk.add(
+                ids,
+                out.gates.float().cpu().numpy(),
+                confusion.cpu().numpy(),
+                (height, width),
+                list(stats) if stats is not None else [{} for _ in ids],
+            )
+    finally:
+        net.train(was_training)
+    gates, frame = chunk.frames()
+    return RecordedBatch(gates, frame, pred.to(torch.uint8).cpu().numpy())
 
 
 def record(
@@ -328,9 +423,7 @@ def record(
         )
 
     # ---- the model-side work: one forward per batch, gates to numpy once per batch
-    mask = net.route_mask.cpu().numpy()  # (L + 1, S, 3) paths that exist
-    layer_index, scale_index, direction_index = (a.astype(np.int64) for a in np.nonzero(mask))
-    paths = (layer_index, scale_index, direction_index)
+    paths = _path_index(net)
     cost_tables: dict[tuple[int, int], CostTable] = {}
 
     def table_of(height: int, width: int) -> CostTable:
@@ -338,8 +431,8 @@ def record(
             cost_tables[(height, width)] = cost_table(config, (height, width), route=net.route)
         return cost_tables[(height, width)]
 
-    def new_chunk() -> _Chunk:
-        return _Chunk(
+    def new_chunk() -> RecordChunk:
+        return RecordChunk(
             paths,
             table_of,
             gates_ran=bool(net.is_dynamic and route is None),
@@ -449,7 +542,8 @@ def _sidecar(
         "torch_version": str(torch.__version__),
         "created": _now(),
     }
-    return json.loads(json.dumps(meta, default=str))
+    # written as the reader parses it (Sidecar keeps any key it does not know)
+    return Sidecar.from_dict(json.loads(json.dumps(meta, default=str))).to_dict()
 
 
 def _open_folder(

@@ -54,7 +54,10 @@ class RunLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                logger.debug("tensorboard is not installed; no event files")
+                logger.info(
+                    "tensorboard is not installed: no event files "
+                    "(pip install 'dynviz[tensorboard]', or --no-tensorboard)"
+                )
             else:
                 self._writer = SummaryWriter(log_dir=str(run_dir), purge_step=iteration + 1)
 
