@@ -34,9 +34,8 @@ def object_table(path: str, mtime: float, count: int) -> pd.DataFrame:
 
     records = _state.load_records(path, mtime)
     model, _ = _state.records_model(path, mtime)
-    dataset = _state.load_dataset(
-        str(records.meta.get("data")), str(records.meta.get("split") or "val")
-    )
+    sidecar = records.sidecar
+    dataset = _state.load_dataset(str(sidecar.data), str(sidecar.split or "val"))
     images = records.images.iloc[:count]
     sizes = [(int(h), int(w)) for h, w in zip(images["height"], images["width"], strict=True)]
     return records_object_attribution(
@@ -194,7 +193,7 @@ def scale_section(path: str | None) -> None:
         st.info(reason, icon=":material/info:")
         return
     records = _state.load_records(path, mtime)
-    if not records.meta.get("data"):
+    if not records.sidecar.data:
         st.info("The records do not name their data set: no images to attribute.")
         return
     total = len(records.images)
