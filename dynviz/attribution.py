@@ -150,8 +150,8 @@ def upsample_map(values: np.ndarray, size: tuple[int, int], padded: tuple[int, i
 @dataclass(frozen=True)
 class ImageAttribution:
     """Every gate's attribution on one image. Nodes whose gate did not run are absent (paper
-    semantics: no input arrived; official semantics runs a node's gate on the zeros of closed
-    paths, and only a dropped cell's neighbours go without).
+    semantics: no input arrived; official semantics also runs a gate on the zeros of closed
+    paths, but a dropped cell feeds its keep path only).
 
     Attributes:
         nodes: ``(layer, scale) -> NodeAttribution``, in the network's order.
