@@ -24,7 +24,16 @@ from functools import cache
 
 from dynviz.model.config import Direction, PathKey, RoutingSpaceConfig
 
-__all__ = ["Edge", "Reach", "dangling", "edges", "fed_and_onward", "live", "reach"]
+__all__ = [
+    "Edge",
+    "Reach",
+    "cell_edges",
+    "dangling",
+    "edges",
+    "fed_and_onward",
+    "live",
+    "reach",
+]
 
 Cell = tuple[int, int]
 
@@ -55,6 +64,15 @@ def edges(config: RoutingSpaceConfig) -> tuple[Edge, ...]:
     return tuple(
         Edge(layer, scale, d, config.target(layer, scale, d)) for layer, scale, d in config.paths
     )
+
+
+@cache
+def cell_edges(config: RoutingSpaceConfig) -> tuple[tuple[Cell, tuple[Edge, ...]], ...]:
+    """:func:`edges` grouped by source cell: ``((cell, its paths), ...)`` in forward order."""
+    grouped: dict[Cell, list[Edge]] = {}
+    for edge in edges(config):
+        grouped.setdefault(edge.source, []).append(edge)
+    return tuple((cell, tuple(out)) for cell, out in grouped.items())
 
 
 @dataclass(frozen=True)
@@ -89,10 +107,7 @@ def reach(config: RoutingSpaceConfig, open_paths: Iterable[PathKey]) -> Reach:
     inputs: dict[Cell, int] = {(0, 0): 1}
     ran: set[Cell] = set()
     carried: set[PathKey] = set()
-    cell_paths: dict[Cell, list[Edge]] = {}
-    for edge in edges(config):
-        cell_paths.setdefault(edge.source, []).append(edge)
-    for cell, out in cell_paths.items():  # forward order
+    for cell, out in cell_edges(config):  # forward order
         if cell not in inputs:
             continue
         open_out = [e for e in out if e.key in opened]
