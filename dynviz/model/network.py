@@ -88,16 +88,26 @@ class Decoder(nn.Module):
                 has = has | present[s]
             if y is None:
                 continue
-            y = self.lateral[s](y)
+            y = self.top_down(s, y)
             if not bool(has.all()):
                 y = y * has.view(-1, 1, 1, 1).to(y.dtype)  # nothing has arrived for these samples
-            if s > 0:
-                y = F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False)
         if y is None:  # no scale reached the decoder for any sample
             b = present[0].shape[0]
             y = self.predictor.weight.new_zeros(
                 b, self.predictor.in_channels, size[0] // 4, size[1] // 4
             )
+        return self.head(y, size)
+
+    def top_down(self, s: int, y: torch.Tensor) -> torch.Tensor:
+        """One top-down step: the lateral ConvBNReLU of scale ``s`` on the sum ``y`` of the
+        features at ``s`` and coarser, then x2 upsampling to the next finer scale (none at 1/4)."""
+        y = self.lateral[s](y)
+        if s > 0:
+            y = F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return y
+
+    def head(self, y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The predictor on the 1/4 map and x4 upsampling to ``size``: ``(B, K, H, W)``."""
         # (B, K, H/4, W/4); back to the default layout before the large upsampling, which is
         # cheaper than converting the full-size logits afterwards
         logits = self.predictor(y).contiguous()

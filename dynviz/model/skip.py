@@ -22,7 +22,6 @@ from dynviz.model.config import Direction, RoutingSpaceConfig
 from dynviz.model.route import RouteError
 
 if TYPE_CHECKING:
-    from dynviz.model.cell import RoutingCell
     from dynviz.model.network import RoutingNetwork
 
 __all__ = ["feeds_zeros", "forward_skip"]
@@ -96,7 +95,7 @@ def forward_skip(
         o_local, o_index = _subset(on, index)
         alpha_on, active_on = _take(alpha, o_local), _take(active, o_local)
         # ReLU(H), only for samples with an open path
-        r = _hidden(cell, _take(x, o_local), inplace=inplace)
+        r = cell.hidden(_take(x, o_local), inplace=inplace)
         del x
         for j, d in enumerate(cell.directions):
             if zeros_feed and not bool(active_on[:, j].all()):
@@ -273,12 +272,3 @@ def _present(index: torch.Tensor | None, batch: int, device: torch.device) -> to
     out = torch.zeros(batch, dtype=torch.bool, device=device)
     out[index] = True
     return out
-
-
-def _hidden(cell: RoutingCell, x: torch.Tensor, *, inplace: bool) -> torch.Tensor:
-    """``cell.hidden(x)``, ReLU(O(X) + X), without temporaries when autograd is off."""
-    if not inplace:
-        return cell.hidden(x)
-    h = cell.op(x)  # a fresh tensor: BN (or the folded conv) output
-    h += x
-    return h.relu_()
