@@ -1,16 +1,18 @@
 # The two set-up commands of the README: `make demo` (the main job) and `make test`.
 # Both create .venv on first use (torch==2.13.0 first, from the local wheel) and are idempotent.
+# Installs are pinned by constraints.txt (the versions CI tests); the package only sets floors.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dynviz-installed
 
 .PHONY: install demo test test-all lint bench clean-venv
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[app,export,dev]"
+	$(PY) -m pip install -q -c constraints.txt "torch==2.13.0"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	rm -rf dynviz.egg-info  # left by the setuptools builds of older checkouts
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -20,6 +22,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	bash scripts/install-browser.sh || echo "chromium unavailable: the browser tests will be skipped"
 	$(VENV)/bin/python -m pytest -q -m "not slow"
 

@@ -245,7 +245,7 @@ def dataset_image(path: str, mtime: float, image_id: str) -> ImageView:
     from dynviz.uploads import recorded_view
 
     records = load_records(path, mtime)
-    spec, split = records.meta.get("data"), records.meta.get("split") or "val"
+    spec, split = records.sidecar.data, records.sidecar.split or "val"
     if not spec:
         view = recorded_view(records, image_id)
         view.note = "The records do not name their data set: no image to show."
@@ -274,10 +274,7 @@ def dataset_image(path: str, mtime: float, image_id: str) -> ImageView:
 @st.cache_data(show_spinner=False, max_entries=32)
 def forced_route(path: str, mtime: float) -> Any:
     """The route forced onto the model when the records were made, or None."""
-    from dynviz.model.route import Route
-
-    data = load_records(path, mtime).meta.get("forced_route")
-    return Route.from_dict(data, source=f"{path}: forced route") if data else None
+    return load_records(path, mtime).sidecar.forced_route
 
 
 @st.cache_data(show_spinner="Running the model on the upload...", max_entries=16)
@@ -605,7 +602,7 @@ def sidebar() -> Context:
                 dynamic = [
                     label
                     for label, p in zip(labels, usable, strict=True)
-                    if load_records(p, stamp(p)).meta.get("dynamic")
+                    if load_records(p, stamp(p)).sidecar.dynamic
                 ]
                 st.session_state["records_label"] = (
                     wanted if wanted in labels else (dynamic or labels)[0]
@@ -660,7 +657,7 @@ def records_or_stop(ctx: Context) -> Any:
 
 def config_json(records: Any) -> str:
     """The records' model config as canonical JSON (a hashable cache key)."""
-    return json.dumps(records.meta["config"], sort_keys=True)
+    return json.dumps(records.sidecar.config_dict, sort_keys=True)
 
 
 def fmt_number(value: float | None, digits: int = 4) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dynviz.resources import shipped
+
 __all__ = ["APP_DIR_ENV", "explorer_script"]
 
 APP_DIR_ENV = "DYNVIZ_APP_DIR"
@@ -16,5 +18,6 @@ APP_DIR_ENV = "DYNVIZ_APP_DIR"
 
 
 def explorer_script() -> Path:
-    """``apps/explorer.py``, the explorer's entrypoint."""
-    return Path(__file__).resolve().parents[1] / "apps" / "explorer.py"
+    """``apps/explorer.py``, the explorer's entrypoint (shipped with dynviz:
+    :func:`dynviz.resources.shipped`)."""
+    return shipped("apps") / "explorer.py"

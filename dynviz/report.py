@@ -83,7 +83,7 @@ def _save(fig: Any, out: Path, stem: str, formats: tuple[str, ...], dpi: int) ->
 def records_path_costs(rec: Records) -> pd.DataFrame | None:
     """Per-path MACs (:func:`dynviz.record.path_cost_frame`) at the records' first input size,
     for the cost shares of :func:`dynviz.analysis.routing_vs_scale`; None without a size."""
-    sizes = rec.meta.get("input_sizes") or []
+    sizes = list(rec.sidecar.input_sizes)
     if not sizes:
         sizes = rec.images[["height", "width"]].drop_duplicates().to_numpy().tolist()
     if not sizes:
@@ -91,15 +91,8 @@ def records_path_costs(rec: Records) -> pd.DataFrame | None:
     if len(sizes) > 1:
         logger.info("%s: %d input sizes; cost shares use %s", rec.label, len(sizes), sizes[0])
     return path_cost_frame(
-        rec.config, (int(sizes[0][0]), int(sizes[0][1])), route=_static_route(rec)
+        rec.config, (int(sizes[0][0]), int(sizes[0][1])), route=rec.sidecar.route
     )
-
-
-def _static_route(rec: Records) -> Any:
-    from dynviz.model.route import Route
-
-    data = rec.meta.get("route")
-    return Route.from_dict(data, source=f"{rec.path}: route") if data else None
 
 
 def table1(records: list[Records]) -> pd.DataFrame:
@@ -110,19 +103,16 @@ def table1(records: list[Records]) -> pd.DataFrame:
     stats = cost_statistics(images)
     info = []
     for rec in records:
-        meta = rec.meta
-        checkpoint = meta.get("checkpoint") or {}
-        route = meta.get("forced_route") or meta.get("route") or {}
+        sidecar = rec.sidecar
         info.append(
             {
-                "params": meta.get("params"),
-                "routing": ("forced " if meta.get("forced_route") else "static " if route else "")
-                + (route.get("name") or "route")
-                if route
-                else "dynamic (gates)",
-                "data": f"{meta.get('data')} [{meta.get('split')}]",
-                "weights": f"iteration {checkpoint.get('iteration')}"
-                if checkpoint
+                "params": sidecar.params,
+                "routing": "dynamic (gates)"
+                if sidecar.routing == "dynamic"
+                else f"{sidecar.routing} {sidecar.route_name or 'route'}",
+                "data": sidecar.data_label,
+                "weights": f"iteration {sidecar.checkpoint.iteration}"
+                if sidecar.checkpoint
                 else "untrained",
             }
         )
@@ -236,7 +226,7 @@ def analyze(
         report.figures[f"heatmap_{name}"] = _save(ax.figure, out, f"heatmap_{name}", formats, dpi)
         model_paths = per_path[per_path["model"] == label]
         graphs[label] = space_graph(
-            rec.config, probability=model_paths, mean_alpha=model_paths, route=_static_route(rec)
+            rec.config, probability=model_paths, mean_alpha=model_paths, route=rec.sidecar.route
         )
         to_graphml(graphs[label], out / f"space_{name}.graphml")
         (out / f"space_{name}.json").write_text(
@@ -353,11 +343,10 @@ def _write_report(
         "| --- | --- | ---: | --- | --- |",
     ]
     for rec, label in zip(records, labels, strict=True):
-        ckpt = rec.meta.get("checkpoint") or {}
-        sha = (ckpt.get("sha256") or "")[:12]
+        ckpt = rec.sidecar.checkpoint
+        sha = ((ckpt.sha256 if ckpt else None) or "")[:12]
         lines.append(
-            f"| {label} | `{rec.path}` | {len(rec.images)} | "
-            f"{rec.meta.get('data')} [{rec.meta.get('split')}] | "
+            f"| {label} | `{rec.path}` | {len(rec.images)} | {rec.sidecar.data_label} | "
             f"{sha + '...' if sha else 'untrained'} |"
         )
     cost_columns = [c for c in costs.columns if c.endswith(("_mean", "_max", "_min"))]

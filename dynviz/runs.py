@@ -192,10 +192,10 @@ def resolve_checkpoint(records: Records) -> Path | None:
     """The checkpoint file the records were made with (None for untrained records). A relative
     path is relative to where ``dynviz record`` ran: the records folder's ancestors are tried;
     the result may not exist any more."""
-    checkpoint = records.meta.get("checkpoint") or {}
-    if not checkpoint:
+    checkpoint = records.sidecar.checkpoint
+    if checkpoint is None:
         return None
-    file = Path(str(checkpoint.get("path")))
+    file = Path(str(checkpoint.path))
     if not file.is_absolute() and records.path is not None:
         candidates = [file] + [parent / file for parent in Path(records.path).resolve().parents]
         file = next((c for c in candidates if c.is_file()), file)
@@ -208,7 +208,6 @@ def records_model(records: Records) -> tuple[Any, ModelInfo]:
     the checkpoint is missing or unreadable; ``info.note`` says what to tell the user."""
     from dynviz.checkpoint import CheckpointError, load_model
     from dynviz.model import build_model
-    from dynviz.model.route import Route
 
     file = resolve_checkpoint(records)
     if file is not None:
@@ -223,16 +222,14 @@ def records_model(records: Records) -> tuple[Any, ModelInfo]:
         except CheckpointError as err:
             return None, ModelInfo(str(file), f"Cannot load the checkpoint: {err}")
         note = ""
-        recorded = (records.meta.get("checkpoint") or {}).get("sha256")
+        recorded = records.sidecar.checkpoint.sha256 if records.sidecar.checkpoint else None
         if recorded and meta.get("sha256") != recorded:
             note = (
                 f"`{file}` changed since it was recorded (sha256 differs): live routes and "
                 "predictions may not match the records."
             )
         return model, ModelInfo(str(file), note, trained=True)
-    route = records.meta.get("route")
-    static = Route.from_dict(route, source=f"{records.path}: route") if route else None
-    model = build_model(records.config, route=static).eval()
+    model = build_model(records.config, route=records.sidecar.route).eval()
     return model, ModelInfo(
         "untrained",
         "These records come from an untrained network: the prediction and live routes use "
@@ -262,17 +259,16 @@ def measured_accuracy(
 
     rows = []
     for rec in records:
-        route = rec.meta.get("forced_route") or rec.meta.get("route") or {}
-        if route.get("name"):
+        if rec.sidecar.route_name:
             stats = cost_statistics(rec.images).iloc[0]
             rows.append(
                 {
-                    "model": route["name"],
-                    "kind": kind(route),
+                    "model": rec.sidecar.route_name,
+                    "kind": kind(rec.sidecar.forced_route_dict or rec.sidecar.route_dict or {}),
                     "source": f"records {Path(rec.path).name if rec.path else rec.label}",
                     "mIoU": float(stats["miou"]),
                     "real GMACs": float(stats["real_gmacs_mean"]),
-                    "trained": bool(rec.meta.get("checkpoint")),
+                    "trained": rec.sidecar.trained,
                 }
             )
     for run in runs:

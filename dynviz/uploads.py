@@ -12,14 +12,15 @@ bytes are
   decompression bomb is refused without being decoded);
 * truncated or corrupt (decoding fails).
 
-Decoded images are RGB ``uint8`` ``(H, W, 3)`` arrays, converted the way
+Decoded images are RGB ``uint8`` ``(H, W, 3)`` arrays, turned upright from their EXIF
+orientation (``PIL.ImageOps.exif_transpose``) and converted the way
 :func:`dynviz.data.read_image` converts files: grayscale, palette and CMYK images become RGB, an
 alpha channel is dropped, 16-bit grayscale keeps the top 8 bits of its used range. Animated
 images give their first frame.
 
-:func:`route_image` runs a network on one image through the recorder
-(:func:`dynviz.record.record` into a temporary folder, removed afterwards), so an upload's route
-and costs come out in the records' schema, counted exactly as for a data set;
+:func:`route_image` runs a network once on one image through the recorder's in-memory frames
+(:func:`dynviz.record.record_batch`), so an upload's route and costs come out in the records'
+schema, counted exactly as for a data set;
 :func:`predict` gives the class map and :func:`overlay` blends it over the image for display.
 :func:`recorded_view` gathers what the explorer shows of a recorded image (:class:`ImageView`).
 """
@@ -28,13 +29,12 @@ from __future__ import annotations
 
 import io
 import logging
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from dynviz.errors import UserError
 
@@ -173,7 +173,7 @@ def read_upload(
             try:
                 img.seek(0)  # first frame of animations
                 img.load()  # truncated and corrupt files fail here
-                pixels = _to_rgb(img)
+                pixels = _to_rgb(ImageOps.exif_transpose(img))  # upright, as viewers show it
             except UploadError:
                 raise
             except Exception as err:  # OSError, SyntaxError, EOFError, zlib.error, ...
@@ -256,33 +256,6 @@ def predict(model: Any, image: np.ndarray, *, route: Any = None) -> np.ndarray:
         model.train(was_training)
 
 
-class _OneImage:
-    """A one-image data set (no label: every pixel ignored) for the recorder."""
-
-    name = "upload"
-    ignore_index = 255
-
-    def __init__(self, image: np.ndarray, image_id: str, num_classes: int) -> None:
-        self.image = image
-        self.id = image_id
-        self.num_classes = num_classes
-        self.class_names: list[str] = []
-
-    def __len__(self) -> int:
-        return 1
-
-    def image_id(self, index: int) -> str:
-        return self.id
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        import torch
-
-        from dynviz.data import normalize
-
-        label = torch.full(self.image.shape[:2], self.ignore_index, dtype=torch.int64)
-        return {"image": normalize(self.image), "label": label, "image_id": self.id, "stats": {}}
-
-
 def route_image(
     model: Any,
     image: np.ndarray,
@@ -293,8 +266,9 @@ def route_image(
 ) -> ImageRoute:
     """Run ``model`` on one image and return its route, costs and prediction.
 
-    The image goes through :func:`dynviz.record.record` (into a temporary folder that is removed
-    afterwards), so the gate rows and GMACs are exactly what recording a data set gives.
+    One forward pass through :func:`dynviz.record.record_batch`, so the gate rows and GMACs are
+    exactly what recording a data set gives, and the prediction is that pass's (nothing is
+    written to disk).
 
     Args:
         model: a :class:`dynviz.model.RoutingNetwork`.
@@ -306,18 +280,16 @@ def route_image(
     Returns:
         An :class:`ImageRoute`.
     """
-    from dynviz.record import read_records, record
+    from dynviz.data import normalize
+    from dynviz.record import record_batch
 
     image = _resized(np.ascontiguousarray(image, dtype=np.uint8), max_side)
-    data = _OneImage(image, image_id, model.config.num_classes)
-    with tempfile.TemporaryDirectory(prefix="dynviz-upload-") as folder:
-        record(model, data, folder, route=route, name=image_id, progress=False)
-        records = read_records(folder)
-    row = records.images.iloc[0]
+    batch = record_batch(model, normalize(image).unsqueeze(0), image_ids=[image_id], route=route)
+    row = batch.images.iloc[0]
     return ImageRoute(
         image=image,
-        prediction=predict(model, image, route=route),
-        gates=records.gates,
+        prediction=batch.prediction[0],
+        gates=batch.gates,
         real_gmacs=float(row["real_gmacs"]),
         expected_gmacs=float(row["expected_gmacs"]),
     )

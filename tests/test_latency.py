@@ -182,3 +182,31 @@ def test_measure_calls_brackets_every_sample_with_sync():
     assert timings.ratios("a", "b") and len(timings.ratios("a", "b")) == 3
     low, mid, high = timings.quartiles["a"]
     assert low <= mid <= high
+
+
+def test_the_measurement_times_the_networks_own_nodes(monkeypatch):
+    """One forward graph: latency runs the functions the network's forward runs, on a
+    network's modules, not copies of them."""
+    from dynviz.model.cell import RoutingCell
+    from dynviz.model.config import RoutingSpaceConfig
+    from dynviz.model.network import Decoder
+
+    calls: dict[str, int] = {"hidden": 0, "transform": 0, "top_down": 0, "head": 0}
+
+    def counted(name, original):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    for cls, name in (
+        (RoutingCell, "hidden"),
+        (RoutingCell, "transform"),
+        (Decoder, "top_down"),
+        (Decoder, "head"),
+    ):
+        monkeypatch.setattr(cls, name, counted(name, getattr(cls, name)))
+    config = RoutingSpaceConfig(name="t", num_layers=3, num_scales=3, base_channels=4)
+    measure_node_latency(config, (64, 64), repeats=1, min_time=1e-5)
+    assert all(count > 0 for count in calls.values()), calls

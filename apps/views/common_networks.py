@@ -18,7 +18,7 @@ st.caption(
     "paths that leave dangling cells are removed; the result is a static network."
 )
 
-if records.meta.get("forced_route") or records.meta.get("route"):
+if records.sidecar.routing != "dynamic":
     st.info(
         "These records ran a fixed route, so every image took the same paths: the common "
         "network is that route."
@@ -33,10 +33,10 @@ threshold = st.slider(
     key="common_threshold",
     help="The paper keeps paths with activation probability above 95%.",
 )
-sizes = records.meta.get("input_sizes") or [
-    [int(records.images.iloc[0]["height"]), int(records.images.iloc[0]["width"])]
-]
-height, width = (int(v) for v in sizes[0])
+height, width = records.sidecar.input_size or (
+    int(records.images.iloc[0]["height"]),
+    int(records.images.iloc[0]["width"]),
+)
 result = _state.common_network(path, mtime, float(threshold), height, width)
 
 if result.error:

@@ -24,9 +24,8 @@ if ctx.records:
     records = _state.load_records(ctx.records, _state.stamp(ctx.records))
     label = f"the selected records ({records.label})"
     spaces = {label: _state.config_json(records), **spaces}
-    first = (records.meta.get("input_sizes") or [[None, None]])[0]
-    if first[0]:
-        default_size = (int(first[0]), int(first[1]))
+    if records.sidecar.input_size:
+        default_size = records.sidecar.input_size
 names = list(spaces)
 c1, c2, c3 = st.columns([3, 1, 1])
 name = c1.selectbox(

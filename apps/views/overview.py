@@ -163,15 +163,15 @@ with right:
     st.subheader("Records")
     rows = []
     for path in ctx.usable:
-        meta = _state.load_records(path, _state.stamp(path)).meta
+        sidecar = _state.load_records(path, _state.stamp(path)).sidecar
         rows.append(
             {
                 "records": catalog.label(path),
-                "name": meta.get("name"),
-                "images": meta.get("num_images"),
-                "data": meta.get("data"),
-                "split": meta.get("split"),
-                "sizes": ", ".join(f"{h}x{w}" for h, w in meta.get("input_sizes") or []),
+                "name": sidecar.name,
+                "images": sidecar.num_images,
+                "data": sidecar.data,
+                "split": sidecar.split,
+                "sizes": ", ".join(f"{h}x{w}" for h, w in sidecar.input_sizes),
             }
         )
     if rows:

@@ -3,6 +3,7 @@ route it took through the routing space, with its real and expected cost; two si
 
 from __future__ import annotations
 
+import _attribution
 import _state
 import streamlit as st
 
@@ -17,7 +18,7 @@ config_json = _state.config_json(records)
 st.title("Route explorer")
 st.caption(
     f"Records `{ctx.catalog.label(path)}`: {records.label}, {len(records.images)} images "
-    f"of `{records.meta.get('data')}` [{records.meta.get('split')}]. Edges: width and "
+    f"of `{records.sidecar.data}` [{records.sidecar.split}]. Edges: width and "
     "opacity follow the image's alpha; dotted faint edges are closed paths."
 )
 
@@ -80,6 +81,7 @@ def show(view: _state.ImageView, *, key: str) -> None:
         f"{view.image_id}: {active} of {len(view.gates)} paths open",
     )
     st.plotly_chart(fig, width="stretch", key=f"route_{key}")
+    _attribution.panel(path, mtime, view.image, key=key)  # why this route: gate attribution
     if view.stats:
         with st.expander("Object-scale statistics"):
             st.dataframe({k: [v] for k, v in view.stats.items()}, hide_index=True)

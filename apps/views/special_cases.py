@@ -23,9 +23,9 @@ st.caption(
 sizes = {"1024x2048 (the paper's Cityscapes)": _state.PAPER_SIZE}
 if ctx.records:
     records = _state.load_records(ctx.records, _state.stamp(ctx.records))
-    first = (records.meta.get("input_sizes") or [[None, None]])[0]
-    if first[0]:
-        sizes[f"{first[0]}x{first[1]} (the selected records)"] = (int(first[0]), int(first[1]))
+    first = records.sidecar.input_size
+    if first:
+        sizes[f"{first[0]}x{first[1]} (the selected records)"] = first
 choice = st.radio("Input size", list(sizes), horizontal=True, key="special_size")
 height, width = sizes[choice]
 

@@ -24,6 +24,7 @@ import pandas as pd
 from dynviz.cost import CostTable, cost_table, param_table
 from dynviz.model.config import Direction, PathKey, RoutingSpaceConfig
 from dynviz.model.route import Route, RouteError, format_path
+from dynviz.model.topology import live
 
 __all__ = [
     "PAPER_SIZE",
@@ -81,32 +82,11 @@ def prune_dangling(config: RoutingSpaceConfig, paths: Iterable[PathKey]) -> froz
     Returns:
         The largest subset of ``paths`` that is a valid network (possibly empty).
     """
-    kept = frozenset((int(a), int(b), Direction.parse(d)) for a, b, d in paths)
-    while True:
-        fed = {(0, 0)}
-        for layer, scale in config.cells:
-            if (layer, scale) in fed:
-                for d in config.directions(layer, scale):
-                    target = config.target(layer, scale, d)
-                    if (layer, scale, d) in kept and target is not None:
-                        fed.add(target)
-        alive: set[tuple[int, int]] = set()
-        for layer, scale in reversed(config.cells):
-            for d in config.directions(layer, scale):
-                target = config.target(layer, scale, d)
-                if (layer, scale, d) in kept and (target is None or target in alive):
-                    alive.add((layer, scale))
-        pruned = frozenset(
-            (layer, scale, d)
-            for layer, scale, d in kept
-            if (layer, scale) in fed
-            and ((t := config.target(layer, scale, d)) is None or t in alive)
-        )
-        if pruned == kept:
-            return kept
-        for path in sorted(kept - pruned, key=lambda p: (p[0], p[1], int(p[2]))):
-            logger.debug("pruned dangling path %s", format_path(path))
-        kept = pruned
+    opened = frozenset((int(a), int(b), Direction.parse(d)) for a, b, d in paths)
+    kept = live(config, opened)  # dynviz.model.topology: the one reachability rule
+    for path in sorted(opened - kept, key=lambda p: (p[0], p[1], int(p[2]))):
+        logger.debug("pruned dangling path %s", format_path(path))
+    return kept
 
 
 def extract_common(
@@ -275,8 +255,7 @@ def write_common(
     name = name or out.stem
     label = records.label
     images = len(records.images)
-    sizes = records.meta.get("input_sizes") or [list(PAPER_SIZE)]
-    size = size or (int(sizes[0][0]), int(sizes[0][1]))
+    size = size or records.sidecar.input_size or PAPER_SIZE
     summary = summarize_common(
         records,
         threshold=threshold,
@@ -298,12 +277,11 @@ def write_common(
         description=route.description,
         meta={"notes": notes},
     )
-    checkpoint = records.meta.get("checkpoint") or {}
+    checkpoint = records.sidecar.checkpoint
     header = [
         f"# Common network extracted by `dynviz extract` from {Path(records_dir)}",
-        f"# ({label}: {images} images of {records.meta.get('data')} "
-        f"[{records.meta.get('split')}]; checkpoint sha256 "
-        f"{(checkpoint.get('sha256') or 'none (untrained)')[:16]}).",
+        f"# ({label}: {images} images of {records.sidecar.data_label}; checkpoint sha256 "
+        f"{((checkpoint.sha256 if checkpoint else None) or 'none (untrained)')[:16]}).",
         f"# Paths active in more than {100 * threshold:g}% of the images, dangling cells removed.",
         f"# Build: dynviz.build_model({str(out)!r}); retrain: dynviz train {out} --data SPEC",
     ]

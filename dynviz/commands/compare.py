@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dynviz.commands import add_resize_option, guarded
+from dynviz.commands import add_resize_option, add_threads_option, guarded
 from dynviz.compare import compare, write_table
 from dynviz.model import ConfigError
 
@@ -36,6 +36,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=False, help="progress bars"
     )
+    add_threads_option(parser)
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -15,8 +15,9 @@ import sys
 
 import torch
 
-from dynviz.commands import positive_int
+from dynviz.commands import add_threads_option, positive_int, set_threads
 from dynviz.cost import cost_table
+from dynviz.errors import MissingExtraError
 from dynviz.export import (
     DEFAULT_OPSET,
     DEFAULT_TOLERANCE,
@@ -69,16 +70,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="--check tolerance, relative to the logit scale",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_threads_option(parser)
 
 
 def main(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
     size = (args.size[0], args.size[1])
     try:
         model, route, meta = load_for_export(args.model, args.route)
         own = model.route is not None and not args.route  # a static net exports itself
         net = static_network(model, None if own else route, fold=not args.no_fold)
         path = export_onnx(net, args.out, size, opset=args.opset)
-    except (ExportError, ConfigError) as err:
+    except (ExportError, ConfigError, MissingExtraError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     params = sum(p.numel() for p in net.parameters())
@@ -103,8 +106,8 @@ def main(args: argparse.Namespace) -> int:
             gen = torch.Generator().manual_seed(0)
             images = torch.randn(2, 3, size[0], size[1], generator=gen)
             check = check_onnx(path, net, images, tolerance=args.tolerance)
-        except ImportError:
-            print("error: --check needs onnxruntime (pip install dynviz[export])", file=sys.stderr)
+        except MissingExtraError as err:
+            print(f"error: --check: {err}", file=sys.stderr)
             return 2
         result["check"] = {
             "max_abs_diff": check.max_abs_diff,

@@ -54,9 +54,12 @@ _NUM_TRAIN_IDS = 19
 
 
 def _label_table() -> list[Any]:
-    from cityscapesscripts.helpers.labels import labels
+    from dynviz.errors import require
 
-    return list(labels)
+    module = require(
+        "cityscapesscripts.helpers.labels", extra="cityscapes", purpose="the Cityscapes label table"
+    )
+    return list(module.labels)
 
 
 @lru_cache(maxsize=1)

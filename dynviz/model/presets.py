@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dynviz.model.config import ConfigError, RoutingSpaceConfig, _read_yaml_mapping
+from dynviz.resources import shipped
 
 __all__ = [
     "is_preset",
@@ -27,9 +28,10 @@ __all__ = [
 
 
 def models_dir() -> Path:
-    """The zoo folder: ``$DYNVIZ_MODELS`` or the repository's ``models/``."""
+    """The zoo folder: ``$DYNVIZ_MODELS``, else the presets that ship with dynviz
+    (:func:`dynviz.resources.shipped`)."""
     env = os.environ.get("DYNVIZ_MODELS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "models"
+    return Path(env) if env else shipped("models")
 
 
 def preset_names() -> list[str]:

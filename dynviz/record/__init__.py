@@ -5,6 +5,7 @@ writes a records folder::
 
     RECORDS_DIR/
       records.json                    sidecar: model config, route, checkpoint sha256, data, sizes
+                                      (read as :class:`~dynviz.record.sidecar.Sidecar`)
       gates/part-r{rank}-c{chunk}.parquet
       images/part-r{rank}-c{chunk}.parquet
 
@@ -19,6 +20,12 @@ counted pixel), ``height``, ``width`` (the input size), ``confusion`` (the image
 ``num_classes x num_classes`` confusion matrix, so data-set mIoU can be summed from the records)
 and every statistic of the data set as ``stat_<key>`` (float64).
 
+With test-time augmentation (``dynviz record --aug flip scales=0.5,1,1.5``) every image has one
+row per forward pass: ``image_id`` is ``"<id>@<scale>"`` or ``"<id>@<scale>+flip"``, and three
+more columns say which (``source_image_id`` string, ``aug_scale`` float64, ``aug_flip`` bool); the
+gates, size and GMACs are those of that pass, the scores those of the averaged prediction.
+Without ``--aug`` the tables are exactly as above.
+
 Part files are written atomically (temporary file and rename); the ``images`` part of a chunk is
 written after its ``gates`` part and commits it. A re-run, a resumed run or a run with another
 number of ranks skips the images already recorded, so rows are never duplicated; a ``gates``
@@ -26,11 +33,22 @@ part without its ``images`` part (a crash between the two) is removed on the nex
 when reading.
 
 Every analysis reads these tables through :func:`read_records`, never the model.
+:func:`record_batch` gives the same rows for one batch in memory (no folder), with the
+prediction of the same forward pass.
 """
 
 from __future__ import annotations
 
-from dynviz.record.recorder import RecordResult, load_records_model, path_cost_frame, record
+from dynviz.record.recorder import (
+    RecordChunk,
+    RecordedBatch,
+    RecordResult,
+    load_records_model,
+    path_cost_frame,
+    record,
+    record_batch,
+)
+from dynviz.record.sidecar import CheckpointRef, Sidecar, SidecarError
 from dynviz.record.tables import (
     DIRECTION_DTYPE,
     DIRECTIONS,
@@ -50,6 +68,7 @@ from dynviz.record.tables import (
 )
 
 __all__ = [
+    "CheckpointRef",
     "DIRECTIONS",
     "DIRECTION_DTYPE",
     "FORMAT",
@@ -57,8 +76,12 @@ __all__ = [
     "GATE_COLUMNS",
     "IMAGE_COLUMNS",
     "SIDECAR",
+    "Sidecar",
+    "SidecarError",
     "RecordError",
+    "RecordChunk",
     "RecordResult",
+    "RecordedBatch",
     "Records",
     "check_model",
     "combine_records",
@@ -67,6 +90,7 @@ __all__ = [
     "path_cost_frame",
     "read_records",
     "record",
+    "record_batch",
     "record_labels",
     "write_records",
 ]

@@ -24,6 +24,7 @@ import dynviz
 from dynviz.cost import CostTable, cost_table
 from dynviz.model import ConfigError, RoutingNetwork, RoutingSpaceConfig, build_model
 from dynviz.model.route import Route
+from dynviz.record.sidecar import Sidecar
 from dynviz.record.tables import (
     _IDENTITY_KEYS,
     DIRECTION_DTYPE,
@@ -35,11 +36,15 @@ from dynviz.record.tables import (
     IMAGES_DIR,
     SIDECAR,
     RecordError,
+    _arrow_to_pandas,
     _atomic_write_table,
     _atomic_write_text,
+    _normalise_gates,
+    _normalise_images,
     _parts,
     _read_sidecar,
 )
+from dynviz.tta import Augment, infer, variant_label
 
 logger = logging.getLogger(__name__)
 
@@ -87,10 +92,11 @@ def _route_dict(route: Route | None) -> dict[str, Any] | None:
     return data
 
 
-class _Chunk:
-    """The images of one part file, collected per batch as numpy arrays; the per-image costs and
-    accuracies are computed for the whole chunk at once when it is written (cheaper than per
-    batch: the cost model's propagation is a Python loop over cells, vectorised over images)."""
+class RecordChunk:
+    """Rows in the records' schema, collected per batch as numpy arrays: one part file of
+    :func:`record`, or the in-memory frames of :func:`record_batch`. The per-image costs and
+    accuracies are computed for the whole chunk at once (cheaper than per batch: the cost
+    model's propagation is a Python loop over cells, vectorised over images)."""
 
     def __init__(
         self,
@@ -109,6 +115,7 @@ class _Chunk:
         self.confusion: list[np.ndarray] = []
         self.sizes: list[tuple[int, int]] = []
         self.stats: list[Mapping[str, float]] = []
+        self.extra: dict[str, list[Any]] = {}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -120,7 +127,10 @@ class _Chunk:
         confusion: np.ndarray,
         size: tuple[int, int],
         stats: Sequence[Mapping[str, float]],
+        extra: Mapping[str, Sequence[Any]] | None = None,
     ) -> None:
+        for key, values in (extra or {}).items():
+            self.extra.setdefault(key, []).extend(values)
         self.ids.extend(ids)
         self.gates.append(gates)  # (b, L + 1, S, 3) float32
         self.confusion.append(confusion)  # (b, K * K) int64
@@ -171,10 +181,23 @@ class _Chunk:
             "width": pa.array(sizes[:, 1]),
             "confusion": pa.array(list(confusion), type=pa.list_(pa.int64())),
         }
+        for key, values in self.extra.items():  # the augmentation columns (--aug)
+            columns[key] = pa.array(values, type=_EXTRA_TYPES[key])
         for key in sorted({k for row in self.stats for k in row}):
             values = [float(row.get(key, np.nan)) for row in self.stats]
             columns[f"stat_{key}"] = pa.array(np.asarray(values, dtype=np.float64))
         return gate_table, pa.table(columns)
+
+    def frames(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """``(gates, images)`` as :func:`~dynviz.record.read_records` would read them back
+        from the part file, without writing it."""
+        gate_table, image_table = self.tables()
+        gates = gate_table.to_pandas(types_mapper=_arrow_to_pandas)
+        images = image_table.to_pandas(types_mapper=_arrow_to_pandas)
+        return _normalise_gates(gates, "recorded frames"), _normalise_images(images)
+
+
+_EXTRA_TYPES = {"source_image_id": pa.string(), "aug_scale": pa.float64(), "aug_flip": pa.bool_()}
 
 
 def _image_scores(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -223,12 +246,13 @@ def _batches(loader: Any, batch_size: int) -> Iterator[list[dict[str, Any]]]:
     """Group consecutive items of equal image size into batches of at most ``batch_size``."""
     pending: list[dict[str, Any]] = []
     for item in loader:
-        if pending and (
-            len(pending) >= batch_size or item["image"].shape != pending[0]["image"].shape
-        ):
+        if pending and item["image"].shape != pending[0]["image"].shape:
             yield pending
             pending = []
         pending.append(item)
+        if len(pending) >= batch_size:  # at once: a failing next item loses nothing
+            yield pending
+            pending = []
     if pending:
         yield pending
 
@@ -239,6 +263,88 @@ def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
 
 def _identity(item: list[dict[str, Any]]) -> dict[str, Any]:
     return item[0]
+
+
+@dataclass(frozen=True)
+class RecordedBatch:
+    """One forward pass in the records' schema, in memory (:func:`record_batch`).
+
+    Attributes:
+        gates: the images' gate rows (:data:`~dynviz.record.GATE_COLUMNS`).
+        images: one row per image (:data:`~dynviz.record.IMAGE_COLUMNS`, ``confusion`` and
+            ``stat_*``).
+        prediction: ``(B, H, W)`` uint8 class maps of the same forward pass.
+    """
+
+    gates: pd.DataFrame
+    images: pd.DataFrame
+    prediction: np.ndarray
+
+
+def _path_index(net: RoutingNetwork) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(layer, scale index, direction)`` of every path the network has."""
+    mask = net.route_mask.cpu().numpy()  # (L + 1, S, 3) paths that exist
+    layer, scale, direction = (a.astype(np.int64) for a in np.nonzero(mask))
+    return layer, scale, direction
+
+
+def record_batch(
+    model: RoutingNetwork,
+    images: torch.Tensor,
+    *,
+    image_ids: Sequence[str],
+    labels: torch.Tensor | None = None,
+    route: Route | None = None,
+    stats: Sequence[Mapping[str, float]] | None = None,
+    ignore_index: int = 255,
+) -> RecordedBatch:
+    """Run ``model`` once on a batch and return its rows in the records' schema and its
+    prediction, in memory: what :func:`record` would write for these images (the explorer's
+    uploads use it; nothing touches the disk).
+
+    Args:
+        model: the network; run in eval mode (real skipping) under ``torch.inference_mode()``.
+        images: ``(B, 3, H, W)`` normalised images.
+        image_ids: one id per image.
+        labels: ``(B, H, W)`` targets (default: every pixel ``ignore_index``, so the accuracy
+            columns are NaN).
+        route: force this route instead of the gates.
+        stats: per-image statistics (``stat_<key>`` columns).
+        ignore_index: the label of unlabelled pixels.
+    """
+    net: RoutingNetwork = getattr(model, "module", model)
+    config = net.config
+    if len(image_ids) != images.shape[0]:
+        raise ValueError(f"{len(image_ids)} image ids for {images.shape[0]} images")
+    height, width = int(images.shape[-2]), int(images.shape[-1])
+    if labels is None:
+        labels = torch.full((images.shape[0], height, width), ignore_index, dtype=torch.int64)
+    chunk = RecordChunk(
+        _path_index(net),
+        lambda h, w: cost_table(config, (h, w), route=net.route),
+        gates_ran=bool(net.is_dynamic and route is None),
+        threshold=float(config.active_threshold),
+    )
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.inference_mode():
+            device = next(net.parameters()).device
+            out = net(images.to(device), route=route)
+            pred = out.logits.max(1).indices  # (B, H, W)
+            ids = [str(i) for i in image_ids]
+            confusion = _confusion(pred, labels.to(device), config.num_classes, ignore_index, ids)
+            chunk.add(
+                ids,
+                out.gates.float().cpu().numpy(),
+                confusion.cpu().numpy(),
+                (height, width),
+                list(stats) if stats is not None else [{} for _ in ids],
+            )
+    finally:
+        net.train(was_training)
+    gates, frame = chunk.frames()
+    return RecordedBatch(gates, frame, pred.to(torch.uint8).cpu().numpy())
 
 
 def record(
@@ -257,6 +363,7 @@ def record(
     device: torch.device | str | None = None,
     workers: int = 0,
     progress: bool | None = None,
+    aug: Augment | None = None,
 ) -> RecordResult:
     """Run ``model`` over ``dataset`` and write (or complete) a records folder.
 
@@ -279,6 +386,11 @@ def record(
         device: where to run (default: where the model's parameters are).
         workers: data-loading worker processes.
         progress: tqdm bar (default: when stderr is a terminal; rank 0 only).
+        aug: test-time augmentation (:mod:`dynviz.tta`): one row per image and variant, with
+            ``image_id`` ``"<id>@<scale>[+flip]"`` and the columns ``source_image_id``,
+            ``aug_scale`` and ``aug_flip``; each row's gates, size and GMACs are those of its
+            forward pass, its ``miou``, ``pixel_accuracy`` and ``confusion`` those of the image's
+            averaged prediction (so summed confusions still give the data set's mIoU).
 
     Returns:
         A :class:`RecordResult` for this rank.
@@ -310,11 +422,13 @@ def record(
         data_spec=data_spec,
         split=split,
         world=world,
+        aug=aug,
     )
     done, chunks = _open_folder(folder, meta, rank, world)
     gates_dir, images_dir = folder / GATES_DIR, folder / IMAGES_DIR
     count = len(dataset) if limit is None else min(int(limit), len(dataset))
-    pending = [i for i in range(count) if dataset.image_id(i) not in done]
+    first = "" if aug is None else "@" + variant_label(*aug.variants[0])
+    pending = [i for i in range(count) if dataset.image_id(i) + first not in done]
     skipped = count - len(pending)
     shard = pending[rank::world]
     next_chunk = 1 + max((c for r, c in chunks if r == rank), default=-1)
@@ -328,9 +442,7 @@ def record(
         )
 
     # ---- the model-side work: one forward per batch, gates to numpy once per batch
-    mask = net.route_mask.cpu().numpy()  # (L + 1, S, 3) paths that exist
-    layer_index, scale_index, direction_index = (a.astype(np.int64) for a in np.nonzero(mask))
-    paths = (layer_index, scale_index, direction_index)
+    paths = _path_index(net)
     cost_tables: dict[tuple[int, int], CostTable] = {}
 
     def table_of(height: int, width: int) -> CostTable:
@@ -338,8 +450,8 @@ def record(
             cost_tables[(height, width)] = cost_table(config, (height, width), route=net.route)
         return cost_tables[(height, width)]
 
-    def new_chunk() -> _Chunk:
-        return _Chunk(
+    def new_chunk() -> RecordChunk:
+        return RecordChunk(
             paths,
             table_of,
             gates_ran=bool(net.is_dynamic and route is None),
@@ -384,16 +496,36 @@ def record(
                 ids = [str(it["image_id"]) for it in items]
                 images = _stack([it["image"] for it in items]).to(device)  # (B, 3, H, W)
                 labels = _stack([it["label"] for it in items]).to(device)  # (B, H, W)
-                out = net(images, route=route)
-                pred = out.logits.max(1).indices  # (B, H, W); many times faster than argmax
-                confusion = _confusion(pred, labels, config.num_classes, ignore, ids)
-                chunk.add(
-                    ids,
-                    out.gates.float().cpu().numpy(),
-                    confusion.cpu().numpy(),
-                    (int(images.shape[-2]), int(images.shape[-1])),
-                    [it.get("stats") or {} for it in items],
-                )
+                stats = [it.get("stats") or {} for it in items]
+                if aug is None:
+                    out = net(images, route=route)
+                    pred = out.logits.max(1).indices  # (B, H, W); many times faster than argmax
+                    confusion = _confusion(pred, labels, config.num_classes, ignore, ids)
+                    chunk.add(
+                        ids,
+                        out.gates.float().cpu().numpy(),
+                        confusion.cpu().numpy(),
+                        (int(images.shape[-2]), int(images.shape[-1])),
+                        stats,
+                    )
+                else:
+                    probs, forwards = infer(net, images, aug=aug, route=route)
+                    pred = probs.max(1).indices
+                    confusion = _confusion(pred, labels, config.num_classes, ignore, ids)
+                    matrix = confusion.cpu().numpy()
+                    for forward in forwards:
+                        chunk.add(
+                            [f"{i}@{forward.label}" for i in ids],
+                            forward.gates.numpy(),
+                            matrix,
+                            forward.size,
+                            stats,
+                            {
+                                "source_image_id": ids,
+                                "aug_scale": [forward.scale] * len(ids),
+                                "aug_flip": [forward.flip] * len(ids),
+                            },
+                        )
                 recorded += len(items)
                 bar.update(len(items))
                 if len(chunk) >= chunk_size:
@@ -420,8 +552,9 @@ def _sidecar(
     data_spec: str | None,
     split: str | None,
     world: int,
+    aug: Augment | None = None,
 ) -> dict[str, Any]:
-    """The sidecar of a recording, as plain JSON types."""
+    """The sidecar of a recording, as plain JSON types (``aug`` only when augmented)."""
     config = net.config
     ckpt = dict(checkpoint) if checkpoint else None
     meta: dict[str, Any] = {
@@ -449,7 +582,10 @@ def _sidecar(
         "torch_version": str(torch.__version__),
         "created": _now(),
     }
-    return json.loads(json.dumps(meta, default=str))
+    if aug is not None:
+        meta["aug"] = aug.to_dict()
+    # written as the reader parses it (Sidecar keeps any key it does not know)
+    return Sidecar.from_dict(json.loads(json.dumps(meta, default=str))).to_dict()
 
 
 def _open_folder(

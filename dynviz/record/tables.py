@@ -9,6 +9,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dynviz.checkpoint import atomic_write
-from dynviz.errors import UserError
 from dynviz.model import Direction, RoutingNetwork, RoutingSpaceConfig
 from dynviz.model.route import Route
+from dynviz.record.sidecar import RecordError, Sidecar
 
 logger = logging.getLogger(__name__)
 
@@ -52,18 +53,22 @@ IMAGE_COLUMNS: dict[str, str] = {
     "height": "int32",
     "width": "int32",
 }
-"""Required columns of the ``images`` table (plus optional ``confusion`` and ``stat_*``)."""
+"""Required columns of the ``images`` table (plus optional ``confusion``, ``stat_*`` and, in
+records made with ``--aug``, ``source_image_id``, ``aug_scale`` and ``aug_flip``)."""
 
 # Keys of the sidecar that identify what was recorded: appending to records made with other
 # values would mix two experiments.
-_IDENTITY_KEYS = ("config", "route", "forced_route", "checkpoint_sha256", "data", "split")
+_IDENTITY_KEYS = (
+    "config",
+    "route",
+    "forced_route",
+    "checkpoint_sha256",
+    "data",
+    "split",
+    "aug",
+)
 _PART = re.compile(r"^part-r(\d+)-c(\d+)\.parquet$")
 GIGA = 1e9
-
-
-class RecordError(UserError):
-    """Records are missing, malformed, or do not belong to a model; the message names the file
-    or the key."""
 
 
 # ------------------------------------------------------------------------------- reading
@@ -74,7 +79,7 @@ class Records:
     Attributes:
         gates: one row per (image, path) (see the module docstring).
         images: one row per image.
-        meta: the sidecar (``records.json``).
+        meta: the sidecar (``records.json``) as written; read it through :attr:`sidecar`.
         path: the folder it was read from (None when built in memory).
     """
 
@@ -83,36 +88,33 @@ class Records:
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
+    @cached_property
+    def sidecar(self) -> Sidecar:
+        """The sidecar, typed (:class:`~dynviz.record.sidecar.Sidecar`): read everything about
+        the recording through it."""
+        return Sidecar.from_dict(self.meta, where=self._where)
+
     @property
     def config(self) -> RoutingSpaceConfig:
         """The routing space of the recorded model."""
-        try:
-            return RoutingSpaceConfig.from_dict(
-                self.meta["config"], source=f"{self._where}: config"
-            )
-        except KeyError:
-            raise RecordError(f"{self._where}: the sidecar has no model config") from None
+        return self.sidecar.config
 
     @property
     def route(self) -> Route | None:
         """The route that ran: the forced route if one was given, else the static network's,
         else None (the gates chose)."""
-        data = self.meta.get("forced_route") or self.meta.get("route")
-        if not data:
-            return None
-        return Route.from_dict(data, source=f"{self._where}: route")
+        return self.sidecar.ran_route
 
     @property
     def label(self) -> str:
         """A short name for tables and legends: the sidecar's ``name``, else the folder name."""
-        name = self.meta.get("name")
-        if name:
-            return str(name)
+        if self.sidecar.name:
+            return self.sidecar.name
         return self.path.name if self.path is not None else "records"
 
     @property
     def num_classes(self) -> int:
-        return int(self.meta.get("num_classes") or self.config.num_classes)
+        return int(self.sidecar.num_classes or self.config.num_classes)
 
     @property
     def _where(self) -> str:
@@ -268,6 +270,7 @@ def _read_sidecar(folder: Path) -> dict[str, Any]:
             f"{file}: records format version {version!r} is newer than this dynviz "
             f"understands ({FORMAT_VERSION}); upgrade dynviz"
         )
+    Sidecar.from_dict(meta, where=str(file))  # a value of the wrong type fails here, named
     return meta
 
 
@@ -331,8 +334,8 @@ def check_model(records: Records, model: RoutingNetwork | RoutingSpaceConfig) ->
         RecordError: naming the first key whose value differs.
     """
     config = model if isinstance(model, RoutingSpaceConfig) else model.config
-    saved = records.meta.get("config")
-    if not isinstance(saved, dict):
+    saved = records.sidecar.config_dict
+    if saved is None:
         raise RecordError(f"{records._where}: the sidecar has no model config")
     mine = config.to_dict()
     for key in sorted(set(saved) | set(mine)):
@@ -344,7 +347,7 @@ def check_model(records: Records, model: RoutingNetwork | RoutingSpaceConfig) ->
                 f"{saved.get(key)!r} in the records and {mine.get(key)!r} in the model"
             )
     if isinstance(model, RoutingNetwork):
-        saved_route = records.meta.get("route")
+        saved_route = records.sidecar.route_dict
         saved_paths = None if not saved_route else sorted(map(tuple, saved_route["paths"]))
         route = model.route
         mine_paths = (

@@ -9,11 +9,14 @@ precise BatchNorm statistics over 200 batches, or a tenth of a shorter run's ite
 
 Run directory::
 
-    config.yaml            resolved model config, route, training arguments, data specs
+    config.yaml            resolved model config, route, training arguments, data specs and the
+                           environment (git commit of dynviz when available, package versions);
+                           ``dynviz train --config RUN/config.yaml`` trains it again
     metrics.jsonl          one JSON object per logged iteration and per evaluation
     checkpoint_latest.pt   every --checkpoint-every iterations and at the end (atomic)
     checkpoint_best.pt     at the best validation mIoU (atomic)
-    events.out.tfevents.*  TensorBoard scalars and gate histograms (when tensorboard imports)
+    log.txt                the run's log messages (appended on resume)
+    events.out.tfevents.*  TensorBoard scalars and gate histograms (the tensorboard extra)
 
 Resume is exact: the checkpoint holds the model, optimiser, iteration and RNG states; the learning
 rate is a function of the iteration; which samples each iteration reads and how they are augmented
@@ -70,13 +73,17 @@ from dynviz.distributed import (
     broadcast_buffers,
     init_distributed,
 )
+from dynviz.environment import environment
 from dynviz.evaluate import EvalResult, evaluate
-from dynviz.model import ConfigError, RoutingNetwork, build_model
+from dynviz.model import ConfigError, Route, RoutingNetwork, RoutingSpaceConfig, build_model
+from dynviz.model.zoo import training_defaults
+from dynviz.official import OFFICIAL_BUDGET_NORMALISER
 from dynviz.train.budget import BudgetLoss, BudgetSchedule
 from dynviz.train.config import RESUMABLE_FIELDS, TrainConfig
+from dynviz.train.init import init_from
 from dynviz.train.optim import PolySchedule, build_optimizer, default_warmup_iters
 from dynviz.train.precise_bn import default_precise_bn_batches, update_bn_stats
-from dynviz.train.runlog import RunLog
+from dynviz.train.runlog import RunLog, require_tensorboard
 
 __all__ = [
     "RESUMABLE_FIELDS",
@@ -185,14 +192,24 @@ class Trainer:
         config: the training arguments.
         resume: continue the run in ``config.out`` from its ``checkpoint_latest.pt``.
         dist_info: this process's place in a torchrun job (default: from the environment).
+        network: the network to build instead of ``config.model`` (a run config's saved
+            network, :mod:`dynviz.runconfig`).
     """
 
     def __init__(
-        self, config: TrainConfig, *, resume: bool = False, dist_info: DistInfo | None = None
+        self,
+        config: TrainConfig,
+        *,
+        resume: bool = False,
+        dist_info: DistInfo | None = None,
+        network: RoutingSpaceConfig | Route | None = None,
     ) -> None:
+        self.network = network  # a run config's saved network (default: config.model)
         self.info = dist_info or init_distributed(config.device)
         self.device = self.info.device
         self.run_dir = Path(config.out)
+        if config.tensorboard and self.info.is_main:
+            require_tensorboard()  # before any work: a one-line error naming the extra
         if config.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self._seed_everything(config.seed)
@@ -305,21 +322,13 @@ class Trainer:
             overrides: dict[str, Any] = {
                 "num_classes": config.num_classes or self.train_set.num_classes
             }
-            if config.budget_lambda is not None:
-                overrides["budget_lambda"] = config.budget_lambda
-            if config.budget_mu is not None:
-                overrides["budget_mu"] = config.budget_mu
-            model = build_model(config.model, **overrides)
+            model = build_model(config.model if self.network is None else self.network, **overrides)
+            if config.init is not None:
+                init_from(model, config.init)
         if model.config.num_classes < self.train_set.num_classes:
             raise ConfigError(
                 f"the network predicts {model.config.num_classes} classes but the "
                 f"training data has {self.train_set.num_classes}"
-            )
-        if not model.is_dynamic and model.config.budget_lambda > 0:
-            logger.info(
-                "%s is %s: no budget loss",
-                model.config.name,
-                "static" if model.is_static else "gate-free",
             )
         # probed before SyncBN conversion (SyncBN refuses CPU tensors); the names do not change
         self._unused = find_unused_parameters(model) if self.info.distributed else []
@@ -331,10 +340,20 @@ class Trainer:
     def _resolve(self, config: TrainConfig) -> TrainConfig:
         """Fill in the ``None`` defaults (saved resolved, so a resume compares like with like)."""
         model_config = self.model.config
+        defaults = _training_defaults(config.model)  # e.g. Dynamic-A's lambda 0.8, mu 0.1
+        lam = config.budget_lambda
+        lam = defaults.get("budget_lambda", 0.0) if lam is None else lam
+        mu = defaults.get("budget_mu", 0.0) if config.budget_mu is None else config.budget_mu
+        if not self.model.is_dynamic and lam > 0:
+            logger.info(
+                "%s is %s: no budget loss",
+                model_config.name,
+                "static" if self.model.is_static else "gate-free",
+            )
         resolved = config.replace(
             num_classes=model_config.num_classes,
-            budget_lambda=model_config.budget_lambda,
-            budget_mu=model_config.budget_mu,
+            budget_lambda=lam,
+            budget_mu=mu,
             warmup_iters=(
                 default_warmup_iters(config.iters)
                 if config.warmup_iters is None
@@ -375,6 +394,9 @@ class Trainer:
             lam=float(self.config.budget_lambda or 0.0),
             mu=float(self.config.budget_mu or 0.0),
             schedule=BudgetSchedule(self.config.budget_start, self.config.budget_ramp),
+            normaliser=(
+                OFFICIAL_BUDGET_NORMALISER if self.config.budget_normaliser == "official" else None
+            ),
         )
 
     def _latency_table(self) -> CostTable:
@@ -426,6 +448,7 @@ class Trainer:
             "dynviz_version": dynviz.__version__,
             "torch_version": str(torch.__version__),
             "world_size": self.info.world_size,
+            "environment": environment(),
             "model": self.model.config.to_dict(),
             "route": route_to_dict(self.model.route),
             "train": self.config.to_dict(),
@@ -674,6 +697,14 @@ class Trainer:
                 if self.val_set is not None:
                     self._evaluate()
             self._save(LATEST, metrics=None if self.last_eval is None else self.last_eval.to_dict())
+            if self.info.is_main:
+                logger.info(
+                    "stopped at iteration %d/%d after %.1f s; best val mIoU %s",
+                    self.iteration,
+                    cfg.iters,
+                    time.perf_counter() - started,
+                    "n/a" if self.best_miou is None else f"{self.best_miou:.4f}",
+                )
         finally:
             if bar is not None:
                 bar.close()
@@ -700,3 +731,11 @@ def train(
 ) -> TrainResult:
     """Build a :class:`Trainer` and run it (see :meth:`Trainer.run`)."""
     return Trainer(config, resume=resume).run(until=until, label=label, position=position)
+
+
+def _training_defaults(model: str) -> dict[str, float]:
+    """The training defaults the model's preset or YAML carries (none when it has none)."""
+    try:
+        return training_defaults(model)
+    except ConfigError:
+        return {}  # resolved from the checkpoint on resume, or no file: the CLI defaults
