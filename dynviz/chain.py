@@ -79,6 +79,8 @@ class ChainSettings:
     budget_ramp: float = 0.1
     gate_lr_mult: float = 4.0
     threshold: float = 0.95
+    active_threshold: float = 0.0  # a path is open when alpha > this (the paper: 0)
+    gate_bias_init: float | None = None  # the gates' initial bias (None: the space's, 1.5)
     seed: int = 0
     threads: int = 1  # torch threads per step; several threads on shared cores can stall
     jobs: int = 2  # steps run side by side (processes); 2 keeps a 2-core machine busy
@@ -142,6 +144,16 @@ def _write_special(
     text = f"# {description}\n# Written by dynviz.chain.\n" + yaml.safe_dump(
         data, sort_keys=False, default_flow_style=None
     )
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _write_space(config: RoutingSpaceConfig, path: Path) -> Path:
+    """The routing space of the dynamic models as a YAML config (rewritten only on change, so
+    its time stamp says when the space last changed)."""
+    text = "# The routing space of the demo's dynamic models. Written by dynviz.chain.\n"
+    text += yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=False)
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
         path.write_text(text, encoding="utf-8")
     return path
@@ -374,7 +386,14 @@ def _schedule(steps: list[_Step], jobs: int, log_path: Path, threads: int) -> _P
 
 # ------------------------------------------------------------------------------ the chain
 def _train_config(
-    s: ChainSettings, model: str, out: Path, iters: int, *, budget: bool, progress: bool
+    s: ChainSettings,
+    model: str,
+    out: Path,
+    iters: int,
+    *,
+    budget: bool,
+    dynamic: bool,
+    progress: bool,
 ) -> dict[str, Any]:
     from dynviz.train import TrainConfig
 
@@ -393,7 +412,7 @@ def _train_config(
         workers=s.workers,
         tensorboard=False,
         progress=progress,
-        budget_lambda=s.budget_lambda if budget else (0.0 if model == s.space else None),
+        budget_lambda=s.budget_lambda if budget else (0.0 if dynamic else None),
         budget_mu=s.budget_mu if budget else None,
         budget_start=s.budget_start,
         budget_ramp=s.budget_ramp,
@@ -444,7 +463,18 @@ def run_chain(
         runs, records, models = out / "runs", out / "records", out / "models"
         report_dir, compare_dir = out / "report", out / "compare"
         classes = build_dataset(s.train_data, split="train").num_classes
-        config = RoutingSpaceConfig.from_dict({**config.to_dict(), "num_classes": classes})
+        changes: dict[str, Any] = {"num_classes": classes}
+        notes = []
+        if s.active_threshold:
+            changes["active_threshold"] = s.active_threshold
+            notes.append(f"a path opens when alpha > {s.active_threshold:g}")
+        if s.gate_bias_init is not None:
+            changes["gate_bias_init"] = s.gate_bias_init
+            notes.append(f"gate bias initialised to {s.gate_bias_init:g}")
+        if notes:
+            changes["description"] = f"{config.description}; " + ", ".join(notes)
+        config = RoutingSpaceConfig.from_dict({**config.to_dict(), **changes})
+        space = _write_space(config, models / f"{config.name}.yaml")
         unet = _write_special(
             config,
             "unet-like",
@@ -490,7 +520,15 @@ def run_chain(
 
         def train_call(name: str, model: str, iters: int, budget: bool, label: str):
             def call(position: int | None):
-                cfg = _train_config(s, model, runs / name, iters, budget=budget, progress=progress)
+                cfg = _train_config(
+                    s,
+                    model,
+                    runs / name,
+                    iters,
+                    budget=budget,
+                    dynamic=model == str(space),
+                    progress=progress,
+                )
                 return _train_step, (cfg, label, position)
 
             return call
@@ -507,16 +545,16 @@ def run_chain(
                 "train Dynamic-Raw",
                 start + s.iters * unit,
                 (),
-                trained("raw", s.iters),
-                train_call("raw", s.space, s.iters, False, "Dynamic-Raw"),
+                trained("raw", s.iters, space),
+                train_call("raw", str(space), s.iters, False, "Dynamic-Raw"),
             ),
             _Step(
                 "train:budget",
                 "train Dynamic-Budget",
                 start + s.iters * unit,
                 (),
-                trained("budget", s.iters),
-                train_call("budget", s.space, s.iters, True, "Dynamic-Budget"),
+                trained("budget", s.iters, space),
+                train_call("budget", str(space), s.iters, True, "Dynamic-Budget"),
             ),
             _Step(
                 "record:budget",
