@@ -47,6 +47,7 @@ from dynviz.model.route import Route
 
 __all__ = [
     "DEMO",
+    "idle_estimate",
     "FULL",
     "QUICK",
     "ChainResult",
@@ -264,6 +265,33 @@ def _compare_step(runs: list[str], names: list[str], data: str, out: str) -> dic
     return {"methods": names}
 
 
+def _timed(function: Callable[..., dict[str, Any] | None], *args: Any) -> tuple[dict, float]:
+    """Run a step; its result and the CPU seconds it took (all threads of this process)."""
+    start = time.process_time()
+    result = function(*args) or {}
+    return result, time.process_time() - start
+
+
+def idle_estimate(steps: dict[str, tuple[float, tuple[str, ...]]], lanes: int) -> float:
+    """Wall seconds of the steps on ``lanes`` idle cores: list scheduling in the given order of
+    ``{key: (cpu seconds, needs)}``, each step on the first free lane once its inputs are done
+    (how :func:`run_chain` schedules them), one core per step."""
+    free = [0.0] * max(1, lanes)
+    done: dict[str, float] = {}
+    pending = dict(steps)
+    while pending:
+        for key, (cpu, needs) in list(pending.items()):
+            if all(n in done or n not in steps for n in needs):
+                lane = min(range(len(free)), key=free.__getitem__)
+                start = max([free[lane], *(done.get(n, 0.0) for n in needs)])
+                free[lane] = done[key] = start + cpu
+                del pending[key]
+                break
+        else:
+            raise ValueError(f"steps wait on each other: {sorted(pending)}")
+    return max(done.values(), default=0.0)
+
+
 # ------------------------------------------------------------------------------ scheduling
 @dataclass
 class _Step:
@@ -275,6 +303,7 @@ class _Step:
     call: Callable[[int | None], tuple[Callable[..., dict[str, Any]], tuple[Any, ...]]]
     # position of the progress bar -> (function, args), built when the step is due
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # CPU time of the process that ran it
     reused: bool = False
     result: dict[str, Any] = field(default_factory=dict)
 
@@ -354,13 +383,13 @@ def _schedule(steps: list[_Step], jobs: int, log_path: Path, threads: int) -> _P
                 function, args = step.call(lane if pool is not None else None)
                 started = time.perf_counter()
                 if pool is None:
-                    step.result = function(*args) or {}
+                    step.result, step.cpu_seconds = _timed(function, *args)
                     step.seconds = time.perf_counter() - started
                     free.append(lane)
                     progress.finish(step)
                     logger.info(progress.line(step, f"finished in {step.seconds:.0f} s:"))
                     break  # re-evaluate what is ready
-                running[pool.submit(function, *args)] = (step, lane, started)
+                running[pool.submit(_timed, function, *args)] = (step, lane, started)
             if pool is None or not running:
                 if (
                     pending
@@ -372,7 +401,7 @@ def _schedule(steps: list[_Step], jobs: int, log_path: Path, threads: int) -> _P
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
                 step, lane, started = running.pop(future)
-                step.result = future.result() or {}  # a failed step raises here
+                step.result, step.cpu_seconds = future.result()  # a failed step raises here
                 step.seconds = time.perf_counter() - started
                 free.append(lane)
                 free.sort()
@@ -668,6 +697,20 @@ def run_chain(
         )
         step_seconds = dict(previous.get("steps", {})) if previous else {}
         step_seconds.update({step.key: round(step.seconds, 1) for step in worked})
+        step_cpu = dict(previous.get("cpu_seconds", {})) if previous else {}
+        step_cpu.update({step.key: round(step.cpu_seconds, 1) for step in worked})
+        idle = None
+        if all(step.key in step_cpu for step in steps):
+            idle = idle_estimate(
+                {step.key: (step_cpu[step.key], step.needs) for step in steps}, jobs
+            )
+            logger.info(
+                "CPU time of the steps: %.0f s in all; on %d idle cores the chain would take "
+                "about %s (steps one core each, scheduled as above)",
+                sum(step_cpu.values()),
+                jobs,
+                _clock(idle),
+            )
         common = Route.from_yaml(common_path) if common_path.is_file() else None
         adaptivity_file = report_dir / "adaptivity.json"
         adaptivity = (
@@ -688,6 +731,9 @@ def run_chain(
             "made_seconds": made,
             "last_run_seconds": seconds,
             "steps": step_seconds,
+            "cpu_seconds": step_cpu,
+            "idle_estimate_seconds": idle,
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
             "reused": [step.key for step in steps if step.reused],
             "threshold": threshold,
             "cpu_count": os.cpu_count(),

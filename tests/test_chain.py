@@ -67,3 +67,18 @@ def test_run_chain_script_refreshes_docs(tmp_path):
     assert module.main(["--out", str(out), "--docs", str(docs), "--iters", "10"]) == 0
     for name in ("fig5.png", "routing_vs_scale.png", "table1.md"):
         assert (docs / name).is_file()
+
+
+def test_idle_estimate_schedules_steps_on_lanes_by_hand():
+    from dynviz.chain import idle_estimate
+
+    steps = {
+        "a": (10.0, ()),
+        "b": (8.0, ()),
+        "c": (3.0, ("b",)),  # b's lane frees at 8
+        "d": (5.0, ("a", "c")),  # waits for a (10) and c (11)
+    }
+    assert idle_estimate(steps, 2) == 16.0
+    assert idle_estimate(steps, 1) == 26.0  # one lane: the sum
+    with pytest.raises(ValueError, match="wait on each other"):
+        idle_estimate({"x": (1.0, ("y",)), "y": (1.0, ("x",))}, 2)
