@@ -28,7 +28,7 @@ different routes:
 
 Per-object jitter of hue, saturation, brightness and texture cell, a weak global illumination
 gradient and pixel noise complete the scene, so classes are learnable from colour, texture and
-context but not separable by colour alone (a nearest-colour rule gets about half of the object
+context but not separable by colour alone (a nearest-colour rule gets about 70% of the object
 pixels of the default 6 classes right).
 
 Every image is generated on demand from ``numpy.random.default_rng([seed, crc32(split),
