@@ -149,10 +149,12 @@ if by == "layer":  # one series per model: a histogram per layer and model is un
     )
     st.stop()
 histogram = coarsen_histogram(matching(stats.histogram), by=(by,))
-label = (lambda v: f"1/{v}") if by == "scale" else str
+names = histogram[by].astype(str)
+if by == "scale":
+    names = "1/" + names
 histogram = histogram.assign(
     alpha=histogram["bin_left"].map("{:.2f}".format),
-    group=histogram["model"].astype(str) + " / " + histogram[by].map(label),
+    group=histogram["model"].astype(str) + " / " + names,
     share=100 * histogram["fraction"],
 )
 st.bar_chart(
