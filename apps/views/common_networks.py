@@ -7,6 +7,8 @@ from __future__ import annotations
 import _state
 import streamlit as st
 
+from dynviz.units import format_macs
+
 ctx = _state.context()
 records = _state.records_or_stop(ctx)
 path, mtime = ctx.records, _state.stamp(ctx.records)
@@ -52,13 +54,15 @@ cols[1].metric(
     delta_color="off",
 )
 cols[2].metric(
-    f"GMACs at {height}x{width}",
-    f"{result.gmacs:.4g}",
+    f"Cost at {height}x{width}",
+    format_macs(result.gmacs),
     delta=f"{100 * (result.gmacs / result.dynamic_gmacs - 1):+.1f}% vs all open",
     delta_color="off",
 )
 cols[3].metric(
-    "GMACs at 1024x2048", f"{result.gmacs_paper:.4g}", help="the paper's input size (Cityscapes)"
+    "Cost at 1024x2048",
+    format_macs(result.gmacs_paper),
+    help="the paper's input size (Cityscapes)",
 )
 st.plotly_chart(result.figure, width="stretch", key="common_figure")
 if result.notes:
