@@ -15,6 +15,7 @@ import yaml
 from PIL import Image
 
 import dynviz
+from dynviz.analysis import aug_costs
 from dynviz.checkpoint import make_checkpoint, save_checkpoint
 from dynviz.cli import main as cli_main
 from dynviz.cost import cost_table
@@ -237,6 +238,16 @@ def test_record_with_aug_has_a_row_per_image_and_variant(tmp_path):
     same = base.images.set_index("image_id")
     assert np.allclose(full["real_gmacs"], same.loc[full.index, "real_gmacs"])
     assert records.meta["aug"] == {"scales": [0.5, 1.0], "flip": True}
+    # the cost of augmentation per variant, and of the whole augmented image
+    costs = aug_costs(images)
+    variants, whole = costs[costs["aug_scale"].notna()], costs[costs["aug_scale"].isna()]
+    assert len(variants) == 4 and len(whole) == 1
+    assert variants["share"].sum() == pytest.approx(1.0)
+    assert whole["real_gmacs_mean"].iloc[0] == pytest.approx(variants["real_gmacs_mean"].sum())
+    assert aug_costs(base.images).empty
+    report = tmp_path / "report"
+    assert cli_main(["analyze", str(augmented), "--out", str(report)]) == 0
+    assert "## Test-time augmentation" in (report / "report.md").read_text()
 
 
 # -------------------------------------------------------------------------- predict
