@@ -30,6 +30,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "record": ("record a model's routes over a data set (Parquet)", "dynviz.commands.record"),
     "analyze": ("tables, figures and a report from records", "dynviz.commands.analyze"),
+    "attribute": (
+        "exact gate attribution maps of one image: why it takes its route",
+        "dynviz.commands.attribute",
+    ),
     "extract": ("extract the common network of records as a route spec", "dynviz.commands.extract"),
     "compare": ("Table-1-style comparison of trained runs", "dynviz.commands.compare"),
     "app": ("the Streamlit route explorer on a folder of runs and records", "dynviz.commands.app"),

@@ -353,3 +353,91 @@ def test_overlay_and_colorize() -> None:
     with pytest.raises(ValueError, match="differ in size"):
         overlay(image, classes[:2])
     assert fit_size(500, 3000, 1024) == (171, 1024) and fit_size(10, 20, None) == (10, 20)
+
+
+# ------------------------------------------------------------------- gate attribution
+def test_route_explorer_attribution_panel(app, root) -> None:
+    """The toggle shows the clickable path grid, the chosen path's map over the image (diverging,
+    centred at zero) and its logit, alpha and top-10% share; the logit is the library's."""
+    from _records_fixture import SPEC, SPLIT
+
+    from dynviz.attribution import attribute
+    from dynviz.checkpoint import load_model
+    from dynviz.data import build_dataset
+
+    at = _open(app, "views/route_explorer.py")
+    assert len(_charts(at)) == 1  # off by default
+    at.toggle(key="attr_on_0").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    metrics = _metrics(at)
+    assert {"Logit", "Alpha", "Top 10% share"} <= set(metrics)
+    charts = _charts(at)
+    maps = [c for c in charts if any(t.get("type") == "heatmap" for t in c["data"])]
+    assert maps and all(
+        t["zmid"] == 0 and t["zmin"] == -t["zmax"]
+        for c in maps
+        for t in c["data"]
+        if t.get("type") == "heatmap"
+    )
+    grid = [c for c in charts if any(t.get("name") == "path" for t in c["data"])]
+    assert len(grid) == 1
+    # pick another node: the metrics follow, and match dynviz.attribution on the same image
+    node = at.selectbox(key="attr_node_0")
+    target = node.options[-1]
+    node.select_index(len(node.options) - 1).run()
+    assert not at.exception
+    direction = at.radio(key="attr_dir_0").value
+    model, _ = load_model(root / "runs" / "tiny" / "checkpoint_best.pt")
+    data = build_dataset(SPEC, split=SPLIT)
+    image_id = at.selectbox(key="explorer_image_0").value
+    index = [data.image_id(i) for i in range(len(data))].index(image_id)
+    attr = attribute(model, data.raw(index)[0])
+    layer, stride = (int(v) for v in target.removeprefix("layer ").split(", 1/"))
+    gate = attr.node(layer, {4: 0, 8: 1, 16: 2, 32: 3}[stride])
+    assert float(_metrics(at)["Logit"]) == pytest.approx(
+        float(gate.logits[gate.index(direction)]), rel=1e-3, abs=1e-3
+    )
+    assert "off by" in " ".join(c.value for c in at.caption)
+
+
+def test_attribution_panel_explains_forced_and_static_records(app) -> None:
+    at = _open(app, "views/route_explorer.py")
+    for label, message in (
+        ("records/two-chains", "forced a route"),
+        ("records/fcn32s", "no gates"),
+    ):
+        at.sidebar.selectbox(key="records_label").set_value(label).run()
+        at.toggle(key="attr_on_0").set_value(True).run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert any(message in i.value for i in at.info), [i.value for i in at.info]
+
+
+def test_routing_vs_scale_relates_attribution_to_object_size(app) -> None:
+    at = _open(app, "views/routing_vs_scale.py")
+    assert not at.error, [e.value for e in at.error]
+    assert any(s.value == "Attribution versus object size" for s in at.subheader)
+    table = at.dataframe[-1].value
+    assert {"class", "direction", "objects", "spearman", "small_mean", "large_mean"} <= set(
+        table.columns
+    )
+    assert (table["objects"] > 0).all()
+    scatter = [c for c in _charts(at) if c["layout"].get("xaxis", {}).get("type") == "log"]
+    assert scatter
+    at.selectbox(key="attr_scale_direction").set_value("keep")
+    at.selectbox(key="attr_scale_value").set_value("mass").run()
+    assert not at.exception
+
+
+def test_attribution_panel_on_an_upload(app) -> None:
+    at = _open(app, "views/route_explorer.py")
+    at.radio(key="explorer_source_0").set_value("Upload").run()
+    at.file_uploader(key="explorer_upload_0").set_value(("photo.png", _png(), "image/png")).run()
+    at.toggle(key="attr_on_0").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert {"Logit", "Alpha", "Top 10% share"} <= set(_metrics(at))
+    heatmap = next(t for c in _charts(at) for t in c["data"] if t.get("type") == "heatmap")
+    z = heatmap["z"]  # plotly 6 sends arrays as {"dtype", "bdata", "shape"}
+    shape = tuple(int(v) for v in z["shape"].split(",")) if isinstance(z, dict) else np.shape(z)
+    assert shape == (40, 56)  # upsampled to the uploaded image

@@ -241,3 +241,42 @@ def test_latency_measured_on_request(browser, server, shots) -> None:  # noqa: A
         page.mouse.move(5, 790)  # no tooltip over the page
         page.wait_for_timeout(300)
         page.screenshot(path=str(shots / "latency.png"))
+
+
+def test_route_explorer_attribution(browser, server, shots) -> None:  # noqa: ANN001
+    """The gate attribution panel: the toggle shows the path grid, the metrics and the map
+    over the image; picking another node redraws them, and clicking a path on the grid picks it."""
+    with _opened(browser, server, "route_explorer", "Route explorer") as page:
+        page.get_by_text("Why this route? Gate attribution maps").first.click()
+        page.get_by_role("heading", name="Why this route").first.wait_for(timeout=60_000)
+        page.wait_for_function(
+            "document.querySelectorAll('[data-testid=\"stPlotlyChart\"] .main-svg').length >= 6",
+            timeout=60_000,
+        )  # route, path grid, map: two svg layers each
+        _settle(page)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        labels = page.locator('[data-testid="stMetricLabel"]').all_inner_texts()
+        assert {"Logit", "Alpha", "Top 10% share"} <= {label.strip() for label in labels}
+        # the map: a heatmap layer over the image
+        assert (
+            page.locator(
+                '[data-testid="stPlotlyChart"] .heatmaplayer, [data-testid="stPlotlyChart"] image'
+            ).count()
+            >= 1
+        )
+        caption = page.get_by_text("off by").first.inner_text()
+        page.screenshot(path=str(shots / "route_explorer_attribution.png"))
+        # click a path marker of the grid (the plotly chart whose trace is named "path")
+        grid = page.locator('[data-testid="stPlotlyChart"]').nth(1)
+        grid.scroll_into_view_if_needed()
+        points = grid.locator(".scatterlayer .trace").nth(1).locator("path.point")
+        assert points.count() > 1
+        points.last.click(force=True)
+        page.wait_for_timeout(500)
+        _settle(page)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        after = page.get_by_text("off by").first.inner_text()
+        assert after != caption  # another path: another logit and map
+        page.locator('[data-testid="stPlotlyChart"]').nth(2).scroll_into_view_if_needed()
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(shots / "route_explorer_attribution_click.png"))

@@ -3,6 +3,7 @@ route it took through the routing space, with its real and expected cost; two si
 
 from __future__ import annotations
 
+import _attribution
 import _state
 import streamlit as st
 
@@ -86,6 +87,7 @@ def show(view: _state.ImageView, *, key: str) -> None:
         f"{view.image_id}: {active} of {len(view.gates)} paths open",
     )
     st.plotly_chart(fig, width="stretch", key=f"route_{key}")
+    _attribution.panel(path, mtime, view.image, key=key)  # why this route: gate attribution
     if view.stats:
         with st.expander("Object-scale statistics"):
             st.dataframe({k: [v] for k, v in view.stats.items()}, hide_index=True)

@@ -4,6 +4,7 @@ with correlations and per-regime means."""
 
 from __future__ import annotations
 
+import _attribution
 import _state
 import streamlit as st
 
@@ -86,3 +87,4 @@ st.download_button(
     mime="text/csv",
     icon=":material/download:",
 )
+_attribution.scale_section(ctx.records)  # attribution mass against object size per class

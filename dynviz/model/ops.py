@@ -166,11 +166,20 @@ class SoftConditionalGate(nn.Module):
         self.bias_init = bias_init
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return gate_activation(self.logits(self.features(x)))  # (B, num_paths)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """ReLU(BN(F(w1, X))) before pooling (X resized first by a small gate): ``(B, C/2, h, w)``.
+
+        ``dynviz.attribution`` splits the logits over these locations."""
         if self.small:
             x = small_gate_input(x, official=self.official_resize)  # (B, C, h/4, w/4)
-        z = self.bn(self.conv1(x)).relu_()  # (B, C/2, h, w)
+        return self.bn(self.conv1(x)).relu_()  # (B, C/2, h, w)
+
+    def logits(self, z: torch.Tensor) -> torch.Tensor:
+        """G = F(w2, GAP(z)) + beta before tanh: ``(B, num_paths)``."""
         z = F.adaptive_avg_pool2d(z, 1)  # (B, C/2, 1, 1)
-        return gate_activation(self.conv2(z).flatten(1))  # (B, num_paths)
+        return self.conv2(z).flatten(1)  # (B, num_paths)
 
 
 def init_weights(module: nn.Module) -> None:
