@@ -449,3 +449,26 @@ def test_an_uploaded_photo_is_upright(tmp_path):
     _rotated_jpeg(tmp_path / "photo.jpg")
     upload = read_upload((tmp_path / "photo.jpg").read_bytes(), name="photo.jpg")
     assert (upload.width, upload.height) == (200, 100)
+
+
+def test_a_bad_sample_mid_training_keeps_the_iterations_done(tmp_path, monkeypatch, capsys):
+    calls = {"n": 0}
+    original = SyntheticScenes.raw
+
+    def failing(self, index):
+        calls["n"] += 1
+        if calls["n"] > 6:  # batch 2: three iterations, then a bad file
+            raise DataError("cannot read image /data/bad.png: image file is truncated")
+        return original(self, index)
+
+    monkeypatch.setattr(SyntheticScenes, "raw", failing)
+    run = tmp_path / "run"
+    argv = ["train", "tiny", "--data", "synthetic:count=8,size=64x64", "--out", str(run)]
+    options = [*TRAIN[:6], "5", *TRAIN[7:]]  # --iters 5
+    assert cli_main([*argv, *options]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "/data/bad.png" in err and "--resume" in err
+    assert torch.load(run / "checkpoint_latest.pt", weights_only=True)["iteration"] == 3
+    monkeypatch.setattr(SyntheticScenes, "raw", original)
+    assert cli_main([*argv, "--resume"]) == 0
+    assert torch.load(run / "checkpoint_latest.pt", weights_only=True)["iteration"] == 5
