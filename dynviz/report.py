@@ -32,6 +32,7 @@ import pandas as pd
 
 from dynviz.analysis import (
     activation_probability,
+    aug_costs,
     cell_probability,
     cost_statistics,
     probability_distribution,
@@ -172,6 +173,9 @@ def analyze(
         "scale_correlations": summary.correlations,
         "scale_by_regime": summary.by_regime,
     }
+    augmented = aug_costs(images)
+    if not augmented.empty:  # records made with --aug: the cost of each variant
+        tables["aug_costs"] = augmented
     for name, frame in tables.items():
         frame.to_csv(out / f"{name}.csv", index=False, float_format="%.6g")
         report.tables[name] = f"{name}.csv"
@@ -350,6 +354,18 @@ def _write_report(
         }
     )
     lines += [_markdown(shown), ""]
+    if "aug_costs" in report.tables:
+        augmented = pd.read_csv(report.out / report.tables["aug_costs"])
+        lines += [
+            "## Test-time augmentation",
+            "",
+            "Records made with `--aug` hold one row per image and variant (the tables above "
+            "count each variant as an image). Real GMACs of each variant and of the whole "
+            "augmented image (the row without a scale), and the variant's share of it:",
+            "",
+            _markdown(augmented),
+            "",
+        ]
     lines += ["## Activation probability (Fig. 5)", "", "![Fig. 5](fig5_probability.png)", ""]
     for label, (kept, total) in report.summary["common_paths"].items():
         lines.append(
