@@ -18,6 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("synthetic data tools", "dynviz.commands.data"),
     "train": ("train a model (budget loss, DDP under torchrun)", "dynviz.commands.train"),
     "eval": ("evaluate a run or checkpoint: mIoU and GMACs", "dynviz.commands.eval"),
+    "predict": (
+        "segment image files: masks, overlays, routes and GMACs",
+        "dynviz.commands.predict",
+    ),
     "demo": ("the whole chain on the embedded synthetic data", "dynviz.commands.demo"),
     "bench": ("measure speed and memory figures", "dynviz.commands.bench"),
     "export": (
@@ -65,7 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[command][1])
     sub = argparse.ArgumentParser(prog=f"dynviz {command}", description=COMMANDS[command][0])
     module.configure_parser(sub)
-    args = sub.parse_args(argv[1:])
+    if getattr(module, "INTERMIXED", False):  # KEY=VALUE items may follow the options
+        args = sub.parse_intermixed_args(argv[1:])
+    else:
+        args = sub.parse_args(argv[1:])
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,13 +31,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from dynviz.cost import CostTable, cost_table
 from dynviz.distributed import (
     all_gather_objects,
     all_reduce_sum,
 )
 from dynviz.metrics import ConfusionMatrix
 from dynviz.model import ConfigError, RoutingNetwork
+from dynviz.tta import Augment, TableCache, forward_costs, infer
 
 __all__ = ["CostStats", "EvalResult", "evaluate"]
 
@@ -85,6 +85,10 @@ class EvalResult:
         num_images: images evaluated.
         sizes: the distinct input sizes ``(H, W)`` seen.
         seconds: wall time of the evaluation.
+        aug: the test-time augmentation (None: none); the GMACs above are then the sum over
+            an image's forward passes.
+        aug_real_gmacs: real GMACs per image of each augmentation variant (``"0.75"``,
+            ``"0.75+flip"``), when augmented.
     """
 
     miou: float
@@ -98,10 +102,13 @@ class EvalResult:
     num_images: int
     sizes: list[tuple[int, int]] = field(default_factory=list)
     seconds: float = 0.0
+    aug: Augment | None = None
+    aug_real_gmacs: dict[str, CostStats] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (NaN becomes ``None``)."""
-        return {
+        """JSON-ready dict (NaN becomes ``None``); ``aug`` and ``aug_real_gmacs`` only when
+        augmented."""
+        out = {
             "miou": _finite_or_none(self.miou),
             "per_class_iou": {
                 name: _finite_or_none(v)
@@ -116,6 +123,10 @@ class EvalResult:
             "sizes": [list(s) for s in self.sizes],
             "seconds": round(self.seconds, 3),
         }
+        if self.aug is not None:
+            out["aug"] = self.aug.to_dict()
+            out["aug_real_gmacs"] = {k: v.to_dict() for k, v in self.aug_real_gmacs.items()}
+        return out
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -124,21 +135,6 @@ def _finite_or_none(value: float | None) -> float | None:
 
 def _single(batch: list[dict[str, Any]]) -> dict[str, Any]:
     return batch[0]
-
-
-class _TableCache:
-    """Cost tables by padded input size (one per distinct size)."""
-
-    def __init__(self, model: RoutingNetwork) -> None:
-        self.model = model
-        self.tables: dict[tuple[int, int], CostTable] = {}
-
-    def __call__(self, height: int, width: int) -> CostTable:
-        stride = self.model.config.max_stride
-        key = (-(-height // stride) * stride, -(-width // stride) * stride)
-        if key not in self.tables:
-            self.tables[key] = cost_table(self.model.config, key, route=self.model.route)
-        return self.tables[key]
 
 
 def _world() -> tuple[int, int]:
@@ -156,6 +152,8 @@ def evaluate(
     workers: int = 0,
     amp: bool = False,
     progress: bool = False,
+    aug: Augment | None = None,
+    on_prediction: Callable[[dict[str, Any], np.ndarray], None] | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` on ``dataset``, one image at a time in eval mode.
 
@@ -171,6 +169,10 @@ def evaluate(
         workers: data-loading worker processes.
         amp: bf16 autocast (CUDA only).
         progress: show a tqdm bar (rank 0 only).
+        aug: test-time augmentation (:mod:`dynviz.tta`): softmax averaged over the variants;
+            an image's GMACs are the sum over its forward passes.
+        on_prediction: called with each item (``image_id``, ...) and its ``(H, W)`` uint8 class
+            map (e.g. to write benchmark files).
 
     Returns:
         The :class:`EvalResult`.
@@ -194,7 +196,7 @@ def evaluate(
     shard = Subset(dataset, range(rank, count, world))
     loader = DataLoader(shard, batch_size=1, num_workers=workers, collate_fn=_single)
     matrix = ConfusionMatrix(num_classes, dataset.ignore_index)
-    tables = _TableCache(net)
+    tables = TableCache(net)
     real: list[float] = []
     expected: list[float] = []
     ratios: list[float] = []
@@ -210,19 +212,42 @@ def evaluate(
     autocast = torch.autocast(
         device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"
     )
+    variants: dict[str, list[float]] = {}
     with torch.inference_mode(), autocast:
         for item in loader:
             image = item["image"].unsqueeze(0).to(device)  # (1, 3, H, W)
             height, width = image.shape[-2:]
-            out = net(image)
-            pred = out.logits.argmax(1)[0]  # (H, W)
+            if aug is None:
+                out = net(image)
+                pred = out.logits.argmax(1)[0]  # (H, W)
+                table = tables(height, width)
+                gates = out.gates.float().cpu()
+                real.append(float(table.real(out.active.cpu(), gates_ran=dynamic)[0]))
+                expected.append(float(table.expected(gates, gates_ran=dynamic)[0]))
+                if dynamic:
+                    ratios.append(
+                        float(table.backbone_expected(gates)[0]) / table.backbone_all_open()
+                    )
+            else:
+                probs, forwards = infer(net, image, aug=aug)
+                pred = probs.argmax(1)[0]
+                image_real = image_expected = backbone = backbone_all = 0.0
+                for forward in forwards:
+                    r, e = forward_costs(net, forward, tables, gates_ran=dynamic)
+                    image_real += float(r[0])
+                    image_expected += float(e[0])
+                    variants.setdefault(forward.label, []).append(float(r[0]))
+                    if dynamic:
+                        table = tables(*forward.size)
+                        backbone += float(table.backbone_expected(forward.gates)[0])
+                        backbone_all += table.backbone_all_open()
+                real.append(image_real)
+                expected.append(image_expected)
+                if dynamic:
+                    ratios.append(backbone / backbone_all)
             matrix.update(pred, item["label"].to(device))
-            table = tables(height, width)
-            gates = out.gates.float().cpu()
-            real.append(float(table.real(out.active.cpu(), gates_ran=dynamic)[0]))
-            expected.append(float(table.expected(gates, gates_ran=dynamic)[0]))
-            if dynamic:
-                ratios.append(float(table.backbone_expected(gates)[0]) / table.backbone_all_open())
+            if on_prediction is not None:
+                on_prediction(item, pred.to(torch.uint8).cpu().numpy())
             sizes.add((int(height), int(width)))
             if bar is not None:
                 bar.update(1)
@@ -231,11 +256,16 @@ def evaluate(
     counts = all_reduce_sum(torch.from_numpy(matrix.matrix.copy()))
     matrix.matrix = counts.numpy()
     if world > 1:
-        gathered = all_gather_objects((real, expected, ratios, sorted(sizes)))
+        gathered = all_gather_objects((real, expected, ratios, sorted(sizes), variants))
         real = [v for part in gathered for v in part[0]]
         expected = [v for part in gathered for v in part[1]]
         ratios = [v for part in gathered for v in part[2]]
         sizes = {tuple(s) for part in gathered for s in part[3]}
+        merged: dict[str, list[float]] = {}
+        for part in gathered:
+            for key, values in part[4].items():
+                merged.setdefault(key, []).extend(values)
+        variants = merged
     return EvalResult(
         miou=matrix.miou(),
         per_class_iou=[float(v) for v in matrix.iou()],
@@ -248,4 +278,6 @@ def evaluate(
         num_images=len(real),
         sizes=sorted(sizes),
         seconds=time.perf_counter() - start,
+        aug=aug,
+        aug_real_gmacs={key: CostStats.of(values) for key, values in variants.items()},
     )

@@ -12,7 +12,8 @@ bytes are
   decompression bomb is refused without being decoded);
 * truncated or corrupt (decoding fails).
 
-Decoded images are RGB ``uint8`` ``(H, W, 3)`` arrays, converted the way
+Decoded images are RGB ``uint8`` ``(H, W, 3)`` arrays, turned upright from their EXIF
+orientation (``PIL.ImageOps.exif_transpose``) and converted the way
 :func:`dynviz.data.read_image` converts files: grayscale, palette and CMYK images become RGB, an
 alpha channel is dropped, 16-bit grayscale keeps the top 8 bits of its used range. Animated
 images give their first frame.
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from dynviz.errors import UserError
 
@@ -172,7 +173,7 @@ def read_upload(
             try:
                 img.seek(0)  # first frame of animations
                 img.load()  # truncated and corrupt files fail here
-                pixels = _to_rgb(img)
+                pixels = _to_rgb(ImageOps.exif_transpose(img))  # upright, as viewers show it
             except UploadError:
                 raise
             except Exception as err:  # OSError, SyntaxError, EOFError, zlib.error, ...

@@ -6,9 +6,19 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from dynviz.errors import UserError
+from dynviz.errors import UserError, error_message
 
-__all__ = ["add_resize_option", "add_run_options", "guarded", "positive_int"]
+__all__ = [
+    "add_aug_option",
+    "add_resize_option",
+    "add_run_options",
+    "add_settings_options",
+    "add_threads_option",
+    "guarded",
+    "positive_int",
+    "set_threads",
+    "split_settings",
+]
 
 
 def positive_int(text: str) -> int:
@@ -24,8 +34,10 @@ def positive_int(text: str) -> int:
 
 def guarded(body: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
     """Run a command body, turning known errors into ``error: <message>`` on stderr: user
-    errors (:class:`dynviz.errors.UserError`) exit 2, I/O and runtime errors exit 1. A process
-    group that the body joined (torchrun) is left on the way out.
+    errors (:class:`dynviz.errors.UserError`) exit 2, I/O and runtime errors exit 1, each as
+    one line (an error from a DataLoader worker too: :func:`dynviz.errors.error_message`). A
+    process group that the body joined (torchrun) is left on the way out. ``args.threads``, when
+    the command has it, sets torch's CPU threads first.
 
     The process keeps freed memory for reuse (:func:`dynviz.allocator.tune_malloc`): CPU
     forwards and large-table analyses then stop page-faulting their buffers back in (a
@@ -34,13 +46,14 @@ def guarded(body: Callable[[argparse.Namespace], int | None], args: argparse.Nam
     from dynviz.allocator import tune_malloc
 
     tune_malloc()
+    set_threads(getattr(args, "threads", None))
     try:
         return int(body(args) or 0)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {error_message(err)}", file=sys.stderr)
         return 2
     except (OSError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {error_message(err)}", file=sys.stderr)
         return 1
     finally:
         from dynviz.distributed import cleanup_distributed
@@ -59,16 +72,88 @@ def add_resize_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_run_options(parser: argparse.ArgumentParser, *, threads: bool = False) -> None:
-    """``--workers``, ``--device``, (``--threads``,) ``--progress`` of the inference commands."""
+def set_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)`` when given (``--threads``)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads N`` of every compute command (applied by :func:`guarded`)."""
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        metavar="N",
+        help="torch CPU threads (default: torch's); on a busy machine 1 can be much faster",
+    )
+
+
+def add_aug_option(parser: argparse.ArgumentParser) -> None:
+    """``--aug flip scales=S1,S2,...`` (:class:`dynviz.tta.Augment`)."""
+    parser.add_argument(
+        "--aug",
+        action="extend",
+        nargs="+",
+        metavar="AUG",
+        help="test-time augmentation: flip and/or scales=0.5,0.75,1,1.25,1.5,1.75 (softmax "
+        "averaged; every forward pass's route and GMACs counted)",
+    )
+
+
+def add_settings_options(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE`` and trailing ``KEY=VALUE`` overrides of the command's own options
+    (:func:`dynviz.runconfig.command_settings`)."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="settings file: a YAML mapping of this command's options, or a run's config.yaml",
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="options by name, over --config (e.g. split=train limit=10 aug=flip)",
+    )
+
+
+def split_settings(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, source_key: str
+) -> argparse.Namespace:
+    """Apply ``--config`` and ``KEY=VALUE`` items to ``args``: a first positional that is a
+    ``KEY=VALUE`` item (argparse took it for the source) and ``--aug`` items that are not
+    augmentations are moved to the overrides first."""
+    from pathlib import Path
+
+    from dynviz.runconfig import command_settings
+
+    overrides = list(getattr(args, "overrides", None) or [])
+    source = getattr(args, source_key, None)
+    if source is not None and "=" in str(source) and not Path(str(source)).exists():
+        overrides.insert(0, source)
+        setattr(args, source_key, None)
+    aug = getattr(args, "aug", None)
+    if aug:
+        keep = [a for a in aug if "=" not in a or a.split("=", 1)[0].strip() in ("scales", "scale")]
+        overrides += [a for a in aug if a not in keep]
+        args.aug = keep or None
+    args = command_settings(
+        parser, args, config=args.config, overrides=overrides, source_key=source_key
+    )
+    if getattr(args, source_key, None) is None:
+        raise UserError(f"{source_key.upper()} is required (or --config with a run's config.yaml)")
+    return args
+
+
+def add_run_options(parser: argparse.ArgumentParser, *, threads: bool = True) -> None:
+    """``--workers``, ``--device``, ``--threads``, ``--progress`` of the inference commands."""
     parser.add_argument(
         "--workers", type=int, default=0, metavar="N", help="data-loading workers (default 0)"
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
     if threads:
-        parser.add_argument(
-            "--threads", type=int, metavar="N", help="torch CPU threads (default: torch's)"
-        )
+        add_threads_option(parser)
     parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,

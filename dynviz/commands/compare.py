@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dynviz.commands import add_resize_option, guarded
+from dynviz.commands import add_resize_option, add_threads_option, guarded
 from dynviz.compare import compare, markdown
 from dynviz.model import ConfigError
 
@@ -39,6 +39,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=False, help="progress bars"
     )
+    add_threads_option(parser)
 
 
 def _main(args: argparse.Namespace) -> int:

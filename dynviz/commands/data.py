@@ -2,7 +2,8 @@
 
 ``dynviz data synth --out DIR --format cityscapes [--count N] [--size H W] [--classes K]
 [--seed S] [--regime R] [--splits train val]`` writes synthetic scenes in the Cityscapes layout,
-loadable back with the spec ``cityscapes:DIR``.
+loadable back with the spec ``cityscapes:DIR``; ``--format folder`` writes ``images/<split>/``,
+``masks/<split>/`` and ``dataset.yaml`` instead, loadable with ``folder:DIR``.
 
 The top-level CLI (:mod:`dynviz.cli`) calls :func:`configure_parser` on its ``data`` sub-parser
 and dispatches to :func:`main`.
@@ -16,6 +17,7 @@ import logging
 from dynviz.commands import positive_int
 from dynviz.data.cityscapes import write_cityscapes_layout
 from dynviz.data.errors import DataError
+from dynviz.data.folder import write_folder_layout
 from dynviz.data.spec import SYNTHETIC_DEFAULTS
 from dynviz.data.synthetic import REGIMES, SyntheticScenes
 
@@ -39,7 +41,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     synth.add_argument("--out", required=True, metavar="DIR", help="output folder")
     synth.add_argument(
-        "--format", choices=["cityscapes"], default="cityscapes", help="folder layout"
+        "--format",
+        choices=["cityscapes", "folder"],
+        default="cityscapes",
+        help="folder layout: cityscapes (load with cityscapes:DIR) or folder (images/, masks/ "
+        "and dataset.yaml; load with folder:DIR)",
     )
     synth.add_argument(
         "--count",
@@ -104,9 +110,14 @@ def main(args: argparse.Namespace) -> int:
                 regime=args.regime,
                 split=split,
             )
-            write_cityscapes_layout(dataset, args.out, split)
+            if args.format == "folder":
+                write_folder_layout(dataset, args.out, split)
+            else:
+                write_cityscapes_layout(dataset, args.out, split)
     except DataError as exc:
         logger.error("%s", exc)
         return 2
-    logger.info("wrote splits %s to %s; load with cityscapes:%s", args.splits, args.out, args.out)
+    logger.info(
+        "wrote splits %s to %s; load with %s:%s", args.splits, args.out, args.format, args.out
+    )
     return 0

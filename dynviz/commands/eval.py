@@ -1,6 +1,9 @@
 """``dynviz eval RUN_DIR|CHECKPOINT [--data SPEC] [--split val] [--json] [--size H W]
-[--limit N]``: dataset mIoU and the real and expected GMACs of a run or checkpoint
-(:func:`dynviz.evaluate.evaluate`), as a table or one JSON object."""
+[--limit N] [--aug flip scales=...] [--format cityscapes-test --out DIR] [--evaluator cityscapes]
+[--config FILE] [KEY=VALUE ...]``: dataset mIoU and the real and expected GMACs of a run or
+checkpoint (:func:`dynviz.evaluate.evaluate`), as a table or one JSON object; optionally the
+Cityscapes benchmark files and the official evaluator's score
+(:mod:`dynviz.cityscapes_eval`)."""
 
 from __future__ import annotations
 
@@ -8,34 +11,61 @@ import argparse
 import json
 import math
 import sys
-
-import torch
+import tempfile
 
 from dynviz.checkpoint import load_model, run_data_spec
-from dynviz.commands import add_resize_option, add_run_options, guarded
+from dynviz.cityscapes_eval import CityscapesWriter, evaluate_cityscapes, ground_truth_files
+from dynviz.commands import (
+    add_aug_option,
+    add_resize_option,
+    add_run_options,
+    add_settings_options,
+    guarded,
+    split_settings,
+)
 from dynviz.data import Resize, build_dataset
 from dynviz.distributed import init_distributed
 from dynviz.evaluate import EvalResult, evaluate
 from dynviz.model import ConfigError
+from dynviz.tta import Augment
 
 __all__ = ["configure_parser", "main"]
+
+INTERMIXED = True  # KEY=VALUE overrides may follow the options
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``dynviz eval``."""
     parser.add_argument(
         "checkpoint",
+        nargs="?",
         metavar="RUN_DIR|CHECKPOINT",
         help="a run directory (its best, else latest, checkpoint) or a .pt file",
     )
+    add_settings_options(parser)
     parser.add_argument(
         "--data", metavar="SPEC", help="dataset spec (default: the run's validation data)"
     )
     parser.add_argument("--split", default="val", help="split to evaluate (default: val)")
     add_resize_option(parser)
     parser.add_argument("--limit", type=int, metavar="N", help="evaluate the first N images")
-    add_run_options(parser, threads=True)
+    add_aug_option(parser)
+    add_run_options(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--format",
+        choices=("cityscapes-test",),
+        help="also write the predictions as files: cityscapes-test = labelIds PNGs named for "
+        "the Cityscapes benchmark server, into --out",
+    )
+    parser.add_argument("--out", metavar="DIR", help="folder of the --format files")
+    parser.add_argument(
+        "--evaluator",
+        choices=("dynviz", "cityscapes"),
+        default="dynviz",
+        help="cityscapes: also score with cityscapesscripts' evalPixelLevelSemanticLabeling "
+        "(needs the split's *_gtFine_labelIds.png)",
+    )
 
 
 def _format_table(result: EvalResult, header: dict[str, str]) -> str:
@@ -51,6 +81,10 @@ def _format_table(result: EvalResult, header: dict[str, str]) -> str:
     lines += ["", f"{'GMACs':<12}{'mean':>10}{'max':>10}{'min':>10}"]
     for label, stats in (("real", result.real_gmacs), ("expected", result.expected_gmacs)):
         lines.append(f"{label:<12}{stats.mean:>10.4f}{stats.max:>10.4f}{stats.min:>10.4f}")
+    if result.aug_real_gmacs:
+        lines += ["", f"{'real GMACs':<12}{'mean':>10}{'max':>10}{'min':>10}  per variant"]
+        for label, stats in result.aug_real_gmacs.items():
+            lines.append(f"{label:<12}{stats.mean:>10.4f}{stats.max:>10.4f}{stats.min:>10.4f}")
     lines += ["", "per-class IoU"]
     width = max(len(n) for n in result.class_names) + 2
     for name, value in zip(result.class_names, result.per_class_iou, strict=True):
@@ -60,9 +94,17 @@ def _format_table(result: EvalResult, header: dict[str, str]) -> str:
 
 
 def _main(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    args = split_settings(parser, args, "checkpoint")
+    aug = Augment.parse(args.aug)
+    if args.format and not args.out:
+        raise ConfigError(f"--format {args.format} needs --out DIR")
+    if args.out and not args.format:
+        raise ConfigError("--out is the folder of --format files; add --format cityscapes-test")
     info = init_distributed(args.device)
+    if info.world_size > 1 and (args.format or args.evaluator == "cityscapes"):
+        raise ConfigError("--format and --evaluator cityscapes run in one process (no torchrun)")
     model, meta = load_model(args.checkpoint)
     spec = args.data or run_data_spec(meta)
     if not spec:
@@ -73,14 +115,33 @@ def _main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--limit {args.limit} must be >= 1")
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     model.to(info.device)
-    result = evaluate(
-        model,
-        dataset,
-        device=info.device,
-        limit=args.limit,
-        workers=args.workers,
-        progress=progress and not args.json,
-    )
+    writer = None
+    scratch = None
+    if args.format or args.evaluator == "cityscapes":
+        out = args.out
+        if out is None:
+            scratch = tempfile.TemporaryDirectory(prefix="dynviz-cityscapes-")
+            out = scratch.name
+        writer = CityscapesWriter(out, dataset)
+    try:
+        result = evaluate(
+            model,
+            dataset,
+            device=info.device,
+            limit=args.limit,
+            workers=args.workers,
+            progress=progress and not args.json,
+            aug=aug,
+            on_prediction=writer,
+        )
+        official = None
+        if args.evaluator == "cityscapes":
+            assert writer is not None
+            truths = ground_truth_files(dataset, writer.files)
+            official = evaluate_cityscapes(writer.files, truths)
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
     if not info.is_main:
         return 0
     if args.json:
@@ -94,6 +155,10 @@ def _main(args: argparse.Namespace) -> int:
                 "split": args.split,
             }
         )
+        if official is not None:
+            payload["cityscapes_evaluator"] = official
+        if writer is not None and args.out:
+            payload["files"] = {"format": args.format, "out": args.out, "count": len(writer.files)}
         print(json.dumps(payload))
     else:
         header = {
@@ -101,7 +166,14 @@ def _main(args: argparse.Namespace) -> int:
             "data": f"{spec} [{args.split}]",
             "size": f"{args.size[0]}x{args.size[1]}" if args.size else "native",
         }
+        if aug is not None:
+            header["aug"] = f"{aug} ({len(aug.variants)} forward passes per image)"
         print(_format_table(result, header))
+        if official is not None:
+            shown = "n/a" if official["miou"] is None else f"{100 * official['miou']:.2f} %"
+            print(f"\ncityscapes evaluator (evalPixelLevelSemanticLabeling): mIoU {shown}")
+        if writer is not None and args.out:
+            print(f"\nwrote {len(writer.files)} {args.format} file(s) to {args.out}")
     return 0
 
 

@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from dynviz.commands import positive_int
+from dynviz.commands import add_threads_option, positive_int, set_threads
 from dynviz.cost import cost_table
 from dynviz.errors import MissingExtraError
 from dynviz.export import (
@@ -70,9 +70,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="--check tolerance, relative to the logit scale",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_threads_option(parser)
 
 
 def main(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
     size = (args.size[0], args.size[1])
     try:
         model, route, meta = load_for_export(args.model, args.route)

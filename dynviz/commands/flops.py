@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from dynviz.commands import positive_int
+from dynviz.commands import add_threads_option, positive_int, set_threads
 from dynviz.cost import Counting
 from dynviz.model.config import ConfigError
 from dynviz.model.route import Route
@@ -44,6 +44,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="also time each node on this machine (cell op, gate, transforms, "
         "decoder lateral per scale) beside its MACs",
     )
+    add_threads_option(parser)
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -97,6 +98,7 @@ def _print_special(costs: list[ModelCost]) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
     size = (args.size[0], args.size[1])
     try:
         if args.special_cases:

@@ -23,30 +23,43 @@ from typing import Any
 import torch
 
 from dynviz.checkpoint import run_data_spec
-from dynviz.commands import add_resize_option, add_run_options, guarded
+from dynviz.commands import (
+    add_aug_option,
+    add_resize_option,
+    add_run_options,
+    add_settings_options,
+    guarded,
+    split_settings,
+)
 from dynviz.compare import source_name
 from dynviz.data import Resize, build_dataset
 from dynviz.model import ConfigError
 from dynviz.model.route import Route
 from dynviz.model.zoo import load_spec
 from dynviz.record import load_records_model, record
+from dynviz.tta import Augment
 
 __all__ = ["configure_parser", "main"]
 
 logger = logging.getLogger(__name__)
 
 
+INTERMIXED = True  # KEY=VALUE overrides may follow the options
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``dynviz record``."""
     parser.add_argument(
         "source",
+        nargs="?",
         metavar="RUN_DIR|CHECKPOINT|MODEL",
         help="a run directory, a .pt checkpoint, or a preset / YAML (untrained)",
     )
+    add_settings_options(parser)
     parser.add_argument(
         "--data", metavar="SPEC", help="dataset spec (default: the run's validation data)"
     )
-    parser.add_argument("--out", required=True, metavar="RECORDS_DIR", help="records folder")
+    parser.add_argument("--out", metavar="RECORDS_DIR", help="records folder (required)")
     parser.add_argument("--split", default="val", help="split to record (default: val)")
     parser.add_argument("--limit", type=int, metavar="N", help="record the first N images")
     parser.add_argument(
@@ -55,6 +68,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="force this route spec (preset or YAML) instead of the gates",
     )
     add_resize_option(parser)
+    add_aug_option(parser)
     parser.add_argument(
         "--batch", type=int, default=1, metavar="B", help="images per forward pass (default 1)"
     )
@@ -75,6 +89,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def _main(args: argparse.Namespace) -> int:
     from dynviz.distributed import all_reduce_sum, cleanup_distributed, init_distributed
 
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    args = split_settings(parser, args, "source")
+    if not args.out:
+        raise ConfigError("dynviz record needs --out RECORDS_DIR")
+    aug = Augment.parse(args.aug)
     info = init_distributed(args.device)
     try:
         if info.device.type == "cpu":
@@ -126,6 +146,7 @@ def _main(args: argparse.Namespace) -> int:
             device=info.device,
             workers=args.workers,
             progress=progress,
+            aug=aug,
         )
         counts = all_reduce_sum(torch.tensor([result.recorded, result.parts]))  # all ranks
         if info.is_main:

@@ -1,4 +1,5 @@
-"""``dynviz train MODEL --data SPEC --out RUN_DIR [options]``: train a network.
+"""``dynviz train MODEL --data SPEC --out RUN_DIR [options] [KEY=VALUE ...]``, or
+``dynviz train --config FILE [--out RUN_DIR] [KEY=VALUE ...]``: train a network.
 
 MODEL is a preset name or a YAML path; a route spec trains a static network with the same command.
 Under ``torchrun --nproc_per_node N`` the same command runs DDP. ``--resume`` continues the run in
@@ -17,11 +18,13 @@ import torch
 
 from dynviz.checkpoint import LATEST, CheckpointError, load_checkpoint
 from dynviz.commands import guarded
-from dynviz.errors import require
-from dynviz.model import ConfigError
+from dynviz.model import ConfigError, Route, RoutingSpaceConfig
+from dynviz.runconfig import RunConfig, apply_overrides, parse_overrides, read_run_config
 from dynviz.train.trainer import TrainConfig, Trainer
 
 __all__ = ["config_from_args", "configure_parser", "main"]
+
+INTERMIXED = True  # KEY=VALUE overrides may follow the options
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
@@ -43,9 +46,26 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="preset name or YAML path (config or route spec); not needed with --resume",
     )
     parser.add_argument(
-        "--data", metavar="SPEC", help="training data: synthetic[:...], cityscapes:PATH or voc:PATH"
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="settings by their config.yaml names, over --config and the options "
+        "(lr=0.01 budget_mu=0.2 crop=64,64 model.base_channels=16)",
     )
-    parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="settings file: a run's config.yaml (trains the same network with the same "
+        "arguments again) or a YAML mapping of training arguments",
+    )
+    parser.add_argument(
+        "--data",
+        metavar="SPEC",
+        help="training data: synthetic[:...], cityscapes:PATH, voc:PATH or folder:PATH",
+    )
+    parser.add_argument(
+        "--out", metavar="RUN_DIR", help="run directory (required unless --config gives it)"
+    )
     parser.add_argument(
         "--resume",
         action="store_true",
@@ -202,23 +222,49 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--tensorboard",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="write TensorBoard events (default: when the tensorboard extra is installed)",
+        help="TensorBoard events (the tensorboard extra: pip install 'dynviz[tensorboard]'); "
+        "default: when it is installed",
     )
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The :class:`TrainConfig` of parsed arguments; with ``--resume``, the saved run's
+def _split_positionals(args: argparse.Namespace) -> list[str]:
+    """KEY=VALUE items; a first one that argparse took for MODEL is moved back."""
+    overrides = list(getattr(args, "overrides", None) or [])
+    if args.model is not None and "=" in args.model and not Path(args.model).exists():
+        overrides.insert(0, args.model)
+        args.model = None
+    return overrides
+
+
+def config_from_args(
+    args: argparse.Namespace,
+) -> tuple[TrainConfig, RoutingSpaceConfig | Route | None]:
+    """The :class:`TrainConfig` of parsed arguments and the network to build (None: the one
+    ``config.model`` names). Settings come from ``--config FILE``, then the options given,
+    then ``KEY=VALUE`` overrides (:mod:`dynviz.runconfig`). With ``--resume``, the saved run's
     arguments with the explicitly given ones on top (the trainer rejects changed ones)."""
+    overrides = parse_overrides(_split_positionals(args))
     given: dict[str, Any] = {
         key: value for key, value in vars(args).items() if key in _DEFAULTS and value is not None
     }
+    if args.resume and args.config:
+        raise ConfigError("--resume takes its settings from the checkpoint; drop --config")
     if not args.resume:
-        missing = [
-            flag for flag, key in (("MODEL", "model"), ("--data", "data")) if key not in given
-        ]
-        if missing:
-            raise ConfigError(f"dynviz train needs {' and '.join(missing)}")
-        return TrainConfig(**given)
+        run = read_run_config(args.config) if args.config else RunConfig(train={}, source="")
+        run = apply_overrides(run, given)
+        run = apply_overrides(run, overrides)
+        if not args.config:
+            missing = [
+                flag
+                for flag, key in (("MODEL", "model"), ("--data", "data"), ("--out", "out"))
+                if run.train.get(key) is None
+            ]
+            if missing:
+                raise ConfigError(f"dynviz train needs {' and '.join(missing)}")
+        return run.train_config(), run.network()
+    if args.out is None:
+        raise ConfigError("--resume needs --out RUN_DIR")
+    given.update(apply_overrides(RunConfig(train={}), overrides).typed())
     path = Path(args.out) / LATEST
     if not path.is_file():
         raise CheckpointError(f"{path}: nothing to resume (no checkpoint in {args.out})")
@@ -226,16 +272,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if not isinstance(saved, dict):
         raise CheckpointError(f"{path}: records no training arguments; cannot resume")
     saved = {**saved, "progress": None}  # re-decided for this terminal
-    return TrainConfig.from_dict(saved).replace(**given)
+    return TrainConfig.from_dict(saved).replace(**given), None
 
 
 def _main(args: argparse.Namespace) -> int:
-    if args.tensorboard:  # asked for explicitly: say which extra is missing
-        require("tensorboard", extra="tensorboard", purpose="--tensorboard")
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = config_from_args(args)
-    trainer = Trainer(config, resume=args.resume)
+    config, network = config_from_args(args)
+    trainer = Trainer(config, resume=args.resume, network=network)
     result = trainer.run()
     if trainer.info.is_main:
         best = "n/a" if result.best_miou is None else f"{result.best_miou:.4f}"

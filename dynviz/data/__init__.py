@@ -9,7 +9,8 @@ Build a dataset from a spec string::
     val = build_dataset("cityscapes:/data/cityscapes", split="val")
 
 Specs: ``synthetic[:count=N,size=HxW,classes=K,seed=S,regime=tiny|huge|mixed|per-image]``,
-``cityscapes:PATH``, ``voc:PATH`` (see :mod:`dynviz.data.spec`).
+``cityscapes:PATH``, ``voc:PATH``, ``folder:PATH[,classes=K,ignore=I]`` (see
+:mod:`dynviz.data.spec` and :mod:`dynviz.data.folder`).
 
 Every dataset is a :class:`torch.utils.data.Dataset` (a :class:`SegmentationDataset`) with
 ``num_classes``, ``class_names``, ``ignore_index = 255`` and ``name``. ``dataset[i]`` is a dict:
@@ -53,6 +54,7 @@ from dynviz.data.cityscapes import (
     write_cityscapes_layout,
 )
 from dynviz.data.errors import DataError
+from dynviz.data.folder import FolderDataset, write_folder_layout
 from dynviz.data.spec import DatasetSpec, build_dataset, parse_spec
 from dynviz.data.synthetic import REGIME_CODES, REGIMES, SyntheticSample, SyntheticScenes
 from dynviz.data.transforms import (
@@ -82,6 +84,7 @@ __all__ = [
     "DataError",
     "DatasetSpec",
     "DatasetTransform",
+    "FolderDataset",
     "RandomCropPad",
     "RandomHorizontalFlip",
     "RandomScale",
@@ -102,4 +105,5 @@ __all__ = [
     "train_id_to_label_id_lut",
     "train_transforms",
     "write_cityscapes_layout",
+    "write_folder_layout",
 ]

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
 from dynviz.data.errors import DataError
@@ -41,13 +41,16 @@ DatasetTransform = Callable[
 _LABEL_MODES = ("L", "P", "1", "I", "I;16", "I;16B", "I;16L")
 
 
-def _open(path: Path, what: str) -> Image.Image:
-    """Open and fully decode ``path`` (decoding is where truncated files fail)."""
+def _open(path: Path, what: str, *, exif_transpose: bool = False) -> Image.Image:
+    """Open and fully decode ``path`` (decoding is where truncated files fail); with
+    ``exif_transpose``, turned upright as its EXIF Orientation tag says."""
     if not path.is_file():
         raise DataError(f"{what} file not found: {path}")
     try:
         with Image.open(path) as img:
             img.load()  # the decoded pixels stay valid after the file is closed
+            if exif_transpose:
+                return ImageOps.exif_transpose(img)
             return img
     except DataError:
         raise
@@ -55,11 +58,13 @@ def _open(path: Path, what: str) -> Image.Image:
         raise DataError(f"cannot read {what} {path}: {exc}") from exc
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, *, exif_transpose: bool = False) -> np.ndarray:
     """Read an image file as RGB.
 
     Args:
         path: image file (any format PIL reads).
+        exif_transpose: turn the image upright as its EXIF Orientation tag says (a photo
+            tagged Orientation=6 comes back rotated, as viewers show it).
 
     Returns:
         ``(H, W, 3)`` uint8 RGB array. Grayscale, palette and CMYK images are converted; the alpha
@@ -69,7 +74,7 @@ def read_image(path: str | Path) -> np.ndarray:
         DataError: the file is missing, unreadable or truncated (the message names it).
     """
     path = Path(path)
-    img = _open(path, "image")
+    img = _open(path, "image", exif_transpose=exif_transpose)
     if img.mode in ("I", "I;16", "I;16B", "I;16L"):
         # 16/32-bit grayscale: keep the top 8 bits of the used range.
         values = np.asarray(img).astype(np.int64)

@@ -5,6 +5,7 @@ Grammar::
     spec      := "synthetic" [":" [options]]
                | "cityscapes:" PATH
                | "voc:" PATH
+               | "folder:" PATH ["," folder-option]*     (classes=K, ignore=I)
     options   := option ("," option)*
     option    := key "=" value
     key       := "count" | "size" | "classes" | "seed" | "regime"
@@ -16,7 +17,9 @@ Values: ``count``, ``classes`` and ``seed`` are integers; ``size`` is ``HxW`` or
 after the first colon (so it may itself contain colons) and ``~`` is expanded.
 
 Examples: ``synthetic``, ``synthetic:count=200,size=64x96,regime=tiny``,
-``cityscapes:/data/cityscapes``, ``voc:~/data/VOCdevkit``.
+``cityscapes:/data/cityscapes``, ``voc:~/data/VOCdevkit``, ``folder:~/data/ade,classes=150``
+(:mod:`dynviz.data.folder`; the trailing ``,classes=K`` / ``,ignore=I`` options override the
+folder's ``dataset.yaml``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 from dynviz.data.base import DatasetTransform, SegmentationDataset
 from dynviz.data.cityscapes import CityscapesDataset
 from dynviz.data.errors import DataError
+from dynviz.data.folder import FolderDataset
 from dynviz.data.synthetic import REGIMES, SyntheticScenes
 from dynviz.data.voc import VOCDataset
 
@@ -36,7 +40,8 @@ __all__ = ["DATASET_KINDS", "SYNTHETIC_DEFAULTS", "DatasetSpec", "build_dataset"
 
 logger = logging.getLogger(__name__)
 
-DATASET_KINDS = ("synthetic", "cityscapes", "voc")
+DATASET_KINDS = ("synthetic", "cityscapes", "voc", "folder")
+FOLDER_OPTIONS = ("classes", "ignore")
 
 SYNTHETIC_DEFAULTS: dict[str, Any] = {
     "count": 64,
@@ -52,9 +57,10 @@ class DatasetSpec:
     """A parsed dataset spec.
 
     Attributes:
-        kind: ``synthetic``, ``cityscapes`` or ``voc``.
+        kind: ``synthetic``, ``cityscapes``, ``voc`` or ``folder``.
         path: the data folder (``None`` for synthetic).
-        options: synthetic options, defaults filled in (empty for the other kinds).
+        options: synthetic options, defaults filled in; the given ``classes`` / ``ignore`` of
+            a folder; empty for the other kinds.
     """
 
     kind: str
@@ -62,6 +68,8 @@ class DatasetSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:
+        if self.kind == "folder":
+            return f"folder:{self.path}" + "".join(f",{k}={v}" for k, v in self.options.items())
         if self.kind != "synthetic":
             return f"{self.kind}:{self.path}"
         opts = dict(self.options)
@@ -138,14 +146,41 @@ def parse_spec(spec: str) -> DatasetSpec:
     if kind not in DATASET_KINDS:
         raise DataError(
             f"unknown dataset kind {kind!r} in spec {spec!r}; expected one of "
-            f"{', '.join(DATASET_KINDS)} (e.g. synthetic, cityscapes:PATH, voc:PATH)"
+            f"{', '.join(DATASET_KINDS)} (e.g. synthetic, cityscapes:PATH, voc:PATH, "
+            "folder:PATH)"
         )
     if kind == "synthetic":
         options = _parse_options(rest, spec) if rest.strip() else dict(SYNTHETIC_DEFAULTS)
         return DatasetSpec(kind, None, options)
     if not sep or not rest.strip():
         raise DataError(f"spec {spec!r} needs a path: {kind}:PATH")
+    if kind == "folder":
+        path, options = _folder_options(rest.strip(), spec)
+        return DatasetSpec(kind, Path(path).expanduser(), options)
     return DatasetSpec(kind, Path(rest.strip()).expanduser())
+
+
+def _folder_options(text: str, spec: str) -> tuple[str, dict[str, Any]]:
+    """Split ``PATH,classes=K,ignore=I`` into the path and its trailing options."""
+    options: dict[str, Any] = {}
+    path = text
+    while True:
+        head, comma, tail = path.rpartition(",")
+        key, sep, value = tail.partition("=")
+        key = key.strip().lower()
+        if not comma or not sep or key not in FOLDER_OPTIONS:
+            if comma and sep and key and "/" not in key:
+                raise DataError(
+                    f"unknown option {key!r} in spec {spec!r}; known: {', '.join(FOLDER_OPTIONS)}"
+                )
+            break
+        if key in options:
+            raise DataError(f"option {key!r} given twice in spec {spec!r}")
+        options[key] = _int_option(key, value.strip(), spec, 1 if key == "classes" else 0)
+        path = head
+    if not path.strip():
+        raise DataError(f"spec {spec!r} needs a path: folder:PATH")
+    return path.strip(), dict(reversed(list(options.items())))
 
 
 def build_dataset(
@@ -191,4 +226,12 @@ def build_dataset(
         raise DataError(f"dataset path does not exist: {parsed.path}")
     if parsed.kind == "cityscapes":
         return CityscapesDataset(parsed.path, split, **common)
+    if parsed.kind == "folder":
+        return FolderDataset(
+            parsed.path,
+            split,
+            num_classes=parsed.options.get("classes"),
+            ignore_index=parsed.options.get("ignore"),
+            **common,
+        )
     return VOCDataset(parsed.path, split, **common)

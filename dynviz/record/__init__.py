@@ -20,6 +20,12 @@ counted pixel), ``height``, ``width`` (the input size), ``confusion`` (the image
 ``num_classes x num_classes`` confusion matrix, so data-set mIoU can be summed from the records)
 and every statistic of the data set as ``stat_<key>`` (float64).
 
+With test-time augmentation (``dynviz record --aug flip scales=0.5,1,1.5``) every image has one
+row per forward pass: ``image_id`` is ``"<id>@<scale>"`` or ``"<id>@<scale>+flip"``, and three
+more columns say which (``source_image_id`` string, ``aug_scale`` float64, ``aug_flip`` bool); the
+gates, size and GMACs are those of that pass, the scores those of the averaged prediction.
+Without ``--aug`` the tables are exactly as above.
+
 Part files are written atomically (temporary file and rename); the ``images`` part of a chunk is
 written after its ``gates`` part and commits it. A re-run, a resumed run or a run with another
 number of ranks skips the images already recorded, so rows are never duplicated; a ``gates``

@@ -44,6 +44,7 @@ from dynviz.record.tables import (
     _parts,
     _read_sidecar,
 )
+from dynviz.tta import Augment, infer, variant_label
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ class RecordChunk:
         self.confusion: list[np.ndarray] = []
         self.sizes: list[tuple[int, int]] = []
         self.stats: list[Mapping[str, float]] = []
+        self.extra: dict[str, list[Any]] = {}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -125,7 +127,10 @@ class RecordChunk:
         confusion: np.ndarray,
         size: tuple[int, int],
         stats: Sequence[Mapping[str, float]],
+        extra: Mapping[str, Sequence[Any]] | None = None,
     ) -> None:
+        for key, values in (extra or {}).items():
+            self.extra.setdefault(key, []).extend(values)
         self.ids.extend(ids)
         self.gates.append(gates)  # (b, L + 1, S, 3) float32
         self.confusion.append(confusion)  # (b, K * K) int64
@@ -176,6 +181,8 @@ class RecordChunk:
             "width": pa.array(sizes[:, 1]),
             "confusion": pa.array(list(confusion), type=pa.list_(pa.int64())),
         }
+        for key, values in self.extra.items():  # the augmentation columns (--aug)
+            columns[key] = pa.array(values, type=_EXTRA_TYPES[key])
         for key in sorted({k for row in self.stats for k in row}):
             values = [float(row.get(key, np.nan)) for row in self.stats]
             columns[f"stat_{key}"] = pa.array(np.asarray(values, dtype=np.float64))
@@ -188,6 +195,9 @@ class RecordChunk:
         gates = gate_table.to_pandas(types_mapper=_arrow_to_pandas)
         images = image_table.to_pandas(types_mapper=_arrow_to_pandas)
         return _normalise_gates(gates, "recorded frames"), _normalise_images(images)
+
+
+_EXTRA_TYPES = {"source_image_id": pa.string(), "aug_scale": pa.float64(), "aug_flip": pa.bool_()}
 
 
 def _image_scores(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -236,12 +246,13 @@ def _batches(loader: Any, batch_size: int) -> Iterator[list[dict[str, Any]]]:
     """Group consecutive items of equal image size into batches of at most ``batch_size``."""
     pending: list[dict[str, Any]] = []
     for item in loader:
-        if pending and (
-            len(pending) >= batch_size or item["image"].shape != pending[0]["image"].shape
-        ):
+        if pending and item["image"].shape != pending[0]["image"].shape:
             yield pending
             pending = []
         pending.append(item)
+        if len(pending) >= batch_size:  # at once: a failing next item loses nothing
+            yield pending
+            pending = []
     if pending:
         yield pending
 
@@ -352,6 +363,7 @@ def record(
     device: torch.device | str | None = None,
     workers: int = 0,
     progress: bool | None = None,
+    aug: Augment | None = None,
 ) -> RecordResult:
     """Run ``model`` over ``dataset`` and write (or complete) a records folder.
 
@@ -374,6 +386,11 @@ def record(
         device: where to run (default: where the model's parameters are).
         workers: data-loading worker processes.
         progress: tqdm bar (default: when stderr is a terminal; rank 0 only).
+        aug: test-time augmentation (:mod:`dynviz.tta`): one row per image and variant, with
+            ``image_id`` ``"<id>@<scale>[+flip]"`` and the columns ``source_image_id``,
+            ``aug_scale`` and ``aug_flip``; each row's gates, size and GMACs are those of its
+            forward pass, its ``miou``, ``pixel_accuracy`` and ``confusion`` those of the image's
+            averaged prediction (so summed confusions still give the data set's mIoU).
 
     Returns:
         A :class:`RecordResult` for this rank.
@@ -405,11 +422,13 @@ def record(
         data_spec=data_spec,
         split=split,
         world=world,
+        aug=aug,
     )
     done, chunks = _open_folder(folder, meta, rank, world)
     gates_dir, images_dir = folder / GATES_DIR, folder / IMAGES_DIR
     count = len(dataset) if limit is None else min(int(limit), len(dataset))
-    pending = [i for i in range(count) if dataset.image_id(i) not in done]
+    first = "" if aug is None else "@" + variant_label(*aug.variants[0])
+    pending = [i for i in range(count) if dataset.image_id(i) + first not in done]
     skipped = count - len(pending)
     shard = pending[rank::world]
     next_chunk = 1 + max((c for r, c in chunks if r == rank), default=-1)
@@ -477,16 +496,36 @@ def record(
                 ids = [str(it["image_id"]) for it in items]
                 images = _stack([it["image"] for it in items]).to(device)  # (B, 3, H, W)
                 labels = _stack([it["label"] for it in items]).to(device)  # (B, H, W)
-                out = net(images, route=route)
-                pred = out.logits.max(1).indices  # (B, H, W); many times faster than argmax
-                confusion = _confusion(pred, labels, config.num_classes, ignore, ids)
-                chunk.add(
-                    ids,
-                    out.gates.float().cpu().numpy(),
-                    confusion.cpu().numpy(),
-                    (int(images.shape[-2]), int(images.shape[-1])),
-                    [it.get("stats") or {} for it in items],
-                )
+                stats = [it.get("stats") or {} for it in items]
+                if aug is None:
+                    out = net(images, route=route)
+                    pred = out.logits.max(1).indices  # (B, H, W); many times faster than argmax
+                    confusion = _confusion(pred, labels, config.num_classes, ignore, ids)
+                    chunk.add(
+                        ids,
+                        out.gates.float().cpu().numpy(),
+                        confusion.cpu().numpy(),
+                        (int(images.shape[-2]), int(images.shape[-1])),
+                        stats,
+                    )
+                else:
+                    probs, forwards = infer(net, images, aug=aug, route=route)
+                    pred = probs.max(1).indices
+                    confusion = _confusion(pred, labels, config.num_classes, ignore, ids)
+                    matrix = confusion.cpu().numpy()
+                    for forward in forwards:
+                        chunk.add(
+                            [f"{i}@{forward.label}" for i in ids],
+                            forward.gates.numpy(),
+                            matrix,
+                            forward.size,
+                            stats,
+                            {
+                                "source_image_id": ids,
+                                "aug_scale": [forward.scale] * len(ids),
+                                "aug_flip": [forward.flip] * len(ids),
+                            },
+                        )
                 recorded += len(items)
                 bar.update(len(items))
                 if len(chunk) >= chunk_size:
@@ -513,8 +552,9 @@ def _sidecar(
     data_spec: str | None,
     split: str | None,
     world: int,
+    aug: Augment | None = None,
 ) -> dict[str, Any]:
-    """The sidecar of a recording, as plain JSON types."""
+    """The sidecar of a recording, as plain JSON types (``aug`` only when augmented)."""
     config = net.config
     ckpt = dict(checkpoint) if checkpoint else None
     meta: dict[str, Any] = {
@@ -542,6 +582,8 @@ def _sidecar(
         "torch_version": str(torch.__version__),
         "created": _now(),
     }
+    if aug is not None:
+        meta["aug"] = aug.to_dict()
     # written as the reader parses it (Sidecar keeps any key it does not know)
     return Sidecar.from_dict(json.loads(json.dumps(meta, default=str))).to_dict()
 

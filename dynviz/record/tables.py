@@ -53,11 +53,20 @@ IMAGE_COLUMNS: dict[str, str] = {
     "height": "int32",
     "width": "int32",
 }
-"""Required columns of the ``images`` table (plus optional ``confusion`` and ``stat_*``)."""
+"""Required columns of the ``images`` table (plus optional ``confusion``, ``stat_*`` and, in
+records made with ``--aug``, ``source_image_id``, ``aug_scale`` and ``aug_flip``)."""
 
 # Keys of the sidecar that identify what was recorded: appending to records made with other
 # values would mix two experiments.
-_IDENTITY_KEYS = ("config", "route", "forced_route", "checkpoint_sha256", "data", "split")
+_IDENTITY_KEYS = (
+    "config",
+    "route",
+    "forced_route",
+    "checkpoint_sha256",
+    "data",
+    "split",
+    "aug",
+)
 _PART = re.compile(r"^part-r(\d+)-c(\d+)\.parquet$")
 GIGA = 1e9
 

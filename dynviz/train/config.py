@@ -53,7 +53,7 @@ class TrainConfig:
     amp: bool | None = None  # bf16 autocast; default on for CUDA
     deterministic: bool = False  # torch.use_deterministic_algorithms (warn only)
     progress: bool | None = None  # tqdm bar; default when stderr is a terminal
-    tensorboard: bool = True  # write TensorBoard events when tensorboard imports
+    tensorboard: bool | None = None  # None: when installed; True: required; False: off
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "crop", tuple(int(v) for v in self.crop))

@@ -1,5 +1,6 @@
-"""The text outputs of a run directory: ``config.yaml``, ``metrics.jsonl`` and TensorBoard events
-(when tensorboard imports). Only rank 0 keeps one."""
+"""The text outputs of a run directory: ``config.yaml``, ``metrics.jsonl``, ``log.txt`` (the
+log messages of the run, appended on resume) and TensorBoard events (with the ``tensorboard``
+extra installed). Only rank 0 keeps one."""
 
 from __future__ import annotations
 
@@ -12,12 +13,30 @@ from typing import Any
 import torch
 import yaml
 
-__all__ = ["CONFIG_FILE", "METRICS_FILE", "RunLog"]
+__all__ = ["CONFIG_FILE", "LOG_FILE", "METRICS_FILE", "RunLog", "require_tensorboard"]
 
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
+LOG_FILE = "log.txt"
+TENSORBOARD_HINT = "pip install 'dynviz[tensorboard]'"
+
+
+def tensorboard_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def require_tensorboard() -> None:
+    """Raise a one-line error naming the extra when tensorboard is not installed."""
+    if not tensorboard_available():
+        from dynviz.errors import MissingExtraError
+
+        raise MissingExtraError(
+            f"--tensorboard needs tensorboard, which is not installed: {TENSORBOARD_HINT}"
+        )
 
 
 class RunLog:
@@ -32,9 +51,11 @@ class RunLog:
     """
 
     def __init__(
-        self, run_dir: Path, doc: dict[str, Any], *, iteration: int, tensorboard: bool
+        self, run_dir: Path, doc: dict[str, Any], *, iteration: int, tensorboard: bool | None
     ) -> None:
         self.run_dir = run_dir
+        self._handler: logging.Handler | None = None
+        self._level: int | None = None
         metrics_path = run_dir / METRICS_FILE
         try:
             (run_dir / CONFIG_FILE).write_text(
@@ -47,19 +68,33 @@ class RunLog:
                         kept.append(line)
             metrics_path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
             self._metrics: Any = metrics_path.open("a", encoding="utf-8")
+            self._open_text_log(run_dir / LOG_FILE)
         except OSError as err:
             raise OSError(err.errno, f"cannot write to {run_dir}: {err.strerror}") from err
         self._writer: Any = None
-        if tensorboard:
-            try:
+        if tensorboard is not False:
+            if tensorboard_available():
                 from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                logger.info(
-                    "tensorboard is not installed: no event files "
-                    "(pip install 'dynviz[tensorboard]', or --no-tensorboard)"
-                )
-            else:
+
                 self._writer = SummaryWriter(log_dir=str(run_dir), purge_step=iteration + 1)
+            elif tensorboard:
+                require_tensorboard()
+            else:
+                logger.info("no TensorBoard events (%s to have them)", TENSORBOARD_HINT)
+
+    def _open_text_log(self, path: Path) -> None:
+        """Copy the ``dynviz`` loggers' messages (INFO and above) to ``log.txt``."""
+        handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+        handler.setLevel(logging.INFO)
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+        )
+        package = logging.getLogger("dynviz")
+        if package.getEffectiveLevel() > logging.INFO:
+            self._level = package.level
+            package.setLevel(logging.INFO)
+        package.addHandler(handler)
+        self._handler = handler
 
     def record(self, record: dict[str, Any]) -> None:
         """Append one JSON line (non-finite floats become null) and its numbers as TensorBoard
@@ -94,6 +129,14 @@ class RunLog:
 
     def close(self) -> None:
         self._metrics.close()
+        if self._handler is not None:
+            package = logging.getLogger("dynviz")
+            package.removeHandler(self._handler)
+            self._handler.close()
+            self._handler = None
+            if self._level is not None:
+                package.setLevel(self._level)
+                self._level = None
         if self._writer is not None:
             self._writer.close()
             self._writer = None

@@ -8,11 +8,14 @@ precise BatchNorm statistics over 200 batches (:mod:`dynviz.train.precise_bn`).
 
 Run directory::
 
-    config.yaml            resolved model config, route, training arguments, data specs
+    config.yaml            resolved model config, route, training arguments, data specs and the
+                           environment (git commit of dynviz when available, package versions);
+                           ``dynviz train --config RUN/config.yaml`` trains it again
     metrics.jsonl          one JSON object per logged iteration and per evaluation
     checkpoint_latest.pt   every --checkpoint-every iterations and at the end (atomic)
     checkpoint_best.pt     at the best validation mIoU (atomic)
-    events.out.tfevents.*  TensorBoard scalars and gate histograms (when tensorboard imports)
+    log.txt                the run's log messages (appended on resume)
+    events.out.tfevents.*  TensorBoard scalars and gate histograms (the tensorboard extra)
 
 Resume is exact: the checkpoint holds the model, optimiser, iteration and RNG states; the learning
 rate is a function of the iteration; which samples each iteration reads and how they are augmented
@@ -69,13 +72,14 @@ from dynviz.distributed import (
     broadcast_buffers,
     init_distributed,
 )
+from dynviz.environment import environment
 from dynviz.evaluate import EvalResult, evaluate
-from dynviz.model import ConfigError, RoutingNetwork, build_model
+from dynviz.model import ConfigError, Route, RoutingNetwork, RoutingSpaceConfig, build_model
 from dynviz.train.budget import BudgetLoss, BudgetSchedule
 from dynviz.train.config import RESUMABLE_FIELDS, TrainConfig
 from dynviz.train.optim import PolySchedule, build_optimizer, default_warmup_iters
 from dynviz.train.precise_bn import update_bn_stats
-from dynviz.train.runlog import RunLog
+from dynviz.train.runlog import RunLog, require_tensorboard
 
 __all__ = [
     "RESUMABLE_FIELDS",
@@ -184,14 +188,24 @@ class Trainer:
         config: the training arguments.
         resume: continue the run in ``config.out`` from its ``checkpoint_latest.pt``.
         dist_info: this process's place in a torchrun job (default: from the environment).
+        network: the network to build instead of ``config.model`` (a run config's saved
+            network, :mod:`dynviz.runconfig`).
     """
 
     def __init__(
-        self, config: TrainConfig, *, resume: bool = False, dist_info: DistInfo | None = None
+        self,
+        config: TrainConfig,
+        *,
+        resume: bool = False,
+        dist_info: DistInfo | None = None,
+        network: RoutingSpaceConfig | Route | None = None,
     ) -> None:
+        self.network = network  # a run config's saved network (default: config.model)
         self.info = dist_info or init_distributed(config.device)
         self.device = self.info.device
         self.run_dir = Path(config.out)
+        if config.tensorboard and self.info.is_main:
+            require_tensorboard()  # before any work: a one-line error naming the extra
         if config.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self._seed_everything(config.seed)
@@ -308,7 +322,7 @@ class Trainer:
                 overrides["budget_lambda"] = config.budget_lambda
             if config.budget_mu is not None:
                 overrides["budget_mu"] = config.budget_mu
-            model = build_model(config.model, **overrides)
+            model = build_model(config.model if self.network is None else self.network, **overrides)
         if model.config.num_classes < self.train_set.num_classes:
             raise ConfigError(
                 f"the network predicts {model.config.num_classes} classes but the "
@@ -416,6 +430,7 @@ class Trainer:
             "dynviz_version": dynviz.__version__,
             "torch_version": str(torch.__version__),
             "world_size": self.info.world_size,
+            "environment": environment(),
             "model": self.model.config.to_dict(),
             "route": route_to_dict(self.model.route),
             "train": self.config.to_dict(),
@@ -653,6 +668,14 @@ class Trainer:
                 if self.val_set is not None:
                     self._evaluate()
             self._save(LATEST, metrics=None if self.last_eval is None else self.last_eval.to_dict())
+            if self.info.is_main:
+                logger.info(
+                    "stopped at iteration %d/%d after %.1f s; best val mIoU %s",
+                    self.iteration,
+                    cfg.iters,
+                    time.perf_counter() - started,
+                    "n/a" if self.best_miou is None else f"{self.best_miou:.4f}",
+                )
         finally:
             if bar is not None:
                 bar.close()

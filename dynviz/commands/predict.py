@@ -1,0 +1,126 @@
+"""``dynviz predict RUN_DIR|CHECKPOINT IMAGES... --out DIR``: segment image files into masks,
+overlays and ``predictions.csv`` (:mod:`dynviz.predict`). Unreadable files are listed and
+skipped; the exit status is then 3 (after everything else was written)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dynviz.checkpoint import load_model, run_data_spec
+from dynviz.commands import add_aug_option, add_threads_option, guarded, positive_int
+from dynviz.data import DataError, parse_spec
+from dynviz.data.palette import palette_for
+from dynviz.model import ConfigError
+from dynviz.model.route import Route
+from dynviz.model.zoo import load_spec
+from dynviz.predict import predict_files
+from dynviz.tta import Augment
+
+__all__ = ["configure_parser", "main"]
+
+EXIT_SKIPPED = 3
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``dynviz predict``."""
+    parser.add_argument(
+        "checkpoint",
+        metavar="RUN_DIR|CHECKPOINT",
+        help="a run directory (its best, else latest, checkpoint) or a .pt file",
+    )
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    add_aug_option(parser)
+    parser.add_argument(
+        "--window",
+        nargs=2,
+        type=positive_int,
+        metavar=("H", "W"),
+        help="slide H x W windows over larger images (probabilities of overlaps averaged)",
+    )
+    parser.add_argument(
+        "--window-stride",
+        nargs=2,
+        type=positive_int,
+        metavar=("H", "W"),
+        help="the windows' stride (default: two thirds of --window)",
+    )
+    parser.add_argument(
+        "--palette",
+        choices=("auto", "cityscapes", "voc"),
+        default="auto",
+        help="overlay colours (default auto: Cityscapes' for a run trained on cityscapes:..., "
+        "else VOC's)",
+    )
+    parser.add_argument(
+        "--opacity", type=float, default=0.5, help="weight of the colours (default 0.5)"
+    )
+    parser.add_argument("--route", metavar="ROUTE", help="force this route spec (preset or YAML)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
+    add_threads_option(parser)
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: when stderr is a terminal)",
+    )
+
+
+def _palette_kind(choice: str, meta: dict) -> str | None:
+    if choice != "auto":
+        return choice
+    spec = run_data_spec(meta)
+    try:
+        return parse_spec(spec).kind if spec else None
+    except DataError:
+        return None
+
+
+def _main(args: argparse.Namespace) -> int:
+    import torch
+
+    if not 0.0 <= args.opacity <= 1.0:
+        raise ConfigError(f"--opacity {args.opacity} must be in [0, 1]")
+    if args.window_stride and not args.window:
+        raise ConfigError("--window-stride needs --window H W")
+    aug = Augment.parse(args.aug)
+    model, meta = load_model(args.checkpoint)
+    route = None
+    if args.route:
+        loaded = load_spec(args.route)
+        if not isinstance(loaded, Route):
+            raise ConfigError(f"{args.route}: not a route spec (no 'space' key)")
+        route = loaded
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(device)
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    result = predict_files(
+        model,
+        args.images,
+        args.out,
+        palette=palette_for(_palette_kind(args.palette, meta)),
+        aug=aug,
+        window=tuple(args.window) if args.window else None,
+        stride=tuple(args.window_stride) if args.window_stride else None,
+        route=route,
+        device=device,
+        opacity=args.opacity,
+        progress=progress,
+    )
+    mean = sum(result.real_gmacs) / len(result.real_gmacs) if result.real_gmacs else 0.0
+    print(
+        f"segmented {result.images} image(s) ({result.forwards} forward passes, "
+        f"{mean:.4f} real GMACs per image) into {result.out_dir}"
+    )
+    if result.failed:
+        print(f"skipped {len(result.failed)} file(s):", file=sys.stderr)
+        for path, reason in result.failed:
+            print(f"  {reason if path in reason else f'{path}: {reason}'}", file=sys.stderr)
+        return EXIT_SKIPPED
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    """``dynviz predict``."""
+    return guarded(_main, args)
