@@ -14,6 +14,7 @@ from dynviz.model import (
     RoutingNetwork,
     RoutingOutput,
     RoutingSpaceConfig,
+    Semantics,
     build_model,
 )
 
@@ -28,6 +29,7 @@ __all__ = [
     "RoutingNetwork",
     "RoutingOutput",
     "RoutingSpaceConfig",
+    "Semantics",
     "__version__",
     "build_model",
 ]

@@ -52,18 +52,17 @@ class CompareRow:
     iteration: int | None
 
 
-def describe_model(model: Any) -> tuple[str, str]:
-    """``(kind, modeled from)`` of a network: what Table 1's first columns say about it."""
+def describe_model(model: Any, train_args: dict[str, Any] | None = None) -> tuple[str, str]:
+    """``(kind, modeled from)`` of a network: what Table 1's first columns say about it.
+    ``train_args`` (the run's resolved training arguments) give the budget it was trained with."""
     route = model.route
     config = model.config
     if route is None:
         if not config.has_gates:
             return "fix", "every path open, no gates (Network-Fix)"
-        budget = (
-            f"budget lambda={config.budget_lambda:g}, mu={config.budget_mu:g}"
-            if config.budget_lambda > 0
-            else "no budget"
-        )
+        args = train_args or {}
+        lam, mu = float(args.get("budget_lambda") or 0.0), float(args.get("budget_mu") or 0.0)
+        budget = f"budget lambda={lam:g}, mu={mu:g}" if lam > 0 else "no budget"
         return "dynamic", f"gates, {config.gate.value} ({budget})"
     text = route.description or route.name
     if "paper" in route.meta or route.description.lower().startswith("special case"):
@@ -96,7 +95,7 @@ def compare(
     for i, run in enumerate(runs):
         model, meta = load_model(run)
         result = evaluate(model, dataset, limit=limit, progress=progress)
-        kind, modeled = describe_model(model)
+        kind, modeled = describe_model(model, meta.get("train_args"))
         rows.append(
             CompareRow(
                 method=names[i] if names else source_name(run),

@@ -44,6 +44,7 @@ from dynviz.model.config import (
 )
 from dynviz.model.ops import small_gate_size
 from dynviz.model.route import Route
+from dynviz.model.topology import cell_edges
 
 __all__ = [
     "CostItem",
@@ -82,6 +83,9 @@ def propagate(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Which nodes received input, ran their operation, and how many inputs they summed.
 
+    The batched form of :func:`dynviz.model.topology.reach` (one row per image), walking the
+    same edges: a fed cell without an open path passes its input through its keep output.
+
     Args:
         active: ``(B, L + 1, S, 3)`` bool of computed paths.
     Returns:
@@ -90,23 +94,22 @@ def propagate(
     b = active.shape[0]
     shape = (b, config.num_layers + 1, config.num_scales)
     has = torch.zeros(shape, dtype=torch.bool, device=active.device)
+    on = torch.zeros(shape, dtype=torch.bool, device=active.device)
     count = torch.zeros(shape, dtype=torch.int64, device=active.device)
     has[:, 0, 0] = True
     count[:, 0, 0] = 1
-    on = active.any(-1) & has
-    for layer in range(config.num_layers):
-        on[:, layer] = active[:, layer].any(-1) & has[:, layer]
-        passthrough = has[:, layer] & ~on[:, layer]
-        for scale in config.scales_in_layer(layer):
-            for d in config.directions(layer, scale):
-                target = config.target(layer, scale, d)
-                arrived = active[:, layer, scale, int(d)] & has[:, layer, scale]
-                if d is Direction.KEEP:
-                    arrived = arrived | passthrough[:, scale]
-                has[:, target[0], target[1]] |= arrived
-                count[:, target[0], target[1]] += arrived.long()
-    last = config.num_layers
-    on[:, last] = active[:, last].any(-1) & has[:, last]
+    for (layer, scale), out in cell_edges(config):
+        fed = has[:, layer, scale]
+        on[:, layer, scale] = active[:, layer, scale, [int(e.direction) for e in out]].any(-1) & fed
+        passthrough = fed & ~on[:, layer, scale]
+        for edge in out:
+            if edge.target is None:  # a last-layer keep: the decoder
+                continue
+            arrived = active[:, layer, scale, int(edge.direction)] & fed
+            if edge.direction is Direction.KEEP:
+                arrived = arrived | passthrough
+            has[:, edge.target[0], edge.target[1]] |= arrived
+            count[:, edge.target[0], edge.target[1]] += arrived.long()
     return has, on, count
 
 

@@ -43,6 +43,7 @@ from dynviz.model.ops import (
     UpTransform,
 )
 from dynviz.model.route import Route, RouteError
+from dynviz.model.topology import cell_edges
 from dynviz.model.zoo import load_spec
 
 __all__ = [
@@ -190,8 +191,14 @@ class _Step:
 class StaticNetwork(nn.Module):
     """A route as a straight-line module graph: stem, the route's cells in order, decoder.
 
-    It reuses the submodules of ``network`` (no copy: weights are shared), holds only the
-    route's cells, never runs a gate, and returns the logits tensor only. Built on a dynamic
+    This is the dynamic network specialised to a fixed route, not another model: its steps are
+    the route's part of the network's graph (:func:`dynviz.model.topology.cell_edges`) and each
+    step runs the network's own node functions (``RoutingCell.hidden``, ``RoutingCell.transform``,
+    ``Decoder.top_down``, ``Decoder.head``); what it drops is the per-sample bookkeeping (gates,
+    gather/scatter, masks), and on float32 CPU inference with BN folded it runs the same nodes
+    as fused oneDNN kernels. It reuses the submodules of ``network`` (no copy: weights are
+    shared), holds only the route's cells, never runs a gate, and returns the logits tensor
+    only. Built on a dynamic
     network its cells still carry their (unused) gates; :func:`static_network` copies the
     route's weights into a gate-free static network first, which is what export uses.
 
@@ -229,21 +236,16 @@ class StaticNetwork(nn.Module):
         self.config: RoutingSpaceConfig = config
         self.route = route
         self.stem = network.stem
+        # the route's part of the network's graph (dynviz.model.topology), in forward order
         steps = []
         cells = {}
-        for layer, scale in config.cells:
-            directions = route.directions(layer, scale)
-            if not directions:
+        for (layer, scale), out in cell_edges(config):
+            open_out = tuple((e.direction, e.target) for e in out if e.key in route.paths)
+            if not open_out:
                 continue
             key = f"{layer}_{scale}"
             cells[key] = network.cells[key]
-            steps.append(
-                _Step(
-                    key,
-                    (layer, scale),
-                    tuple((d, config.target(layer, scale, d)) for d in directions),
-                )
-            )
+            steps.append(_Step(key, (layer, scale), open_out))
         self.cells = nn.ModuleDict(cells)
         self.decoder = network.decoder
         self._steps = tuple(steps)
@@ -294,12 +296,8 @@ class StaticNetwork(nn.Module):
         for step in self._steps:
             cell = self.cells[step.key]
             x_in = nodes.pop(step.node)  # (B, C, h, w): the sum of incoming paths
-            if fused:
-                r = _hidden_fused(cell.op, x_in)  # ReLU(H)
-            else:
-                h = cell.op(x_in)
-                h = h.add_(x_in) if inplace else h + x_in
-                r = h.relu_()  # ReLU(H)
+            # ReLU(H): the network's cell (Eq. 4), or its fused oneDNN specialisation
+            r = _hidden_fused(cell.op, x_in) if fused else cell.hidden(x_in, inplace=inplace)
             for d, target in step.outputs:
                 if fused and d is not Direction.KEEP:
                     y = _transform_fused(cell.up if d is Direction.UP else cell.down, r)
@@ -316,6 +314,9 @@ class StaticNetwork(nn.Module):
     def _decode(
         self, features: dict[int, torch.Tensor], size: tuple[int, int], *, fused: bool = False
     ) -> torch.Tensor:
+        """The network's decoder (``Decoder.top_down`` / ``Decoder.head``) on the scales the route
+        reaches (every sample has them: no per-sample masks); fused, its lateral convs and
+        predictor run as fused oneDNN kernels."""
         decoder = self.decoder
         y: torch.Tensor | None = None
         for s in reversed(range(len(decoder.lateral))):
@@ -324,13 +325,16 @@ class StaticNetwork(nn.Module):
                 y = f if y is None else y + f
             if y is None:
                 continue
-            lateral = decoder.lateral[s]
-            y = _conv(lateral.conv, y, "relu") if fused else lateral(y)
+            if not fused:
+                y = decoder.top_down(s, y)
+                continue
+            y = _conv(decoder.lateral[s].conv, y, "relu")
             if s > 0:
                 y = F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False)
         assert y is not None  # a valid route reaches the decoder
-        logits = _conv(decoder.predictor, y) if fused else decoder.predictor(y)
-        logits = logits.contiguous()  # (B, K, H/4, W/4), default layout before upsampling
+        if not fused:
+            return decoder.head(y, size)
+        logits = _conv(decoder.predictor, y).contiguous()  # default layout before upsampling
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 

@@ -33,6 +33,7 @@ import pandas as pd
 from dynviz.cost import CostTable
 from dynviz.model.config import Direction, PathKey, RoutingSpaceConfig
 from dynviz.model.route import Route
+from dynviz.model.topology import reach
 
 __all__ = [
     "DECODER",
@@ -211,8 +212,9 @@ def route_graph(
         raise ValueError("route_graph takes the gate rows of one image; filter by image_id")
     alpha = _path_values(frame, "alpha")
     active = _path_values(frame.assign(active=frame["active"].astype(float)), "active")
-    paths = [k for k in config.paths if active.get(k, 0.0) > 0]
-    cells = sorted({(layer, scale) for layer, scale, _ in paths})
+    ran = reach(config, [k for k, v in active.items() if v > 0])  # dynviz.model.topology
+    paths = [k for k in config.paths if k in ran.paths]
+    cells = sorted(ran.ran)
     graph = nx.DiGraph(
         name=str(frame["image_id"].iloc[0]) if len(frame) else "route",
         num_layers=config.num_layers,
@@ -226,7 +228,7 @@ def route_graph(
             attrs["macs"] = float(costs.path[path[0], path[1], int(path[2])])
         _add_path(graph, config, path, **attrs)
     # Targets of active paths whose own paths were all closed (X passed through their keep
-    # output) still appear as nodes so every edge has both ends.
+    # output: ``ran.passed``) still appear as nodes so every edge has both ends.
     for node in list(graph.nodes):
         if isinstance(node, tuple) and "kind" not in graph.nodes[node]:
             layer, scale = node

@@ -8,7 +8,10 @@ input size, on the machine it runs on:
 
 * :func:`measure_node_latency` times the cell operation (``ReLU(O(X) + X)``), the gate and each
   transform at every scale, a node's input sum, the stem and the decoder, and returns a
-  :class:`NodeLatency` (seconds per call, one value per scale);
+  :class:`NodeLatency` (seconds per call, one value per scale). It times the network's own
+  nodes: the modules of a :class:`~dynviz.model.RoutingNetwork` of the config, through the
+  functions its forward runs (``RoutingCell.hidden``/``transform``, the gate,
+  ``Decoder.top_down``/``head``, the stem);
 * :func:`latency_cost_table` lays it out like :class:`dynviz.cost.CostTable` (the same ``op``,
   ``gate``, ``path``, ``node_add``, ``stem`` and ``decoder_*`` fields) in seconds, so everything
   that takes a cost table (``real``, ``expected``, ``backbone_expected``,
@@ -32,19 +35,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dynviz.cost import CostItem, CostTable, Counting, cost_table
 from dynviz.model.config import Direction, RoutingSpaceConfig
-from dynviz.model.ops import (
-    ConvBNReLU,
-    DownTransform,
-    SepConv,
-    SoftConditionalGate,
-    Stem,
-    UpTransform,
-)
+from dynviz.model.network import RoutingNetwork
 from dynviz.model.route import Route
 
 __all__ = [
@@ -288,17 +283,18 @@ def _module(m: nn.Module, channels_last: bool, fold: bool) -> nn.Module:
     return m.to(memory_format=torch.channels_last) if channels_last else m
 
 
-class _Lateral(nn.Module):
-    def __init__(self, c_in: int, c_out: int, upsample: bool) -> None:
-        super().__init__()
-        self.block = ConvBNReLU(c_in, c_out)
-        self.upsample = upsample
-
-    def forward(self, y: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-        y = self.block(y + f)
-        if self.upsample:
-            y = F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False)
-        return y
+def _probe_cells(config: RoutingSpaceConfig) -> dict[int, tuple[int, int]]:
+    """For each scale, the cell of the network whose nodes are timed for that scale: the first
+    one that owns the most transforms (a cell below the last layer has up and down where its
+    scale allows them)."""
+    out: dict[int, tuple[int, int]] = {}
+    for layer, scale in config.cells:
+        if layer == 0:
+            continue  # the initial cell (not charged, and it has no up)
+        best = out.get(scale)
+        if best is None or len(config.directions(layer, scale)) > len(config.directions(*best)):
+            out[scale] = (layer, scale)
+    return out
 
 
 def measure_node_latency(
@@ -351,53 +347,40 @@ def measure_node_latency(
             def rand(*shape: int) -> torch.Tensor:
                 return _memory(torch.randn(*shape, generator=gen), channels_last)
 
+            # the network's own nodes: the functions its forward runs, on its modules
+            net = _module(RoutingNetwork(config), channels_last, fold)
+            probes = _probe_cells(config)
             for s in range(config.num_scales):
                 c = config.channels(s)
                 h, w = height // 4 >> s, width // 4 >> s
                 x = rand(batch, c, h, w)
-                op = _module(SepConv(c), channels_last, fold)
-
-                def run_op(op: nn.Module = op, x: torch.Tensor = x) -> torch.Tensor:
-                    y = op(x)
-                    y += x
-                    return y.relu_()
-
-                calls[f"op.{s}"] = run_op
-                if config.has_gates:
-                    gate = _module(
-                        SoftConditionalGate(c, 3, small=config.gate.value == "small"),
-                        channels_last,
-                        fold,
-                    )
-                    calls[f"gate.{s}"] = lambda gate=gate, x=x: gate(x)
-                    alpha = torch.rand(batch, 1, 1, 1, generator=gen)
-                    calls[f"keep.{s}"] = lambda x=x, a=alpha: x * a
-                if s > 0:
-                    up = _module(UpTransform(c), channels_last, fold)
-                    calls[f"up.{s}"] = lambda up=up, x=x: up(x)
-                if s < config.num_scales - 1:
-                    down = _module(DownTransform(c), channels_last, fold)
-                    calls[f"down.{s}"] = lambda down=down, x=x: down(x)
+                cell = net.cell(*probes[s]) if s in probes else None
+                if cell is not None:
+                    calls[f"op.{s}"] = lambda cell=cell, x=x: cell.hidden(x, inplace=True)
+                    with torch.no_grad():
+                        r = cell.hidden(x)  # ReLU(H), what the transforms take
+                    if cell.gate is not None:
+                        calls[f"gate.{s}"] = lambda cell=cell, x=x: cell.gate(x)
+                        alpha = torch.rand(batch, 1, 1, 1, generator=gen)
+                        calls[f"keep.{s}"] = lambda x=x, a=alpha: x * a
+                    for d in (Direction.UP, Direction.DOWN):
+                        if d in cell.directions:
+                            calls[f"{d.label}.{s}"] = lambda cell=cell, d=d, r=r: cell.transform(
+                                d, r
+                            )
+                    keep_alive.append(r)
                 other = rand(batch, c, h, w)
                 calls[f"add.{s}"] = lambda x=x, other=other: x + other
                 top = s == config.num_scales - 1
-                c_out = c // 2 if s > 0 else config.base_channels
-                lateral = _module(_Lateral(c, c_out, s > 0), channels_last, fold)
                 y_in = rand(batch, c, h, w) if not top else torch.zeros_like(x)
-                calls[f"lateral.{s}"] = lambda lat=lateral, y=y_in, x=x: lat(y, x)
+                calls[f"lateral.{s}"] = lambda s=s, y=y_in, x=x: net.decoder.top_down(s, y + x)
                 keep_alive += [x, other, y_in]
-            stem = _module(Stem(config.base_channels), channels_last, fold)
             images = rand(batch, 3, height, width)
-            calls["stem"] = lambda: stem(images)
-            predictor = nn.Conv2d(config.base_channels, config.num_classes, 3, padding=1)
-            predictor = _module(predictor, channels_last, False)
+            calls["stem"] = lambda: net.stem(images)
             y0 = rand(batch, config.base_channels, height // 4, width // 4)
 
             def run_fixed() -> torch.Tensor:
-                logits = predictor(y0)
-                return F.interpolate(
-                    logits, size=(height, width), mode="bilinear", align_corners=False
-                )
+                return net.decoder.head(y0, (height, width))
 
             calls["decoder_fixed"] = run_fixed
             with torch.inference_mode():

@@ -46,8 +46,8 @@ INFO_KEYS = frozenset({"dynviz_version", "torch_version", "world_size", "environ
 """Sections of a run's ``config.yaml`` that describe the run and are not settings."""
 
 # the training arguments that a run resolves from its network: re-derived from the saved
-# model section unless given again
-_FROM_MODEL = ("num_classes", "budget_lambda", "budget_mu")
+# model section unless given again (the budget is a training argument: kept as resolved)
+_FROM_MODEL = ("num_classes",)
 
 
 class SettingsError(UserError):

@@ -97,9 +97,17 @@ def test_quick_bench_cli_writes_json_and_doc(tmp_path, capsys, small_fix):
         assert len(section["load"]) == 2
     keys = {f["key"] for f in data["figures"]}
     assert keys == {"a", "b", "d", "g"}
+    judged = 0
     for figure in data["figures"]:
         assert figure["value"] is None or figure["value"] > 0
-        assert figure["ok"] in (True, False, None)
+        if figure["value"] is None or figure["target"] is None:
+            assert figure["ok"] is None
+            continue
+        value, target = figure["value"], figure["target"]
+        expected = value >= target if figure["compare"] == ">=" else value <= target
+        assert figure["ok"] is expected, figure
+        judged += 1
+    assert judged >= 1  # the quick run measures and judges at least one headline figure
     a = next(s for s in data["sections"] if s["key"] == "a")
     assert [row[0] for row in a["rows"]] == ["all-open", "common-like"]
     assert a["rows"][0][2] == 1.0  # the all-open GMACs ratio
@@ -223,12 +231,31 @@ def test_inference_mode_path_equals_the_autograd_path(tiny):
 
 
 def test_channels_last_inference_can_be_switched_off(tiny):
+    """The switch changes the layout the layers see (not the result)."""
     model = dynviz.build_model(tiny).eval()
     x = torch.randn(2, 3, 64, 64)
-    with torch.inference_mode():
-        on = model(x).logits
-        model.channels_last_inference = False
-        off = model(x).logits
+    layouts = []
+
+    def seen(module, args, output):  # noqa: ANN001 - a forward hook
+        layouts.append(
+            (
+                args[0].is_contiguous(memory_format=torch.channels_last),
+                output.is_contiguous(memory_format=torch.channels_last),
+            )
+        )
+
+    handle = model.stem.register_forward_hook(seen)
+    try:
+        with torch.inference_mode():
+            on = model(x).logits
+            model.channels_last_inference = False
+            off = model(x).logits
+        model.channels_last_inference = True
+        model(x)  # autograd on (training-style forward): never channels-last
+    finally:
+        handle.remove()
+    assert layouts == [(True, True), (False, False), (False, False)]
+    assert on.is_contiguous() and off.is_contiguous()  # the usual layout outside either way
     torch.testing.assert_close(on, off, rtol=1e-4, atol=1e-4 * float(off.abs().max()))
 
 
@@ -238,3 +265,19 @@ def test_docs_performance_has_the_generated_block():
         pytest.skip("docs/performance.md not generated yet")
     text = doc.read_text(encoding="utf-8")
     assert text.count(BEGIN_MARK) == 1 and "dynviz bench" in text
+
+
+@pytest.mark.parametrize(
+    ("value", "target", "compare", "ok"),
+    [
+        (0.9, 1.15, "<=", True),
+        (1.2, 1.15, "<=", False),
+        (0.85, 0.8, ">=", True),
+        (0.7, 0.8, ">=", False),
+        (None, 0.8, ">=", None),
+        (0.7, None, ">=", None),
+    ],
+)
+def test_a_figure_is_judged_against_its_target(value, target, compare, ok):
+    figure = Figure("a", "ratio", value, target, compare)
+    assert figure.ok is ok and figure.to_json()["ok"] is ok

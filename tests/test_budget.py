@@ -91,3 +91,17 @@ def test_invalid_settings_rejected(table):
         BudgetLoss(table, lam=-1.0, mu=0.1)
     with pytest.raises(ValueError, match="start"):
         BudgetSchedule(start=1.5)
+
+
+def test_official_normaliser_is_the_hard_coded_26300_mflops():
+    """Layer16 at 768x768: E / 26300 M against E / 26891.70 M (the all-open cost)."""
+    from dynviz.official import OFFICIAL_BUDGET_NORMALISER
+
+    table = cost_table(dynviz.build_model("layer16").config, (768, 768))
+    assert table.backbone_all_open() == pytest.approx(26_891.70e6, rel=1e-6)
+    gates = _gates(table, 1.0, batch=1)
+    ours = BudgetLoss(table, lam=0.8, mu=0.1)
+    official = BudgetLoss(table, lam=0.8, mu=0.1, normaliser=OFFICIAL_BUDGET_NORMALISER)
+    assert official.normaliser == 26_300e6
+    assert official.ratio(gates).item() == pytest.approx(26_891.70 / 26_300, rel=1e-6)
+    assert ours.ratio(gates).item() == pytest.approx(1.0)

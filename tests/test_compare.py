@@ -15,14 +15,15 @@ from dynviz.model.route import Route
 SPEC = "synthetic:count=3,size=64x64,classes=4"
 
 
-def _run(path, model):
+def _run(path, model, train_args=None):
     path.mkdir(parents=True)
-    save_checkpoint(path / "checkpoint_latest.pt", make_checkpoint(model, iteration=1, rng=False))
+    checkpoint = make_checkpoint(model, iteration=1, rng=False, train_args=train_args)
+    save_checkpoint(path / "checkpoint_latest.pt", checkpoint)
     return path
 
 
 def test_compare_runs(tmp_path, capsys):
-    dynamic = dynviz.build_model("tiny", num_classes=4, budget_lambda=0.5, budget_mu=0.3)
+    dynamic = dynviz.build_model("tiny", num_classes=4)
     space = dynamic.config
     common = Route.from_chains(
         space,
@@ -38,7 +39,7 @@ def test_compare_runs(tmp_path, capsys):
         meta={"paper": {"params_m": 2.9}},
     )
     runs = [
-        _run(tmp_path / "raw", dynamic),
+        _run(tmp_path / "raw", dynamic, {"budget_lambda": 0.5, "budget_mu": 0.3}),
         _run(tmp_path / "common", dynviz.build_model(common)),
         _run(tmp_path / "fcn", dynviz.build_model(special)),
     ]

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from dynviz.model.config import ConfigError, Direction, GateKind, RoutingSpaceConfig
-from dynviz.model.zoo import load_spec, preset_names
+from dynviz.model.zoo import load_spec, preset_names, training_defaults
 
 
 def test_layer16_topology_matches_official_counts():
@@ -46,8 +46,10 @@ def test_unknown_key_and_bad_values_are_named(tmp_path):
         RoutingSpaceConfig(base_channels=7)
     with pytest.raises(ConfigError, match="gate"):
         RoutingSpaceConfig(gate="huge")
-    with pytest.raises(ConfigError, match="budget_mu"):
-        RoutingSpaceConfig(budget_mu=1.5)
+    with pytest.raises(ConfigError, match="budget_mu: 1.5"):
+        RoutingSpaceConfig.from_dict({"training": {"budget_mu": 1.5}})
+    with pytest.raises(ConfigError, match="training: unknown key 'lr'"):
+        RoutingSpaceConfig.from_dict({"training": {"lr": 0.1}})
     with pytest.raises(ConfigError, match="unknown override"):
         RoutingSpaceConfig().replace(layers=3)
 
@@ -70,9 +72,23 @@ def test_presets_load():
     ]:
         assert name in names
     a = load_spec("dynamic-a")
-    assert (a.gate, a.budget_lambda, a.budget_mu) == (GateKind.SMALL, 0.8, 0.1)
-    assert (load_spec("dynamic-c").budget_lambda, load_spec("dynamic-c").budget_mu) == (0.5, 0.2)
+    assert a.gate is GateKind.SMALL and "budget_lambda" not in a.to_dict()  # architecture only
+    # the presets' budgets are training defaults
+    assert training_defaults("dynamic-a") == {"budget_lambda": 0.8, "budget_mu": 0.1}
+    assert training_defaults("dynamic-c") == {"budget_lambda": 0.5, "budget_mu": 0.2}
+    assert training_defaults("layer16") == {}
     assert load_spec("layer16-fix").gate is GateKind.NONE
+
+
+def test_older_configs_with_budget_keys_still_load(tmp_path):
+    """Files and checkpoints written when the budget sat in the model config."""
+    old = tmp_path / "old.yaml"
+    old.write_text("name: old\nnum_layers: 4\nbase_channels: 8\nbudget_lambda: 0.5\nbudget_mu: 0.2")
+    config = RoutingSpaceConfig.from_yaml(old)
+    assert (config.name, config.num_layers) == ("old", 4)
+    assert training_defaults(old) == {"budget_lambda": 0.5, "budget_mu": 0.2}
+    saved = {**config.to_dict(), "budget_lambda": 0.8, "budget_mu": 0.1}
+    assert RoutingSpaceConfig.from_dict(saved) == config
 
 
 def test_unknown_preset_lists_names():

@@ -164,3 +164,78 @@ def test_cli_converts_both_ways(tmp_path, tiny, capsys):
     )
     assert cli(["convert", "official", str(path), "--out", str(tmp_path / "x.pt")]) == 2
     assert "no preset matches" in capsys.readouterr().err
+
+
+def test_init_from_loads_fitting_tensors_and_lists_the_rest(tmp_path, tiny):
+    from dynviz.checkpoint import make_checkpoint, save_checkpoint
+    from dynviz.train.init import init_from
+
+    source = randomise(dynviz.build_model(tiny.replace(num_classes=7)))
+    save_checkpoint(tmp_path / "src.pt", make_checkpoint(source, rng=False))
+    target = dynviz.build_model(tiny)  # 4 classes: another predictor
+    report = init_from(target, tmp_path / "src.pt")
+    assert report.kind == "dynviz"
+    assert {m[0] for m in report.mismatched} == {
+        "decoder.predictor.weight",
+        "decoder.predictor.bias",
+    }
+    assert torch.equal(target.cells["2_1"].op.pw1.weight, source.cells["2_1"].op.pw1.weight)
+    assert torch.equal(target.stem.bn1.running_var, source.stem.bn1.running_var)
+    assert not report.missing and not report.unused
+    # an official file directly: a gate-free (Fix) backbone starts a gated network, gates fresh
+    fix = randomise(dynviz.build_model(tiny.replace(gate=GateKind.NONE)), seed=3)
+    path = _official_file(tmp_path, fix, name="fix.pth")
+    gated = dynviz.build_model(tiny)
+    report = init_from(gated, path)
+    assert report.kind == "official" and not report.mismatched
+    assert report.missing and all(".gate." in k for k in report.missing)
+    assert torch.equal(gated.cells["3_2"].down.conv.weight, fix.cells["3_2"].down.conv.weight)
+
+
+def test_train_init_starts_from_the_weights(tmp_path, tiny):
+    from dynviz.checkpoint import make_checkpoint, save_checkpoint
+    from dynviz.train.config import TrainConfig
+    from dynviz.train.trainer import Trainer
+
+    source = randomise(dynviz.build_model("tiny", num_classes=9))
+    save_checkpoint(tmp_path / "src.pt", make_checkpoint(source, rng=False))
+    config = TrainConfig(
+        model="tiny",
+        data="synthetic:count=4,size=32x32,classes=4",
+        out=str(tmp_path / "run"),
+        iters=1,
+        batch=2,
+        crop=(32, 32),
+        workers=0,
+        tensorboard=False,
+        progress=False,
+        init=str(tmp_path / "src.pt"),
+    )
+    trainer = Trainer(config)
+    assert trainer.model.config.num_classes == 4
+    assert torch.equal(trainer.model.cells["1_0"].op.dw1.weight, source.cells["1_0"].op.dw1.weight)
+    assert trainer.config.init == str(tmp_path / "src.pt")
+
+
+def test_converted_checkpoint_runs_in_eval_record_and_export(tmp_path, tiny, capsys):
+    import json
+
+    network = randomise(dynviz.build_model(tiny), gate_bias=(-0.5, 1.5))
+    path = _official_file(tmp_path, network)
+    out = tmp_path / "model.pt"
+    convert_official(path, out, model=tiny)
+    data = "synthetic:count=2,size=64x64,classes=4"
+    assert cli(["eval", str(out), "--data", data, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0.0 <= result["miou"] <= 1.0
+    records = tmp_path / "records"
+    try:
+        assert cli(["record", str(out), "--data", data, "--out", str(records)]) == 0
+    finally:
+        torch.set_flush_denormal(False)  # the record command sets it for its process
+    assert any(records.iterdir())
+    route = dynviz.Route.from_chains(tiny, [[4, 4, 4, 4, 4]])
+    from dynviz.export import transfer_to_route
+
+    static = transfer_to_route(load_model(out)[0], route)
+    assert static.config.official and static.stem.conv1.padding == (0, 0)

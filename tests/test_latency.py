@@ -153,3 +153,31 @@ def test_measure_calls_reports_cpu_wait_and_retakes_contended_samples():
     forced = measure_calls(calls, repeats=2, warmup=0, max_wait=-1.0, retakes=3)
     assert forced.retaken == 4 * 3 and forced.contended == 4
     assert set(forced.median) == {"a", "b"}
+
+
+def test_the_measurement_times_the_networks_own_nodes(monkeypatch):
+    """One forward graph: latency runs the functions the network's forward runs, on a
+    network's modules, not copies of them."""
+    from dynviz.model.cell import RoutingCell
+    from dynviz.model.config import RoutingSpaceConfig
+    from dynviz.model.network import Decoder
+
+    calls: dict[str, int] = {"hidden": 0, "transform": 0, "top_down": 0, "head": 0}
+
+    def counted(name, original):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    for cls, name in (
+        (RoutingCell, "hidden"),
+        (RoutingCell, "transform"),
+        (Decoder, "top_down"),
+        (Decoder, "head"),
+    ):
+        monkeypatch.setattr(cls, name, counted(name, getattr(cls, name)))
+    config = RoutingSpaceConfig(name="t", num_layers=3, num_scales=3, base_channels=4)
+    measure_node_latency(config, (64, 64), repeats=1, min_time=1e-5)
+    assert all(count > 0 for count in calls.values()), calls

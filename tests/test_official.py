@@ -207,3 +207,19 @@ def test_drop_rule_is_per_sample_on_the_alpha_sum(tiny):
     torch.testing.assert_close(soft.logits, out.logits)
     torch.testing.assert_close(alone.logits[0], out.logits[0])
     torch.testing.assert_close(alive.logits[0], out.logits[1])
+
+
+def test_official_static_network_equals_the_dynamic_one_forced_to_its_route(tiny):
+    """A forced route is a static network in both semantics: closed paths deliver nothing."""
+    from dynviz.export import transfer_to_route
+    from dynviz.model.route import Route
+
+    route = Route.from_chains(tiny, [[4, 8, 16, 8, 4], [4, 4, 4, 4, 4]])
+    dynamic = randomise(dynviz.build_model(_official(tiny)).eval(), seed=8)
+    static = transfer_to_route(dynamic, route)
+    assert static.config.official and static.is_static
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        forced = dynamic(x, route=route)
+        torch.testing.assert_close(static(x).logits, forced.logits)
+        torch.testing.assert_close(dynamic(x, route=route, skip=False).logits, forced.logits)

@@ -95,11 +95,12 @@ def test_unknown_keys_survive_and_untrained_dynamic_records_read(tmp_path, model
     out = tmp_path / "dyn"
     record(model, dataset, out, limit=1, progress=False)
     raw = json.loads((out / SIDECAR).read_text())
-    raw["aug"] = {"scales": [0.5, 1.0], "flip": True}  # e.g. written by a newer dynviz
+    raw["lab"] = {"operator": "me", "seed": 3}  # e.g. written by a newer dynviz
     (out / SIDECAR).write_text(json.dumps(raw))
     sidecar = read_records(out).sidecar
-    assert sidecar.extra == {"aug": {"scales": [0.5, 1.0], "flip": True}}
-    assert sidecar.to_dict()["aug"] == raw["aug"]
+    assert sidecar.extra == {"lab": {"operator": "me", "seed": 3}}
+    assert sidecar.to_dict() == raw
+    assert sidecar.aug is None
     assert (sidecar.routing, sidecar.route_name, sidecar.ran_route) == ("dynamic", None, None)
     assert sidecar.dynamic and not sidecar.trained and sidecar.checkpoint is None
 
@@ -166,3 +167,15 @@ def test_an_upload_runs_the_model_once(model, dataset):
     pd.testing.assert_frame_equal(result.gates, single.gates)
     assert result.real_gmacs == pytest.approx(single.images["real_gmacs"].iloc[0])
     assert np.isnan(single.images["miou"].iloc[0])  # an upload has no label
+
+
+def test_an_augmented_recording_says_so(tmp_path, model, dataset):
+    from dynviz.tta import Augment
+
+    out = tmp_path / "aug"
+    aug = Augment(scales=(0.5, 1.0), flip=True)
+    record(model, dataset, out, limit=1, aug=aug, progress=False)
+    raw = json.loads((out / SIDECAR).read_text())
+    sidecar = read_records(out).sidecar
+    assert sidecar.aug == aug and sidecar.extra == {}
+    assert sidecar.to_dict() == raw

@@ -163,7 +163,8 @@ def test_training_writes_the_run_directory(tmp_path):
     saved = load_checkpoint(run / LATEST)
     assert saved["iteration"] == 4
     assert saved["config"]["num_classes"] == 4  # follows the data
-    assert saved["config"]["budget_lambda"] == 0.5 and saved["config"]["budget_mu"] == 0.2
+    assert saved["train_args"]["budget_lambda"] == 0.5 and saved["train_args"]["budget_mu"] == 0.2
+    assert "budget_lambda" not in saved["config"]  # a training setting, not the architecture
     assert saved["train_args"]["warmup_iters"] == 0  # resolved: min(1000, 5% of 4)
     records = [json.loads(line) for line in run.joinpath("metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r["kind"] == "train"]
@@ -370,3 +371,22 @@ def test_latency_weighted_budget_measures_once_and_resumes_with_the_same_table(t
     again.run()
     records = [json.loads(line) for line in (Path(config.out) / "metrics.jsonl").open()]
     assert any(r.get("budget_loss") for r in records if r.get("kind") == "train")
+
+
+def test_budget_defaults_come_from_the_preset_training_section(tmp_path):
+    """`dynviz train dynamic-a` trains with lambda 0.8, mu 0.1 unless told otherwise."""
+    from dynviz.model.zoo import training_defaults
+
+    assert training_defaults("dynamic-a") == {"budget_lambda": 0.8, "budget_mu": 0.1}
+    spec = tmp_path / "budgeted.yaml"
+    spec.write_text(
+        "name: budgeted\nnum_layers: 4\nbase_channels: 8\nnum_classes: 4\n"
+        "training:\n  budget_lambda: 0.8\n  budget_mu: 0.1\n"
+    )
+    trainer = Trainer(_config(tmp_path, "a", model=str(spec)))
+    assert (trainer.config.budget_lambda, trainer.config.budget_mu) == (0.8, 0.1)
+    assert (trainer.budget.lam, trainer.budget.mu) == (0.8, 0.1)
+    given = Trainer(_config(tmp_path, "b", model=str(spec), budget_mu=0.3))
+    assert (given.config.budget_lambda, given.config.budget_mu) == (0.8, 0.3)
+    plain = Trainer(_config(tmp_path, "c"))
+    assert (plain.config.budget_lambda, plain.config.budget_mu) == (0.0, 0.0)

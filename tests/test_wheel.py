@@ -129,6 +129,11 @@ def test_flops_from_the_wheel(installed):
     assert "119.49" in out  # the paper's 119.5 GMACs, every path open
     out = _run(installed, [str(installed["python"]), "-m", "dynviz", "flops", "fcn32s", "--json"])
     assert json.loads(out)["kind"] == "static"
+    # a user's own route spec, in the user's folder, on a shipped routing space
+    mine = Path(installed["cwd"]) / "mine.yaml"
+    mine.write_text("name: mine\nspace: tiny\nchains:\n  - [4, 8, 16, 8, 4]\n")
+    out = _run(installed, [str(installed["bin"] / "dynviz"), "flops", "mine.yaml", "--json"])
+    assert json.loads(out)["model"] == "mine"
 
 
 def test_every_preset_builds_from_the_wheel(installed):

@@ -24,6 +24,7 @@ import pandas as pd
 from dynviz.cost import CostTable, cost_table, param_table
 from dynviz.model.config import Direction, PathKey, RoutingSpaceConfig
 from dynviz.model.route import Route, RouteError, format_path
+from dynviz.model.topology import live
 
 __all__ = [
     "PAPER_SIZE",
@@ -81,32 +82,11 @@ def prune_dangling(config: RoutingSpaceConfig, paths: Iterable[PathKey]) -> froz
     Returns:
         The largest subset of ``paths`` that is a valid network (possibly empty).
     """
-    kept = frozenset((int(a), int(b), Direction.parse(d)) for a, b, d in paths)
-    while True:
-        fed = {(0, 0)}
-        for layer, scale in config.cells:
-            if (layer, scale) in fed:
-                for d in config.directions(layer, scale):
-                    target = config.target(layer, scale, d)
-                    if (layer, scale, d) in kept and target is not None:
-                        fed.add(target)
-        alive: set[tuple[int, int]] = set()
-        for layer, scale in reversed(config.cells):
-            for d in config.directions(layer, scale):
-                target = config.target(layer, scale, d)
-                if (layer, scale, d) in kept and (target is None or target in alive):
-                    alive.add((layer, scale))
-        pruned = frozenset(
-            (layer, scale, d)
-            for layer, scale, d in kept
-            if (layer, scale) in fed
-            and ((t := config.target(layer, scale, d)) is None or t in alive)
-        )
-        if pruned == kept:
-            return kept
-        for path in sorted(kept - pruned, key=lambda p: (p[0], p[1], int(p[2]))):
-            logger.debug("pruned dangling path %s", format_path(path))
-        kept = pruned
+    opened = frozenset((int(a), int(b), Direction.parse(d)) for a, b, d in paths)
+    kept = live(config, opened)  # dynviz.model.topology: the one reachability rule
+    for path in sorted(opened - kept, key=lambda p: (p[0], p[1], int(p[2]))):
+        logger.debug("pruned dangling path %s", format_path(path))
+    return kept
 
 
 def extract_common(

@@ -74,6 +74,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--val-data", metavar="SPEC", help="validation data (default: --data with split 'val')"
     )
+    parser.add_argument(
+        "--init",
+        metavar="WEIGHTS",
+        help="start from these weights: a dynviz checkpoint or run directory, or an official "
+        "DynamicRouting checkpoint; tensors whose shapes do not fit are skipped and listed",
+    )
     group = parser.add_argument_group("schedule and optimiser")
     group.add_argument("--iters", type=int, metavar="N", help=_help("iterations", "iters"))
     group.add_argument(
@@ -134,13 +140,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     group = parser.add_argument_group("budget constraint (dynamic networks)")
     group.add_argument(
-        "--budget-lambda", type=float, metavar="LAMBDA", help="lambda (default: the model config's)"
+        "--budget-lambda",
+        type=float,
+        metavar="LAMBDA",
+        help="lambda (default: the preset's training default, else 0)",
     )
     group.add_argument(
         "--budget-mu",
         type=float,
         metavar="MU",
-        help="mu, target share of the all-open cost (default: the model config's)",
+        help="mu, target share of the all-open cost (default: the preset's, else 0)",
     )
     group.add_argument(
         "--budget-start",
@@ -161,6 +170,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
             "what the budget constrains: expected MACs (the paper) or expected time from a "
             "per-node latency table measured on this machine at the crop size",
             "budget_cost",
+        ),
+    )
+    group.add_argument(
+        "--budget-normaliser",
+        choices=("all-open", "official"),
+        help=_help(
+            "C_all of E / C_all: the all-open expected cost at the crop size, or the official "
+            "constant 26300 MFLOPs (to retrain Dynamic-A/B/C with the paper's own mu)",
+            "budget_normaliser",
         ),
     )
     group = parser.add_argument_group("run")

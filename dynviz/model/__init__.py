@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import os
 
-from dynviz.model.config import ConfigError, Direction, GateKind, PathKey, RoutingSpaceConfig
+from dynviz.model.config import (
+    ConfigError,
+    Direction,
+    GateKind,
+    PathKey,
+    RoutingSpaceConfig,
+    Semantics,
+)
 from dynviz.model.network import RoutingNetwork, RoutingOutput
 from dynviz.model.route import Route, RouteError
 from dynviz.model.zoo import load_spec, models_dir, preset_names
@@ -19,6 +26,7 @@ __all__ = [
     "RoutingNetwork",
     "RoutingOutput",
     "RoutingSpaceConfig",
+    "Semantics",
     "build_model",
     "load_spec",
     "models_dir",

@@ -38,9 +38,16 @@ class RoutingCell(nn.Module):
             self.down = DownTransform(channels)
         self.gate = gate
 
-    def hidden(self, x: torch.Tensor) -> torch.Tensor:
-        """ReLU(H) with H = O(X) + X (Eq. 4). Every transform starts from it."""
-        return torch.relu(self.op(x) + x)
+    def hidden(self, x: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
+        """ReLU(H) with H = O(X) + X (Eq. 4). Every transform starts from it.
+
+        ``inplace`` (only without autograd) adds X and applies the ReLU in O(X)'s fresh output
+        buffer instead of allocating temporaries: the same values."""
+        if not inplace:
+            return torch.relu(self.op(x) + x)
+        h = self.op(x)  # a fresh tensor: BN (or the folded conv) output
+        h += x
+        return h.relu_()
 
     def transform(self, direction: Direction, r: torch.Tensor) -> torch.Tensor:
         """T_{s->j} applied to ReLU(H): keep is the identity on ReLU(H)."""

@@ -34,6 +34,8 @@ __all__ = [
     "PathKey",
     "RoutingSpaceConfig",
     "Semantics",
+    "TRAINING_KEYS",
+    "split_training",
 ]
 
 
@@ -97,9 +99,11 @@ PathKey = tuple[int, int, Direction]  # (layer, scale_index, direction) of the s
 
 @dataclass(frozen=True)
 class RoutingSpaceConfig:
-    """One routing space and the training settings the paper attaches to it.
+    """One routing space: the architecture only.
 
-    Unknown keys in YAML are rejected; values are checked in ``__post_init__``.
+    Unknown keys in YAML are rejected; values are checked in ``__post_init__``. Training settings
+    (the budget's lambda and mu) are not part of it: a preset may carry defaults for them in a
+    ``training:`` section (see :func:`split_training`), which ``dynviz train`` reads.
     """
 
     name: str = "layer16"
@@ -111,8 +115,6 @@ class RoutingSpaceConfig:
     gate_bias_init: float = 1.5  # tanh(1.5) = 0.905: paths start about 90% open
     active_threshold: float = 0.0  # a path is active when alpha > this (paper: alpha > 0)
     semantics: Semantics = Semantics.PAPER  # official: the official code's function
-    budget_lambda: float = 0.0  # lambda_2 of Eq. 10 (0 = no budget)
-    budget_mu: float = 0.0  # mu of Eq. 9, target share of the all-open expected cost
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -137,21 +139,20 @@ class RoutingSpaceConfig:
         c = self.base_channels
         if not isinstance(c, int) or isinstance(c, bool) or c < 2 or c % 2:
             raise ConfigError(f"base_channels: {c!r} must be an even integer >= 2")
-        for key in ("gate_bias_init", "active_threshold", "budget_lambda", "budget_mu"):
+        for key in ("gate_bias_init", "active_threshold"):
             value = getattr(self, key)
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise ConfigError(f"{key}: {value!r} must be a number")
             object.__setattr__(self, key, float(value))
         if not 0.0 <= self.active_threshold < 1.0:
             raise ConfigError(f"active_threshold: {self.active_threshold} must be in [0, 1)")
-        if self.budget_lambda < 0:
-            raise ConfigError(f"budget_lambda: {self.budget_lambda} must be >= 0")
-        if not 0.0 <= self.budget_mu <= 1.0:
-            raise ConfigError(f"budget_mu: {self.budget_mu} must be in [0, 1]")
 
     # ----------------------------------------------------------------------------- loading
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> RoutingSpaceConfig:
+        """Build from a mapping; a ``training:`` section and the training keys of older files
+        (``budget_lambda``, ``budget_mu``) are set aside (:func:`split_training`)."""
+        data, _ = split_training(data, source=source)
         known = {f.name for f in dataclasses.fields(cls)}
         for key in data:
             if key not in known:
@@ -267,6 +268,46 @@ class RoutingSpaceConfig:
     @property
     def num_cells(self) -> int:
         return len(self.cells)
+
+
+TRAINING_KEYS = ("budget_lambda", "budget_mu")  # training defaults a preset may carry
+
+
+def split_training(
+    data: Mapping[str, Any], *, source: str = "config"
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Split a model mapping into its architecture and its training defaults.
+
+    Training defaults sit in a ``training:`` section (``budget_lambda``, ``budget_mu``); files
+    and checkpoints written before they left the architecture carry them at the top level, and
+    load the same way.
+
+    Raises:
+        ConfigError: an unknown training key or a value that is not a number.
+    """
+    arch = dict(data)
+    section = arch.pop("training", None) or {}
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"{source}: training: expected a mapping of {', '.join(TRAINING_KEYS)}")
+    training: dict[str, float] = {}
+    for key in TRAINING_KEYS:
+        if key in arch:  # older files: at the top level
+            training[key] = arch.pop(key)
+    for key, value in section.items():
+        if key not in TRAINING_KEYS:
+            raise ConfigError(
+                f"{source}: training: unknown key {key!r}; known keys: {', '.join(TRAINING_KEYS)}"
+            )
+        training[key] = value
+    for key, value in training.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{source}: {key}: {value!r} must be a number")
+        training[key] = float(value)
+    if training.get("budget_lambda", 0.0) < 0:
+        raise ConfigError(f"{source}: budget_lambda: {training['budget_lambda']} must be >= 0")
+    if not 0.0 <= training.get("budget_mu", 0.0) <= 1.0:
+        raise ConfigError(f"{source}: budget_mu: {training['budget_mu']} must be in [0, 1]")
+    return arch, training
 
 
 def _read_yaml_mapping(path: str | Path) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from dynviz.model.cell import RoutingCell
 from dynviz.model.config import OFFICIAL_DROP_THRESHOLD, Direction, RoutingSpaceConfig
 from dynviz.model.ops import ConvBNReLU, SoftConditionalGate, Stem, init_weights
 from dynviz.model.route import Route, RouteError
-from dynviz.model.skip import Features, _take, forward_skip
+from dynviz.model.skip import Features, _take, feeds_zeros, forward_skip
 
 __all__ = ["Decoder", "RoutingNetwork", "RoutingOutput", "RouteLike"]
 
@@ -88,16 +88,26 @@ class Decoder(nn.Module):
                 has = has | present[s]
             if y is None:
                 continue
-            y = self.lateral[s](y)
+            y = self.top_down(s, y)
             if not bool(has.all()):
                 y = y * has.view(-1, 1, 1, 1).to(y.dtype)  # nothing has arrived for these samples
-            if s > 0:
-                y = F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False)
         if y is None:  # no scale reached the decoder for any sample
             b = present[0].shape[0]
             y = self.predictor.weight.new_zeros(
                 b, self.predictor.in_channels, size[0] // 4, size[1] // 4
             )
+        return self.head(y, size)
+
+    def top_down(self, s: int, y: torch.Tensor) -> torch.Tensor:
+        """One top-down step: the lateral ConvBNReLU of scale ``s`` on the sum ``y`` of the
+        features at ``s`` and coarser, then x2 upsampling to the next finer scale (none at 1/4)."""
+        y = self.lateral[s](y)
+        if s > 0:
+            y = F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return y
+
+    def head(self, y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The predictor on the 1/4 map and x4 upsampling to ``size``: ``(B, K, H, W)``."""
         # (B, K, H/4, W/4); back to the default layout before the large upsampling, which is
         # cheaper than converting the full-size logits afterwards
         logits = self.predictor(y).contiguous()
@@ -199,6 +209,71 @@ class RoutingNetwork(nn.Module):
         logits = logits[..., :height, :width]
         return RoutingOutput(logits, gates, self.route_mask, self.config.active_threshold)
 
+    def _forward_soft(self, stem: torch.Tensor, forced: torch.Tensor | None) -> Features:
+        """The reference forward (Eqs. 1-6): every cell runs on the whole batch and each output
+        is weighted by its alpha. Returns the last layer's output per scale, the samples that
+        have it, and the alphas ``(B, L + 1, S, 3)``. ``forward_skip`` computes the same."""
+        config = self.config
+        b = stem.shape[0]
+        gates = stem.new_zeros(b, config.num_layers + 1, config.num_scales, len(Direction))
+        inputs = {(0, 0): stem}  # X of each node: the sum of its incoming Y (Eq. 1)
+        fed = {(0, 0): torch.ones(b, dtype=torch.bool, device=stem.device)}  # received input
+        features: list[torch.Tensor | None] = [None] * config.num_scales
+        present = [torch.zeros(b, dtype=torch.bool, device=stem.device)] * config.num_scales
+        zeros_feed = feeds_zeros(config, forced)
+        for layer, scale in config.cells:
+            cell = self.cell(layer, scale)
+            if cell is None or (layer, scale) not in inputs:
+                continue
+            x = inputs.pop((layer, scale))  # (B, C, h, w): zero for samples without input
+            has = fed.pop((layer, scale))
+            alpha = self.alpha(cell, layer, scale, x, forced) * has.unsqueeze(1)  # (B, paths)
+            gates[:, layer, scale, [int(d) for d in cell.directions]] = alpha
+            on = (alpha > 0).any(1)  # the cell runs for these samples
+            passthrough = has & ~on  # Eqs. 5-6: X passes through the keep output
+            r = cell.hidden(x)  # ReLU(H), H = O(X) + X (Eq. 4)
+            for j, d in enumerate(cell.directions):
+                y = alpha[:, j].view(-1, 1, 1, 1) * cell.transform(d, r)  # Y = alpha T (Eq. 6)
+                # paper: a closed path delivers nothing; official gates: zeros, which feed
+                arrived = on if zeros_feed else alpha[:, j] > 0
+                if d is Direction.KEEP:
+                    y = y + passthrough.view(-1, 1, 1, 1).to(y.dtype) * x
+                    arrived = arrived | passthrough
+                target = config.target(layer, scale, d)
+                if target is None:  # the last layer feeds the decoder
+                    features[scale], present[scale] = y, arrived
+                else:
+                    inputs[target] = y if target not in inputs else inputs[target] + y
+                    fed[target] = arrived | fed.get(target, arrived)
+            if Direction.KEEP not in cell.directions and bool(passthrough.any()):
+                raise RouteError(
+                    f"cell (layer {layer}, 1/{config.stride(scale)}) has no keep "
+                    "output to pass its input through"
+                )
+        return features, present, gates
+
+    def alpha(
+        self,
+        cell: RoutingCell,
+        layer: int,
+        scale: int,
+        x: torch.Tensor,
+        forced: torch.Tensor | None,
+        index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """alpha ``(b, num_paths)`` of a cell for the samples ``index`` (None = all), from its
+        gate on X (Eqs. 2-3) or the forced route, with the closing rule applied: paper, a path
+        is closed at alpha <= ``active_threshold``; official, a cell whose alpha sum is below
+        1e-4 is dropped (all its alphas 0), per sample."""
+        if forced is not None:
+            alpha = _take(forced[:, layer, scale, [int(d) for d in cell.directions]], index)
+        else:
+            alpha = cell.gate(x)
+        zero = torch.zeros_like(alpha)
+        if self.config.official:
+            return torch.where(alpha.sum(1, keepdim=True) < OFFICIAL_DROP_THRESHOLD, zero, alpha)
+        return torch.where(alpha > self.config.active_threshold, alpha, zero)
+
     def _channels_last(self, x: torch.Tensor) -> bool:
         """Whether this forward runs in the channels-last memory format: CPU inference (no
         autograd) with ``channels_last_inference`` on. Depthwise 3x3 convs, which dominate the
@@ -250,67 +325,3 @@ class RoutingNetwork(nn.Module):
                 f"L={self.config.num_layers} and {self.config.num_scales} scales"
             )
         return route
-
-    def alpha(
-        self,
-        cell: RoutingCell,
-        layer: int,
-        scale: int,
-        x: torch.Tensor,
-        forced: torch.Tensor | None,
-        index: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """alpha ``(b, num_paths)`` of a cell for the samples ``index`` (None = all), from its
-        gate on X (Eqs. 2-3) or the forced route, with the closing rule applied: paper, a path
-        is closed at alpha <= ``active_threshold``; official, a cell whose alpha sum is below
-        1e-4 is dropped (all its alphas 0), per sample."""
-        if forced is not None:
-            alpha = _take(forced[:, layer, scale, [int(d) for d in cell.directions]], index)
-        else:
-            alpha = cell.gate(x)
-        zero = torch.zeros_like(alpha)
-        if self.config.official:
-            return torch.where(alpha.sum(1, keepdim=True) < OFFICIAL_DROP_THRESHOLD, zero, alpha)
-        return torch.where(alpha > self.config.active_threshold, alpha, zero)
-
-    def _forward_soft(self, stem: torch.Tensor, forced: torch.Tensor | None) -> Features:
-        """The reference forward (Eqs. 1-6): every cell runs on the whole batch and each output
-        is weighted by its alpha. Returns the last layer's output per scale, the samples that
-        have it, and the alphas ``(B, L + 1, S, 3)``. ``forward_skip`` computes the same."""
-        config = self.config
-        b = stem.shape[0]
-        gates = stem.new_zeros(b, config.num_layers + 1, config.num_scales, len(Direction))
-        inputs = {(0, 0): stem}  # X of each node: the sum of its incoming Y (Eq. 1)
-        fed = {(0, 0): torch.ones(b, dtype=torch.bool, device=stem.device)}  # received input
-        features: list[torch.Tensor | None] = [None] * config.num_scales
-        present = [torch.zeros(b, dtype=torch.bool, device=stem.device)] * config.num_scales
-        for layer, scale in config.cells:
-            cell = self.cell(layer, scale)
-            if cell is None or (layer, scale) not in inputs:
-                continue
-            x = inputs.pop((layer, scale))  # (B, C, h, w): zero for samples without input
-            has = fed.pop((layer, scale))
-            alpha = self.alpha(cell, layer, scale, x, forced) * has.unsqueeze(1)  # (B, paths)
-            gates[:, layer, scale, [int(d) for d in cell.directions]] = alpha
-            on = (alpha > 0).any(1)  # the cell runs for these samples
-            passthrough = has & ~on  # Eqs. 5-6: X passes through the keep output
-            r = cell.hidden(x)  # ReLU(H), H = O(X) + X (Eq. 4)
-            for j, d in enumerate(cell.directions):
-                y = alpha[:, j].view(-1, 1, 1, 1) * cell.transform(d, r)  # Y = alpha T (Eq. 6)
-                # paper: a closed path delivers nothing; official: zeros, which feed the node
-                arrived = on if config.official else alpha[:, j] > 0
-                if d is Direction.KEEP:
-                    y = y + passthrough.view(-1, 1, 1, 1).to(y.dtype) * x
-                    arrived = arrived | passthrough
-                target = config.target(layer, scale, d)
-                if target is None:  # the last layer feeds the decoder
-                    features[scale], present[scale] = y, arrived
-                else:
-                    inputs[target] = y if target not in inputs else inputs[target] + y
-                    fed[target] = arrived | fed.get(target, arrived)
-            if Direction.KEEP not in cell.directions and bool(passthrough.any()):
-                raise RouteError(
-                    f"cell (layer {layer}, 1/{config.stride(scale)}) has no keep "
-                    "output to pass its input through"
-                )
-        return features, present, gates

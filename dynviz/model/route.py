@@ -33,6 +33,7 @@ import yaml
 
 from dynviz.model.config import ConfigError, Direction, PathKey, RoutingSpaceConfig
 from dynviz.model.presets import is_preset, resolve_space
+from dynviz.model.topology import fed_and_onward
 
 __all__ = ["Route", "RouteError", "format_path"]
 
@@ -248,25 +249,7 @@ def _validate(config: RoutingSpaceConfig, paths: frozenset[PathKey], name: str) 
                 f"{name}: path {format_path(path)} is outside the space "
                 f"{config.name!r} (L={config.num_layers}, {config.num_scales} scales)"
             )
-    # Forward reachability from the stem: the initial cell is always fed.
-    fed = {(0, 0)}
-    for layer, scale in config.cells:
-        if (layer, scale) not in fed:
-            continue
-        for d in config.directions(layer, scale):
-            if (layer, scale, d) in paths:
-                target = config.target(layer, scale, d)
-                if target is not None:
-                    fed.add(target)
-    # Backward reachability from the decoder.
-    alive: set[tuple[int, int]] = set()
-    for layer, scale in reversed(config.cells):
-        for d in config.directions(layer, scale):
-            if (layer, scale, d) not in paths:
-                continue
-            target = config.target(layer, scale, d)
-            if target is None or target in alive:
-                alive.add((layer, scale))
+    fed, onward = fed_and_onward(config, paths)
     for path in sorted(paths, key=lambda p: (p[0], p[1], int(p[2]))):
         layer, scale, d = path
         if (layer, scale) not in fed:
@@ -275,7 +258,7 @@ def _validate(config: RoutingSpaceConfig, paths: frozenset[PathKey], name: str) 
                 f"1/{config.stride(scale)}) receives no open path from the stem"
             )
         target = config.target(layer, scale, d)
-        if target is not None and target not in alive:
+        if target is not None and target not in onward:
             raise RouteError(
                 f"{name}: path {format_path(path)} ends in a dangling cell: cell (layer "
                 f"{target[0]}, 1/{config.stride(target[1])}) has no open way to the decoder"

@@ -9,6 +9,7 @@ scattered to the nodes they feed. At batch 1 this is plain skipping.
 Official semantics (``dynviz.model.config.Semantics``): a cell that runs feeds every path it owns;
 a closed path (alpha 0) delivers a zero input, so the node it feeds still runs its gate and cell
 on zeros. Those zeros are recorded without computing the transform (:meth:`_Accumulator.add_zeros`).
+Forced routes describe static networks: their closed paths deliver nothing (:func:`feeds_zeros`).
 """
 
 from __future__ import annotations
@@ -17,14 +18,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from dynviz.model.config import Direction
+from dynviz.model.config import Direction, RoutingSpaceConfig
 from dynviz.model.route import RouteError
 
 if TYPE_CHECKING:
-    from dynviz.model.cell import RoutingCell
     from dynviz.model.network import RoutingNetwork
 
-__all__ = ["forward_skip"]
+__all__ = ["feeds_zeros", "forward_skip"]
 
 Features = tuple[list[torch.Tensor | None], list[torch.Tensor], torch.Tensor]
 
@@ -45,7 +45,7 @@ def forward_skip(
         alphas (0 where closed, absent, dropped or never fed).
     """
     config = network.config
-    official = config.official
+    zeros_feed = feeds_zeros(config, forced)
     b = stem.shape[0]
     device = stem.device
     inplace = not torch.is_grad_enabled()  # no autograd graph: buffers may be reused
@@ -95,10 +95,10 @@ def forward_skip(
         o_local, o_index = _subset(on, index)
         alpha_on, active_on = _take(alpha, o_local), _take(active, o_local)
         # ReLU(H), only for samples with an open path
-        r = _hidden(cell, _take(x, o_local), inplace=inplace)
+        r = cell.hidden(_take(x, o_local), inplace=inplace)
         del x
         for j, d in enumerate(cell.directions):
-            if official and not bool(active_on[:, j].all()):
+            if zeros_feed and not bool(active_on[:, j].all()):
                 z_local, z_index = _subset(~active_on[:, j], o_index)
                 emit(d, None, z_index, like=r)
             if not bool(active_on[:, j].any()):
@@ -120,6 +120,14 @@ def forward_skip(
             else torch.zeros(b, dtype=torch.bool, device=device)
         )
     return features, present, gates
+
+
+def feeds_zeros(config: RoutingSpaceConfig, forced: torch.Tensor | None) -> bool:
+    """Whether a closed path of a running cell delivers zeros that feed its node: official
+    semantics under the gates. A forced route describes a static network, so its closed paths
+    deliver nothing in both semantics (the static network of a route equals the dynamic
+    network forced to it)."""
+    return config.official and forced is None
 
 
 def _output_shape(d: Direction, r: torch.Tensor) -> tuple[int, int, int]:
@@ -264,12 +272,3 @@ def _present(index: torch.Tensor | None, batch: int, device: torch.device) -> to
     out = torch.zeros(batch, dtype=torch.bool, device=device)
     out[index] = True
     return out
-
-
-def _hidden(cell: RoutingCell, x: torch.Tensor, *, inplace: bool) -> torch.Tensor:
-    """``cell.hidden(x)``, ReLU(O(X) + X), without temporaries when autograd is off."""
-    if not inplace:
-        return cell.hidden(x)
-    h = cell.op(x)  # a fresh tensor: BN (or the folded conv) output
-    h += x
-    return h.relu_()

@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import os
 
-from dynviz.model.config import RoutingSpaceConfig, _read_yaml_mapping
+from dynviz.model.config import RoutingSpaceConfig, _read_yaml_mapping, split_training
 from dynviz.model.presets import is_preset, load_space, locate, models_dir, preset_names
 from dynviz.model.route import Route
 
-__all__ = ["models_dir", "preset_names", "is_preset", "load_space", "load_spec"]
+__all__ = [
+    "models_dir",
+    "preset_names",
+    "is_preset",
+    "load_space",
+    "load_spec",
+    "training_defaults",
+]
 
 
 def load_spec(ref: str | os.PathLike[str]) -> RoutingSpaceConfig | Route:
@@ -23,3 +30,13 @@ def load_spec(ref: str | os.PathLike[str]) -> RoutingSpaceConfig | Route:
     if "space" in data:
         return Route.from_dict(data, source=str(path), base_dir=path.parent)
     return RoutingSpaceConfig.from_dict(data, source=str(path))
+
+
+def training_defaults(ref: str | os.PathLike[str]) -> dict[str, float]:
+    """The training defaults a preset or YAML file carries (its ``training:`` section, e.g.
+    Dynamic-A's ``budget_lambda: 0.8``, ``budget_mu: 0.1``); empty for a route spec."""
+    path = locate(ref)
+    data = _read_yaml_mapping(path)
+    if "space" in data:
+        return {}
+    return split_training(data, source=str(path))[1]

@@ -2,7 +2,8 @@
 
 Every reader of records asks :class:`Sidecar` (``records.sidecar``) for what the recording was:
 the model config, the static route of the network and the route forced onto it, the checkpoint,
-the data set and split, the input sizes, the image count and versions. Unknown keys (written by
+the data set and split, the input sizes, the test-time augmentation, the image count and
+versions. Unknown keys (written by
 a newer dynviz, or added by hand) are kept in :attr:`Sidecar.extra` and written back unchanged.
 
 The JSON layout is the one :func:`dynviz.record.record` has always written::
@@ -90,6 +91,7 @@ class Sidecar:
     torch_version: str | None = None
     created: str | None = None
     updated: str | None = None
+    aug_dict: dict[str, Any] | None = None
     format: str | None = None
     format_version: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -134,8 +136,13 @@ class Sidecar:
         if not isinstance(names, list):
             raise SidecarError(f"{where}: 'class_names' must be a list, not {names!r}")
         threshold = _typed(data, "threshold", (float, int), where)
-        known = {f.name for f in fields(cls)} - {"config_dict", "route_dict", "forced_route_dict"}
-        known |= {"config", "route", "forced_route", "checkpoint_sha256"}
+        known = {f.name for f in fields(cls)} - {
+            "config_dict",
+            "route_dict",
+            "forced_route_dict",
+            "aug_dict",
+        }
+        known |= {"config", "route", "forced_route", "checkpoint_sha256", "aug"}
         return cls(
             name=_str_or_none(data.get("name")),
             config_dict=mapping("config"),
@@ -156,6 +163,7 @@ class Sidecar:
             torch_version=_str_or_none(data.get("torch_version")),
             created=_str_or_none(data.get("created")),
             updated=_str_or_none(data.get("updated")),
+            aug_dict=mapping("aug"),
             format=_str_or_none(data.get("format")),
             format_version=_typed(data, "format_version", (int,), where),
             extra={k: v for k, v in data.items() if k not in known},
@@ -189,6 +197,8 @@ class Sidecar:
         }
         if self.updated is not None:
             out["updated"] = self.updated
+        if self.aug_dict is not None:
+            out["aug"] = self.aug_dict
         out.update(self.extra)
         return out
 
@@ -220,6 +230,22 @@ class Sidecar:
             return Route.from_dict(data, source=f"{self.where}: {what}")
         except ConfigError as err:
             raise SidecarError(str(err)) from None
+
+    @cached_property
+    def aug(self) -> Any:
+        """The test-time augmentation of the recording (:class:`dynviz.tta.Augment`), or None
+        (one row per image)."""
+        if not self.aug_dict:
+            return None
+        from dynviz.tta import Augment, AugmentError
+
+        try:
+            return Augment(
+                scales=tuple(self.aug_dict.get("scales", (1.0,))),
+                flip=bool(self.aug_dict.get("flip", False)),
+            )
+        except (AugmentError, TypeError) as err:
+            raise SidecarError(f"{self.where}: aug: {err}") from None
 
     @property
     def ran_route(self) -> Route | None:

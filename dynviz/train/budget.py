@@ -8,7 +8,9 @@
 * ``C_all`` is the same quantity with every path open, at the *training crop* size
   (:meth:`dynviz.cost.CostTable.backbone_all_open`). The official code hard-codes
   ``FLOPS_ALL = 26300`` (768x768, about 2% below the exact value); we take it from the cost
-  model, so any crop and any space are normalised correctly;
+  model, so any crop and any space are normalised correctly. ``normaliser=`` takes the official
+  constant instead (``dynviz.official.OFFICIAL_BUDGET_NORMALISER``, ``--budget-normaliser
+  official``), so the official mu values mean what they meant there;
 * ``w(it)`` is 0 before 40% of training, then ramps linearly to 1 over 2% of the iterations
   (official ``UNUPDATE_RATE = 0.4`` with ``WARM_UP = True``).
 
@@ -89,6 +91,7 @@ class BudgetLoss:
         lam: lambda, the loss weight (``budget_lambda``).
         mu: the target share of the all-open expected cost (``budget_mu``).
         schedule: when the loss is on.
+        normaliser: ``C_all`` in MACs (default: the table's all-open backbone cost).
     """
 
     def __init__(
@@ -98,6 +101,7 @@ class BudgetLoss:
         lam: float,
         mu: float,
         schedule: BudgetSchedule | None = None,
+        normaliser: float | None = None,
     ) -> None:
         if lam < 0:
             raise ValueError(f"budget lambda {lam} must be >= 0")
@@ -107,7 +111,7 @@ class BudgetLoss:
         self.lam = float(lam)
         self.mu = float(mu)
         self.schedule = schedule or BudgetSchedule()
-        self.normaliser = table.backbone_all_open()
+        self.normaliser = table.backbone_all_open() if normaliser is None else float(normaliser)
         if self.normaliser <= 0:
             raise ValueError("the network has no backbone cost to constrain")
 

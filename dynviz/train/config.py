@@ -16,7 +16,8 @@ __all__ = ["RESUMABLE_FIELDS", "TrainConfig"]
 class TrainConfig:
     """Training arguments (separate from the model's :class:`RoutingSpaceConfig`).
 
-    ``None`` means "resolved at start": from the model config (budget), the dataset (classes),
+    ``None`` means "resolved at start": from the preset's ``training:`` defaults (budget), the
+    dataset (classes),
     the run length (warm-up) or the device (AMP). Resolved values are what runs save.
     """
 
@@ -37,11 +38,13 @@ class TrainConfig:
     poly_power: float = 0.9
     grad_clip: float = 5.0  # total L2 norm; 0 disables
     precise_bn: int = 200  # batches re-estimating BN statistics at the end (official); 0: off
-    budget_lambda: float | None = None  # default: the model config's budget_lambda
-    budget_mu: float | None = None  # default: the model config's budget_mu
+    budget_lambda: float | None = None  # default: the preset's training default, else 0
+    budget_mu: float | None = None  # default: the preset's training default, else 0
     budget_start: float = 0.4  # budget loss off before this share of training
     budget_ramp: float = 0.02  # then a linear ramp over this share
     budget_cost: str = "macs"  # macs: expected MACs (the paper); latency: expected measured time
+    budget_normaliser: str = "all-open"  # C_all: all-open cost at the crop, or official 26300 M
+    init: str | None = None  # start from these weights (dynviz or official checkpoint)
     num_classes: int | None = None  # default: the training data's
     seed: int = 0
     eval_every: int = 0  # 0: evaluate only at the end
@@ -93,6 +96,12 @@ class TrainConfig:
             raise ConfigError(f"eval_limit: {self.eval_limit} must be >= 1")
         if self.budget_cost not in ("macs", "latency"):
             raise ConfigError(f"budget_cost: {self.budget_cost!r} must be macs or latency")
+        if self.budget_normaliser not in ("all-open", "official"):
+            raise ConfigError(
+                f"budget_normaliser: {self.budget_normaliser!r} must be all-open or official"
+            )
+        if self.budget_normaliser == "official" and self.budget_cost != "macs":
+            raise ConfigError("budget_normaliser: official (26300 MFLOPs) needs budget_cost macs")
         if self.device not in (None, "cpu", "cuda"):
             raise ConfigError(f"device: {self.device!r} must be cpu or cuda")
 
@@ -131,6 +140,7 @@ RESUMABLE_FIELDS = frozenset(
         "deterministic",
         "progress",
         "tensorboard",
+        "init",
     }
 )
 """Arguments that may change when resuming; all others must equal the saved run's."""

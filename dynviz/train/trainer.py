@@ -75,8 +75,11 @@ from dynviz.distributed import (
 from dynviz.environment import environment
 from dynviz.evaluate import EvalResult, evaluate
 from dynviz.model import ConfigError, Route, RoutingNetwork, RoutingSpaceConfig, build_model
+from dynviz.model.zoo import training_defaults
+from dynviz.official import OFFICIAL_BUDGET_NORMALISER
 from dynviz.train.budget import BudgetLoss, BudgetSchedule
 from dynviz.train.config import RESUMABLE_FIELDS, TrainConfig
+from dynviz.train.init import init_from
 from dynviz.train.optim import PolySchedule, build_optimizer, default_warmup_iters
 from dynviz.train.precise_bn import update_bn_stats
 from dynviz.train.runlog import RunLog, require_tensorboard
@@ -318,21 +321,13 @@ class Trainer:
             overrides: dict[str, Any] = {
                 "num_classes": config.num_classes or self.train_set.num_classes
             }
-            if config.budget_lambda is not None:
-                overrides["budget_lambda"] = config.budget_lambda
-            if config.budget_mu is not None:
-                overrides["budget_mu"] = config.budget_mu
             model = build_model(config.model if self.network is None else self.network, **overrides)
+            if config.init is not None:
+                init_from(model, config.init)
         if model.config.num_classes < self.train_set.num_classes:
             raise ConfigError(
                 f"the network predicts {model.config.num_classes} classes but the "
                 f"training data has {self.train_set.num_classes}"
-            )
-        if not model.is_dynamic and model.config.budget_lambda > 0:
-            logger.info(
-                "%s is %s: no budget loss",
-                model.config.name,
-                "static" if model.is_static else "gate-free",
             )
         # probed before SyncBN conversion (SyncBN refuses CPU tensors); the names do not change
         self._unused = find_unused_parameters(model) if self.info.distributed else []
@@ -344,10 +339,20 @@ class Trainer:
     def _resolve(self, config: TrainConfig) -> TrainConfig:
         """Fill in the ``None`` defaults (saved resolved, so a resume compares like with like)."""
         model_config = self.model.config
+        defaults = _training_defaults(config.model)  # e.g. Dynamic-A's lambda 0.8, mu 0.1
+        lam = config.budget_lambda
+        lam = defaults.get("budget_lambda", 0.0) if lam is None else lam
+        mu = defaults.get("budget_mu", 0.0) if config.budget_mu is None else config.budget_mu
+        if not self.model.is_dynamic and lam > 0:
+            logger.info(
+                "%s is %s: no budget loss",
+                model_config.name,
+                "static" if self.model.is_static else "gate-free",
+            )
         resolved = config.replace(
             num_classes=model_config.num_classes,
-            budget_lambda=model_config.budget_lambda,
-            budget_mu=model_config.budget_mu,
+            budget_lambda=lam,
+            budget_mu=mu,
             warmup_iters=(
                 default_warmup_iters(config.iters)
                 if config.warmup_iters is None
@@ -383,6 +388,9 @@ class Trainer:
             lam=float(self.config.budget_lambda or 0.0),
             mu=float(self.config.budget_mu or 0.0),
             schedule=BudgetSchedule(self.config.budget_start, self.config.budget_ramp),
+            normaliser=(
+                OFFICIAL_BUDGET_NORMALISER if self.config.budget_normaliser == "official" else None
+            ),
         )
 
     def _latency_table(self) -> CostTable:
@@ -695,3 +703,11 @@ class Trainer:
 def train(config: TrainConfig, *, resume: bool = False, until: int | None = None) -> TrainResult:
     """Build a :class:`Trainer` and run it (see :meth:`Trainer.run`)."""
     return Trainer(config, resume=resume).run(until=until)
+
+
+def _training_defaults(model: str) -> dict[str, float]:
+    """The training defaults the model's preset or YAML carries (none when it has none)."""
+    try:
+        return training_defaults(model)
+    except ConfigError:
+        return {}  # resolved from the checkpoint on resume, or no file: the CLI defaults
