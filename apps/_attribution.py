@@ -237,6 +237,13 @@ def scale_section(path: str | None) -> None:
         "object's part of the mean logit",
     )
     part = objects[(objects["scale_index"] == scale) & (objects["direction"] == direction)]
+    pooled = attribution_vs_size(part.assign(**{"class": -1}), value=value)
+    rho = float(pooled["spearman"].iloc[0]) if len(pooled) else float("nan")
+    st.metric(
+        f"Spearman of area with {value}, all classes",
+        _state.fmt_number(rho, 3),
+        help="< 0: the smaller the object, the more it pushes these paths open",
+    )
     st.plotly_chart(
         attribution_size_scatter(part, value=value),
         width="stretch",

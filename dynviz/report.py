@@ -32,6 +32,7 @@ import pandas as pd
 
 from dynviz.analysis import (
     activation_probability,
+    aug_costs,
     cell_probability,
     cost_statistics,
     probability_distribution,
@@ -177,6 +178,9 @@ def analyze(
         "scale_correlations": summary.correlations,
         "scale_by_regime": summary.by_regime,
     }
+    augmented = aug_costs(images)
+    if not augmented.empty:  # records made with --aug: the cost of each variant
+        tables["aug_costs"] = augmented
     for name, frame in tables.items():
         frame.to_csv(out / f"{name}.csv", index=False, float_format="%.6g")
         report.tables[name] = f"{name}.csv"
@@ -382,6 +386,18 @@ def _write_report(
             lines += [f"**{label}**", ""]
             lines += [f"- {line}" for line in RouteAdaptivity(**figures).sentences()]
             lines.append("")
+    if "aug_costs" in report.tables:
+        augmented = pd.read_csv(report.out / report.tables["aug_costs"])
+        lines += [
+            "## Test-time augmentation",
+            "",
+            "Records made with `--aug` hold one row per image and variant (the tables above "
+            "count each variant as an image). Real GMACs of each variant and of the whole "
+            "augmented image (the row without a scale), and the variant's share of it:",
+            "",
+            _markdown(augmented),
+            "",
+        ]
     lines += [
         "## Activation probability (Fig. 5)",
         "",

@@ -431,6 +431,8 @@ def test_routing_vs_scale_relates_attribution_to_object_size(app) -> None:
     assert (table["objects"] > 0).all()
     scatter = [c for c in _charts(at) if c["layout"].get("xaxis", {}).get("type") == "log"]
     assert scatter
+    pooled = _metrics(at)["Spearman of area with lift, all classes"]
+    assert pooled == "-" or -1.0 <= float(pooled) <= 1.0
     at.selectbox(key="attr_scale_direction").set_value("keep")
     at.selectbox(key="attr_scale_value").set_value("mass").run()
     assert not at.exception

@@ -70,3 +70,29 @@ def test_app_without_streamlit(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "streamlit", None)
     assert cli(["app", str(tmp_path), "--dry-run"]) == 2
     _one_line_naming(capsys.readouterr().err, "app")
+
+
+def test_shipped_folders_are_found_and_a_missing_one_is_named():
+    from pathlib import Path
+
+    from dynviz.resources import shipped
+
+    root = Path(__file__).resolve().parents[1]
+    # an editable install reads the project's folders; a wheel, its own copies
+    names = {p.name for p in shipped("models").glob("*.yaml")}
+    assert names == {p.name for p in (root / "models").glob("*.yaml")}
+    assert (shipped("apps") / "explorer.py").is_file()
+    with pytest.raises(FileNotFoundError, match="no nothing/"):
+        shipped("nothing")
+
+
+def test_app_without_the_explorer_files(monkeypatch, tmp_path, capsys):
+    import dynviz.commands.app as app
+
+    def missing():
+        raise FileNotFoundError("this dynviz installation has no apps/: reinstall dynviz")
+
+    monkeypatch.setattr(app, "explorer_script", missing)
+    assert cli(["app", str(tmp_path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "reinstall dynviz" in err and "Traceback" not in err

@@ -15,6 +15,7 @@ import yaml
 from PIL import Image
 
 import dynviz
+from dynviz.analysis import aug_costs
 from dynviz.checkpoint import make_checkpoint, save_checkpoint
 from dynviz.cli import main as cli_main
 from dynviz.cost import cost_table
@@ -237,6 +238,16 @@ def test_record_with_aug_has_a_row_per_image_and_variant(tmp_path):
     same = base.images.set_index("image_id")
     assert np.allclose(full["real_gmacs"], same.loc[full.index, "real_gmacs"])
     assert records.meta["aug"] == {"scales": [0.5, 1.0], "flip": True}
+    # the cost of augmentation per variant, and of the whole augmented image
+    costs = aug_costs(images)
+    variants, whole = costs[costs["aug_scale"].notna()], costs[costs["aug_scale"].isna()]
+    assert len(variants) == 4 and len(whole) == 1
+    assert variants["share"].sum() == pytest.approx(1.0)
+    assert whole["real_gmacs_mean"].iloc[0] == pytest.approx(variants["real_gmacs_mean"].sum())
+    assert aug_costs(base.images).empty
+    report = tmp_path / "report"
+    assert cli_main(["analyze", str(augmented), "--out", str(report)]) == 0
+    assert "## Test-time augmentation" in (report / "report.md").read_text()
 
 
 # -------------------------------------------------------------------------- predict
@@ -438,3 +449,26 @@ def test_an_uploaded_photo_is_upright(tmp_path):
     _rotated_jpeg(tmp_path / "photo.jpg")
     upload = read_upload((tmp_path / "photo.jpg").read_bytes(), name="photo.jpg")
     assert (upload.width, upload.height) == (200, 100)
+
+
+def test_a_bad_sample_mid_training_keeps_the_iterations_done(tmp_path, monkeypatch, capsys):
+    calls = {"n": 0}
+    original = SyntheticScenes.raw
+
+    def failing(self, index):
+        calls["n"] += 1
+        if calls["n"] > 6:  # batch 2: three iterations, then a bad file
+            raise DataError("cannot read image /data/bad.png: image file is truncated")
+        return original(self, index)
+
+    monkeypatch.setattr(SyntheticScenes, "raw", failing)
+    run = tmp_path / "run"
+    argv = ["train", "tiny", "--data", "synthetic:count=8,size=64x64", "--out", str(run)]
+    options = [*TRAIN[:6], "5", *TRAIN[7:]]  # --iters 5
+    assert cli_main([*argv, *options]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "/data/bad.png" in err and "--resume" in err
+    assert torch.load(run / "checkpoint_latest.pt", weights_only=True)["iteration"] == 3
+    monkeypatch.setattr(SyntheticScenes, "raw", original)
+    assert cli_main([*argv, "--resume"]) == 0
+    assert torch.load(run / "checkpoint_latest.pt", weights_only=True)["iteration"] == 5

@@ -4,7 +4,8 @@ They read the tables of :mod:`dynviz.record` (``gates``, ``images``) and never t
 
 * :mod:`~dynviz.analysis.routes`: activation probability per path, layer and scale (Fig. 5),
   alpha distributions, routing versus object scale;
-* :mod:`~dynviz.analysis.costs`: the Table 1 statistics (real and expected GMACs, mIoU);
+* :mod:`~dynviz.analysis.costs`: the Table 1 statistics (real and expected GMACs, mIoU) and
+  the cost of test-time augmentation per variant (:func:`aug_costs`);
 * :mod:`~dynviz.analysis.common`: the common network (paths active in more than 95% of images),
   as a :class:`~dynviz.model.route.Route` that ``build_model`` builds, its size and cost, and
   its route spec file.
@@ -20,7 +21,7 @@ from dynviz.analysis.common import (
     summarize_common,
     write_common,
 )
-from dynviz.analysis.costs import cost_statistics
+from dynviz.analysis.costs import aug_costs, cost_statistics
 from dynviz.analysis.routes import (
     ScaleSummary,
     activation_probability,
@@ -39,6 +40,7 @@ __all__ = [
     "ScaleSummary",
     "activation_probability",
     "alpha_histogram",
+    "aug_costs",
     "cell_probability",
     "coarsen_histogram",
     "cost_statistics",

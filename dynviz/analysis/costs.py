@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["TABLE1_COLUMNS", "cost_statistics", "dataset_miou"]
+__all__ = ["AUG_COLUMNS", "TABLE1_COLUMNS", "aug_costs", "cost_statistics", "dataset_miou"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,3 +101,87 @@ def cost_statistics(images: pd.DataFrame, *, by: Sequence[str] = ()) -> pd.DataF
             row[f"{kind}_gmacs_min"] = float(values.min())
         rows.append(row)
     return pd.DataFrame(rows, columns=[*keys, *TABLE1_COLUMNS])
+
+
+AUG_COLUMNS = ("source_image_id", "aug_scale", "aug_flip")
+"""The columns of records made with test-time augmentation (``dynviz record --aug``)."""
+
+
+def aug_costs(images: pd.DataFrame) -> pd.DataFrame:
+    """The cost of test-time augmentation: real and expected GMACs per variant.
+
+    Args:
+        images: image rows of records made with ``--aug`` (one row per image and variant;
+            optionally with a ``model`` column).
+
+    Returns:
+        One row per ``[model,] aug_scale, aug_flip``: ``images``, ``real_gmacs_mean``,
+        ``real_gmacs_max``, ``real_gmacs_min``, ``expected_gmacs_mean`` and ``share`` (the
+        variant's part of the augmented image's mean real cost), then one row per model with
+        ``aug_scale`` NaN for the whole augmented image (the sum over its variants). Empty
+        for records without augmentation.
+    """
+    keys = (["model"] if "model" in images.columns else []) + ["aug_scale", "aug_flip"]
+    columns = [
+        *keys,
+        "images",
+        "real_gmacs_mean",
+        "real_gmacs_max",
+        "real_gmacs_min",
+        "expected_gmacs_mean",
+        "share",
+    ]
+    if not set(AUG_COLUMNS) <= set(images.columns) or images.empty:
+        return pd.DataFrame(columns=columns)
+    frame = images.dropna(subset=["aug_scale"])
+    per_variant = (
+        frame.groupby(keys, observed=True, sort=True)
+        .agg(
+            images=("real_gmacs", "size"),
+            real_gmacs_mean=("real_gmacs", "mean"),
+            real_gmacs_max=("real_gmacs", "max"),
+            real_gmacs_min=("real_gmacs", "min"),
+            expected_gmacs_mean=("expected_gmacs", "mean"),
+        )
+        .reset_index()
+    )
+    model_keys = keys[:-2]
+    whole = (
+        frame.groupby([*model_keys, "source_image_id"], observed=True)[
+            ["real_gmacs", "expected_gmacs"]
+        ]
+        .sum()
+        .reset_index()
+    )
+    if model_keys:
+        totals = whole.groupby(model_keys, observed=True).agg(
+            images=("real_gmacs", "size"),
+            real_gmacs_mean=("real_gmacs", "mean"),
+            real_gmacs_max=("real_gmacs", "max"),
+            real_gmacs_min=("real_gmacs", "min"),
+            expected_gmacs_mean=("expected_gmacs", "mean"),
+        )
+        totals = totals.reset_index()
+        per_variant = per_variant.merge(
+            totals[[*model_keys, "real_gmacs_mean"]].rename(columns={"real_gmacs_mean": "_total"}),
+            on=model_keys,
+        )
+    else:
+        totals = pd.DataFrame(
+            [
+                {
+                    "images": len(whole),
+                    "real_gmacs_mean": whole["real_gmacs"].mean(),
+                    "real_gmacs_max": whole["real_gmacs"].max(),
+                    "real_gmacs_min": whole["real_gmacs"].min(),
+                    "expected_gmacs_mean": whole["expected_gmacs"].mean(),
+                }
+            ]
+        )
+        per_variant["_total"] = totals["real_gmacs_mean"].iloc[0]
+    per_variant["share"] = per_variant["real_gmacs_mean"] / per_variant.pop("_total")
+    totals["aug_scale"] = np.nan
+    totals["aug_flip"] = pd.NA
+    totals["share"] = 1.0
+    out = pd.concat([per_variant, totals[columns]], ignore_index=True)
+    return out[columns]

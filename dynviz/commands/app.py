@@ -166,13 +166,12 @@ def _split_remainder(args: argparse.Namespace) -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> int:
     args = _split_remainder(args)
-    script = explorer_script()
-    if not script.is_file():
-        print(
-            f"error: the app is not in this installation ({script} is missing); run "
-            "`dynviz app` from a source checkout",
-            file=sys.stderr,
-        )
+    try:
+        script = explorer_script()
+        if not script.is_file():
+            raise FileNotFoundError(f"{script} is missing: reinstall dynviz")
+    except FileNotFoundError as err:
+        print(f"error: the explorer is not in this installation ({err})", file=sys.stderr)
         return 2
     try:
         import streamlit  # noqa: F401

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dynviz.commands import guarded, positive_int
+from dynviz.commands import add_threads_option, guarded, positive_int
 
 __all__ = ["configure_parser", "main"]
 
@@ -46,6 +46,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--opacity", type=float, default=0.6, help="overlay opacity at the largest |map|"
     )
+    add_threads_option(parser)
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -74,6 +74,7 @@ from dynviz.distributed import (
     init_distributed,
 )
 from dynviz.environment import environment
+from dynviz.errors import error_message
 from dynviz.evaluate import EvalResult, evaluate
 from dynviz.model import ConfigError, Route, RoutingNetwork, RoutingSpaceConfig, build_model
 from dynviz.model.zoo import training_defaults
@@ -619,6 +620,19 @@ class Trainer:
             self._log.histogram("gates/alpha", alphas.cpu(), self.iteration + 1)
         return values
 
+    def _keep_after_data_error(self, err: DataError, saved_at: int) -> DataError:
+        """A bad sample stopped training: keep the iterations done since the last checkpoint
+        (one process only: other ranks may be inside a collective) and say so in the one-line
+        error, which names the file (also when a DataLoader worker raised it)."""
+        message = error_message(err)
+        if self.info.distributed or self.iteration <= saved_at:
+            return DataError(message)
+        self._save(LATEST)
+        return DataError(
+            f"{message} (the {self.iteration} iterations done are saved in "
+            f"{self.run_dir / LATEST}; fix the file and continue with --resume)"
+        )
+
     def run(
         self, *, until: int | None = None, label: str = "train", position: int | None = None
     ) -> TrainResult:
@@ -633,6 +647,8 @@ class Trainer:
         Raises:
             NonFiniteLossError: the loss or gradient became NaN/inf (no checkpoint is written).
             OSError: the run directory cannot be written (the message names the path).
+            DataError: a sample cannot be read (the message names the file; the iterations done
+                are checkpointed first in a single-process run).
         """
         cfg = self.config
         stop = cfg.iters if until is None else min(int(until), cfg.iters)
@@ -654,6 +670,7 @@ class Trainer:
             )
         last_loss: float | None = None
         window_start, window_iters = time.perf_counter(), 0
+        saved_at = self.iteration
         try:
             for images, labels in self._loader(self.iteration, stop):
                 images = images.to(self.device, non_blocking=True)
@@ -692,6 +709,7 @@ class Trainer:
                     self._evaluate()
                 if self.iteration % cfg.checkpoint_every == 0 and self.iteration < stop:
                     self._save(LATEST)
+                    saved_at = self.iteration
             if self.iteration == cfg.iters:
                 self._precise_bn()
                 if self.val_set is not None:
@@ -705,6 +723,8 @@ class Trainer:
                     time.perf_counter() - started,
                     "n/a" if self.best_miou is None else f"{self.best_miou:.4f}",
                 )
+        except DataError as err:
+            raise self._keep_after_data_error(err, saved_at) from None
         finally:
             if bar is not None:
                 bar.close()
