@@ -754,6 +754,8 @@ def run_chain(
             adaptivity,
             made=made,
             seconds=seconds,
+            cpu=sum(step_cpu.values()),
+            idle=idle,
             reused=len(steps) - len(worked),
             total=len(steps),
         )
@@ -817,6 +819,8 @@ def _write_report(
     seconds: float,
     reused: int,
     total: int,
+    cpu: float = 0.0,
+    idle: float | None = None,
 ) -> Path:
     lines = [
         "# dynviz demo report",
@@ -846,6 +850,22 @@ def _write_report(
             lines += [f"**{label}**", ""]
             lines += [f"- {line}" for line in _adaptivity_lines(figures_of)]
             lines.append("")
+        budget = adaptivity.get("Dynamic-Budget")
+        if budget:
+            aims = [
+                ("cost spread of at least 1.5x", budget["cost_spread"] >= 1.5),
+                ("regime means at least 20% apart", budget["regime_difference"] >= 0.2),
+                (
+                    "regime told from the route clearly above chance (+15 points)",
+                    budget["classifier_accuracy"] >= budget["chance"] + 0.15,
+                ),
+            ]
+            lines += [
+                "Aims for Dynamic-Budget: "
+                + "; ".join(f"{aim}: {'met' if ok else 'not met'}" for aim, ok in aims)
+                + ".",
+                "",
+            ]
     if common is not None:
         lines += [
             "## The common network",
@@ -873,6 +893,12 @@ def _write_report(
             else "."
         ),
     ]
+    if idle is not None:
+        lines.append(
+            f"The steps took {cpu / 60:.1f} minutes of CPU time; on {s.jobs} idle cores, two "
+            f"steps side by side, that is about {idle / 60:.1f} minutes (the load average was "
+            f"{os.getloadavg()[0]:.1f} when this report was written)."
+        )
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return report
