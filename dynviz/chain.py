@@ -28,13 +28,15 @@ runs that made the outputs, so a re-run that only reuses reports the time it too
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing
 import os
 import shutil
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -353,8 +355,35 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
+@contextlib.contextmanager
+def _workers_skip_main() -> Iterator[None]:
+    """Spawned workers run the parent's ``__main__`` file again before their task unless it has
+    none. The chain's workers need only dynviz: while they start, hide the file, so that a
+    script without an ``if __name__ == "__main__"`` guard, or a Streamlit page that replaced
+    ``__main__``, is not run again in them."""
+    main = sys.modules.get("__main__")
+    saved = {k: getattr(main, k) for k in ("__file__", "__spec__") if hasattr(main, k)}
+    try:
+        for key in saved:
+            if key == "__spec__":
+                main.__spec__ = None
+            else:
+                delattr(main, key)
+        yield
+    finally:
+        for key, value in saved.items():
+            setattr(main, key, value)
+
+
 def _schedule(steps: list[_Step], jobs: int, log_path: Path, threads: int) -> _Progress:
     """Run the steps as their inputs become ready, ``jobs`` at a time."""
+    if jobs > 1:
+        with _workers_skip_main():
+            return _run_steps(steps, jobs, log_path, threads)
+    return _run_steps(steps, jobs, log_path, threads)
+
+
+def _run_steps(steps: list[_Step], jobs: int, log_path: Path, threads: int) -> _Progress:
     progress = _Progress(steps, jobs)
     pending = {s.key: s for s in steps}
     running: dict[Future[dict[str, Any]], tuple[_Step, int, float]] = {}

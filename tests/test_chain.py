@@ -82,3 +82,27 @@ def test_idle_estimate_schedules_steps_on_lanes_by_hand():
     assert idle_estimate(steps, 1) == 26.0  # one lane: the sum
     with pytest.raises(ValueError, match="wait on each other"):
         idle_estimate({"x": (1.0, ("y",)), "y": (1.0, ("x",))}, 2)
+
+
+def _double(x: int) -> int:
+    return 2 * x
+
+
+def test_workers_do_not_run_the_parents_main_again(tmp_path, monkeypatch):
+    """A Streamlit page or an unguarded script as ``__main__`` must not run in the workers."""
+    import multiprocessing
+    import types
+    from concurrent.futures import ProcessPoolExecutor
+
+    from dynviz.chain import _workers_skip_main
+
+    script = tmp_path / "page.py"
+    script.write_text("raise SystemExit('the parent main ran again')\n", encoding="utf-8")
+    fake = types.ModuleType("__main__")
+    fake.__file__ = str(script)
+    monkeypatch.setitem(sys.modules, "__main__", fake)
+    with _workers_skip_main():
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            assert pool.submit(_double, 21).result(timeout=120) == 42
+    assert fake.__file__ == str(script)  # restored
