@@ -301,6 +301,15 @@ def test_eval_counting_official_charges_as_the_official_counters(official_checkp
     assert rows[0].gmacs_avg == pytest.approx(np.mean(real) / 1e9, rel=1e-12)
 
 
+@pytest.fixture
+def _restore_denormals():
+    """``dynviz record`` on the CPU flushes denormals for the process; later tests (hypothesis
+    floats) need them back."""
+    yield
+    torch.set_flush_denormal(False)
+
+
+@pytest.mark.usefixtures("_restore_denormals")
 def test_record_counting_official_writes_official_gmacs_and_says_so(
     official_checkpoint, tmp_path, capsys
 ):
