@@ -81,8 +81,10 @@ def compare(
     size: tuple[int, int] | None = None,
     names: list[str] | None = None,
     progress: bool = False,
+    counting: str = "paper",
 ) -> list[CompareRow]:
-    """Evaluate each run on ``data`` and return the comparison rows (in the given order)."""
+    """Evaluate each run on ``data`` and return the comparison rows (in the given order), their
+    GMACs in ``counting`` (``paper`` or ``official``, :class:`dynviz.cost.Counting`)."""
     from dynviz.checkpoint import load_model
     from dynviz.data import Resize, build_dataset
     from dynviz.evaluate import evaluate
@@ -94,7 +96,7 @@ def compare(
     rows = []
     for i, run in enumerate(runs):
         model, meta = load_model(run)
-        result = evaluate(model, dataset, limit=limit, progress=progress)
+        result = evaluate(model, dataset, limit=limit, progress=progress, counting=counting)
         kind, modeled = describe_model(model, meta.get("train_args"))
         rows.append(
             CompareRow(

@@ -312,6 +312,14 @@ def _markdown(frame: pd.DataFrame, digits: int = 4) -> str:
     return "\n".join([head, rule, *rows])
 
 
+def _countings(records: list[Records], labels: list[str]) -> str:
+    """``"paper"`` when every records folder shares one counting, else per model."""
+    countings = [rec.sidecar.counting.value for rec in records]
+    if len(set(countings)) == 1:
+        return countings[0]
+    return ", ".join(f"{c} ({label})" for c, label in zip(countings, labels, strict=True))
+
+
 def _write_report(
     report: Report,
     records: list[Records],
@@ -338,6 +346,9 @@ def _write_report(
         "",
         "Real and expected GMACs per image (1 multiply-add = 1; the paper's GFLOPs). mIoU "
         "is data-set level (summed confusion matrices).",
+        "",
+        f"Counting: {_countings(records, labels)} (`dynviz record --counting`; official: as "
+        "the official code's counters report).",
         "",
     ]
     shown = costs.copy()
