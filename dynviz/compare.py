@@ -81,8 +81,10 @@ def compare(
     size: tuple[int, int] | None = None,
     names: list[str] | None = None,
     progress: bool = False,
+    counting: str = "paper",
 ) -> list[CompareRow]:
-    """Evaluate each run on ``data`` and return the comparison rows (in the given order)."""
+    """Evaluate each run on ``data`` and return the comparison rows (in the given order), their
+    GMACs in ``counting`` (``paper`` or ``official``, :class:`dynviz.cost.Counting`)."""
     from dynviz.checkpoint import load_model
     from dynviz.data import Resize, build_dataset
     from dynviz.evaluate import evaluate
@@ -94,7 +96,7 @@ def compare(
     rows = []
     for i, run in enumerate(runs):
         model, meta = load_model(run)
-        result = evaluate(model, dataset, limit=limit, progress=progress)
+        result = evaluate(model, dataset, limit=limit, progress=progress, counting=counting)
         kind, modeled = describe_model(model, meta.get("train_args"))
         rows.append(
             CompareRow(
@@ -152,7 +154,14 @@ def markdown(rows: list[CompareRow], *, note: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(rows: list[CompareRow], out: str | Path, *, data: str, split: str = "val") -> Path:
+def write_table(
+    rows: list[CompareRow],
+    out: str | Path,
+    *,
+    data: str,
+    split: str = "val",
+    counting: str = "paper",
+) -> Path:
     """Write ``table1.md`` (:func:`markdown`, with a note on what was measured) and
     ``table1.csv`` (every field of the rows) into ``out``; returns the Markdown file."""
     import pandas as pd
@@ -160,10 +169,15 @@ def write_table(rows: list[CompareRow], out: str | Path, *, data: str, split: st
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     images = rows[0].images if rows else 0
+    counted = (
+        "the paper's counting"
+        if counting == "paper"
+        else "the official code's counting (docs/official.md)"
+    )
     note = (
         f"Evaluated on {data} [{split}], {images} images, batch 1 with closed paths "
-        "skipped. mIoU is data-set level; cost is the real (executed) cost per image in the "
-        "paper's counting (1 multiply-add = 1; the paper's FLOPs)."
+        f"skipped. mIoU is data-set level; cost is the real (executed) cost per image in "
+        f"{counted} (1 multiply-add = 1; the paper's FLOPs)."
     )
     (out / "table1.md").write_text(markdown(rows, note=note), encoding="utf-8")
     pd.DataFrame([asdict(r) for r in rows]).to_csv(

@@ -195,6 +195,22 @@ class CostTable:
         cost = cost + ((count - 1).clamp(min=0).to(f) * self.node_add).sum((1, 2))
         return cost + self.stem + self._decoder_cost(has[:, -1])
 
+    def real_from(
+        self,
+        gates: torch.Tensor,
+        active: torch.Tensor | None = None,
+        *,
+        gates_ran: bool | None = None,
+    ) -> torch.Tensor:
+        """:meth:`real` of a forward pass, read as this counting reads it: official counting
+        from the alphas ``gates`` (its 1e-4 rules), the others from the computed paths
+        ``active`` (default: the alphas above the config's ``active_threshold``)."""
+        if self.counting is Counting.OFFICIAL:
+            return self.real(gates, gates_ran=gates_ran)
+        if active is None:
+            active = gates > self.config.active_threshold
+        return self.real(active, gates_ran=gates_ran)
+
     def expected(self, gates: torch.Tensor, *, gates_ran: bool | None = None) -> torch.Tensor:
         """Eq. 7-8 per sample, differentiable in ``gates`` ``(B, L + 1, S, 3)``, plus the gates,
         stem and decoder that ran. Equals :meth:`real` when every alpha is 0 or 1."""

@@ -10,6 +10,10 @@ Per image, with the cost table of that image's (padded) input size:
 * for dynamic networks, the backbone expected-cost ratio ``E / C_all`` that the budget loss
   constrains (what ``mu`` targets).
 
+Both follow ``counting`` (:class:`dynviz.cost.Counting`): ``paper`` (the default) or
+``official``, what the official code's counters report (docs/official.md: square decoder,
+every gate, the 1e-4 rules on the alphas, ``table.real(out.gates)``).
+
 mIoU, per-class IoU and pixel accuracy come from one confusion matrix over the whole data set
 (ignore 255). Under torchrun each rank evaluates every ``world_size``-th image; the confusion
 matrices are summed and the per-image costs gathered.
@@ -31,6 +35,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from dynviz.cost import Counting
 from dynviz.distributed import (
     all_gather_objects,
     all_reduce_sum,
@@ -89,6 +94,7 @@ class EvalResult:
             an image's forward passes.
         aug_real_gmacs: real GMACs per image of each augmentation variant (``"0.75"``,
             ``"0.75+flip"``), when augmented.
+        counting: the cost counting of the GMACs (``"paper"`` or ``"official"``).
     """
 
     miou: float
@@ -104,6 +110,7 @@ class EvalResult:
     seconds: float = 0.0
     aug: Augment | None = None
     aug_real_gmacs: dict[str, CostStats] = field(default_factory=dict)
+    counting: str = Counting.PAPER.value
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (NaN becomes ``None``); ``aug`` and ``aug_real_gmacs`` only when
@@ -118,6 +125,7 @@ class EvalResult:
             "real_gmacs": self.real_gmacs.to_dict(),
             "expected_gmacs": self.expected_gmacs.to_dict(),
             "expected_cost_ratio": self.expected_cost_ratio,
+            "counting": self.counting,
             "params": self.params,
             "num_images": self.num_images,
             "sizes": [list(s) for s in self.sizes],
@@ -154,6 +162,7 @@ def evaluate(
     progress: bool = False,
     aug: Augment | None = None,
     on_prediction: Callable[[dict[str, Any], np.ndarray], None] | None = None,
+    counting: Counting | str = Counting.PAPER,
 ) -> EvalResult:
     """Evaluate ``model`` on ``dataset``, one image at a time in eval mode.
 
@@ -173,6 +182,8 @@ def evaluate(
             an image's GMACs are the sum over its forward passes.
         on_prediction: called with each item (``image_id``, ...) and its ``(H, W)`` uint8 class
             map (e.g. to write benchmark files).
+        counting: the cost counting of the real and expected GMACs (``paper`` or
+            ``official``; :class:`dynviz.cost.Counting`).
 
     Returns:
         The :class:`EvalResult`.
@@ -196,7 +207,8 @@ def evaluate(
     shard = Subset(dataset, range(rank, count, world))
     loader = DataLoader(shard, batch_size=1, num_workers=workers, collate_fn=_single)
     matrix = ConfusionMatrix(num_classes, dataset.ignore_index)
-    tables = TableCache(net)
+    counting = Counting(counting)
+    tables = TableCache(net, counting)
     real: list[float] = []
     expected: list[float] = []
     ratios: list[float] = []
@@ -222,7 +234,8 @@ def evaluate(
                 pred = out.logits.argmax(1)[0]  # (H, W)
                 table = tables(height, width)
                 gates = out.gates.float().cpu()
-                real.append(float(table.real(out.active.cpu(), gates_ran=dynamic)[0]))
+                active = out.active.cpu()
+                real.append(float(table.real_from(gates, active, gates_ran=dynamic)[0]))
                 expected.append(float(table.expected(gates, gates_ran=dynamic)[0]))
                 if dynamic:
                     ratios.append(
@@ -280,4 +293,5 @@ def evaluate(
         seconds=time.perf_counter() - start,
         aug=aug,
         aug_real_gmacs={key: CostStats.of(values) for key, values in variants.items()},
+        counting=counting.value,
     )

@@ -333,6 +333,14 @@ def _markdown(frame: pd.DataFrame, digits: int = 4) -> str:
     return "\n".join([head, rule, *rows])
 
 
+def _countings(records: list[Records], labels: list[str]) -> str:
+    """``"paper"`` when every records folder shares one counting, else per model."""
+    countings = [rec.sidecar.counting.value for rec in records]
+    if len(set(countings)) == 1:
+        return countings[0]
+    return ", ".join(f"{c} ({label})" for c, label in zip(countings, labels, strict=True))
+
+
 def _write_report(
     report: Report,
     records: list[Records],
@@ -362,6 +370,9 @@ def _write_report(
         "",
         f"Real and expected cost per image in {unit.label} ({MAC_NOTE}). mIoU is data-set "
         "level (summed confusion matrices).",
+        "",
+        f"Counting: {_countings(records, labels)} (`dynviz record --counting`; official: as "
+        "the official code's counters report).",
         "",
     ]
     shown = costs.copy()

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from dynviz.cost import CostTable, cost_table
+from dynviz.cost import CostTable, Counting, cost_table
 from dynviz.errors import UserError
 from dynviz.model import RoutingNetwork
 from dynviz.model.route import Route
@@ -250,25 +250,30 @@ def infer(
 
 
 class TableCache:
-    """Cost tables of a network by padded input size (one per distinct size)."""
+    """Cost tables of a network by padded input size (one per distinct size), in one
+    counting (:class:`dynviz.cost.Counting`, default paper)."""
 
-    def __init__(self, model: RoutingNetwork) -> None:
+    def __init__(self, model: RoutingNetwork, counting: Counting | str = Counting.PAPER) -> None:
         self.model = model
+        self.counting = Counting(counting)
         self.tables: dict[tuple[int, int], CostTable] = {}
 
     def __call__(self, height: int, width: int) -> CostTable:
         stride = self.model.config.max_stride
         key = (-(-height // stride) * stride, -(-width // stride) * stride)
         if key not in self.tables:
-            self.tables[key] = cost_table(self.model.config, key, route=self.model.route)
+            self.tables[key] = cost_table(
+                self.model.config, key, counting=self.counting, route=self.model.route
+            )
         return self.tables[key]
 
 
 def forward_costs(
     model: RoutingNetwork, forward: Forward, tables: TableCache, *, gates_ran: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(real, expected)`` MACs per sample of one forward pass (float64 tensors ``(B,)``)."""
+    """``(real, expected)`` MACs per sample of one forward pass (float64 tensors ``(B,)``), in
+    the counting of ``tables``."""
     table = tables(*forward.size)
-    real = table.real(forward.active, gates_ran=gates_ran).double()
+    real = table.real_from(forward.gates, forward.active, gates_ran=gates_ran).double()
     expected = table.expected(forward.gates, gates_ran=gates_ran).double()
     return real, expected

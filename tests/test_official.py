@@ -1,18 +1,28 @@
 """Official semantics (docs/official.md): golden behaviours derived by hand, the per-sample drop
-rule, the unpadded stem, the small gate's resize, skip = soft, and the official counting."""
+rule, the unpadded stem, the small gate's resize, skip = soft, and the official counting (also
+in ``dynviz eval`` / ``record --counting official``)."""
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from _models import randomise
 
 import dynviz
-from dynviz.cost import cost_table
+from dynviz.checkpoint import load_model, make_checkpoint, save_checkpoint
+from dynviz.cli import main as cli_main
+from dynviz.compare import compare
+from dynviz.cost import Counting, cost_table
+from dynviz.data import build_dataset
 from dynviz.model import load_spec
 from dynviz.model.config import ConfigError, RoutingSpaceConfig, Semantics
 from dynviz.model.ops import SoftConditionalGate, gate_activation
+from dynviz.record import RecordError, Sidecar, SidecarError, read_records, record
+from dynviz.report import analyze
 
 
 def _official(tiny: RoutingSpaceConfig, **changes: object) -> RoutingSpaceConfig:
@@ -223,3 +233,139 @@ def test_official_static_network_equals_the_dynamic_one_forced_to_its_route(tiny
         forced = dynamic(x, route=route)
         torch.testing.assert_close(static(x).logits, forced.logits)
         torch.testing.assert_close(dynamic(x, route=route, skip=False).logits, forced.logits)
+
+
+# ------------------------------------------------- --counting official in eval and record
+COUNTING_DATA = "synthetic:count=3,size=64x96,classes=4"
+
+
+@pytest.fixture
+def official_checkpoint(tiny, tmp_path):
+    """A tiny official-semantics network with many closed paths, saved as a checkpoint."""
+    model = dynviz.build_model(_official(tiny, num_classes=4)).eval()
+    randomise(model, gate_bias=(-1.2, 0.6), seed=6)
+    path = tmp_path / "official.pt"
+    save_checkpoint(path, make_checkpoint(model, iteration=3, train_args={"data": COUNTING_DATA}))
+    return path
+
+
+def _by_hand(path, limit: int) -> tuple[list[float], list[float], list[float]]:
+    """Per image: the official real MACs summed by hand from the official cost table (stem,
+    the h x h decoder with every lateral, every gate, ops with alpha sum > 1e-4, transforms
+    with alpha > 1e-4), the official expected MACs, and the paper's real MACs."""
+    model, _ = load_model(path)
+    dataset = build_dataset(COUNTING_DATA, split="val")
+    table = cost_table(model.config, (64, 96), counting="official")
+    paper = cost_table(model.config, (64, 96), counting="paper")
+    real, expected, paper_real = [], [], []
+    for i in range(limit):
+        with torch.inference_mode():
+            out = model(dataset[i]["image"].unsqueeze(0))
+        gates = out.gates.float()
+        macs = (
+            table.stem
+            + table.decoder
+            + float(table.gate.sum())
+            + float(((gates.double().sum(-1) > 1e-4).double() * table.op).sum())
+            + float(((gates.double() > 1e-4).double() * table.path).sum())
+        )
+        assert float(table.real(out.gates)[0]) == pytest.approx(macs, rel=1e-12)
+        real.append(macs)
+        expected.append(float(table.expected(gates)[0]))
+        paper_real.append(float(paper.real(out.active)[0]))
+    return real, expected, paper_real
+
+
+def test_eval_counting_official_charges_as_the_official_counters(official_checkpoint, capsys):
+    real, expected, paper_real = _by_hand(official_checkpoint, 2)
+    # the rules differ here: a 64x96 input (the decoder on 16x16, not 16x24) and closed paths
+    table = cost_table(load_model(official_checkpoint)[0].config, (64, 96), counting="official")
+    assert table.decoder < cost_table(table.config, (64, 96)).decoder
+    assert all(r != pytest.approx(p, rel=1e-6) for r, p in zip(real, paper_real, strict=True))
+    base = ["eval", str(official_checkpoint), "--json", "--limit", "2"]
+    assert cli_main([*base, "--counting", "official"]) == 0
+    official = json.loads(capsys.readouterr().out)
+    assert official["counting"] == "official"
+    assert official["real_gmacs"]["mean"] == pytest.approx(np.mean(real) / 1e9, rel=1e-12)
+    assert official["real_gmacs"]["max"] == pytest.approx(max(real) / 1e9, rel=1e-12)
+    assert official["real_gmacs"]["min"] == pytest.approx(min(real) / 1e9, rel=1e-12)
+    assert official["expected_gmacs"]["mean"] == pytest.approx(np.mean(expected) / 1e9, rel=1e-9)
+    assert cli_main(base) == 0  # the default: paper counting, as before
+    paper = json.loads(capsys.readouterr().out)
+    assert paper["counting"] == "paper"
+    assert paper["real_gmacs"]["mean"] == pytest.approx(np.mean(paper_real) / 1e9, rel=1e-12)
+    assert paper["miou"] == official["miou"]  # only the counting changed
+    assert cli_main(base[:2] + ["--limit", "1", "--counting", "official"]) == 0
+    assert "official (GMACs)" in capsys.readouterr().out
+    rows = compare([str(official_checkpoint)], COUNTING_DATA, limit=2, counting="official")
+    assert rows[0].gmacs_avg == pytest.approx(np.mean(real) / 1e9, rel=1e-12)
+
+
+@pytest.fixture
+def _restore_denormals():
+    """``dynviz record`` on the CPU flushes denormals for the process; later tests (hypothesis
+    floats) need them back."""
+    yield
+    torch.set_flush_denormal(False)
+
+
+@pytest.mark.usefixtures("_restore_denormals")
+def test_record_counting_official_writes_official_gmacs_and_says_so(
+    official_checkpoint, tmp_path, capsys
+):
+    real, expected, paper_real = _by_hand(official_checkpoint, 3)
+    out, paper_out = tmp_path / "official", tmp_path / "paper"
+    base = ["record", str(official_checkpoint), "--batch", "2"]
+    assert cli_main([*base, "--out", str(out), "--counting", "official", "--limit", "2"]) == 0
+    assert cli_main([*base, "--out", str(paper_out)]) == 0
+    capsys.readouterr()
+    records = read_records(out)
+    assert records.sidecar.counting is Counting.OFFICIAL
+    assert records.meta["counting"] == "official"
+    assert read_records(paper_out).sidecar.counting is Counting.PAPER
+    images = read_records(paper_out).images.sort_values("image_id")
+    np.testing.assert_allclose(images["real_gmacs"], np.asarray(paper_real) / 1e9, rtol=1e-12)
+    # completing the folder in another counting would mix two; in its own it completes
+    with pytest.raises(RecordError, match="'counting' differs"):
+        record_into(out, official_checkpoint, counting="paper")
+    assert cli_main([*base, "--out", str(out), "--counting", "official"]) == 0
+    capsys.readouterr()
+    images = read_records(out).images.sort_values("image_id")
+    assert len(images) == 3
+    np.testing.assert_allclose(images["real_gmacs"], np.asarray(real) / 1e9, rtol=1e-12)
+    np.testing.assert_allclose(images["expected_gmacs"], np.asarray(expected) / 1e9, rtol=1e-6)
+    # the analysis report says which counting its GMACs are in
+    both = [read_records(out), read_records(paper_out)]
+    report = analyze(both, tmp_path / "report", html=False, formats=("png",), dpi=40)
+    text = (report.out / "report.md").read_text()
+    assert "Counting: official (official), paper (paper)" in text
+
+
+def record_into(out, checkpoint, *, counting: str) -> None:
+    model, meta = load_model(checkpoint)
+    record(
+        model,
+        build_dataset(COUNTING_DATA, split="val"),
+        out,
+        checkpoint={"path": str(meta["path"]), "sha256": meta["sha256"], "iteration": 3},
+        data_spec=COUNTING_DATA,
+        split="val",
+        counting=counting,
+    )
+
+
+def test_sidecar_counting_defaults_to_paper_and_rejects_unknown_values():
+    assert Sidecar.from_dict({"format": "dynviz-records"}).counting is Counting.PAPER
+    sidecar = Sidecar.from_dict({"counting": "official"})
+    assert sidecar.counting is Counting.OFFICIAL and sidecar.to_dict()["counting"] == "official"
+    with pytest.raises(SidecarError, match="'counting'.*'oficial'"):
+        Sidecar.from_dict({"counting": "oficial"}, where="x/records.json")
+
+
+@pytest.mark.parametrize("command", ["eval", "record", "compare"])
+@pytest.mark.parametrize("value", ["complete", "bogus"])
+def test_counting_values_other_than_paper_and_official_are_refused(command, value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main([command, "x.pt", "--data", "synthetic", "--out", "o", "--counting", value])
+    assert exit_info.value.code == 2
+    assert f"invalid choice: '{value}'" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from dynviz.errors import UserError, error_message
 
 __all__ = [
     "add_aug_option",
+    "add_counting_option",
     "add_resize_option",
     "add_run_options",
     "add_settings_options",
@@ -99,6 +100,18 @@ def add_aug_option(parser: argparse.ArgumentParser) -> None:
         metavar="AUG",
         help="test-time augmentation: flip and/or scales=0.5,0.75,1,1.25,1.5,1.75 (softmax "
         "averaged; every forward pass's route and GMACs counted)",
+    )
+
+
+def add_counting_option(parser: argparse.ArgumentParser) -> None:
+    """``--counting paper|official`` of the commands that report per-image GMACs
+    (:class:`dynviz.cost.Counting`)."""
+    parser.add_argument(
+        "--counting",
+        choices=("paper", "official"),
+        default="paper",
+        help="cost counting of the GMACs: paper (default) or official, what the official "
+        "code's counters report (square decoder, every gate; docs/official.md)",
     )
 
 

@@ -12,7 +12,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dynviz.commands import add_resize_option, add_threads_option, guarded
+from dynviz.commands import (
+    add_counting_option,
+    add_resize_option,
+    add_threads_option,
+    guarded,
+)
 from dynviz.compare import compare, write_table
 from dynviz.model import ConfigError
 
@@ -27,6 +32,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="val", help="split (default: val)")
     parser.add_argument("--limit", type=int, metavar="N", help="evaluate the first N images")
     add_resize_option(parser)
+    add_counting_option(parser)
     parser.add_argument(
         "--names",
         nargs="+",
@@ -50,8 +56,9 @@ def _main(args: argparse.Namespace) -> int:
         size=tuple(args.size) if args.size else None,
         names=args.names,
         progress=args.progress,
+        counting=args.counting,
     )
-    table = write_table(rows, args.out, data=args.data, split=args.split)
+    table = write_table(rows, args.out, data=args.data, split=args.split, counting=args.counting)
     text = table.read_text(encoding="utf-8")
     out = Path(args.out)
     print(text, end="")

@@ -1,5 +1,6 @@
 """``dynviz eval RUN_DIR|CHECKPOINT [--data SPEC] [--split val] [--json] [--size H W]
-[--limit N] [--aug flip scales=...] [--format cityscapes-test --out DIR] [--evaluator cityscapes]
+[--limit N] [--aug flip scales=...] [--counting paper|official]
+[--format cityscapes-test --out DIR] [--evaluator cityscapes]
 [--config FILE] [KEY=VALUE ...]``: dataset mIoU and the real and expected GMACs of a run or
 checkpoint (:func:`dynviz.evaluate.evaluate`), as a table or one JSON object; optionally the
 Cityscapes benchmark files and the official evaluator's score
@@ -17,6 +18,7 @@ from dynviz.checkpoint import load_model, run_data_spec
 from dynviz.cityscapes_eval import CityscapesWriter, evaluate_cityscapes, ground_truth_files
 from dynviz.commands import (
     add_aug_option,
+    add_counting_option,
     add_resize_option,
     add_run_options,
     add_settings_options,
@@ -50,6 +52,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_resize_option(parser)
     parser.add_argument("--limit", type=int, metavar="N", help="evaluate the first N images")
     add_aug_option(parser)
+    add_counting_option(parser)
     add_run_options(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
@@ -133,6 +136,7 @@ def _main(args: argparse.Namespace) -> int:
             progress=progress and not args.json,
             aug=aug,
             on_prediction=writer,
+            counting=args.counting,
         )
         official = None
         if args.evaluator == "cityscapes":
@@ -165,6 +169,7 @@ def _main(args: argparse.Namespace) -> int:
             "checkpoint": f"{meta['path']} (iteration {meta.get('iteration')})",
             "data": f"{spec} [{args.split}]",
             "size": f"{args.size[0]}x{args.size[1]}" if args.size else "native",
+            "counting": f"{result.counting} (GMACs)",
         }
         if aug is not None:
             header["aug"] = f"{aug} ({len(aug.variants)} forward passes per image)"

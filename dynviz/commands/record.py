@@ -4,7 +4,8 @@ SOURCE is a run directory (its best, else latest, checkpoint), a ``.pt`` checkpo
 preset / YAML (an untrained network, for smoke tests). Writes the records folder of
 :mod:`dynviz.record`: ``gates/`` and ``images/`` Parquet parts and ``records.json``. A re-run
 completes an interrupted one and never duplicates rows. Under ``torchrun`` each rank records a
-disjoint share and writes its own parts.
+disjoint share and writes its own parts. ``--counting official`` computes the per-image GMACs as
+the official code's counters do (docs/official.md); the sidecar records the counting.
 
 Examples::
 
@@ -25,6 +26,7 @@ import torch
 from dynviz.checkpoint import run_data_spec
 from dynviz.commands import (
     add_aug_option,
+    add_counting_option,
     add_resize_option,
     add_run_options,
     add_settings_options,
@@ -69,6 +71,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     add_resize_option(parser)
     add_aug_option(parser)
+    add_counting_option(parser)
     parser.add_argument(
         "--batch", type=int, default=1, metavar="B", help="images per forward pass (default 1)"
     )
@@ -147,6 +150,7 @@ def _main(args: argparse.Namespace) -> int:
             workers=args.workers,
             progress=progress,
             aug=aug,
+            counting=args.counting,
         )
         counts = all_reduce_sum(torch.tensor([result.recorded, result.parts]))  # all ranks
         if info.is_main:

@@ -21,11 +21,12 @@ import pyarrow.parquet as pq
 import torch
 
 import dynviz
-from dynviz.cost import CostTable, cost_table
+from dynviz.cost import CostTable, Counting, cost_table
 from dynviz.model import ConfigError, RoutingNetwork, RoutingSpaceConfig, build_model
 from dynviz.model.route import Route
 from dynviz.record.sidecar import Sidecar
 from dynviz.record.tables import (
+    _IDENTITY_DEFAULTS,
     _IDENTITY_KEYS,
     DIRECTION_DTYPE,
     DIRECTIONS,
@@ -145,7 +146,7 @@ class RecordChunk:
             index = np.flatnonzero((sizes[:, 0] == height) & (sizes[:, 1] == width))
             table = self.cost_tables(height, width)
             g = torch.from_numpy(gates[index])
-            real[index] = table.real(g > self.threshold, gates_ran=self.gates_ran).numpy()
+            real[index] = table.real_from(g, g > self.threshold, gates_ran=self.gates_ran).numpy()
             expected[index] = table.expected(g.double(), gates_ran=self.gates_ran).numpy()
         return real / GIGA, expected / GIGA
 
@@ -297,6 +298,7 @@ def record_batch(
     route: Route | None = None,
     stats: Sequence[Mapping[str, float]] | None = None,
     ignore_index: int = 255,
+    counting: Counting | str = Counting.PAPER,
 ) -> RecordedBatch:
     """Run ``model`` once on a batch and return its rows in the records' schema and its
     prediction, in memory: what :func:`record` would write for these images (the explorer's
@@ -311,9 +313,11 @@ def record_batch(
         route: force this route instead of the gates.
         stats: per-image statistics (``stat_<key>`` columns).
         ignore_index: the label of unlabelled pixels.
+        counting: the cost counting of ``real_gmacs`` and ``expected_gmacs``.
     """
     net: RoutingNetwork = getattr(model, "module", model)
     config = net.config
+    counting = Counting(counting)
     if len(image_ids) != images.shape[0]:
         raise ValueError(f"{len(image_ids)} image ids for {images.shape[0]} images")
     height, width = int(images.shape[-2]), int(images.shape[-1])
@@ -321,7 +325,7 @@ def record_batch(
         labels = torch.full((images.shape[0], height, width), ignore_index, dtype=torch.int64)
     chunk = RecordChunk(
         _path_index(net),
-        lambda h, w: cost_table(config, (h, w), route=net.route),
+        lambda h, w: cost_table(config, (h, w), counting=counting, route=net.route),
         gates_ran=bool(net.is_dynamic and route is None),
         threshold=float(config.active_threshold),
     )
@@ -364,6 +368,7 @@ def record(
     workers: int = 0,
     progress: bool | None = None,
     aug: Augment | None = None,
+    counting: Counting | str = Counting.PAPER,
 ) -> RecordResult:
     """Run ``model`` over ``dataset`` and write (or complete) a records folder.
 
@@ -391,6 +396,9 @@ def record(
             ``aug_scale`` and ``aug_flip``; each row's gates, size and GMACs are those of its
             forward pass, its ``miou``, ``pixel_accuracy`` and ``confusion`` those of the image's
             averaged prediction (so summed confusions still give the data set's mIoU).
+        counting: the cost counting of ``real_gmacs`` and ``expected_gmacs`` (``paper`` or
+            ``official``, :class:`dynviz.cost.Counting`), written to the sidecar; a folder is
+            completed only in its own counting.
 
     Returns:
         A :class:`RecordResult` for this rank.
@@ -405,6 +413,7 @@ def record(
         raise ConfigError(f"batch_size ({batch_size}) and chunk_size ({chunk_size}) must be >= 1")
     net: RoutingNetwork = getattr(model, "module", model)
     config = net.config
+    counting = Counting(counting)
     if getattr(dataset, "num_classes", 0) > config.num_classes:
         raise ConfigError(
             f"the data set has {dataset.num_classes} classes but the network "
@@ -423,6 +432,7 @@ def record(
         split=split,
         world=world,
         aug=aug,
+        counting=counting,
     )
     done, chunks = _open_folder(folder, meta, rank, world)
     gates_dir, images_dir = folder / GATES_DIR, folder / IMAGES_DIR
@@ -447,7 +457,9 @@ def record(
 
     def table_of(height: int, width: int) -> CostTable:
         if (height, width) not in cost_tables:
-            cost_tables[(height, width)] = cost_table(config, (height, width), route=net.route)
+            cost_tables[(height, width)] = cost_table(
+                config, (height, width), counting=counting, route=net.route
+            )
         return cost_tables[(height, width)]
 
     def new_chunk() -> RecordChunk:
@@ -553,6 +565,7 @@ def _sidecar(
     split: str | None,
     world: int,
     aug: Augment | None = None,
+    counting: Counting = Counting.PAPER,
 ) -> dict[str, Any]:
     """The sidecar of a recording, as plain JSON types (``aug`` only when augmented)."""
     config = net.config
@@ -575,6 +588,7 @@ def _sidecar(
         "num_classes": int(config.num_classes),
         "class_names": list(getattr(dataset, "class_names", []) or []),
         "threshold": float(config.active_threshold),
+        "counting": counting.value,
         "input_sizes": [],
         "num_images": 0,
         "world_size": world,
@@ -606,7 +620,7 @@ def _open_folder(
     if sidecar.exists():
         saved = _read_sidecar(folder)
         for key in _IDENTITY_KEYS:
-            if saved.get(key) != meta.get(key):
+            if saved.get(key, _IDENTITY_DEFAULTS.get(key)) != meta.get(key):
                 raise RecordError(
                     f"{folder}: holds records of another experiment ({key!r} differs: "
                     f"{_short(saved.get(key))} there, {_short(meta.get(key))} now); record into "

@@ -2,8 +2,8 @@
 
 Every reader of records asks :class:`Sidecar` (``records.sidecar``) for what the recording was:
 the model config, the static route of the network and the route forced onto it, the checkpoint,
-the data set and split, the input sizes, the test-time augmentation, the image count and
-versions. Unknown keys (written by
+the data set and split, the input sizes, the test-time augmentation, the cost counting of the
+GMACs columns, the image count and versions. Unknown keys (written by
 a newer dynviz, or added by hand) are kept in :attr:`Sidecar.extra` and written back unchanged.
 
 The JSON layout is the one :func:`dynviz.record.record` has always written::
@@ -12,6 +12,7 @@ The JSON layout is the one :func:`dynviz.record.record` has always written::
      "route": {...} | null, "forced_route": {...} | null, "dynamic": true, "params": ...,
      "checkpoint": {"path": ..., "sha256": ..., "iteration": ...} | null, "data": ...,
      "split": ..., "num_classes": ..., "class_names": [...], "threshold": ...,
+     "counting": "paper" | "official",
      "input_sizes": [[H, W], ...], "num_images": ..., "world_size": ..., ...}
 """
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Any
 
+from dynviz.cost import Counting
 from dynviz.errors import UserError
 from dynviz.model import ConfigError, RoutingSpaceConfig
 from dynviz.model.route import Route
@@ -84,6 +86,7 @@ class Sidecar:
     num_classes: int | None = None
     class_names: tuple[str, ...] = ()
     threshold: float | None = None
+    counting: Counting = Counting.PAPER  # of real_gmacs / expected_gmacs; older records: paper
     input_sizes: tuple[tuple[int, int], ...] = ()
     num_images: int | None = None
     world_size: int | None = None
@@ -136,6 +139,14 @@ class Sidecar:
         if not isinstance(names, list):
             raise SidecarError(f"{where}: 'class_names' must be a list, not {names!r}")
         threshold = _typed(data, "threshold", (float, int), where)
+        counting = _typed(data, "counting", (str,), where)
+        try:
+            counting = Counting(counting) if counting is not None else Counting.PAPER
+        except ValueError:
+            raise SidecarError(
+                f"{where}: 'counting' must be one of "
+                f"{', '.join(c.value for c in Counting)}, not {counting!r}"
+            ) from None
         known = {f.name for f in fields(cls)} - {
             "config_dict",
             "route_dict",
@@ -156,6 +167,7 @@ class Sidecar:
             num_classes=_typed(data, "num_classes", (int,), where),
             class_names=tuple(str(n) for n in names),
             threshold=float(threshold) if threshold is not None else None,
+            counting=counting,
             input_sizes=input_sizes,
             num_images=_typed(data, "num_images", (int,), where),
             world_size=_typed(data, "world_size", (int,), where),
@@ -188,6 +200,7 @@ class Sidecar:
             "num_classes": self.num_classes,
             "class_names": list(self.class_names),
             "threshold": self.threshold,
+            "counting": self.counting.value,
             "input_sizes": [list(s) for s in self.input_sizes],
             "num_images": self.num_images,
             "world_size": self.world_size,

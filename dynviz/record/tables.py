@@ -66,7 +66,9 @@ _IDENTITY_KEYS = (
     "data",
     "split",
     "aug",
+    "counting",
 )
+_IDENTITY_DEFAULTS = {"counting": "paper"}  # what a sidecar written without the key means
 _PART = re.compile(r"^part-r(\d+)-c(\d+)\.parquet$")
 GIGA = 1e9
 
