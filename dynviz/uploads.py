@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from dynviz.data.palette import voc_palette
 from dynviz.errors import UserError
 
 __all__ = [
@@ -385,21 +386,6 @@ def recorded_view(
 
 
 # ------------------------------------------------------------------------------- display
-def _palette(count: int) -> np.ndarray:
-    """``(count, 3)`` uint8 colours: the PASCAL VOC colour map (bit-interleaved class index),
-    distinct for the first classes and used by mmseg and VOC tools."""
-    colors = np.zeros((count, 3), dtype=np.uint8)
-    for index in range(count):
-        value, r, g, b = index, 0, 0, 0
-        for bit in range(8):
-            r |= ((value >> 0) & 1) << (7 - bit)
-            g |= ((value >> 1) & 1) << (7 - bit)
-            b |= ((value >> 2) & 1) << (7 - bit)
-            value >>= 3
-        colors[index] = (r, g, b)
-    return colors
-
-
 def colorize(classes: np.ndarray, *, ignore_index: int = 255) -> np.ndarray:
     """An RGB picture of a class map (VOC colours; ignored pixels white).
 
@@ -411,7 +397,7 @@ def colorize(classes: np.ndarray, *, ignore_index: int = 255) -> np.ndarray:
         ``(H, W, 3)`` uint8.
     """
     classes = np.asarray(classes).astype(np.int64)
-    colors = _palette(256)
+    colors = voc_palette().copy()
     colors[ignore_index % 256] = (255, 255, 255)
     return colors[np.clip(classes, 0, 255)]
 
