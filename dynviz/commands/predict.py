@@ -12,8 +12,7 @@ from dynviz.commands import add_aug_option, add_threads_option, guarded, positiv
 from dynviz.data import DataError, parse_spec
 from dynviz.data.palette import palette_for
 from dynviz.model import ConfigError
-from dynviz.model.route import Route
-from dynviz.model.zoo import load_spec
+from dynviz.model.zoo import load_route
 from dynviz.predict import predict_files
 from dynviz.tta import Augment
 
@@ -86,12 +85,7 @@ def _main(args: argparse.Namespace) -> int:
         raise ConfigError("--window-stride needs --window H W")
     aug = Augment.parse(args.aug)
     model, meta = load_model(args.checkpoint)
-    route = None
-    if args.route:
-        loaded = load_spec(args.route)
-        if not isinstance(loaded, Route):
-            raise ConfigError(f"{args.route}: not a route spec (no 'space' key)")
-        route = loaded
+    route = load_route(args.route) if args.route else None
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device)
     progress = sys.stderr.isatty() if args.progress is None else args.progress

@@ -36,8 +36,7 @@ from dynviz.commands import (
 from dynviz.compare import source_name
 from dynviz.data import Resize, build_dataset
 from dynviz.model import ConfigError
-from dynviz.model.route import Route
-from dynviz.model.zoo import load_spec
+from dynviz.model.zoo import load_route
 from dynviz.record import load_records_model, record
 from dynviz.tta import Augment
 
@@ -119,12 +118,7 @@ def _main(args: argparse.Namespace) -> int:
         dataset = build_dataset(spec, split=args.split, transform=transform)
         if not trained:
             model, meta = load_records_model(args.source, num_classes=dataset.num_classes)
-        route = None
-        if args.route:
-            loaded = load_spec(args.route)
-            if not isinstance(loaded, Route):
-                raise ConfigError(f"{args.route}: not a route spec (no 'space' key)")
-            route = loaded
+        route = load_route(args.route) if args.route else None
         checkpoint = None
         if meta.get("sha256"):
             checkpoint = {

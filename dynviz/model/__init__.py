@@ -14,7 +14,7 @@ from dynviz.model.config import (
 )
 from dynviz.model.network import RoutingNetwork, RoutingOutput
 from dynviz.model.route import Route, RouteError
-from dynviz.model.zoo import load_spec, models_dir, preset_names
+from dynviz.model.zoo import load_route, load_spec, models_dir, preset_names
 
 __all__ = [
     "ConfigError",
@@ -52,10 +52,7 @@ def build_model(
     if isinstance(spec, (str, os.PathLike)):
         spec = load_spec(spec)
     if isinstance(route, (str, os.PathLike)):
-        loaded = load_spec(route)
-        if not isinstance(loaded, Route):
-            raise ConfigError(f"{route}: not a route spec (no 'space' key)")
-        route = loaded
+        route = load_route(route)
     if isinstance(spec, Route):
         route, spec = spec, spec.space
     config = spec.replace(**overrides) if overrides else spec

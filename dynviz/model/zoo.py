@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from dynviz.model.config import RoutingSpaceConfig, _read_yaml_mapping, split_training
+from dynviz.model.config import ConfigError, RoutingSpaceConfig, _read_yaml_mapping, split_training
 from dynviz.model.presets import is_preset, load_space, locate, models_dir, preset_names
 from dynviz.model.route import Route
 
@@ -18,6 +18,7 @@ __all__ = [
     "preset_names",
     "is_preset",
     "load_space",
+    "load_route",
     "load_spec",
     "training_defaults",
 ]
@@ -30,6 +31,15 @@ def load_spec(ref: str | os.PathLike[str]) -> RoutingSpaceConfig | Route:
     if "space" in data:
         return Route.from_dict(data, source=str(path), base_dir=path.parent)
     return RoutingSpaceConfig.from_dict(data, source=str(path))
+
+
+def load_route(ref: str | os.PathLike[str]) -> Route:
+    """Load a route spec (a preset or YAML file with a ``space`` key); a routing-space config is
+    refused, naming the reference."""
+    loaded = load_spec(ref)
+    if not isinstance(loaded, Route):
+        raise ConfigError(f"{ref}: not a route spec (no 'space' key)")
+    return loaded
 
 
 def training_defaults(ref: str | os.PathLike[str]) -> dict[str, float]:
