@@ -17,7 +17,17 @@ from typing import Any
 
 from dynviz.model import ConfigError
 
-__all__ = ["CompareRow", "compare", "describe_model", "markdown", "source_name", "write_table"]
+__all__ = [
+    "CompareRow",
+    "SpecialCaseVerdict",
+    "against_special_cases",
+    "compare",
+    "describe_model",
+    "markdown",
+    "read_table",
+    "source_name",
+    "write_table",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +60,91 @@ class CompareRow:
     images: int
     checkpoint: str
     iteration: int | None
+
+
+@dataclass(frozen=True)
+class SpecialCaseVerdict:
+    """A dynamic network against the special cases of one comparison (mIoU in [0, 1], GMACs).
+
+    Attributes:
+        method: the dynamic network.
+        miou: its mIoU.
+        gmacs: its mean real GMACs per image.
+        cheaper: ``(method, mIoU, GMACs)`` of the special cases that cost no more than it.
+        dearer: those that cost more.
+        line_miou: the mIoU of the straight line between the dearest cheaper and the cheapest
+            dearer special case, at its cost (None unless special cases lie on both sides).
+    """
+
+    method: str
+    miou: float
+    gmacs: float
+    cheaper: tuple[tuple[str, float, float], ...]
+    dearer: tuple[tuple[str, float, float], ...]
+    line_miou: float | None
+
+    @property
+    def beats_cheaper(self) -> bool:
+        """Better than every special case that costs no more (vacuously true without one)."""
+        return all(self.miou > miou for _, miou, _ in self.cheaper)
+
+    @property
+    def beats_dearer(self) -> bool:
+        """Better than at least one special case that costs more."""
+        return any(self.miou > miou for _, miou, _ in self.dearer)
+
+    def sentences(self) -> list[str]:
+        """The comparison in words (mIoU in %, costs with the automatic unit)."""
+        from dynviz.units import format_macs, mac_unit
+
+        unit = mac_unit([self.gmacs, *(g for *_, g in self.cheaper + self.dearer)])
+
+        def case(name: str, miou: float, gmacs: float) -> str:
+            gap = 100 * (self.miou - miou)
+            return (
+                f"{name} ({100 * miou:.1f}% at {format_macs(gmacs, unit)}, "
+                f"{abs(gap):.1f} points {'below' if gap >= 0 else 'above'} it)"
+            )
+
+        lines = [f"{self.method}: {100 * self.miou:.1f}% at {format_macs(self.gmacs, unit)}."]
+        if self.cheaper:
+            lines.append(
+                "Special cases that cost no more: "
+                + "; ".join(case(*c) for c in self.cheaper)
+                + "."
+            )
+        if self.dearer:
+            lines.append(
+                "Special cases that cost more: " + "; ".join(case(*c) for c in self.dearer) + "."
+            )
+        if self.line_miou is not None:
+            gap = 100 * (self.miou - self.line_miou)
+            lines.append(
+                f"No special case costs what {self.method} costs; the straight line between "
+                f"the two around it gives {100 * self.line_miou:.1f}% at that cost, "
+                f"{abs(gap):.1f} points {'below' if gap >= 0 else 'above'} {self.method}."
+            )
+        return lines
+
+
+def against_special_cases(rows: list[CompareRow], method: str) -> SpecialCaseVerdict | None:
+    """How the dynamic network ``method`` compares with the special cases among ``rows`` (None
+    when it or every special case is missing)."""
+    own = next((r for r in rows if r.method == method), None)
+    cases = sorted(
+        ((r.method, r.miou, r.gmacs_avg) for r in rows if r.kind == "special case"),
+        key=lambda c: c[2],
+    )
+    if own is None or not cases:
+        return None
+    cheaper = tuple(c for c in cases if c[2] <= own.gmacs_avg)
+    dearer = tuple(c for c in cases if c[2] > own.gmacs_avg)
+    line = None
+    if cheaper and dearer:
+        (_, low_miou, low), (_, high_miou, high) = cheaper[-1], dearer[0]
+        share = (own.gmacs_avg - low) / (high - low) if high > low else 0.0
+        line = low_miou + share * (high_miou - low_miou)
+    return SpecialCaseVerdict(own.method, own.miou, own.gmacs_avg, cheaper, dearer, line)
 
 
 def describe_model(model: Any, train_args: dict[str, Any] | None = None) -> tuple[str, str]:
@@ -154,6 +249,21 @@ def markdown(rows: list[CompareRow], *, note: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def read_table(path: str | Path) -> list[CompareRow]:
+    """The rows of a ``table1.csv`` written by :func:`write_table`."""
+    import pandas as pd
+
+    frame = pd.read_csv(path, keep_default_na=False)
+    rows = []
+    for record in frame.to_dict("records"):
+        iteration = record.get("iteration")
+        record["iteration"] = None if iteration in ("", None) else int(iteration)
+        record["dynamic"] = str(record["dynamic"]) == "True"
+        record["checkpoint"] = str(record["checkpoint"])
+        rows.append(CompareRow(**record))
+    return rows
+
+
 def write_table(
     rows: list[CompareRow],
     out: str | Path,
@@ -180,7 +290,7 @@ def write_table(
         f"{counted} (1 multiply-add = 1; the paper's FLOPs)."
     )
     (out / "table1.md").write_text(markdown(rows, note=note), encoding="utf-8")
-    pd.DataFrame([asdict(r) for r in rows]).to_csv(
+    pd.DataFrame([asdict(r) for r in rows]).to_csv(  # read back by read_table
         out / "table1.csv", index=False, float_format="%.6g"
     )
     return out / "table1.md"

@@ -87,3 +87,30 @@ def test_several_models_are_refused():
     images["model"] = ["A", "B"]
     with pytest.raises(ValueError, match="one model"):
         route_adaptivity(gates, images)
+
+
+def test_spearman_by_hand():
+    from dynviz.analysis.adaptivity import spearman
+
+    x = pd.Series([1.0, 2.0, 3.0, 4.0])
+    # ranks of y: 1, 3, 2, 4 -> d = 0, -1, 1, 0 -> rho = 1 - 6 * 2 / (4 * 15) = 0.8
+    assert spearman(x, pd.Series([10.0, 30.0, 20.0, 40.0])) == pytest.approx(0.8)
+    assert spearman(x, pd.Series([4.0, 3.0, 2.0, 1.0])) == pytest.approx(-1.0)
+    # ties take the average rank: x ranks 1.5, 1.5, 3, 4 against 1, 2, 3, 4
+    assert spearman(pd.Series([1.0, 1.0, 2.0, 3.0]), x) == pytest.approx(
+        np.corrcoef([1.5, 1.5, 3, 4], [1, 2, 3, 4])[0, 1]
+    )
+    assert math.isnan(spearman(None, x))
+    assert math.isnan(spearman(pd.Series([1.0, 1.0, 1.0, 1.0]), x))  # constant
+    assert math.isnan(spearman(pd.Series([1.0, np.nan, np.nan, 2.0]), x))  # two pairs left
+
+
+def test_cost_rising_with_the_largest_object_is_reported():
+    gates, images = _records([(1, 1, 1, 1)] * 5, [1.0, 2.0, 3.0, 5.0, 4.0], [None] * 5)
+    images["stat_max_object_area"] = [0.01, 0.02, 0.3, 0.4, 0.5]
+    result = route_adaptivity(gates, images)
+    assert result.scale_correlation == pytest.approx(0.9)  # d = 0,0,0,-1,1: 1 - 12/120
+    assert any("Spearman rho +0.90" in line for line in result.sentences())
+    assert math.isnan(
+        route_adaptivity(*_records([(1, 1, 1, 1)] * 3, [1.0] * 3, [None] * 3)).scale_correlation
+    )

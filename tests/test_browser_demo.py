@@ -98,6 +98,7 @@ def test_routing_vs_scale_states_the_adaptivity_figures(demo_browser, demo_serve
     with _opened(demo_browser, demo_server, "routing_vs_scale", "Routing versus scale") as page:
         text = page.locator('[data-testid="stAppViewContainer"]').inner_text()
         assert "Cost, dearest / cheapest tenth" in text and "Chance" in text
+        assert "Cost vs largest object" in text
         assert "stat_mean_object_area" not in text and "fine_share" not in text
         _no_traceback(page)
 

@@ -81,3 +81,37 @@ def test_compare_errors(tmp_path):
     assert cli(["compare", str(tmp_path / "nothing"), "--data", SPEC, "--out", str(tmp_path)]) == 2
     with pytest.raises(SystemExit):
         cli(["compare", "--out", str(tmp_path)])
+
+
+def _row(method: str, kind: str, miou: float, gmacs: float) -> CompareRow:
+    return CompareRow(
+        method, kind, kind == "dynamic", "", miou, gmacs, gmacs, gmacs, gmacs, 1, 8, "", None
+    )
+
+
+def test_against_special_cases_by_hand(tmp_path):
+    from dynviz.compare import against_special_cases, read_table, write_table
+
+    rows = [
+        _row("Dyn", "dynamic", 0.60, 4.0),
+        _row("FCN", "special case", 0.30, 2.0),
+        _row("UNet", "special case", 0.90, 6.0),
+        _row("Mid", "special case", 0.50, 4.0),  # equal cost counts as "no more"
+        _row("Common", "common", 0.99, 1.0),  # not a special case
+    ]
+    verdict = against_special_cases(rows, "Dyn")
+    assert [c[0] for c in verdict.cheaper] == ["FCN", "Mid"]
+    assert [c[0] for c in verdict.dearer] == ["UNet"]
+    assert verdict.beats_cheaper and not verdict.beats_dearer
+    # the line from Mid (4.0, 0.5) to UNet (6.0, 0.9) at 4.0 GMACs
+    assert verdict.line_miou == pytest.approx(0.5)
+    text = " ".join(verdict.sentences())
+    assert "UNet (90.0% at 6 GMACs, 30.0 points above it)" in text
+    assert "10.0 points below Dyn" in text
+    # the CSV round trip keeps what the verdict reads
+    write_table(rows, tmp_path, data="synthetic")
+    assert against_special_cases(read_table(tmp_path / "table1.csv"), "Dyn") == verdict
+    rows[1] = _row("FCN", "special case", 0.70, 2.0)
+    assert not against_special_cases(rows, "Dyn").beats_cheaper
+    assert against_special_cases(rows[:1], "Dyn") is None
+    assert against_special_cases(rows, "missing") is None

@@ -87,9 +87,10 @@ def test_regimes_differ_in_object_scale() -> None:
     assert tiny["mean_object_area"].mean() < huge["mean_object_area"].mean() / 10
     assert tiny["max_object_area"].max() < 0.05 < huge["max_object_area"].min()
     assert (huge["object_count"] <= 3).all() and (tiny["object_count"] >= 8).all()
-    assert tiny["small_fraction"].mean() > 0.4 and (huge["small_fraction"] == 0).all()
+    # an occluded large object can leave a small visible fragment
+    assert tiny["small_fraction"].mean() > 0.4 and huge["small_fraction"].mean() < 0.1
     # Mixed has one large object and many small ones.
-    assert (mixed["max_object_area"] > 0.05).all() and mixed["small_fraction"].mean() > 0.3
+    assert (mixed["max_object_area"] > 0.05).mean() > 0.9 and mixed["small_fraction"].mean() > 0.3
 
 
 def test_per_image_regime_varies() -> None:
@@ -123,19 +124,26 @@ def test_stats_agree_with_label_map(regime: str) -> None:
         assert label.max() < ds.num_classes
 
 
-def test_classes_learnable_but_not_trivial() -> None:
-    """Class colour means differ, yet paired classes share colours: texture is needed."""
-    ds = SyntheticScenes(count=24, size=(64, 64), regime="mixed", seed=7)
+def _nearest_colour_accuracy(regime: str) -> tuple[float, float]:
+    """Share of object pixels a nearest-class-colour rule gets right (means from the same set),
+    and the smallest distance between two class means."""
+    ds = SyntheticScenes(count=24, size=(64, 64), regime=regime, seed=7)
     pairs = [ds.raw(i) for i in range(len(ds))]
     pixels = np.concatenate([img.reshape(-1, 3) for img, _ in pairs]).astype(np.float64)
     labels = np.concatenate([lab.ravel() for _, lab in pairs])
     means = np.stack([pixels[labels == k].mean(0) for k in range(ds.num_classes)])
     gaps = np.linalg.norm(means[:, None] - means[None], axis=-1)[np.triu_indices(6, 1)]
-    assert gaps.min() > 5  # every class has its own typical colour
     nearest = np.argmin(((pixels[:, None] - means[None]) ** 2).sum(-1), axis=1)
     object_pixels = labels > 0
-    accuracy = np.mean(nearest[object_pixels] == labels[object_pixels])
-    assert 1 / 5 < accuracy < 0.85
+    return float(np.mean(nearest[object_pixels] == labels[object_pixels])), float(gaps.min())
+
+
+def test_classes_learnable_but_not_trivial() -> None:
+    """A pair's small objects share a colour (texture is needed); its large ones do not."""
+    small, small_gap = _nearest_colour_accuracy("tiny")
+    large, large_gap = _nearest_colour_accuracy("huge")
+    assert 1 / 5 < small < 0.85 and small_gap < 10  # a pair's small members share a colour
+    assert large > 0.9 and large_gap > 5  # every class has its own colour when large
 
 
 def test_generation_is_fast() -> None:
@@ -295,8 +303,7 @@ def test_datasets_pickle_for_worker_processes(tmp_path: Path) -> None:
 
 
 def _object_cues(regime: str) -> list[tuple[int, float, float, float]]:
-    """(class, high-frequency energy, |vertical| - |horizontal| brightness slope, area) of each
-    visible object interior."""
+    """(class, high-frequency energy, mean brightness, area) of each visible object interior."""
     ds = SyntheticScenes(count=40, size=(96, 96), regime=regime, seed=3)
     cues = []
     for i in range(len(ds)):
@@ -311,17 +318,13 @@ def _object_cues(regime: str) -> list[tuple[int, float, float, float]]:
                 continue
             centre = gray[1:-1, 1:-1]
             detail = np.abs(centre - gray[1:-1, 2:])[inner].mean()
-            yy, xx = np.nonzero(inner)
-            design = np.stack([xx, yy, np.ones_like(xx)], axis=1).astype(np.float64)
-            slope, *_ = np.linalg.lstsq(design, centre[inner], rcond=None)
-            area = mask.mean()
             cls = int(sample.label[mask][0])
-            cues.append((cls, detail, abs(slope[1]) - abs(slope[0]), area))
+            cues.append((cls, detail, centre[inner].mean(), mask.mean()))
     return cues
 
 
-def test_small_objects_show_their_class_by_fine_texture_large_ones_by_a_ramp() -> None:
-    from dynviz.data.synthetic import LARGE_OBJECT_AREA
+def test_small_objects_show_their_class_by_fine_texture_large_ones_by_brightness() -> None:
+    from dynviz.data.synthetic import DARK_MEMBER, LARGE_OBJECT_AREA
 
     small = [c for c in _object_cues("tiny") if c[3] < LARGE_OBJECT_AREA]
     large = [c for c in _object_cues("huge") if c[3] >= LARGE_OBJECT_AREA]
@@ -332,9 +335,12 @@ def test_small_objects_show_their_class_by_fine_texture_large_ones_by_a_ramp() -
         return np.mean([d > 10 for cls, d, _, _ in cues if cls in classes])
 
     assert checkered(small, (1, 3)) < 0.1 and checkered(small, (2, 4)) > 0.9
-    # ...but a large object's fine texture is drawn at random, whatever its class
-    assert 0.2 < checkered(large, (1, 3)) < 0.8 and 0.2 < checkered(large, (2, 4)) < 0.8
-    # a large object's brightness ramp runs across it, horizontally for the first member
-    # and vertically for the second
-    assert np.mean([v < 0 for cls, _, v, _ in large if cls in (1, 3)]) > 0.8
-    assert np.mean([v > 0 for cls, _, v, _ in large if cls in (2, 4)]) > 0.8
+    # ...but every large object is plain, and the second member of a pair is the dark one
+    assert checkered(large, (1, 2, 3, 4, 5)) < 0.1
+
+    def brightness(classes):
+        return np.mean([b for cls, _, b, _ in large if cls in classes])
+
+    for first, second in ((1, 2), (3, 4)):
+        ratio = brightness((second,)) / brightness((first,))
+        assert abs(ratio - DARK_MEMBER) < 0.15, (first, second, ratio)

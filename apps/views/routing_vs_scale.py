@@ -41,7 +41,7 @@ for path, label in zip(paths, chosen, strict=True):
         continue
     unit = mac_unit([figures.cheapest_tenth_gmacs, figures.dearest_tenth_gmacs])
     st.markdown(f"**{label}**")
-    cols = st.columns(4)
+    cols = st.columns(5)
     cols[0].metric(
         "Cost, dearest / cheapest tenth",
         f"{figures.cost_spread:.2f}x",
@@ -69,6 +69,13 @@ for path, label in zip(paths, chosen, strict=True):
         "Chance",
         "n/a" if figures.chance != figures.chance else f"{100 * figures.chance:.0f}%",
         help="always guessing the most frequent regime",
+    )
+    rho = figures.scale_correlation
+    cols[4].metric(
+        "Cost vs largest object",
+        "n/a" if rho != rho else f"rho {rho:+.2f}",
+        help="Spearman rank correlation of the per-image real cost with the area of the "
+        "image's largest object",
     )
     st.caption(" ".join(figures.sentences()))
 

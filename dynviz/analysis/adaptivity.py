@@ -6,7 +6,10 @@
   mean over the cheapest's, minus 1 (0.2 = 20% dearer);
 * **regime from route**: the accuracy of a nearest-centroid classifier that predicts an image's
   regime from its route alone (the 0/1 vector of its active paths), k-fold cross-validated,
-  beside chance (always guessing the most frequent regime).
+  beside chance (always guessing the most frequent regime);
+* **cost and object scale**: the Spearman rank correlation of the per-image real GMACs with the
+  area of the image's largest object (``stat_max_object_area``), a regime-free view of the same
+  question.
 
 Inputs are the records' frames (:mod:`dynviz.record`): ``gates`` (one row per image and path) and
 ``images`` (one row per image, with ``real_gmacs`` and, for synthetic scenes,
@@ -26,7 +29,17 @@ import pandas as pd
 from dynviz.analysis.routes import _groups, _keys, regime_labels
 from dynviz.units import format_macs, mac_unit
 
-__all__ = ["RouteAdaptivity", "nearest_centroid_accuracy", "route_adaptivity", "route_matrix"]
+__all__ = [
+    "SCALE_STAT",
+    "RouteAdaptivity",
+    "nearest_centroid_accuracy",
+    "route_adaptivity",
+    "route_matrix",
+    "spearman",
+]
+
+SCALE_STAT = "stat_max_object_area"
+"""The image statistic the cost is correlated with: the largest visible object's area."""
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +61,8 @@ class RouteAdaptivity:
         chance: the share of the most frequent regime (what always guessing it scores).
         folds: cross-validation folds used.
         distinct_routes: how many different routes the images take.
+        scale_correlation: Spearman rho of real GMACs against the largest object's area (NaN
+            without that statistic or with a constant one).
     """
 
     images: int
@@ -60,6 +75,7 @@ class RouteAdaptivity:
     chance: float = math.nan
     folds: int = 0
     distinct_routes: int = 0
+    scale_correlation: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,7 +103,24 @@ class RouteAdaptivity:
                     f"({self.folds}-fold cross-validated; chance, always guessing the most "
                     f"frequent regime: {100 * self.chance:.0f}%)."
                 )
+        if not math.isnan(self.scale_correlation):
+            lines.append(
+                f"Across the images, real cost against the area of the largest object: "
+                f"Spearman rho {self.scale_correlation:+.2f}."
+            )
         return lines
+
+
+def spearman(x: pd.Series | None, y: pd.Series) -> float:
+    """Spearman's rank correlation (average ranks for ties) of two aligned columns; NaN when
+    ``x`` is missing, fewer than three pairs are complete, or either column is constant."""
+    if x is None:
+        return math.nan
+    pairs = pd.DataFrame({"x": x.to_numpy(dtype=np.float64), "y": y.to_numpy(dtype=np.float64)})
+    pairs = pairs.dropna()
+    if len(pairs) < 3 or pairs["x"].nunique() < 2 or pairs["y"].nunique() < 2:
+        return math.nan
+    return float(np.corrcoef(pairs["x"].rank(), pairs["y"].rank())[0, 1])
 
 
 def route_matrix(gates: pd.DataFrame) -> tuple[pd.Series, np.ndarray]:
@@ -172,6 +205,7 @@ def route_adaptivity(
         cost_spread=dear / cheap if cheap > 0 else math.nan,
         distinct_routes=distinct,
     )
+    result["scale_correlation"] = spearman(images.get(SCALE_STAT), images["real_gmacs"])
     regimes = regime_labels(images)
     known = regimes != "n/a"
     if known.sum() == 0:

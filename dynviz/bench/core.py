@@ -51,6 +51,9 @@ class BenchSettings:
         batch_size: input (H, W) of the batch-N figure (b).
         batch: samples per batch in (b).
         repeats: timed repeats per variant (medians are kept), after one warm-up round.
+        ratio_repeats: repeats of the two figures whose targets sit within the round-to-round
+            noise of their values, (a) skipping and (c) recording overhead; their medians over
+            this many interleaved rounds are what the verdicts read.
         threads: ``torch.set_num_threads`` (default: the machine's cores).
         model: the dynamic model whose routes are forced (a, b, e).
         fix_model: the all-open static model of the machine-limit figure (d).
@@ -69,6 +72,7 @@ class BenchSettings:
     batch_size: tuple[int, int] = (256, 512)
     batch: int = 8
     repeats: int = 5
+    ratio_repeats: int = 11
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     model: str = "layer16"
     fix_model: str = "layer16-fix"
@@ -77,7 +81,7 @@ class BenchSettings:
     sgemm_n: int = 2048
     max_wait: float | None = 0.05  # retake a sample whose threads waited this share for a CPU
     records: int = 100_000
-    record_images: int = 32
+    record_images: int = 16
     tune_malloc: bool = True
     pages: bool = True  # time the explorer's pages in (f)
     quick: bool = False
@@ -90,6 +94,7 @@ class BenchSettings:
             size=(128, 256),
             batch_size=(64, 128),
             repeats=2,
+            ratio_repeats=2,
             sgemm_n=1024,
             records=10_000,
             record_images=4,
@@ -108,8 +113,8 @@ class BenchSettings:
         unknown = [s for s in self.sections if s not in SECTIONS]
         if unknown:
             raise ValueError(f"unknown bench sections {unknown}; known: {', '.join(SECTIONS)}")
-        if self.repeats < 1 or self.batch < 1 or self.threads < 1:
-            raise ValueError("repeats, batch and threads must be >= 1")
+        if min(self.repeats, self.ratio_repeats, self.batch, self.threads) < 1:
+            raise ValueError("repeats, ratio_repeats, batch and threads must be >= 1")
 
 
 @dataclass

@@ -167,7 +167,7 @@ def bench_skip(settings: BenchSettings) -> SectionResult:
             gmacs[name] = float(table.real(out.active, gates_ran=False)[0]) / 1e9
             calls[f"skip:{name}"] = lambda r=route: model(x, route=r)
             calls[f"masked:{name}"] = lambda r=route: model(x, route=r, skip=False)
-        timings = measure(settings, calls)
+        timings = measure(settings, calls, repeats=settings.ratio_repeats)
     times = timings.median
     base_t, base_g = times["skip:all-open"], gmacs["all-open"]
     section = Section(

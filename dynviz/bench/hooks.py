@@ -94,7 +94,7 @@ def measure_recording(
 
         timings = measure_calls(
             {"plain": plain, "record": recorded},
-            repeats=settings.repeats,
+            repeats=settings.ratio_repeats,
             warmup=1,
             max_wait=settings.max_wait,
         )

@@ -42,7 +42,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="batch-1 input size (default 512 1024; quick 128 256); the batch "
         "figure uses half of it per side",
     )
-    parser.add_argument("--repeats", type=int, help="timed repeats per variant (default 5)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        help="timed repeats per variant (default 5; 11 for the skipping and recording figures)",
+    )
     parser.add_argument("--batch", type=int, help="samples per batch in figure (b) (default 8)")
     parser.add_argument("--threads", type=int, help="torch threads (default: the cores)")
     parser.add_argument("--model", help="dynamic model whose routes are forced (default layer16)")
@@ -107,7 +111,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     sections = tuple(s.strip() for s in args.sections.split(",") if s.strip())
     changes: dict[str, object] = {"sections": sections, "routes": tuple(args.route)}
     if args.repeats is not None:
-        changes["repeats"] = args.repeats
+        changes["repeats"] = changes["ratio_repeats"] = args.repeats
     if args.batch is not None:
         changes["batch"] = args.batch
     if args.threads is not None:
