@@ -450,12 +450,14 @@ def inference_device() -> str:
 @st.cache_data(show_spinner="Timing every node on this machine...", max_entries=16)
 def node_latency(config_json: str, height: int, width: int, device: str = "cpu") -> Any:
     """``dynviz.latency.measure_node_latency`` of a config at an input size, with the settings
-    of ``dynviz flops --time`` (so both agree on one machine), on ``device``."""
-    from dynviz.latency import measure_node_latency
+    of ``dynviz flops --time`` (so both agree on one machine), on ``device``, in a fresh
+    process's main thread."""
+    from dynviz.latency import measure_node_latency_isolated
     from dynviz.model import RoutingSpaceConfig
 
     config = RoutingSpaceConfig.from_dict(json.loads(config_json))
-    return measure_node_latency(
+    # not in this (Streamlit's script) thread, where CPU kernels run 2-2.5x slower
+    return measure_node_latency_isolated(
         config, (height, width), tune_malloc=True, max_wait=0.05, device=device
     )
 

@@ -28,15 +28,12 @@ runs that made the outputs, so a re-run that only reuses reports the time it too
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import multiprocessing
 import os
 import shutil
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,6 +43,7 @@ import yaml
 
 from dynviz.model.config import RoutingSpaceConfig
 from dynviz.model.route import Route
+from dynviz.processes import spawn_pool
 
 __all__ = [
     "DEMO",
@@ -367,94 +365,62 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
-@contextlib.contextmanager
-def _workers_skip_main() -> Iterator[None]:
-    """Spawned workers run the parent's ``__main__`` file again before their task unless it has
-    none. The chain's workers need only dynviz: while they start, hide the file, so that a
-    script without an ``if __name__ == "__main__"`` guard, or a Streamlit page that replaced
-    ``__main__``, is not run again in them."""
-    main = sys.modules.get("__main__")
-    saved = {k: getattr(main, k) for k in ("__file__", "__spec__") if hasattr(main, k)}
-    try:
-        for key in saved:
-            if key == "__spec__":
-                main.__spec__ = None
-            else:
-                delattr(main, key)
-        yield
-    finally:
-        for key, value in saved.items():
-            setattr(main, key, value)
-
-
 def _schedule(steps: list[_Step], jobs: int, log_path: Path, threads: int) -> _Progress:
     """Run the steps as their inputs become ready, ``jobs`` at a time."""
     if jobs > 1:
-        with _workers_skip_main():
-            return _run_steps(steps, jobs, log_path, threads)
-    return _run_steps(steps, jobs, log_path, threads)
+        with spawn_pool(jobs, initializer=_init_worker, initargs=(threads, str(log_path))) as pool:
+            return _run_steps(steps, jobs, pool)
+    return _run_steps(steps, jobs, None)
 
 
-def _run_steps(steps: list[_Step], jobs: int, log_path: Path, threads: int) -> _Progress:
+def _run_steps(steps: list[_Step], jobs: int, pool: ProcessPoolExecutor | None) -> _Progress:
     progress = _Progress(steps, jobs)
     pending = {s.key: s for s in steps}
     running: dict[Future[dict[str, Any]], tuple[_Step, int, float]] = {}
     free = list(range(jobs))
-    pool: ProcessPoolExecutor | None = None
-    if jobs > 1:
-        pool = ProcessPoolExecutor(
-            max_workers=jobs,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker,
-            initargs=(threads, str(log_path)),
-        )
-    try:
-        while pending or running:
-            ready = [
-                s for s in pending.values() if all(n in progress.done for n in s.needs)
-            ]  # in the steps' order: the longest first
-            for step in ready:
-                if step.reuse():
-                    step.reused = True
-                    del pending[step.key]
-                    progress.finish(step)
-                    logger.info(progress.line(step, "reusing"))
-                    continue
-                if not free:
-                    break
-                lane = free.pop(0)
+    while pending or running:
+        ready = [
+            s for s in pending.values() if all(n in progress.done for n in s.needs)
+        ]  # in the steps' order: the longest first
+        for step in ready:
+            if step.reuse():
+                step.reused = True
                 del pending[step.key]
-                logger.info(progress.line(step, "starting"))
-                function, args = step.call(lane if pool is not None else None)
-                started = time.perf_counter()
-                if pool is None:
-                    step.result, step.cpu_seconds = _timed(function, *args)
-                    step.seconds = time.perf_counter() - started
-                    free.append(lane)
-                    progress.finish(step)
-                    logger.info(progress.line(step, f"finished in {step.seconds:.0f} s:"))
-                    break  # re-evaluate what is ready
-                running[pool.submit(_timed, function, *args)] = (step, lane, started)
-            if pool is None or not running:
-                if (
-                    pending
-                    and not running
-                    and not any(all(n in progress.done for n in s.needs) for s in pending.values())
-                ):
-                    raise RuntimeError(f"chain steps cannot start: {sorted(pending)}")
+                progress.finish(step)
+                logger.info(progress.line(step, "reusing"))
                 continue
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                step, lane, started = running.pop(future)
-                step.result, step.cpu_seconds = future.result()  # a failed step raises here
+            if not free:
+                break
+            lane = free.pop(0)
+            del pending[step.key]
+            logger.info(progress.line(step, "starting"))
+            function, args = step.call(lane if pool is not None else None)
+            started = time.perf_counter()
+            if pool is None:
+                step.result, step.cpu_seconds = _timed(function, *args)
                 step.seconds = time.perf_counter() - started
                 free.append(lane)
-                free.sort()
                 progress.finish(step)
                 logger.info(progress.line(step, f"finished in {step.seconds:.0f} s:"))
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+                break  # re-evaluate what is ready
+            running[pool.submit(_timed, function, *args)] = (step, lane, started)
+        if pool is None or not running:
+            if (
+                pending
+                and not running
+                and not any(all(n in progress.done for n in s.needs) for s in pending.values())
+            ):
+                raise RuntimeError(f"chain steps cannot start: {sorted(pending)}")
+            continue
+        finished, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in finished:
+            step, lane, started = running.pop(future)
+            step.result, step.cpu_seconds = future.result()  # a failed step raises here
+            step.seconds = time.perf_counter() - started
+            free.append(lane)
+            free.sort()
+            progress.finish(step)
+            logger.info(progress.line(step, f"finished in {step.seconds:.0f} s:"))
     return progress
 
 

@@ -18,6 +18,12 @@ input size, on the machine it runs on:
   ``backbone_all_open``) gives *time* instead of MACs: a latency-weighted budget is
   ``table.backbone_expected(gates) / table.backbone_all_open()``.
 
+:func:`measure_node_latency_isolated` runs the same measurement in the main thread of a fresh
+process. The explorer uses it: Streamlit runs a page in a secondary thread, and torch's CPU
+kernels timed from one ran 2-2.5x slower than from the main thread on the 2-core development
+machine (each such thread gets its own OpenMP team, while the main thread's may still be
+spinning), so the Latency page disagreed with ``dynviz flops --time`` on the same node.
+
 Cells at one scale have the same shapes in every layer, so each component is timed once per
 scale and broadcast over the layers. Timings are medians of interleaved repeats under
 ``torch.inference_mode``; they carry the machine's noise (see ``docs/performance.md``).
@@ -53,6 +59,7 @@ __all__ = [
     "latency_cost_table",
     "measure_calls",
     "measure_node_latency",
+    "measure_node_latency_isolated",
     "quartiles",
     "route_times",
     "time_calls",
@@ -502,6 +509,17 @@ class LatencyTable(CostTable):
     def total(self) -> float:  # type: ignore[override]
         """Seconds with every path open (gates included when the network has them)."""
         return sum(item.macs for item in self.items) / 1e9
+
+
+def measure_node_latency_isolated(
+    config: RoutingSpaceConfig, size: tuple[int, int] = (512, 1024), **options: Any
+) -> NodeLatency:
+    """:func:`measure_node_latency` in the main thread of a fresh spawned process (the module
+    docstring says why); takes the same arguments."""
+    from dynviz.processes import spawn_pool
+
+    with spawn_pool(1) as pool:
+        return pool.submit(measure_node_latency, config, size, **options).result()
 
 
 def latency_cost_table(

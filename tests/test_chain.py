@@ -90,19 +90,16 @@ def _double(x: int) -> int:
 
 def test_workers_do_not_run_the_parents_main_again(tmp_path, monkeypatch):
     """A Streamlit page or an unguarded script as ``__main__`` must not run in the workers."""
-    import multiprocessing
     import types
-    from concurrent.futures import ProcessPoolExecutor
 
-    from dynviz.chain import _workers_skip_main
+    from dynviz.processes import spawn_pool
 
     script = tmp_path / "page.py"
     script.write_text("raise SystemExit('the parent main ran again')\n", encoding="utf-8")
     fake = types.ModuleType("__main__")
     fake.__file__ = str(script)
     monkeypatch.setitem(sys.modules, "__main__", fake)
-    with _workers_skip_main():
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-            assert pool.submit(_double, 21).result(timeout=120) == 42
+    with spawn_pool(1) as pool:
+        assert not hasattr(fake, "__file__")  # hidden while the workers start
+        assert pool.submit(_double, 21).result(timeout=120) == 42
     assert fake.__file__ == str(script)  # restored
