@@ -353,3 +353,14 @@ def test_parts_with_different_values_read_as_one_table(tmp_path):
     )
     with pytest.raises(RecordError, match=r"gates.*direction.*sideways"):
         read_records(folder)
+
+
+def test_recording_leaves_the_training_mode_as_it_was(tmp_path, model, dataset):
+    model.train()
+    model.stem.eval()  # a mixed state comes back exactly
+    record(model, dataset, tmp_path / "a", progress=False)
+    assert model.training and not model.stem.training
+    assert all(m.training for name, m in model.named_modules() if not name.startswith("stem"))
+    model.eval()
+    record(model, dataset, tmp_path / "b", progress=False)
+    assert not any(m.training for m in model.modules())

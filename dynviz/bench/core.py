@@ -81,7 +81,7 @@ class BenchSettings:
     sgemm_n: int = 2048
     max_wait: float | None = 0.05  # retake a sample whose threads waited this share for a CPU
     records: int = 100_000
-    record_images: int = 16
+    record_images: int = 32
     tune_malloc: bool = True
     pages: bool = True  # time the explorer's pages in (f)
     quick: bool = False

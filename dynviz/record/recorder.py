@@ -3,6 +3,7 @@ chunk, resumable without duplicates), and the helpers that relate records to the
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import logging
@@ -19,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from torch import nn
 
 import dynviz
 from dynviz.cost import CostTable, Counting, cost_table
@@ -329,26 +331,38 @@ def record_batch(
         gates_ran=bool(net.is_dynamic and route is None),
         threshold=float(config.active_threshold),
     )
-    was_training = net.training
-    net.eval()
-    try:
-        with torch.inference_mode():
-            device = next(net.parameters()).device
-            out = net(images.to(device), route=route)
-            pred = out.logits.max(1).indices  # (B, H, W)
-            ids = [str(i) for i in image_ids]
-            confusion = _confusion(pred, labels.to(device), config.num_classes, ignore_index, ids)
-            chunk.add(
-                ids,
-                out.gates.float().cpu().numpy(),
-                confusion.cpu().numpy(),
-                (height, width),
-                list(stats) if stats is not None else [{} for _ in ids],
-            )
-    finally:
-        net.train(was_training)
+    with _eval_mode(net), torch.inference_mode():
+        device = next(net.parameters()).device
+        out = net(images.to(device), route=route)
+        pred = out.logits.max(1).indices  # (B, H, W)
+        ids = [str(i) for i in image_ids]
+        confusion = _confusion(pred, labels.to(device), config.num_classes, ignore_index, ids)
+        chunk.add(
+            ids,
+            out.gates.float().cpu().numpy(),
+            confusion.cpu().numpy(),
+            (height, width),
+            list(stats) if stats is not None else [{} for _ in ids],
+        )
     gates, frame = chunk.frames()
     return RecordedBatch(gates, frame, pred.to(torch.uint8).cpu().numpy())
+
+
+@contextlib.contextmanager
+def _eval_mode(net: nn.Module) -> Iterator[None]:
+    """``net`` in eval mode for the block, then as it was. A network already in eval mode is not
+    switched (``train()`` walks every module: 20 ms for layer16, more than a percent of
+    recording 16 images at 256x512)."""
+    training = [m for m in net.modules() if m.training]
+    if not training:
+        yield
+        return
+    net.eval()
+    try:
+        yield
+    finally:
+        for module in training:
+            module.training = True
 
 
 def record(
@@ -497,13 +511,11 @@ def record(
         written += 1
         chunk = new_chunk()
 
-    was_training = net.training
-    net.eval()
     loader = DataLoader(
         Subset(dataset, shard), batch_size=1, num_workers=workers, collate_fn=_identity
     )
     try:
-        with torch.inference_mode():
+        with _eval_mode(net), torch.inference_mode():
             for items in _batches(loader, batch_size):
                 ids = [str(it["image_id"]) for it in items]
                 images = _stack([it["image"] for it in items]).to(device)  # (B, 3, H, W)
@@ -545,7 +557,6 @@ def record(
     finally:
         flush()  # complete images are never lost, even when interrupted
         bar.close()
-        net.train(was_training)
 
     _barrier()
     if rank == 0:
