@@ -61,6 +61,9 @@ class BenchSettings:
         sections: which figures to measure, of ``SECTIONS``.
         records: generated records (images) for the analysis-at-scale figure (f).
         record_images: images recorded in the recording-overhead figure (c).
+        record_threads: torch threads of figure (c). One: with two threads on two shared cores
+            the OpenMP spin-waits made single rounds vary by -8% to +15%, which hides an
+            overhead of 1-2%; at one thread its rounds' quartiles were 3 points apart.
         max_wait: a timed sample whose threads waited for a CPU longer than this share of its
             wall time (another job took the core) is taken again, up to 3 times (None: never).
         pages: also time the explorer's pages on the generated records (f).
@@ -82,6 +85,7 @@ class BenchSettings:
     max_wait: float | None = 0.05  # retake a sample whose threads waited this share for a CPU
     records: int = 100_000
     record_images: int = 32
+    record_threads: int = 1
     tune_malloc: bool = True
     pages: bool = True  # time the explorer's pages in (f)
     quick: bool = False
@@ -113,7 +117,7 @@ class BenchSettings:
         unknown = [s for s in self.sections if s not in SECTIONS]
         if unknown:
             raise ValueError(f"unknown bench sections {unknown}; known: {', '.join(SECTIONS)}")
-        if min(self.repeats, self.ratio_repeats, self.batch, self.threads) < 1:
+        if min(self.repeats, self.ratio_repeats, self.batch, self.threads, self.record_threads) < 1:
             raise ValueError("repeats, ratio_repeats, batch and threads must be >= 1")
 
 

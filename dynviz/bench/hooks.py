@@ -86,24 +86,30 @@ def measure_recording(
                 out = model(torch.stack([item["image"]]))
                 _ = out.logits.max(1).indices  # the prediction record makes (argmax is slower)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        runs = iter(range(1_000_000))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(settings.record_threads)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            runs = iter(range(1_000_000))
 
-        def recorded() -> None:
-            record(model, dataset, Path(tmp) / f"r{next(runs)}", progress=False)
+            def recorded() -> None:
+                record(model, dataset, Path(tmp) / f"r{next(runs)}", progress=False)
 
-        timings = measure_calls(
-            {"plain": plain, "record": recorded},
-            repeats=settings.ratio_repeats,
-            warmup=1,
-            max_wait=settings.max_wait,
-        )
+            timings = measure_calls(
+                {"plain": plain, "record": recorded},
+                repeats=settings.ratio_repeats,
+                warmup=1,
+                max_wait=settings.max_wait,
+            )
+    finally:
+        torch.set_num_threads(threads)
     section.add_timings(timings)
     times = timings.median
     overhead = 100.0 * (times["record"] / times["plain"] - 1.0)  # percent
     section.columns = ["variant", "s", "per image ms", "overhead"]
     section.title = (
-        f"Recording overhead: {settings.model}, {count} images at {size[0]}x{size[1]}, batch 1"
+        f"Recording overhead: {settings.model}, {count} images at {size[0]}x{size[1]}, batch 1, "
+        f"{settings.record_threads} thread{'s' if settings.record_threads > 1 else ''}"
     )
     section.rows += [
         [
