@@ -36,7 +36,7 @@ import glob
 import logging
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +63,7 @@ __all__ = [
     "quartiles",
     "route_times",
     "time_calls",
+    "torch_threads",
 ]
 
 logger = logging.getLogger(__name__)
@@ -351,6 +352,18 @@ def _probe_cells(config: RoutingSpaceConfig) -> dict[int, tuple[int, int]]:
     return out
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """``torch.set_num_threads(threads)`` for the block (None: leave it), then as it was."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def measure_node_latency(
     config: RoutingSpaceConfig,
     size: tuple[int, int] = (512, 1024),
@@ -396,70 +409,63 @@ def measure_node_latency(
     if cuda:
         channels_last, tune_malloc, max_wait = False, False, None
 
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    with malloc_tuned(True) if tune_malloc else contextlib.nullcontext():
-        try:
-            stride = config.max_stride
-            height = -(-size[0] // stride) * stride
-            width = -(-size[1] // stride) * stride
-            gen = torch.Generator().manual_seed(0)
-            calls: dict[str, Callable[[], object]] = {}
-            keep_alive: list[object] = []
+    tuned = malloc_tuned(True) if tune_malloc else contextlib.nullcontext()
+    with torch_threads(threads), tuned:
+        stride = config.max_stride
+        height = -(-size[0] // stride) * stride
+        width = -(-size[1] // stride) * stride
+        gen = torch.Generator().manual_seed(0)
+        calls: dict[str, Callable[[], object]] = {}
+        keep_alive: list[object] = []
 
-            def rand(*shape: int) -> torch.Tensor:
-                return _memory(torch.randn(*shape, generator=gen), channels_last).to(device)
+        def rand(*shape: int) -> torch.Tensor:
+            return _memory(torch.randn(*shape, generator=gen), channels_last).to(device)
 
-            # the network's own nodes: the functions its forward runs, on its modules
-            net = _module(RoutingNetwork(config), channels_last, fold, device)
-            probes = _probe_cells(config)
-            for s in range(config.num_scales):
-                c = config.channels(s)
-                h, w = height // 4 >> s, width // 4 >> s
-                x = rand(batch, c, h, w)
-                cell = net.cell(*probes[s]) if s in probes else None
-                if cell is not None:
-                    calls[f"op.{s}"] = lambda cell=cell, x=x: cell.hidden(x, inplace=True)
-                    with torch.no_grad():
-                        r = cell.hidden(x)  # ReLU(H), what the transforms take
-                    if cell.gate is not None:
-                        calls[f"gate.{s}"] = lambda cell=cell, x=x: cell.gate(x)
-                        alpha = torch.rand(batch, 1, 1, 1, generator=gen).to(device)
-                        calls[f"keep.{s}"] = lambda x=x, a=alpha: x * a
-                    for d in (Direction.UP, Direction.DOWN):
-                        if d in cell.directions:
-                            calls[f"{d.label}.{s}"] = lambda cell=cell, d=d, r=r: cell.transform(
-                                d, r
-                            )
-                    keep_alive.append(r)
-                other = rand(batch, c, h, w)
-                calls[f"add.{s}"] = lambda x=x, other=other: x + other
-                top = s == config.num_scales - 1
-                y_in = rand(batch, c, h, w) if not top else torch.zeros_like(x)
-                calls[f"lateral.{s}"] = lambda s=s, y=y_in, x=x: net.decoder.top_down(s, y + x)
-                keep_alive += [x, other, y_in]
-            images = rand(batch, 3, height, width)
-            calls["stem"] = lambda: net.stem(images)
-            y0 = rand(batch, config.base_channels, height // 4, width // 4)
+        # the network's own nodes: the functions its forward runs, on its modules
+        net = _module(RoutingNetwork(config), channels_last, fold, device)
+        probes = _probe_cells(config)
+        for s in range(config.num_scales):
+            c = config.channels(s)
+            h, w = height // 4 >> s, width // 4 >> s
+            x = rand(batch, c, h, w)
+            cell = net.cell(*probes[s]) if s in probes else None
+            if cell is not None:
+                calls[f"op.{s}"] = lambda cell=cell, x=x: cell.hidden(x, inplace=True)
+                with torch.no_grad():
+                    r = cell.hidden(x)  # ReLU(H), what the transforms take
+                if cell.gate is not None:
+                    calls[f"gate.{s}"] = lambda cell=cell, x=x: cell.gate(x)
+                    alpha = torch.rand(batch, 1, 1, 1, generator=gen).to(device)
+                    calls[f"keep.{s}"] = lambda x=x, a=alpha: x * a
+                for d in (Direction.UP, Direction.DOWN):
+                    if d in cell.directions:
+                        calls[f"{d.label}.{s}"] = lambda cell=cell, d=d, r=r: cell.transform(d, r)
+                keep_alive.append(r)
+            other = rand(batch, c, h, w)
+            calls[f"add.{s}"] = lambda x=x, other=other: x + other
+            top = s == config.num_scales - 1
+            y_in = rand(batch, c, h, w) if not top else torch.zeros_like(x)
+            calls[f"lateral.{s}"] = lambda s=s, y=y_in, x=x: net.decoder.top_down(s, y + x)
+            keep_alive += [x, other, y_in]
+        images = rand(batch, 3, height, width)
+        calls["stem"] = lambda: net.stem(images)
+        y0 = rand(batch, config.base_channels, height // 4, width // 4)
 
-            def run_fixed() -> torch.Tensor:
-                return net.decoder.head(y0, (height, width))
+        def run_fixed() -> torch.Tensor:
+            return net.decoder.head(y0, (height, width))
 
-            calls["decoder_fixed"] = run_fixed
-            with torch.inference_mode():
-                timings = measure_calls(
-                    calls,
-                    repeats=repeats,
-                    warmup=1,
-                    min_time=min_time,
-                    max_wait=max_wait,
-                    sync=(lambda: torch.cuda.synchronize(device)) if cuda else None,
-                )
-            times = timings.median
-            quarts = timings.quartiles
-        finally:
-            torch.set_num_threads(previous)
+        calls["decoder_fixed"] = run_fixed
+        with torch.inference_mode():
+            timings = measure_calls(
+                calls,
+                repeats=repeats,
+                warmup=1,
+                min_time=min_time,
+                max_wait=max_wait,
+                sync=(lambda: torch.cuda.synchronize(device)) if cuda else None,
+            )
+        times = timings.median
+        quarts = timings.quartiles
     per_scale: dict[str, list[float | None]] = {
         k: [times.get(f"{k}.{s}") for s in range(config.num_scales)] for k in COMPONENTS
     }

@@ -29,7 +29,13 @@ from dynviz.export import (
     route_in_space,
     static_network,
 )
-from dynviz.latency import Timings, latency_rows, measure_calls, measure_node_latency
+from dynviz.latency import (
+    Timings,
+    latency_rows,
+    measure_calls,
+    measure_node_latency,
+    torch_threads,
+)
 from dynviz.model import build_model
 from dynviz.model.config import RoutingSpaceConfig
 from dynviz.model.network import RoutingNetwork
@@ -589,20 +595,15 @@ def run_bench(settings: BenchSettings, *, command: str = "dynviz bench") -> Benc
     """Measure the sections of ``settings`` in order (a-g) and collect the report."""
     from dynviz.bench.core import machine_info
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(settings.threads)
     machine = machine_info(settings.threads)
     report = BenchReport(settings=settings, machine=machine, command=command)
     start = time.perf_counter()
-    try:
-        with malloc_tuned(settings.tune_malloc) as tuned:
-            machine["malloc_tuned"] = bool(tuned and settings.tune_malloc)
-            for key in settings.sections:
-                title, runner = RUNNERS[key]
-                section, figures = _timed(key, title, lambda r=runner: r(settings))
-                report.sections.append(section)
-                report.figures += figures
-    finally:
-        torch.set_num_threads(previous)
+    with torch_threads(settings.threads), malloc_tuned(settings.tune_malloc) as tuned:
+        machine["malloc_tuned"] = bool(tuned and settings.tune_malloc)
+        for key in settings.sections:
+            title, runner = RUNNERS[key]
+            section, figures = _timed(key, title, lambda r=runner: r(settings))
+            report.sections.append(section)
+            report.figures += figures
     report.seconds = time.perf_counter() - start
     return report

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from dynviz.bench.core import BenchSettings, Figure, Section
-from dynviz.latency import measure_calls
+from dynviz.latency import measure_calls, torch_threads
 from dynviz.model import build_model
 from dynviz.model.route import Route
 from dynviz.model.zoo import load_spec
@@ -86,23 +86,18 @@ def measure_recording(
                 out = model(torch.stack([item["image"]]))
                 _ = out.logits.max(1).indices  # the prediction record makes (argmax is slower)
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(settings.record_threads)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            runs = iter(range(1_000_000))
+    with torch_threads(settings.record_threads), tempfile.TemporaryDirectory() as tmp:
+        runs = iter(range(1_000_000))
 
-            def recorded() -> None:
-                record(model, dataset, Path(tmp) / f"r{next(runs)}", progress=False)
+        def recorded() -> None:
+            record(model, dataset, Path(tmp) / f"r{next(runs)}", progress=False)
 
-            timings = measure_calls(
-                {"plain": plain, "record": recorded},
-                repeats=settings.ratio_repeats,
-                warmup=1,
-                max_wait=settings.max_wait,
-            )
-    finally:
-        torch.set_num_threads(threads)
+        timings = measure_calls(
+            {"plain": plain, "record": recorded},
+            repeats=settings.ratio_repeats,
+            warmup=1,
+            max_wait=settings.max_wait,
+        )
     section.add_timings(timings)
     times = timings.median
     overhead = 100.0 * (times["record"] / times["plain"] - 1.0)  # percent
