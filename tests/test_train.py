@@ -390,3 +390,58 @@ def test_budget_defaults_come_from_the_preset_training_section(tmp_path):
     assert (given.config.budget_lambda, given.config.budget_mu) == (0.8, 0.3)
     plain = Trainer(_config(tmp_path, "c"))
     assert (plain.config.budget_lambda, plain.config.budget_mu) == (0.0, 0.0)
+
+
+def test_gate_warmup_trains_all_open_with_idle_gates_then_routes(tmp_path):
+    """During the gate warm-up every path is open (alpha 1), the gates neither learn nor feel
+    the budget; afterwards the gates route and the budget applies."""
+    config = _config(
+        tmp_path,
+        "warm",
+        iters=4,
+        gate_warmup=0.5,
+        budget_lambda=1.0,
+        budget_mu=0.1,
+        budget_start=0.0,
+        budget_ramp=0.01,
+    )
+    trainer = Trainer(config)
+    assert [trainer.gates_idle(i) for i in range(4)] == [True, True, False, False]
+    gates = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if ".gate." in n}
+    seen = []
+    original = trainer.ddp.forward
+
+    def spy(images, **kwargs):
+        out = original(images, **kwargs)
+        seen.append(out.gates.detach())
+        return out
+
+    trainer.ddp.forward = spy
+    trainer.run(until=2)
+    # warm-up: the all-open route was forced, so every existing path has alpha exactly 1
+    mask = trainer.model.route_mask
+    for alphas in seen:
+        assert bool((alphas[:, mask] == 1).all())
+    for name, value in gates.items():
+        torch.testing.assert_close(dict(trainer.model.named_parameters())[name], value)
+    records = [json.loads(line) for line in (Path(config.out) / "metrics.jsonl").open()]
+    train = [r for r in records if r.get("kind") == "train"]
+    assert [r["budget_loss"] for r in train] == [0.0, 0.0]
+    seen.clear()
+    trainer.run()
+    # routing: the two steps use the gates' own alphas, the gates learn, the budget applies
+    assert len(seen) >= 2 and all(bool((a[:, mask] < 1).any()) for a in seen[:2])
+    assert any(
+        not torch.equal(dict(trainer.model.named_parameters())[name], value)
+        for name, value in gates.items()
+    )
+    records = [json.loads(line) for line in (Path(config.out) / "metrics.jsonl").open()]
+    train = [r for r in records if r.get("kind") == "train"]
+    assert all(r["budget_loss"] > 0 for r in train[2:])
+
+
+def test_gate_warmup_out_of_range_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="gate_warmup: 1.0"):
+        _config(tmp_path, gate_warmup=1.0)
+    with pytest.raises(ConfigError, match="gate_warmup: -0.1"):
+        _config(tmp_path, gate_warmup=-0.1)

@@ -114,6 +114,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         ),
     )
     group.add_argument(
+        "--gate-warmup",
+        type=float,
+        metavar="SHARE",
+        help=_help(
+            "share of training with every path open and the gates idle, before they route "
+            "(not in the paper; helps short runs)",
+            "gate_warmup",
+        ),
+    )
+    group.add_argument(
         "--warmup-iters",
         type=int,
         metavar="N",

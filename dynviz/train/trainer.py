@@ -7,6 +7,12 @@ valid pixels), plus the budget loss (:mod:`dynviz.train.budget`) for dynamic net
 precise BatchNorm statistics over 200 batches, or a tenth of a shorter run's iterations
 (:mod:`dynviz.train.precise_bn`).
 
+Gate warm-up (``gate_warmup``, not in the paper, off by default): for the first share of the
+iterations a dynamic network trains with every path open (alpha = 1, its all-open route forced)
+while its gates are idle (no gradient, no budget loss); then the gates route and the budget
+applies. A gate that starts half open (``gate_bias_init`` 0.5) scales every path by about 0.46
+and slows a short run of a network trained from scratch; the warm-up lets the cells learn first.
+
 Run directory::
 
     config.yaml            resolved model config, route, training arguments, data specs and the
@@ -82,7 +88,12 @@ from dynviz.official import OFFICIAL_BUDGET_NORMALISER
 from dynviz.train.budget import BudgetLoss, BudgetSchedule
 from dynviz.train.config import RESUMABLE_FIELDS, TrainConfig
 from dynviz.train.init import init_from
-from dynviz.train.optim import PolySchedule, build_optimizer, default_warmup_iters
+from dynviz.train.optim import (
+    PolySchedule,
+    build_optimizer,
+    default_warmup_iters,
+    is_gate_parameter,
+)
 from dynviz.train.precise_bn import default_precise_bn_batches, update_bn_stats
 from dynviz.train.runlog import RunLog, require_tensorboard
 
@@ -333,6 +344,9 @@ class Trainer:
             )
         # probed before SyncBN conversion (SyncBN refuses CPU tensors); the names do not change
         self._unused = find_unused_parameters(model) if self.info.distributed else []
+        if self.info.distributed and config.gate_warmup > 0 and model.is_dynamic:
+            # the gates take no part in the forward pass while they are idle
+            self._unused += [n for n, _ in model.named_parameters() if is_gate_parameter(n)]
         model.to(self.device)
         if self.device.type == "cuda" and self.info.distributed:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -568,19 +582,25 @@ class Trainer:
             }
         )
 
+    def gates_idle(self, iteration: int) -> bool:
+        """Whether ``iteration`` (0-based) is in the gate warm-up: every path open, no budget."""
+        warmup = round(self.config.gate_warmup * self.config.iters)
+        return self.model.is_dynamic and iteration < warmup
+
     def _step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         cfg = self.config
         lr = self.schedule.apply(self.optimizer, self.iteration)
         autocast = torch.autocast(
             device_type=self.device.type, dtype=torch.bfloat16, enabled=bool(cfg.amp)
         )
+        idle = self.gates_idle(self.iteration)
         with autocast:
-            out = self.ddp(images)
+            out = self.ddp(images, route=self.model.route_mask) if idle else self.ddp(images)
         ce = segmentation_loss(out.logits, labels)
         loss = ce
         zero = ce.new_zeros(())
         budget_loss, ratio, weight = zero, zero, 0.0
-        if self.budget is not None:
+        if self.budget is not None and not idle:
             terms = self.budget(out.gates, self.iteration, cfg.iters)
             ratio, weight = terms.ratio, terms.weight
             if self.budget.lam > 0:
