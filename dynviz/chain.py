@@ -104,9 +104,9 @@ QUICK = ChainSettings()
 # with every path open for 10% of their iterations (gate warm-up: the gates idle, no budget);
 # then the gates, starting half open (bias 0.5 instead of the official 1.5, which opens every
 # path for every image and saturates tanh), route at the network's rate under the budget (mu
-# 0.35). Without the warm-up, gates at bias 0.5 scale every path by about 0.46 and the network
-# learns slowly (65% mIoU instead of 80%); a budget from 30% of training or gates at 4x the
-# rate gave routes that hardly differ between images (docs/demo.md lists the runs).
+# 0.4). Without the warm-up, gates at bias 0.5 scale every path by about 0.46 and a short run
+# learns slowly (the previous demo's budgeted network: 65% mIoU); gates that start open settle
+# on one route for every image (docs/demo.md lists the runs).
 DEMO = ChainSettings(
     size=64,
     train_count=256,
@@ -115,7 +115,7 @@ DEMO = ChainSettings(
     static_iters=800,
     gate_bias_init=0.5,
     gate_warmup=0.1,
-    budget_mu=0.35,
+    budget_mu=0.4,
     budget_start=0.1,
     budget_ramp=0.05,
     gate_lr_mult=1.0,
