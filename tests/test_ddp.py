@@ -95,3 +95,14 @@ def test_two_process_static_net_with_unused_decoder_laterals(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "DDP will look for unused parameters" in done.stderr  # decoder laterals 2 and 3
     assert load_checkpoint(tmp_path / "static" / LATEST)["route"]["name"] == "low"
+
+
+def test_two_process_gate_warmup_then_routing(tmp_path):
+    """The gates take no part while they are idle: DDP must not wait for their gradients."""
+    run = tmp_path / "warm"
+    done = _torchrun(*_train_args("tiny", run), "--gate-warmup", "0.5")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "DDP will look for unused parameters" in done.stderr
+    checkpoint = load_checkpoint(run / LATEST)
+    assert checkpoint["iteration"] == 3
+    assert "gate_warmup: 0.5" in (run / "config.yaml").read_text()
