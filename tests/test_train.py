@@ -440,6 +440,64 @@ def test_gate_warmup_trains_all_open_with_idle_gates_then_routes(tmp_path):
     assert all(r["budget_loss"] > 0 for r in train[2:])
 
 
+def test_close_below_closes_weak_paths_after_training_only(tmp_path):
+    """close_below: training runs at the space's threshold (0); afterwards the network, its
+    checkpoint and every later forward pass skip the paths whose alpha is at most the value."""
+    from dataclasses import replace
+
+    from dynviz.checkpoint import model_from_checkpoint
+    from dynviz.cost import cost_table
+
+    config = _config(tmp_path, "close", iters=3, close_below=0.9, precise_bn=0)
+    trainer = Trainer(config)
+    thresholds = []
+    original = trainer.ddp.forward
+
+    def spy(images, **kwargs):
+        thresholds.append(trainer.model.config.active_threshold)
+        return original(images, **kwargs)
+
+    trainer.ddp.forward = spy
+    trainer.run()
+    assert thresholds[:3] == [0.0, 0.0, 0.0]  # the three training steps
+    assert set(thresholds[3:]) == {0.9}  # the final evaluation
+    saved = load_checkpoint(Path(config.out) / LATEST)
+    assert saved["config"]["active_threshold"] == 0.9
+    assert "alpha <= 0.9 closed after training" in saved["config"]["description"]
+    records = [json.loads(line) for line in (Path(config.out) / "metrics.jsonl").open()]
+    assert [r for r in records if r.get("kind") == "close"] == [
+        {"kind": "close", "iter": 3, "active_threshold": 0.9}
+    ]
+
+    closed = model_from_checkpoint(saved).eval()
+    opened = model_from_checkpoint(saved).eval()
+    opened.config = replace(opened.config, active_threshold=0.0)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        out_closed, out_open = closed(x), opened(x)
+    weak = (out_open.gates > 0) & (out_open.gates <= 0.9)
+    assert bool(weak.any())  # the gates (bias 1.5) leave some paths at or below 0.9 open
+    assert not bool(((out_closed.gates > 0) & (out_closed.gates <= 0.9)).any())
+    assert torch.equal(out_closed.active, out_closed.gates > 0.9)
+    table = cost_table(closed.config, (32, 32))
+    assert bool((table.real(out_closed.active) < table.real(out_open.active)).all())
+
+
+def test_close_below_leaves_static_networks_and_zero_alone(tmp_path):
+    route = Route.from_chains(dynviz.build_model("tiny").config, [[4, 8, 8, 16, 16]], name="c")
+    spec = tmp_path / "chain.yaml"
+    route.to_yaml(spec)
+    static = Trainer(_config(tmp_path, "s", iters=1, model=str(spec), close_below=0.5))
+    assert static.model.is_static
+    static.run()
+    assert static.model.config.active_threshold == 0.0
+    plain = Trainer(_config(tmp_path, "p", iters=1))
+    plain.run()
+    assert plain.model.config.active_threshold == 0.0
+    with pytest.raises(ConfigError, match="close_below: 1.0"):
+        _config(tmp_path, close_below=1.0)
+
+
 def test_gate_warmup_out_of_range_is_named(tmp_path):
     with pytest.raises(ConfigError, match="gate_warmup: 1.0"):
         _config(tmp_path, gate_warmup=1.0)

@@ -124,6 +124,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         ),
     )
     group.add_argument(
+        "--close-below",
+        type=float,
+        metavar="ALPHA",
+        help=_help(
+            "after training, close for good the paths of a dynamic network whose alpha is at "
+            "most ALPHA (its active threshold; the paper: 0; not in the paper)",
+            "close_below",
+        ),
+    )
+    group.add_argument(
         "--warmup-iters",
         type=int,
         metavar="N",

@@ -43,6 +43,8 @@ class TrainConfig:
     budget_mu: float | None = None  # default: the preset's training default, else 0
     gate_warmup: float = 0.0  # share of training with every path open (alpha = 1) and the
     # gates idle, before they route; not in the paper (see dynviz.train.trainer)
+    close_below: float = 0.0  # after the last iteration, a dynamic network's paths with alpha
+    # <= this are closed for good (its active_threshold; the paper: 0); not in the paper
     budget_start: float = 0.4  # budget loss off before this share of training
     budget_ramp: float = 0.02  # then a linear ramp over this share
     budget_cost: str = "macs"  # macs: expected MACs (the paper); latency: expected measured time
@@ -91,6 +93,8 @@ class TrainConfig:
                 raise ConfigError(f"{key}: {value} must be >= 0")
         if not 0.0 <= self.gate_warmup < 1.0:
             raise ConfigError(f"gate_warmup: {self.gate_warmup} must be in [0, 1)")
+        if not 0.0 <= self.close_below < 1.0:
+            raise ConfigError(f"close_below: {self.close_below} must be in [0, 1)")
         if self.budget_lambda is not None and self.budget_lambda < 0:
             raise ConfigError(f"budget_lambda: {self.budget_lambda} must be >= 0")
         if self.budget_mu is not None and not 0.0 <= self.budget_mu <= 1.0:

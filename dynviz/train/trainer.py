@@ -13,6 +13,13 @@ while its gates are idle (no gradient, no budget loss); then the gates route and
 applies. A gate that starts half open (``gate_bias_init`` 0.5) scales every path by about 0.46
 and slows a short run of a network trained from scratch; the warm-up lets the cells learn first.
 
+Closing weak paths (``close_below``, not in the paper, off by default): after the last iteration
+a dynamic network's active threshold is raised to ``close_below``, so that a path whose alpha is
+at most that is closed (skipped) from then on: in PreciseBN, the final evaluation, the checkpoint
+and every later use. Soft gates trained under a budget keep many paths barely open (alpha of a
+few hundredths); such a path costs its full MACs at inference and changes little
+(``docs/demo.md``). The official code drops a cell below an alpha sum of 1e-4.
+
 Run directory::
 
     config.yaml            resolved model config, route, training arguments, data specs and the
@@ -43,7 +50,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -582,6 +589,23 @@ class Trainer:
             }
         )
 
+    def _close_weak_paths(self) -> None:
+        """After the last iteration, raise a dynamic network's active threshold to
+        ``close_below``: the paths whose alpha is at most that are closed from then on (in
+        PreciseBN, the final evaluation, the checkpoint and every later use of it)."""
+        below = self.config.close_below
+        config = self.model.config
+        if not self.model.is_dynamic or below <= config.active_threshold:
+            return
+        self.model.config = replace(
+            config,
+            active_threshold=below,
+            description=(f"{config.description}; " if config.description else "")
+            + f"paths with alpha <= {below:g} closed after training",
+        )
+        self._record({"kind": "close", "iter": self.iteration, "active_threshold": below})
+        logger.info("closing the paths whose alpha is at most %g from now on", below)
+
     def gates_idle(self, iteration: int) -> bool:
         """Whether ``iteration`` (0-based) is in the gate warm-up: every path open, no budget."""
         warmup = round(self.config.gate_warmup * self.config.iters)
@@ -731,6 +755,7 @@ class Trainer:
                     self._save(LATEST)
                     saved_at = self.iteration
             if self.iteration == cfg.iters:
+                self._close_weak_paths()
                 self._precise_bn()
                 if self.val_set is not None:
                     self._evaluate()
