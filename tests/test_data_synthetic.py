@@ -344,3 +344,24 @@ def test_small_objects_show_their_class_by_fine_texture_large_ones_by_brightness
     for first, second in ((1, 2), (3, 4)):
         ratio = brightness((second,)) / brightness((first,))
         assert abs(ratio - DARK_MEMBER) < 0.15, (first, second, ratio)
+
+
+def test_scenes_are_made_once_and_kept_within_the_memory_limit(monkeypatch) -> None:
+    from dynviz.data import synthetic
+
+    monkeypatch.setattr(synthetic, "SCENE_CACHE_BYTES", 3 * 32 * 32 * 4)  # three 32x32 scenes
+    ds = SyntheticScenes(count=5, size=(32, 32), seed=4)
+    made = []
+    original = ds.sample
+    monkeypatch.setattr(ds, "sample", lambda i: made.append(i) or original(i))
+    for _ in range(2):
+        for i in range(5):
+            image, label = ds.raw(i)
+            fresh = original(i)
+            assert np.array_equal(image, fresh.image) and np.array_equal(label, fresh.label)
+    assert made == [0, 1, 2, 3, 4, 3, 4]  # the first three are kept, the rest made again
+    image, _ = ds.raw(0)
+    image[:] = 0  # the caller's copy: the kept scene is unchanged
+    assert ds.raw(0)[0].any()
+    monkeypatch.undo()  # the counting sample() above does not pickle
+    assert len(ds._scenes) == 3 and pickle.loads(pickle.dumps(ds))._scenes == {}

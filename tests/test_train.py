@@ -441,14 +441,15 @@ def test_gate_warmup_trains_all_open_with_idle_gates_then_routes(tmp_path):
 
 
 def test_close_below_closes_weak_paths_after_training_only(tmp_path):
-    """close_below: training runs at the space's threshold (0); afterwards the network, its
-    checkpoint and every later forward pass skip the paths whose alpha is at most the value."""
+    """close_below: training and PreciseBN run at the space's threshold (0); afterwards the
+    network, its checkpoint and every later forward pass skip the paths whose alpha is at most
+    the value."""
     from dataclasses import replace
 
     from dynviz.checkpoint import model_from_checkpoint
     from dynviz.cost import cost_table
 
-    config = _config(tmp_path, "close", iters=3, close_below=0.9, precise_bn=0)
+    config = _config(tmp_path, "close", iters=3, close_below=0.9, precise_bn=2)
     trainer = Trainer(config)
     thresholds = []
     original = trainer.ddp.forward
@@ -459,8 +460,8 @@ def test_close_below_closes_weak_paths_after_training_only(tmp_path):
 
     trainer.ddp.forward = spy
     trainer.run()
-    assert thresholds[:3] == [0.0, 0.0, 0.0]  # the three training steps
-    assert set(thresholds[3:]) == {0.9}  # the final evaluation
+    assert thresholds[:5] == [0.0] * 5  # the three training steps and two PreciseBN batches
+    assert len(thresholds) > 5 and set(thresholds[5:]) == {0.9}  # the final evaluation
     saved = load_checkpoint(Path(config.out) / LATEST)
     assert saved["config"]["active_threshold"] == 0.9
     assert "alpha <= 0.9 closed after training" in saved["config"]["description"]

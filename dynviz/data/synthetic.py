@@ -84,6 +84,10 @@ DARK_MEMBER = 0.5
 
 MAX_CLASSES = 255  # label values 0..254; 255 is ignore
 
+SCENE_CACHE_BYTES = 64 << 20
+"""Memory per dataset for scenes kept once made (image and label), so that a training reads
+each scene of a later epoch without drawing it again; 4096 scenes of 64x64."""
+
 _HUE_NAMES = (
     "red",
     "orange",
@@ -343,6 +347,8 @@ class SyntheticScenes(SegmentationDataset):
         self._styles = _class_styles(self.num_classes)
         self._split_key = zlib.crc32(split.encode("utf-8"))
         self._stats_cache: dict[int, dict[str, float]] = {}
+        self._scenes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._scene_limit = SCENE_CACHE_BYTES // (height * width * 4)  # RGB + label bytes
 
     @property
     def spec(self) -> str:
@@ -361,8 +367,19 @@ class SyntheticScenes(SegmentationDataset):
         return f"{self.split}_{self._index(index):06d}"
 
     def raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        sample = self.sample(index)
-        return sample.image, sample.label
+        index = self._index(index)
+        scene = self._scenes.get(index)
+        if scene is None:
+            sample = self.sample(index)
+            scene = (sample.image, sample.label)
+            if len(self._scenes) < self._scene_limit:
+                self._scenes[index] = scene
+        return scene[0].copy(), scene[1].copy()
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_scenes"] = {}  # worker processes make their own
+        return state
 
     def stats(self, index: int) -> dict[str, float]:
         """Object-scale statistics of image ``index``, all floats.

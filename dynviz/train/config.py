@@ -43,8 +43,8 @@ class TrainConfig:
     budget_mu: float | None = None  # default: the preset's training default, else 0
     gate_warmup: float = 0.0  # share of training with every path open (alpha = 1) and the
     # gates idle, before they route; not in the paper (see dynviz.train.trainer)
-    close_below: float = 0.0  # after the last iteration, a dynamic network's paths with alpha
-    # <= this are closed for good (its active_threshold; the paper: 0); not in the paper
+    close_below: float = 0.0  # after the last iteration and PreciseBN, a dynamic network's
+    # paths with alpha <= this are closed for good (its active_threshold; the paper: 0)
     budget_start: float = 0.4  # budget loss off before this share of training
     budget_ramp: float = 0.02  # then a linear ramp over this share
     budget_cost: str = "macs"  # macs: expected MACs (the paper); latency: expected measured time
