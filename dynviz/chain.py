@@ -890,7 +890,14 @@ def _write_report(
         table.read_text(encoding="utf-8").strip() if table.is_file() else "(no table)",
         "",
     ]
-    lines += _special_case_lines(table.with_suffix(".csv"))
+    special = _special_case_lines(table.with_suffix(".csv"))
+    if special and s.static_iters < s.iters:
+        special[-1:-1] = [
+            f"The static networks trained for {s.static_iters} iterations and the dynamic ones "
+            f"for {s.iters}, which favours the dynamic ones.",
+            "",
+        ]
+    lines += special
     if adaptivity:
         lines += [
             "## Do the routes adapt to the image?",

@@ -38,6 +38,7 @@ def test_chain_end_to_end_and_rerun_reuses_steps(tmp_path):
     assert {"dynamic", "special case"} <= set(table["kind"])
     report = result.report.read_text()
     assert "Table 1 on synthetic data" in report and "dynviz app" in report
+    assert "static networks trained for 10 iterations and the dynamic ones for 30" in report
     assert all(path.is_file() for path in result.figures.values())
     checkpoints = sorted(out.glob("runs/*/checkpoint_latest.pt"))
     stamps = [p.stat().st_mtime_ns for p in checkpoints]

@@ -26,9 +26,10 @@ different routes:
   the first member when the object is small and either member when it is large: which rule
   applies depends on the object's extent.
 
-The demo's budgeted network routes the regimes differently at about the same cost: tiny-object
-images take 1/8-scale paths in layers 3-4 that it keeps closed on most huge-object images, which
-take 1/8- to 1/32-scale paths in layers 5-8 instead (``runs/demo/report.md``).
+The demo's budgeted network spends 24% more on huge-object images than on tiny-object ones
+(``runs/demo/report.md``): about a third of the huge-object images open a 1/16- to 1/32-scale
+branch that tiny-object images leave closed. It opens only for large objects of the first class
+pair (red), so the route follows both the scale and the class (``docs/demo.md``).
 
 Per-object jitter of hue, saturation, brightness and texture cell, a weak global illumination
 gradient and pixel noise complete the scene. Small objects are not separable by colour alone (a
