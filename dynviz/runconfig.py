@@ -202,8 +202,8 @@ class RunConfig:
             )
         try:
             return TrainConfig(**values)
-        except ConfigError as err:
-            raise SettingsError(f"{self.source}: {err}") from None
+        except ConfigError as err:  # named by its file when it came from one
+            raise SettingsError(f"{self.source}: {err}" if self.source else str(err)) from None
 
 
 def read_run_config(path: str | Path) -> RunConfig:

@@ -499,6 +499,13 @@ def test_close_below_leaves_static_networks_and_zero_alone(tmp_path):
         _config(tmp_path, close_below=1.0)
 
 
+def test_out_of_range_setting_given_as_an_option_is_named_once(tmp_path, capsys):
+    argv = ["train", "tiny", "--data", DATA, "--out", str(tmp_path / "r"), "--close-below", "1.5"]
+    assert cli_main(argv) == 2
+    assert capsys.readouterr().err.strip() == "error: close_below: 1.5 must be in [0, 1)"
+    assert not (tmp_path / "r").exists()
+
+
 def test_gate_warmup_out_of_range_is_named(tmp_path):
     with pytest.raises(ConfigError, match="gate_warmup: 1.0"):
         _config(tmp_path, gate_warmup=1.0)
