@@ -28,8 +28,8 @@ different routes:
 
 The demo's budgeted network spends 24% more on huge-object images than on tiny-object ones
 (``runs/demo/report.md``): about a third of the huge-object images open a 1/16- to 1/32-scale
-branch that tiny-object images leave closed. It opens only for large objects of the first class
-pair (red), so the route follows both the scale and the class (``docs/demo.md``).
+branch that tiny-object images leave closed. It opens only where the first class pair (red)
+covers the most pixels, so the route follows both the scale and the class (``docs/demo.md``).
 
 Per-object jitter of hue, saturation, brightness and texture cell, a weak global illumination
 gradient and pixel noise complete the scene. Small objects are not separable by colour alone (a
