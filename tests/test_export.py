@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from _models import randomise
+from _models import FLOAT64_REL, assert_close_to_scale, randomise
 
 import dynviz
 from dynviz.cli import main as cli
@@ -41,9 +41,9 @@ def test_fold_batchnorm_preserves_logits_and_gates(dynamic):
     with torch.no_grad():
         ref, out = dynamic(x), folded(x)
         soft = folded(x, skip=False)
-    torch.testing.assert_close(out.logits, ref.logits, rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(out.gates, ref.gates, rtol=1e-9, atol=1e-9)  # gates' BN too
-    torch.testing.assert_close(soft.logits, ref.logits, rtol=1e-9, atol=1e-9)
+    assert_close_to_scale(out.logits, ref.logits, rel=FLOAT64_REL)
+    assert_close_to_scale(out.gates, ref.gates, rel=FLOAT64_REL)  # gates' BN too
+    assert_close_to_scale(soft.logits, ref.logits, rel=FLOAT64_REL)
     # a copy: the original keeps its BN layers and parameter names
     assert any(name.endswith("op.bn1.running_mean") for name in dynamic.state_dict())
     assert folded.cells["1_0"].op.pw1.bias is not None
@@ -57,7 +57,7 @@ def test_fold_batchnorm_in_place_and_idempotent(dynamic):
         again = fold_batchnorm(same, inplace=True)
         out = again(x).logits
     assert same is dynamic and again is dynamic
-    torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-9)
+    assert_close_to_scale(out, ref, rel=FLOAT64_REL)
 
 
 def test_static_module_equals_dynamic_forced_to_route(dynamic, route):
@@ -70,7 +70,7 @@ def test_static_module_equals_dynamic_forced_to_route(dynamic, route):
         forced = dynamic(x, route=route).logits
         plain = net(x)
     assert isinstance(plain, torch.Tensor)  # logits only
-    torch.testing.assert_close(plain, forced, rtol=1e-10, atol=1e-10)
+    assert_close_to_scale(plain, forced, rel=FLOAT64_REL)
     # shares the dynamic net's modules, holds only the route's cells, never runs a gate
     assert net.cells["1_1"] is dynamic.cells["1_1"]
     assert set(net.cells) == {f"{layer}_{scale}" for layer, scale in route.cells}
@@ -87,8 +87,8 @@ def test_static_network_of_a_route_equals_the_built_static_net(dynamic, route):
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
     with torch.no_grad():
         ref = static(x).logits
-        torch.testing.assert_close(StaticNetwork(static)(x), ref, rtol=1e-10, atol=1e-10)
-        torch.testing.assert_close(exported(x), ref, rtol=1e-9, atol=1e-9)
+        assert_close_to_scale(StaticNetwork(static)(x), ref, rel=FLOAT64_REL)
+        assert_close_to_scale(exported(x), ref, rel=FLOAT64_REL)
     assert count_batchnorm(exported) == 0 and count_batchnorm(dynamic) > 0
 
 
@@ -98,7 +98,7 @@ def test_input_not_multiple_of_stride_is_padded_and_cropped(dynamic, route):
         out = StaticNetwork(dynamic, route)(x)
         ref = dynamic(x, route=route).logits
     assert out.shape == (1, 4, 50, 70)
-    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    assert_close_to_scale(out, ref, rel=FLOAT64_REL)
 
 
 def test_static_network_refuses_what_it_cannot_run(tiny, dynamic, route):
