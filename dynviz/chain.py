@@ -202,6 +202,38 @@ def _trained_iterations(run_dir: Path) -> int | None:
     return int(load_checkpoint(path).get("iteration", 0))
 
 
+# Training arguments that say where a run is and how it is shown, not what it trains: a run that
+# differs from the chain's only in these is the chain's run (the space's file, "model", is the
+# chain's own and is checked by its time stamp).
+_PRESENTATION = frozenset(
+    {"model", "out", "progress", "workers", "log_every", "tensorboard", "device"}
+)
+
+
+def _other_training(run_dir: Path, config: dict[str, Any]) -> list[str]:
+    """The training arguments of the run's last checkpoint that differ from ``config`` (empty
+    when there is no checkpoint or it trains what ``config`` trains)."""
+    from dynviz.checkpoint import LATEST, load_checkpoint
+
+    path = run_dir / LATEST
+    if not path.is_file():
+        return []
+    saved = load_checkpoint(path).get("train_args") or {}
+    return sorted(
+        key
+        for key, value in config.items()
+        if key not in _PRESENTATION and key in saved and saved[key] != value
+    )
+
+
+def _recorded_data(records: Path) -> str | None:
+    """The data spec a records folder was recorded on (None when unreadable)."""
+    try:
+        return json.loads((records / "records.json").read_text(encoding="utf-8")).get("data")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 # ------------------------------------------------------------------------------ the steps
 # Module-level functions with plain arguments: they run in worker processes.
 
@@ -553,6 +585,25 @@ def run_chain(
         start = 8.0
         statics = {"unet-like": (unet, 0.6), "fcn-like": (fcn, 0.35), "common": (common_path, 0.5)}
 
+        def configure(name: str, model: str, iters: int, budget: bool) -> dict[str, Any]:
+            return _train_config(
+                s,
+                model,
+                runs / name,
+                iters,
+                budget=budget,
+                dynamic=model == str(space),
+                progress=progress,
+            )
+
+        configs = {
+            "raw": configure("raw", str(space), s.iters, False),
+            "budget": configure("budget", str(space), s.iters, True),
+            "common": configure("common", str(common_path), s.static_iters, False),
+            "unet-like": configure("unet-like", str(unet), s.static_iters, False),
+            "fcn-like": configure("fcn-like", str(fcn), s.static_iters, False),
+        }
+
         def trained(name: str, iters: int, spec: Path | None = None) -> Callable[[], bool]:
             def check() -> bool:
                 run_dir = runs / name
@@ -563,25 +614,27 @@ def run_chain(
                 ):
                     logger.info("%s changed: training %s again", spec, run_dir)
                     shutil.rmtree(run_dir)
+                other = _other_training(run_dir, configs[name])
+                if other:  # another seed, budget or length: not this chain's run
+                    logger.info("%s trained with other %s: training it again", run_dir, other)
+                    shutil.rmtree(run_dir)
                 done = _trained_iterations(run_dir)
                 return done is not None and done >= iters
 
             return check
 
-        def train_call(name: str, model: str, iters: int, budget: bool, label: str):
+        def train_call(name: str, label: str):
             def call(position: int | None):
-                cfg = _train_config(
-                    s,
-                    model,
-                    runs / name,
-                    iters,
-                    budget=budget,
-                    dynamic=model == str(space),
-                    progress=progress,
-                )
-                return _train_step, (cfg, label, position)
+                return _train_step, (configs[name], label, position)
 
             return call
+
+        def recorded(name: str) -> Callable[[], bool]:
+            folder = records / name
+            return lambda: (
+                _newer(folder / "records.json", runs / name / LATEST)
+                and _recorded_data(folder) == s.val_data
+            )
 
         def record_call(name: str, label: str):
             return lambda position: (
@@ -596,7 +649,7 @@ def run_chain(
                 start + s.iters * unit,
                 (),
                 trained("raw", s.iters, space),
-                train_call("raw", str(space), s.iters, False, "Dynamic-Raw"),
+                train_call("raw", "Dynamic-Raw"),
             ),
             _Step(
                 "train:budget",
@@ -604,14 +657,14 @@ def run_chain(
                 start + s.iters * unit,
                 (),
                 trained("budget", s.iters, space),
-                train_call("budget", str(space), s.iters, True, "Dynamic-Budget"),
+                train_call("budget", "Dynamic-Budget"),
             ),
             _Step(
                 "record:budget",
                 "record Dynamic-Budget on the validation scenes",
                 4 + 0.03 * s.val_count,
                 ("train:budget",),
-                lambda: _newer(records / "budget" / "records.json", runs / "budget" / LATEST),
+                recorded("budget"),
                 record_call("budget", "Dynamic-Budget"),
             ),
             _Step(
@@ -633,7 +686,7 @@ def run_chain(
                 lambda: (
                     not common_path.is_file() or trained("common", s.static_iters, common_path)()
                 ),
-                train_call("common", str(common_path), s.static_iters, False, "Common-Budget"),
+                train_call("common", "Common-Budget"),
             ),
             _Step(
                 "train:unet-like",
@@ -641,14 +694,14 @@ def run_chain(
                 start + s.static_iters * unit * statics["unet-like"][1],
                 (),
                 trained("unet-like", s.static_iters, unet),
-                train_call("unet-like", str(unet), s.static_iters, False, "U-Net-like"),
+                train_call("unet-like", "U-Net-like"),
             ),
             _Step(
                 "record:raw",
                 "record Dynamic-Raw on the validation scenes",
                 4 + 0.03 * s.val_count,
                 ("train:raw",),
-                lambda: _newer(records / "raw" / "records.json", runs / "raw" / LATEST),
+                recorded("raw"),
                 record_call("raw", "Dynamic-Raw"),
             ),
             _Step(
@@ -672,7 +725,7 @@ def run_chain(
                 start + s.static_iters * unit * statics["fcn-like"][1],
                 (),
                 trained("fcn-like", s.static_iters, fcn),
-                train_call("fcn-like", str(fcn), s.static_iters, False, "FCN-like"),
+                train_call("fcn-like", "FCN-like"),
             ),
         ]
         trainings = tuple(f"train:{name}" for name, _ in methods)

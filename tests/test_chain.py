@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import dynviz
 from dynviz.chain import QUICK, fcn_like, run_chain, unet_like
 from dynviz.model.route import Route
 from dynviz.model.zoo import load_space
@@ -104,3 +105,33 @@ def test_workers_do_not_run_the_parents_main_again(tmp_path, monkeypatch):
         assert not hasattr(fake, "__file__")  # hidden while the workers start
         assert pool.submit(_double, 21).result(timeout=120) == 42
     assert fake.__file__ == str(script)  # restored
+
+
+def test_a_run_trained_with_other_arguments_is_not_the_chains(tmp_path):
+    """A re-run with another seed (or budget, or length) into the same folder trains again: its
+    runs are told apart by their checkpoints' training arguments, not by their iterations."""
+    from dynviz.chain import DEMO, _other_training, _recorded_data, _train_config
+    from dynviz.checkpoint import LATEST, make_checkpoint, save_checkpoint
+
+    def config(settings, out):
+        return _train_config(settings, "small", out, 100, budget=True, dynamic=True, progress=False)
+
+    run = tmp_path / "runs" / "budget"
+    run.mkdir(parents=True)
+    assert _other_training(run, config(DEMO, run)) == []  # nothing trained yet
+    model = dynviz.build_model("tiny")
+    save_checkpoint(
+        run / LATEST, make_checkpoint(model, iteration=100, train_args=config(DEMO, run))
+    )
+    moved = tmp_path / "elsewhere"
+    assert _other_training(run, {**config(DEMO, moved), "progress": True}) == []
+    seed_1 = dataclasses.replace(DEMO, seed=1)
+    assert _other_training(run, config(seed_1, run)) == ["data", "seed", "val_data"]
+    assert _other_training(run, config(dataclasses.replace(DEMO, budget_mu=0.3), run)) == [
+        "budget_mu"
+    ]
+    records = tmp_path / "records"
+    assert _recorded_data(records) is None
+    records.mkdir()
+    (records / "records.json").write_text('{"data": "synthetic:count=4"}')
+    assert _recorded_data(records) == "synthetic:count=4"

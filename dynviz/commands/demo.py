@@ -35,6 +35,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="steps run side by side, one process each (default 2, at most the cores)",
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="seed of the scenes and the initial weights (default 0; docs/demo.md has seeds 0-4)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -44,6 +49,11 @@ def main(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, threads=args.threads)
     if args.jobs:
         settings = dataclasses.replace(settings, jobs=args.jobs)
+    if args.seed is not None:
+        if args.seed < 0:
+            print(f"error: --seed: {args.seed} must be >= 0", file=sys.stderr)
+            return 2
+        settings = dataclasses.replace(settings, seed=args.seed)
     progress = not args.no_progress and sys.stderr.isatty()
     try:
         result = run_chain(args.out, settings, progress=progress)
