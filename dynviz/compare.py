@@ -64,7 +64,8 @@ class CompareRow:
 
 @dataclass(frozen=True)
 class SpecialCaseVerdict:
-    """A dynamic network against the special cases of one comparison (mIoU in [0, 1], GMACs).
+    """A dynamic network against the special cases (and, if asked, the common networks) of one
+    comparison (mIoU in [0, 1], GMACs).
 
     Attributes:
         method: the dynamic network.
@@ -74,6 +75,8 @@ class SpecialCaseVerdict:
         dearer: those that cost more.
         line_miou: the mIoU of the straight line between the dearest cheaper and the cheapest
             dearer special case, at its cost (None unless special cases lie on both sides).
+        noun: what the compared networks are called in sentences ("Special cases", or "Static
+            networks" when common networks are among them).
     """
 
     method: str
@@ -82,15 +85,16 @@ class SpecialCaseVerdict:
     cheaper: tuple[tuple[str, float, float], ...]
     dearer: tuple[tuple[str, float, float], ...]
     line_miou: float | None
+    noun: str = "Special cases"
 
     @property
     def beats_cheaper(self) -> bool:
-        """Better than every special case that costs no more (vacuously true without one)."""
+        """Better than every compared network that costs no more (vacuously true without one)."""
         return all(self.miou > miou for _, miou, _ in self.cheaper)
 
     @property
     def beats_dearer(self) -> bool:
-        """Better than at least one special case that costs more."""
+        """Better than at least one compared network that costs more."""
         return any(self.miou > miou for _, miou, _ in self.dearer)
 
     def sentences(self) -> list[str]:
@@ -109,30 +113,38 @@ class SpecialCaseVerdict:
         lines = [f"{self.method}: {100 * self.miou:.1f}% at {format_macs(self.gmacs, unit)}."]
         if self.cheaper:
             lines.append(
-                "Special cases that cost no more: "
-                + "; ".join(case(*c) for c in self.cheaper)
-                + "."
+                f"{self.noun} that cost no more: " + "; ".join(case(*c) for c in self.cheaper) + "."
             )
         if self.dearer:
             lines.append(
-                "Special cases that cost more: " + "; ".join(case(*c) for c in self.dearer) + "."
+                f"{self.noun} that cost more: " + "; ".join(case(*c) for c in self.dearer) + "."
             )
         if self.line_miou is not None:
             gap = 100 * (self.miou - self.line_miou)
             lines.append(
-                f"No special case costs what {self.method} costs; the straight line between "
-                f"the two around it gives {100 * self.line_miou:.1f}% at that cost, "
+                f"No {self.noun.lower().removesuffix('s')} costs what {self.method} costs; the "
+                "straight line between the two around it gives "
+                f"{100 * self.line_miou:.1f}% at that cost, "
                 f"{abs(gap):.1f} points {'below' if gap >= 0 else 'above'} {self.method}."
             )
         return lines
 
 
-def against_special_cases(rows: list[CompareRow], method: str) -> SpecialCaseVerdict | None:
+def against_special_cases(
+    rows: list[CompareRow], method: str, *, kinds: tuple[str, ...] = ("special case",)
+) -> SpecialCaseVerdict | None:
     """How the dynamic network ``method`` compares with the special cases among ``rows`` (None
-    when it or every special case is missing)."""
+    when it or every special case is missing).
+
+    Args:
+        rows: the comparison.
+        method: the dynamic network.
+        kinds: the kinds of rows it is compared with; ``("special case", "common")`` adds its
+            common networks (every static network of a demo report).
+    """
     own = next((r for r in rows if r.method == method), None)
     cases = sorted(
-        ((r.method, r.miou, r.gmacs_avg) for r in rows if r.kind == "special case"),
+        ((r.method, r.miou, r.gmacs_avg) for r in rows if r.kind in kinds),
         key=lambda c: c[2],
     )
     if own is None or not cases:
@@ -144,7 +156,8 @@ def against_special_cases(rows: list[CompareRow], method: str) -> SpecialCaseVer
         (_, low_miou, low), (_, high_miou, high) = cheaper[-1], dearer[0]
         share = (own.gmacs_avg - low) / (high - low) if high > low else 0.0
         line = low_miou + share * (high_miou - low_miou)
-    return SpecialCaseVerdict(own.method, own.miou, own.gmacs_avg, cheaper, dearer, line)
+    noun = "Special cases" if set(kinds) == {"special case"} else "Static networks"
+    return SpecialCaseVerdict(own.method, own.miou, own.gmacs_avg, cheaper, dearer, line, noun)
 
 
 def describe_model(model: Any, train_args: dict[str, Any] | None = None) -> tuple[str, str]:

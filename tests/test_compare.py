@@ -115,3 +115,24 @@ def test_against_special_cases_by_hand(tmp_path):
     assert not against_special_cases(rows, "Dyn").beats_cheaper
     assert against_special_cases(rows[:1], "Dyn") is None
     assert against_special_cases(rows, "missing") is None
+
+
+def test_against_the_static_networks_counts_the_common_network():
+    from dynviz.compare import against_special_cases
+
+    rows = [
+        _row("Dyn", "dynamic", 0.80, 5.0),
+        _row("FCN", "special case", 0.30, 3.0),
+        _row("UNet", "special case", 0.85, 6.0),
+        _row("Common", "common", 0.86, 4.4),  # cheaper and better than Dyn
+    ]
+    special = against_special_cases(rows, "Dyn")
+    assert special.beats_cheaper and [c[0] for c in special.cheaper] == ["FCN"]
+    static = against_special_cases(rows, "Dyn", kinds=("special case", "common"))
+    assert [c[0] for c in static.cheaper] == ["FCN", "Common"]
+    assert not static.beats_cheaper and not static.beats_dearer
+    text = " ".join(static.sentences())
+    assert "Static networks that cost no more: FCN" in text
+    assert "Common (86.0% at 4.4 GMACs, 6.0 points above it)" in text
+    rows[3] = _row("Common", "common", 0.70, 4.4)
+    assert against_special_cases(rows, "Dyn", kinds=("special case", "common")).beats_cheaper
