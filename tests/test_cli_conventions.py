@@ -17,6 +17,7 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import tomllib
 import torch
@@ -406,3 +407,14 @@ def test_load_model_rebuilds_the_checkpoints_network(tmp_path):
     assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
     with pytest.raises(CheckpointError, match="no such checkpoint file or run directory"):
         dynviz.load_model(tmp_path / "missing")
+
+
+def test_attribute_json(tmp_path, capsys):
+    image = tmp_path / "street.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 72, 3), np.uint8)).save(image)
+    out = tmp_path / "attr"
+    summary = _json(capsys, ["attribute", "tiny", str(image), "--out", str(out), "--json"])
+    assert summary["size"] == [40, 72] and Path(summary["out"]) == out
+    table = pd.read_parquet(out / "attribution.parquet")  # one row per path of each gate
+    assert summary["gates"] == len(table.groupby(["layer", "scale"])) > 0
+    assert summary["relative_error"] < 1e-5 and summary["max_abs_logit"] > 0
