@@ -204,5 +204,5 @@ def add_run_options(parser: argparse.ArgumentParser, *, threads: bool = True) ->
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="progress bar (default: when stderr is a terminal)",
+        help="progress bar (default: when stderr is a terminal, else a log line every half minute)",
     )
