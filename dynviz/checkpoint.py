@@ -39,10 +39,10 @@ from typing import Any
 import numpy as np
 import torch
 
-import dynviz
 from dynviz.errors import UserError
 from dynviz.model import RoutingNetwork, RoutingSpaceConfig, build_model
 from dynviz.model.route import Route
+from dynviz.version import __version__
 
 __all__ = [
     "run_data_spec",
@@ -224,7 +224,7 @@ def make_checkpoint(
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "dynviz_version": dynviz.__version__,
+        "dynviz_version": __version__,
         "torch_version": str(torch.__version__),
         "config": model.config.to_dict(),
         "route": route_to_dict(model.route),

@@ -188,11 +188,13 @@ def compare(
     limit: int | None = None,
     size: tuple[int, int] | None = None,
     names: list[str] | None = None,
-    progress: bool = False,
+    progress: bool | None = False,
     counting: str = "paper",
 ) -> list[CompareRow]:
     """Evaluate each run on ``data`` and return the comparison rows (in the given order), their
-    GMACs in ``counting`` (``paper`` or ``official``, :class:`dynviz.cost.Counting`)."""
+    GMACs in ``counting`` (``paper`` or ``official``, :class:`dynviz.cost.Counting`).
+    ``progress`` is :func:`dynviz.evaluate.evaluate`'s (``None``: a bar on a terminal, else log
+    lines)."""
     from dynviz.checkpoint import load_model
     from dynviz.data import Resize, build_dataset
     from dynviz.evaluate import evaluate

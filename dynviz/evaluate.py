@@ -42,6 +42,7 @@ from dynviz.distributed import (
 )
 from dynviz.metrics import ConfusionMatrix
 from dynviz.model import ConfigError, RoutingNetwork
+from dynviz.progress import Progress
 from dynviz.tta import Augment, TableCache, forward_costs, infer
 
 __all__ = ["CostStats", "EvalResult", "evaluate"]
@@ -159,7 +160,7 @@ def evaluate(
     limit: int | None = None,
     workers: int = 0,
     amp: bool = False,
-    progress: bool = False,
+    progress: bool | None = False,
     aug: Augment | None = None,
     on_prediction: Callable[[dict[str, Any], np.ndarray], None] | None = None,
     counting: Counting | str = Counting.PAPER,
@@ -177,7 +178,8 @@ def evaluate(
         limit: evaluate only the first ``limit`` images.
         workers: data-loading worker processes.
         amp: bf16 autocast (CUDA only).
-        progress: show a tqdm bar (rank 0 only).
+        progress: ``True`` a tqdm bar, ``None`` a bar on a terminal and else a log line every
+            half minute (:class:`dynviz.progress.Progress`), ``False`` nothing (rank 0 only).
         aug: test-time augmentation (:mod:`dynviz.tta`): softmax averaged over the variants;
             an image's GMACs are the sum over its forward passes.
         on_prediction: called with each item (``image_id``, ...) and its ``(H, W)`` uint8 class
@@ -216,11 +218,7 @@ def evaluate(
     dynamic = net.is_dynamic
     start = time.perf_counter()
     net.eval()
-    bar = None
-    if progress and rank == 0:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(shard), desc="eval", unit="img", dynamic_ncols=True)
+    bar = Progress(total=len(shard), desc="eval", show=progress if rank == 0 else False)
     autocast = torch.autocast(
         device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"
     )
@@ -262,10 +260,8 @@ def evaluate(
             if on_prediction is not None:
                 on_prediction(item, pred.to(torch.uint8).cpu().numpy())
             sizes.add((int(height), int(width)))
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.update(1)
+    bar.close()
     counts = all_reduce_sum(torch.from_numpy(matrix.matrix.copy()))
     matrix.matrix = counts.numpy()
     if world > 1:

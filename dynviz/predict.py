@@ -31,6 +31,7 @@ from dynviz.data import normalize, read_image
 from dynviz.data.folder import IMAGE_SUFFIXES
 from dynviz.model import RoutingNetwork
 from dynviz.model.route import Route
+from dynviz.progress import Progress
 from dynviz.tta import Augment, TableCache, forward_costs, infer
 
 __all__ = [
@@ -155,7 +156,7 @@ def predict_files(
     route: Route | None = None,
     device: torch.device | str | None = None,
     opacity: float = 0.5,
-    progress: bool = False,
+    progress: bool | None = False,
 ) -> PredictResult:
     """Segment image files into ``out_dir`` (see the module docstring).
 
@@ -170,7 +171,8 @@ def predict_files(
         route: force this route instead of the gates.
         device: where to run (default: where the model's parameters are).
         opacity: weight of the colours in the overlays.
-        progress: a tqdm bar.
+        progress: ``True`` a tqdm bar, ``None`` a bar on a terminal and else a log line every
+            half minute (:class:`dynviz.progress.Progress`), ``False`` nothing.
 
     Returns:
         The :class:`PredictResult`; unreadable inputs are in ``failed``, not raised.
@@ -178,8 +180,6 @@ def predict_files(
     Raises:
         OSError: ``out_dir`` cannot be written (the message names it).
     """
-    from tqdm import tqdm
-
     from dynviz.data import DataError
 
     out = Path(out_dir)
@@ -201,16 +201,17 @@ def predict_files(
         handle = csv_path.open("w", newline="", encoding="utf-8")
     except OSError as err:
         raise OSError(err.errno, f"cannot write {csv_path}: {err.strerror}") from err
-    bar = tqdm(files, desc="predict", unit="img", dynamic_ncols=True, disable=not progress)
+    bar = Progress(total=len(files), desc="predict", show=progress)
     try:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
         writer.writeheader()
-        for file, name in zip(bar, _unique_names(files), strict=True):
+        for file, name in zip(files, _unique_names(files), strict=True):
             try:
                 image = read_image(file, exif_transpose=True)  # (H, W, 3) uint8 RGB, upright
             except DataError as err:
                 logger.warning("skipped %s", err)
                 result.failed.append((str(file), str(err)))
+                bar.update(1)
                 continue
             height, width = image.shape[:2]
             with torch.inference_mode():
@@ -252,6 +253,7 @@ def predict_files(
             result.images += 1
             result.forwards += len(forwards)
             result.real_gmacs.append(total)
+            bar.update(1)
     finally:
         bar.close()
         handle.close()

@@ -359,7 +359,8 @@ def command_settings(
     Raises:
         SettingsError: an unknown key (named), or a value the option refuses.
     """
-    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config", "overrides")}
+    skip = ("help", "config", "overrides", "cfg_options")
+    actions = {a.dest: a for a in parser._actions if a.dest not in skip}
     values: dict[str, Any] = {}
     if config:
         data = _read_mapping(config)

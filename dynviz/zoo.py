@@ -1,17 +1,25 @@
 """The zoo as a catalogue: a model's analytic cost by component (:class:`ModelCost`), the paper's
-special cases (the route specs carrying Table 1 numbers) and the zoo's routing spaces.
+special cases (the route specs carrying Table 1 numbers) and the zoo's routing spaces; and the
+models by name, as timm and torchvision users expect: :func:`list_models`, :func:`create_model`
+(optionally with a checkpoint's weights) and :func:`load_model` (a trained run), also at the top
+level (``dynviz.create_model``).
 
-``dynviz flops`` prints these (:mod:`dynviz.commands.flops`); the explorer's special-case and
-latency pages show them.
+``dynviz flops`` and ``dynviz models`` print these (:mod:`dynviz.commands.flops`,
+:mod:`dynviz.commands.models`); the explorer's special-case and latency pages show them.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import os
 from dataclasses import dataclass
 
 import pandas as pd
 
+from dynviz.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
+from dynviz.checkpoint import load_model as load_checkpoint_model
 from dynviz.cost import Counting, cost_table, param_table
+from dynviz.model import RoutingNetwork, build_model
 from dynviz.model.config import RoutingSpaceConfig
 from dynviz.model.route import Route
 from dynviz.model.zoo import load_spec, preset_names
@@ -19,7 +27,11 @@ from dynviz.model.zoo import load_spec, preset_names
 __all__ = [
     "COMPONENTS",
     "ModelCost",
+    "create_model",
+    "list_models",
+    "load_model",
     "model_cost",
+    "model_kind",
     "routing_spaces",
     "special_case_routes",
     "special_case_table",
@@ -27,6 +39,14 @@ __all__ = [
 ]
 
 COMPONENTS = ("stem", "cell", "gate", "transform", "node", "decoder")
+
+
+def model_kind(spec: RoutingSpaceConfig | Route) -> str:
+    """``static`` for a route spec (no gates), else ``dynamic`` (gated routing space) or ``fix``
+    (every path open, no gates: Network-Fix)."""
+    if isinstance(spec, Route):
+        return "static"
+    return "dynamic" if spec.has_gates else "fix"
 
 
 @dataclass(frozen=True)
@@ -76,13 +96,9 @@ def model_cost(
     table = cost_table(config, size, counting=counting, route=route)
     params = param_table(config, route=route)
     breakdown = {k: v for k, v in table.by_component().items()}
-    if route is not None:
-        kind = "static"
-    else:
-        kind = "dynamic" if config.has_gates else "fix"
     return ModelCost(
         name=route.name if route is not None else config.name,
-        kind=kind,
+        kind=model_kind(spec),
         params=params.total,
         macs=table.total(),
         breakdown={k: breakdown[k] for k in COMPONENTS if k in breakdown},
@@ -148,3 +164,82 @@ def routing_spaces() -> dict[str, RoutingSpaceConfig]:
         if isinstance(spec, RoutingSpaceConfig):
             out[name] = spec
     return out
+
+
+# ------------------------------------------------------------------------------ models by name
+def list_models(pattern: str = "*") -> list[str]:
+    """The zoo's model names (presets of ``models/`` or ``$DYNVIZ_MODELS``), sorted; ``pattern``
+    is a shell-style filter as timm's (``"dynamic-*"``)."""
+    return [name for name in preset_names() if fnmatch.fnmatchcase(name, pattern)]
+
+
+def create_model(
+    name: str | os.PathLike[str],
+    *,
+    num_classes: int | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+) -> RoutingNetwork:
+    """The network of a zoo name or YAML path, optionally with a checkpoint's weights.
+
+    Args:
+        name: a preset (:func:`list_models`) or a YAML file (routing space or route spec).
+        num_classes: output classes (default: the checkpoint's, else the preset's).
+        checkpoint: a dynviz checkpoint file or run directory whose weights fit ``name``'s
+            network; loaded strictly (every tensor, each of the same shape).
+
+    Returns:
+        The network on the CPU: in eval mode with a checkpoint, else freshly initialised in
+        train mode (as ``torch.nn`` modules start).
+
+    Raises:
+        ConfigError: an unknown name or a bad YAML file (named).
+        CheckpointError: the checkpoint is unreadable, or its weights or class count do not fit
+            the network (the message names the file and the first tensors that differ).
+    """
+    if checkpoint is None:
+        overrides = {} if num_classes is None else {"num_classes": int(num_classes)}
+        return build_model(name, **overrides)
+    file = find_checkpoint(checkpoint)
+    data = load_checkpoint(file)
+    saved = data.get("num_classes")
+    if num_classes is not None and saved is not None and int(num_classes) != int(saved):
+        raise CheckpointError(
+            f"{file}: predicts {saved} classes, not num_classes={num_classes}; leave num_classes "
+            "out to take the checkpoint's"
+        )
+    classes = int(num_classes if num_classes is not None else saved or 0) or None
+    model = build_model(name, **({} if classes is None else {"num_classes": classes}))
+    own = model.state_dict()
+    state = data["model"]
+    missing = [k for k in own if k not in state]
+    unused = [k for k in state if k not in own]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if missing or unused or shapes:
+        parts = []
+        if shapes:
+            parts.append(f"{len(shapes)} of other shape ({', '.join(shapes[:2])})")
+        if missing:
+            parts.append(f"{len(missing)} missing ({', '.join(missing[:2])})")
+        if unused:
+            parts.append(f"{len(unused)} not in {name} ({', '.join(unused[:2])})")
+        raise CheckpointError(
+            f"{file}: its weights do not fit {name}: tensors {'; '.join(parts)}; "
+            "use dynviz.load_model to rebuild the checkpoint's own network"
+        )
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def load_model(path: str | os.PathLike[str]) -> RoutingNetwork:
+    """The trained network of a checkpoint file or run directory (its ``checkpoint_best.pt``,
+    else ``checkpoint_latest.pt``), rebuilt from the network the checkpoint records, in eval
+    mode on the CPU. :func:`dynviz.checkpoint.load_model` also returns the checkpoint's metadata.
+
+    Raises:
+        CheckpointError: nothing usable at ``path`` (the message names it).
+    """
+    return load_checkpoint_model(path)[0]

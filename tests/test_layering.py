@@ -98,7 +98,7 @@ def test_the_scan_sees_the_package():
     # a known edge of each kind: a plain import, a submodule by name, a lazy import in a function
     assert graph.has_edge("dynviz.commands.flops", "dynviz.zoo")
     assert graph.has_edge("dynviz.analysis", "dynviz.analysis.common")
-    assert graph.has_edge("dynviz.cli", "dynviz") or graph.out_degree("dynviz.cli") == 0
+    assert graph.has_edge("dynviz.cli", "dynviz.version")  # --version, without torch
     assert graph.has_edge("dynviz.analysis.common", "dynviz.model")  # build_model, in a function
 
 
@@ -156,7 +156,9 @@ def test_no_import_cycles_between_packages():
 def test_no_lazy_module_lookup_hides_an_import():
     """``importlib.import_module`` and module ``__getattr__`` hide imports from this scan (and
     from readers): only the CLI dispatches commands by name, and ``dynviz.errors.require``
-    imports optional third-party packages by name (never a dynviz module)."""
+    imports optional third-party packages by name (never a dynviz module). The package root
+    alone has a ``__getattr__`` (``import dynviz`` loads no torch); it imports by plain
+    ``from dynviz import ...`` statements, which this scan sees."""
     hidden = []
     for name, path in LIBRARY.items():
         if _in(name, CLI):
@@ -165,6 +167,8 @@ def test_no_lazy_module_lookup_hides_an_import():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in tree.body:
             if isinstance(node, ast.FunctionDef) and node.name == "__getattr__":
+                if name == "dynviz" and _plain_imports_only(node):
+                    continue
                 hidden.append(f"{where}:{node.lineno} module __getattr__")
         for node in ast.walk(tree):
             if (
@@ -187,6 +191,28 @@ def test_no_lazy_module_lookup_hides_an_import():
             ):
                 hidden.append(f"{where}:{node.lineno} require() of a dynviz or computed module")
     assert hidden == []
+
+
+def _plain_imports_only(function: ast.FunctionDef) -> bool:
+    """Whether a function imports only by ``from dynviz import <module>`` statements (no
+    ``import_module``, ``__import__`` or computed names) and imports something."""
+    imports = [n for n in ast.walk(function) if isinstance(n, (ast.Import, ast.ImportFrom))]
+    computed = [
+        n
+        for n in ast.walk(function)
+        if isinstance(n, ast.Name)
+        and n.id in ("importlib", "__import__")
+        or isinstance(n, ast.Attribute)
+        and n.attr == "import_module"
+    ]
+    plain = all(isinstance(n, ast.ImportFrom) and n.module == "dynviz" for n in imports)
+    return bool(imports) and plain and not computed
+
+
+def test_the_package_root_imports_its_lazy_names_visibly():
+    graph = _graph()
+    assert graph.has_edge("dynviz", "dynviz.model")
+    assert graph.has_edge("dynviz", "dynviz.zoo")
 
 
 @pytest.mark.parametrize("name", sorted(APPS))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
 from collections.abc import Callable
 
@@ -17,6 +19,7 @@ __all__ = [
     "add_threads_option",
     "guarded",
     "positive_int",
+    "print_json",
     "set_threads",
     "split_settings",
 ]
@@ -31,6 +34,25 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be >= 1")
     return value
+
+
+def _plain(value: object) -> object:
+    """``value`` with NaN and infinities as None, paths and tuples as strings and lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)
+
+
+def print_json(payload: dict[str, object]) -> None:
+    """The ``--json`` summary of a command: one JSON object on one line of stdout (strict JSON:
+    a NaN is ``null``)."""
+    print(json.dumps(_plain(payload), allow_nan=False))
 
 
 def guarded(body: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
@@ -117,7 +139,8 @@ def add_counting_option(parser: argparse.ArgumentParser) -> None:
 
 def add_settings_options(parser: argparse.ArgumentParser) -> None:
     """``--config FILE`` and trailing ``KEY=VALUE`` overrides of the command's own options
-    (:func:`dynviz.runconfig.command_settings`)."""
+    (:func:`dynviz.runconfig.command_settings`), also as ``--cfg-options KEY=VALUE ...``
+    (mmseg's spelling)."""
     parser.add_argument(
         "--config",
         metavar="FILE",
@@ -129,14 +152,23 @@ def add_settings_options(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="options by name, over --config (e.g. split=train limit=10 aug=flip)",
     )
+    parser.add_argument(
+        "--cfg-options",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="the KEY=VALUE options as mmseg spells them (--cfg-options split=train limit=10)",
+    )
 
 
 def split_settings(
     parser: argparse.ArgumentParser, args: argparse.Namespace, source_key: str
 ) -> argparse.Namespace:
-    """Apply ``--config`` and ``KEY=VALUE`` items to ``args``: a first positional that is a
-    ``KEY=VALUE`` item (argparse took it for the source) and ``--aug`` items that are not
-    augmentations are moved to the overrides first."""
+    """Apply ``--config`` and ``KEY=VALUE`` items to ``args`` (the trailing ones, then those of
+    ``--cfg-options``): a first positional that is a ``KEY=VALUE`` item (argparse took it for
+    the source) and ``--aug`` items that are not augmentations are moved to the overrides
+    first."""
     from pathlib import Path
 
     from dynviz.runconfig import command_settings
@@ -146,6 +178,7 @@ def split_settings(
     if source is not None and "=" in str(source) and not Path(str(source)).exists():
         overrides.insert(0, source)
         setattr(args, source_key, None)
+    overrides += list(getattr(args, "cfg_options", None) or [])
     aug = getattr(args, "aug", None)
     if aug:
         keep = [a for a in aug if "=" not in a or a.split("=", 1)[0].strip() in ("scales", "scale")]
@@ -171,5 +204,5 @@ def add_run_options(parser: argparse.ArgumentParser, *, threads: bool = True) ->
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="progress bar (default: when stderr is a terminal)",
+        help="progress bar (default: when stderr is a terminal, else a log line every half minute)",
     )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 
-from dynviz.commands import guarded
+from dynviz.commands import guarded, print_json
 from dynviz.record import RecordError, read_records
 from dynviz.report import analyze
 
@@ -48,6 +48,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--formats", nargs="+", default=["png", "pdf"], help="matplotlib formats (default png pdf)"
     )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -66,11 +67,28 @@ def _main(args: argparse.Namespace) -> int:
         html=args.html,
         formats=tuple(args.formats),
     )
+    common = report.summary["common_paths"]
+    if args.json:
+        print_json(
+            {
+                "out": str(report.out),
+                "report": str(report.out / "report.md"),
+                "models": list(common),
+                "tables": report.tables,
+                "figures": report.figures,
+                "html": report.html,
+                "threshold": args.threshold,
+                "common_paths": {
+                    label: {"kept": kept, "total": total} for label, (kept, total) in common.items()
+                },
+            }
+        )
+        return 0
     print(
         f"wrote {len(report.tables)} tables and graphs, {len(report.figures)} figures "
         f"({len(report.html)} HTML) and {report.out / 'report.md'}"
     )
-    for label, (kept, total) in report.summary["common_paths"].items():
+    for label, (kept, total) in common.items():
         print(f"  {label}: {kept}/{total} paths above {args.threshold:g}")
     return 0
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dynviz.commands import add_threads_option, guarded, positive_int
+from dynviz.commands import add_threads_option, guarded, positive_int, print_json
 
 __all__ = ["configure_parser", "main"]
 
@@ -47,6 +47,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--opacity", type=float, default=0.6, help="overlay opacity at the largest |map|"
     )
     add_threads_option(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -64,6 +65,19 @@ def _main(args: argparse.Namespace) -> int:
     attr = attribute(model, image)
     folder = write_attribution(attr, image, args.out, opacity=args.opacity)
     relative = attr.max_error / (attr.max_abs_logit or 1.0)
+    if args.json:
+        print_json(
+            {
+                "out": str(folder),
+                "image": str(path),
+                "size": [int(image.shape[0]), int(image.shape[1])],
+                "gates": len(attr.nodes),
+                "max_error": attr.max_error,
+                "max_abs_logit": attr.max_abs_logit,
+                "relative_error": relative,
+            }
+        )
+        return 0
     print(
         f"attributed {len(attr.nodes)} gates on {path.name} ({image.shape[0]}x{image.shape[1]}) "
         f"into {folder}: max |mean(map) + bias - logit| = {attr.max_error:.3g} "

@@ -10,6 +10,7 @@ other static networks. Writes ``table1.md`` and ``table1.csv``.
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from pathlib import Path
 
 from dynviz.commands import (
@@ -17,6 +18,7 @@ from dynviz.commands import (
     add_resize_option,
     add_threads_option,
     guarded,
+    print_json,
 )
 from dynviz.compare import compare, write_table
 from dynviz.model import ConfigError
@@ -40,8 +42,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="method names, one per run (default: the run directories' names)",
     )
     parser.add_argument(
-        "--progress", action=argparse.BooleanOptionalAction, default=False, help="progress bars"
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bars (default: when stderr is a terminal, else a log line every half "
+        "minute)",
     )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
     add_threads_option(parser)
 
 
@@ -59,9 +66,20 @@ def _main(args: argparse.Namespace) -> int:
         counting=args.counting,
     )
     table = write_table(rows, args.out, data=args.data, split=args.split, counting=args.counting)
-    text = table.read_text(encoding="utf-8")
     out = Path(args.out)
-    print(text, end="")
+    if args.json:
+        print_json(
+            {
+                "table": str(table),
+                "csv": str(out / "table1.csv"),
+                "data": args.data,
+                "split": args.split,
+                "counting": args.counting,
+                "rows": [asdict(row) for row in rows],
+            }
+        )
+        return 0
+    print(table.read_text(encoding="utf-8"), end="")
     print(f"\nwrote {out / 'table1.md'} and {out / 'table1.csv'}")
     return 0
 

@@ -9,9 +9,7 @@ Cityscapes benchmark files and the official evaluator's score
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import sys
 import tempfile
 
 from dynviz.checkpoint import load_model, run_data_spec
@@ -23,6 +21,7 @@ from dynviz.commands import (
     add_run_options,
     add_settings_options,
     guarded,
+    print_json,
     split_settings,
 )
 from dynviz.data import Resize, build_dataset
@@ -116,7 +115,6 @@ def _main(args: argparse.Namespace) -> int:
     dataset = build_dataset(spec, split=args.split, transform=transform)
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit {args.limit} must be >= 1")
-    progress = sys.stderr.isatty() if args.progress is None else args.progress
     model.to(info.device)
     writer = None
     scratch = None
@@ -133,7 +131,7 @@ def _main(args: argparse.Namespace) -> int:
             device=info.device,
             limit=args.limit,
             workers=args.workers,
-            progress=progress and not args.json,
+            progress=args.progress,
             aug=aug,
             on_prediction=writer,
             counting=args.counting,
@@ -163,7 +161,7 @@ def _main(args: argparse.Namespace) -> int:
             payload["cityscapes_evaluator"] = official
         if writer is not None and args.out:
             payload["files"] = {"format": args.format, "out": args.out, "count": len(writer.files)}
-        print(json.dumps(payload))
+        print_json(payload)
     else:
         header = {
             "checkpoint": f"{meta['path']} (iteration {meta.get('iteration')})",

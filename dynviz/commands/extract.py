@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from dynviz.analysis.common import write_common
-from dynviz.commands import guarded, positive_int
+from dynviz.commands import guarded, positive_int, print_json
 from dynviz.model import ConfigError
 
 __all__ = ["configure_parser", "main"]
@@ -41,6 +41,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar=("H", "W"),
         help="input size for the GMACs in the notes (default: the records')",
     )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -53,8 +54,32 @@ def _main(args: argparse.Namespace) -> int:
         name=args.name,
         size=tuple(args.size) if args.size else None,
     )
-    print(f"wrote {args.out}: {route.name}, {len(route)} paths in {len(route.cells)} cells")
-    print(f"  {route.meta.get('notes', '')}")
+    if not args.json:
+        print(f"wrote {args.out}: {route.name}, {len(route)} paths in {len(route.cells)} cells")
+        print(f"  {route.meta.get('notes', '')}")
+        return 0
+    from dynviz.analysis.common import PAPER_SIZE
+    from dynviz.record import read_records
+    from dynviz.zoo import model_cost
+
+    size = args.size or read_records(args.records).sidecar.input_size or PAPER_SIZE
+    size = (int(size[0]), int(size[1]))
+    static, dynamic = model_cost(route, size=size), model_cost(route.space, size=size)
+    print_json(
+        {
+            "out": str(args.out),
+            "name": route.name,
+            "records": str(args.records),
+            "threshold": args.threshold,
+            "paths": len(route),
+            "cells": len(route.cells),
+            "params": static.params,
+            "gmacs": static.gmacs,
+            "dynamic_gmacs": dynamic.gmacs,
+            "size": list(size),
+            "notes": route.meta.get("notes", ""),
+        }
+    )
     return 0
 
 

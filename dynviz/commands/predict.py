@@ -8,12 +8,18 @@ import argparse
 import sys
 
 from dynviz.checkpoint import load_model, run_data_spec
-from dynviz.commands import add_aug_option, add_threads_option, guarded, positive_int
+from dynviz.commands import (
+    add_aug_option,
+    add_threads_option,
+    guarded,
+    positive_int,
+    print_json,
+)
 from dynviz.data import DataError, parse_spec
 from dynviz.data.palette import palette_for
 from dynviz.model import ConfigError
 from dynviz.model.zoo import load_route
-from dynviz.predict import predict_files
+from dynviz.predict import CSV_FILE, predict_files
 from dynviz.tta import Augment
 
 __all__ = ["configure_parser", "main"]
@@ -62,8 +68,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="progress bar (default: when stderr is a terminal)",
+        help="progress bar (default: when stderr is a terminal, else a log line every half minute)",
     )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _palette_kind(choice: str, meta: dict) -> str | None:
@@ -88,7 +95,6 @@ def _main(args: argparse.Namespace) -> int:
     route = load_route(args.route) if args.route else None
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device)
-    progress = sys.stderr.isatty() if args.progress is None else args.progress
     result = predict_files(
         model,
         args.images,
@@ -100,13 +106,31 @@ def _main(args: argparse.Namespace) -> int:
         route=route,
         device=device,
         opacity=args.opacity,
-        progress=progress,
+        progress=args.progress,
     )
     mean = sum(result.real_gmacs) / len(result.real_gmacs) if result.real_gmacs else 0.0
-    print(
-        f"segmented {result.images} image(s) ({result.forwards} forward passes, "
-        f"{mean:.4f} real GMACs per image) into {result.out_dir}"
-    )
+    if args.json:
+        gmacs = result.real_gmacs
+        print_json(
+            {
+                "out": str(result.out_dir),
+                "csv": str(result.out_dir / CSV_FILE),
+                "checkpoint": meta["path"],
+                "images": result.images,
+                "forwards": result.forwards,
+                "real_gmacs": {
+                    "mean": mean if gmacs else None,
+                    "max": max(gmacs, default=None),
+                    "min": min(gmacs, default=None),
+                },
+                "failed": [{"path": path, "reason": reason} for path, reason in result.failed],
+            }
+        )
+    else:
+        print(
+            f"segmented {result.images} image(s) ({result.forwards} forward passes, "
+            f"{mean:.4f} real GMACs per image) into {result.out_dir}"
+        )
     if result.failed:
         print(f"skipped {len(result.failed)} file(s):", file=sys.stderr)
         for path, reason in result.failed:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from dynviz.commands import (
     add_run_options,
     add_settings_options,
     guarded,
+    print_json,
     split_settings,
 )
 from dynviz.compare import source_name
@@ -86,6 +86,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="label of the model in analyses (default: the run directory's or model's name)",
     )
     add_run_options(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -127,7 +128,6 @@ def _main(args: argparse.Namespace) -> int:
                 "iteration": meta.get("iteration"),
             }
         model.to(info.device)
-        progress = sys.stderr.isatty() if args.progress is None else args.progress
         result = record(
             model,
             dataset,
@@ -142,12 +142,26 @@ def _main(args: argparse.Namespace) -> int:
             split=args.split,
             device=info.device,
             workers=args.workers,
-            progress=progress,
+            progress=args.progress,
             aug=aug,
             counting=args.counting,
         )
         counts = all_reduce_sum(torch.tensor([result.recorded, result.parts]))  # all ranks
-        if info.is_main:
+        if info.is_main and args.json:
+            print_json(
+                {
+                    "records": str(result.path),
+                    "name": args.name or source_name(args.source),
+                    "recorded": int(counts[0]),
+                    "skipped": result.skipped,
+                    "parts": int(counts[1]),
+                    "data": spec,
+                    "split": args.split,
+                    "counting": args.counting,
+                    "checkpoint": checkpoint,
+                }
+            )
+        elif info.is_main:
             print(
                 f"recorded {int(counts[0])} image(s) into {result.path} "
                 f"({result.skipped} already there, {int(counts[1])} part file(s) written)"

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from dynviz.checkpoint import LATEST, CheckpointError, load_checkpoint
-from dynviz.commands import guarded
+from dynviz.commands import guarded, print_json
 from dynviz.model import ConfigError, Route, RoutingSpaceConfig
 from dynviz.runconfig import RunConfig, apply_overrides, parse_overrides, read_run_config
 from dynviz.train.trainer import TrainConfig, Trainer
@@ -57,6 +57,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="settings file: a run's config.yaml (trains the same network with the same "
         "arguments again) or a YAML mapping of training arguments",
+    )
+    parser.add_argument(
+        "--cfg-options",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="the KEY=VALUE settings as mmseg spells them (--cfg-options lr=0.01 crop=64,64)",
     )
     parser.add_argument(
         "--data",
@@ -254,6 +262,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="tqdm progress bar (default: when stderr is a terminal)",
     )
     group.add_argument(
+        "--json", action="store_true", help="print one JSON object at the end (the summary)"
+    )
+    group.add_argument(
         "--tensorboard",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -263,12 +274,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _split_positionals(args: argparse.Namespace) -> list[str]:
-    """KEY=VALUE items; a first one that argparse took for MODEL is moved back."""
+    """KEY=VALUE items, then those of ``--cfg-options``; a first one that argparse took for MODEL
+    is moved back."""
     overrides = list(getattr(args, "overrides", None) or [])
     if args.model is not None and "=" in args.model and not Path(args.model).exists():
         overrides.insert(0, args.model)
         args.model = None
-    return overrides
+    return overrides + list(getattr(args, "cfg_options", None) or [])
 
 
 def config_from_args(
@@ -316,7 +328,19 @@ def _main(args: argparse.Namespace) -> int:
     config, network = config_from_args(args)
     trainer = Trainer(config, resume=args.resume, network=network)
     result = trainer.run()
-    if trainer.info.is_main:
+    if trainer.info.is_main and args.json:
+        last = result.last_eval
+        summary = {
+            "run_dir": str(result.run_dir),
+            "iterations": result.iteration,
+            "seconds": result.seconds,
+            "last_loss": result.last_loss,
+            "best_miou": result.best_miou,
+            "expected_cost_ratio": None if last is None else last.expected_cost_ratio,
+            "last_eval": None if last is None else last.to_dict(),
+        }
+        print_json(summary)
+    elif trainer.info.is_main:
         best = "n/a" if result.best_miou is None else f"{result.best_miou:.4f}"
         line = (
             f"trained {result.iteration} iterations in {result.seconds:.1f} s; best val mIoU {best}"

@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import re
-import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +21,10 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
-import dynviz
 from dynviz.cost import CostTable, Counting, cost_table
 from dynviz.model import ConfigError, RoutingNetwork, RoutingSpaceConfig, build_model
 from dynviz.model.route import Route
+from dynviz.progress import Progress
 from dynviz.record.sidecar import Sidecar
 from dynviz.record.tables import (
     _IDENTITY_DEFAULTS,
@@ -48,6 +47,7 @@ from dynviz.record.tables import (
     _read_sidecar,
 )
 from dynviz.tta import Augment, infer, variant_label
+from dynviz.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -404,7 +404,9 @@ def record(
         split: the split name, for the sidecar.
         device: where to run (default: where the model's parameters are).
         workers: data-loading worker processes.
-        progress: tqdm bar (default: when stderr is a terminal; rank 0 only).
+        progress: ``True`` a tqdm bar, ``False`` nothing, ``None`` (default) a bar on a terminal
+            and else a log line every half minute (:class:`dynviz.progress.Progress`; rank 0
+            only).
         aug: test-time augmentation (:mod:`dynviz.tta`): one row per image and variant, with
             ``image_id`` ``"<id>@<scale>[+flip]"`` and the columns ``source_image_id``,
             ``aug_scale`` and ``aug_flip``; each row's gates, size and GMACs are those of its
@@ -487,15 +489,8 @@ def record(
     chunk = new_chunk()
     ignore = int(getattr(dataset, "ignore_index", 255))
     written = recorded = 0
-    show = sys.stderr.isatty() if progress is None else progress
-    from tqdm import tqdm
-
-    bar = tqdm(
-        total=len(shard),
-        desc=f"record {meta['name']}",
-        unit="img",
-        dynamic_ncols=True,
-        disable=not show or rank != 0,
+    bar = Progress(
+        total=len(shard), desc=f"record {meta['name']}", show=progress if rank == 0 else False
     )
 
     def flush() -> None:
@@ -603,7 +598,7 @@ def _sidecar(
         "input_sizes": [],
         "num_images": 0,
         "world_size": world,
-        "dynviz_version": dynviz.__version__,
+        "dynviz_version": __version__,
         "torch_version": str(torch.__version__),
         "created": _now(),
     }

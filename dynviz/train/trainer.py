@@ -63,7 +63,6 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-import dynviz
 from dynviz.checkpoint import (
     BEST,
     LATEST,
@@ -105,6 +104,7 @@ from dynviz.train.optim import (
 )
 from dynviz.train.precise_bn import default_precise_bn_batches, update_bn_stats
 from dynviz.train.runlog import RunLog, require_tensorboard
+from dynviz.version import __version__
 
 __all__ = [
     "RESUMABLE_FIELDS",
@@ -469,7 +469,7 @@ class Trainer:
         if not self.info.is_main:
             return
         doc = {
-            "dynviz_version": dynviz.__version__,
+            "dynviz_version": __version__,
             "torch_version": str(torch.__version__),
             "world_size": self.info.world_size,
             "environment": environment(),
