@@ -140,7 +140,9 @@ def nearest_centroid_accuracy(
     """Stratified k-fold accuracy of a nearest-centroid (Euclidean) classifier.
 
     Each fold's images are classified by the centroids of the other folds' images; a class
-    missing from the training folds is not predicted. Ties go to the first class.
+    missing from the training folds is not predicted. Ties go to the first class. A fold that
+    holds every image (possible with very few images) has nothing to learn from: its images are
+    not classified, and with none classified the accuracy is NaN.
 
     Args:
         x: ``(n, d)`` features.
@@ -160,16 +162,17 @@ def nearest_centroid_accuracy(
         members = np.flatnonzero(y == label)
         rng.shuffle(members)
         fold[members] = (np.arange(len(members)) + rng.integers(folds)) % folds
-    correct = 0
+    correct = tested = 0
     for f in range(folds):
         test, train = fold == f, fold != f
-        if not test.any():
+        if not test.any() or not train.any():
             continue
+        tested += int(test.sum())
         classes = np.unique(y[train])
         centroids = np.stack([x[train & (y == c)].mean(axis=0) for c in classes])
         distance = ((x[test][:, None, :] - centroids[None, :, :]) ** 2).sum(axis=-1)
         correct += int((classes[distance.argmin(axis=1)] == y[test]).sum())
-    return correct / n
+    return correct / tested if tested else math.nan
 
 
 def route_adaptivity(
