@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import pickle
 import random
 import tempfile
 from pathlib import Path
@@ -42,6 +41,7 @@ import torch
 from dynviz.errors import UserError
 from dynviz.model import RoutingNetwork, RoutingSpaceConfig, build_model
 from dynviz.model.route import Route
+from dynviz.torchfile import TorchFileError, load_torch_file
 from dynviz.version import __version__
 
 __all__ = [
@@ -274,18 +274,14 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     path = Path(path)
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        data = load_torch_file(path)
+    except TorchFileError as err:
+        if err.needs_code is None:
+            raise CheckpointError(str(err)) from None
         raise CheckpointError(
-            f"{path}: refused to load: not a plain-tensor checkpoint (it carries pickled objects "
-            f"or is not a torch file; {first})"
+            f"{path}: refused to load: not a plain-tensor checkpoint (its pickle needs code to "
+            f"load: {err.needs_code})"
         ) from None
-    except OSError as err:
-        raise CheckpointError(f"{path}: cannot read ({err.strerror or err})") from None
-    except Exception as err:  # garbage bytes fail in many ways; weights_only runs no code
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({first})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a dynviz checkpoint (no format tag {FORMAT!r})")
     missing = [k for k in _REQUIRED if k not in data]

@@ -20,7 +20,10 @@ unit. Two counting modes:
     sides) with all four laterals always charged, every gate of layers 1..L is charged in every
     image (also where its cell received nothing or was dropped), a cell's operation is charged
     when its alpha sum is above 1e-4 and a transform when its alpha is above 1e-4. Expected
-    cost (:meth:`CostTable.backbone_expected`) is the official ``expt_flops``.
+    cost (:meth:`CostTable.backbone_expected`) is the official ``expt_flops``. The size is the
+    one given, not padded (the official ``FIX_SIZE_FOR_FLOPS``): every map is floor-divided
+    from it as ``cal_op_flops`` does (a 200x400 input is counted on 50x100 maps at 1/4, where
+    the network runs on the 224x416 padded input and the other countings count 56x104).
 
 Per image, *real* cost counts what was executed (cells with input run their gate; a cell runs its
 operation when one of its paths is open; each open path runs its transform); *expected* cost is
@@ -123,10 +126,14 @@ class CostTable:
 
     ``op``, ``gate`` and ``path`` hold the cost of each cell operation, gate and path (transform)
     as ``(L + 1, S)`` / ``(L + 1, S, 3)`` float64 tensors, zero where absent or not charged.
+    ``size`` is the input size asked for; ``counted_size`` the size counted at: the input padded
+    to a multiple of the largest stride as the network runs it (paper and complete counting), or
+    ``size`` itself (official counting, as the official counters do).
     """
 
     config: RoutingSpaceConfig
     size: tuple[int, int]
+    counted_size: tuple[int, int]
     counting: Counting
     items: list[CostItem]
     op: torch.Tensor
@@ -267,8 +274,9 @@ def cost_table(
 ) -> CostTable:
     """Build the cost table of ``config`` (or of the static network of ``route``) at ``size``.
 
-    ``size`` is the input (H, W); it is padded to a multiple of the largest stride as the
-    network does.
+    ``size`` is the input (H, W). Paper and complete counting pad it to a multiple of the largest
+    stride as the network does; official counting counts at ``size`` itself, each map's sides
+    floor-divided from it as the official counters do (``CostTable.counted_size`` says which).
 
     Raises:
         ConfigError: ``size`` is not two positive integers.
@@ -277,14 +285,22 @@ def cost_table(
         raise ConfigError(f"input size {tuple(size)} must be two positive integers (H W)")
     counting = Counting(counting)
     complete = counting is Counting.COMPLETE
+    official = counting is Counting.OFFICIAL
     stride = config.max_stride
-    height = -(-size[0] // stride) * stride
-    width = -(-size[1] // stride) * stride
+    if official:  # the official FIX_SIZE_FOR_FLOPS: not padded
+        height, width = int(size[0]), int(size[1])
+    else:
+        height = -(-int(size[0]) // stride) * stride
+        width = -(-int(size[1]) // stride) * stride
     with_gates = config.has_gates and route is None
     items: list[CostItem] = []
 
+    def sides(scale: int) -> tuple[int, int]:
+        return height // 4 >> scale, width // 4 >> scale
+
     def hw(scale: int) -> int:
-        return (height // 4 >> scale) * (width // 4 >> scale)
+        h, w = sides(scale)
+        return h * w
 
     # Stem: 3x3 s2 conv + BN + ReLU at 1/2, separable conv at 1/2, separable s2 conv to 1/4.
     c0 = config.base_channels
@@ -339,7 +355,8 @@ def cost_table(
             gate_in = n
             gate_items = []
             if config.gate.value == "small":
-                gh, gw = small_gate_size(height // 4 >> scale, width // 4 >> scale)
+                h, w = sides(scale)  # the official counter floors (an empty map costs 0)
+                gh, gw = (h // 4, w // 4) if official else small_gate_size(h, w)
                 gate_in = gh * gw
                 if complete:
                     gate_items.append(
@@ -387,7 +404,7 @@ def cost_table(
                         )
                     )
             elif d is Direction.DOWN:
-                co, out = 2 * c, n // 4
+                co, out = 2 * c, (sides(scale)[0] // 2) * (sides(scale)[1] // 2)
                 t_items += [
                     CostItem(
                         "transform", f"{prefix}.down.conv", "conv", _conv(1, c, co, out), **pw
@@ -424,7 +441,6 @@ def cost_table(
 
     # Decoder: lateral ConvBNReLU per scale, top-down add and x2, 3x3 predictor, x4 upsampling.
     # Official counting: h x h maps (its output_shape reads the height twice), all laterals.
-    official = counting is Counting.OFFICIAL
     lateral_cost = []
     last = config.num_layers
     top = max(
@@ -434,7 +450,7 @@ def cost_table(
     )
 
     def hw_decoder(scale: int) -> int:
-        return (height // 4 >> scale) ** 2 if official else hw(scale)
+        return sides(scale)[0] ** 2 if official else hw(scale)
 
     for s in range(config.num_scales):
         if s > top:  # nothing arrives at or above this scale: the lateral never runs
@@ -466,7 +482,8 @@ def cost_table(
     items += fixed
     return CostTable(
         config=config,
-        size=(size[0], size[1]),
+        size=(int(size[0]), int(size[1])),
+        counted_size=(height, width),
         counting=counting,
         items=items,
         op=op_cost,

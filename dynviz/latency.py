@@ -585,6 +585,7 @@ def latency_cost_table(
     table = LatencyTable(
         config=config,
         size=(size[0], size[1]),
+        counted_size=macs.counted_size,
         counting=Counting.PAPER,
         items=items,
         op=op,

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -44,6 +43,7 @@ from dynviz.errors import UserError
 from dynviz.model import RoutingNetwork, RoutingSpaceConfig, build_model, load_spec
 from dynviz.model.config import GateKind, Semantics
 from dynviz.model.route import Route
+from dynviz.torchfile import TorchFileError, load_torch_file
 
 __all__ = [
     "OFFICIAL_BUDGET_NORMALISER",
@@ -161,34 +161,20 @@ def is_official_state(state: Mapping[str, Any]) -> bool:
     )
 
 
-def load_official_state(
-    path: str | os.PathLike[str], *, trust_pickle: bool = False
-) -> dict[str, torch.Tensor]:
-    """The official-key state dict of an official checkpoint, ``module.`` prefixes stripped.
-
-    Args:
-        path: a dl_lib checkpoint (a dict with ``"model"``) or a bare official state dict.
-        trust_pickle: load with ``weights_only=False``: RUNS ANY CODE THE FILE CARRIES. Only for
-            a file from a source you trust, and only when the safe load refuses it.
-
-    Raises:
-        OfficialFormatError: unreadable, refused by the safe loader, or not official.
-    """
-    path = Path(path)
+def _read_official(path: Path, *, trust_pickle: bool) -> Any:
     try:
-        data = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
-    except pickle.UnpicklingError as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        return load_torch_file(path, weights_only=not trust_pickle)
+    except TorchFileError as err:
+        if err.needs_code is None:
+            raise OfficialFormatError(str(err)) from None
         raise OfficialFormatError(
-            f"{path}: refused to load: the file needs arbitrary unpickling, which could run "
-            f"code it carries ({first}). If you trust its source, pass --trust-pickle "
-            "(trust_pickle=True), which runs that code"
+            f"{path}: refused to load: a torch checkpoint whose pickle needs code to load "
+            f"({err.needs_code}), which could run anything it carries; if you trust its source, "
+            "pass --trust-pickle (trust_pickle=True), which runs that code"
         ) from None
-    except OSError as err:
-        raise OfficialFormatError(f"{path}: cannot read ({err.strerror or err})") from None
-    except Exception as err:  # garbage bytes fail in many ways; weights_only runs no code
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise OfficialFormatError(f"{path}: not a readable torch checkpoint ({first})") from None
+
+
+def _official_state(path: Path, data: Any) -> dict[str, torch.Tensor]:
     if isinstance(data, dict) and data.get("format") == "dynviz-checkpoint":
         raise OfficialFormatError(f"{path}: already a dynviz checkpoint, not an official one")
     state = data.get("model", data) if isinstance(data, dict) else None
@@ -206,6 +192,33 @@ def load_official_state(
                 raise OfficialFormatError(f"{path}: {key!r} is not a tensor") from None
         out[str(key).removeprefix("module.")] = value
     return out
+
+
+def _iteration(data: Any) -> int:
+    """The iteration a dl_lib checkpoint records (0 when it records none)."""
+    value = data.get("iteration") if isinstance(data, dict) else None
+    try:
+        return max(0, int(value)) if value is not None else 0
+    except (TypeError, ValueError):
+        return 0
+
+
+def load_official_state(
+    path: str | os.PathLike[str], *, trust_pickle: bool = False
+) -> dict[str, torch.Tensor]:
+    """The official-key state dict of an official checkpoint, ``module.`` prefixes stripped.
+
+    Args:
+        path: a dl_lib checkpoint (a dict with ``"model"``) or a bare official state dict.
+        trust_pickle: load with ``weights_only=False``: RUNS ANY CODE THE FILE CARRIES. Only for
+            a file from a source you trust, and only when the safe load refuses it.
+
+    Raises:
+        OfficialFormatError: unreadable, refused by the safe loader, or not official; one line
+            naming the file and what it is (:mod:`dynviz.torchfile`).
+    """
+    path = Path(path)
+    return _official_state(path, _read_official(path, trust_pickle=trust_pickle))
 
 
 def _layers(state: Mapping[str, torch.Tensor]) -> int:
@@ -321,12 +334,16 @@ def convert_official(
 ) -> tuple[RoutingNetwork, Path]:
     """Convert an official checkpoint into a dynviz checkpoint (official semantics).
 
+    The checkpoint records the official file's ``iteration`` (0 when it has none), which
+    :func:`convert_to_official` writes back.
+
     Returns:
         ``(network, path)``: the network and the checkpoint written (atomically).
     """
-    state = load_official_state(checkpoint, trust_pickle=trust_pickle)
+    raw = _read_official(Path(checkpoint), trust_pickle=trust_pickle)
+    state = _official_state(Path(checkpoint), raw)
     network = official_network(state, model=model, source=str(checkpoint))
-    data = make_checkpoint(network, rng=False)
+    data = make_checkpoint(network, iteration=_iteration(raw), rng=False)
     data["source"] = {
         "format": "official",
         "path": str(checkpoint),
@@ -376,7 +393,8 @@ def official_state_dict(network: RoutingNetwork) -> dict[str, torch.Tensor]:
 
 
 def convert_to_official(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
-    """Write a dynviz checkpoint as an official dl_lib checkpoint (``{"model": ...}``)."""
+    """Write a dynviz checkpoint as an official dl_lib checkpoint
+    (``{"model": ..., "iteration": N}``, N the iterations the checkpoint records)."""
     from dynviz.checkpoint import atomic_write
 
     network, meta = load_model(checkpoint)

@@ -187,13 +187,17 @@ class RunConfig:
         types = _field_types(TrainConfig)
         return {key: _coerce(value, types[key], key) for key, value in self.train.items()}
 
-    def train_config(self) -> Any:
-        """The validated :class:`~dynviz.train.config.TrainConfig`."""
+    def train_config(self, *, require_paths: bool = True) -> Any:
+        """The validated :class:`~dynviz.train.config.TrainConfig` (``require_paths=False``:
+        ``data`` and ``out`` may be missing, for showing the settings)."""
         from dynviz.model import ConfigError
         from dynviz.train.config import TrainConfig
 
         values = self.typed()
-        missing = [k for k in ("model", "data", "out") if values.get(k) is None]
+        if not require_paths:
+            values = {"data": None, "out": None, **values}
+        missing = [k for k in ("model", "data", "out") if values.get(k) is None and require_paths]
+        missing += ["model"] if not require_paths and values.get("model") is None else []
         if missing:
             raise SettingsError(
                 f"{self.source}: no {', '.join(missing)} (give "

@@ -59,6 +59,7 @@ class ModelCost:
     params_breakdown: dict[str, int]
     size: tuple[int, int]
     counting: str
+    counted_size: tuple[int, int] | None = None  # None: ``size`` (see CostTable.counted_size)
     paper: dict[str, float] | None = None
     notes: str = ""
 
@@ -74,6 +75,7 @@ class ModelCost:
             "gmacs": self.gmacs,
             "macs": self.macs,
             "size": list(self.size),
+            "counted_size": list(self.counted_size or self.size),
             "counting": self.counting,
             "unit": "GMACs (1e9 multiply-adds; the paper's GFLOPs)",
             "breakdown_gmacs": {k: v / 1e9 for k, v in self.breakdown.items()},
@@ -105,6 +107,7 @@ def model_cost(
         params_breakdown=params.as_dict(),
         size=size,
         counting=Counting(counting).value,
+        counted_size=table.counted_size,
         paper=dict(route.meta.get("paper", {})) if route is not None else None,
         notes=str(route.meta.get("notes", "")) if route is not None else "",
     )

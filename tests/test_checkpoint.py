@@ -121,7 +121,7 @@ def test_pickled_payload_is_refused_without_running_it(tmp_path):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b"", "not a readable torch checkpoint"),
+        (b"", "bad.pt: an empty file, not a torch checkpoint"),
         (b"certainly not a zip file" * 10, "bad.pt"),
     ],
 )

@@ -73,3 +73,25 @@ def test_a_bad_size_is_refused(capsys):
     assert exit_.value.code == 2 and "--size: 0 must be >= 1" in capsys.readouterr().err
     with pytest.raises(ConfigError, match=r"\(512, -4\)"):
         cost_table(load_space("tiny"), (512, -4))
+
+
+@pytest.mark.parametrize(
+    ("counting", "counted", "gmacs"),
+    [
+        ("official", "counted at 200x400 (the size given, unpadded", 3.789),
+        ("paper", "counted at 224x416 (the input padded as the network runs it)", 4.599),
+        ("complete", "counted at 224x416 (the input padded as the network runs it)", None),
+    ],
+)
+def test_flops_names_the_size_it_counted_at(capsys, counting, counted, gmacs):
+    code, out, _ = run(capsys, "flops", "dynamic-a", "--counting", counting, "--size", "200", "400")
+    assert code == 0
+    assert out.splitlines()[0].startswith(f"dynamic-a (dynamic) at 200x400, {counted}")
+    code, out, _ = run(
+        capsys, "flops", "dynamic-a", "--counting", counting, "--size", "200", "400", "--json"
+    )
+    data = json.loads(out)
+    assert data["size"] == [200, 400]
+    assert data["counted_size"] == ([200, 400] if counting == "official" else [224, 416])
+    if gmacs is not None:
+        assert data["gmacs"] == pytest.approx(gmacs, abs=5e-4)

@@ -4,6 +4,9 @@ files made by renaming a dynviz network's tensors."""
 from __future__ import annotations
 
 import argparse
+import pickle
+import warnings
+import zipfile
 
 import pytest
 import torch
@@ -11,7 +14,7 @@ import yaml
 from _models import randomise
 
 import dynviz
-from dynviz.checkpoint import load_model
+from dynviz.checkpoint import CheckpointError, load_model
 from dynviz.cli import main as cli
 from dynviz.model.config import GateKind, Semantics
 from dynviz.official import (
@@ -136,6 +139,71 @@ def test_files_needing_unpickling_are_refused_unless_trusted(tmp_path, tiny):
         convert_official(path, tmp_path / "m.pt", model=tiny)
     converted, _ = convert_official(path, tmp_path / "m.pt", model=tiny, trust_pickle=True)
     assert converted.config.official
+
+
+def test_round_trip_keeps_the_iteration(tmp_path, tiny):
+    network = dynviz.build_model(tiny)
+    path = _official_file(tmp_path, network)
+    data = torch.load(path, weights_only=True)
+    torch.save({**data, "iteration": 12345}, path)
+    convert_official(path, tmp_path / "model.pt", model=tiny)
+    assert load_model(tmp_path / "model.pt")[1]["iteration"] == 12345
+    back = convert_to_official(tmp_path / "model.pt", tmp_path / "back.pth")
+    assert torch.load(back, weights_only=True)["iteration"] == 12345
+    torch.save(official_state_dict(network), tmp_path / "bare.pth")  # records no iteration
+    convert_official(tmp_path / "bare.pth", tmp_path / "bare.pt", model=tiny)
+    assert load_model(tmp_path / "bare.pt")[1]["iteration"] == 0
+
+
+def _bad_files(tmp_path):
+    """(file, what the refusal says it is) for files that are not torch checkpoints."""
+    code = tmp_path / "code.pkl"  # a plain pickle whose loading runs code
+    code.write_bytes(pickle.dumps({"model": {}, "cfg": argparse.Namespace(lr=0.05)}, protocol=4))
+    plain = tmp_path / "plain.pkl"
+    plain.write_bytes(pickle.dumps({"model": {"a": 1}}, protocol=4))
+    text = tmp_path / "notes.pth"
+    text.write_text("model: dynamic-a\nlr: 0.05\n", encoding="utf-8")
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    archive = tmp_path / "bundle.pth"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("weights/readme.txt", "not a torch archive")
+    return [
+        (
+            code,
+            "a plain Python pickle that needs code to load (argparse.Namespace), not a torch file",
+        ),
+        (plain, "a plain Python pickle, not a torch checkpoint"),
+        (text, "a text file, not a torch checkpoint (it starts 'model: dynamic-a')"),
+        (empty, "an empty file, not a torch checkpoint"),
+        (archive, "a zip archive that is not a torch checkpoint (it holds weights/readme.txt)"),
+    ]
+
+
+def test_bad_files_are_refused_in_one_line_naming_what_they_are(tmp_path, tiny, capsys):
+    for path, what in _bad_files(tmp_path):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(OfficialFormatError) as err:
+                convert_official(path, tmp_path / "m.pt", model=tiny)
+            with pytest.raises(CheckpointError) as dynviz_err:
+                convert_to_official(path, tmp_path / "back.pth")
+        assert not caught, [str(w.message) for w in caught]  # torch's pickle notes: silenced
+        assert str(err.value) == f"{path}: {what}"
+        assert str(dynviz_err.value) == f"{path}: {what}"
+        assert cli(["convert", "official", str(path), "--model", "tiny", "--out", "x.pt"]) == 2
+        captured = capsys.readouterr()
+        assert captured.err == f"error: {path}: {what}\n" and not captured.out
+        assert cli(["convert", "to-official", str(path), "--out", "x.pth"]) == 2
+        assert capsys.readouterr().err == f"error: {path}: {what}\n"
+
+
+def test_a_torch_file_needing_code_names_the_code_and_the_trust_option(tmp_path, tiny, capsys):
+    path = _official_file(tmp_path, dynviz.build_model(tiny), cfg=argparse.Namespace(lr=0.05))
+    assert cli(["convert", "official", str(path), "--model", "tiny", "--out", "x.pt"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "\x1b" not in err  # one line, no terminal colour codes
+    assert "needs code to load (argparse.Namespace)" in err and "--trust-pickle" in err
 
 
 def test_not_an_official_file_is_refused(tmp_path, tiny):

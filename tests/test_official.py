@@ -184,6 +184,40 @@ def test_official_counting_of_layer16_at_the_papers_size():
     assert float(official.real(weak)[0]) == official.total() - float(official.path[5, 2, 1])
 
 
+def test_official_counting_counts_at_the_size_given_flooring_each_map():
+    """At 200x400 the official counters (FIX_SIZE_FOR_FLOPS = [200, 400]) count maps of 50x100,
+    25x50, 12x25 and 6x12, each side floor-divided (cal_op_flops.py); the network runs on the
+    224x416 padded input (56x104 at 1/4), which the paper counting counts."""
+    config = load_spec("dynamic-a")
+    table = cost_table(config, (200, 400), counting="official")
+    paper = cost_table(config, (200, 400), counting="paper")
+    assert (table.size, table.counted_size) == ((200, 400), (200, 400))
+    assert (paper.size, paper.counted_size) == ((200, 400), (224, 416))
+    assert paper.total() == cost_table(config, (224, 416), counting="paper").total()
+    # stem: 3x3 s2 conv + BN + ReLU on 100x200, separable conv on 100x200, s2 one to 50x100
+    stem = (27 * 64 + 3 * 64) * 100 * 200 + (9 * 64 + 64 * 64 + 3 * 64) * (100 * 200 + 50 * 100)
+    assert table.stem == stem
+    # a cell at 1/16 (12x25): two separable convs; down: ReLU on 12x25, conv + BN + ReLU to 6x12
+    assert float(table.op[5, 2]) == 2 * (9 * 256 + 256 * 256) * 12 * 25 + 5 * 256 * 12 * 25
+    assert float(table.path[5, 2, 2]) == 256 * 12 * 25 + (256 * 512 + 3 * 512) * 6 * 12
+    # small gates read X / 4 floored: 3x6 at 1/16, 1x3 at 1/32 (1 output in the last layer)
+    gate = (256 * 128 + 4 * 128) * 3 * 6 + 128 * 3
+    assert float(table.gate[5, 2]) == gate
+    assert float(table.gate[16, 3]) == (512 * 256 + 4 * 256) * 1 * 3 + 256 * 1
+    # decoder on h x h maps: 50^2, 25^2, 12^2, 6^2 and the predictor on 50^2
+    decoder = (
+        (64 * 64 + 3 * 64) * 50**2
+        + (128 * 64 + 3 * 64) * 25**2
+        + (256 * 128 + 3 * 128) * 12**2
+        + (512 * 256 + 3 * 256) * 6**2
+        + 9 * 64 * 19 * 50**2
+    )
+    assert table.decoder == decoder
+    # all open: the official counter's real_flops at [200, 400], measured side by side with
+    # the official code (docs/official.md), 3,789.165 MFLOPs
+    assert table.total() == 3_789_165_088
+
+
 @pytest.mark.parametrize("gate", ["full", "small"])
 def test_official_skip_forward_equals_soft_forward_and_single_images(tiny, gate):
     model = dynviz.build_model(_official(tiny, gate=gate)).eval().double()

@@ -31,8 +31,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--counting",
         choices=[c.value for c in Counting],
         default="paper",
-        help="paper: the official rules; complete: also interpolation, adds, the initial cell; "
-        "official: what the official code reports (square decoder, every gate)",
+        help="paper: the official rules; complete: also interpolation, adds, the initial cell "
+        "(both at the input padded to a multiple of 32, as the network runs it); official: what "
+        "the official code reports at that size (square decoder, every gate, no padding)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
@@ -61,7 +62,14 @@ def _table(rows: list[list[str]]) -> str:
 
 def _print_model(cost: ModelCost) -> None:
     h, w = cost.size
-    print(f"{cost.name} ({cost.kind}) at {h}x{w}, {cost.counting} counting")
+    ch, cw = cost.counted_size or cost.size
+    if cost.counting == "official":
+        where = f"at {h}x{w}, counted at {ch}x{cw} (the size given, unpadded, as officially)"
+    elif (ch, cw) != (h, w):
+        where = f"at {h}x{w}, counted at {ch}x{cw} (the input padded as the network runs it)"
+    else:
+        where = f"at {h}x{w}"
+    print(f"{cost.name} ({cost.kind}) {where}, {cost.counting} counting")
     rows = [["component", "GMACs", "share"]]
     for k, v in cost.breakdown.items():
         rows.append([k, f"{v / 1e9:.3f}", f"{100 * v / cost.macs:.1f}%"])

@@ -2,27 +2,44 @@
 ``dynviz train --config FILE [--out RUN_DIR] [KEY=VALUE ...]``: train a network.
 
 MODEL is a preset name or a YAML path; a route spec trains a static network with the same command.
-Under ``torchrun --nproc_per_node N`` the same command runs DDP. ``--resume`` continues the run in
-RUN_DIR exactly where its ``checkpoint_latest.pt`` left it; only operational options (workers,
-logging, evaluation and checkpoint periods, device, progress) may change on resume.
+Under ``torchrun --nproc_per_node N -m dynviz train ...`` the same command runs DDP. ``--resume``
+continues the run in RUN_DIR exactly where its ``checkpoint_latest.pt`` left it; only operational
+options (workers, logging, evaluation and checkpoint periods, device, progress) may change on
+resume. ``--recipe official`` starts from every training value of the official code's released
+config for MODEL (:mod:`dynviz.train.recipe`); options and ``KEY=VALUE`` items given as well
+win. ``--print-config`` prints the settings as YAML and trains nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from dynviz.checkpoint import LATEST, CheckpointError, load_checkpoint
 from dynviz.commands import guarded, print_json
-from dynviz.model import ConfigError, Route, RoutingSpaceConfig
+from dynviz.model import ConfigError, Route, RoutingSpaceConfig, load_spec
+from dynviz.model.zoo import training_defaults
 from dynviz.runconfig import RunConfig, apply_overrides, parse_overrides, read_run_config
+from dynviz.train.optim import default_warmup_iters
+from dynviz.train.precise_bn import default_precise_bn_batches
+from dynviz.train.recipe import OFFICIAL_COMMIT, Recipe, official_recipe
 from dynviz.train.trainer import TrainConfig, Trainer
 
-__all__ = ["config_from_args", "configure_parser", "main"]
+__all__ = [
+    "config_from_args",
+    "configure_parser",
+    "main",
+    "recipe_from_args",
+    "settings_yaml",
+]
+
+logger = logging.getLogger(__name__)
 
 INTERMIXED = True  # KEY=VALUE overrides may follow the options
 
@@ -81,6 +98,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--val-data", metavar="SPEC", help="validation data (default: --data with split 'val')"
+    )
+    parser.add_argument(
+        "--recipe",
+        choices=("official",),
+        help="official: every training value of the official code's released config for MODEL "
+        "(Dynamic-A/B/C, Layer16 from scratch or, with --init, from ImageNet, Layer33): 190000 "
+        "iterations, crop, scales, LR and gate factor, budget with the 26300 normaliser, ...; "
+        "options and KEY=VALUE given as well win (default --out: runs/MODEL-official)",
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the training settings (YAML, as config.yaml's train section) and exit",
     )
     parser.add_argument(
         "--init",
@@ -206,6 +236,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
             "budget_normaliser",
         ),
     )
+    group.add_argument(
+        "--budget-flops-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="input size at which E (and C_all) are measured (default: the crop; the official "
+        "configs ship 1024 2048, where E / 26300 is about 3.6 with every path open)",
+    )
     group = parser.add_argument_group("run")
     group.add_argument("--num-classes", type=int, metavar="K", help="classes (default: the data's)")
     group.add_argument(
@@ -283,6 +321,32 @@ def _split_positionals(args: argparse.Namespace) -> list[str]:
     return overrides + list(getattr(args, "cfg_options", None) or [])
 
 
+def recipe_from_args(args: argparse.Namespace) -> Recipe | None:
+    """The released official config ``--recipe official`` follows for MODEL (None without
+    ``--recipe``).
+
+    Raises:
+        ConfigError: with ``--config`` or ``--resume``, without MODEL, or for a network no
+            released config trains.
+    """
+    if getattr(args, "recipe", None) is None:
+        return None
+    if args.resume or args.config:
+        given = "--resume" if args.resume else "--config"
+        raise ConfigError(f"--recipe sets the settings of a new run; drop {given}")
+    if args.model is None:
+        raise ConfigError("--recipe official needs MODEL (e.g. dynamic-a)")
+    spec = load_spec(args.model)
+    if isinstance(spec, Route):
+        raise ConfigError(
+            f"recipe official: {args.model} is a route spec; the released configs train the "
+            "dynamic routing space (layer16, dynamic-a/b/c, layer33)"
+        )
+    overrides = parse_overrides(getattr(args, "overrides", None) or [])
+    pretrained = bool(args.init or overrides.get("init"))
+    return official_recipe(spec, budget=training_defaults(args.model), pretrained=pretrained)
+
+
 def config_from_args(
     args: argparse.Namespace,
 ) -> tuple[TrainConfig, RoutingSpaceConfig | Route | None]:
@@ -296,19 +360,26 @@ def config_from_args(
     }
     if args.resume and args.config:
         raise ConfigError("--resume takes its settings from the checkpoint; drop --config")
+    recipe = recipe_from_args(args)
+    printing = bool(getattr(args, "print_config", False))
     if not args.resume:
-        run = read_run_config(args.config) if args.config else RunConfig(train={}, source="")
+        if args.config:
+            run = read_run_config(args.config)
+        else:
+            run = RunConfig(train=dict(recipe.settings) if recipe else {}, source="")
+        if recipe is not None and args.out is None and "out" not in overrides:
+            run = apply_overrides(run, {"out": f"runs/{Path(args.model).stem}-official"})
         run = apply_overrides(run, given)
         run = apply_overrides(run, overrides)
         if not args.config:
             missing = [
                 flag
                 for flag, key in (("MODEL", "model"), ("--data", "data"), ("--out", "out"))
-                if run.train.get(key) is None
+                if run.train.get(key) is None and not (printing and key != "model")
             ]
             if missing:
                 raise ConfigError(f"dynviz train needs {' and '.join(missing)}")
-        return run.train_config(), run.network()
+        return run.train_config(require_paths=not printing), run.network()
     if args.out is None:
         raise ConfigError("--resume needs --out RUN_DIR")
     given.update(apply_overrides(RunConfig(train={}), overrides).typed())
@@ -322,10 +393,69 @@ def config_from_args(
     return TrainConfig.from_dict(saved).replace(**given), None
 
 
+_PRETRAINED = (
+    "that config fine-tunes the official ImageNet-pretrained Fix backbone: give it with --init"
+)
+
+
+def settings_yaml(config: TrainConfig, *, recipe: Recipe | None = None) -> str:
+    """The training settings as ``--print-config`` shows them: YAML, with the defaults that do
+    not need the data or the device resolved (budget, warm-up, PreciseBN) and comments."""
+    values = config.to_dict()
+    defaults = {}
+    if config.budget_lambda is None or config.budget_mu is None:
+        try:
+            defaults = training_defaults(config.model)
+        except ConfigError:
+            defaults = {}  # a saved network (--config): resolved from it at start
+    for key in ("budget_lambda", "budget_mu"):
+        if values[key] is None:
+            values[key] = defaults.get(key, 0.0)
+    if values["warmup_iters"] is None:
+        values["warmup_iters"] = default_warmup_iters(config.iters)
+    if values["precise_bn"] is None:
+        values["precise_bn"] = default_precise_bn_batches(config.iters)
+    lines = ["# dynviz train: training settings (the train section of the run's config.yaml)"]
+    if recipe is not None:
+        lines.append(
+            f"# recipe official: {recipe.source} (Megvii-BaseDetection/DynamicRouting "
+            f"{OFFICIAL_COMMIT})"
+        )
+        if recipe.pretrained and config.init is None:
+            lines.append(f"# {_PRETRAINED}")
+    lines.append(
+        "# always: horizontal flip p=0.5, SGD, no weight decay on BatchNorm weights and biases"
+    )
+    crop = "x".join(str(v) for v in config.crop)
+    notes = {
+        "budget_flops_size": f"the crop ({crop}); the official configs ship 1024 2048",
+        "num_classes": "the training data's",
+        "device": "cuda when available",
+        "amp": "on for CUDA",
+        "progress": "when stderr is a terminal",
+        "tensorboard": "when installed",
+        "val_data": "--data, split val",
+    }
+    for line in yaml.safe_dump(values, sort_keys=False, default_flow_style=None).splitlines():
+        key = line.partition(":")[0]
+        if line.endswith(": null") and key in notes:
+            line = f"{line}  # {notes[key]}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def _main(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     config, network = config_from_args(args)
+    recipe = recipe_from_args(args)
+    if args.print_config:
+        print(settings_yaml(config, recipe=recipe))
+        return 0
+    if recipe is not None:
+        logger.info("recipe official: the settings of %s", recipe.source)
+        if recipe.pretrained and config.init is None:
+            logger.warning("recipe official (%s): %s", recipe.name, _PRETRAINED)
     trainer = Trainer(config, resume=args.resume, network=network)
     result = trainer.run()
     if trainer.info.is_main and args.json:

@@ -76,7 +76,7 @@ from dynviz.checkpoint import (
     route_to_dict,
     save_checkpoint,
 )
-from dynviz.cost import CostTable, cost_table
+from dynviz.cost import CostTable, Counting, cost_table
 from dynviz.data import IGNORE_INDEX, DataError, build_dataset, train_transforms
 from dynviz.distributed import (
     DistInfo,
@@ -409,19 +409,32 @@ class Trainer:
     def _build_budget(self) -> BudgetLoss | None:
         if not self.model.is_dynamic:
             return None
+        official = self.config.budget_normaliser == "official"
         if self.config.budget_cost == "latency":
             table = self._latency_table()
-        else:
-            table = cost_table(self.model.config, self.config.crop)
-        return BudgetLoss(
+        else:  # E where --budget-flops-size says (default the crop), counted as C_all is
+            size = self.config.budget_flops_size or self.config.crop
+            table = cost_table(
+                self.model.config, size, counting=Counting.OFFICIAL if official else Counting.PAPER
+            )
+        budget = BudgetLoss(
             table,
             lam=float(self.config.budget_lambda or 0.0),
             mu=float(self.config.budget_mu or 0.0),
             schedule=BudgetSchedule(self.config.budget_start, self.config.budget_ramp),
-            normaliser=(
-                OFFICIAL_BUDGET_NORMALISER if self.config.budget_normaliser == "official" else None
-            ),
+            normaliser=OFFICIAL_BUDGET_NORMALISER if official else None,
         )
+        if budget.lam > 0 and self.config.budget_cost == "macs":
+            h, w = table.size
+            logger.info(
+                "budget: E measured at %dx%d, C_all %.1f MMACs (%s); all open E / C_all = %.4g",
+                h,
+                w,
+                budget.normaliser / 1e6,
+                "the official 26300" if official else "all open at that size",
+                table.backbone_all_open() / budget.normaliser,
+            )
+        return budget
 
     def _latency_table(self) -> CostTable:
         """Per-node time at the training crop, measured once on this machine (rank 0) and kept
