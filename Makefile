@@ -13,6 +13,9 @@ STAMP := $(VENV)/.dynviz-installed
 # them, so that an Intel machine catches a comparison that holds only on its own kernels.
 AVX2_KERNELS := ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2
 KERNEL_TESTS := tests/test_network.py tests/test_official.py tests/test_export.py tests/test_common.py
+# The wheel installed from the package index into fresh environments (no extras, [app]): slow
+# (pip), but every install the README documents must work, so `make test` runs it too.
+INSTALL_TESTS := tests/test_wheel.py
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -33,6 +36,7 @@ test: $(STAMP)
 	bash scripts/install-browser.sh || echo "chromium unavailable: the browser tests will be skipped"
 	$(VENV)/bin/python -m pytest -q -m "not slow"
 	$(AVX2_KERNELS) $(VENV)/bin/python -m pytest -q -p no:cacheprovider $(KERNEL_TESTS)
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -m slow $(INSTALL_TESTS)
 
 test-all: $(STAMP)
 	bash scripts/install-browser.sh

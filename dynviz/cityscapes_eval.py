@@ -1,7 +1,7 @@
 """Cityscapes benchmark files and the official evaluator.
 
 :class:`CityscapesWriter` writes one prediction per image as the benchmark server expects: an
-8-bit PNG of Cityscapes ``labelIds`` (train ids mapped back through cityscapesscripts' label
+8-bit PNG of Cityscapes ``labelIds`` (train ids mapped back through Cityscapes' label
 table) at the image's own size, named ``{city}_{seq}_{frame}_leftImg8bit.png`` after its
 ``leftImg8bit`` file (the server and ``evalPixelLevelSemanticLabeling`` look for
 ``{city}_{seq}_{frame}*.png``), all in one folder.

@@ -9,11 +9,11 @@ turns it into something a deployment runtime can take:
 * :class:`StaticNetwork` re-expresses a route as a straight-line module graph that reuses the
   network's own submodules (so weights are shared, not copied) and returns logits only; its
   forward has no tensor-dependent Python control flow, so tracing it gives a correct graph;
-* :func:`export_onnx` writes it to ONNX with the TorchScript-based exporter (the dynamo exporter
-  needs ``onnxscript``), and :func:`check_onnx` runs onnxruntime on it and compares logits.
+* :func:`export_onnx` writes it to ONNX with torch's current exporter (``dynamo=True``), and
+  :func:`check_onnx` runs onnxruntime on it and compares logits.
 
-The ONNX graph has a fixed spatial size (the one it was exported at; padding to a multiple of
-the largest stride is baked in) and a dynamic batch axis.
+The ONNX graph has dynamic batch, height and width axes (the padding to a multiple of the largest
+stride is part of the graph), or a fixed height and width when a size is given.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -47,6 +46,7 @@ from dynviz.model.topology import cell_edges
 from dynviz.model.zoo import load_spec
 
 __all__ = [
+    "DEFAULT_OPSET",
     "DEFAULT_TOLERANCE",
     "ExportError",
     "OnnxCheck",
@@ -64,7 +64,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_TOLERANCE = 1e-4  # max |onnx - torch| / max |torch logits|
-DEFAULT_OPSET = 17
+DEFAULT_OPSET = 18  # the oldest opset the dynamo exporter writes without converting
 
 # (conv, bn) attribute pairs of the routing space's modules, in forward order.
 _PAIRS: dict[type[nn.Module], tuple[tuple[str, str], ...]] = {
@@ -202,9 +202,10 @@ class StaticNetwork(nn.Module):
     network its cells still carry their (unused) gates; :func:`static_network` copies the
     route's weights into a gate-free static network first, which is what export uses.
 
-    The forward's Python control flow depends only on the route, never on tensor values, so
-    ``torch.jit.trace`` and ``torch.onnx.export`` record it correctly. Like the network, CPU
-    inference runs channels-last inside (``channels_last_inference``), except when tracing.
+    The forward's Python control flow depends only on the route, never on tensor values or
+    sizes, so ``torch.export`` (the ONNX exporter) records it correctly with symbolic sizes.
+    Like the network, CPU inference runs channels-last inside (``channels_last_inference``),
+    except when tracing.
 
     Args:
         network: a static network (its own route is used) or a dynamic one with ``route``.
@@ -257,15 +258,12 @@ class StaticNetwork(nn.Module):
         """``(B, 3, H, W)`` images to ``(B, num_classes, H, W)`` logits."""
         height, width = images.shape[-2], images.shape[-1]
         stride = self.config.max_stride
-        pad_h, pad_w = (-int(height)) % stride, (-int(width)) % stride
-        x = F.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images
-        inplace = not torch.is_grad_enabled()
-        if (
-            self.channels_last_inference
-            and inplace
-            and x.device.type == "cpu"
-            and not torch.jit.is_tracing()
-        ):
+        # symbolic sizes while exporting (dynamic height and width): pad without a test on them
+        pad_h, pad_w = (-height) % stride, (-width) % stride
+        tracing = _tracing()
+        x = F.pad(images, (0, pad_w, 0, pad_h)) if tracing or pad_h or pad_w else images
+        inplace = not torch.is_grad_enabled() and not tracing
+        if self.channels_last_inference and inplace and x.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)  # as RoutingNetwork does
         if self._can_fuse(x):
             try:
@@ -283,7 +281,7 @@ class StaticNetwork(nn.Module):
             and x.device.type == "cpu"
             and x.dtype == torch.float32
             and not torch.is_grad_enabled()
-            and not torch.jit.is_tracing()
+            and not _tracing()
             and count_batchnorm(self) == 0
             and _pointwise_available()
         )
@@ -336,6 +334,12 @@ class StaticNetwork(nn.Module):
             return decoder.head(y, size)
         logits = _conv(decoder.predictor, y).contiguous()  # default layout before upsampling
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+
+def _tracing() -> bool:
+    """Whether the forward is being recorded (``torch.export``/the ONNX exporter, ``torch.compile``
+    or ``torch.jit.trace``): the graph must then hold plain ops on symbolic sizes."""
+    return bool(torch.compiler.is_compiling() or torch.jit.is_tracing())
 
 
 # ------------------------------------------------------------------ fused oneDNN kernels
@@ -520,40 +524,76 @@ def load_for_export(
 def export_onnx(
     net: nn.Module,
     path: str | os.PathLike[str],
-    size: tuple[int, int],
+    size: tuple[int, int] | None = None,
     *,
     opset: int = DEFAULT_OPSET,
     dynamic_batch: bool = True,
 ) -> Path:
     """Write ``net`` (a :class:`StaticNetwork`) to ONNX for ``(B, 3, H, W)`` images.
 
-    Uses the TorchScript-based exporter (``dynamo=False``), which needs ``onnx`` (the ``export``
-    extra; :class:`~dynviz.errors.MissingExtraError` without it). The graph's input is ``images``
-    and its output ``logits``; the batch axis is dynamic when ``dynamic_batch``.
+    Uses torch's current exporter (``torch.onnx.export(..., dynamo=True)``: ``torch.export``
+    and onnxscript), which needs ``onnx`` and ``onnxscript`` (the ``export`` extra;
+    :class:`~dynviz.errors.MissingExtraError` without them). The graph's input is ``images`` and
+    its output ``logits``. Without ``size`` the height and width are dynamic (any size; the
+    padding to a multiple of the largest stride is part of the graph); with ``size`` the graph
+    takes that size only. The batch axis is dynamic when ``dynamic_batch``.
     """
     require("onnx", extra="export", purpose="ONNX export")
+    require("onnxscript", extra="export", purpose="ONNX export")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     param = next(net.parameters())
-    example = torch.zeros(1, 3, size[0], size[1], dtype=param.dtype, device=param.device)
+    stride = int(getattr(getattr(net, "config", None), "max_stride", 32))
+    # an example of neither size 1 nor the stride itself (torch.export specialises 0/1 sizes)
+    example_size = size if size is not None else (2 * stride, 2 * stride)
+    example = torch.zeros(2, 3, *example_size, dtype=param.dtype, device=param.device)
+    axes: dict[int, Any] = {}
+    if dynamic_batch:
+        axes[0] = torch.export.Dim("batch")
+    if size is None:
+        axes[2], axes[3] = torch.export.Dim("height"), torch.export.Dim("width")
     net = net.eval()
-    axes = {"images": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(
-            net,
-            (example,),
-            str(path),
-            input_names=["images"],
-            output_names=["logits"],
-            opset_version=opset,
-            dynamic_axes=axes,
-            dynamo=False,
-            do_constant_folding=True,
-        )
+    quiet = _DropTorchvisionNotes()
+    registry = logging.getLogger(_ONNX_REGISTRY_LOGGER)
+    registry.addFilter(quiet)
+    # onnxscript's graph passes log each rewrite at INFO; they show only with dynviz at DEBUG
+    passes = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript")]
+    levels = [pass_logger.level for pass_logger in passes]
+    if not logger.isEnabledFor(logging.DEBUG):
+        for pass_logger in passes:
+            if pass_logger.level == logging.NOTSET:
+                pass_logger.setLevel(logging.WARNING)
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                net,
+                (example,),
+                str(path),
+                input_names=["images"],
+                output_names=["logits"],
+                opset_version=opset,
+                dynamo=True,
+                dynamic_shapes={"images": axes} if axes else None,
+                external_data=False,
+                verbose=False,
+            )
+    finally:
+        registry.removeFilter(quiet)
+        for pass_logger, level in zip(passes, levels, strict=True):
+            pass_logger.setLevel(level)
     logger.info("wrote %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return path
+
+
+_ONNX_REGISTRY_LOGGER = "torch.onnx._internal.exporter._registration"
+
+
+class _DropTorchvisionNotes(logging.Filter):
+    """The exporter notes at WARNING, once per op, that torchvision (which dynviz never uses) is
+    not installed; only those records are dropped, nothing else of torch's."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "torchvision is not installed" not in record.getMessage()
 
 
 @dataclass(frozen=True)

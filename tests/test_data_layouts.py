@@ -71,6 +71,55 @@ def test_label_ids_map_to_train_ids(tmp_path: Path) -> None:
     assert ds[0]["stats"] == {} and ds.image_id(0) == "aachen/aachen_000000_000000"
 
 
+def test_the_shipped_label_table_is_cityscapesscripts_table() -> None:
+    """dynviz ships the 19 train classes (names, labelIds, colours) so that the base install reads
+    Cityscapes data; they must equal cityscapesscripts' own table, entry by entry."""
+    labels = pytest.importorskip("cityscapesscripts.helpers.labels").labels
+    from dynviz.data.cityscapes import (
+        TRAIN_LABELS,
+        label_id_to_train_id_lut,
+        train_id_to_label_id_lut,
+    )
+    from dynviz.data.palette import cityscapes_palette
+
+    theirs = sorted(
+        (lab.trainId, lab.name, lab.id, lab.color) for lab in labels if 0 <= lab.trainId < 19
+    )
+    assert theirs == [(k, n, i, c) for k, (n, i, c) in enumerate(TRAIN_LABELS)]
+    assert list(CITYSCAPES_CLASSES) == [name for _, name, _, _ in theirs]
+    lut = np.full(256, 255, np.uint8)
+    for lab in labels:
+        if 0 <= lab.id < 256 and 0 <= lab.trainId < 19:
+            lut[lab.id] = lab.trainId
+    np.testing.assert_array_equal(label_id_to_train_id_lut(), lut)
+    back = train_id_to_label_id_lut()
+    assert [int(back[k]) for k in range(19)] == [i for _, _, i, _ in theirs]
+    assert cityscapes_palette()[:19].tolist() == [list(c) for _, _, _, c in theirs]
+
+
+def test_cityscapes_data_needs_no_cityscapesscripts(tmp_path: Path) -> None:
+    """With cityscapesscripts unimportable, the package, the labelIds mapping and the colours all
+    work (a fresh interpreter, so nothing imported earlier hides an import)."""
+    import subprocess
+    import sys
+
+    ids = np.full((H, W), 26, np.uint8)  # car
+    _write_cityscapes(tmp_path, frames=1, label=ids, kind="labelIds")
+    script = (
+        "import sys\n"
+        "sys.modules['cityscapesscripts'] = None\n"
+        "import dynviz, dynviz.cli, dynviz.data\n"
+        "from dynviz.data import build_dataset\n"
+        "from dynviz.data.palette import palette_for\n"
+        f"ds = build_dataset('cityscapes:{tmp_path.as_posix()}')\n"
+        "label = ds.raw(0)[1]\n"
+        "print(ds.num_classes, int(label[0, 0]), palette_for('cityscapes')[13].tolist())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["19", "13", "[0,", "0,", "142]"]
+
+
 def test_train_ids_preferred_over_label_ids(tmp_path: Path) -> None:
     _write_cityscapes(tmp_path, frames=1, label=np.full((H, W), 7, np.uint8), kind="labelIds")
     _write_cityscapes(tmp_path, frames=1, label=np.full((H, W), 3, np.uint8))

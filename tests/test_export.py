@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -114,31 +115,89 @@ def test_static_network_refuses_what_it_cannot_run(tiny, dynamic, route):
         StaticNetwork(dynamic, other)
 
 
-def test_onnx_export_gives_the_pytorch_logits(tmp_path, dynamic, route):
-    ort = pytest.importorskip("onnxruntime")
+def _onnx_dims(path) -> list[int | str]:
+    import onnx
+
+    (images,) = onnx.load(str(path)).graph.input
+    return [d.dim_param or d.dim_value for d in images.type.tensor_type.shape.dim]
+
+
+def _onnx_logits(session, x: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(session.run(["logits"], {"images": x.numpy()})[0])
+
+
+def test_onnx_export_any_size_gives_the_pytorch_logits(tmp_path, dynamic, route):
+    pytest.importorskip("onnxscript")
+    from dynviz.export import onnx_session
+
+    net = static_network(dynamic.float(), route)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = export_onnx(net, tmp_path / "net.onnx")
+    # the current exporter: no deprecation of the TorchScript one (nor any other)
+    assert not [w for w in caught if issubclass(w.category, DeprecationWarning)], caught
+    assert _onnx_dims(path) == ["batch", 3, "height", "width"]
+    session = onnx_session(path)
+    # a multiple of the largest stride (32) and a size the graph pads, other batch sizes
+    for shape in [(3, 3, 64, 96), (1, 3, 50, 70)]:
+        x = torch.randn(*shape)
+        got = _onnx_logits(session, x)
+        with torch.no_grad():
+            ref = dynamic(x, route=route).logits
+        assert got.shape == (shape[0], 4, *shape[2:])
+        assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+
+def test_onnx_export_at_a_given_size_takes_that_size_only(tmp_path, dynamic, route):
+    pytest.importorskip("onnxscript")
+    from dynviz.export import onnx_session
+
     net = static_network(dynamic.float(), route)
     path = export_onnx(net, tmp_path / "net.onnx", (64, 64))
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x = torch.randn(3, 3, 64, 64)  # the batch axis is dynamic
-    got = torch.from_numpy(session.run(["logits"], {"images": x.numpy()})[0])
+    assert _onnx_dims(path) == ["batch", 3, 64, 64]
+    session = onnx_session(path)
+    x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         ref = dynamic(x, route=route).logits
-    assert got.shape == (3, 4, 64, 64)
-    assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
+    assert (_onnx_logits(session, x) - ref).abs().max() <= 1e-4 * ref.abs().max()
+    with pytest.raises(Exception, match="(?i)dimension"):
+        _onnx_logits(session, torch.randn(1, 3, 64, 96))
 
 
-def test_export_cli_zoo_route_spec(tmp_path, capsys):
-    pytest.importorskip("onnxruntime")
-    out = tmp_path / "fcn32s.onnx"
-    code = cli(["export", "fcn32s", "--out", str(out), "--size", "64", "64", "--check", "--json"])
+def test_export_cli_checks_two_sizes(tmp_path, capsys):
+    pytest.importorskip("onnxscript")
+    from dynviz.commands.export import check_sizes
+
+    spec = tmp_path / "straight.yaml"
+    spec.write_text("name: straight\nspace: tiny\nchains:\n  - [4, 8, 16, 8, 4]\n")
+    out = tmp_path / "straight.onnx"
+    code = cli(["export", str(spec), "--out", str(out), "--check", "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and out.is_file()
-    assert report["route"] == "fcn32s" and report["batchnorm_left"] == 0
-    assert report["check"]["ok"] and report["check"]["relative"] < 1e-4
+    assert report["route"] == "straight" and report["batchnorm_left"] == 0
+    assert (
+        report["size"] is None
+        and report["dynamic_size"]
+        and _onnx_dims(out)[2:]
+        == [
+            "height",
+            "width",
+        ]
+    )
+    runs = report["check"]["runs"]
+    assert [[r["batch"], *r["size"]] for r in runs] == [[2, 64, 128], [1, 72, 88]]
+    assert check_sizes(None, 32) == [(2, 64, 128), (1, 72, 88)] and 72 % 32 and 88 % 32
+    assert report["check"]["ok"] and all(r["relative"] < 1e-4 for r in runs)
+    # with --size: that size, and the text report says so
+    code = cli(["export", str(spec), "--out", str(out), "--size", "64", "64", "--check"])
+    text = capsys.readouterr().out
+    assert code == 0 and "input 64x64 only" in text and _onnx_dims(out)[2:] == [64, 64]
+    assert text.count("onnxruntime vs PyTorch at 2x3x64x64") == 1 and "FAILED" not in text
+    assert check_sizes((64, 64), 32) == [(2, 64, 64)]
 
 
 def test_export_cli_checkpoint_with_route(tmp_path, capsys, tiny, route):
-    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
     from dynviz.checkpoint import make_checkpoint, save_checkpoint
 
     model = randomise(dynviz.build_model(tiny), spread=0.2).eval()
@@ -150,22 +209,10 @@ def test_export_cli_checkpoint_with_route(tmp_path, capsys, tiny, route):
     route.to_yaml(spec)
     out = tmp_path / "net.onnx"
     code = cli(
-        [
-            "export",
-            str(ckpt.parent),
-            "--route",
-            str(spec),
-            "--out",
-            str(out),
-            "--size",
-            "64",
-            "64",
-            "--check",
-            "--json",
-        ]
+        ["export", str(ckpt.parent), "--route", str(spec), "--out", str(out), "--check", "--json"]
     )
     report = json.loads(capsys.readouterr().out)
-    assert code == 0 and report["check"]["ok"]
+    assert code == 0 and report["check"]["ok"] and len(report["check"]["runs"]) == 2
     assert report["checkpoint"] == str(ckpt) and report["cells"] == len(route.cells)
     # a dynamic model without --route is refused with a message
     assert cli(["export", str(ckpt), "--out", str(out)]) == 2

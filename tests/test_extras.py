@@ -52,20 +52,6 @@ def test_train_asking_for_tensorboard_without_it(monkeypatch, tmp_path, capsys):
     assert not (tmp_path / "metrics.jsonl").exists()
 
 
-def test_cityscapes_labels_without_cityscapesscripts(monkeypatch):
-    from dynviz.data import cityscapes
-
-    monkeypatch.setitem(sys.modules, "cityscapesscripts", None)
-    monkeypatch.setitem(sys.modules, "cityscapesscripts.helpers", None)
-    monkeypatch.setitem(sys.modules, "cityscapesscripts.helpers.labels", None)
-    cityscapes.label_id_to_train_id_lut.cache_clear()
-    try:
-        with pytest.raises(MissingExtraError, match=r"dynviz\[cityscapes\]"):
-            cityscapes.label_id_to_train_id_lut()
-    finally:
-        cityscapes.label_id_to_train_id_lut.cache_clear()
-
-
 def test_app_without_streamlit(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "streamlit", None)
     assert cli(["app", str(tmp_path), "--dry-run"]) == 2

@@ -410,9 +410,10 @@ _DEFAULT = "inference_mode, channels_last (default)"
 def _ort_session(
     net: torch.nn.Module, path: Path, size: tuple[int, int], threads: int, notes: list[str]
 ) -> object | None:
-    if importlib.util.find_spec("onnxruntime") is None:
-        notes.append("onnxruntime is not installed: no ONNX row.")
-        return None
+    for package in ("onnxruntime", "onnxscript"):
+        if importlib.util.find_spec(package) is None:
+            notes.append(f"{package} is not installed: no ONNX row.")
+            return None
     export_onnx(net, path, size)
     return onnx_session(path, threads=threads)
 

@@ -1,16 +1,18 @@
 """``dynviz eval RUN_DIR|CHECKPOINT [--data SPEC] [--split val] [--json] [--size H W]
 [--limit N] [--aug flip scales=...] [--counting paper|official]
-[--format cityscapes-test --out DIR] [--evaluator cityscapes]
+[--format cityscapes-test --out DIR] [--evaluator cityscapes] [--check-flops N]
 [--config FILE] [KEY=VALUE ...]``: dataset mIoU and the real and expected GMACs of a run or
 checkpoint (:func:`dynviz.evaluate.evaluate`), as a table or one JSON object; optionally the
 Cityscapes benchmark files and the official evaluator's score
-(:mod:`dynviz.cityscapes_eval`)."""
+(:mod:`dynviz.cityscapes_eval`), and the executed network of N images counted by an
+independent counter beside the analytic MACs of their routes (:mod:`dynviz.flopcheck`)."""
 
 from __future__ import annotations
 
 import argparse
 import math
 import tempfile
+from typing import TYPE_CHECKING
 
 from dynviz.checkpoint import load_model, run_data_spec
 from dynviz.cityscapes_eval import CityscapesWriter, evaluate_cityscapes, ground_truth_files
@@ -21,6 +23,7 @@ from dynviz.commands import (
     add_run_options,
     add_settings_options,
     guarded,
+    positive_int,
     print_json,
     split_settings,
 )
@@ -29,6 +32,9 @@ from dynviz.distributed import init_distributed
 from dynviz.evaluate import EvalResult, evaluate
 from dynviz.model import ConfigError
 from dynviz.tta import Augment
+
+if TYPE_CHECKING:
+    from dynviz.flopcheck import FlopCheck
 
 __all__ = ["configure_parser", "main"]
 
@@ -61,6 +67,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "the Cityscapes benchmark server, into --out",
     )
     parser.add_argument("--out", metavar="DIR", help="folder of the --format files")
+    parser.add_argument(
+        "--check-flops",
+        type=positive_int,
+        metavar="N",
+        help="also count the executed network of the first N images with fvcore's "
+        "FlopCountAnalysis (torch's FlopCounterMode without fvcore) beside the analytic MACs "
+        "of their routes (one forward each, no --aug); exit 1 if they differ",
+    )
     parser.add_argument(
         "--evaluator",
         choices=("dynviz", "cityscapes"),
@@ -146,6 +160,16 @@ def _main(args: argparse.Namespace) -> int:
             scratch.cleanup()
     if not info.is_main:
         return 0
+    checks = []
+    if args.check_flops:
+        from dynviz.flopcheck import check_dataset
+
+        checks = check_dataset(model, dataset, args.check_flops)
+    differs = any(
+        check.analytic_by(op=op) != check.counted_by(op=op)
+        for _, check in checks
+        for op in check.compared
+    )
     if args.json:
         payload = result.to_dict()
         payload.update(
@@ -159,6 +183,11 @@ def _main(args: argparse.Namespace) -> int:
         )
         if official is not None:
             payload["cityscapes_evaluator"] = official
+        if checks:
+            payload["check_flops"] = {
+                "images": [{"image_id": i, **c.to_json()} for i, c in checks],
+                "agree": not differs,
+            }
         if writer is not None and args.out:
             payload["files"] = {"format": args.format, "out": args.out, "count": len(writer.files)}
         print_json(payload)
@@ -177,7 +206,33 @@ def _main(args: argparse.Namespace) -> int:
             print(f"\ncityscapes evaluator (evalPixelLevelSemanticLabeling): mIoU {shown}")
         if writer is not None and args.out:
             print(f"\nwrote {len(writer.files)} {args.format} file(s) to {args.out}")
-    return 0
+        if checks:
+            print()
+            print(format_flop_checks(checks))
+    return 1 if differs else 0
+
+
+def format_flop_checks(checks: list[tuple[str, FlopCheck]]) -> str:
+    """One row per image: its route's paths, the analytic MACs of what ran, the counter's and
+    the relative difference (the compared operators: convolutions, and with fvcore also batch
+    norms, interpolation and pooling)."""
+    from dynviz.flopcheck import relative_difference
+
+    first = checks[0][1]
+    name = {"fvcore": "fvcore FlopCountAnalysis", "torch": "torch FlopCounterMode"}
+    ops = ", ".join(first.compared)
+    lines = [
+        f"flops check: {name[first.counter]} on the executed network of {len(checks)} "
+        f"image(s) against the analytic MACs of their routes (complete counting; {ops})",
+        f"{'image':<28}{'paths':>8}{'analytic MMACs':>16}{'counted MMACs':>16}{'difference':>12}",
+    ]
+    for image_id, check in checks:
+        a, c = check.analytic_by(), check.counted_by()
+        rel = relative_difference(c, a)
+        shown = "0" if rel == 0 else f"{100 * rel:+.4f}%"
+        paths = f"{check.active_paths}/{check.total_paths}"
+        lines.append(f"{image_id:<28}{paths:>8}{a / 1e6:>16.4f}{c / 1e6:>16.4f}{shown:>12}")
+    return "\n".join(lines)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -1,31 +1,46 @@
 """``dynviz flops``: MACs and parameters of a model, by component, and the special-case table
-(computed by :mod:`dynviz.zoo`)."""
+(computed by :mod:`dynviz.zoo`).
+
+``--check`` also counts the executed network with an independent counter (fvcore's
+``FlopCountAnalysis``, else torch's ``FlopCounterMode``; :mod:`dynviz.flopcheck`) and prints it
+beside the analytic MACs of what ran, with the relative difference: a static network on any
+image, a dynamic one on ``--image`` (the route the gates take for it)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
+from typing import Any
 
 from dynviz.commands import add_threads_option, positive_int, set_threads
 from dynviz.cost import Counting
+from dynviz.errors import UserError
+from dynviz.flopcheck import OPERATOR_NAMES, FlopCheck, FlopCounter
 from dynviz.model.config import ConfigError
 from dynviz.model.route import Route
 from dynviz.model.zoo import load_spec
 from dynviz.zoo import ModelCost, model_cost, special_cases
 
-__all__ = ["configure_parser", "main"]
+__all__ = ["DEFAULT_SIZE", "configure_parser", "format_check", "main"]
+
+DEFAULT_SIZE = (1024, 2048)
+"""The input size of the tables when neither --size nor --image gives one."""
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", nargs="?", help="preset name or YAML path")
+    parser.add_argument(
+        "model", nargs="?", help="preset name or YAML path, a checkpoint or a run folder"
+    )
     parser.add_argument(
         "--size",
         nargs=2,
         type=positive_int,
-        default=(1024, 2048),
+        default=None,
         metavar=("H", "W"),
-        help="input size (default 1024 2048)",
+        help=f"input size (default {DEFAULT_SIZE[0]} {DEFAULT_SIZE[1]}; with --image, the "
+        "image's own size)",
     )
     parser.add_argument(
         "--counting",
@@ -44,6 +59,25 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also time each node on this machine (cell op, gate, transforms, "
         "decoder lateral per scale) beside its MACs",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="count the executed network with fvcore's FlopCountAnalysis (torch's "
+        "FlopCounterMode without fvcore) beside the analytic MACs of what ran; exit 1 if they "
+        "differ",
+    )
+    parser.add_argument(
+        "--image",
+        metavar="IMAGE",
+        help="the image --check runs (a dynamic network's route depends on it; resized to "
+        "--size when given)",
+    )
+    parser.add_argument(
+        "--counter",
+        choices=[c.value for c in FlopCounter],
+        default=FlopCounter.AUTO.value,
+        help="--check's counter (default auto: fvcore when installed, else torch)",
     )
     add_threads_option(parser)
 
@@ -105,9 +139,95 @@ def _print_special(costs: list[ModelCost]) -> None:
             print(f"\n{c.name}: {' '.join(c.notes.split())}")
 
 
+def _difference(counted: int, analytic: int) -> str:
+    from dynviz.flopcheck import relative_difference
+
+    rel = relative_difference(counted, analytic)
+    return "0" if rel == 0 else f"{100 * rel:+.4f}%"
+
+
+def format_check(check: FlopCheck, *, image: str | None = None) -> str:
+    """The text of a flop check: by component and by operator, analytic MACs of what ran, the
+    counter's, and the relative difference; then what the counter does not count."""
+    total = max(check.analytic_by(), 1)
+    unit, scale = ("GMACs", 1e9) if total >= 1e9 else ("MMACs", 1e6)
+    name = {"fvcore": "fvcore FlopCountAnalysis", "torch": "torch FlopCounterMode"}[check.counter]
+    h, w = check.size
+    route = (
+        f"its route: {check.active_paths} of {check.total_paths} paths"
+        if check.kind == "dynamic"
+        else f"{check.kind} network"
+    )
+    lines = [
+        f"check: {name} on the executed network, {image or 'a random image'} at {h}x{w} "
+        f"({route}), against the analytic MACs of what ran (complete counting)"
+    ]
+    head = ["", f"analytic {unit}", f"{check.counter} {unit}", "difference"]
+    rows = [["component", *head[1:]]]
+    for component in check.components:
+        a, c = check.analytic_by(component=component), check.counted_by(component=component)
+        if a or c:
+            rows.append([component, f"{a / scale:.4f}", f"{c / scale:.4f}", _difference(c, a)])
+    a, c = check.analytic_by(), check.counted_by()
+    rows.append(["total", f"{a / scale:.4f}", f"{c / scale:.4f}", _difference(c, a)])
+    lines += [_table(rows), ""]
+    rows = [["operator", *head[1:]]]
+    for op in check.compared:
+        a, c = check.analytic_by(op=op), check.counted_by(op=op)
+        rows.append([OPERATOR_NAMES[op], f"{a / scale:.4f}", f"{c / scale:.4f}", _difference(c, a)])
+    lines.append(_table(rows))
+    uncounted = check.uncounted
+    if uncounted:
+        shown = ", ".join(
+            f"{OPERATOR_NAMES.get(op, op)} {macs / scale:.4f}" for op, macs in uncounted.items()
+        )
+        lines.append(f"not counted by {check.counter} (analytic {unit}): {shown}")
+    return "\n".join(lines)
+
+
+def _load(ref: str) -> tuple[Any, Any]:
+    """``(spec, model or None)``: a checkpoint or run folder gives its trained network."""
+    path = Path(ref).expanduser()
+    if path.is_dir() or path.suffix == ".pt":
+        from dynviz.checkpoint import load_model
+
+        model, _ = load_model(path)
+        return (model.route if model.route is not None else model.config), model
+    return load_spec(ref), None
+
+
+def _check(args: argparse.Namespace, spec: Any, model: Any, size: tuple[int, int]) -> FlopCheck:
+    import torch
+
+    import dynviz
+    from dynviz.flopcheck import check_flops
+
+    if model is None:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = dynviz.build_model(spec)
+    if args.image:
+        from dynviz.data import normalize, read_image
+
+        image = normalize(read_image(args.image, exif_transpose=True))
+        if args.size is not None:
+            image = torch.nn.functional.interpolate(
+                image[None], size=size, mode="bilinear", align_corners=False
+            )[0]
+    elif model.is_dynamic:
+        raise UserError(
+            f"{args.model} is a dynamic network: its route depends on the image, "
+            "give --check an --image IMAGE"
+        )
+    else:
+        generator = torch.Generator().manual_seed(0)
+        image = torch.randn(3, size[0], size[1], generator=generator)
+    return check_flops(model, image, counter=args.counter)
+
+
 def main(args: argparse.Namespace) -> int:
     set_threads(args.threads)
-    size = (args.size[0], args.size[1])
+    size = DEFAULT_SIZE if args.size is None else (args.size[0], args.size[1])
     try:
         if args.special_cases:
             costs = special_cases(size=size, counting=args.counting)
@@ -120,18 +240,27 @@ def main(args: argparse.Namespace) -> int:
         if not args.model:
             print("error: give a MODEL or --special-cases", file=sys.stderr)
             return 2
-        cost = model_cost(load_spec(args.model), size=size, counting=args.counting)
-    except ConfigError as err:
+        if args.image and not args.check:
+            print("error: --image is the image of --check; add --check", file=sys.stderr)
+            return 2
+        spec, model = _load(args.model)
+        check = _check(args, spec, model, size) if args.check else None
+        if check is not None:
+            size = check.size  # an image's own size without --size
+        cost = model_cost(spec, size=size, counting=args.counting)
+    except (ConfigError, UserError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     latency = None
     if getattr(args, "time", False):
         from dynviz.latency import measure_node_latency
 
-        spec = load_spec(args.model)
         latency = measure_node_latency(  # the explorer's Latency page uses these settings
             spec.space if isinstance(spec, Route) else spec, size, tune_malloc=True, max_wait=0.05
         )
+    differs = check is not None and any(
+        check.analytic_by(op=op) != check.counted_by(op=op) for op in check.compared
+    )
     if args.json:
         data = cost.to_json()
         if latency is not None:
@@ -141,6 +270,8 @@ def main(args: argparse.Namespace) -> int:
                 **latency.to_json(),
                 "rows": [r.to_json() for r in latency_rows(latency)],
             }
+        if check is not None:
+            data["check"] = {**check.to_json(), "image": args.image, "agree": not differs}
         json.dump(data, sys.stdout, indent=2)
         print()
     else:
@@ -150,4 +281,7 @@ def main(args: argparse.Namespace) -> int:
 
             print()
             print(format_latency(latency))
-    return 0
+        if check is not None:
+            print()
+            print(format_check(check, image=args.image))
+    return 1 if differs else 0

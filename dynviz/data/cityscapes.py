@@ -7,8 +7,9 @@ Layout (as cityscapesScripts, mmseg and detectron2)::
     ROOT/gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png        (fallback)
 
 ``labelTrainIds`` files are used as they are. Otherwise ``labelIds`` are mapped to the 19 train
-ids through the label table of ``cityscapesscripts.helpers.labels`` (a 256-entry lookup table;
-ids that are not in the table or whose trainId is -1/255 become 255 = ignore).
+ids through Cityscapes' label table (:data:`TRAIN_LABELS`, shipped with dynviz and checked against
+``cityscapesscripts.helpers.labels`` in the tests; a 256-entry lookup table: ids whose trainId is
+-1/255 become 255 = ignore). Nothing here needs the ``cityscapes`` extra.
 
 A folder written by :func:`write_cityscapes_layout` also holds ``dynviz_dataset.json`` with the
 class names and the per-image scale statistics. When it is present the loader takes its class
@@ -36,6 +37,7 @@ from dynviz.data.transforms import IGNORE_INDEX
 __all__ = [
     "CITYSCAPES_CLASSES",
     "META_FILE",
+    "TRAIN_LABELS",
     "CityscapesDataset",
     "label_id_to_train_id_lut",
     "train_id_to_label_id_lut",
@@ -50,25 +52,41 @@ META_FILE = "dynviz_dataset.json"
 _IMAGE_SUFFIX = "_leftImg8bit.png"
 _TRAIN_ID_SUFFIX = "_gtFine_labelTrainIds.png"
 _LABEL_ID_SUFFIX = "_gtFine_labelIds.png"
-_NUM_TRAIN_IDS = 19
 
 
-def _label_table() -> list[Any]:
-    from dynviz.errors import require
-
-    module = require(
-        "cityscapesscripts.helpers.labels", extra="cityscapes", purpose="the Cityscapes label table"
-    )
-    return list(module.labels)
+TRAIN_LABELS: tuple[tuple[str, int, tuple[int, int, int]], ...] = (
+    ("road", 7, (128, 64, 128)),
+    ("sidewalk", 8, (244, 35, 232)),
+    ("building", 11, (70, 70, 70)),
+    ("wall", 12, (102, 102, 156)),
+    ("fence", 13, (190, 153, 153)),
+    ("pole", 17, (153, 153, 153)),
+    ("traffic light", 19, (250, 170, 30)),
+    ("traffic sign", 20, (220, 220, 0)),
+    ("vegetation", 21, (107, 142, 35)),
+    ("terrain", 22, (152, 251, 152)),
+    ("sky", 23, (70, 130, 180)),
+    ("person", 24, (220, 20, 60)),
+    ("rider", 25, (255, 0, 0)),
+    ("car", 26, (0, 0, 142)),
+    ("truck", 27, (0, 0, 70)),
+    ("bus", 28, (0, 60, 100)),
+    ("train", 31, (0, 80, 100)),
+    ("motorcycle", 32, (0, 0, 230)),
+    ("bicycle", 33, (119, 11, 32)),
+)
+"""The 19 evaluated Cityscapes classes in trainId order: ``(name, labelId, RGB colour)``, as in
+cityscapesScripts' ``helpers/labels.py`` (every other labelId has trainId 255 or -1, ignored).
+Shipped with dynviz so that reading, writing and drawing Cityscapes data needs no extra;
+``tests/test_data_layouts.py`` checks the table against cityscapesscripts."""
 
 
 @lru_cache(maxsize=1)
 def label_id_to_train_id_lut() -> np.ndarray:
     """256-entry uint8 table mapping Cityscapes ``labelIds`` to ``trainIds`` (255 = ignore)."""
     lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
-    for label in _label_table():
-        if 0 <= label.id < 256 and 0 <= label.trainId < _NUM_TRAIN_IDS:
-            lut[label.id] = label.trainId
+    for train_id, (_, label_id, _) in enumerate(TRAIN_LABELS):
+        lut[label_id] = train_id
     lut.setflags(write=False)
     return lut
 
@@ -77,21 +95,13 @@ def label_id_to_train_id_lut() -> np.ndarray:
 def train_id_to_label_id_lut() -> np.ndarray:
     """256-entry uint8 table mapping ``trainIds`` 0..18 back to ``labelIds`` (else 0)."""
     lut = np.zeros(256, dtype=np.uint8)  # 0 = "unlabeled"
-    for label in _label_table():
-        if 0 <= label.trainId < _NUM_TRAIN_IDS and 0 <= label.id < 256:
-            lut[label.trainId] = label.id
+    for train_id, (_, label_id, _) in enumerate(TRAIN_LABELS):
+        lut[train_id] = label_id
     lut.setflags(write=False)
     return lut
 
 
-def _cityscapes_class_names() -> list[str]:
-    names = {
-        label.trainId: label.name for label in _label_table() if 0 <= label.trainId < _NUM_TRAIN_IDS
-    }
-    return [names[k] for k in range(_NUM_TRAIN_IDS)]
-
-
-CITYSCAPES_CLASSES: tuple[str, ...] = tuple(_cityscapes_class_names())
+CITYSCAPES_CLASSES: tuple[str, ...] = tuple(name for name, _, _ in TRAIN_LABELS)
 """The 19 Cityscapes train classes in trainId order (road ... bicycle)."""
 
 
@@ -228,7 +238,7 @@ def write_cityscapes_layout(
         # Replace an earlier write of this split (possibly longer); touch no other file.
         for stale in folder.glob(f"{city}_000000_*.png"):
             stale.unlink()
-    write_label_ids = dataset.num_classes <= _NUM_TRAIN_IDS
+    write_label_ids = dataset.num_classes <= len(TRAIN_LABELS)
     to_label_id = train_id_to_label_id_lut()
     stats: dict[str, dict[str, float]] = {}
     source_ids: dict[str, str] = {}

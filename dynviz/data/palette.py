@@ -1,6 +1,5 @@
-"""Class colours of the data sets: Cityscapes' own (cityscapesscripts' label table, by train
-id) and PASCAL VOC's colour map (bit-interleaved class index, also used for synthetic and folder
-data)."""
+"""Class colours of the data sets: Cityscapes' own (its label table, by train id) and PASCAL
+VOC's colour map (bit-interleaved class index, also used for synthetic and folder data)."""
 
 from __future__ import annotations
 
@@ -30,14 +29,13 @@ def voc_palette() -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def cityscapes_palette() -> np.ndarray:
-    """``(256, 3)`` uint8: train id ``k`` (0..18) gets the colour of cityscapesscripts' label
-    whose ``trainId`` is ``k`` (road purple ``(128, 64, 128)``, ...); other ids black."""
-    from dynviz.data.cityscapes import _label_table  # cityscapesscripts (the cityscapes extra)
+    """``(256, 3)`` uint8: train id ``k`` (0..18) gets the colour of Cityscapes' label whose
+    ``trainId`` is ``k`` (road purple ``(128, 64, 128)``, ...); other ids black."""
+    from dynviz.data.cityscapes import TRAIN_LABELS
 
     colors = np.zeros((256, 3), dtype=np.uint8)
-    for label in _label_table():
-        if 0 <= label.trainId < 19:
-            colors[label.trainId] = label.color
+    for train_id, (_, _, color) in enumerate(TRAIN_LABELS):
+        colors[train_id] = color
     colors.setflags(write=False)
     return colors
 
