@@ -189,8 +189,9 @@ class ImageAttribution:
     def frame(self, *, fraction: float = TOP_FRACTION) -> pd.DataFrame:
         """One row per (node, path): ``layer``, ``scale`` (the stride), ``scale_index``,
         ``direction``, ``logit`` (the network's), ``bias``, ``map_mean``, ``error``
-        (``|map_mean + bias - logit|``), ``alpha``, ``active``, ``top_share``, ``map_height``,
-        ``map_width``, ``node_height``, ``node_width``."""
+        (``|map_mean + bias - logit|``), ``alpha``, ``active``, ``top_share``, ``map_limit``
+        (``max |map|``, the colour limit of its overlay), ``map_height``, ``map_width``,
+        ``node_height``, ``node_width``."""
         rows = []
         for (layer, scale), node in self.nodes.items():
             for j, d in enumerate(node.directions):
@@ -208,6 +209,7 @@ class ImageAttribution:
                         "alpha": float(node.alpha[j]),
                         "active": bool(node.alpha[j] > 0),
                         "top_share": top_share(node.maps[j], fraction),
+                        "map_limit": float(np.abs(node.maps[j]).max()),
                         "map_height": node.map_size[0],
                         "map_width": node.map_size[1],
                         "node_height": node.node_size[0],
@@ -441,6 +443,29 @@ def _png_name(layer: int, stride: int, direction: str) -> str:
     return f"layer{layer:02d}_s{stride:02d}_{direction}.png"
 
 
+COLORBAR = "colorbar.png"
+"""The colour scale of every overlay that :func:`write_attribution` writes."""
+
+
+def write_colorbar(path: str | os.PathLike[str], *, cmap: str = "RdBu_r") -> Path:
+    """The overlays' colour scale as a PNG: -1 to +1 of each map's own ``max |map|`` (its
+    ``map_limit``), red pushing the gate's logit up (opening the path), blue down."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(5.0, 0.9), dpi=100, layout="constrained")
+    scale = matplotlib.cm.ScalarMappable(
+        norm=matplotlib.colors.Normalize(-1.0, 1.0), cmap=matplotlib.colormaps[cmap]
+    )
+    bar = figure.colorbar(scale, cax=ax, orientation="horizontal", ticks=[-1, -0.5, 0, 0.5, 1])
+    bar.set_label("map / map_limit: red opens the path, blue closes it")
+    figure.savefig(path)
+    plt.close(figure)
+    return Path(path)
+
+
 def write_attribution(
     attr: ImageAttribution,
     image: np.ndarray,
@@ -454,7 +479,9 @@ def write_attribution(
       the gate's resolution, row-major float32, ``map_height x map_width``) and ``png``;
     * ``maps/layerLL_sSS_DIR.png``: each map upsampled over the image as an overlay (diverging
       colours centred at zero, each map scaled to its own ``max |m|``);
-    * ``region_down.png``, ``region_up.png`` and ``summary.csv``: the per-image summary.
+    * ``region_down.png``, ``region_up.png`` and ``summary.csv``: the per-image summary;
+    * ``colorbar.png``: the colour scale of the overlays (each map's limit is its
+      ``map_limit``).
 
     Returns:
         The folder.
@@ -489,6 +516,7 @@ def write_attribution(
             folder / f"region_{direction}.png", compress_level=1
         )
     attr.summary().to_csv(folder / "summary.csv", index=False)
+    write_colorbar(folder / COLORBAR)
     return folder
 
 

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dynviz.errors import UserError
+from dynviz.errors import BadFileError
 from dynviz.model import RoutingNetwork, RoutingSpaceConfig, build_model
 from dynviz.model.route import Route
 from dynviz.torchfile import TorchFileError, load_torch_file
@@ -74,7 +74,7 @@ BEST = "checkpoint_best.pt"
 _REQUIRED = ("format", "format_version", "config", "route", "model")
 
 
-class CheckpointError(UserError):
+class CheckpointError(BadFileError):
     """A file is not a usable dynviz checkpoint; the message names it."""
 
 

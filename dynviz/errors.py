@@ -1,19 +1,45 @@
 """The base of every error caused by the user's input (a bad config, data set, checkpoint,
-records folder or upload), and the error of an optional part that is not installed. The CLI
-prints their message and exits 2; they are ``ValueError``s, so callers that catch ``ValueError``
-keep working."""
+records folder or upload), and the error of an optional part that is not installed. They are
+``ValueError``s, so callers that catch ``ValueError`` keep working.
+
+The CLI prints their message as one line and exits with one status per kind of failure:
+:data:`EXIT_USAGE` (2) for usage and bad values (argparse's own status for a bad option),
+:data:`EXIT_BAD_FILE` (3) for a file or folder that is missing, unreadable or not what it should
+be (:class:`BadFileError`), 1 for anything else (a failed write, a runtime failure)."""
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import re
+from collections.abc import Iterable
 from types import ModuleType
 
-__all__ = ["MissingExtraError", "UserError", "error_message", "require"]
+__all__ = [
+    "EXIT_BAD_FILE",
+    "EXIT_USAGE",
+    "BadFileError",
+    "MissingExtraError",
+    "UserError",
+    "error_message",
+    "require",
+    "suggest",
+]
+
+EXIT_USAGE = 2
+"""Exit status of a usage error or a bad value (a preset, an option, a setting)."""
+
+EXIT_BAD_FILE = 3
+"""Exit status of a file or folder that is missing, unreadable or not what it should be."""
 
 
 class UserError(ValueError):
     """Bad input from the user; the message names the file, key or value."""
+
+
+class BadFileError(UserError):
+    """A file or folder the user named is missing, unreadable or not what it should be (an
+    image, a data set, a checkpoint, a records folder); the message names it."""
 
 
 _WORKER = re.compile(r"^Caught (\w+) in DataLoader worker process \d+\.")
@@ -52,3 +78,13 @@ def require(module: str, *, extra: str, purpose: str) -> ModuleType:
         raise MissingExtraError(
             f"{purpose} needs {package}, which is not installed: pip install 'dynviz[{extra}]'"
         ) from None
+
+
+def suggest(name: str, known: Iterable[str]) -> str:
+    """What an error message adds after an unknown ``name``: ``" (did you mean a, b?)"`` for the
+    close matches among ``known``, else ``"; known: ..."``, every name sorted."""
+    known = sorted(known)
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    if close:
+        return f" (did you mean {', '.join(close)}?)"
+    return f"; known: {', '.join(known)}"

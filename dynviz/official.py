@@ -39,9 +39,9 @@ from typing import Any
 import torch
 
 from dynviz.checkpoint import load_model, make_checkpoint, save_checkpoint, sha256_file
-from dynviz.errors import UserError
+from dynviz.errors import BadFileError
 from dynviz.model import RoutingNetwork, RoutingSpaceConfig, build_model, load_spec
-from dynviz.model.config import GateKind, Semantics
+from dynviz.model.config import ConfigError, GateKind, Semantics
 from dynviz.model.route import Route
 from dynviz.torchfile import TorchFileError, load_torch_file
 
@@ -99,7 +99,7 @@ _OFFICIAL_LATERAL = re.compile(r"^sem_seg_head\.layer_decoder_list\.(\d+)\.(weig
 _DYNVIZ_LATERAL = re.compile(r"^decoder\.lateral\.(\d+)\.(conv\.weight|bn\.(.+))$")
 
 
-class OfficialFormatError(UserError):
+class OfficialFormatError(BadFileError):
     """A file is not an official checkpoint that maps completely; the message names it."""
 
 
@@ -234,15 +234,15 @@ def guess_model(state: Mapping[str, torch.Tensor]) -> str:
     """The preset of an official state dict, from its keys (Layer16 vs Layer33, gates or not).
 
     Raises:
-        OfficialFormatError: the weights cannot tell (full and small gates have the same
-            tensors): the message names the choices for ``--model``.
+        ConfigError: the weights cannot tell (full and small gates have the same tensors): the
+            message names the choices for ``--model``.
     """
     layers = _layers(state)
     gates = _has_gates(state)
     if layers == 16 and not gates:
         return "layer16-fix"
     if layers == 16:
-        raise OfficialFormatError(
+        raise ConfigError(
             "a Layer16 network with gates: full gates (Dynamic-Raw) and small gates "
             "(Dynamic-A/B/C) have the same tensors; choose with --model: layer16 (full gates), "
             "dynamic-a, dynamic-b or dynamic-c (small gates)"
@@ -252,7 +252,7 @@ def guess_model(state: Mapping[str, torch.Tensor]) -> str:
         return "layer33"
     if layers == 33:
         return "layer33-fix"
-    raise OfficialFormatError(
+    raise ConfigError(
         f"{layers} routing layers: no preset matches; choose with --model (a preset or YAML "
         "with that many layers)"
     )

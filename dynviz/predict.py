@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dynviz.data import normalize, read_image
+from dynviz.data import check_image_size, normalize, read_image
 from dynviz.data.folder import IMAGE_SUFFIXES
 from dynviz.model import RoutingNetwork
 from dynviz.model.route import Route
@@ -208,6 +208,7 @@ def predict_files(
         for file, name in zip(files, _unique_names(files), strict=True):
             try:
                 image = read_image(file, exif_transpose=True)  # (H, W, 3) uint8 RGB, upright
+                check_image_size(image, file)
             except DataError as err:
                 logger.warning("skipped %s", err)
                 result.failed.append((str(file), str(err)))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,12 +30,13 @@ from typing import Any
 
 import yaml
 
-from dynviz.errors import UserError
+from dynviz.errors import BadFileError, UserError, suggest
 
 __all__ = [
     "INFO_KEYS",
     "RunConfig",
     "SettingsError",
+    "SettingsFileError",
     "command_settings",
     "parse_overrides",
     "read_run_config",
@@ -54,11 +54,8 @@ class SettingsError(UserError):
     """A config file or override is invalid; the message names the file or key."""
 
 
-def _suggest(key: str, known: Sequence[str]) -> str:
-    close = difflib.get_close_matches(key, list(known), n=3, cutoff=0.6)
-    if close:
-        return f" (did you mean {', '.join(close)}?)"
-    return f"; known: {', '.join(sorted(known))}"
+class SettingsFileError(SettingsError, BadFileError):
+    """A config file is missing, unreadable or not a YAML mapping; the message names it."""
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -88,13 +85,13 @@ def _read_mapping(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise SettingsError(f"{path}: no such config file") from None
+        raise SettingsFileError(f"{path}: no such config file") from None
     except (OSError, UnicodeDecodeError) as err:
-        raise SettingsError(f"{path}: cannot read ({err})") from None
+        raise SettingsFileError(f"{path}: cannot read ({err})") from None
     except yaml.YAMLError as err:
-        raise SettingsError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        raise SettingsFileError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
-        raise SettingsError(f"{path}: expected a YAML mapping of settings")
+        raise SettingsFileError(f"{path}: expected a YAML mapping of settings")
     return data
 
 
@@ -152,6 +149,7 @@ class RunConfig:
         model: a run's saved network config (None: the network comes from ``train["model"]``).
         route: a run's saved static route (with its space inline), or None.
         source: the file, for messages.
+        given: the training arguments set by overrides (the command line), not by ``source``.
     """
 
     train: dict[str, Any]
@@ -159,6 +157,7 @@ class RunConfig:
     route: dict[str, Any] | None = None
     source: str = "config"
     model_overrides: dict[str, Any] = field(default_factory=dict)
+    given: frozenset[str] = frozenset()
 
     def network(self) -> Any:
         """The network spec to build (a ``RoutingSpaceConfig`` or ``Route``), or None when
@@ -207,6 +206,9 @@ class RunConfig:
         try:
             return TrainConfig(**values)
         except ConfigError as err:  # named by its file when it came from one
+            key = str(err).partition(":")[0].strip()
+            if key in self.given:
+                raise SettingsError(f"{err} (given on the command line)") from None
             raise SettingsError(f"{self.source}: {err}" if self.source else str(err)) from None
 
 
@@ -230,7 +232,7 @@ def read_run_config(path: str | Path) -> RunConfig:
         unknown = sorted(set(train) - known)
         if unknown:
             raise SettingsError(
-                f"{path}: unknown training argument train.{unknown[0]}{_suggest(unknown[0], known)}"
+                f"{path}: unknown training argument train.{unknown[0]}{suggest(unknown[0], known)}"
             )
         model = data.get("model")
         if model is not None and not isinstance(model, dict):
@@ -244,7 +246,7 @@ def read_run_config(path: str | Path) -> RunConfig:
     unknown = sorted(set(data) - known - {"dynviz_version", "torch_version"})
     if unknown:
         raise SettingsError(
-            f"{path}: unknown training argument {unknown[0]!r}{_suggest(unknown[0], known)}"
+            f"{path}: unknown training argument {unknown[0]!r}{suggest(unknown[0], known)}"
         )
     return RunConfig(
         train={k: v for k, v in data.items() if k in known}, model=None, source=str(path)
@@ -263,6 +265,7 @@ def apply_overrides(config: RunConfig, overrides: Mapping[str, Any]) -> RunConfi
     train_keys = list(_field_types(TrainConfig))
     model_types = _field_types(RoutingSpaceConfig)
     train = dict(config.train)
+    given = set(config.given)
     model_overrides = dict(config.model_overrides)
     model, route = config.model, config.route
     for key, value in overrides.items():
@@ -270,13 +273,14 @@ def apply_overrides(config: RunConfig, overrides: Mapping[str, Any]) -> RunConfi
         if section in ("", "train"):
             if name not in train_keys:
                 known = train_keys + [f"model.{k}" for k in model_types]
-                raise SettingsError(f"unknown setting {key!r}{_suggest(name, known)}")
+                raise SettingsError(f"unknown setting {key!r}{suggest(name, known)}")
             train[name] = value
+            given.add(name)
             if name == "model" and model is not None:
                 model, route = None, None  # another network: the saved one no longer applies
         elif section == "model":
             if name not in model_types:
-                raise SettingsError(f"unknown setting {key!r}{_suggest(name, list(model_types))}")
+                raise SettingsError(f"unknown setting {key!r}{suggest(name, list(model_types))}")
             if model is None:
                 train_model = train.get("model")
                 if not train_model:
@@ -308,7 +312,12 @@ def apply_overrides(config: RunConfig, overrides: Mapping[str, Any]) -> RunConfi
                 "model.<field> can be set"
             )
     return dataclasses.replace(
-        config, train=train, model=model, route=route, model_overrides=model_overrides
+        config,
+        train=train,
+        model=model,
+        route=route,
+        model_overrides=model_overrides,
+        given=frozenset(given),
     )
 
 
@@ -379,7 +388,7 @@ def command_settings(
                 name = str(key).replace("-", "_")
                 if name not in actions:
                     raise SettingsError(
-                        f"{config}: unknown setting {key!r}{_suggest(name, list(actions))}"
+                        f"{config}: unknown setting {key!r}{suggest(name, list(actions))}"
                     )
                 values[name] = _action_value(actions[name], value, name)
     for key, value in values.items():
@@ -388,6 +397,6 @@ def command_settings(
             setattr(args, key, value)
     for key, value in parse_overrides(overrides).items():
         if key not in actions:
-            raise SettingsError(f"unknown setting {key!r}{_suggest(key, list(actions))}")
+            raise SettingsError(f"unknown setting {key!r}{suggest(key, list(actions))}")
         setattr(args, key, _action_value(actions[key], value, key))
     return args

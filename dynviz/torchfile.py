@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from dynviz.errors import UserError
+from dynviz.errors import BadFileError
 
 __all__ = ["TorchFileError", "describe_file", "load_torch_file"]
 
@@ -34,7 +34,7 @@ _GLOBAL = re.compile(r"GLOBAL ([\w.]+ ?[\w.]*) was not an allowed global")
 _SNIFF_BYTES = 8192
 
 
-class TorchFileError(UserError):
+class TorchFileError(BadFileError):
     """A file cannot be loaded as a torch checkpoint; the one-line message names the file and
     what it is. ``needs_code`` is set (the first global it imports) when the file is a torch
     checkpoint that only an unrestricted unpickler could load."""

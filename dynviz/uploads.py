@@ -36,8 +36,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from dynviz.data.base import MIN_IMAGE_SIDE
 from dynviz.data.palette import voc_palette
-from dynviz.errors import UserError
+from dynviz.errors import BadFileError
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -70,7 +71,7 @@ ALLOWED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP",
 _WIDE_MODES = ("I", "I;16", "I;16B", "I;16L")
 
 
-class UploadError(UserError):
+class UploadError(BadFileError):
     """An upload cannot be used as an image; the message says why, for the user."""
 
 
@@ -160,12 +161,17 @@ def read_upload(
             ) from None
         except Exception:  # UnidentifiedImageError, or a plugin choking on its header
             raise UploadError(
-                f"{name}: not an image, or not a format this app reads ({formats})"
+                f"{name}: not an image, or not a format dynviz reads ({formats})"
             ) from None
         try:
             width, height = img.size
             if width <= 0 or height <= 0:
                 raise UploadError(f"{name}: the image has no pixels ({width}x{height})")
+            if min(width, height) < MIN_IMAGE_SIDE:
+                raise UploadError(
+                    f"{name}: {width}x{height} (WxH) is too small to segment; the least is "
+                    f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}"
+                )
             if width * height > max_pixels:
                 raise UploadError(
                     f"{name}: the image is too large ({width}x{height} = {width * height:,} "

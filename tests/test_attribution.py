@@ -282,11 +282,21 @@ def test_cli_attribute_writes_maps_and_table(tmp_path, capsys):
     assert Image.open(pngs[0]).size == (72, 40)
     assert (out / "summary.csv").is_file()
     assert sorted(p.name for p in out.glob("region_*.png")) == ["region_down.png", "region_up.png"]
-    assert "max |mean(map) + bias - logit|" in capsys.readouterr().out
+    # the limit of each overlay's colour scale is its map's max |m|; the scale itself is drawn
+    assert np.allclose(
+        table["map_limit"], [np.abs(np.asarray(m)).max() for m in table["map"]], rtol=1e-6
+    )
+    assert Image.open(out / "colorbar.png").size[0] > Image.open(out / "colorbar.png").size[1]
+    said = capsys.readouterr().out
+    assert "max |mean(map) + bias - logit|" in said
+    # the line counts what it wrote: one map per path, of fewer gates
+    gates = table.groupby(["layer", "scale"]).ngroups
+    assert f"attributed {gates} gates ({len(table)} paths)" in said
+    assert f"{len(pngs)} maps in" in said and gates < len(pngs)
     # bad input: a clear error naming the file
     bad = tmp_path / "nothing.png"
     bad.write_bytes(b"not a png")
-    assert cli(["attribute", "tiny", str(bad), "--out", str(out)]) == 2
+    assert cli(["attribute", "tiny", str(bad), "--out", str(out)]) == 3
     assert "nothing.png" in capsys.readouterr().err
     assert cli(["attribute", "fcn32s", str(image), "--out", str(out)]) == 2
     assert "no gates" in capsys.readouterr().err

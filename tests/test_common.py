@@ -122,16 +122,19 @@ def test_extract_cli_writes_a_buildable_spec(tmp_path, capsys):
     records = tmp_path / "records"
     record(model, data, records, route=forced, name="forced-tiny")
     out = tmp_path / "models" / "common-t.yaml"
+    capsys.readouterr()
     assert cli(["extract", str(records), "--threshold", "0.95", "--out", str(out)]) == 0
+    said = capsys.readouterr()
+    assert (said.out + said.err).count("Paths active in more than 95%") == 1  # said once
     text = out.read_text()
     assert text.startswith("# Common network extracted by `dynviz extract`")
     assert "forced-tiny" in text and "95%" in text
     route = Route.from_yaml(out)
     assert route.paths == forced.paths and route.name == "common-t"
-    assert "parameters" in route.meta["notes"] and "GMACs at 64x64" in route.meta["notes"]
+    assert "parameters" in route.meta["notes"] and "MACs at 64x64" in route.meta["notes"]
     net = dynviz.build_model(out)
     assert net.is_static
-    assert "wrote" in capsys.readouterr().out
+    assert "wrote" in said.out
     code = cli(["extract", str(records), "--threshold", "1.5", "--out", str(out)])
     assert code == 2
 

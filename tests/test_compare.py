@@ -78,7 +78,7 @@ def test_markdown_units():
 
 
 def test_compare_errors(tmp_path):
-    assert cli(["compare", str(tmp_path / "nothing"), "--data", SPEC, "--out", str(tmp_path)]) == 2
+    assert cli(["compare", str(tmp_path / "nothing"), "--data", SPEC, "--out", str(tmp_path)]) == 3
     with pytest.raises(SystemExit):
         cli(["compare", "--out", str(tmp_path)])
 

@@ -16,7 +16,7 @@ from _models import randomise
 import dynviz
 from dynviz.checkpoint import CheckpointError, load_model
 from dynviz.cli import main as cli
-from dynviz.model.config import GateKind, Semantics
+from dynviz.model.config import ConfigError, GateKind, Semantics
 from dynviz.official import (
     OfficialFormatError,
     convert_official,
@@ -117,7 +117,7 @@ def test_preset_is_guessed_from_layers_and_gates():
     assert "backbone.init_layer.gate_weights_beta" in fix
     assert guess_model(fix) == "layer16-fix"
     gated = {k: torch.empty(0) for k in official_state_dict(dynviz.build_model("layer16"))}
-    with pytest.raises(OfficialFormatError, match="layer16.*dynamic-a, dynamic-b or dynamic-c"):
+    with pytest.raises(ConfigError, match="layer16.*dynamic-a, dynamic-b or dynamic-c"):
         guess_model(gated)
     deep = {k.replace("all_cell_list.15.", "all_cell_list.32."): v for k, v in gated.items()}
     assert guess_model(deep) == "layer33"
@@ -191,16 +191,16 @@ def test_bad_files_are_refused_in_one_line_naming_what_they_are(tmp_path, tiny, 
         assert not caught, [str(w.message) for w in caught]  # torch's pickle notes: silenced
         assert str(err.value) == f"{path}: {what}"
         assert str(dynviz_err.value) == f"{path}: {what}"
-        assert cli(["convert", "official", str(path), "--model", "tiny", "--out", "x.pt"]) == 2
+        assert cli(["convert", "official", str(path), "--model", "tiny", "--out", "x.pt"]) == 3
         captured = capsys.readouterr()
         assert captured.err == f"error: {path}: {what}\n" and not captured.out
-        assert cli(["convert", "to-official", str(path), "--out", "x.pth"]) == 2
+        assert cli(["convert", "to-official", str(path), "--out", "x.pth"]) == 3
         assert capsys.readouterr().err == f"error: {path}: {what}\n"
 
 
 def test_a_torch_file_needing_code_names_the_code_and_the_trust_option(tmp_path, tiny, capsys):
     path = _official_file(tmp_path, dynviz.build_model(tiny), cfg=argparse.Namespace(lr=0.05))
-    assert cli(["convert", "official", str(path), "--model", "tiny", "--out", "x.pt"]) == 2
+    assert cli(["convert", "official", str(path), "--model", "tiny", "--out", "x.pt"]) == 3
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "\x1b" not in err  # one line, no terminal colour codes
     assert "needs code to load (argparse.Namespace)" in err and "--trust-pickle" in err

@@ -128,10 +128,10 @@ def test_eval_command_json_and_table(tmp_path, capsys):
 
 def test_eval_command_user_errors(tmp_path, capsys):
     (tmp_path / "junk.pt").write_bytes(b"junk")
-    assert cli_main(["eval", str(tmp_path / "junk.pt"), "--data", "synthetic"]) == 2
+    assert cli_main(["eval", str(tmp_path / "junk.pt"), "--data", "synthetic"]) == 3
     assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'junk.pt'}")
     save_checkpoint(tmp_path / "c.pt", make_checkpoint(dynviz.build_model("tiny")))
-    assert cli_main(["eval", str(tmp_path / "c.pt"), "--data", "voc:/nonexistent"]) == 2
+    assert cli_main(["eval", str(tmp_path / "c.pt"), "--data", "voc:/nonexistent"]) == 3
     assert "/nonexistent" in capsys.readouterr().err
     assert cli_main(["eval", str(tmp_path / "c.pt")]) == 2
     assert "--data" in capsys.readouterr().err

@@ -120,10 +120,10 @@ def test_analyze_writes_the_report(two_records, tmp_path, capsys):
     per_path = pd.read_csv(out / "activation_probability.csv")
     fixed = per_path[per_path["model"] == "fixed"]
     assert set(fixed["p"]) <= {0.0, 1.0}  # a forced route: every path always or never
-    assert cli(["analyze", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    assert cli(["analyze", str(tmp_path / "missing"), "--out", str(out)]) == 3
     empty = tmp_path / "empty"  # a sidecar and no chunk yet: a recording killed early
     empty.mkdir()
     (empty / "records.json").write_text((Path(paths[0]) / "records.json").read_text())
-    assert cli(["analyze", str(empty), "--out", str(out)]) == 2
+    assert cli(["analyze", str(empty), "--out", str(out)]) == 3
     assert "no image recorded yet" in capsys.readouterr().err
     assert _no_pyplot_figures()

@@ -315,7 +315,7 @@ def test_cli_resume_and_user_errors(tmp_path, capsys):
     assert err.startswith("error: ") and "count" in err
     assert cli_main(["train", "nope", "--data", DATA, "--out", str(tmp_path / "bad")]) == 2
     assert "unknown model" in capsys.readouterr().err
-    assert cli_main(["train", "--out", str(tmp_path / "none"), "--resume"]) == 2
+    assert cli_main(["train", "--out", str(tmp_path / "none"), "--resume"]) == 3
     assert "nothing to resume" in capsys.readouterr().err
 
 
@@ -502,7 +502,9 @@ def test_close_below_leaves_static_networks_and_zero_alone(tmp_path):
 def test_out_of_range_setting_given_as_an_option_is_named_once(tmp_path, capsys):
     argv = ["train", "tiny", "--data", DATA, "--out", str(tmp_path / "r"), "--close-below", "1.5"]
     assert cli_main(argv) == 2
-    assert capsys.readouterr().err.strip() == "error: close_below: 1.5 must be in [0, 1)"
+    assert capsys.readouterr().err.strip() == (
+        "error: close_below: 1.5 must be in [0, 1) (given on the command line)"
+    )
     assert not (tmp_path / "r").exists()
 
 

@@ -399,21 +399,21 @@ def test_train_eval_and_record_run_on_a_folder_copy(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------ data errors
-def test_a_corrupt_image_in_a_worker_is_one_line_and_exit_2(tmp_path, capsys):
+def test_a_corrupt_image_in_a_worker_is_one_line_and_exit_3(tmp_path, capsys):
     for split in ("train", "val"):
         write_folder_layout(_synthetic(split, 3), tmp_path / "f", split)
     bad = tmp_path / "f" / "images" / "train" / "train_000001.png"
     bad.write_bytes(bad.read_bytes()[:300])
     spec = f"folder:{tmp_path / 'f'}"
     argv = ["train", "tiny", "--data", spec, "--out", str(tmp_path / "run"), *TRAIN]
-    assert cli_main([*argv[:-3], "--workers", "1", "--no-tensorboard"]) == 2
+    assert cli_main([*argv[:-3], "--workers", "1", "--no-tensorboard"]) == 3
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: cannot read image ")
     assert "train_000001.png" in err and "truncated" in err
     _checkpoint(tmp_path / "c.pt", spec)
     for command in (["eval"], ["record", "--out", str(tmp_path / "rec")]):
         argv = [command[0], str(tmp_path / "c.pt"), *command[1:], "--split", "train"]
-        assert cli_main([*argv, "--workers", "1"]) == 2
+        assert cli_main([*argv, "--workers", "1"]) == 3
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "train_000001.png" in err
     # the record kept the image before the bad one

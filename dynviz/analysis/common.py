@@ -25,6 +25,7 @@ from dynviz.cost import CostTable, cost_table, param_table
 from dynviz.model.config import Direction, PathKey, RoutingSpaceConfig
 from dynviz.model.route import Route, RouteError, format_path
 from dynviz.model.topology import live
+from dynviz.units import format_macs
 
 __all__ = [
     "PAPER_SIZE",
@@ -152,7 +153,7 @@ def extract_common(
         f"{len(probability)} recorded paths pass, {pruned} removed as dangling, "
         f"{len(kept)} kept in {len({(a, b) for a, b, _ in kept})} cells."
     )
-    logger.info("common network at threshold %g: %s", threshold, notes)
+    logger.debug("common network at threshold %g: %s", threshold, notes)
     return Route(
         config,
         kept,
@@ -267,8 +268,8 @@ def write_common(
     route = summary.route
     notes = (
         f"{route.meta.get('notes', '')} Static network: {summary.params:,} parameters, "
-        f"{summary.gmacs:.4g} GMACs at {size[0]}x{size[1]} (paper counting); the dynamic "
-        f"model with every path open: {summary.dynamic_gmacs:.4g} GMACs."
+        f"{format_macs(summary.gmacs)} at {size[0]}x{size[1]} (paper counting); the dynamic "
+        f"model with every path open: {format_macs(summary.dynamic_gmacs)}."
     )
     route = Route(
         route.space,

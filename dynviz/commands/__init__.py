@@ -8,7 +8,7 @@ import math
 import sys
 from collections.abc import Callable
 
-from dynviz.errors import UserError, error_message
+from dynviz.errors import EXIT_BAD_FILE, EXIT_USAGE, BadFileError, UserError, error_message
 
 __all__ = [
     "add_aug_option",
@@ -56,8 +56,9 @@ def print_json(payload: dict[str, object]) -> None:
 
 
 def guarded(body: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
-    """Run a command body, turning known errors into ``error: <message>`` on stderr: user
-    errors (:class:`dynviz.errors.UserError`) exit 2, I/O and runtime errors exit 1, each as
+    """Run a command body, turning known errors into ``error: <message>`` on stderr, each with
+    its exit status (:mod:`dynviz.errors`): a bad file (:class:`dynviz.errors.BadFileError`, or
+    a file that does not exist) exits 3, other user errors 2, I/O and runtime errors 1, each as
     one line (an error from a DataLoader worker too: :func:`dynviz.errors.error_message`). A
     process group that the body joined (torchrun) is left on the way out. ``args.threads``, when
     the command has it, sets torch's CPU threads first.
@@ -72,9 +73,15 @@ def guarded(body: Callable[[argparse.Namespace], int | None], args: argparse.Nam
     set_threads(getattr(args, "threads", None))
     try:
         return int(body(args) or 0)
+    except BadFileError as err:
+        print(f"error: {error_message(err)}", file=sys.stderr)
+        return EXIT_BAD_FILE
     except UserError as err:
         print(f"error: {error_message(err)}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except FileNotFoundError as err:
+        print(f"error: {err.filename or err}: no such file or folder", file=sys.stderr)
+        return EXIT_BAD_FILE
     except (OSError, RuntimeError) as err:
         print(f"error: {error_message(err)}", file=sys.stderr)
         return 1

@@ -65,6 +65,7 @@ def _main(args: argparse.Namespace) -> int:
     attr = attribute(model, image)
     folder = write_attribution(attr, image, args.out, opacity=args.opacity)
     relative = attr.max_error / (attr.max_abs_logit or 1.0)
+    paths = sum(len(node.directions) for node in attr.nodes.values())
     if args.json:
         print_json(
             {
@@ -72,6 +73,7 @@ def _main(args: argparse.Namespace) -> int:
                 "image": str(path),
                 "size": [int(image.shape[0]), int(image.shape[1])],
                 "gates": len(attr.nodes),
+                "maps": paths,
                 "max_error": attr.max_error,
                 "max_abs_logit": attr.max_abs_logit,
                 "relative_error": relative,
@@ -79,8 +81,9 @@ def _main(args: argparse.Namespace) -> int:
         )
         return 0
     print(
-        f"attributed {len(attr.nodes)} gates on {path.name} ({image.shape[0]}x{image.shape[1]}) "
-        f"into {folder}: max |mean(map) + bias - logit| = {attr.max_error:.3g} "
+        f"attributed {len(attr.nodes)} gates ({paths} paths) on {path.name} "
+        f"({image.shape[0]}x{image.shape[1]}): {paths} maps in {folder / 'maps'}, colour scale in "
+        f"{folder / 'colorbar.png'}; max |mean(map) + bias - logit| = {attr.max_error:.3g} "
         f"({relative:.2g} x max |logit|)"
     )
     return 0

@@ -16,11 +16,12 @@ from typing import Any
 
 from dynviz.commands import add_threads_option, positive_int, set_threads
 from dynviz.cost import Counting
-from dynviz.errors import UserError
+from dynviz.errors import EXIT_BAD_FILE, EXIT_USAGE, BadFileError, UserError
 from dynviz.flopcheck import OPERATOR_NAMES, FlopCheck, FlopCounter
 from dynviz.model.config import ConfigError
 from dynviz.model.route import Route
 from dynviz.model.zoo import load_spec
+from dynviz.units import mac_unit
 from dynviz.zoo import ModelCost, model_cost, special_cases
 
 __all__ = ["DEFAULT_SIZE", "configure_parser", "format_check", "main"]
@@ -39,8 +40,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=None,
         metavar=("H", "W"),
-        help=f"input size (default {DEFAULT_SIZE[0]} {DEFAULT_SIZE[1]}; with --image, the "
-        "image's own size)",
+        help=f"input size (default: a run's or checkpoint's training crop, else "
+        f"{DEFAULT_SIZE[0]} {DEFAULT_SIZE[1]}; with --image, the image's own size)",
     )
     parser.add_argument(
         "--counting",
@@ -94,27 +95,27 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _print_model(cost: ModelCost) -> None:
+def _print_model(cost: ModelCost, *, sized: str = "") -> None:
     h, w = cost.size
     ch, cw = cost.counted_size or cost.size
+    where = f"at {h}x{w}" + (f" ({sized})" if sized else "")
     if cost.counting == "official":
-        where = f"at {h}x{w}, counted at {ch}x{cw} (the size given, unpadded, as officially)"
+        where += f", counted at {ch}x{cw} (the size given, unpadded, as officially)"
     elif (ch, cw) != (h, w):
-        where = f"at {h}x{w}, counted at {ch}x{cw} (the input padded as the network runs it)"
-    else:
-        where = f"at {h}x{w}"
+        where += f", counted at {ch}x{cw} (the input padded as the network runs it)"
     print(f"{cost.name} ({cost.kind}) {where}, {cost.counting} counting")
-    rows = [["component", "GMACs", "share"]]
+    unit = mac_unit(cost.gmacs)
+    rows = [["component", unit.label, "share"]]
     for k, v in cost.breakdown.items():
-        rows.append([k, f"{v / 1e9:.3f}", f"{100 * v / cost.macs:.1f}%"])
-    rows.append(["total", f"{cost.gmacs:.3f}", "100.0%"])
+        rows.append([k, f"{unit(v / 1e9):.3f}", f"{100 * v / cost.macs:.1f}%"])
+    rows.append(["total", f"{unit(cost.gmacs):.3f}", "100.0%"])
     print(_table(rows))
     print()
     rows = [["parameters", "count"]]
     rows += [[k, f"{v:,}"] for k, v in cost.params_breakdown.items()]
     print(_table(rows))
     if cost.kind == "dynamic":
-        print("\nDynamic model: GMACs with every path open (the upper bound).")
+        print(f"\nDynamic model: {unit.label} with every path open (the upper bound).")
 
 
 def _print_special(costs: list[ModelCost]) -> None:
@@ -185,15 +186,18 @@ def format_check(check: FlopCheck, *, image: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def _load(ref: str) -> tuple[Any, Any]:
-    """``(spec, model or None)``: a checkpoint or run folder gives its trained network."""
+def _load(ref: str) -> tuple[Any, Any, tuple[int, int] | None]:
+    """``(spec, model or None, size or None)``: a checkpoint or run folder gives its trained
+    network and its training crop (the size its costs mean something at)."""
     path = Path(ref).expanduser()
     if path.is_dir() or path.suffix == ".pt":
         from dynviz.checkpoint import load_model
 
-        model, _ = load_model(path)
-        return (model.route if model.route is not None else model.config), model
-    return load_spec(ref), None
+        model, meta = load_model(path)
+        crop = (meta.get("train_args") or {}).get("crop")
+        size = (int(crop[0]), int(crop[1])) if crop else None
+        return (model.route if model.route is not None else model.config), model, size
+    return load_spec(ref), None, None
 
 
 def _check(args: argparse.Namespace, spec: Any, model: Any, size: tuple[int, int]) -> FlopCheck:
@@ -207,9 +211,10 @@ def _check(args: argparse.Namespace, spec: Any, model: Any, size: tuple[int, int
             torch.manual_seed(0)
             model = dynviz.build_model(spec)
     if args.image:
-        from dynviz.data import normalize, read_image
+        from dynviz.data import check_image_size, normalize, read_image
 
-        image = normalize(read_image(args.image, exif_transpose=True))
+        image = read_image(args.image, exif_transpose=True)
+        image = normalize(check_image_size(image, args.image))
         if args.size is not None:
             image = torch.nn.functional.interpolate(
                 image[None], size=size, mode="bilinear", align_corners=False
@@ -228,6 +233,7 @@ def _check(args: argparse.Namespace, spec: Any, model: Any, size: tuple[int, int
 def main(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     size = DEFAULT_SIZE if args.size is None else (args.size[0], args.size[1])
+    sized = ""  # where a default size came from
     try:
         if args.special_cases:
             costs = special_cases(size=size, counting=args.counting)
@@ -243,14 +249,19 @@ def main(args: argparse.Namespace) -> int:
         if args.image and not args.check:
             print("error: --image is the image of --check; add --check", file=sys.stderr)
             return 2
-        spec, model = _load(args.model)
+        spec, model, crop = _load(args.model)
+        if args.size is None and crop is not None:
+            size, sized = crop, "the run's training crop"
         check = _check(args, spec, model, size) if args.check else None
         if check is not None:
             size = check.size  # an image's own size without --size
         cost = model_cost(spec, size=size, counting=args.counting)
+    except BadFileError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_FILE
     except (ConfigError, UserError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     latency = None
     if getattr(args, "time", False):
         from dynviz.latency import measure_node_latency
@@ -275,7 +286,7 @@ def main(args: argparse.Namespace) -> int:
         json.dump(data, sys.stdout, indent=2)
         print()
     else:
-        _print_model(cost)
+        _print_model(cost, sized=sized)
         if latency is not None:
             from dynviz.latency import format_latency
 

@@ -17,14 +17,16 @@ from dynviz.commands import (
 )
 from dynviz.data import DataError, parse_spec
 from dynviz.data.palette import palette_for
+from dynviz.errors import EXIT_BAD_FILE
 from dynviz.model import ConfigError
 from dynviz.model.zoo import load_route
 from dynviz.predict import CSV_FILE, predict_files
 from dynviz.tta import Augment
+from dynviz.units import format_macs
 
 __all__ = ["configure_parser", "main"]
 
-EXIT_SKIPPED = 3
+EXIT_SKIPPED = EXIT_BAD_FILE  # some files (or all) could not be read or were refused
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -126,11 +128,13 @@ def _main(args: argparse.Namespace) -> int:
                 "failed": [{"path": path, "reason": reason} for path, reason in result.failed],
             }
         )
-    else:
+    elif result.images:
         print(
             f"segmented {result.images} image(s) ({result.forwards} forward passes, "
-            f"{mean:.4f} real GMACs per image) into {result.out_dir}"
+            f"{format_macs(mean)} real per image) into {result.out_dir}"
         )
+    else:
+        print(f"error: no image could be segmented into {result.out_dir}", file=sys.stderr)
     if result.failed:
         print(f"skipped {len(result.failed)} file(s):", file=sys.stderr)
         for path, reason in result.failed:

@@ -25,7 +25,13 @@ from dynviz.checkpoint import LATEST, CheckpointError, load_checkpoint
 from dynviz.commands import guarded, print_json
 from dynviz.model import ConfigError, Route, RoutingSpaceConfig, load_spec
 from dynviz.model.zoo import training_defaults
-from dynviz.runconfig import RunConfig, apply_overrides, parse_overrides, read_run_config
+from dynviz.runconfig import (
+    RunConfig,
+    SettingsError,
+    apply_overrides,
+    parse_overrides,
+    read_run_config,
+)
 from dynviz.train.optim import default_warmup_iters
 from dynviz.train.precise_bn import default_precise_bn_batches
 from dynviz.train.recipe import OFFICIAL_COMMIT, Recipe, official_recipe
@@ -318,6 +324,10 @@ def _split_positionals(args: argparse.Namespace) -> list[str]:
     if args.model is not None and "=" in args.model and not Path(args.model).exists():
         overrides.insert(0, args.model)
         args.model = None
+    for item in ([args.model] if args.model is not None else []) + overrides:
+        key = item.partition("=")[0].strip().replace("-", "_")
+        if "=" not in item and key in _DEFAULTS and not Path(item).exists():
+            raise SettingsError(f"{item!r} is a setting without a value: give {key}=VALUE")
     return overrides + list(getattr(args, "cfg_options", None) or [])
 
 

@@ -40,8 +40,10 @@ All bad input raises :class:`DataError` (a ``ValueError``) naming the file or sp
 from __future__ import annotations
 
 from dynviz.data.base import (
+    MIN_IMAGE_SIDE,
     DatasetTransform,
     SegmentationDataset,
+    check_image_size,
     load_pair,
     read_image,
     read_label,
@@ -53,7 +55,7 @@ from dynviz.data.cityscapes import (
     train_id_to_label_id_lut,
     write_cityscapes_layout,
 )
-from dynviz.data.errors import DataError
+from dynviz.data.errors import DataError, DataFileError
 from dynviz.data.folder import FolderDataset, write_folder_layout
 from dynviz.data.spec import DatasetSpec, build_dataset, parse_spec
 from dynviz.data.synthetic import REGIME_CODES, REGIMES, SyntheticSample, SyntheticScenes
@@ -75,6 +77,7 @@ from dynviz.data.voc import VOC_CLASSES, VOCDataset
 __all__ = [
     "CITYSCAPES_CLASSES",
     "IGNORE_INDEX",
+    "MIN_IMAGE_SIDE",
     "PIXEL_MEAN_BGR",
     "REGIMES",
     "REGIME_CODES",
@@ -82,6 +85,7 @@ __all__ = [
     "CityscapesDataset",
     "Compose",
     "DataError",
+    "DataFileError",
     "DatasetSpec",
     "DatasetTransform",
     "FolderDataset",
@@ -95,6 +99,7 @@ __all__ = [
     "Transform",
     "VOCDataset",
     "build_dataset",
+    "check_image_size",
     "denormalize",
     "label_id_to_train_id_lut",
     "load_pair",

@@ -19,12 +19,14 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
-from dynviz.data.errors import DataError
+from dynviz.data.errors import DataError, DataFileError
 from dynviz.data.transforms import IGNORE_INDEX, normalize
 
 __all__ = [
     "DatasetTransform",
     "SegmentationDataset",
+    "MIN_IMAGE_SIDE",
+    "check_image_size",
     "check_label_values",
     "load_pair",
     "read_image",
@@ -45,7 +47,7 @@ def _open(path: Path, what: str, *, exif_transpose: bool = False) -> Image.Image
     """Open and fully decode ``path`` (decoding is where truncated files fail); with
     ``exif_transpose``, turned upright as its EXIF Orientation tag says."""
     if not path.is_file():
-        raise DataError(f"{what} file not found: {path}")
+        raise DataFileError(f"{what} file not found: {path}")
     try:
         with Image.open(path) as img:
             img.load()  # the decoded pixels stay valid after the file is closed
@@ -55,7 +57,28 @@ def _open(path: Path, what: str, *, exif_transpose: bool = False) -> Image.Image
     except DataError:
         raise
     except Exception as exc:  # PIL raises OSError, SyntaxError, EOFError, zlib.error, ...
-        raise DataError(f"cannot read {what} {path}: {exc}") from exc
+        raise DataFileError(f"cannot read {what} {path}: {exc}") from exc
+
+
+MIN_IMAGE_SIDE = 8
+"""The smallest height or width of an image that a command segments on its own (``predict``,
+``attribute``, ``flops --image``, the explorer's uploads): 2x2 features at 1/4. A smaller image
+is refused, not padded into a prediction that means nothing."""
+
+
+def check_image_size(image: np.ndarray, name: str | Path) -> np.ndarray:
+    """``image`` when both its sides are at least :data:`MIN_IMAGE_SIDE`.
+
+    Raises:
+        DataFileError: naming the file and its size.
+    """
+    height, width = image.shape[:2]
+    if min(height, width) < MIN_IMAGE_SIDE:
+        raise DataFileError(
+            f"{name}: {width}x{height} (WxH) is too small to segment; the least is "
+            f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}"
+        )
+    return image
 
 
 def read_image(path: str | Path, *, exif_transpose: bool = False) -> np.ndarray:
@@ -104,7 +127,7 @@ def read_label(path: str | Path) -> np.ndarray:
     path = Path(path)
     img = _open(path, "label")
     if img.mode not in _LABEL_MODES:
-        raise DataError(
+        raise DataFileError(
             f"label {path} is a {img.mode} image; expected a single-channel index image "
             "(L or palette P). Colour-coded labels are not supported."
         )
@@ -112,7 +135,7 @@ def read_label(path: str | Path) -> np.ndarray:
     if values.dtype == bool:
         return values.astype(np.uint8)
     if values.size and int(values.max()) > 255:
-        raise DataError(f"label {path} has values above 255 (max {int(values.max())})")
+        raise DataFileError(f"label {path} has values above 255 (max {int(values.max())})")
     return np.ascontiguousarray(values.astype(np.uint8))
 
 
@@ -130,7 +153,7 @@ def check_label_values(label: np.ndarray, num_classes: int, path: str | Path) ->
     bad = (label >= num_classes) & (label != IGNORE_INDEX)
     if bad.any():
         values = np.unique(label[bad]).tolist()
-        raise DataError(
+        raise DataFileError(
             f"label {path} has values {values} outside [0, {num_classes}) and not "
             f"{IGNORE_INDEX} (ignore)"
         )
@@ -160,7 +183,7 @@ def load_pair(
     image = read_image(image_path)
     label = read_label(label_path)
     if label.shape != image.shape[:2]:
-        raise DataError(
+        raise DataFileError(
             f"label {label_path} has size {label.shape[1]}x{label.shape[0]} (WxH) but image "
             f"{image_path} has {image.shape[1]}x{image.shape[0]}"
         )

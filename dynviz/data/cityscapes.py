@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from dynviz.data.base import DatasetTransform, SegmentationDataset, load_pair
-from dynviz.data.errors import DataError
+from dynviz.data.errors import DataFileError
 from dynviz.data.transforms import IGNORE_INDEX
 
 __all__ = [
@@ -115,7 +115,7 @@ def _read_meta(root: Path) -> dict[str, Any] | None:
         if not names or not isinstance(meta.get("stats", {}), dict):
             raise ValueError("empty class_names or stats is not a mapping")
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"cannot read dataset metadata {path}: {exc}") from exc
+        raise DataFileError(f"cannot read dataset metadata {path}: {exc}") from exc
     meta["class_names"] = names
     return meta
 
@@ -148,13 +148,13 @@ class CityscapesDataset(SegmentationDataset):
         self.root = Path(root).expanduser()
         self.split = split
         if not self.root.is_dir():
-            raise DataError(f"Cityscapes root does not exist or is not a folder: {self.root}")
+            raise DataFileError(f"Cityscapes root does not exist or is not a folder: {self.root}")
         image_dir = self.root / "leftImg8bit" / split
         if not image_dir.is_dir():
-            raise DataError(f"Cityscapes split folder not found: {image_dir}")
+            raise DataFileError(f"Cityscapes split folder not found: {image_dir}")
         images = sorted(image_dir.glob(f"*/*{_IMAGE_SUFFIX}"))
         if not images:
-            raise DataError(f"Cityscapes split is empty: no */*{_IMAGE_SUFFIX} in {image_dir}")
+            raise DataFileError(f"Cityscapes split is empty: no */*{_IMAGE_SUFFIX} in {image_dir}")
         self._images = images
         self._labels = [self._label_for(path) for path in images]
         meta = _read_meta(self.root)
@@ -177,7 +177,7 @@ class CityscapesDataset(SegmentationDataset):
         label_ids = folder / f"{stem}{_LABEL_ID_SUFFIX}"
         if label_ids.is_file():
             return label_ids, False
-        raise DataError(
+        raise DataFileError(
             f"missing label for image {image_path}: neither {train_ids.name} nor "
             f"{label_ids.name} in {folder}"
         )
@@ -254,7 +254,7 @@ def write_cityscapes_layout(
     meta_path = root / META_FILE
     meta = _read_meta(root) or {}
     if meta and meta["class_names"] != dataset.class_names:
-        raise DataError(
+        raise DataFileError(
             f"{meta_path} holds other class names {meta['class_names']}; write to a new folder"
         )
     meta.update(

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 
-from dynviz.errors import UserError
+from dynviz.errors import BadFileError, UserError
 
-__all__ = ["DataError"]
+__all__ = ["DataError", "DataFileError"]
 
 logger = logging.getLogger(__name__)
 
@@ -21,3 +21,8 @@ class DataError(UserError):
 
     Subclasses :class:`ValueError`, so callers that already catch ``ValueError`` keep working.
     """
+
+
+class DataFileError(DataError, BadFileError):
+    """A data file or folder is missing, unreadable or malformed (an image, a mask, a list file,
+    a data set's folder or its ``dataset.yaml``); the CLI exits 3 on it."""

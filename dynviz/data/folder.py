@@ -38,7 +38,7 @@ import yaml
 from PIL import Image
 
 from dynviz.data.base import DatasetTransform, SegmentationDataset, read_image, read_label
-from dynviz.data.errors import DataError
+from dynviz.data.errors import DataFileError
 from dynviz.data.transforms import IGNORE_INDEX
 
 __all__ = [
@@ -69,22 +69,22 @@ def _read_settings(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise DataError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
+        raise DataFileError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a YAML mapping (num_classes: K, ...)")
+        raise DataFileError(f"{path}: expected a YAML mapping (num_classes: K, ...)")
     unknown = sorted(set(data) - set(_SETTINGS))
     if unknown:
-        raise DataError(f"{path}: unknown key {unknown[0]!r}; known: {', '.join(_SETTINGS)}")
+        raise DataFileError(f"{path}: unknown key {unknown[0]!r}; known: {', '.join(_SETTINGS)}")
     return data
 
 
 def _int_setting(value: Any, key: str, where: str, low: int, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise DataError(f"{where}: {key} {value!r} must be an integer >= {low}")
+        raise DataFileError(f"{where}: {key} {value!r} must be an integer >= {low}")
     if high is not None and value > high:
-        raise DataError(f"{where}: {key} {value!r} must be <= {high}")
+        raise DataFileError(f"{where}: {key} {value!r} must be <= {high}")
     return int(value)
 
 
@@ -123,7 +123,7 @@ class FolderDataset(SegmentationDataset):
         super().__init__(transform=transform, transform_seed=transform_seed)
         path = Path(path).expanduser()
         if not path.exists():
-            raise DataError(f"dataset folder does not exist: {path}")
+            raise DataFileError(f"dataset folder does not exist: {path}")
         self.path = path
         self.split = split
         root = path.parent if path.is_file() else path
@@ -132,7 +132,7 @@ class FolderDataset(SegmentationDataset):
         where = str(settings_file) if settings else str(path)
         count = num_classes if num_classes is not None else settings.get("num_classes")
         if count is None:
-            raise DataError(
+            raise DataFileError(
                 f"{path}: the class count is unknown; write {settings_file} with "
                 f"'num_classes: K' or use the spec folder:{path},classes=K"
             )
@@ -145,7 +145,7 @@ class FolderDataset(SegmentationDataset):
             self.class_names = [str(k) for k in range(self.num_classes)]
         else:
             if not isinstance(names, list) or len(names) != self.num_classes:
-                raise DataError(
+                raise DataFileError(
                     f"{where}: class_names must list {self.num_classes} names "
                     f"(got {len(names) if isinstance(names, list) else names!r})"
                 )
@@ -156,7 +156,7 @@ class FolderDataset(SegmentationDataset):
         else:
             pairs = self._scan(path, settings, split)
         if not pairs:
-            raise DataError(f"{path}: no images (split {split!r})")
+            raise DataFileError(f"{path}: no images (split {split!r})")
         self._pairs = pairs
         logger.debug("folder %s/%s: %d images", path, split, len(pairs))
 
@@ -178,16 +178,18 @@ class FolderDataset(SegmentationDataset):
         image_dir = root / str(settings.get("images", "images"))
         mask_dir = root / str(settings.get("masks", "masks"))
         if not image_dir.is_dir():
-            raise DataError(
+            raise DataFileError(
                 f"{root}: no {image_dir.name}/ folder (expected {image_dir.name}/ and "
                 f"{mask_dir.name}/ with matching file stems, or a list file)"
             )
         splits = settings.get("splits")
         if splits is not None:
             if not isinstance(splits, dict):
-                raise DataError(f"{root / DATASET_FILE}: splits must map split names to folders")
+                raise DataFileError(
+                    f"{root / DATASET_FILE}: splits must map split names to folders"
+                )
             if split not in splits:
-                raise DataError(
+                raise DataFileError(
                     f"{root / DATASET_FILE}: no split {split!r}; splits: {', '.join(splits)}"
                 )
             entry = root / str(splits[split])
@@ -198,18 +200,20 @@ class FolderDataset(SegmentationDataset):
             image_dir, mask_dir = image_dir / split, mask_dir / split
         elif any(p.is_dir() for p in image_dir.iterdir()):
             found = sorted(p.name for p in image_dir.iterdir() if p.is_dir())
-            raise DataError(f"{image_dir}: no split folder {split!r}; there are {found}")
+            raise DataFileError(f"{image_dir}: no split folder {split!r}; there are {found}")
         else:
             logger.info("%s has no split folders: split %r reads all of it", root, split)
         if not image_dir.is_dir():
-            raise DataError(f"image folder not found: {image_dir}")
+            raise DataFileError(f"image folder not found: {image_dir}")
         if not mask_dir.is_dir():
-            raise DataError(f"mask folder not found: {mask_dir} (for the images in {image_dir})")
+            raise DataFileError(
+                f"mask folder not found: {mask_dir} (for the images in {image_dir})"
+            )
         images = _images_in(image_dir)
         stems: dict[str, Path] = {}
         for image in images:
             if image.stem in stems:
-                raise DataError(
+                raise DataFileError(
                     f"two images with the stem {image.stem!r}: {stems[image.stem]}, {image}"
                 )
             stems[image.stem] = image
@@ -221,7 +225,7 @@ class FolderDataset(SegmentationDataset):
         if missing:
             shown = ", ".join(str(p) for p in missing[:3])
             more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-            raise DataError(
+            raise DataFileError(
                 f"{len(missing)} image(s) without a mask in {mask_dir}: {shown}{more} "
                 f"(expected {mask_dir / (missing[0].stem + '.png')})"
             )
@@ -239,7 +243,7 @@ class FolderDataset(SegmentationDataset):
         try:
             lines = list_file.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as err:
-            raise DataError(f"cannot read list file {list_file}: {err}") from None
+            raise DataFileError(f"cannot read list file {list_file}: {err}") from None
         pairs = []
         for number, line in enumerate(lines, 1):
             text = line.strip()
@@ -247,14 +251,14 @@ class FolderDataset(SegmentationDataset):
                 continue
             parts = text.split()
             if len(parts) != 2:
-                raise DataError(
+                raise DataFileError(
                     f"{list_file}:{number}: expected 'IMAGE MASK' (two paths), got {text!r}"
                 )
             image, mask = (list_file.parent / p for p in parts)
             if not image.is_file():
-                raise DataError(f"{list_file}:{number}: image not found: {image}")
+                raise DataFileError(f"{list_file}:{number}: image not found: {image}")
             if not mask.is_file():
-                raise DataError(f"{list_file}:{number}: mask not found: {mask} (for {image})")
+                raise DataFileError(f"{list_file}:{number}: mask not found: {mask} (for {image})")
             pairs.append((image, mask))
         return pairs
 
@@ -274,7 +278,7 @@ class FolderDataset(SegmentationDataset):
         image = read_image(image_path, exif_transpose=True)
         mask = read_label(mask_path)
         if mask.shape != image.shape[:2]:
-            raise DataError(
+            raise DataFileError(
                 f"mask {mask_path} has size {mask.shape[1]}x{mask.shape[0]} (WxH) but image "
                 f"{image_path} has {image.shape[1]}x{image.shape[0]}"
             )
@@ -284,7 +288,7 @@ class FolderDataset(SegmentationDataset):
             first = (
                 f"[1, {self.num_classes}]" if self.reduce_zero_label else f"[0, {self.num_classes})"
             )
-            raise DataError(
+            raise DataFileError(
                 f"mask {mask_path} has values {values} outside {first} and not the ignore "
                 f"value {self.raw_ignore}"
             )
@@ -304,7 +308,7 @@ def write_folder_layout(dataset: SegmentationDataset, out_dir: str | Path, split
     settings_file = root / DATASET_FILE
     settings = _read_settings(settings_file)
     if settings and list(settings.get("class_names", [])) != list(dataset.class_names):
-        raise DataError(f"{settings_file} holds other class names; write to a new folder")
+        raise DataFileError(f"{settings_file} holds other class names; write to a new folder")
     for folder in (image_dir, mask_dir):
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob("*.png"):

@@ -31,7 +31,7 @@ from typing import Any
 
 from dynviz.data.base import DatasetTransform, SegmentationDataset
 from dynviz.data.cityscapes import CityscapesDataset
-from dynviz.data.errors import DataError
+from dynviz.data.errors import DataError, DataFileError
 from dynviz.data.folder import FolderDataset
 from dynviz.data.synthetic import REGIMES, SyntheticScenes
 from dynviz.data.voc import VOCDataset
@@ -223,7 +223,7 @@ def build_dataset(
     if parsed.path is None:
         raise DataError(f"spec {parsed.kind!r} needs a path")
     if not parsed.path.exists():
-        raise DataError(f"dataset path does not exist: {parsed.path}")
+        raise DataFileError(f"dataset path does not exist: {parsed.path}")
     if parsed.kind == "cityscapes":
         return CityscapesDataset(parsed.path, split, **common)
     if parsed.kind == "folder":

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from dynviz.data.base import DatasetTransform, SegmentationDataset, load_pair
-from dynviz.data.errors import DataError
+from dynviz.data.errors import DataFileError
 
 __all__ = ["VOC_CLASSES", "VOCDataset", "resolve_voc_root"]
 
@@ -69,20 +69,20 @@ def resolve_voc_root(path: str | Path) -> Path:
     """
     path = Path(path).expanduser()
     if not path.exists():
-        raise DataError(f"VOC path does not exist: {path}")
+        raise DataFileError(f"VOC path does not exist: {path}")
     for candidate in (path, path / "VOC2012"):
         if (candidate / "JPEGImages").is_dir():
             return candidate
-    raise DataError(f"not a VOC2012 folder (no JPEGImages/ in it or in VOC2012/): {path}")
+    raise DataFileError(f"not a VOC2012 folder (no JPEGImages/ in it or in VOC2012/): {path}")
 
 
 def _read_ids(list_file: Path) -> list[str]:
     if not list_file.is_file():
-        raise DataError(f"VOC split list not found: {list_file}")
+        raise DataFileError(f"VOC split list not found: {list_file}")
     try:
         lines = list_file.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read VOC split list {list_file}: {exc}") from exc
+        raise DataFileError(f"cannot read VOC split list {list_file}: {exc}") from exc
     # Lines may carry extra columns ("<id> 1"); the id is the first token.
     return [line.split()[0] for line in lines if line.strip()]
 
@@ -119,7 +119,7 @@ class VOCDataset(SegmentationDataset):
         self.num_classes = len(VOC_CLASSES)
         ids, list_files = self._split_ids(split)
         if not ids:
-            raise DataError(f"VOC split is empty: no ids in {', '.join(map(str, list_files))}")
+            raise DataFileError(f"VOC split is empty: no ids in {', '.join(map(str, list_files))}")
         self._ids = list(dict.fromkeys(ids))  # drop duplicates, keep order
         self._pairs = [self._files_for(image_id) for image_id in self._ids]
         logger.debug("voc %s/%s: %d images", self.root, split, len(self._ids))
@@ -128,7 +128,7 @@ class VOCDataset(SegmentationDataset):
         lists = self.root / "ImageSets" / "Segmentation"
         self.use_aug = (self.root / "SegmentationClassAug").is_dir() and split in _AUG_SPLITS
         if split == "trainaug" and not self.use_aug:
-            raise DataError(
+            raise DataFileError(
                 f"split 'trainaug' needs SBD labels: {self.root / 'SegmentationClassAug'} not found"
             )
         if not self.use_aug:
@@ -136,7 +136,7 @@ class VOCDataset(SegmentationDataset):
         if (lists / "trainaug.txt").is_file():
             return _read_ids(lists / "trainaug.txt"), [lists / "trainaug.txt"]
         if split == "trainaug":
-            raise DataError(f"VOC split list not found: {lists / 'trainaug.txt'}")
+            raise DataFileError(f"VOC split list not found: {lists / 'trainaug.txt'}")
         files = [lists / "train.txt"]
         if (lists / "aug.txt").is_file():
             files.append(lists / "aug.txt")
@@ -147,12 +147,12 @@ class VOCDataset(SegmentationDataset):
     def _files_for(self, image_id: str) -> tuple[Path, Path]:
         image = self.root / "JPEGImages" / f"{image_id}.jpg"
         if not image.is_file():
-            raise DataError(f"missing VOC image for id {image_id!r}: {image}")
+            raise DataFileError(f"missing VOC image for id {image_id!r}: {image}")
         label = self.root / "SegmentationClass" / f"{image_id}.png"
         if not label.is_file() and self.use_aug:
             label = self.root / "SegmentationClassAug" / f"{image_id}.png"
         if not label.is_file():
-            raise DataError(f"missing VOC label for image {image}: {label} not found")
+            raise DataFileError(f"missing VOC label for image {image}: {label} not found")
         return image, label
 
     def __len__(self) -> int:

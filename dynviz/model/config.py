@@ -24,10 +24,11 @@ from typing import Any
 
 import yaml
 
-from dynviz.errors import UserError
+from dynviz.errors import BadFileError, UserError
 
 __all__ = [
     "ConfigError",
+    "ConfigFileError",
     "Direction",
     "GateKind",
     "OFFICIAL_DROP_THRESHOLD",
@@ -41,6 +42,10 @@ __all__ = [
 
 class ConfigError(UserError):
     """A model configuration is invalid; the message names the key or value."""
+
+
+class ConfigFileError(ConfigError, BadFileError):
+    """A model or route YAML file is missing or unreadable; the message names it."""
 
 
 class Direction(enum.IntEnum):
@@ -315,11 +320,11 @@ def _read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
-        raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
+        raise ConfigFileError(f"{path}: cannot read ({err.strerror or err})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        raise ConfigFileError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+        raise ConfigFileError(f"{path}: expected a mapping at the top level")
     return data

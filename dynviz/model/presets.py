@@ -13,7 +13,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dynviz.model.config import ConfigError, RoutingSpaceConfig, _read_yaml_mapping
+from dynviz.errors import suggest
+from dynviz.model.config import (
+    ConfigError,
+    ConfigFileError,
+    RoutingSpaceConfig,
+    _read_yaml_mapping,
+)
 from dynviz.resources import shipped
 
 __all__ = [
@@ -50,12 +56,13 @@ def locate(ref: str | os.PathLike[str]) -> Path:
     path = Path(ref)
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
-            raise ConfigError(f"{path}: no such file")
+            raise ConfigFileError(f"{path}: no such file")
         return path
     preset = preset_path(str(ref))
     if preset is None:
         raise ConfigError(
-            f"unknown model {str(ref)!r}: not a file and not a preset ({', '.join(preset_names())})"
+            f"unknown model {str(ref)!r}: not a file and not a preset"
+            + suggest(str(ref), preset_names())
         )
     return preset
 

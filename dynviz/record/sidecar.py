@@ -24,14 +24,14 @@ from functools import cached_property
 from typing import Any
 
 from dynviz.cost import Counting
-from dynviz.errors import UserError
+from dynviz.errors import BadFileError
 from dynviz.model import ConfigError, RoutingSpaceConfig
 from dynviz.model.route import Route
 
 __all__ = ["CheckpointRef", "RecordError", "Sidecar", "SidecarError"]
 
 
-class RecordError(UserError):
+class RecordError(BadFileError):
     """Records are missing, malformed, or do not belong to a model; the message names the file
     or the key."""
 

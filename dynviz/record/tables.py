@@ -261,6 +261,8 @@ def _read_sidecar(folder: Path) -> dict[str, Any]:
     try:
         meta = json.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
+        if not folder.exists():
+            raise RecordError(f"{folder}: no such records folder") from None
         raise RecordError(f"{folder}: not a records folder (no {SIDECAR})") from None
     except (OSError, json.JSONDecodeError) as err:
         raise RecordError(f"{file}: cannot read the sidecar ({err})") from None

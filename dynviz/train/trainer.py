@@ -114,12 +114,39 @@ __all__ = [
     "Trainer",
     "find_unused_parameters",
     "segmentation_loss",
+    "short_run_warnings",
     "train",
 ]
 
 logger = logging.getLogger(__name__)
 
 LATENCY_FILE = "latency.json"  # the per-node time table of a latency-weighted budget
+
+
+PRECISE_BN_STEP_COST = 1 / 3
+"""The time of one PreciseBN batch in training steps (a forward pass without gradients)."""
+
+
+def short_run_warnings(config: TrainConfig) -> list[str]:
+    """What a resolved config spends mostly on something other than training: a learning-rate
+    warm-up of at least half the run, or PreciseBN batches that take about as long as half of
+    it (each about a third of a step)."""
+    iters, warmup, batches = config.iters, config.warmup_iters or 0, config.precise_bn or 0
+    said = []
+    if warmup >= iters:
+        said.append(
+            f"warmup_iters {warmup} >= iters {iters}: the learning rate never reaches its base "
+            "value in this run"
+        )
+    elif 2 * warmup >= iters:
+        said.append(f"warmup_iters {warmup} is most of the run's {iters} iterations")
+    steps = batches * PRECISE_BN_STEP_COST
+    if 2 * steps >= iters:
+        said.append(
+            f"precise_bn {batches} batches take about as long as {steps:.0f} training steps, "
+            f"most of this {iters}-iteration run (precise_bn=0 skips it)"
+        )
+    return said
 
 
 class NonFiniteLossError(RuntimeError):
@@ -394,6 +421,8 @@ class Trainer:
         if resolved.amp and self.device.type != "cuda":
             logger.warning("bf16 autocast is only used on CUDA; training in fp32")
             resolved = resolved.replace(amp=False)
+        for warning in short_run_warnings(resolved):
+            logger.warning(warning)
         return resolved
 
     def _build_val_set(self) -> Any:
@@ -684,10 +713,11 @@ class Trainer:
         (one process only: other ranks may be inside a collective) and say so in the one-line
         error, which names the file (also when a DataLoader worker raised it)."""
         message = error_message(err)
+        kind = type(err)  # a bad file stays a bad file (exit status 3)
         if self.info.distributed or self.iteration <= saved_at:
-            return DataError(message)
+            return kind(message)
         self._save(LATEST)
-        return DataError(
+        return kind(
             f"{message} (the {self.iteration} iterations done are saved in "
             f"{self.run_dir / LATEST}; fix the file and continue with --resume)"
         )
