@@ -83,10 +83,17 @@ def combined_images(paths: tuple[str, ...], mtimes: tuple[float, ...]) -> pd.Dat
 @dataclass(frozen=True)
 class PathStatistics:
     """What the pages need of a records folder's gate rows, computed once: per-path activation
-    probabilities (``activation_probability``) and per-path alpha histograms (20 bins)."""
+    probabilities (``activation_probability``), per-path histograms (20 bins) of the gates' own
+    alphas, and the active thresholds of the records (a path was open at alpha above it)."""
 
     per_path: pd.DataFrame
     histogram: pd.DataFrame
+    thresholds: tuple[float, ...] = (0.0,)
+
+    def threshold_text(self) -> str:
+        """``alpha > t`` for the records' threshold(s), as captions state the active rule."""
+        values = sorted(set(self.thresholds))
+        return " or ".join(f"alpha > {t:g}" for t in values)
 
 
 ALPHA_BINS = 20
@@ -98,10 +105,14 @@ def path_statistics(path: str, mtime: float) -> PathStatistics:
     of the gate rows)."""
     from dynviz.analysis import activation_probability, alpha_histogram
 
-    gates = load_records(path, mtime).gates
+    records = load_records(path, mtime)
+    gates = records.gates
     return PathStatistics(
         activation_probability(gates),
-        alpha_histogram(gates, bins=ALPHA_BINS, by=("layer", "scale", "direction")),
+        alpha_histogram(
+            gates, bins=ALPHA_BINS, by=("layer", "scale", "direction"), value="gate_alpha"
+        ),
+        (float(records.config.active_threshold),),
     )
 
 
@@ -115,6 +126,7 @@ def combined_path_statistics(paths: tuple[str, ...], mtimes: tuple[float, ...]) 
     return PathStatistics(
         label_frames([s.per_path for s in stats], labels),
         label_frames([s.histogram for s in stats], labels),
+        tuple(t for s in stats for t in s.thresholds),
     )
 
 
@@ -151,6 +163,37 @@ def compare_rows(tables: tuple[str, ...], mtimes: tuple[float, ...]) -> pd.DataF
     frames = [read_compare_table(t).assign(table=t) for t in tables]
     frames = [f for f in frames if "method" in f.columns]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+@st.cache_data(show_spinner="Bootstrapping the differences...", max_entries=8)
+def dynamic_against_each(table: str, mtime: float) -> tuple[str, pd.DataFrame, pd.DataFrame]:
+    """For the comparison folder of ``table`` (a ``table1.csv``): its dynamic network (the
+    budgeted one when there are several), every other network against it with the paired
+    bootstrap interval of the mIoU difference (``dynviz.compare.against_each``), and what the
+    cost-accuracy figure draws. Empty frames without per-image confusions."""
+    from dynviz.compare import against_each, cost_accuracy_frame, read_rows
+
+    rows = read_rows(Path(table).parent)
+    dynamic = [r.method for r in rows if r.kind == "dynamic" and r.confusions is not None]
+    if not dynamic:
+        return "", pd.DataFrame(), pd.DataFrame()
+    method = next((m for m in dynamic if "budget" in m.lower()), dynamic[0])
+    own = next(r for r in rows if r.method == method)
+    table_rows = [
+        {
+            "network": o.method,
+            "kind": o.kind,
+            "gmacs": o.gmacs,
+            "mIoU (%)": 100 * o.miou,
+            "difference": o.difference.value * 100 if o.difference else float("nan"),
+            "low": o.difference.low * 100 if o.difference else float("nan"),
+            "high": o.difference.high * 100 if o.difference else float("nan"),
+            "verdict": o.verdict,
+            "costs no more": o.gmacs <= own.gmacs_avg,
+        }
+        for o in against_each(rows, method)
+    ]
+    return method, pd.DataFrame(table_rows), cost_accuracy_frame(rows, method)
 
 
 def compare_dataframe(frame: pd.DataFrame, unit: Any, *, key: str) -> None:

@@ -5,31 +5,48 @@ Each model (a run directory or ``.pt`` checkpoint) is evaluated with
 (average, maximum, minimum, as in the paper's Table 1), plus parameters. Rows are dynamic models,
 common networks (``dynviz extract``), special cases (route specs carrying the paper's numbers) and
 other static networks.
+
+Every row also keeps its per-image confusion matrices (``per_image.parquet``), so that a network
+is compared with each other one on the same images with a paired bootstrap interval on the mIoU
+difference (:func:`against_each`): "better" only where the interval excludes zero.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from dynviz.model import ConfigError
 
 __all__ = [
+    "PER_IMAGE",
+    "Against",
     "CompareRow",
     "SpecialCaseVerdict",
+    "against_each",
     "against_special_cases",
+    "comparison_markdown",
+    "cost_accuracy_frame",
     "compare",
     "describe_model",
     "markdown",
+    "read_confusions",
+    "read_rows",
     "read_table",
     "source_name",
     "write_table",
 ]
 
 logger = logging.getLogger(__name__)
+
+PER_IMAGE = "per_image.parquet"
+"""The per-image confusion matrices of a comparison: one row per method and image (``method``,
+``image``: its index in the data, ``confusion``: the ``K x K`` counts, row-major)."""
 
 
 def source_name(source: str) -> str:
@@ -60,6 +77,12 @@ class CompareRow:
     images: int
     checkpoint: str
     iteration: int | None
+    confusions: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """``(images, K, K)`` int64 per-image confusion matrices (not in ``table1.csv``)."""
+
+    def fields(self) -> dict[str, Any]:
+        """The table's fields (everything but the confusions)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "confusions"}
 
 
 @dataclass(frozen=True)
@@ -206,7 +229,15 @@ def compare(
     rows = []
     for i, run in enumerate(runs):
         model, meta = load_model(run)
-        result = evaluate(model, dataset, limit=limit, progress=progress, counting=counting)
+        classes = max(int(model.config.num_classes), int(dataset.num_classes))
+        per_image: list[np.ndarray] = []
+
+        def count(item: dict[str, Any], pred: np.ndarray, k: int = classes, into=per_image) -> None:
+            into.append(_confusion(item["label"], pred, k, int(dataset.ignore_index)))
+
+        result = evaluate(
+            model, dataset, limit=limit, progress=progress, counting=counting, on_prediction=count
+        )
         kind, modeled = describe_model(model, meta.get("train_args"))
         rows.append(
             CompareRow(
@@ -223,12 +254,22 @@ def compare(
                 images=result.num_images,
                 checkpoint=str(meta.get("path")),
                 iteration=meta.get("iteration"),
+                confusions=np.stack(per_image) if per_image else None,
             )
         )
         logger.info(
             "%s: mIoU %.4f, %.4g GMACs", rows[-1].method, result.miou, result.real_gmacs.mean
         )
     return rows
+
+
+def _confusion(label: Any, pred: np.ndarray, classes: int, ignore: int) -> np.ndarray:
+    """``(K, K)`` int64 confusion of one image (rows: target, columns: prediction)."""
+    target = np.asarray(label.cpu() if hasattr(label, "cpu") else label).astype(np.int64).ravel()
+    pred = np.asarray(pred).astype(np.int64).ravel()
+    keep = (target != ignore) & (target < classes)
+    flat = target[keep] * classes + pred[keep]
+    return np.bincount(flat, minlength=classes * classes).reshape(classes, classes)
 
 
 _ORDER = {"dynamic": 0, "fix": 1, "common": 2, "special case": 3, "static": 4}
@@ -305,7 +346,175 @@ def write_table(
         f"{counted} (1 multiply-add = 1; the paper's FLOPs)."
     )
     (out / "table1.md").write_text(markdown(rows, note=note), encoding="utf-8")
-    pd.DataFrame([asdict(r) for r in rows]).to_csv(  # read back by read_table
+    pd.DataFrame([r.fields() for r in rows]).to_csv(  # read back by read_table
         out / "table1.csv", index=False, float_format="%.6g"
     )
+    kept = [r for r in rows if r.confusions is not None]
+    if kept:
+        pd.DataFrame(
+            {
+                "method": [r.method for r in kept for _ in r.confusions],
+                "image": [i for r in kept for i in range(len(r.confusions))],
+                "confusion": [c.ravel() for r in kept for c in r.confusions],
+            }
+        ).to_parquet(out / PER_IMAGE, index=False)
+    elif (out / PER_IMAGE).exists():
+        (out / PER_IMAGE).unlink()  # not this table's
     return out / "table1.md"
+
+
+def read_confusions(folder: str | Path) -> dict[str, np.ndarray]:
+    """The per-image confusion matrices ``(images, K, K)`` per method of a comparison folder
+    (empty when it has none: written before they were kept)."""
+    import pandas as pd
+
+    path = Path(folder) / PER_IMAGE
+    if not path.is_file():
+        return {}
+    frame = pd.read_parquet(path).sort_values(["method", "image"], kind="stable")
+    out = {}
+    for method, group in frame.groupby("method", sort=False):
+        flat = np.stack(group["confusion"].to_numpy()).astype(np.int64)
+        k = int(round(math.sqrt(flat.shape[1])))
+        out[str(method)] = flat.reshape(len(flat), k, k)
+    return out
+
+
+def read_rows(folder: str | Path) -> list[CompareRow]:
+    """The rows of a comparison folder (``table1.csv``) with their per-image confusions."""
+    from dataclasses import replace
+
+    confusions = read_confusions(folder)
+    return [
+        replace(row, confusions=confusions.get(row.method))
+        for row in read_table(Path(folder) / "table1.csv")
+    ]
+
+
+@dataclass(frozen=True)
+class Against:
+    """A network against one other on the same images.
+
+    Attributes:
+        method, kind: the other network.
+        miou: its mIoU.
+        gmacs: its mean real GMACs per image.
+        difference: the first network's mIoU minus this one's, with its paired bootstrap
+            interval (None without per-image confusions of both).
+    """
+
+    method: str
+    kind: str
+    miou: float
+    gmacs: float
+    difference: Any  # dynviz.analysis.intervals.Interval | None
+
+    @property
+    def verdict(self) -> str:
+        """``better``, ``worse`` (the first network against this one) or ``no clear
+        difference``, by the interval (``n/a`` without one)."""
+        if self.difference is None:
+            return "n/a"
+        if self.difference.above(0.0):
+            return "better"
+        if self.difference.below(0.0):
+            return "worse"
+        return "no clear difference"
+
+
+def against_each(rows: list[CompareRow], method: str, *, seed: int = 0) -> list[Against]:
+    """``method`` against every other row of a comparison, cheapest first: mIoU difference with
+    a 95% paired bootstrap interval over the images (:func:`dynviz.analysis.intervals.
+    miou_difference`). Empty when ``method`` is not among the rows.
+    """
+    from dynviz.analysis.intervals import miou_difference
+
+    own = next((r for r in rows if r.method == method), None)
+    if own is None:
+        return []
+    out = []
+    for row in sorted((r for r in rows if r.method != method), key=lambda r: r.gmacs_avg):
+        paired = (
+            own.confusions is not None
+            and row.confusions is not None
+            and own.confusions.shape == row.confusions.shape
+        )
+        difference = miou_difference(own.confusions, row.confusions, seed=seed) if paired else None
+        out.append(Against(row.method, row.kind, row.miou, row.gmacs_avg, difference))
+    return out
+
+
+def comparison_markdown(rows: list[CompareRow], method: str, *, seed: int = 0) -> list[str]:
+    """The Markdown lines of :func:`against_each`: a table of every other network with its
+    cost, mIoU and the difference's interval, then the claims the intervals support."""
+    from dynviz.units import format_macs, mac_unit
+
+    own = next((r for r in rows if r.method == method), None)
+    others = against_each(rows, method, seed=seed)
+    if own is None or not others:
+        return []
+    unit = mac_unit([own.gmacs_avg, *(o.gmacs for o in others)])
+    lines = [
+        f"| network | kind | cost ({unit.label}) | mIoU (%) | {method} minus it, points "
+        "(95% interval) | verdict |",
+        "| --- | --- | ---: | ---: | --- | --- |",
+        f"| **{method}** | {own.kind} | {unit(own.gmacs_avg):.3f} | {100 * own.miou:.1f} | | |",
+    ]
+    for o in others:
+        shown = "n/a" if o.difference is None else o.difference.format(100, 1, sign=True)
+        lines.append(
+            f"| {o.method} | {o.kind} | {unit(o.gmacs):.3f} | {100 * o.miou:.1f} | {shown} | "
+            f"{o.verdict} |"
+        )
+    images = own.confusions.shape[0] if own.confusions is not None else own.images
+    lines += [
+        "",
+        f"Intervals: the paired percentile bootstrap over the {images} images (the same draws "
+        "for both networks). A network is called better or worse only where the interval "
+        "excludes zero.",
+    ]
+    cheap = [o for o in others if o.gmacs <= own.gmacs_avg]
+    claims = []
+    better = [o.method for o in cheap if o.verdict == "better"]
+    level = [o.method for o in cheap if o.verdict == "no clear difference"]
+    worse = [o.method for o in cheap if o.verdict == "worse"]
+    cost = format_macs(own.gmacs_avg, unit)
+    if better:
+        claims.append(f"better than {', '.join(better)}, which cost no more than its {cost}")
+    if level:
+        claims.append(f"not clearly different from {', '.join(level)} (cost no more)")
+    if worse:
+        claims.append(f"worse than {', '.join(worse)}, which cost no more")
+    if claims:
+        lines += ["", f"{method} is " + "; ".join(claims) + "."]
+    return lines
+
+
+def cost_accuracy_frame(rows: list[CompareRow], method: str, *, seed: int = 0) -> Any:
+    """What :func:`dynviz.plots.mpl.cost_accuracy` draws: one row per network (``method``,
+    ``kind``, ``cost`` in the automatic unit, ``unit``, ``miou`` in %), and for the others
+    ``low``/``high``: the mIoU that ``method``'s minus the difference interval gives, in %."""
+    import pandas as pd
+
+    from dynviz.units import mac_unit
+
+    unit = mac_unit([r.gmacs_avg for r in rows])
+    own = next((r for r in rows if r.method == method), None)
+    others = {o.method: o for o in against_each(rows, method, seed=seed)}
+    frame = []
+    for r in rows:
+        entry = {
+            "method": r.method,
+            "kind": r.kind,
+            "cost": unit(r.gmacs_avg),
+            "unit": unit.label,
+            "miou": 100 * r.miou,
+            "low": math.nan,
+            "high": math.nan,
+        }
+        other = others.get(r.method)
+        if own is not None and other is not None and other.difference is not None:
+            entry["low"] = 100 * (own.miou - other.difference.high)
+            entry["high"] = 100 * (own.miou - other.difference.low)
+        frame.append(entry)
+    return pd.DataFrame(frame)

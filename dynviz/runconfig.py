@@ -42,7 +42,9 @@ __all__ = [
     "read_run_config",
 ]
 
-INFO_KEYS = frozenset({"dynviz_version", "torch_version", "world_size", "environment", "data"})
+INFO_KEYS = frozenset(
+    {"dynviz_version", "torch_version", "world_size", "environment", "data", "checkpoint"}
+)
 """Sections of a run's ``config.yaml`` that describe the run and are not settings."""
 
 # the training arguments that a run resolves from its network: re-derived from the saved

@@ -167,6 +167,8 @@ class Forward:
         size: ``(H, W)`` of the network input.
         gates: ``(B, L + 1, S, 3)`` float32 alphas (CPU).
         active: ``(B, L + 1, S, 3)`` bool, the paths computed (CPU).
+        gate_alpha: ``(B, L + 1, S, 3)`` float32, the gates' own alphas before the closing
+            rule (CPU), or None.
     """
 
     scale: float
@@ -175,6 +177,7 @@ class Forward:
     size: tuple[int, int]
     gates: torch.Tensor
     active: torch.Tensor
+    gate_alpha: torch.Tensor | None = None
 
     @property
     def label(self) -> str:
@@ -237,6 +240,7 @@ def infer(
                     size=(bottom - top, right - left),
                     gates=out.gates.float().cpu(),
                     active=out.active.cpu(),
+                    gate_alpha=None if out.gate_alpha is None else out.gate_alpha.float().cpu(),
                 )
             )
         assert probs is not None

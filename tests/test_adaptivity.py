@@ -66,6 +66,9 @@ def test_regimes_told_apart_by_route():
     assert result.chance == pytest.approx(0.6)
     assert result.distinct_routes == 2
     assert any("60%" in line for line in result.sentences())
+    # every image right in every draw: a zero-width interval, said beside the accuracy
+    assert result.classifier_interval == (1.0, 1.0)
+    assert any("95% interval 100-100%" in line for line in result.sentences())
 
 
 def test_identical_routes_give_chance_or_less():
@@ -124,6 +127,9 @@ def test_cost_rising_with_the_largest_object_is_reported():
     result = route_adaptivity(gates, images)
     assert result.scale_correlation == pytest.approx(0.9)  # d = 0,0,0,-1,1: 1 - 12/120
     assert any("Spearman rho +0.90" in line for line in result.sentences())
+    low, high = result.scale_correlation_interval
+    assert low <= 0.9 <= high  # five images: a wide interval, stated beside rho
+    assert any(f"95% interval {low:+.2f} to {high:+.2f}" in line for line in result.sentences())
     assert math.isnan(
         route_adaptivity(*_records([(1, 1, 1, 1)] * 3, [1.0] * 3, [None] * 3)).scale_correlation
     )

@@ -278,17 +278,11 @@ def test_the_per_sample_check_fails_when_a_batch_mate_decides_the_drop(tiny, mon
     mate, and the check fails on that sample's logits before it reads a gate."""
     from dynviz.model import network
 
-    def per_batch(self, cell, layer, scale, x, forced, index=None):
-        directions = [int(d) for d in cell.directions]
-        alpha = (
-            cell.gate(x)
-            if forced is None
-            else network._take(forced[:, layer, scale, directions], index)
-        )
+    def per_batch(self, alpha):
         every = alpha.sum(1, keepdim=True).max() < OFFICIAL_DROP_THRESHOLD
         return torch.where(every, torch.zeros_like(alpha), alpha)
 
-    monkeypatch.setattr(network.RoutingNetwork, "alpha", per_batch)
+    monkeypatch.setattr(network.RoutingNetwork, "close", per_batch)
     with pytest.raises(AssertionError, match="max difference .* of max.expected"):
         _check_drop_rule_is_per_sample(tiny)
 

@@ -61,7 +61,7 @@ def test_schema_and_contents(recorded, model):
     num_paths = int(model.route_mask.sum())
     assert len(records.images) == 6
     assert len(records.gates) == 6 * num_paths
-    assert list(records.gates.columns) == list(GATE_COLUMNS)
+    assert list(records.gates.columns) == [*GATE_COLUMNS, "gate_alpha"]
     dtypes = records.gates.dtypes
     assert str(dtypes["layer"]) == "int16" and str(dtypes["scale"]) == "int16"
     assert str(dtypes["scale_index"]) == "int8" and str(dtypes["alpha"]) == "float32"
@@ -364,3 +364,38 @@ def test_recording_leaves_the_training_mode_as_it_was(tmp_path, model, dataset):
     model.eval()
     record(model, dataset, tmp_path / "b", progress=False)
     assert not any(m.training for m in model.modules())
+
+
+def test_records_keep_the_gates_own_alpha_below_the_threshold(tmp_path, model, dataset):
+    """Issue 23: with an active threshold, a closed path's row keeps the gate's own alpha
+    (gate_alpha) beside the alpha the route used (0) and active False; open rows agree; the
+    records of the same weights at threshold 0 hold the same gate values; a part written
+    before the column existed reads gate_alpha as alpha."""
+    from dataclasses import replace
+
+    from dynviz.record import GATE_ALPHA
+
+    closed = dynviz.build_model("tiny", num_classes=dataset.num_classes).eval()
+    closed.load_state_dict(model.state_dict())
+    closed.config = replace(closed.config, active_threshold=0.9)
+    record(model, dataset, tmp_path / "open", data_spec=SPEC, split="val")
+    record(closed, dataset, tmp_path / "closed", data_spec=SPEC, split="val")
+    opened, shut = read_records(tmp_path / "open").gates, read_records(tmp_path / "closed").gates
+    assert shut[GATE_ALPHA].dtype == np.float32
+    below = (shut[GATE_ALPHA] > 0) & (shut[GATE_ALPHA] <= 0.9)
+    assert below.any()  # the gates (bias 1.5) leave some alphas at or below 0.9
+    assert (shut.loc[below, "alpha"] == 0).all() and not shut.loc[below, "active"].any()
+    on = shut["active"]
+    assert (shut.loc[on, GATE_ALPHA] == shut.loc[on, "alpha"]).all()
+    assert (shut.loc[on, "alpha"] > 0.9).all()
+    # closing changes what later cells receive; the first cell's gate sees the stem alone
+    first = (shut["layer"] == 0).to_numpy()
+    np.testing.assert_allclose(
+        shut[GATE_ALPHA].to_numpy()[first], opened[GATE_ALPHA].to_numpy()[first], rtol=1e-5
+    )
+    np.testing.assert_array_equal(opened[GATE_ALPHA], opened["alpha"])  # threshold 0
+    # older parts (no gate_alpha column) read it as alpha
+    for part in (tmp_path / "open" / "gates").glob("*.parquet"):
+        pq.write_table(pq.read_table(part).drop_columns([GATE_ALPHA]), part)
+    old = read_records(tmp_path / "open").gates
+    assert (old[GATE_ALPHA] == old["alpha"]).all()

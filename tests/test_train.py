@@ -482,6 +482,17 @@ def test_close_below_closes_weak_paths_after_training_only(tmp_path):
     assert torch.equal(out_closed.active, out_closed.gates > 0.9)
     table = cost_table(closed.config, (32, 32))
     assert bool((table.real(out_closed.active) < table.real(out_open.active)).all())
+    # the closed network still says how close each closed path was to opening
+    own = out_closed.gate_alpha
+    assert bool(((own > 0) & (own <= 0.9) & (out_closed.gates == 0)).any())
+    assert torch.equal(own[out_closed.active], out_closed.gates[out_closed.active])
+    # config.yaml keeps the network as trained and says what the checkpoint uses
+    doc = yaml.safe_load((Path(config.out) / "config.yaml").read_text())
+    assert doc["model"]["active_threshold"] == 0.0
+    assert doc["checkpoint"]["active_threshold"] == 0.9
+    from dynviz.runconfig import read_run_config
+
+    assert read_run_config(Path(config.out) / "config.yaml").model["active_threshold"] == 0.0
 
 
 def test_close_below_leaves_static_networks_and_zero_alone(tmp_path):

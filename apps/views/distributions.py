@@ -15,11 +15,6 @@ _state.records_or_stop(ctx)
 catalog = ctx.catalog
 
 st.title("Distributions")
-st.caption(
-    "A path's activation probability is the share of images in which it was open "
-    "(alpha > 0), as in Fig. 5 of the paper. Paths above the threshold form the common "
-    "network."
-)
 
 labels = ctx.labels()
 default = [catalog.label(ctx.records)] if ctx.records else labels[:1]
@@ -30,6 +25,11 @@ if not chosen:
 paths = tuple(ctx.usable[labels.index(label)] for label in chosen)
 stats = _state.combined_path_statistics(paths, tuple(_state.stamp(p) for p in paths))
 paths_all = stats.per_path
+st.caption(
+    "A path's activation probability is the share of images in which it was open "
+    f"({stats.threshold_text()}, the records' active threshold), as in Fig. 5 of the paper. "
+    "Paths above the common-network threshold form the common network."
+)
 
 layers = sorted(int(v) for v in paths_all["layer"].unique())
 strides = sorted(int(v) for v in paths_all["scale"].unique())
@@ -164,7 +164,10 @@ st.bar_chart(
     color="group",
     stack=False,
     height=340,
-    x_label="alpha (bins of 0.05, by their lower edge)",
+    x_label="gate alpha (bins of 0.05, by their lower edge)",
     y_label="share of gate values (%)",
 )
-st.caption("Alpha is 0 for closed paths and for cells that received no input.")
+st.caption(
+    "The gates' own alphas, also where the records' active threshold closed the path "
+    f"(a path was open at {stats.threshold_text()}); 0 for cells that received no input."
+)

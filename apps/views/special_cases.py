@@ -9,6 +9,7 @@ from pathlib import Path
 import _state
 import streamlit as st
 
+from dynviz.plots.mpl import cost_accuracy
 from dynviz.units import MAC_NOTE, format_macs, mac_unit
 
 ctx = _state.context()
@@ -64,6 +65,42 @@ if not compared.empty and (compared["kind"] == "special case").any():
         f"similar cost. Costs in {unit.label}."
     )
     _state.compare_dataframe(compared, unit, key="special_compare")
+    for table_path in sorted(set(compared["table"])):
+        method, against, points = _state.dynamic_against_each(table_path, _state.stamp(table_path))
+        if against.empty:
+            continue
+        st.markdown(f"**{method} against every other network** (`{table_path}`)")
+        cost_unit = mac_unit(against["gmacs"])
+        st.dataframe(
+            against.assign(
+                gmacs=cost_unit(against["gmacs"]),
+                interval=[
+                    f"{lo:+.1f} to {hi:+.1f}"
+                    for lo, hi in zip(against["low"], against["high"], strict=True)
+                ],
+            )[["network", "kind", "gmacs", "mIoU (%)", "difference", "interval", "verdict"]].rename(
+                columns={
+                    "gmacs": f"cost ({cost_unit.label})",
+                    "difference": f"{method} minus it (points)",
+                    "interval": "95% interval",
+                }
+            ),
+            hide_index=True,
+            width="stretch",
+            key=f"against_{table_path}",
+            column_config={
+                f"cost ({cost_unit.label})": st.column_config.NumberColumn(format="%.3f"),
+                "mIoU (%)": st.column_config.NumberColumn(format="%.1f"),
+                f"{method} minus it (points)": st.column_config.NumberColumn(format="%+.1f"),
+            },
+        )
+        st.pyplot(cost_accuracy(points, reference=method).figure, width="content")
+        st.caption(
+            "Paired percentile bootstrap over the comparison's images (the same draws for both "
+            "networks); a verdict of better or worse only where the 95% interval excludes "
+            "zero. In the figure each bar is the network's mIoU as the interval puts it "
+            f"relative to {method} (the star)."
+        )
 if found.empty and (compared.empty or not (compared["kind"] == "special case").any()):
     st.caption(
         "No records or training runs of these networks here. Train one with "

@@ -172,7 +172,9 @@ def activation_probability(
     Returns:
         One row per group, sorted: the ``by`` columns, ``p`` (share of rows with an active
         path: per path, the share of images), ``mean_alpha``, ``std_alpha`` (population std,
-        ddof 0), ``count`` (rows) and ``images`` (distinct images).
+        ddof 0), ``count`` (rows), ``images`` (distinct images) and, when the rows hold the
+        gates' own alphas, ``mean_gate_alpha`` (how far a path was from opening where the
+        records' active threshold closed it).
     """
     keys = _keys(gates, by)
     groups = _groups(gates, keys)
@@ -186,6 +188,8 @@ def activation_probability(
         std_alpha=np.sqrt(np.clip(m2 - mean * mean, 0.0, None)),
         count=count.astype(np.int64),
     )
+    if "gate_alpha" in gates.columns:
+        out["mean_gate_alpha"] = groups.sum(gates["gate_alpha"].to_numpy(np.float64)) / count
     if {"layer", "direction"} <= set(keys) and {"scale", "scale_index"} & set(keys):
         out["images"] = out["count"]  # records hold one row per image and path
     else:
@@ -277,17 +281,30 @@ def probability_matrix(
 
 
 def alpha_histogram(
-    gates: pd.DataFrame, *, bins: int = 20, by: Sequence[str] = ("direction",)
+    gates: pd.DataFrame,
+    *,
+    bins: int = 20,
+    by: Sequence[str] = ("direction",),
+    value: str = "alpha",
 ) -> pd.DataFrame:
     """Histogram of alpha values over [0, 1] per group.
+
+    Args:
+        gates: the gate rows.
+        bins: equal bins over [0, 1].
+        by: grouping columns.
+        value: ``alpha`` (what the route used: 0 on a closed path) or ``gate_alpha`` (the
+            gates' own values, also below the records' active threshold).
 
     Returns:
         Columns ``[model,] <by>..., bin_left, bin_right, count, fraction``.
     """
     keys = _keys(gates, by)
+    if value not in gates.columns:
+        raise KeyError(f"the frame has no column(s) {value}")
     edges = np.linspace(0.0, 1.0, bins + 1)
     groups = _groups(gates, keys)
-    alpha = np.clip(gates["alpha"].to_numpy(np.float64), 0.0, 1.0)
+    alpha = np.clip(gates[value].to_numpy(np.float64), 0.0, 1.0)
     # np.histogram's bins: [left, right) and the last one closed
     which = np.clip(np.searchsorted(edges, alpha, side="right") - 1, 0, bins - 1)
     keep = groups.ids >= 0

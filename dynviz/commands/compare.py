@@ -10,7 +10,6 @@ other static networks. Writes ``table1.md`` and ``table1.csv``.
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
 from pathlib import Path
 
 from dynviz.commands import (
@@ -75,7 +74,7 @@ def _main(args: argparse.Namespace) -> int:
                 "data": args.data,
                 "split": args.split,
                 "counting": args.counting,
-                "rows": [asdict(row) for row in rows],
+                "rows": [row.fields() for row in rows],
             }
         )
         return 0

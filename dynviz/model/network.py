@@ -47,12 +47,16 @@ class RoutingOutput:
             where the cell never received input); forced routes give 1 on open paths.
         route_mask: ``(L + 1, S, 3)`` bool, the paths that exist in this network.
         threshold: a path is active when its alpha is above this.
+        gate_alpha: ``(B, L + 1, S, 3)`` the gates' own alpha before the closing rule (equal
+            to ``gates`` on open paths; on a path closed at alpha <= ``threshold``, the value
+            it was closed at; 0 where the cell never ran), or None.
     """
 
     logits: torch.Tensor
     gates: torch.Tensor
     route_mask: torch.Tensor
     threshold: float = 0.0
+    gate_alpha: torch.Tensor | None = None
 
     @property
     def active(self) -> torch.Tensor:
@@ -202,20 +206,24 @@ class RoutingNetwork(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         stem = self.stem(x)  # (B, C, H/4, W/4)
         if skip:
-            features, present, gates = forward_skip(self, stem, forced)
+            features, present, gates, own = forward_skip(self, stem, forced)
         else:
-            features, present, gates = self._forward_soft(stem, forced)
+            features, present, gates, own = self._forward_soft(stem, forced)
         logits = self.decoder(features, present, (x.shape[-2], x.shape[-1]))
         logits = logits[..., :height, :width]
-        return RoutingOutput(logits, gates, self.route_mask, self.config.active_threshold)
+        return RoutingOutput(
+            logits, gates, self.route_mask, self.config.active_threshold, gate_alpha=own
+        )
 
     def _forward_soft(self, stem: torch.Tensor, forced: torch.Tensor | None) -> Features:
         """The reference forward (Eqs. 1-6): every cell runs on the whole batch and each output
         is weighted by its alpha. Returns the last layer's output per scale, the samples that
-        have it, and the alphas ``(B, L + 1, S, 3)``. ``forward_skip`` computes the same."""
+        have it, the alphas ``(B, L + 1, S, 3)`` and the gates' own alphas before the closing
+        rule (same shape). ``forward_skip`` computes the same."""
         config = self.config
         b = stem.shape[0]
         gates = stem.new_zeros(b, config.num_layers + 1, config.num_scales, len(Direction))
+        own = torch.zeros_like(gates)
         inputs = {(0, 0): stem}  # X of each node: the sum of its incoming Y (Eq. 1)
         fed = {(0, 0): torch.ones(b, dtype=torch.bool, device=stem.device)}  # received input
         features: list[torch.Tensor | None] = [None] * config.num_scales
@@ -227,8 +235,11 @@ class RoutingNetwork(nn.Module):
                 continue
             x = inputs.pop((layer, scale))  # (B, C, h, w): zero for samples without input
             has = fed.pop((layer, scale))
-            alpha = self.alpha(cell, layer, scale, x, forced) * has.unsqueeze(1)  # (B, paths)
-            gates[:, layer, scale, [int(d) for d in cell.directions]] = alpha
+            raw = self.gate_alpha(cell, layer, scale, x, forced) * has.unsqueeze(1)  # (B, paths)
+            alpha = self.close(raw)
+            dirs = [int(d) for d in cell.directions]
+            gates[:, layer, scale, dirs] = alpha
+            own[:, layer, scale, dirs] = raw.detach()
             on = (alpha > 0).any(1)  # the cell runs for these samples
             passthrough = has & ~on  # Eqs. 5-6: X passes through the keep output
             r = cell.hidden(x)  # ReLU(H), H = O(X) + X (Eq. 4)
@@ -250,7 +261,7 @@ class RoutingNetwork(nn.Module):
                     f"cell (layer {layer}, 1/{config.stride(scale)}) has no keep "
                     "output to pass its input through"
                 )
-        return features, present, gates
+        return features, present, gates, own
 
     def alpha(
         self,
@@ -262,13 +273,29 @@ class RoutingNetwork(nn.Module):
         index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """alpha ``(b, num_paths)`` of a cell for the samples ``index`` (None = all), from its
-        gate on X (Eqs. 2-3) or the forced route, with the closing rule applied: paper, a path
-        is closed at alpha <= ``active_threshold``; official, a cell whose alpha sum is below
-        1e-4 is dropped (all its alphas 0), per sample."""
+        gate on X (Eqs. 2-3) or the forced route, with the closing rule applied
+        (:meth:`close`)."""
+        return self.close(self.gate_alpha(cell, layer, scale, x, forced, index))
+
+    def gate_alpha(
+        self,
+        cell: RoutingCell,
+        layer: int,
+        scale: int,
+        x: torch.Tensor,
+        forced: torch.Tensor | None,
+        index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The gate's own alpha ``(b, num_paths)`` on X (Eqs. 2-3), or the forced route's, for
+        the samples ``index`` (None = all): before the closing rule."""
         if forced is not None:
-            alpha = _take(forced[:, layer, scale, [int(d) for d in cell.directions]], index)
-        else:
-            alpha = cell.gate(x)
+            return _take(forced[:, layer, scale, [int(d) for d in cell.directions]], index)
+        return cell.gate(x)
+
+    def close(self, alpha: torch.Tensor) -> torch.Tensor:
+        """The closing rule on a cell's alphas ``(b, num_paths)``: paper, a path is closed at
+        alpha <= ``active_threshold``; official, a cell whose alpha sum is below 1e-4 is
+        dropped (all its alphas 0), per sample."""
         zero = torch.zeros_like(alpha)
         if self.config.official:
             return torch.where(alpha.sum(1, keepdim=True) < OFFICIAL_DROP_THRESHOLD, zero, alpha)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["feeds_zeros", "forward_skip"]
 
-Features = tuple[list[torch.Tensor | None], list[torch.Tensor], torch.Tensor]
+Features = tuple[list[torch.Tensor | None], list[torch.Tensor], torch.Tensor, torch.Tensor]
 
 
 def forward_skip(
@@ -40,9 +40,10 @@ def forward_skip(
         forced: ``(B, L + 1, S, 3)`` alphas replacing the gates, or None.
 
     Returns:
-        ``(features, present, gates)``: the last layer's output per scale (None where no sample
-        has one), ``(B,)`` bool per scale for the samples that have it, and ``(B, L + 1, S, 3)``
-        alphas (0 where closed, absent, dropped or never fed).
+        ``(features, present, gates, own)``: the last layer's output per scale (None where no
+        sample has one), ``(B,)`` bool per scale for the samples that have it, ``(B, L + 1, S,
+        3)`` alphas (0 where closed, absent, dropped or never fed) and the gates' own alphas
+        before the closing rule (0 where never fed).
     """
     config = network.config
     zeros_feed = feeds_zeros(config, forced)
@@ -50,6 +51,7 @@ def forward_skip(
     device = stem.device
     inplace = not torch.is_grad_enabled()  # no autograd graph: buffers may be reused
     gates = stem.new_zeros(b, config.num_layers + 1, config.num_scales, len(Direction))
+    own = torch.zeros_like(gates)
     nodes = _Accumulator(b, inplace=inplace)
     nodes.add((0, 0), stem, None)
     decoder = _Accumulator(b, inplace=inplace)
@@ -58,12 +60,16 @@ def forward_skip(
         cell = network.cell(layer, scale)
         if cell is None or x is None:
             continue  # no input arrived: the cell is not computed
-        alpha = network.alpha(cell, layer, scale, x, forced, index)
+        raw = network.gate_alpha(cell, layer, scale, x, forced, index)
+        alpha = network.close(raw)
         dirs = [int(d) for d in cell.directions]
         if index is None:
             gates[:, layer, scale, dirs] = alpha
+            own[:, layer, scale, dirs] = raw.detach()
         else:
-            gates[index.unsqueeze(1), layer, scale, torch.tensor(dirs, device=device)] = alpha
+            where = (index.unsqueeze(1), layer, scale, torch.tensor(dirs, device=device))
+            gates[where] = alpha
+            own[where] = raw.detach()
         active = alpha > 0
         on = active.any(1)
 
@@ -119,7 +125,7 @@ def forward_skip(
             if f is not None
             else torch.zeros(b, dtype=torch.bool, device=device)
         )
-    return features, present, gates
+    return features, present, gates, own
 
 
 def feeds_zeros(config: RoutingSpaceConfig, forced: torch.Tensor | None) -> bool:

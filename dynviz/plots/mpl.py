@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from dynviz.plots.style import DIRECTION_COLORS, PALETTE
 
 __all__ = [
+    "cost_accuracy",
     "cost_histogram",
     "new_axes",
     "probability_heatmap",
@@ -456,3 +457,70 @@ def space_diagram(
                 label=f"dashed: {what} <= {threshold:g}",
             )
     return _finish(ax, title=title, legend=True, loc="lower left")
+
+
+def cost_accuracy(
+    data: pd.DataFrame,
+    *,
+    reference: str | None = None,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Axes:
+    """mIoU against cost, one labelled point per network, with the interval of each network's
+    mIoU as the reference's minus the difference interval (so a bar that crosses the
+    reference's level means "no clear difference").
+
+    Args:
+        data: one row per network: ``method``, ``kind``, ``cost`` (any unit), ``miou`` (%),
+            and optionally ``low``, ``high`` (the network's mIoU interval, %) and ``unit`` (the
+            cost's unit label).
+        reference: the network the intervals are relative to (drawn as a star, with a dotted
+            line at its mIoU).
+        ax: where to draw.
+        title: axes title.
+    """
+    ax = ax if ax is not None else new_axes((6.4, 4.2))
+    kinds = sorted(str(k) for k in data["kind"].unique())
+    for row in data.itertuples(index=False):
+        color = PALETTE[kinds.index(str(row.kind)) % len(PALETTE)]
+        own = row.method == reference
+        low, high = getattr(row, "low", float("nan")), getattr(row, "high", float("nan"))
+        if not own and np.isfinite(low) and np.isfinite(high):
+            ax.errorbar(
+                row.cost,
+                row.miou,
+                yerr=[[row.miou - low], [high - row.miou]],
+                fmt="none",
+                ecolor=color,
+                elinewidth=1.2,
+                capsize=3,
+            )
+        ax.scatter(
+            row.cost,
+            row.miou,
+            s=90 if own else 36,
+            marker="*" if own else "o",
+            color=color,
+            zorder=3,
+            label=str(row.kind),
+        )
+        ax.annotate(
+            str(row.method),
+            (row.cost, row.miou),
+            xytext=(5, 4),
+            textcoords="offset points",
+            fontsize="small",
+        )
+        if own:
+            ax.axhline(row.miou, color=color, linestyle=":", linewidth=1)
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    unit = str(data["unit"].iloc[0]) if "unit" in data.columns and len(data) else "GMACs"
+    ax.set_xlabel(f"real cost per image ({unit})")
+    ax.set_ylabel("mIoU (%)")
+    ax.margins(x=0.15, y=0.12)
+    if unique:
+        ax.legend(unique.values(), unique.keys(), fontsize="small", loc="lower right")
+    if title:
+        ax.set_title(title)
+    return ax

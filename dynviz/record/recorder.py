@@ -95,6 +95,11 @@ def _route_dict(route: Route | None) -> dict[str, Any] | None:
     return data
 
 
+def _own(gate_alpha: torch.Tensor | None) -> np.ndarray | None:
+    """A forward's own gate alphas as float32 numpy (None stays None)."""
+    return None if gate_alpha is None else gate_alpha.float().cpu().numpy()
+
+
 class RecordChunk:
     """Rows in the records' schema, collected per batch as numpy arrays: one part file of
     :func:`record`, or the in-memory frames of :func:`record_batch`. The per-image costs and
@@ -115,6 +120,7 @@ class RecordChunk:
         self.threshold = threshold
         self.ids: list[str] = []
         self.gates: list[np.ndarray] = []
+        self.own: list[np.ndarray] = []  # the gates' own alphas, before the closing rule
         self.confusion: list[np.ndarray] = []
         self.sizes: list[tuple[int, int]] = []
         self.stats: list[Mapping[str, float]] = []
@@ -131,11 +137,16 @@ class RecordChunk:
         size: tuple[int, int],
         stats: Sequence[Mapping[str, float]],
         extra: Mapping[str, Sequence[Any]] | None = None,
+        *,
+        gate_alpha: np.ndarray | None = None,
     ) -> None:
+        """One batch: ``gates`` the alphas the route used, ``gate_alpha`` the gates' own before
+        the closing rule (default: ``gates``, for a network that closes nothing)."""
         for key, values in (extra or {}).items():
             self.extra.setdefault(key, []).extend(values)
         self.ids.extend(ids)
         self.gates.append(gates)  # (b, L + 1, S, 3) float32
+        self.own.append(gates if gate_alpha is None else gate_alpha)
         self.confusion.append(confusion)  # (b, K * K) int64
         self.sizes.extend([size] * len(ids))
         self.stats.extend(stats)
@@ -156,6 +167,7 @@ class RecordChunk:
         n, p = len(self.ids), self.layer.size
         gates = np.concatenate(self.gates, 0)  # (n, L + 1, S, 3)
         alpha = gates[:, self.layer, self.scale_index, self.direction].reshape(-1)  # (n * P,)
+        own = np.concatenate(self.own, 0)[:, self.layer, self.scale_index, self.direction]
         ids = np.repeat(np.asarray(self.ids, dtype=object), p)
         gate_table = pa.table(
             {
@@ -168,6 +180,7 @@ class RecordChunk:
                 ),
                 "alpha": pa.array(alpha),
                 "active": pa.array(alpha > self.threshold),
+                "gate_alpha": pa.array(own.reshape(-1).astype(np.float32)),
             }
         )
         real, expected = self._costs(gates)
@@ -343,6 +356,7 @@ def record_batch(
             confusion.cpu().numpy(),
             (height, width),
             list(stats) if stats is not None else [{} for _ in ids],
+            gate_alpha=_own(out.gate_alpha),
         )
     gates, frame = chunk.frames()
     return RecordedBatch(gates, frame, pred.to(torch.uint8).cpu().numpy())
@@ -526,6 +540,7 @@ def record(
                         confusion.cpu().numpy(),
                         (int(images.shape[-2]), int(images.shape[-1])),
                         stats,
+                        gate_alpha=_own(out.gate_alpha),
                     )
                 else:
                     probs, forwards = infer(net, images, aug=aug, route=route)
@@ -544,6 +559,7 @@ def record(
                                 "aug_scale": [forward.scale] * len(ids),
                                 "aug_flip": [forward.flip] * len(ids),
                             },
+                            gate_alpha=_own(forward.gate_alpha),
                         )
                 recorded += len(items)
                 bar.update(len(items))

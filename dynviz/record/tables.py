@@ -42,7 +42,13 @@ GATE_COLUMNS: dict[str, str] = {
     "alpha": "float32",
     "active": "bool",
 }
-"""Columns of the ``gates`` table and their dtypes."""
+"""Columns of the ``gates`` table and their dtypes: ``alpha`` is the alpha the route used (0 on
+a closed path), ``active`` whether the path ran (``alpha > active_threshold``)."""
+
+GATE_ALPHA = "gate_alpha"
+"""The gates table's column of the gates' own alpha before the closing rule (float32): equal to
+``alpha`` on open paths; on a path closed at ``alpha <= active_threshold``, the value it was
+closed at. Records written before it existed read it as ``alpha``."""
 
 IMAGE_COLUMNS: dict[str, str] = {
     "image_id": "string",
@@ -227,6 +233,8 @@ def _normalise_gates(gates: pd.DataFrame, where: str) -> pd.DataFrame:
         gates["image_id"] = gates["image_id"].astype("string")
     for name in ("layer", "scale", "scale_index", "alpha", "active"):
         gates[name] = gates[name].astype(GATE_COLUMNS[name])
+    own = gates[GATE_ALPHA].fillna(gates["alpha"]) if GATE_ALPHA in gates else gates["alpha"]
+    gates[GATE_ALPHA] = own.astype("float32")  # parts written before the column: the alpha
     direction = gates["direction"]
     if not isinstance(direction.dtype, pd.CategoricalDtype):
         direction = direction.astype("string").astype("category")

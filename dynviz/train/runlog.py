@@ -54,6 +54,7 @@ class RunLog:
         self, run_dir: Path, doc: dict[str, Any], *, iteration: int, tensorboard: bool | None
     ) -> None:
         self.run_dir = run_dir
+        self._doc = dict(doc)
         self._handler: logging.Handler | None = None
         self._level: int | None = None
         metrics_path = run_dir / METRICS_FILE
@@ -95,6 +96,20 @@ class RunLog:
             package.setLevel(logging.INFO)
         package.addHandler(handler)
         self._handler = handler
+
+    def add_section(self, name: str, values: dict[str, Any]) -> None:
+        """Rewrite ``config.yaml`` with one more section (e.g. what the checkpoint's network
+        differs in from the network as trained).
+
+        Raises:
+            OSError: the file cannot be written (the message names it).
+        """
+        self._doc[name] = values
+        path = self.run_dir / CONFIG_FILE
+        try:
+            path.write_text(yaml.safe_dump(self._doc, sort_keys=False), encoding="utf-8")
+        except OSError as err:
+            raise OSError(err.errno, f"cannot write {path}: {err.strerror}") from err
 
     def record(self, record: dict[str, Any]) -> None:
         """Append one JSON line (non-finite floats become null) and its numbers as TensorBoard

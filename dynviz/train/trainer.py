@@ -26,7 +26,9 @@ Run directory::
 
     config.yaml            resolved model config, route, training arguments, data specs and the
                            environment (git commit of dynviz when available, package versions);
-                           ``dynviz train --config RUN/config.yaml`` trains it again
+                           ``dynviz train --config RUN/config.yaml`` trains it again;
+                           after ``close_below``, a ``checkpoint`` section gives the active
+                           threshold the checkpoint uses (the model section stays as trained)
     metrics.jsonl          one JSON object per logged iteration and per evaluation
     checkpoint_latest.pt   every --checkpoint-every iterations and at the end (atomic)
     checkpoint_best.pt     at the best validation mIoU (atomic)
@@ -648,6 +650,16 @@ class Trainer:
             + f"paths with alpha <= {below:g} closed after training",
         )
         self._record({"kind": "close", "iter": self.iteration, "active_threshold": below})
+        if self._log is not None:  # the model section stays the network as trained
+            self._log.add_section(
+                "checkpoint",
+                {
+                    "active_threshold": below,
+                    "note": f"close_below raised the active threshold from "
+                    f"{config.active_threshold:g} to {below:g} after training: the checkpoint "
+                    "and its records close every path with alpha <= it",
+                },
+            )
         logger.info("closing the paths whose alpha is at most %g from now on", below)
 
     def gates_idle(self, iteration: int) -> bool:
