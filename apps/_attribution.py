@@ -244,16 +244,37 @@ def scale_section(path: str | None) -> None:
         _state.fmt_number(rho, 3),
         help="< 0: the smaller the object, the more it pushes these paths open",
     )
+    names = list(records.sidecar.class_names)
     st.plotly_chart(
-        attribution_size_scatter(part, value=value),
+        attribution_size_scatter(part, value=value, class_names=names),
         width="stretch",
         key="attr_scale_scatter",
     )
+    table = attribution_vs_size(objects, value=value)
+    table = table.assign(
+        **{
+            "class": [names[c] if 0 <= c < len(names) else str(c) for c in table["class"]],
+            "scale": "1/" + table["scale"].astype(str),
+        }
+    ).drop(columns=["scale_index"])
     st.dataframe(
-        attribution_vs_size(objects, value=value),
+        table.rename(
+            columns={
+                "scale": "paths leaving",
+                "spearman": f"Spearman rho (area, {value})",
+                "small_mean": f"mean {value}, objects below the class median",
+                "large_mean": f"mean {value}, objects above it",
+            }
+        ),
         hide_index=True,
         width="stretch",
-        column_config={"spearman": st.column_config.NumberColumn(format="%.3f")},
+        column_config={
+            f"Spearman rho (area, {value})": st.column_config.NumberColumn(format="%.3f"),
+            f"mean {value}, objects below the class median": st.column_config.NumberColumn(
+                format="%.4f"
+            ),
+            f"mean {value}, objects above it": st.column_config.NumberColumn(format="%.4f"),
+        },
     )
     st.caption(
         "Each point is an object; its attribution is the mean over layers of the maps of the "

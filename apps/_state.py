@@ -341,6 +341,7 @@ def upload_image(path: str, mtime: float, name: str, data: bytes, max_side: int)
     result = route_image(
         model, upload.image, image_id=name, route=forced_route(path, mtime), max_side=max_side
     )
+    data = load_records(path, mtime).sidecar.data or "its training data"
     return ImageView(
         name,
         result.image,
@@ -349,13 +350,55 @@ def upload_image(path: str, mtime: float, name: str, data: bytes, max_side: int)
         result.gates,
         result.real_gmacs,
         result.expected_gmacs,
+        note=f"An uploaded image: the model knows only the classes of `{data}`, and on an "
+        "image unlike those (a photo, for a model of synthetic scenes) its prediction and "
+        "route say little about either.",
     )
 
 
+def records_palette(path: str, mtime: float) -> Any:
+    """The class colours of the records' data set (Cityscapes' or VOC's), as ``dynviz predict``
+    colours its overlays."""
+    from dynviz.data import DataError, parse_spec
+    from dynviz.data.palette import palette_for
+
+    data = load_records(path, mtime).sidecar.data
+    try:
+        return palette_for(parse_spec(data).kind if data else None)
+    except DataError:
+        return palette_for(None)
+
+
+def class_legend(palette: Any, names: list[str], classes: Any) -> str:
+    """HTML swatches of the classes in ``classes`` (a class map), named."""
+    shown = sorted(int(c) for c in np.unique(classes) if 0 <= int(c) < 255)
+    items = []
+    for c in shown:
+        r, g, b = (int(v) for v in palette[c])
+        name = names[c] if c < len(names) else f"class {c}"
+        items.append(
+            f'<span style="display:inline-block;margin-right:0.8em;white-space:nowrap">'
+            f'<span style="display:inline-block;width:0.9em;height:0.9em;background:'
+            f'rgb({r},{g},{b});border:1px solid #666;vertical-align:middle"></span> {name}</span>'
+        )
+    return '<div style="font-size:0.8em;line-height:1.6">' + "".join(items) + "</div>"
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
-def route_figure(config_json: str, gates: pd.DataFrame, height: int, width: int, title: str) -> Any:
+def route_figure(
+    config_json: str,
+    gates: pd.DataFrame,
+    height: int,
+    width: int,
+    title: str,
+    *,
+    highlight: tuple[tuple[int, int, str], ...] = (),
+    narrow: bool = False,
+) -> Any:
     """One image's route on the layer x scale grid: every path of the space, width and opacity
-    by the image's alpha, closed paths faint and dotted; hover gives alpha and MACs."""
+    by the image's alpha, closed paths faint and dotted; hover gives alpha and MACs.
+    ``highlight``: ``(layer, stride, direction)`` of paths marked as differing from another
+    image's route; ``narrow``: the legend under the grid (two figures side by side)."""
     from dynviz.graph import space_graph
     from dynviz.model import RoutingSpaceConfig
     from dynviz.plots.interactive import space_figure
@@ -364,8 +407,21 @@ def route_figure(config_json: str, gates: pd.DataFrame, height: int, width: int,
     costs = space_costs(config_json, height, width)
     alphas = gates.assign(mean_alpha=gates["alpha"].astype("float64"))
     graph = space_graph(config, costs=costs, mean_alpha=alphas)
-    fig = space_figure(graph, edge_attr="mean_alpha", threshold=0.0, title=title)
+    fig = space_figure(
+        graph,
+        edge_attr="mean_alpha",
+        threshold=0.0,
+        title=title,
+        highlight=highlight,
+        highlight_name="open in only one of the two images",
+    )
     fig.update_layout(height=320, margin={"l": 50, "r": 10, "t": 40, "b": 40})
+    if narrow:  # the grid keeps the column's width; the legend goes under it
+        fig.update_layout(
+            height=470,
+            legend={"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0.0},
+            margin={"l": 50, "r": 10, "t": 40, "b": 10},
+        )
     return fig
 
 

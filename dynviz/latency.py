@@ -49,6 +49,7 @@ from dynviz.model.network import RoutingNetwork
 from dynviz.model.route import Route
 
 __all__ = [
+    "ALL_OPEN_STATIC",
     "LatencyRow",
     "LatencyTable",
     "NodeLatency",
@@ -702,6 +703,11 @@ def latency_rows(latency: NodeLatency, table: CostTable | None = None) -> list[L
     return rows
 
 
+ALL_OPEN_STATIC = "every path open, no gates"
+"""The all-open row of :func:`route_times`: the static network of every path, which has no gates
+(the dynamic model with every path open costs its gates more)."""
+
+
 def route_times(latency: NodeLatency, routes: Mapping[str, Route]) -> list[dict[str, object]]:
     """Each static route's MACs and estimated time (the sum of its nodes' measured times, laid
     out as the paper counts MACs) beside the all-open network's: where equal MACs do not mean
@@ -713,7 +719,7 @@ def route_times(latency: NodeLatency, routes: Mapping[str, Route]) -> list[dict[
         spends its MACs where they are slow).
     """
     config, size = latency.config, latency.size
-    everything = {"all open": Route.all_open(config), **routes}
+    everything = {ALL_OPEN_STATIC: Route.all_open(config), **routes}
     rows: list[dict[str, object]] = []
     for name, route in everything.items():
         macs = cost_table(config, size, route=route).total()

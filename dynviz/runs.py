@@ -275,13 +275,15 @@ def measured_accuracy(
         route = read_run_config(run).get("route") or {}
         metrics = read_metrics(run)
         if route.get("name") and "val_miou" in metrics and metrics["val_miou"].notna().any():
+            last = metrics[metrics["val_miou"].notna()].iloc[-1]  # the last evaluation
+            cost = last.get("real_gmacs")
             rows.append(
                 {
                     "model": route["name"],
                     "kind": kind(route),
                     "source": f"run {Path(run).name}",
-                    "mIoU": float(metrics["val_miou"].dropna().iloc[-1]),
-                    "real GMACs": None,
+                    "mIoU": float(last["val_miou"]),
+                    "real GMACs": float(cost) if cost is not None and pd.notna(cost) else None,
                     "trained": True,
                 }
             )

@@ -156,8 +156,23 @@ def test_route_explorer_compares_two_images(app) -> None:
     at.toggle(key="explorer_compare").set_value(True).run()
     assert not at.exception
     assert at.selectbox(key="explorer_image_1").value != at.selectbox(key="explorer_image_0").value
-    titles = [c["layout"]["title"]["text"] for c in _charts(at)]
+    charts = _charts(at)
+    titles = [c["layout"]["title"]["text"] for c in charts]
     assert len(titles) == 2 and titles[0] != titles[1]
+    # issue 23: the paths that differ are listed and marked on both routes, the legends sit
+    # under the grids, and the costs keep their unit
+    (said,) = [m.value for m in at.markdown if "paths differ" in m.value]
+    count = int(said.split("**")[1].split()[0])
+    bands = [
+        [t for t in c["data"] if t.get("name") == "open in only one of the two images"]
+        for c in charts
+    ]
+    if count:
+        assert all(len(b) == 1 for b in bands)
+        assert sum(x is None for x in bands[0][0]["x"]) == count  # one segment per path
+    assert all(c["layout"]["legend"]["orientation"] == "h" for c in charts)
+    costs = [m.value for m in at.metric if m.label == "Real cost"]
+    assert len(costs) == 2 and all(c.endswith("MACs") for c in costs)
 
 
 @pytest.mark.parametrize(
@@ -200,6 +215,11 @@ def test_good_upload_runs_the_model(app) -> None:
     assert _amount(_metrics(at)["Real cost"]) > 0
     (spec,) = _charts(at)
     assert spec["layout"]["title"]["text"].startswith("photo.png:")
+    # issue 23: an upload is told what the model knows, and the prediction has a class legend
+    (note,) = [i.value for i in at.info if "uploaded image" in i.value]
+    assert "synthetic" in note
+    legends = [m.value for m in at.markdown if "background:rgb(" in m.value]
+    assert legends and "background" in legends[0]  # the class names of the records
 
 
 def test_threshold_slider_changes_the_common_network(app) -> None:
@@ -230,7 +250,7 @@ def test_latency_page_times_the_nodes_on_request(app) -> None:
     assert len(_charts(at)) == 1 and "x" in _metrics(at)["Cell op, slowest / fastest scale (time)"]
     # the selected records' space is not layer16: no special case, but their common network
     routes = at.dataframe[1].value
-    assert routes["route"].tolist() == ["all open", "common-95 of tiny"]
+    assert routes["route"].tolist() == ["every path open, no gates", "common-95 of tiny"]
     assert routes["time_ratio"].iloc[0] == 1.0 and 0 < routes["gmacs_ratio"].iloc[1] < 1
     at.selectbox(key="latency_space").set_value("layer16").run()
     assert at.info and len(at.dataframe) == 0  # another space: measure again
@@ -425,10 +445,19 @@ def test_routing_vs_scale_relates_attribution_to_object_size(app) -> None:
     assert not at.error, [e.value for e in at.error]
     assert any(s.value == "Attribution versus object size" for s in at.subheader)
     table = at.dataframe[-1].value
-    assert {"class", "direction", "objects", "spearman", "small_mean", "large_mean"} <= set(
+    # readable columns, classes by name (issue 23)
+    assert {"class", "direction", "objects", "Spearman rho (area, lift)", "paths leaving"} <= set(
         table.columns
     )
+    assert "scale_index" not in table.columns and "small_mean" not in table.columns
+    assert not any(str(c).startswith("class ") for c in table["class"])
     assert (table["objects"] > 0).all()
+    # the adaptivity figures are a table with their intervals, the scatter's axes readable
+    figures = at.dataframe[0].value
+    assert list(figures.columns) == ["figure", "value", "95% interval", "what it measures"]
+    assert "regime from the route" in set(figures["figure"])
+    axes = [c["layout"]["yaxis"]["title"]["text"] for c in _charts(at) if "yaxis" in c["layout"]]
+    assert "fine share" not in axes
     scatter = [c for c in _charts(at) if c["layout"].get("xaxis", {}).get("type") == "log"]
     assert scatter
     pooled = _metrics(at)["Spearman of area with lift, all classes"]

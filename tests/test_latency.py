@@ -103,7 +103,7 @@ def test_route_times_are_sums_of_the_node_table(latency):
     config = latency.config
     chain = Route.from_chains(config, [[4, 4, 8, 8, 8]], name="chain")
     rows = route_times(latency, {"chain": chain})
-    assert [r["route"] for r in rows] == ["all open", "chain"]
+    assert [r["route"] for r in rows] == ["every path open, no gates", "chain"]
     everything, mine = rows
     assert everything["gmacs_ratio"] == everything["time_ratio"] == 1.0
     assert mine["gmacs"] == pytest.approx(cost_table(config, SIZE, route=chain).total() / 1e9)

@@ -58,6 +58,9 @@ cols[2].metric(
     format_macs(result.gmacs),
     delta=f"{100 * (result.gmacs / result.dynamic_gmacs - 1):+.1f}% vs all open",
     delta_color="off",
+    help=f"against the dynamic model with every path open, gates included "
+    f"({format_macs(result.dynamic_gmacs)}); the Latency page's static all-open network has "
+    "no gates and costs less",
 )
 cols[3].metric(
     "Cost at 1024x2048",

@@ -218,9 +218,11 @@ for series in chosen:
     st.markdown(f"**{series}**")
     points = data.groupby("run")["iter"].nunique()
     if points.max() <= 1:  # one value per run (e.g. one evaluation at the end): no line to draw
+        at = sorted({int(i) for i in data["iter"]})
+        when = f"iteration {at[0]}" if len(at) == 1 else "iterations " + ", ".join(map(str, at))
         st.caption(
-            f"One value per run (logged once, at iteration {int(data['iter'].max())}): shown as "
-            "values, not as a curve."
+            f"One value per run (logged once, at the run's end: {when}): shown as values, not "
+            "as a curve."
         )
         st.dataframe(
             data.rename(columns={"iter": "iteration"}),

@@ -14,6 +14,7 @@ ctx = _state.context()
 records = _state.records_or_stop(ctx)
 path, mtime = ctx.records, _state.stamp(ctx.records)
 config_json = _state.config_json(records)
+class_names = list(records.sidecar.class_names)
 
 st.title("Route explorer")
 st.caption(
@@ -31,11 +32,24 @@ compare = c1.toggle("Compare two images", key="explorer_compare")
 opacity = c2.slider("Prediction opacity", 0.0, 1.0, 0.5, 0.05, key="explorer_opacity")
 
 
-def show(view: _state.ImageView, *, key: str) -> None:
-    """Draw one image: picture, prediction overlay, metrics and route."""
+def show(
+    view: _state.ImageView,
+    *,
+    key: str,
+    narrow: bool = False,
+    differs: tuple[tuple[int, int, str], ...] = (),
+) -> None:
+    """Draw one image: picture, prediction overlay, metrics and route. ``narrow``: half the
+    page (compare mode): the figures go under the pictures, in full; ``differs``: the paths
+    where the other image's route differs, marked on the route."""
     if view.note:
         st.info(view.note)
-    picture, predicted, numbers = st.columns(3)
+    if narrow:
+        picture, predicted = st.columns(2)
+        numbers = st.container()
+    else:
+        picture, predicted, numbers = st.columns(3)
+    palette = _state.records_palette(path, mtime)
     if view.image is not None:
         picture.image(
             view.image,
@@ -44,28 +58,36 @@ def show(view: _state.ImageView, *, key: str) -> None:
         )
         if view.prediction is not None:
             predicted.image(
-                overlay(view.image, view.prediction, opacity=opacity),
+                overlay(view.image, view.prediction, opacity=opacity, palette=palette),
                 caption="prediction",
                 width="stretch",
             )
+            predicted.markdown(
+                _state.class_legend(palette, class_names, view.prediction),
+                unsafe_allow_html=True,
+            )
         elif view.label is not None:
             predicted.image(
-                overlay(view.image, view.label, opacity=opacity),
+                overlay(view.image, view.label, opacity=opacity, palette=palette),
                 caption="ground truth",
                 width="stretch",
             )
+            predicted.markdown(
+                _state.class_legend(palette, class_names, view.label), unsafe_allow_html=True
+            )
     miou = "n/a" if view.miou is None else f"{view.miou:.3f}"
-    numbers.metric(
+    boxes = numbers.columns(3) if narrow else [numbers] * 3
+    boxes[0].metric(
         "Real cost",
-        format_macs(view.real_gmacs),
+        format_macs(view.real_gmacs, digits=3),
         help="MACs executed for this image (closed paths skipped)",
     )
-    numbers.metric(
+    boxes[1].metric(
         "Expected cost",
-        format_macs(view.expected_gmacs),
+        format_macs(view.expected_gmacs, digits=3),
         help="Eq. 7-8 with this image's alphas",
     )
-    numbers.metric("mIoU", miou, help="this image's mIoU (n/a for an upload: it has no label)")
+    boxes[2].metric("mIoU", miou, help="this image's mIoU (n/a for an upload: it has no label)")
     if view.gates.empty:
         return
     if view.image is not None:
@@ -79,6 +101,8 @@ def show(view: _state.ImageView, *, key: str) -> None:
         int(height),
         int(width),
         f"{view.image_id}: {active} of {len(view.gates)} paths open",
+        highlight=differs,
+        narrow=narrow,
     )
     st.plotly_chart(fig, width="stretch", key=f"route_{key}")
     _attribution.panel(path, mtime, view.image, key=key)  # why this route: gate attribution
@@ -117,8 +141,21 @@ def upload_view(slot: int) -> _state.ImageView | None:
         return None
 
 
+def open_paths(view: _state.ImageView) -> set[tuple[int, int, str]]:
+    """``(layer, stride, direction)`` of the paths open for an image."""
+    gates = view.gates[view.gates["active"]]
+    return {
+        (int(layer), int(scale), str(direction))
+        for layer, scale, direction in zip(
+            gates["layer"], gates["scale"], gates["direction"], strict=True
+        )
+    }
+
+
 slots = [0, 1] if compare else [0]
-for slot, column in zip(slots, st.columns(len(slots)), strict=True):
+columns = st.columns(len(slots))
+views: list[_state.ImageView | None] = []
+for slot, column in zip(slots, columns, strict=True):
     with column:
         pick_source, pick_image = st.columns([1, 2])
         source = pick_source.radio(
@@ -128,6 +165,24 @@ for slot, column in zip(slots, st.columns(len(slots)), strict=True):
             help="An image of the records, or your own image run through the model",
         )
         with pick_image:
-            view = dataset_view(slot, default=slot) if source == "Data set" else upload_view(slot)
-        if view is not None:
-            show(view, key=str(slot))
+            views.append(
+                dataset_view(slot, default=slot) if source == "Data set" else upload_view(slot)
+            )
+differs: tuple[tuple[int, int, str], ...] = ()
+if compare and all(v is not None and not v.gates.empty for v in views):
+    first, second = (open_paths(v) for v in views)
+    differs = tuple(sorted(first ^ second))
+    only = [sorted(first - second), sorted(second - first)]
+    names = [v.image_id for v in views]
+
+    def listed(paths: list[tuple[int, int, str]]) -> str:
+        return ", ".join(f"layer {layer} 1/{stride} {d}" for layer, stride, d in paths) or "none"
+
+    st.markdown(
+        f"**{len(differs)} paths differ** (marked in yellow on both routes): open only for "
+        f"`{names[0]}`: {listed(only[0])}; open only for `{names[1]}`: {listed(only[1])}."
+    )
+for slot, column, view in zip(slots, columns, views, strict=True):
+    if view is not None:
+        with column:
+            show(view, key=str(slot), narrow=compare, differs=differs)

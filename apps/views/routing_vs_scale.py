@@ -4,8 +4,11 @@ with correlations and per-regime means."""
 
 from __future__ import annotations
 
+import math
+
 import _attribution
 import _state
+import pandas as pd
 import streamlit as st
 
 from dynviz.analysis import scale_summary
@@ -24,6 +27,54 @@ st.caption(
     "paths and images of large objects to coarse ones. Each point is an image."
 )
 
+
+def adaptivity_table(figures, unit) -> pd.DataFrame:  # noqa: ANN001 - RouteAdaptivity, MacUnit
+    """The adaptivity figures as rows (a table never cuts a label, as metrics do)."""
+
+    def percent(value: float) -> str:
+        return "n/a" if math.isnan(value) else f"{100 * value:.0f}%"
+
+    low, high = figures.classifier_interval
+    rho_low, rho_high = figures.scale_correlation_interval
+    rho = figures.scale_correlation
+    regimes = ", ".join(f"{k} {format_macs(v, unit)}" for k, v in figures.regime_gmacs.items())
+    return pd.DataFrame(
+        [
+            (
+                "cost spread",
+                f"{figures.cost_spread:.2f}x",
+                "",
+                f"dearest tenth of the {figures.images} images "
+                f"({format_macs(figures.dearest_tenth_gmacs, unit)}) over the cheapest tenth "
+                f"({format_macs(figures.cheapest_tenth_gmacs, unit)})",
+            ),
+            (
+                "scale regimes apart",
+                "n/a"
+                if math.isnan(figures.regime_difference)
+                else f"+{100 * figures.regime_difference:.0f}%",
+                "",
+                f"dearest regime's mean cost over the cheapest's ({regimes})",
+            ),
+            (
+                "regime from the route",
+                percent(figures.classifier_accuracy),
+                "" if math.isnan(low) else f"{100 * low:.0f}-{100 * high:.0f}%",
+                f"nearest-centroid classifier on the active paths, {figures.folds}-fold "
+                f"cross-validated; chance {percent(figures.chance)}",
+            ),
+            (
+                "cost against largest object",
+                "n/a" if math.isnan(rho) else f"rho {rho:+.2f}",
+                "" if math.isnan(rho_low) else f"{rho_low:+.2f} to {rho_high:+.2f}",
+                "Spearman rank correlation of the per-image real cost with the area of the "
+                "image's largest object",
+            ),
+        ],
+        columns=["figure", "value", "95% interval", "what it measures"],
+    )
+
+
 labels = ctx.labels()
 chosen = st.multiselect(
     "Models (records)", labels, default=[catalog.label(ctx.records)], key="scale_models"
@@ -41,41 +92,11 @@ for path, label in zip(paths, chosen, strict=True):
         continue
     unit = mac_unit([figures.cheapest_tenth_gmacs, figures.dearest_tenth_gmacs])
     st.markdown(f"**{label}**")
-    cols = st.columns(5)
-    cols[0].metric(
-        "Cost, dearest / cheapest tenth",
-        f"{figures.cost_spread:.2f}x",
-        help=f"mean real cost of the dearest tenth of the {figures.images} images "
-        f"({format_macs(figures.dearest_tenth_gmacs, unit)}) over that of the cheapest tenth "
-        f"({format_macs(figures.cheapest_tenth_gmacs, unit)})",
-    )
-    cols[1].metric(
-        "Regime mean cost, dearest vs cheapest",
-        "n/a"
-        if figures.regime_difference != figures.regime_difference
-        else f"+{100 * figures.regime_difference:.0f}%",
-        help="mean real cost per scale regime: "
-        + ", ".join(f"{k} {format_macs(v, unit)}" for k, v in figures.regime_gmacs.items()),
-    )
-    cols[2].metric(
-        "Regime predicted from the route",
-        "n/a"
-        if figures.classifier_accuracy != figures.classifier_accuracy
-        else f"{100 * figures.classifier_accuracy:.0f}%",
-        help=f"nearest-centroid classifier on the image's active paths, {figures.folds}-fold "
-        "cross-validated",
-    )
-    cols[3].metric(
-        "Chance",
-        "n/a" if figures.chance != figures.chance else f"{100 * figures.chance:.0f}%",
-        help="always guessing the most frequent regime",
-    )
-    rho = figures.scale_correlation
-    cols[4].metric(
-        "Cost vs largest object",
-        "n/a" if rho != rho else f"rho {rho:+.2f}",
-        help="Spearman rank correlation of the per-image real cost with the area of the "
-        "image's largest object",
+    st.dataframe(
+        adaptivity_table(figures, unit),
+        hide_index=True,
+        width="stretch",
+        key=f"adaptivity_{label}",
     )
     st.caption(" ".join(figures.sentences()))
 
@@ -99,7 +120,15 @@ x = c1.selectbox(
 y = c2.selectbox("Routing measure", metrics, format_func=readable, key="scale_y")
 logx = c3.toggle("Log x", value=bool((per_image[x] > 0).all()), key="scale_logx")
 st.plotly_chart(
-    routing_scatter(per_image, x=x, y=y, logx=logx, symbol="model" if len(paths) > 1 else None),
+    routing_scatter(
+        per_image,
+        x=x,
+        y=y,
+        logx=logx,
+        symbol="model" if len(paths) > 1 else None,
+        xlabel=readable(x),
+        ylabel=readable(y),
+    ),
     width="stretch",
     key="scale_scatter",
 )
@@ -114,10 +143,16 @@ with left:
         by_regime = by_regime.assign(real_gmacs=regime_unit(by_regime["real_gmacs"])).rename(
             columns={"real_gmacs": f"real cost ({regime_unit.label})"}
         )
+    shown = by_regime.rename(columns=readable_columns(list(by_regime.columns)))
     st.dataframe(
-        by_regime.rename(columns=readable_columns(list(by_regime.columns))),
+        shown,
         hide_index=True,
         width="stretch",
+        column_config={
+            c: st.column_config.NumberColumn(format="%.3f")
+            for c in shown.columns
+            if c != "images" and pd.api.types.is_float_dtype(shown[c])
+        },
     )
 with right:
     st.subheader("Correlations")
@@ -135,9 +170,10 @@ with right:
         },
     )
 st.caption(
-    "fine share: share of open paths starting at 1/4; mean scale index: the average "
-    "depth in scale of the open paths (0 = 1/4); fine cost share: share of the backbone "
-    "cost spent at 1/4. NaN correlations: a constant column or fewer than 3 images."
+    "Share of active paths at 1/4: of the open paths, those starting at 1/4; mean scale of "
+    "active paths: their average depth in scale (0 = 1/4); share of backbone cost at 1/4: of "
+    "the image's backbone cost, the part spent at 1/4. Empty correlations: a constant column "
+    "or fewer than 3 images."
 )
 st.download_button(
     "Download per-image table (CSV)",

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -150,7 +152,13 @@ def attribution_grid_figure(
                 showlegend=False,
             )
         )
+    # every row a path reaches is labelled, also one that only a down path leads to
     strides = dict(zip(nodes["scale_index"], nodes["scale"], strict=False))
+    stride_of = {int(i): int(s) // 2 ** int(i) for i, s in strides.items()}  # the 1/4 stride
+    base = next(iter(stride_of.values()), 4)
+    reached = frame["scale_index"] + frame["direction"].map(_STEP).fillna(0).astype(int)
+    for index in range(int(min(reached.min(), min(strides))), int(reached.max()) + 1):
+        strides.setdefault(index, base * 2**index)
     fig.update_layout(
         template=TEMPLATE,
         title=title,
@@ -175,9 +183,11 @@ def attribution_size_scatter(
     value: str = "lift",
     logx: bool = True,
     title: str | None = None,
+    class_names: Sequence[str] = (),
 ) -> go.Figure:
     """Objects of :func:`dynviz.attribution.object_attribution` (one path group): ``area``
-    against ``value``, one colour per class, with a zero line."""
+    against ``value``, one colour per class (named by ``class_names`` where given), with a zero
+    line."""
     fig = go.Figure()
     for i, (cls, part) in enumerate(objects.groupby("class", sort=True)):
         fig.add_trace(
@@ -185,7 +195,7 @@ def attribution_size_scatter(
                 x=part["area"],
                 y=part[value],
                 mode="markers",
-                name=f"class {cls}",
+                name=class_names[cls] if 0 <= cls < len(class_names) else f"class {cls}",
                 marker={"color": PALETTE[i % len(PALETTE)], "size": 7, "opacity": 0.8},
                 text=part["image_id"].astype(str),
                 hovertemplate="%{text}<br>area %{x}<br>" + value + " %{y:.4g}<extra></extra>",

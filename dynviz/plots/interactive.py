@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from dynviz.labels import readable
 from dynviz.plots.style import DIRECTION_COLORS, PALETTE
 
 __all__ = [
@@ -185,8 +186,11 @@ def routing_scatter(
     symbol: str | None = "model",
     logx: bool = True,
     title: str | None = "Routing versus object scale",
+    xlabel: str | None = None,
+    ylabel: str | None = None,
 ) -> go.Figure:
-    """Per-image routing measure against an object-scale statistic (hover: the image id)."""
+    """Per-image routing measure against an object-scale statistic (hover: the image id); the
+    axes are labelled ``xlabel``/``ylabel`` (default: the column names, readable)."""
     fig = go.Figure()
     symbols = ("circle", "square", "diamond", "triangle-up", "x", "cross")
     colors = [name for name, _ in _groups(data, color)]
@@ -211,9 +215,7 @@ def routing_scatter(
             )
     if logx:
         fig.update_xaxes(type="log")
-    return _layout(
-        fig, title=title, x=x.removeprefix("stat_").replace("_", " "), y=y.replace("_", " ")
-    )
+    return _layout(fig, title=title, x=xlabel or readable(x), y=ylabel or readable(y))
 
 
 def latency_bars(
@@ -242,11 +244,34 @@ def space_figure(
     edge_attr: str | None = "probability",
     threshold: float | None = 0.95,
     title: str | None = "Routing space",
+    highlight: Any = (),
+    highlight_name: str = "differs",
 ) -> go.Figure:
     """The routing space on the paper's grid; edge opacity and width follow ``edge_attr``, and
-    edges at or below ``threshold`` are dotted. Hover an edge's midpoint for its values."""
+    edges at or below ``threshold`` are dotted. Hover an edge's midpoint for its values.
+
+    ``highlight``: ``(layer, stride, direction)`` of paths to mark with a wide yellow band
+    (e.g. the paths where two images' routes differ), named ``highlight_name`` in the legend.
+    """
     fig = go.Figure()
     pos = {n: a["pos"] for n, a in graph.nodes(data=True) if "pos" in a}
+    marked = {(int(layer), int(stride), str(d)) for layer, stride, d in highlight}
+    band_x: list[float | None] = []
+    band_y: list[float | None] = []
+    for u, v, attrs in graph.edges(data=True):
+        key = (int(attrs.get("layer", -9)), int(attrs.get("scale", 0)), str(attrs.get("direction")))
+        if key in marked and u in pos and v in pos:
+            band_x += [pos[u][0], pos[v][0], None]
+            band_y += [pos[u][1], pos[v][1], None]
+    if band_x:
+        fig.add_scatter(
+            x=band_x,
+            y=band_y,
+            mode="lines",
+            name=highlight_name,
+            hoverinfo="skip",
+            line={"color": "rgba(255, 200, 0, 0.55)", "width": 14},
+        )
     mid_x, mid_y, mid_text = [], [], []
     for u, v, attrs in graph.edges(data=True):
         if u not in pos or v not in pos:
