@@ -5,13 +5,17 @@ and the Table-1 comparison), made by :func:`dynviz.chain.run_chain` with short t
 Every page renders, no page shows a Python traceback, the folder's Table 1 lists every network,
 the Special cases page finds the trained special cases, the training-curve chart says what it
 has, and an uploaded image in compare mode shows its figures as metrics.
-Run: ``.venv/bin/python -m pytest -m browser tests/test_browser_demo.py``.
+Run: ``.venv/bin/python -m pytest -m browser tests/test_browser_demo.py``. With
+``DYNVIZ_DEMO_ROOT=runs`` (a folder holding a finished ``make demo``'s ``demo/``) the tests read
+that folder instead of making one, and with ``DYNVIZ_SCREENSHOTS=docs/screenshots`` the compare
+test saves the README's screenshot of it (``demo_route_explorer_compare.png``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,9 +32,15 @@ TRACEBACK = re.compile(r"Traceback \(most recent call last\)|File \"[^\"]+\.py\"
 
 @pytest.fixture(scope="module")
 def demo_root(tmp_path_factory) -> Path:
-    """A demo folder with short trainings (about a minute on two cores)."""
+    """A demo folder with short trainings (about a minute on two cores), or the finished demo
+    that ``$DYNVIZ_DEMO_ROOT`` names."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: run `bash scripts/install-browser.sh`")
+    given = os.environ.get("DYNVIZ_DEMO_ROOT")
+    if given:
+        if not (Path(given) / "demo" / "report.md").is_file():
+            pytest.fail(f"DYNVIZ_DEMO_ROOT={given} holds no finished demo (demo/report.md)")
+        return Path(given)
     from dynviz.chain import QUICK, run_chain
 
     root = tmp_path_factory.mktemp("demo-like")
@@ -91,16 +101,39 @@ def test_special_cases_finds_the_demo_runs(demo_browser, demo_server) -> None:  
         text = page.locator('[data-testid="stAppViewContainer"]').inner_text()
         assert "No records or training runs of these networks here" not in text
         assert "Special cases trained here" in text
+        # issue 23: Dynamic-Budget against every other network, with intervals and a figure
+        assert "Dynamic-Budget against every other network" in text
+        assert "excludes zero" in text and "relative to Dynamic-Budget" in text
+        assert page.locator('[data-testid="stImage"], [data-testid="stPyplot"] img').count() >= 1
         _no_traceback(page)
 
 
 def test_routing_vs_scale_states_the_adaptivity_figures(demo_browser, demo_server) -> None:  # noqa: ANN001
     with _opened(demo_browser, demo_server, "routing_vs_scale", "Routing versus scale") as page:
         text = page.locator('[data-testid="stAppViewContainer"]').inner_text()
-        assert "Cost, dearest / cheapest tenth" in text and "Chance" in text
-        assert "Cost vs largest object" in text
+        # the figures in words, each with its interval (the table beside them is a canvas)
+        assert "dearest tenth" in text and "chance" in text
+        assert "95% interval" in text and "Spearman rho" in text
         assert "stat_mean_object_area" not in text and "fine_share" not in text
+        # the scatter's axes are named as the dropdowns name them (no "fine share")
+        axes = page.locator('[data-testid="stPlotlyChart"] .g-ytitle').all_inner_texts()
+        assert axes and not any(a.strip() == "fine share" for a in axes)
         _no_traceback(page)
+
+
+def test_compare_mode_marks_the_paths_that_differ(demo_browser, demo_server) -> None:  # noqa: ANN001
+    with _opened(demo_browser, demo_server, "route_explorer", "Route explorer") as page:
+        page.get_by_text("Compare two images").first.click()
+        _settle(page)
+        text = page.locator('[data-testid="stAppViewContainer"]').inner_text()
+        assert "paths differ" in text and "open only for" in text
+        costs = [t for t in page.locator('[data-testid="stMetric"]').all_inner_texts()]
+        assert sum("Real cost" in t and "MACs" in t for t in costs) == 2  # the unit is shown
+        assert not any(t.rstrip().endswith("...") for t in costs)
+        _no_traceback(page)
+        shots = os.environ.get("DYNVIZ_SCREENSHOTS")
+        if shots:  # the README's picture of the demo
+            page.screenshot(path=str(Path(shots) / "demo_route_explorer_compare.png"))
 
 
 def test_upload_in_compare_mode_shows_metrics(demo_browser, demo_server) -> None:  # noqa: ANN001
