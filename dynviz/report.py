@@ -199,6 +199,10 @@ def analyze(
     report.summary["common_paths"] = {
         str(k): (int(v["sum"]), int(v["size"])) for k, v in common.iterrows()
     }
+    report.summary["active_threshold"] = {  # a path was open at alpha above it
+        label: float(rec.config.active_threshold)
+        for rec, label in zip(records, labels, strict=True)
+    }
 
     # ---- matplotlib figures
     ax = plots.probability_histogram(
@@ -409,8 +413,13 @@ def _write_report(
             _markdown(augmented),
             "",
         ]
+    rules = report.summary.get("active_threshold") or {}
     lines += [
         "## Activation probability (Fig. 5)",
+        "",
+        "A path's activation probability is the share of images in which it was open: "
+        + "; ".join(f"{label}, alpha > {t:g}" for label, t in rules.items())
+        + " (the records' active threshold; the records keep the gates' own alphas beside).",
         "",
         "![Fig. 5](fig5_probability.png)",
         "",

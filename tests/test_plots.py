@@ -113,6 +113,7 @@ def test_analyze_writes_the_report(two_records, tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "![Fig. 5](fig5_probability.png)" in report and "routing_vs_scale.png" in report
     assert "Counting: paper (" in report  # both records in the default counting
+    assert "gated, alpha > 0; fixed, alpha > 0" in report  # the records' active threshold
     for png in out.glob("*.png"):
         assert png.stat().st_size < 200_000, png
     costs = pd.read_csv(out / "cost_statistics.csv")
