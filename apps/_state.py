@@ -419,7 +419,7 @@ def route_figure(
     if narrow:  # the grid keeps the column's width; the legend goes under it
         fig.update_layout(
             height=470,
-            legend={"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0.0},
+            legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0.0},
             margin={"l": 50, "r": 10, "t": 40, "b": 10},
         )
     return fig

@@ -978,9 +978,9 @@ def _write_report(
     special = _comparison_lines(table.parent, out / "report")
     if special and s.static_iters < s.iters:
         special[-1:-1] = [
+            "",
             f"The static networks trained for {s.static_iters} iterations and the dynamic ones "
             f"for {s.iters}, which favours the dynamic ones.",
-            "",
         ]
     lines += special
     if adaptivity:

@@ -116,7 +116,7 @@ def test_routing_vs_scale_states_the_adaptivity_figures(demo_browser, demo_serve
         assert "95% interval" in text and "Spearman rho" in text
         assert "stat_mean_object_area" not in text and "fine_share" not in text
         # the scatter's axes are named as the dropdowns name them (no "fine share")
-        axes = page.locator('[data-testid="stPlotlyChart"] .g-ytitle').all_inner_texts()
+        axes = page.locator('[data-testid="stPlotlyChart"] .g-ytitle').all_text_contents()
         assert axes and not any(a.strip() == "fine share" for a in axes)
         _no_traceback(page)
 
@@ -127,12 +127,14 @@ def test_compare_mode_marks_the_paths_that_differ(demo_browser, demo_server) -> 
         _settle(page)
         text = page.locator('[data-testid="stAppViewContainer"]').inner_text()
         assert "paths differ" in text and "open only for" in text
-        costs = [t for t in page.locator('[data-testid="stMetric"]').all_inner_texts()]
-        assert sum("Real cost" in t and "MACs" in t for t in costs) == 2  # the unit is shown
-        assert not any(t.rstrip().endswith("...") for t in costs)
+        # each image's figures in a line that wraps (a metric's big value is cut at half a page)
+        assert page.locator('[data-testid="stMetric"]').count() == 0
+        assert len(re.findall(r"Real cost [\d.]+ [KMG]?MACs", text)) == 2
         _no_traceback(page)
         shots = os.environ.get("DYNVIZ_SCREENSHOTS")
         if shots:  # the README's picture of the demo
+            page.set_viewport_size({"width": 1280, "height": 1560})  # both routes in view
+            _settle(page)
             page.screenshot(path=str(Path(shots) / "demo_route_explorer_compare.png"))
 
 
@@ -153,10 +155,9 @@ def test_upload_in_compare_mode_shows_metrics(demo_browser, demo_server) -> None
         )
         page.get_by_text("noise.png (64x64)").first.wait_for(timeout=60_000)
         _settle(page)
-        metrics = page.locator('[data-testid="stMetric"]')
-        assert metrics.count() == 6  # real cost, expected cost, mIoU for each image
-        labels = metrics.all_inner_texts()
-        assert sum("Real cost" in t for t in labels) == 2
-        assert any("mIoU" in t and "n/a" in t for t in labels)  # the upload has no label
+        # half a page each: the figures are lines that wrap, not metrics whose values are cut
+        assert page.locator('[data-testid="stMetric"]').count() == 0
+        text = page.locator('[data-testid="stAppViewContainer"]').inner_text()
+        assert text.count("Real cost") == 2 and "mIoU n/a" in text  # the upload has no label
         assert page.locator("h1, h2, h3").filter(has_text="MMACs").count() == 0  # no heading
         _no_traceback(page)

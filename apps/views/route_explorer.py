@@ -76,18 +76,21 @@ def show(
                 _state.class_legend(palette, class_names, view.label), unsafe_allow_html=True
             )
     miou = "n/a" if view.miou is None else f"{view.miou:.3f}"
-    boxes = numbers.columns(3) if narrow else [numbers] * 3
-    boxes[0].metric(
-        "Real cost",
-        format_macs(view.real_gmacs, digits=3),
-        help="MACs executed for this image (closed paths skipped)",
-    )
-    boxes[1].metric(
-        "Expected cost",
-        format_macs(view.expected_gmacs, digits=3),
-        help="Eq. 7-8 with this image's alphas",
-    )
-    boxes[2].metric("mIoU", miou, help="this image's mIoU (n/a for an upload: it has no label)")
+    real = format_macs(view.real_gmacs, digits=3)
+    expected = format_macs(view.expected_gmacs, digits=3)
+    if narrow:  # half a page: big metric values would be cut ("5.19 ..."); a line wraps
+        numbers.markdown(
+            f"**Real cost** {real} &nbsp;·&nbsp; **expected cost** {expected} &nbsp;·&nbsp; "
+            f"**mIoU** {miou}",
+            help="real: MACs executed for this image (closed paths skipped); expected: Eq. "
+            "7-8 with its alphas; mIoU: n/a for an upload (it has no label)",
+        )
+    else:
+        numbers.metric(
+            "Real cost", real, help="MACs executed for this image (closed paths skipped)"
+        )
+        numbers.metric("Expected cost", expected, help="Eq. 7-8 with this image's alphas")
+        numbers.metric("mIoU", miou, help="this image's mIoU (n/a for an upload: it has no label)")
     if view.gates.empty:
         return
     if view.image is not None:
@@ -182,7 +185,7 @@ if compare and all(v is not None and not v.gates.empty for v in views):
         f"**{len(differs)} paths differ** (marked in yellow on both routes): open only for "
         f"`{names[0]}`: {listed(only[0])}; open only for `{names[1]}`: {listed(only[1])}."
     )
-for slot, column, view in zip(slots, columns, views, strict=True):
-    if view is not None:
+for slot, column, view in zip(slots, st.columns(len(slots)), views, strict=True):
+    if view is not None:  # under the summary of what differs
         with column:
             show(view, key=str(slot), narrow=compare, differs=differs)
