@@ -12,7 +12,9 @@ writes a records folder::
 ``gates`` has one row per (image, path) for every path that exists in the network:
 ``image_id`` (str), ``layer`` (int16), ``scale`` (int16, the stride 4/8/16/32), ``scale_index``
 (int8), ``direction`` (category keep/up/down), ``alpha`` (float32, 0 where the path was closed or
-its cell received nothing) and ``active`` (bool, alpha above the model's threshold).
+its cell received nothing), ``active`` (bool, alpha above the model's threshold) and
+``gate_alpha`` (float32, the gate's own alpha before the closing rule: below a raised threshold
+it keeps the value the path was closed at; records written before it read it as ``alpha``).
 
 ``images`` has one row per image: ``image_id``, ``real_gmacs`` and ``expected_gmacs`` (per-image
 cost, :mod:`dynviz.cost`), ``miou`` and ``pixel_accuracy`` of that image (NaN when it has no
