@@ -23,6 +23,7 @@ import pandas as pd
 import streamlit as st
 
 from dynviz.explorer import APP_DIR_ENV
+from dynviz.rules import COMMON_THRESHOLD
 from dynviz.runs import Catalog, find_folders, modified_time
 from dynviz.uploads import ImageView
 
@@ -614,7 +615,9 @@ def routes_of_space(
         if rec.config == space:
             try:
                 route = extract_common(
-                    path_statistics(records, stamp(records)).per_path, rec.config, threshold=0.95
+                    path_statistics(records, stamp(records)).per_path,
+                    rec.config,
+                    threshold=COMMON_THRESHOLD,
                 )
             except CommonNetError:
                 pass

@@ -44,12 +44,11 @@ from dynviz.metrics import ConfusionMatrix
 from dynviz.model import ConfigError, RoutingNetwork
 from dynviz.progress import Progress
 from dynviz.tta import Augment, TableCache, forward_costs, infer
+from dynviz.units import GIGA
 
 __all__ = ["CostStats", "EvalResult", "evaluate"]
 
 logger = logging.getLogger(__name__)
-
-GIGA = 1e9
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ from dynviz.cost import CostItem, CostTable, Counting, cost_table
 from dynviz.model.config import Direction, RoutingSpaceConfig
 from dynviz.model.network import RoutingNetwork
 from dynviz.model.route import Route
+from dynviz.units import GIGA
 
 __all__ = [
     "ALL_OPEN_STATIC",
@@ -89,7 +90,7 @@ def cpu_wait() -> float | None:
             found = True
         except (OSError, IndexError, ValueError):
             continue
-    return total / 1e9 if found else None
+    return total / GIGA if found else None
 
 
 def quartiles(values: Any) -> tuple[float, float, float]:
@@ -508,14 +509,14 @@ class LatencyTable(CostTable):
     latency: NodeLatency | None = None
 
     def by_component(self) -> dict[str, float]:  # type: ignore[override]
-        return {k: v / 1e9 for k, v in super().by_component().items()}
+        return {k: v / GIGA for k, v in super().by_component().items()}
 
     def by_module(self, op: str | None = None) -> dict[str, float]:  # type: ignore[override]
-        return {k: v / 1e9 for k, v in super().by_module(op).items()}
+        return {k: v / GIGA for k, v in super().by_module(op).items()}
 
     def total(self) -> float:  # type: ignore[override]
         """Seconds with every path open (gates included when the network has them)."""
-        return sum(item.macs for item in self.items) / 1e9
+        return sum(item.macs for item in self.items) / GIGA
 
 
 def measure_node_latency_isolated(
@@ -659,7 +660,7 @@ class LatencyRow:
 
     @property
     def gmacs_per_s(self) -> float:
-        return self.macs / self.seconds / 1e9 if self.seconds > 0 else 0.0
+        return self.macs / self.seconds / GIGA if self.seconds > 0 else 0.0
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -724,7 +725,7 @@ def route_times(latency: NodeLatency, routes: Mapping[str, Route]) -> list[dict[
     for name, route in everything.items():
         macs = cost_table(config, size, route=route).total()
         seconds = latency_cost_table(config, size, route=route, latency=latency).total()
-        rows.append({"route": name, "gmacs": macs / 1e9, "ms": seconds * 1e3})
+        rows.append({"route": name, "gmacs": macs / GIGA, "ms": seconds * 1e3})
     base = rows[0]
     for row in rows:
         row["gmacs_ratio"] = float(row["gmacs"]) / float(base["gmacs"])

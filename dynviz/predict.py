@@ -33,6 +33,7 @@ from dynviz.model import RoutingNetwork
 from dynviz.model.route import Route
 from dynviz.progress import Progress
 from dynviz.tta import Augment, TableCache, forward_costs, infer
+from dynviz.units import GIGA
 
 __all__ = [
     "CSV_COLUMNS",
@@ -45,7 +46,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-GIGA = 1e9
 CSV_FILE = "predictions.csv"
 CSV_COLUMNS = (
     "image",

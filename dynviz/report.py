@@ -49,6 +49,7 @@ from dynviz.record import (
     path_cost_frame,
     record_labels,
 )
+from dynviz.rules import COMMON_THRESHOLD
 from dynviz.units import MAC_NOTE, mac_unit
 
 __all__ = ["Report", "analyze", "records_path_costs", "routing_figure", "slug", "table1"]
@@ -124,7 +125,7 @@ def analyze(
     records: list[Records],
     out: str | Path,
     *,
-    threshold: float = 0.95,
+    threshold: float = COMMON_THRESHOLD,
     bins: int = 10,
     html: bool = True,
     formats: tuple[str, ...] = ("png", "pdf"),

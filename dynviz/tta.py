@@ -39,8 +39,6 @@ __all__ = [
     "window_boxes",
 ]
 
-GIGA = 1e9
-
 
 class AugmentError(UserError):
     """A bad ``--aug`` or ``--window`` value; the message names it."""

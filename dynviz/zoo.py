@@ -23,6 +23,7 @@ from dynviz.model import RoutingNetwork, build_model
 from dynviz.model.config import RoutingSpaceConfig
 from dynviz.model.route import Route
 from dynviz.model.zoo import load_spec, preset_names
+from dynviz.units import GIGA
 
 __all__ = [
     "COMPONENTS",
@@ -65,7 +66,7 @@ class ModelCost:
 
     @property
     def gmacs(self) -> float:
-        return self.macs / 1e9
+        return self.macs / GIGA
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -78,7 +79,7 @@ class ModelCost:
             "counted_size": list(self.counted_size or self.size),
             "counting": self.counting,
             "unit": "GMACs (1e9 multiply-adds; the paper's GFLOPs)",
-            "breakdown_gmacs": {k: v / 1e9 for k, v in self.breakdown.items()},
+            "breakdown_gmacs": {k: v / GIGA for k, v in self.breakdown.items()},
             "params_breakdown": self.params_breakdown,
         }
         if self.paper:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import _state
 import streamlit as st
 
+from dynviz.rules import COMMON_THRESHOLD
 from dynviz.units import format_macs
 
 ctx = _state.context()
@@ -30,7 +31,7 @@ threshold = st.slider(
     "Threshold (share of images)",
     0.0,
     0.99,
-    0.95,
+    COMMON_THRESHOLD,
     0.01,
     key="common_threshold",
     help="The paper keeps paths with activation probability above 95%.",

@@ -9,6 +9,7 @@ import streamlit as st
 from dynviz.analysis import coarsen_histogram
 from dynviz.plots.interactive import probability_histogram, probability_violin
 from dynviz.record import DIRECTIONS
+from dynviz.rules import COMMON_THRESHOLD
 
 ctx = _state.context()
 _state.records_or_stop(ctx)
@@ -55,7 +56,9 @@ directions = c3.pills(
     key="dist_directions",
 )
 bins = c4.number_input("Bins", 5, 50, 10, key="dist_bins")
-threshold = st.slider("Common-network threshold", 0.0, 0.99, 0.95, 0.01, key="dist_threshold")
+threshold = st.slider(
+    "Common-network threshold", 0.0, 0.99, COMMON_THRESHOLD, 0.01, key="dist_threshold"
+)
 
 
 def matching(frame):

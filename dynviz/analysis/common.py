@@ -25,7 +25,8 @@ from dynviz.cost import CostTable, cost_table, param_table
 from dynviz.model.config import Direction, PathKey, RoutingSpaceConfig
 from dynviz.model.route import Route, RouteError, format_path
 from dynviz.model.topology import live
-from dynviz.units import format_macs
+from dynviz.rules import COMMON_THRESHOLD
+from dynviz.units import GIGA, format_macs
 
 __all__ = [
     "PAPER_SIZE",
@@ -94,7 +95,7 @@ def extract_common(
     source: Any,
     config: RoutingSpaceConfig | None = None,
     *,
-    threshold: float = 0.95,
+    threshold: float = COMMON_THRESHOLD,
     name: str | None = None,
     description: str | None = None,
 ) -> Route:
@@ -199,7 +200,7 @@ def summarize_common(
     source: Any,
     config: RoutingSpaceConfig | None = None,
     *,
-    threshold: float = 0.95,
+    threshold: float = COMMON_THRESHOLD,
     size: tuple[int, int] = PAPER_SIZE,
     name: str | None = None,
     description: str | None = None,
@@ -218,10 +219,10 @@ def summarize_common(
         costs=costs,
         size=(int(size[0]), int(size[1])),
         params=param_table(config, route=route).total,
-        gmacs=costs.total() / 1e9,
-        gmacs_paper=cost_table(config, PAPER_SIZE, route=route).total() / 1e9,
+        gmacs=costs.total() / GIGA,
+        gmacs_paper=cost_table(config, PAPER_SIZE, route=route).total() / GIGA,
         dynamic_params=param_table(config).total,
-        dynamic_gmacs=cost_table(config, size).total() / 1e9,
+        dynamic_gmacs=cost_table(config, size).total() / GIGA,
     )
 
 
@@ -229,7 +230,7 @@ def write_common(
     records_dir: str | Path,
     out: str | Path,
     *,
-    threshold: float = 0.95,
+    threshold: float = COMMON_THRESHOLD,
     name: str | None = None,
     size: tuple[int, int] | None = None,
 ) -> Route:

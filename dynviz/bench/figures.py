@@ -41,6 +41,7 @@ from dynviz.model.config import RoutingSpaceConfig
 from dynviz.model.network import RoutingNetwork
 from dynviz.model.route import Route
 from dynviz.model.zoo import load_spec
+from dynviz.units import GIGA
 
 __all__ = [
     "SPECIAL_CASES",
@@ -170,7 +171,7 @@ def bench_skip(settings: BenchSettings) -> SectionResult:
     with torch.inference_mode():
         for name, route in routes.items():
             out = model(x, route=route)
-            gmacs[name] = float(table.real(out.active, gates_ran=False)[0]) / 1e9
+            gmacs[name] = float(table.real(out.active, gates_ran=False)[0]) / GIGA
             calls[f"skip:{name}"] = lambda r=route: model(x, route=r)
             calls[f"masked:{name}"] = lambda r=route: model(x, route=r, skip=False)
         timings = measure(settings, calls, repeats=settings.ratio_repeats)
@@ -374,16 +375,16 @@ def bench_machine_limit(settings: BenchSettings) -> SectionResult:
     )
     section.add_timings(timings)
     section.rows.append(
-        [f"SGEMM {settings.sgemm_n}^3 float32", times["sgemm"], sgemm_rate / 1e9, 1.0]
+        [f"SGEMM {settings.sgemm_n}^3 float32", times["sgemm"], sgemm_rate / GIGA, 1.0]
     )
     ratios = {}
     for name in variants:
         rate = macs / times[name]
         ratios[name] = rate / sgemm_rate
-        section.rows.append([name, times[name], rate / 1e9, ratios[name]])
+        section.rows.append([name, times[name], rate / GIGA, ratios[name]])
     best = max(ratios, key=lambda k: ratios[k])
     section.notes += [
-        f"MACs: {macs / 1e9:.2f} G (cost_table(...).total(), paper counting); the ratio is "
+        f"MACs: {macs / GIGA:.2f} G (cost_table(...).total(), paper counting); the ratio is "
         "(MACs / time) / (SGEMM MACs / time), both timed in the same interleaved rounds.",
         "default: RoutingNetwork in eval mode under inference_mode (channels-last inside), "
         "the process's malloc thresholds raised (dynviz.bench.tune_malloc); the 128 KiB row "

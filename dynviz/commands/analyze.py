@@ -22,6 +22,7 @@ import argparse
 from dynviz.commands import guarded, print_json
 from dynviz.record import RecordError, read_records
 from dynviz.report import analyze
+from dynviz.rules import COMMON_THRESHOLD
 
 __all__ = ["configure_parser", "main"]
 
@@ -35,8 +36,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threshold",
         type=float,
-        default=0.95,
-        help="common-network threshold shown on Fig. 5 (default 0.95)",
+        default=COMMON_THRESHOLD,
+        help=f"common-network threshold shown on Fig. 5 (default {COMMON_THRESHOLD})",
     )
     parser.add_argument("--bins", type=int, default=10, help="Fig. 5 bins (default 10)")
     parser.add_argument(

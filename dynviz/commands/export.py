@@ -32,6 +32,7 @@ from dynviz.export import (
     static_network,
 )
 from dynviz.model.config import ConfigError
+from dynviz.units import GIGA
 
 __all__ = ["configure_parser", "main"]
 
@@ -101,7 +102,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     params = sum(p.numel() for p in net.parameters())
     cost_size = size or COST_SIZE
-    gmacs = cost_table(route.space, cost_size, route=route).total() / 1e9
+    gmacs = cost_table(route.space, cost_size, route=route).total() / GIGA
     result: dict[str, object] = {
         "model": args.model,
         "route": route.name,

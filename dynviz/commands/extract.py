@@ -14,6 +14,7 @@ import argparse
 from dynviz.analysis.common import write_common
 from dynviz.commands import guarded, positive_int, print_json
 from dynviz.model import ConfigError
+from dynviz.rules import COMMON_THRESHOLD
 
 __all__ = ["configure_parser", "main"]
 
@@ -24,8 +25,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threshold",
         type=float,
-        default=0.95,
-        help="keep paths active in more than this share of images (default 0.95)",
+        default=COMMON_THRESHOLD,
+        help=f"keep paths active in more than this share of images (default {COMMON_THRESHOLD})",
     )
     parser.add_argument(
         "--out",

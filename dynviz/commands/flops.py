@@ -21,7 +21,7 @@ from dynviz.flopcheck import OPERATOR_NAMES, FlopCheck, FlopCounter
 from dynviz.model.config import ConfigError
 from dynviz.model.route import Route
 from dynviz.model.zoo import load_spec
-from dynviz.units import mac_unit
+from dynviz.units import GIGA, mac_unit
 from dynviz.zoo import ModelCost, model_cost, special_cases
 
 __all__ = ["DEFAULT_SIZE", "configure_parser", "format_check", "main"]
@@ -107,7 +107,7 @@ def _print_model(cost: ModelCost, *, sized: str = "") -> None:
     unit = mac_unit(cost.gmacs)
     rows = [["component", unit.label, "share"]]
     for k, v in cost.breakdown.items():
-        rows.append([k, f"{unit(v / 1e9):.3f}", f"{100 * v / cost.macs:.1f}%"])
+        rows.append([k, f"{unit(v / GIGA):.3f}", f"{100 * v / cost.macs:.1f}%"])
     rows.append(["total", f"{unit(cost.gmacs):.3f}", "100.0%"])
     print(_table(rows))
     print()

@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 
 from dynviz.labels import readable
 from dynviz.plots.style import DIRECTION_COLORS, PALETTE
+from dynviz.rules import COMMON_THRESHOLD
 
 __all__ = [
     "cost_histogram",
@@ -66,7 +67,7 @@ def probability_histogram(
     x: str = "p",
     color: str | None = "model",
     bins: int = 10,
-    threshold: float | None = 0.95,
+    threshold: float | None = COMMON_THRESHOLD,
     title: str | None = "Distribution of path activation probability",
 ) -> go.Figure:
     """Fig. 5: share of paths per activation-probability bin, grouped bars per model."""
@@ -242,7 +243,7 @@ def space_figure(
     graph: Any,
     *,
     edge_attr: str | None = "probability",
-    threshold: float | None = 0.95,
+    threshold: float | None = COMMON_THRESHOLD,
     title: str | None = "Routing space",
     highlight: Any = (),
     highlight_name: str = "differs",

@@ -18,6 +18,7 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
 from dynviz.plots.style import DIRECTION_COLORS, PALETTE
+from dynviz.rules import COMMON_THRESHOLD
 
 __all__ = [
     "cost_accuracy",
@@ -61,7 +62,7 @@ def probability_histogram(
     x: str = "p",
     hue: str | None = "model",
     bins: int = 10,
-    threshold: float | None = 0.95,
+    threshold: float | None = COMMON_THRESHOLD,
     ax: Axes | None = None,
     title: str | None = None,
 ) -> Axes:
@@ -367,7 +368,7 @@ def space_diagram(
     graph: Any,
     *,
     edge_attr: str | None = "probability",
-    threshold: float | None = 0.95,
+    threshold: float | None = COMMON_THRESHOLD,
     ax: Axes | None = None,
     title: str | None = None,
     node_labels: bool = False,

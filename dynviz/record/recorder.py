@@ -34,7 +34,6 @@ from dynviz.record.tables import (
     FORMAT,
     FORMAT_VERSION,
     GATES_DIR,
-    GIGA,
     IMAGES_DIR,
     SIDECAR,
     RecordError,
@@ -47,6 +46,7 @@ from dynviz.record.tables import (
     _read_sidecar,
 )
 from dynviz.tta import Augment, infer, variant_label
+from dynviz.units import GIGA
 from dynviz.version import __version__
 
 logger = logging.getLogger(__name__)

@@ -76,7 +76,6 @@ _IDENTITY_KEYS = (
 )
 _IDENTITY_DEFAULTS = {"counting": "paper"}  # what a sidecar written without the key means
 _PART = re.compile(r"^part-r(\d+)-c(\d+)\.parquet$")
-GIGA = 1e9
 
 
 # ------------------------------------------------------------------------------- reading
