@@ -7,6 +7,7 @@ and consistent with it.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -123,9 +124,16 @@ def test_a_measurement_survives_its_state(latency):
 
 def test_time_calls_interleaves_and_takes_medians():
     order: list[str] = []
-    calls = {k: (lambda k=k: order.append(k)) for k in "abc"}
+
+    def call(k: str) -> None:
+        order.append(k)
+        if k == "c":
+            time.sleep(0.02)  # c takes 20 ms more than the others, every time
+
+    calls = {k: (lambda k=k: call(k)) for k in "abc"}
     times = time_calls(calls, repeats=3, warmup=1)
-    assert set(times) == {"a", "b", "c"} and all(t >= 0 for t in times.values())
+    assert set(times) == {"a", "b", "c"}
+    assert times["c"] >= 0.02 and times["c"] - max(times["a"], times["b"]) > 0.015
     assert order[:3] == ["a", "b", "c"]  # warm-up round
     rounds = [order[3 + 3 * i : 6 + 3 * i] for i in range(3)]
     assert rounds[0] == ["a", "b", "c"] and rounds[1] == ["b", "c", "a"]
