@@ -29,6 +29,7 @@ from PIL import Image
 
 from dynviz.data import check_image_size, normalize, read_image
 from dynviz.data.folder import IMAGE_SUFFIXES
+from dynviz.data.palette import overlay
 from dynviz.model import RoutingNetwork
 from dynviz.model.route import Route
 from dynviz.progress import Progress
@@ -38,7 +39,6 @@ from dynviz.units import GIGA
 __all__ = [
     "CSV_COLUMNS",
     "PredictResult",
-    "blend",
     "collect_images",
     "predict_files",
     "route_string",
@@ -119,19 +119,6 @@ def route_string(config: Any, active: torch.Tensor) -> str:
         for layer, scale, d in torch.nonzero(active).tolist()
     ]
     return " ".join(items)
-
-
-def blend(
-    image: np.ndarray, classes: np.ndarray, palette: np.ndarray, *, opacity: float = 0.5
-) -> np.ndarray:
-    """The palette colours of ``classes`` blended over ``image`` (both ``(H, W)``-sized).
-
-    Returns:
-        ``(H, W, 3)`` uint8 RGB.
-    """
-    colors = palette[np.clip(classes.astype(np.int64), 0, 255)].astype(np.float32)
-    mixed = (1.0 - opacity) * image.astype(np.float32) + opacity * colors
-    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
 
 
 def _unique_names(files: Sequence[Path]) -> list[str]:
@@ -224,7 +211,7 @@ def predict_files(
             mask_path = masks_dir / f"{name}.png"
             try:
                 Image.fromarray(classes).save(mask_path)  # mode L
-                Image.fromarray(blend(image, classes, palette, opacity=opacity)).save(
+                Image.fromarray(overlay(image, classes, opacity=opacity, palette=palette)).save(
                     overlays_dir / f"{name}.png"
                 )
             except OSError as err:

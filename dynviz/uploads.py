@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from dynviz.data.base import MIN_IMAGE_SIDE
-from dynviz.data.palette import voc_palette
+from dynviz.data.palette import colorize, overlay  # the one colouring rule, re-exported
 from dynviz.errors import BadFileError
 
 __all__ = [
@@ -392,51 +392,3 @@ def recorded_view(
 
 
 # ------------------------------------------------------------------------------- display
-def colorize(
-    classes: np.ndarray, *, ignore_index: int = 255, palette: np.ndarray | None = None
-) -> np.ndarray:
-    """An RGB picture of a class map (ignored pixels white).
-
-    Args:
-        classes: ``(H, W)`` integer class indices.
-        ignore_index: the label drawn white.
-        palette: ``(256, 3)`` uint8 colours (default: VOC's; the data set's from
-            :func:`dynviz.data.palette.palette_for`, as ``dynviz predict`` uses).
-
-    Returns:
-        ``(H, W, 3)`` uint8.
-    """
-    classes = np.asarray(classes).astype(np.int64)
-    colors = (voc_palette() if palette is None else np.asarray(palette, np.uint8)).copy()
-    colors[ignore_index % 256] = (255, 255, 255)
-    return colors[np.clip(classes, 0, 255)]
-
-
-def overlay(
-    image: np.ndarray,
-    classes: np.ndarray,
-    *,
-    opacity: float = 0.5,
-    ignore_index: int = 255,
-    palette: np.ndarray | None = None,
-) -> np.ndarray:
-    """Blend the colours of a class map over an image (mmseg's ``show_result`` look).
-
-    Args:
-        image: ``(H, W, 3)`` uint8 RGB.
-        classes: ``(H, W)`` class indices of the same size.
-        opacity: weight of the class colours, in [0, 1].
-        ignore_index: pixels with this label are left as they are.
-        palette: the class colours (:func:`colorize`).
-
-    Returns:
-        ``(H, W, 3)`` uint8 RGB.
-    """
-    if image.shape[:2] != np.shape(classes):
-        raise ValueError(f"image {image.shape[:2]} and classes {np.shape(classes)} differ in size")
-    opacity = float(min(max(opacity, 0.0), 1.0))
-    colors = colorize(classes, ignore_index=ignore_index, palette=palette).astype(np.float32)
-    blend = (1.0 - opacity) * image.astype(np.float32) + opacity * colors
-    keep = np.asarray(classes) == ignore_index
-    blend[keep] = image[keep]
-    return np.clip(np.rint(blend), 0, 255).astype(np.uint8)

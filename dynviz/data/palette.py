@@ -1,5 +1,7 @@
-"""Class colours of the data sets: Cityscapes' own (its label table, by train id) and PASCAL
-VOC's colour map (bit-interleaved class index, also used for synthetic and folder data)."""
+"""Class colours of the data sets and the one rule that paints a class map: Cityscapes' own
+colours (its label table, by train id), PASCAL VOC's colour map (bit-interleaved class index, also
+used for synthetic and folder data), :func:`colorize` and :func:`overlay`. ``dynviz predict`` and
+the explorer both colour with these, in the data set's palette (:func:`palette_for`)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["cityscapes_palette", "palette_for", "voc_palette"]
+__all__ = ["cityscapes_palette", "colorize", "overlay", "palette_for", "voc_palette"]
 
 
 @lru_cache(maxsize=1)
@@ -44,3 +46,53 @@ def palette_for(kind: str | None) -> np.ndarray:
     """The palette of a data-set kind: ``cityscapes`` -> :func:`cityscapes_palette`, anything
     else (``voc``, ``synthetic``, ``folder``, None) -> :func:`voc_palette`."""
     return cityscapes_palette() if kind == "cityscapes" else voc_palette()
+
+
+def colorize(
+    classes: np.ndarray, *, ignore_index: int = 255, palette: np.ndarray | None = None
+) -> np.ndarray:
+    """An RGB picture of a class map (ignored pixels white).
+
+    Args:
+        classes: ``(H, W)`` integer class indices.
+        ignore_index: the label drawn white.
+        palette: ``(256, 3)`` uint8 colours (default: VOC's; the data set's from
+            :func:`dynviz.data.palette.palette_for`, as ``dynviz predict`` uses).
+
+    Returns:
+        ``(H, W, 3)`` uint8.
+    """
+    classes = np.asarray(classes).astype(np.int64)
+    colors = (voc_palette() if palette is None else np.asarray(palette, np.uint8)).copy()
+    colors[ignore_index % 256] = (255, 255, 255)
+    return colors[np.clip(classes, 0, 255)]
+
+
+def overlay(
+    image: np.ndarray,
+    classes: np.ndarray,
+    *,
+    opacity: float = 0.5,
+    ignore_index: int = 255,
+    palette: np.ndarray | None = None,
+) -> np.ndarray:
+    """Blend the colours of a class map over an image (mmseg's ``show_result`` look).
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB.
+        classes: ``(H, W)`` class indices of the same size.
+        opacity: weight of the class colours, in [0, 1].
+        ignore_index: pixels with this label are left as they are.
+        palette: the class colours (:func:`colorize`).
+
+    Returns:
+        ``(H, W, 3)`` uint8 RGB.
+    """
+    if image.shape[:2] != np.shape(classes):
+        raise ValueError(f"image {image.shape[:2]} and classes {np.shape(classes)} differ in size")
+    opacity = float(min(max(opacity, 0.0), 1.0))
+    colors = colorize(classes, ignore_index=ignore_index, palette=palette).astype(np.float32)
+    blend = (1.0 - opacity) * image.astype(np.float32) + opacity * colors
+    keep = np.asarray(classes) == ignore_index
+    blend[keep] = image[keep]
+    return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
