@@ -94,3 +94,18 @@ def test_older_configs_with_budget_keys_still_load(tmp_path):
 def test_unknown_preset_lists_names():
     with pytest.raises(ConfigError, match="not a file and not a preset"):
         load_spec("layer17")
+
+
+def test_the_active_rule_is_named_once():
+    """A path runs at alpha strictly above the active threshold, for numbers, arrays and
+    tensors; the network's closing rule and the recorder apply this method."""
+    import numpy as np
+    import torch
+
+    from dynviz.model.config import RoutingSpaceConfig
+
+    config = RoutingSpaceConfig(name="t", num_layers=2, base_channels=8, active_threshold=0.3)
+    assert config.is_active(0.31) and not config.is_active(0.3)
+    assert config.is_active(np.array([0.0, 0.3, 0.5])).tolist() == [False, False, True]
+    assert config.is_active(torch.tensor([0.3, 0.9])).tolist() == [False, True]
+    assert RoutingSpaceConfig(name="p", num_layers=2, base_channels=8).is_active(1e-9)

@@ -195,6 +195,12 @@ class RoutingSpaceConfig:
         """Whether the network computes the official code's function (:class:`Semantics`)."""
         return self.semantics is Semantics.OFFICIAL
 
+    def is_active(self, alpha: Any) -> Any:
+        """The active rule: a path runs when its ``alpha > active_threshold`` (the paper: above
+        0). Numbers, numpy arrays and tensors alike; the network, the recorder and the cost model
+        apply it through this method."""
+        return alpha > self.active_threshold
+
     @property
     def has_gates(self) -> bool:
         return self.gate is not GateKind.NONE

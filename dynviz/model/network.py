@@ -299,7 +299,7 @@ class RoutingNetwork(nn.Module):
         zero = torch.zeros_like(alpha)
         if self.config.official:
             return torch.where(alpha.sum(1, keepdim=True) < OFFICIAL_DROP_THRESHOLD, zero, alpha)
-        return torch.where(alpha > self.config.active_threshold, alpha, zero)
+        return torch.where(self.config.is_active(alpha), alpha, zero)
 
     def _channels_last(self, x: torch.Tensor) -> bool:
         """Whether this forward runs in the channels-last memory format: CPU inference (no

@@ -112,12 +112,12 @@ class RecordChunk:
         tables: Callable[[int, int], CostTable],
         *,
         gates_ran: bool,
-        threshold: float,
+        is_active: Callable[[Any], Any],
     ) -> None:
         self.layer, self.scale_index, self.direction = paths
         self.cost_tables = tables
         self.gates_ran = gates_ran
-        self.threshold = threshold
+        self.is_active = is_active  # the network's active rule (RoutingSpaceConfig.is_active)
         self.ids: list[str] = []
         self.gates: list[np.ndarray] = []
         self.own: list[np.ndarray] = []  # the gates' own alphas, before the closing rule
@@ -159,7 +159,7 @@ class RecordChunk:
             index = np.flatnonzero((sizes[:, 0] == height) & (sizes[:, 1] == width))
             table = self.cost_tables(height, width)
             g = torch.from_numpy(gates[index])
-            real[index] = table.real_from(g, g > self.threshold, gates_ran=self.gates_ran).numpy()
+            real[index] = table.real_from(g, self.is_active(g), gates_ran=self.gates_ran).numpy()
             expected[index] = table.expected(g.double(), gates_ran=self.gates_ran).numpy()
         return real / GIGA, expected / GIGA
 
@@ -179,7 +179,7 @@ class RecordChunk:
                     pa.array(np.tile(self.direction, n).astype(np.int8)), pa.array(list(DIRECTIONS))
                 ),
                 "alpha": pa.array(alpha),
-                "active": pa.array(alpha > self.threshold),
+                "active": pa.array(self.is_active(alpha)),
                 "gate_alpha": pa.array(own.reshape(-1).astype(np.float32)),
             }
         )
@@ -342,7 +342,7 @@ def record_batch(
         _path_index(net),
         lambda h, w: cost_table(config, (h, w), counting=counting, route=net.route),
         gates_ran=bool(net.is_dynamic and route is None),
-        threshold=float(config.active_threshold),
+        is_active=config.is_active,
     )
     with _eval_mode(net), torch.inference_mode():
         device = next(net.parameters()).device
@@ -497,7 +497,7 @@ def record(
             paths,
             table_of,
             gates_ran=bool(net.is_dynamic and route is None),
-            threshold=float(config.active_threshold),
+            is_active=config.is_active,
         )
 
     chunk = new_chunk()
