@@ -58,9 +58,33 @@ def test_mpl_builders_return_axes(frames, two_records):
     matrix = probability_matrix(two_records[0].gates)
     ax = mpl.probability_heatmap(matrix)
     assert ax.images and len(ax.texts) == int(np.isfinite(matrix.to_numpy()).sum())
-    assert isinstance(mpl.cost_histogram(images), Axes)
-    assert isinstance(mpl.routing_scatter(vs, style="model"), Axes)
-    assert isinstance(mpl.routing_box(vs, y="fine_share"), Axes)
+    # the cost histogram counts every image once
+    ax = mpl.cost_histogram(images)
+    assert sum(p.get_height() for p in ax.patches) == pytest.approx(len(images))
+    # the scatter draws each image at its statistic and measure, one collection per group
+    ax = mpl.routing_scatter(vs, style="model")
+    drawn = np.concatenate([c.get_offsets() for c in ax.collections])
+    kept = vs[vs["stat_mean_object_area"] > 0]  # log x: zero areas are left out
+    assert len(drawn) == len(kept)
+    assert sorted(drawn[:, 1].tolist()) == pytest.approx(sorted(kept["fine_share"].tolist()))
+    ax = mpl.routing_box(vs, y="fine_share")
+    assert isinstance(ax, Axes) and ax.get_ylabel()
+    # the cost-accuracy figure: one labelled point per network, an error bar where an interval is
+    points = pd.DataFrame(
+        {
+            "method": ["dyn", "a", "b"],
+            "kind": ["dynamic", "static", "static"],
+            "cost": [5.0, 3.0, 6.0],
+            "miou": [80.0, 70.0, 82.0],
+            "low": [np.nan, 68.0, 79.0],
+            "high": [np.nan, 72.0, 85.0],
+        }
+    )
+    ax = mpl.cost_accuracy(points, reference="dyn")
+    assert sorted(t.get_text() for t in ax.texts) == ["a", "b", "dyn"]
+    assert len(ax.containers) == 2  # two error bars, none on the reference
+    bars = sorted(c.lines[2][0].get_segments()[0][:, 1].tolist() for c in ax.containers)
+    assert bars == [[68.0, 72.0], [79.0, 85.0]]
     graph = space_graph(two_records[0].config, probability=per_path[per_path["model"] == "gated"])
     ax = mpl.space_diagram(graph)
     assert len(ax.lines) >= graph.number_of_edges()
@@ -76,13 +100,21 @@ def test_plotly_builders(frames, two_records):
     assert isinstance(fig, go.Figure)
     assert {t.spanmode for t in fig.data} == {"hard"}
     assert len(interactive.probability_histogram(per_path).data) == 2
-    assert isinstance(
-        interactive.probability_heatmap(probability_matrix(two_records[0].gates)), go.Figure
-    )
-    assert isinstance(interactive.cost_histogram(images), go.Figure)
-    assert isinstance(interactive.routing_scatter(vs), go.Figure)
+    matrix = probability_matrix(two_records[0].gates)
+    heat = interactive.probability_heatmap(matrix)
+    z = np.asarray(heat.data[0].z, dtype=float)  # scales as rows, layers as columns
+    np.testing.assert_allclose(z, matrix.to_numpy().T)
+    costs = interactive.cost_histogram(images)
+    assert sum(len(t.x) for t in costs.data) == len(images)
+    scatter = interactive.routing_scatter(vs)
+    assert sum(len(t.x) for t in scatter.data) == int((vs["stat_mean_object_area"] > 0).sum())
+    assert scatter.layout.yaxis.title.text == "share of active paths at 1/4"
     graph = space_graph(two_records[0].config, probability=per_path[per_path["model"] == "gated"])
-    assert isinstance(interactive.space_figure(graph), go.Figure)
+    space = interactive.space_figure(graph, highlight=[(0, 4, "keep")], highlight_name="marked")
+    edges = [t for t in space.data if t.mode == "lines" and t.x[0] is not None]
+    assert len(edges) >= graph.number_of_edges()
+    (band,) = [t for t in space.data if t.name == "marked"]
+    assert list(band.x).count(None) == 1  # one marked path, one segment
 
 
 def test_analyze_writes_the_report(two_records, tmp_path, capsys):
