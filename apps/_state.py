@@ -670,7 +670,10 @@ class Context:
 
 
 def default_root() -> str:
-    """The folder ``dynviz app DIR`` gave, else ``runs`` when it exists, else the cwd."""
+    """The folder ``dynviz app DIR`` gave, else ``runs`` when it exists, else the cwd: fixed when
+    the server starts. Neither the sidebar nor the URL can choose another (a visitor of a server
+    on a lab network must not browse the server's files); ``?records=`` picks only among the
+    records found under it."""
     env = os.environ.get(APP_DIR_ENV)
     if env:
         return env
@@ -679,16 +682,8 @@ def default_root() -> str:
 
 def sidebar() -> Context:
     """Draw the shared sidebar and store the :class:`Context` for the pages."""
-    if "root" not in st.session_state:
-        st.session_state["root"] = st.query_params.get("dir") or default_root()
+    root = default_root()
     with st.sidebar:
-        st.text_input(
-            "Folder of runs and records",
-            key="root",
-            help="Searched recursively for training runs (config.yaml, "
-            "metrics.jsonl) and records (records.json).",
-        )
-        root = str(st.session_state["root"]).strip()
         if st.button("Rescan", icon=":material/refresh:", help="Look for new runs and records"):
             discover.clear()
         catalog = discover(root)

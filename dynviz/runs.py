@@ -87,7 +87,7 @@ def find_folders(
         )
 
     if base.is_dir():
-        for here, dirs, files in os.walk(base):
+        for here, dirs, files in os.walk(base, followlinks=False):  # nothing outside root
             visited += 1
             if visited > max_dirs:
                 return catalog(True)

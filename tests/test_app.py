@@ -331,8 +331,50 @@ def test_app_command_honours_the_users_address(tmp_path, monkeypatch):
 
 
 def test_app_command_refuses_a_missing_folder(tmp_path, capsys):
-    assert cli(["app", str(tmp_path / "nope"), "--dry-run"]) == 2
+    assert cli(["app", str(tmp_path / "nope"), "--dry-run"]) == 3  # a bad file or folder
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_app_says_first_when_it_serves_beyond_this_machine(tmp_path, capsys, monkeypatch):
+    """Issue 25: started on a non-loopback address, the first line says who can see what."""
+    monkeypatch.delenv("STREAMLIT_SERVER_ADDRESS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert cli(["app", str(tmp_path), "--dry-run", "--address", "0.0.0.0"]) == 0
+    said = capsys.readouterr()
+    first = said.err.splitlines()[0]
+    assert first.startswith("warning: serving on 0.0.0.0") and str(tmp_path.resolve()) in first
+    assert cli(["app", str(tmp_path), "--dry-run"]) == 0  # 127.0.0.1 by default: no warning
+    assert "warning" not in capsys.readouterr().err
+    from dynviz.commands.app import is_loopback, served_address
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.2") and not is_loopback("lab")
+    assert served_address(["x", "--server.address=10.0.0.2"], {}) == "10.0.0.2"
+    assert served_address(["x"], {"STREAMLIT_SERVER_ADDRESS": "0.0.0.0"}) == "0.0.0.0"
+    assert served_address(["x"], {}) is None
+
+
+def test_the_folder_is_fixed_at_launch(root, tmp_path, monkeypatch) -> None:
+    """Issue 25: neither the sidebar nor ``?dir=`` chooses another folder; ``?records=`` picks
+    only among the records under the folder; a symlink out of it is not followed."""
+    import shutil
+
+    inside = tmp_path / "served"
+    shutil.copytree(root, inside)
+    outside = tmp_path / "private"
+    shutil.copytree(root / "records" / "tiny", outside / "secret")
+    (inside / "link").symlink_to(outside, target_is_directory=True)
+    monkeypatch.setenv(APP_DIR_ENV, str(inside))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params["dir"] = str(outside)
+    at.query_params["records"] = str(outside / "secret")
+    at.run()
+    assert not at.exception
+    assert not at.text_input  # no free path box
+    labels = at.sidebar.selectbox(key="records_label").options
+    assert labels and not any("secret" in label or "link" in label for label in labels)
+    captions = " ".join(c.value for c in at.sidebar.caption)
+    assert f"in `{inside.resolve()}`" in captions and str(outside) not in captions
 
 
 # ------------------------------------------------------------------------------ uploads

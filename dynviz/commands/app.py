@@ -26,9 +26,18 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from dynviz.errors import EXIT_BAD_FILE
 from dynviz.explorer import APP_DIR_ENV, explorer_script
 
-__all__ = ["APP_DIR_ENV", "build_command", "configure_parser", "explorer_script", "main"]
+__all__ = [
+    "APP_DIR_ENV",
+    "build_command",
+    "configure_parser",
+    "explorer_script",
+    "is_loopback",
+    "main",
+    "served_address",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +71,31 @@ def _set_in_config_files(option: str) -> bool:
     options = config.get_config_options(force_reparse=True)
     where = options[option].where_defined if option in options else None
     return where not in (None, config.ConfigOption.DEFAULT_DEFINITION)
+
+
+def served_address(command: Sequence[str], env: Mapping[str, str]) -> str | None:
+    """The address the server will listen on, as far as the command line and the environment
+    say (``--server.address X``, ``--server.address=X``, ``STREAMLIT_SERVER_ADDRESS``); None when
+    only a Streamlit config file sets it."""
+    flag = "--server.address"
+    for i, arg in enumerate(command):
+        if arg == flag and i + 1 < len(command):
+            return command[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return env.get(_env_name("server.address"))
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``address`` only accepts this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
+    import ipaddress
+
+    if address.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
 
 
 def build_command(
@@ -183,7 +217,7 @@ def main(args: argparse.Namespace) -> int:
     folder = Path(args.dir) if args.dir else (Path("runs") if Path("runs").is_dir() else Path())
     if not folder.is_dir():
         print(f"error: {folder}: no such folder", file=sys.stderr)
-        return 2
+        return EXIT_BAD_FILE
     env = dict(os.environ)
     env[APP_DIR_ENV] = str(folder.resolve())
     command = build_command(
@@ -194,6 +228,14 @@ def main(args: argparse.Namespace) -> int:
         headless=args.headless,
         env=env,
     )
+    address = served_address(command, env)
+    if address is not None and not is_loopback(address):
+        # the first line the user sees: the explorer shows DIR to anyone who can reach it
+        print(
+            f"warning: serving on {address}, not only on this machine: anyone who can reach it "
+            f"can browse the runs and records under {folder.resolve()} (and nothing outside it)",
+            file=sys.stderr,
+        )
     if args.dry_run:
         print(" ".join(command))
         return 0
