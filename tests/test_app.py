@@ -524,3 +524,45 @@ def test_attribution_panel_on_an_upload(app) -> None:
     z = heatmap["z"]  # plotly 6 sends arrays as {"dtype", "bdata", "shape"}
     shape = tuple(int(v) for v in z["shape"].split(",")) if isinstance(z, dict) else np.shape(z)
     assert shape == (40, 56)  # upsampled to the uploaded image
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    data = bytearray(_png(8, 8))
+    data[16:24] = struct.pack(">II", width, height)  # IHDR width, height
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+def test_hostile_uploads_are_messages_with_memory_bounded() -> None:
+    """Issue 25, item 5: a decompression bomb, a 20000x20000 PNG header, a CMYK JPEG, a 16-bit
+    PNG, an animated GIF: each decoded or refused with a message naming the file, and nothing
+    allocates the claimed pixels."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(UploadError, match=r"bomb.png: the image (has too many pixels|is too large)"):
+            read_upload(_png_claiming(20000, 20000), name="bomb.png")
+        with pytest.raises(UploadError, match="too many pixels|too large"):
+            read_upload(_png_claiming(60000, 60000), name="huge.png")  # past PIL's own limit
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20  # far below the 1.6 GB the header claims
+    buffer = io.BytesIO()
+    Image.new("CMYK", (20, 12), (0, 255, 255, 0)).save(buffer, "JPEG")
+    cmyk = read_upload(buffer.getvalue(), name="cmyk.jpg").image
+    assert cmyk.shape == (12, 20, 3) and cmyk[..., 0].mean() > 200  # red, as viewers show it
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((12, 20), 40000, np.uint16)).save(buffer, "PNG")
+    wide = read_upload(buffer.getvalue(), name="wide.png").image
+    assert wide.shape == (12, 20, 3) and wide.dtype == np.uint8 and wide.max() > 0
+    frames = [Image.new("RGB", (20, 12), c) for c in ((255, 0, 0), (0, 0, 255))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=100)
+    gif = read_upload(buffer.getvalue(), name="anim.gif").image
+    assert gif.shape == (12, 20, 3) and gif[..., 0].mean() > 200  # the first frame
