@@ -180,6 +180,7 @@ def dynamic_against_each(table: str, mtime: float) -> tuple[str, pd.DataFrame, p
         return "", pd.DataFrame(), pd.DataFrame()
     method = next((m for m in dynamic if "budget" in m.lower()), dynamic[0])
     own = next(r for r in rows if r.method == method)
+    others = against_each(rows, method)  # the bootstrap, once
     table_rows = [
         {
             "network": o.method,
@@ -192,9 +193,9 @@ def dynamic_against_each(table: str, mtime: float) -> tuple[str, pd.DataFrame, p
             "verdict": o.verdict,
             "costs no more": o.gmacs <= own.gmacs_avg,
         }
-        for o in against_each(rows, method)
+        for o in others
     ]
-    return method, pd.DataFrame(table_rows), cost_accuracy_frame(rows, method)
+    return method, pd.DataFrame(table_rows), cost_accuracy_frame(rows, method, others=others)
 
 
 def compare_dataframe(frame: pd.DataFrame, unit: Any, *, key: str) -> None:

@@ -451,18 +451,16 @@ def write_colorbar(path: str | os.PathLike[str], *, cmap: str = "RdBu_r") -> Pat
     """The overlays' colour scale as a PNG: -1 to +1 of each map's own ``max |map|`` (its
     ``map_limit``), red pushing the gate's logit up (opening the path), blue down."""
     import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, ax = plt.subplots(figsize=(5.0, 0.9), dpi=100, layout="constrained")
+    figure = Figure(figsize=(5.0, 0.9), dpi=100, layout="constrained")  # no pyplot, no backend
+    ax = figure.subplots()
     scale = matplotlib.cm.ScalarMappable(
         norm=matplotlib.colors.Normalize(-1.0, 1.0), cmap=matplotlib.colormaps[cmap]
     )
     bar = figure.colorbar(scale, cax=ax, orientation="horizontal", ticks=[-1, -0.5, 0, 0.5, 1])
     bar.set_label("map / map_limit: red opens the path, blue closes it")
     figure.savefig(path)
-    plt.close(figure)
     return Path(path)
 
 

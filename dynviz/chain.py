@@ -891,20 +891,21 @@ def _comparison_lines(folder: Path, report: Path) -> list[str]:
     if not (folder / "table1.csv").is_file():
         return []
     rows = read_rows(folder)
-    lines = comparison_markdown(rows, "Dynamic-Budget")
+    others = against_each(rows, "Dynamic-Budget")  # the bootstrap, once
+    lines = comparison_markdown(rows, "Dynamic-Budget", others=others)
     if not lines:
         return []
     from dynviz.plots.mpl import cost_accuracy
 
     ax = cost_accuracy(
-        cost_accuracy_frame(rows, "Dynamic-Budget"),
+        cost_accuracy_frame(rows, "Dynamic-Budget", others=others),
         reference="Dynamic-Budget",
         title="Every network of the demo on the validation scenes",
     )
     report.mkdir(parents=True, exist_ok=True)
     ax.figure.savefig(report / "cost_accuracy.png", dpi=120, bbox_inches="tight")
     own = next(r for r in rows if r.method == "Dynamic-Budget")
-    statics = [o for o in against_each(rows, "Dynamic-Budget") if o.kind != "dynamic"]
+    statics = [o for o in others if o.kind != "dynamic"]
     cheaper = [o for o in statics if o.gmacs <= own.gmacs_avg]
     aims = [
         (

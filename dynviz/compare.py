@@ -444,13 +444,15 @@ def against_each(rows: list[CompareRow], method: str, *, seed: int = 0) -> list[
     return out
 
 
-def comparison_markdown(rows: list[CompareRow], method: str, *, seed: int = 0) -> list[str]:
+def comparison_markdown(
+    rows: list[CompareRow], method: str, *, others: list[Against] | None = None, seed: int = 0
+) -> list[str]:
     """The Markdown lines of :func:`against_each`: a table of every other network with its
     cost, mIoU and the difference's interval, then the claims the intervals support."""
     from dynviz.units import format_macs, mac_unit
 
     own = next((r for r in rows if r.method == method), None)
-    others = against_each(rows, method, seed=seed)
+    others = against_each(rows, method, seed=seed) if others is None else others
     if own is None or not others:
         return []
     unit = mac_unit([own.gmacs_avg, *(o.gmacs for o in others)])
@@ -490,7 +492,9 @@ def comparison_markdown(rows: list[CompareRow], method: str, *, seed: int = 0) -
     return lines
 
 
-def cost_accuracy_frame(rows: list[CompareRow], method: str, *, seed: int = 0) -> Any:
+def cost_accuracy_frame(
+    rows: list[CompareRow], method: str, *, others: list[Against] | None = None, seed: int = 0
+) -> Any:
     """What :func:`dynviz.plots.mpl.cost_accuracy` draws: one row per network (``method``,
     ``kind``, ``cost`` in the automatic unit, ``unit``, ``miou`` in %), and for the others
     ``low``/``high``: the mIoU that ``method``'s minus the difference interval gives, in %."""
@@ -500,7 +504,9 @@ def cost_accuracy_frame(rows: list[CompareRow], method: str, *, seed: int = 0) -
 
     unit = mac_unit([r.gmacs_avg for r in rows])
     own = next((r for r in rows if r.method == method), None)
-    others = {o.method: o for o in against_each(rows, method, seed=seed)}
+    if others is None:
+        others = against_each(rows, method, seed=seed)
+    by_method = {o.method: o for o in others}
     frame = []
     for r in rows:
         entry = {
@@ -512,7 +518,7 @@ def cost_accuracy_frame(rows: list[CompareRow], method: str, *, seed: int = 0) -
             "low": math.nan,
             "high": math.nan,
         }
-        other = others.get(r.method)
+        other = by_method.get(r.method)
         if own is not None and other is not None and other.difference is not None:
             entry["low"] = 100 * (own.miou - other.difference.high)
             entry["high"] = 100 * (own.miou - other.difference.low)

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from dynviz.data.base import MIN_IMAGE_SIDE
+from dynviz.data.base import image_size_problem
 from dynviz.data.palette import colorize, overlay  # the one colouring rule, re-exported
 from dynviz.errors import BadFileError
 
@@ -167,11 +167,9 @@ def read_upload(
             width, height = img.size
             if width <= 0 or height <= 0:
                 raise UploadError(f"{name}: the image has no pixels ({width}x{height})")
-            if min(width, height) < MIN_IMAGE_SIDE:
-                raise UploadError(
-                    f"{name}: {width}x{height} (WxH) is too small to segment; the least is "
-                    f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}"
-                )
+            small = image_size_problem(name, height, width)  # checked before decoding
+            if small:
+                raise UploadError(small)
             if width * height > max_pixels:
                 raise UploadError(
                     f"{name}: the image is too large ({width}x{height} = {width * height:,} "

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dynviz.analysis.intervals import accuracy_interval, spearman_interval
+from dynviz.analysis.intervals import accuracy_interval, rank_correlation, spearman_interval
 from dynviz.analysis.routes import _groups, _keys, regime_labels
 from dynviz.units import format_macs, mac_unit
 
@@ -130,11 +130,7 @@ def spearman(x: pd.Series | None, y: pd.Series) -> float:
     ``x`` is missing, fewer than three pairs are complete, or either column is constant."""
     if x is None:
         return math.nan
-    pairs = pd.DataFrame({"x": x.to_numpy(dtype=np.float64), "y": y.to_numpy(dtype=np.float64)})
-    pairs = pairs.dropna()
-    if len(pairs) < 3 or pairs["x"].nunique() < 2 or pairs["y"].nunique() < 2:
-        return math.nan
-    return float(np.corrcoef(pairs["x"].rank(), pairs["y"].rank())[0, 1])
+    return rank_correlation(x.to_numpy(dtype=np.float64), y.to_numpy(dtype=np.float64))
 
 
 def route_matrix(gates: pd.DataFrame) -> tuple[pd.Series, np.ndarray]:
@@ -232,9 +228,9 @@ def route_adaptivity(
         cost_spread=dear / cheap if cheap > 0 else math.nan,
         distinct_routes=distinct,
     )
-    result["scale_correlation"] = spearman(images.get(SCALE_STAT), images["real_gmacs"])
-    if SCALE_STAT in images.columns:
+    if SCALE_STAT in images.columns:  # rho and its interval, from one computation
         rho = spearman_interval(images[SCALE_STAT].to_numpy(np.float64), cost)
+        result["scale_correlation"] = rho.value
         result["scale_correlation_interval"] = (rho.low, rho.high)
     regimes = regime_labels(images)
     known = regimes != "n/a"

@@ -24,6 +24,7 @@ __all__ = [
     "bootstrap",
     "miou_difference",
     "miou_of",
+    "rank_correlation",
     "spearman_interval",
 ]
 
@@ -169,7 +170,15 @@ def _ranks(values: np.ndarray) -> np.ndarray:
     return (sums / counts)[inverse]
 
 
-def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+def rank_correlation(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rho of paired values (average ranks for ties; pairs with a NaN dropped); NaN
+    for fewer than three pairs or a constant side."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    keep = np.isfinite(x) & np.isfinite(y)
+    return _rho(x[keep], y[keep])
+
+
+def _rho(x: np.ndarray, y: np.ndarray) -> float:
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return math.nan
     return float(np.corrcoef(_ranks(x), _ranks(y))[0, 1])
@@ -189,7 +198,7 @@ def spearman_interval(
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
     return bootstrap(
-        lambda index: _spearman(x[index], y[index]),
+        lambda index: _rho(x[index], y[index]),
         len(x),
         resamples=resamples,
         seed=seed,

@@ -66,18 +66,26 @@ MIN_IMAGE_SIDE = 8
 is refused, not padded into a prediction that means nothing."""
 
 
+def image_size_problem(name: str | Path, height: int, width: int) -> str | None:
+    """Why an image of this size is not segmented (a side under :data:`MIN_IMAGE_SIDE`), naming
+    the file; None when it is fine."""
+    if min(height, width) < MIN_IMAGE_SIDE:
+        return (
+            f"{name}: {width}x{height} (WxH) is too small to segment; the least is "
+            f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}"
+        )
+    return None
+
+
 def check_image_size(image: np.ndarray, name: str | Path) -> np.ndarray:
     """``image`` when both its sides are at least :data:`MIN_IMAGE_SIDE`.
 
     Raises:
-        DataFileError: naming the file and its size.
+        DataFileError: naming the file and its size (:func:`image_size_problem`).
     """
-    height, width = image.shape[:2]
-    if min(height, width) < MIN_IMAGE_SIDE:
-        raise DataFileError(
-            f"{name}: {width}x{height} (WxH) is too small to segment; the least is "
-            f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}"
-        )
+    problem = image_size_problem(name, *image.shape[:2])
+    if problem:
+        raise DataFileError(problem)
     return image
 
 

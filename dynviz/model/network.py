@@ -263,20 +263,6 @@ class RoutingNetwork(nn.Module):
                 )
         return features, present, gates, own
 
-    def alpha(
-        self,
-        cell: RoutingCell,
-        layer: int,
-        scale: int,
-        x: torch.Tensor,
-        forced: torch.Tensor | None,
-        index: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """alpha ``(b, num_paths)`` of a cell for the samples ``index`` (None = all), from its
-        gate on X (Eqs. 2-3) or the forced route, with the closing rule applied
-        (:meth:`close`)."""
-        return self.close(self.gate_alpha(cell, layer, scale, x, forced, index))
-
     def gate_alpha(
         self,
         cell: RoutingCell,
@@ -287,7 +273,8 @@ class RoutingNetwork(nn.Module):
         index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The gate's own alpha ``(b, num_paths)`` on X (Eqs. 2-3), or the forced route's, for
-        the samples ``index`` (None = all): before the closing rule."""
+        the samples ``index`` (None = all): before the closing rule (:meth:`close` gives the
+        alpha the route uses)."""
         if forced is not None:
             return _take(forced[:, layer, scale, [int(d) for d in cell.directions]], index)
         return cell.gate(x)
