@@ -1,6 +1,6 @@
 """Regenerate the paper-style figures and table of ``docs/`` with the whole dynviz chain.
 
-Runs :func:`dynviz.chain.run_chain` (train Raw and Budget, record, analyze, extract the common
+Runs :func:`dynviz.demo.chain.run_chain` (train Raw and Budget, record, analyze, extract the common
 network, retrain it and special cases, compare) on synthetic data, then copies ``fig5.png``,
 ``routing_vs_scale.png`` and ``table1.md`` into ``docs/``.
 
@@ -20,8 +20,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from dynviz.chain import DEMO, FULL, QUICK, run_chain
-from dynviz.compare import against_special_cases, read_table
+from dynviz.analysis.compare import against_special_cases, read_table
+from dynviz.demo.chain import DEMO, FULL, QUICK, run_chain
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,6 @@
 """Why this route: the gate attribution panel of the Route explorer and the attribution-versus-
-object-size section of the Routing vs scale page. Both only call :mod:`dynviz.attribution` and
-:mod:`dynviz.plots.attribution`; the pages each add one call."""
+object-size section of the Routing vs scale page. Both only call :mod:`dynviz.analysis.attribution`
+and :mod:`dynviz.plots.attribution`; the pages each add one call."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dynviz.attribution import TOP_FRACTION, AttributionError
+from dynviz.analysis.attribution import TOP_FRACTION, AttributionError
 
 _DIRECTIONS = ("keep", "up", "down")
 _MAX_IMAGES = 200
@@ -20,8 +20,8 @@ _MAX_IMAGES = 200
 # ------------------------------------------------------------------------------ computing
 @st.cache_data(show_spinner="Attributing the gates...", max_entries=32)
 def image_attribution(path: str, mtime: float, image: np.ndarray) -> Any:
-    """:func:`dynviz.attribution.attribute` of the records' model on ``image``."""
-    from dynviz.attribution import attribute
+    """:func:`dynviz.analysis.attribution.attribute` of the records' model on ``image``."""
+    from dynviz.analysis.attribution import attribute
 
     model, _ = _state.records_model(path, mtime)
     return attribute(model, image)
@@ -29,8 +29,9 @@ def image_attribution(path: str, mtime: float, image: np.ndarray) -> Any:
 
 @st.cache_data(show_spinner="Attributing the gates on the records' images...", max_entries=16)
 def object_table(path: str, mtime: float, count: int) -> pd.DataFrame:
-    """:func:`dynviz.attribution.records_object_attribution` of the first ``count`` images."""
-    from dynviz.attribution import records_object_attribution
+    """:func:`dynviz.analysis.attribution.records_object_attribution` of the first ``count``
+    images."""
+    from dynviz.analysis.attribution import records_object_attribution
 
     records = _state.load_records(path, mtime)
     model, _ = _state.records_model(path, mtime)
@@ -183,7 +184,7 @@ def scale_section(path: str | None) -> None:
     """Attribution against object size per class: do tiny objects open the fine paths?"""
     if path is None:
         return
-    from dynviz.attribution import attribution_vs_size
+    from dynviz.analysis.attribution import attribution_vs_size
     from dynviz.plots.attribution import attribution_size_scatter
 
     st.subheader("Attribution versus object size", anchor=False)

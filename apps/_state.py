@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from dynviz.analysis.runs import Catalog, find_folders, modified_time
 from dynviz.explorer import APP_DIR_ENV
+from dynviz.record.uploads import ImageView
 from dynviz.rules import COMMON_THRESHOLD
-from dynviz.runs import Catalog, find_folders, modified_time
-from dynviz.uploads import ImageView
 
 PAPER_SIZE = (1024, 2048)  # Cityscapes, where the paper's numbers are counted
 _MAX_DEPTH = 6
@@ -35,12 +35,12 @@ _MAX_DIRS = 5000
 # ------------------------------------------------------------------------------ discovery
 @st.cache_data(ttl=60, show_spinner="Searching the folder...")
 def discover(root: str, max_depth: int = _MAX_DEPTH, max_dirs: int = _MAX_DIRS) -> Catalog:
-    """``dynviz.runs.find_folders``: the runs and records folders under ``root``."""
+    """``dynviz.analysis.runs.find_folders``: the runs and records folders under ``root``."""
     return find_folders(root, max_depth=max_depth, max_dirs=max_dirs)
 
 
 def stamp(path: str | Path) -> float:
-    """``dynviz.runs.modified_time`` (part of cache keys)."""
+    """``dynviz.analysis.runs.modified_time`` (part of cache keys)."""
     return modified_time(path)
 
 
@@ -57,7 +57,7 @@ def load_records(path: str, mtime: float) -> Any:
 @st.cache_data(show_spinner=False, max_entries=256)
 def records_problem(path: str, mtime: float) -> str:
     """Why a records folder cannot be shown ("" when it can)."""
-    from dynviz.runs import records_problem as problem
+    from dynviz.analysis.runs import records_problem as problem
 
     try:
         records = load_records(path, mtime)
@@ -133,24 +133,24 @@ def combined_path_statistics(paths: tuple[str, ...], mtimes: tuple[float, ...]) 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def load_metrics(run_dir: str, mtime: float) -> pd.DataFrame:
-    """``dynviz.runs.read_metrics``: the run's ``metrics.jsonl`` as a frame."""
-    from dynviz.runs import read_metrics
+    """``dynviz.analysis.runs.read_metrics``: the run's ``metrics.jsonl`` as a frame."""
+    from dynviz.analysis.runs import read_metrics
 
     return read_metrics(run_dir)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def load_run_config(run_dir: str, mtime: float) -> dict[str, Any]:
-    """``dynviz.runs.read_run_config``: the run's ``config.yaml``."""
-    from dynviz.runs import read_run_config
+    """``dynviz.analysis.runs.read_run_config``: the run's ``config.yaml``."""
+    from dynviz.analysis.runs import read_run_config
 
     return read_run_config(run_dir)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def table1(paths: tuple[str, ...], mtimes: tuple[float, ...]) -> pd.DataFrame:
-    """``dynviz.report.table1``: the Table-1-style comparison of records."""
-    from dynviz.report import table1 as table
+    """``dynviz.analysis.report.table1``: the Table-1-style comparison of records."""
+    from dynviz.analysis.report import table1 as table
 
     return table([load_records(p, m) for p, m in zip(paths, mtimes, strict=True)])
 
@@ -158,8 +158,8 @@ def table1(paths: tuple[str, ...], mtimes: tuple[float, ...]) -> pd.DataFrame:
 @st.cache_data(show_spinner=False, max_entries=16)
 def compare_rows(tables: tuple[str, ...], mtimes: tuple[float, ...]) -> pd.DataFrame:
     """The Table-1 comparisons (``table1.csv``) found in the folder, one frame with a ``table``
-    column (``dynviz.runs.read_compare_table``)."""
-    from dynviz.runs import read_compare_table
+    column (``dynviz.analysis.runs.read_compare_table``)."""
+    from dynviz.analysis.runs import read_compare_table
 
     frames = [read_compare_table(t).assign(table=t) for t in tables]
     frames = [f for f in frames if "method" in f.columns]
@@ -170,9 +170,9 @@ def compare_rows(tables: tuple[str, ...], mtimes: tuple[float, ...]) -> pd.DataF
 def dynamic_against_each(table: str, mtime: float) -> tuple[str, pd.DataFrame, pd.DataFrame]:
     """For the comparison folder of ``table`` (a ``table1.csv``): its dynamic network (the
     budgeted one when there are several), every other network against it with the paired
-    bootstrap interval of the mIoU difference (``dynviz.compare.against_each``), and what the
-    cost-accuracy figure draws. Empty frames without per-image confusions."""
-    from dynviz.compare import against_each, cost_accuracy_frame, read_rows
+    bootstrap interval of the mIoU difference (``dynviz.analysis.compare.against_each``), and what
+    the cost-accuracy figure draws. Empty frames without per-image confusions."""
+    from dynviz.analysis.compare import against_each, cost_accuracy_frame, read_rows
 
     rows = read_rows(Path(table).parent)
     dynamic = [r.method for r in rows if r.kind == "dynamic" and r.confusions is not None]
@@ -247,9 +247,9 @@ def adaptivity(path: str, mtime: float) -> Any:
 # ------------------------------------------------------------------------ models and data
 @st.cache_resource(show_spinner="Loading the model...", max_entries=4)
 def records_model(path: str, mtime: float) -> tuple[Any, Any]:
-    """``dynviz.runs.records_model``: the network of a records folder and how it was obtained
-    (``(None, info)`` when its checkpoint is missing or unreadable)."""
-    from dynviz.runs import records_model as model_of
+    """``dynviz.analysis.runs.records_model``: the network of a records folder and how it was
+    obtained (``(None, info)`` when its checkpoint is missing or unreadable)."""
+    from dynviz.analysis.runs import records_model as model_of
 
     return model_of(load_records(path, mtime))
 
@@ -271,9 +271,9 @@ def dataset_index(spec: str, split: str) -> dict[str, int]:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def space_costs(config_json: str, height: int, width: int, route_json: str = "") -> Any:
-    """``dynviz.cost.cost_table`` of a config (and static route) at an input size."""
-    from dynviz.cost import cost_table
+    """``dynviz.model.cost.cost_table`` of a config (and static route) at an input size."""
     from dynviz.model import RoutingSpaceConfig
+    from dynviz.model.cost import cost_table
     from dynviz.model.route import Route
 
     config = RoutingSpaceConfig.from_dict(json.loads(config_json))
@@ -285,9 +285,9 @@ def space_costs(config_json: str, height: int, width: int, route_json: str = "")
 @st.cache_data(show_spinner="Running the model...", max_entries=64)
 def dataset_image(path: str, mtime: float, image_id: str) -> ImageView:
     """A recorded image: its recorded route and costs, the image and label from the records'
-    data set, and the model's prediction (``dynviz.uploads.recorded_view``)."""
+    data set, and the model's prediction (``dynviz.record.uploads.recorded_view``)."""
     from dynviz.data import DataError
-    from dynviz.uploads import recorded_view
+    from dynviz.record.uploads import recorded_view
 
     records = load_records(path, mtime)
     spec, split = records.sidecar.data, records.sidecar.split or "val"
@@ -325,7 +325,7 @@ def forced_route(path: str, mtime: float) -> Any:
 @st.cache_data(show_spinner="Running the model on the upload...", max_entries=16)
 def upload_image(path: str, mtime: float, name: str, data: bytes, max_side: int) -> ImageView:
     """An uploaded image run through the records' model (raises ``UploadError``)."""
-    from dynviz.uploads import read_upload, route_image
+    from dynviz.record.uploads import read_upload, route_image
 
     upload = read_upload(data, name=name)
     model, info = records_model(path, mtime)
@@ -401,8 +401,8 @@ def route_figure(
     by the image's alpha, closed paths faint and dotted; hover gives alpha and MACs.
     ``highlight``: ``(layer, stride, direction)`` of paths marked as differing from another
     image's route; ``narrow``: the legend under the grid (two figures side by side)."""
-    from dynviz.graph import space_graph
     from dynviz.model import RoutingSpaceConfig
+    from dynviz.model.graph import space_graph
     from dynviz.plots.interactive import space_figure
 
     config = RoutingSpaceConfig.from_dict(json.loads(config_json))
@@ -451,7 +451,7 @@ def common_network(path: str, mtime: float, threshold: float, height: int, width
     """``dynviz.analysis.summarize_common`` at ``threshold`` and the records' input size, and
     its figure."""
     from dynviz.analysis import CommonNetError, summarize_common
-    from dynviz.graph import space_graph
+    from dynviz.model.graph import space_graph
     from dynviz.plots.interactive import space_figure
 
     config = load_records(path, mtime).config
@@ -485,9 +485,9 @@ def common_network(path: str, mtime: float, threshold: float, height: int, width
 # ------------------------------------------------------------------------- special cases
 @st.cache_data(show_spinner=False)
 def special_cases(height: int, width: int) -> pd.DataFrame:
-    """``dynviz.zoo.special_case_table``: the zoo's special cases at an input size, with the
-    paper's Table 1 numbers."""
-    from dynviz.zoo import special_case_table
+    """``dynviz.model.catalogue.special_case_table``: the zoo's special cases at an input size,
+    with the paper's Table 1 numbers."""
+    from dynviz.model.catalogue import special_case_table
 
     return special_case_table(size=(height, width))
 
@@ -495,8 +495,8 @@ def special_cases(height: int, width: int) -> pd.DataFrame:
 @st.cache_data(show_spinner=False)
 def special_case_figure(name: str, height: int, width: int) -> Any:
     """A special case's route on the layer x scale grid."""
-    from dynviz.cost import cost_table
-    from dynviz.graph import space_graph
+    from dynviz.model.cost import cost_table
+    from dynviz.model.graph import space_graph
     from dynviz.model.zoo import load_spec
     from dynviz.plots.interactive import space_figure
 
@@ -520,9 +520,9 @@ def measured_accuracy(
     runs: tuple[str, ...],
     runs_mtimes: tuple[float, ...],
 ) -> pd.DataFrame:
-    """``dynviz.runs.measured_accuracy``: mIoU of the special cases where records or training
-    runs of them are found."""
-    from dynviz.runs import measured_accuracy as accuracy
+    """``dynviz.analysis.runs.measured_accuracy``: mIoU of the special cases where records or
+    training runs of them are found."""
+    from dynviz.analysis.runs import measured_accuracy as accuracy
 
     loaded = [load_records(p, m) for p, m in zip(records, records_mtimes, strict=True)]
     return accuracy(loaded, runs)
@@ -531,8 +531,9 @@ def measured_accuracy(
 # ------------------------------------------------------------------------------- latency
 @st.cache_data(show_spinner=False)
 def zoo_spaces() -> dict[str, str]:
-    """``{name: config JSON}`` of the zoo's routing spaces (``dynviz.zoo.routing_spaces``)."""
-    from dynviz.zoo import routing_spaces
+    """``{name: config JSON}`` of the zoo's routing spaces
+    (``dynviz.model.catalogue.routing_spaces``)."""
+    from dynviz.model.catalogue import routing_spaces
 
     return {
         name: json.dumps(config.to_dict(), sort_keys=True)
@@ -550,10 +551,10 @@ def inference_device() -> str:
 
 @st.cache_data(show_spinner="Timing every node on this machine...", max_entries=16)
 def node_latency(config_json: str, height: int, width: int, device: str = "cpu") -> Any:
-    """``dynviz.latency.measure_node_latency`` of a config at an input size, with the settings
-    of ``dynviz flops --time`` (so both agree on one machine), on ``device``, in a fresh
+    """``dynviz.inference.latency.measure_node_latency`` of a config at an input size, with the
+    settings of ``dynviz flops --time`` (so both agree on one machine), on ``device``, in a fresh
     process's main thread."""
-    from dynviz.latency import measure_node_latency_isolated
+    from dynviz.inference.latency import measure_node_latency_isolated
     from dynviz.model import RoutingSpaceConfig
 
     config = RoutingSpaceConfig.from_dict(json.loads(config_json))
@@ -573,7 +574,7 @@ def latency_tables(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The measured node table (``latency_rows``) and the routes' estimated times
     (``route_times``; ``routes`` are ``(name, route JSON)`` pairs of this config's space)."""
-    from dynviz.latency import latency_rows, route_times
+    from dynviz.inference.latency import latency_rows, route_times
     from dynviz.model.route import Route
 
     latency = node_latency(config_json, height, width, device)
@@ -585,14 +586,15 @@ def latency_tables(
 def routes_of_space(
     config_json: str, records: str | None, runs: tuple[str, ...] = ()
 ) -> tuple[tuple[str, str], ...]:
-    """The zoo's special cases drawn in this space (``dynviz.zoo.special_case_routes``), the
-    static routes trained in the folder in this space (e.g. the demo's U-Net-like, FCN-like and
-    Common-Budget runs), and the common network (95%) of the selected records when they were
-    made in it: ``(name, route JSON)`` pairs."""
+    """The zoo's special cases drawn in this space
+    (``dynviz.model.catalogue.special_case_routes``), the static routes trained in the folder in
+    this space (e.g. the demo's U-Net-like, FCN-like and Common-Budget runs), and the common
+    network (95%) of the selected records when they were made in it: ``(name, route JSON)``
+    pairs."""
     from dynviz.analysis import CommonNetError, extract_common
     from dynviz.model import RoutingSpaceConfig
+    from dynviz.model.catalogue import special_case_routes
     from dynviz.model.route import Route
-    from dynviz.zoo import special_case_routes
 
     space = RoutingSpaceConfig.from_dict(json.loads(config_json))
     out = [
@@ -631,9 +633,9 @@ def routes_of_space(
 @st.cache_data(show_spinner="Relating routes to object scale...", max_entries=32)
 def image_routes(path: str, mtime: float) -> pd.DataFrame:
     """``dynviz.analysis.routing_vs_scale`` of one records folder, with per-scale cost shares
-    (``dynviz.report.records_path_costs``)."""
+    (``dynviz.analysis.report.records_path_costs``)."""
     from dynviz.analysis import routing_vs_scale as per_image
-    from dynviz.report import records_path_costs
+    from dynviz.analysis.report import records_path_costs
 
     rec = load_records(path, mtime)
     return per_image(rec.gates, rec.images, path_costs=records_path_costs(rec))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import _state
 import streamlit as st
 
-from dynviz.allocator import tune_malloc
+from dynviz.inference.allocator import tune_malloc
 
 tune_malloc()  # keep freed memory for reuse, as the CLI commands do: large records load faster
 

@@ -3,14 +3,17 @@
 Li et al., "Learning Dynamic Routing for Semantic Segmentation", CVPR 2020 (arXiv 2003.10401).
 
 ``import dynviz`` loads no torch (``dynviz --help`` stays quick): the names below come from
-:mod:`dynviz.model` (the network) and :mod:`dynviz.zoo` (the model zoo) on first use.
+:mod:`dynviz.model` (the network) and :mod:`dynviz.model.catalogue` (the model zoo) on first use.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from dynviz import _moved
 from dynviz.version import __version__
+
+_moved.install()  # the module paths before the stage packages (dynviz.cost, ...) still import
 
 if TYPE_CHECKING:
     from dynviz.model import (
@@ -25,7 +28,7 @@ if TYPE_CHECKING:
         Semantics,
         build_model,
     )
-    from dynviz.zoo import create_model, list_models, load_model
+    from dynviz.model.catalogue import create_model, list_models, load_model
 
 __all__ = [
     "ConfigError",
@@ -68,9 +71,9 @@ def __getattr__(name: str) -> Any:
 
         value = getattr(model, name)
     elif name in _FROM_ZOO:
-        from dynviz import zoo
+        from dynviz.model import catalogue
 
-        value = getattr(zoo, name)
+        value = getattr(catalogue, name)
     else:
         raise AttributeError(f"module 'dynviz' has no attribute {name!r}")
     globals()[name] = value

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dynviz.resources import shipped
+from dynviz.support.resources import shipped
 
 __all__ = ["APP_DIR_ENV", "explorer_script"]
 
@@ -19,5 +19,5 @@ APP_DIR_ENV = "DYNVIZ_APP_DIR"
 
 def explorer_script() -> Path:
     """``apps/explorer.py``, the explorer's entrypoint (shipped with dynviz:
-    :func:`dynviz.resources.shipped`)."""
+    :func:`dynviz.support.resources.shipped`)."""
     return shipped("apps") / "explorer.py"

@@ -17,7 +17,7 @@ __all__ = ["GIGA", "MAC_NOTE", "MacUnit", "format_macs", "mac_unit"]
 MAC_NOTE = "1 MAC = 1 multiply-add = the paper's FLOP"
 
 GIGA = 1e9
-"""MACs per GMAC: costs are counted in MACs (:mod:`dynviz.cost`) and stored in GMACs."""
+"""MACs per GMAC: costs are counted in MACs (:mod:`dynviz.model.cost`) and stored in GMACs."""
 
 
 class MacUnit(tuple):

@@ -24,9 +24,9 @@ import torch
 import yaml
 
 import dynviz
-from dynviz.checkpoint import make_checkpoint, route_to_dict, save_checkpoint, sha256_file
 from dynviz.data import build_dataset
 from dynviz.model import RoutingNetwork
+from dynviz.model.checkpoint import make_checkpoint, route_to_dict, save_checkpoint, sha256_file
 from dynviz.model.route import Route
 from dynviz.record import record
 

@@ -1,6 +1,6 @@
 """The Streamlit explorer under ``AppTest`` (no browser): every page renders from small records,
 the common-network threshold changes the extracted network, bad uploads get a message (never a
-traceback); plus ``dynviz app`` and the upload checks of :mod:`dynviz.uploads`."""
+traceback); plus ``dynviz app`` and the upload checks of :mod:`dynviz.record.uploads`."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from dynviz.cli import main as cli  # noqa: E402
 from dynviz.commands.app import APP_DIR_ENV, build_command, explorer_script  # noqa: E402
-from dynviz.uploads import (  # noqa: E402
+from dynviz.record.uploads import (  # noqa: E402
     UploadError,
     colorize,
     fit_size,
@@ -433,9 +433,9 @@ def test_route_explorer_attribution_panel(app, root) -> None:
     centred at zero) and its logit, alpha and top-10% share; the logit is the library's."""
     from _records_fixture import SPEC, SPLIT
 
-    from dynviz.attribution import attribute
-    from dynviz.checkpoint import load_model
+    from dynviz.analysis.attribution import attribute
     from dynviz.data import build_dataset
+    from dynviz.model.checkpoint import load_model
 
     at = _open(app, "views/route_explorer.py")
     assert len(_charts(at)) == 1  # off by default
@@ -454,7 +454,7 @@ def test_route_explorer_attribution_panel(app, root) -> None:
     )
     grid = [c for c in charts if any(t.get("name") == "path" for t in c["data"])]
     assert len(grid) == 1
-    # pick another node: the metrics follow, and match dynviz.attribution on the same image
+    # pick another node: the metrics follow, and match dynviz.analysis.attribution on the same image
     node = at.selectbox(key="attr_node_0")
     target = node.options[-1]
     node.select_index(len(node.options) - 1).run()

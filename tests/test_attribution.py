@@ -1,5 +1,5 @@
-"""Exact gate attribution (``dynviz.attribution``): the maps' mean plus the bias is the logit the
-network itself computed, for full and small gates, at sizes where the small gate's resize
+"""Exact gate attribution (``dynviz.analysis.attribution``): the maps' mean plus the bias is the
+logit the network itself computed, for full and small gates, at sizes where the small gate's resize
 rounds, with closed nodes and nodes that never receive input; the per-image summary, the object
 analysis and ``dynviz attribute``."""
 
@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import dynviz
-from dynviz.attribution import (
+from dynviz.analysis.attribution import (
     AttributionError,
     attribute,
     attribution_overlay,

@@ -1,6 +1,6 @@
 """The explorer in a real browser on a demo-like folder: what ``dynviz demo`` writes (trained
 runs of both dynamic models, the common network and the special cases, their records, the report
-and the Table-1 comparison), made by :func:`dynviz.chain.run_chain` with short trainings.
+and the Table-1 comparison), made by :func:`dynviz.demo.chain.run_chain` with short trainings.
 
 Every page renders, no page shows a Python traceback, the folder's Table 1 lists every network,
 the Special cases page finds the trained special cases, the training-curve chart says what it
@@ -41,7 +41,7 @@ def demo_root(tmp_path_factory) -> Path:
         if not (Path(given) / "demo" / "report.md").is_file():
             pytest.fail(f"DYNVIZ_DEMO_ROOT={given} holds no finished demo (demo/report.md)")
         return Path(given)
-    from dynviz.chain import QUICK, run_chain
+    from dynviz.demo.chain import QUICK, run_chain
 
     root = tmp_path_factory.mktemp("demo-like")
     settings = dataclasses.replace(

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import dynviz
-from dynviz.cost import cost_table
+from dynviz.model.cost import cost_table
 from dynviz.train.budget import BudgetLoss, BudgetSchedule
 
 
@@ -95,7 +95,7 @@ def test_invalid_settings_rejected(table):
 
 def test_official_normaliser_is_the_hard_coded_26300_mflops():
     """Layer16 at 768x768: E / 26300 M against E / 26891.70 M (the all-open cost)."""
-    from dynviz.official import OFFICIAL_BUDGET_NORMALISER
+    from dynviz.interop.official import OFFICIAL_BUDGET_NORMALISER
 
     table = cost_table(dynviz.build_model("layer16").config, (768, 768))
     assert table.backbone_all_open() == pytest.approx(26_891.70e6, rel=1e-6)

@@ -1,4 +1,4 @@
-"""The whole chain (dynviz.chain, behind `dynviz demo` and analysis/run_chain.py)."""
+"""The whole chain (dynviz.demo.chain, behind `dynviz demo` and analysis/run_chain.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import dynviz
-from dynviz.chain import QUICK, fcn_like, run_chain, unet_like
+from dynviz.demo.chain import QUICK, fcn_like, run_chain, unet_like
 from dynviz.model.route import Route
 from dynviz.model.zoo import load_space
 
@@ -72,7 +72,7 @@ def test_run_chain_script_refreshes_docs(tmp_path):
 
 
 def test_idle_estimate_schedules_steps_on_lanes_by_hand():
-    from dynviz.chain import idle_estimate
+    from dynviz.demo.chain import idle_estimate
 
     steps = {
         "a": (10.0, ()),
@@ -94,7 +94,7 @@ def test_workers_do_not_run_the_parents_main_again(tmp_path, monkeypatch):
     """A Streamlit page or an unguarded script as ``__main__`` must not run in the workers."""
     import types
 
-    from dynviz.processes import spawn_pool
+    from dynviz.support.processes import spawn_pool
 
     script = tmp_path / "page.py"
     script.write_text("raise SystemExit('the parent main ran again')\n", encoding="utf-8")
@@ -110,8 +110,8 @@ def test_workers_do_not_run_the_parents_main_again(tmp_path, monkeypatch):
 def test_a_run_trained_with_other_arguments_is_not_the_chains(tmp_path):
     """A re-run with another seed (or budget, or length) into the same folder trains again: its
     runs are told apart by their checkpoints' training arguments, not by their iterations."""
-    from dynviz.chain import DEMO, _other_training, _recorded_data, _train_config
-    from dynviz.checkpoint import LATEST, make_checkpoint, save_checkpoint
+    from dynviz.demo.chain import DEMO, _other_training, _recorded_data, _train_config
+    from dynviz.model.checkpoint import LATEST, make_checkpoint, save_checkpoint
 
     def config(settings, out):
         return _train_config(settings, "small", out, 100, budget=True, dynamic=True, progress=False)

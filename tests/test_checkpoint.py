@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import dynviz
-from dynviz.checkpoint import (
+from dynviz.model import Route
+from dynviz.model.checkpoint import (
     BEST,
     LATEST,
     CheckpointError,
@@ -25,7 +26,6 @@ from dynviz.checkpoint import (
     save_checkpoint,
     sha256_file,
 )
-from dynviz.model import Route
 
 
 def _touch(path: str) -> None:

@@ -25,12 +25,12 @@ import yaml
 from PIL import Image
 
 import dynviz
-from dynviz.checkpoint import CheckpointError, make_checkpoint, save_checkpoint
 from dynviz.cli import log_level
 from dynviz.cli import main as cli_main
+from dynviz.model.catalogue import model_cost
+from dynviz.model.checkpoint import CheckpointError, make_checkpoint, save_checkpoint
 from dynviz.model.zoo import load_spec
-from dynviz.progress import Progress, format_seconds
-from dynviz.zoo import model_cost
+from dynviz.support.progress import Progress, format_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = "synthetic:count=3,size=64x64,classes=4"
@@ -188,7 +188,7 @@ def test_log_lines_are_written_around_the_progress_bar(tmp_path, capsys):
 
 # ------------------------------------------------------------------------ progress lines
 def test_progress_lines_without_a_terminal(caplog):
-    caplog.set_level(logging.INFO, logger="dynviz.progress")
+    caplog.set_level(logging.INFO, logger="dynviz.support.progress")
     bar = Progress(total=4, desc="eval", every=0)  # show=None; stderr is not a terminal here
     for _ in range(3):
         bar.update()
@@ -209,13 +209,13 @@ def test_progress_lines_without_a_terminal(caplog):
 
 
 def test_eval_prints_progress_lines_in_a_batch_log(tmp_path, monkeypatch, caplog):
-    import dynviz.progress
+    import dynviz.support.progress
 
     _checkpoint(tmp_path / "c.pt")
-    monkeypatch.setattr(dynviz.progress, "LOG_EVERY_S", 0.0)
+    monkeypatch.setattr(dynviz.support.progress, "LOG_EVERY_S", 0.0)
     caplog.set_level(logging.INFO)
     assert cli_main(["eval", str(tmp_path / "c.pt"), "--json"]) == 0
-    lines = [r.getMessage() for r in caplog.records if r.name == "dynviz.progress"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "dynviz.support.progress"]
     assert [line.split(" ")[1] for line in lines] == ["1/3", "2/3", "3/3"]
     assert "; done in " in lines[-1]
 

@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 import dynviz
-from dynviz.checkpoint import make_checkpoint, save_checkpoint
 from dynviz.cli import main as cli
 from dynviz.errors import EXIT_BAD_FILE, EXIT_USAGE, suggest
+from dynviz.model.checkpoint import make_checkpoint, save_checkpoint
 from dynviz.train import TrainConfig
 from dynviz.train.trainer import short_run_warnings
 

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from dynviz.cli import main
-from dynviz.cost import cost_table
 from dynviz.model.config import ConfigError
+from dynviz.model.cost import cost_table
 from dynviz.model.zoo import load_space
 
 

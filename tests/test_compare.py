@@ -7,9 +7,9 @@ import pytest
 
 import dynviz
 import dynviz.model.zoo
-from dynviz.checkpoint import make_checkpoint, save_checkpoint
+from dynviz.analysis.compare import CompareRow, describe_model, markdown
 from dynviz.cli import main as cli
-from dynviz.compare import CompareRow, describe_model, markdown
+from dynviz.model.checkpoint import make_checkpoint, save_checkpoint
 from dynviz.model.route import Route
 
 SPEC = "synthetic:count=3,size=64x64,classes=4"
@@ -90,7 +90,7 @@ def _row(method: str, kind: str, miou: float, gmacs: float) -> CompareRow:
 
 
 def test_against_special_cases_by_hand(tmp_path):
-    from dynviz.compare import against_special_cases, read_table, write_table
+    from dynviz.analysis.compare import against_special_cases, read_table, write_table
 
     rows = [
         _row("Dyn", "dynamic", 0.60, 4.0),
@@ -118,7 +118,7 @@ def test_against_special_cases_by_hand(tmp_path):
 
 
 def test_against_the_static_networks_counts_the_common_network():
-    from dynviz.compare import against_special_cases
+    from dynviz.analysis.compare import against_special_cases
 
     rows = [
         _row("Dyn", "dynamic", 0.80, 5.0),

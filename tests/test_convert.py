@@ -1,5 +1,5 @@
-"""Official checkpoints to and from dynviz (dynviz.official, ``dynviz convert``), on official-format
-files made by renaming a dynviz network's tensors."""
+"""Official checkpoints to and from dynviz (dynviz.interop.official, ``dynviz convert``), on
+official-format files made by renaming a dynviz network's tensors."""
 
 from __future__ import annotations
 
@@ -14,10 +14,8 @@ import yaml
 from _models import randomise
 
 import dynviz
-from dynviz.checkpoint import CheckpointError, load_model
 from dynviz.cli import main as cli
-from dynviz.model.config import ConfigError, GateKind, Semantics
-from dynviz.official import (
+from dynviz.interop.official import (
     OfficialFormatError,
     convert_official,
     convert_to_official,
@@ -26,6 +24,8 @@ from dynviz.official import (
     official_key,
     official_state_dict,
 )
+from dynviz.model.checkpoint import CheckpointError, load_model
+from dynviz.model.config import ConfigError, GateKind, Semantics
 
 
 def _official_file(tmp_path, network, *, prefix="module.", name="official.pth", **extra):
@@ -235,7 +235,7 @@ def test_cli_converts_both_ways(tmp_path, tiny, capsys):
 
 
 def test_init_from_loads_fitting_tensors_and_lists_the_rest(tmp_path, tiny):
-    from dynviz.checkpoint import make_checkpoint, save_checkpoint
+    from dynviz.model.checkpoint import make_checkpoint, save_checkpoint
     from dynviz.train.init import init_from
 
     source = randomise(dynviz.build_model(tiny.replace(num_classes=7)))
@@ -261,7 +261,7 @@ def test_init_from_loads_fitting_tensors_and_lists_the_rest(tmp_path, tiny):
 
 
 def test_train_init_starts_from_the_weights(tmp_path, tiny):
-    from dynviz.checkpoint import make_checkpoint, save_checkpoint
+    from dynviz.model.checkpoint import make_checkpoint, save_checkpoint
     from dynviz.train.config import TrainConfig
     from dynviz.train.trainer import Trainer
 
@@ -298,7 +298,7 @@ def test_converted_checkpoint_runs_in_eval_record_and_export(tmp_path, tiny, cap
     # the command scores what the converted network scores in the library on the same images
     # (the conversion's own exactness is tested above, on logits)
     from dynviz.data import build_dataset
-    from dynviz.evaluate import evaluate
+    from dynviz.inference.evaluate import evaluate
     from dynviz.record import read_records
 
     converted, _ = load_model(out)
@@ -313,7 +313,7 @@ def test_converted_checkpoint_runs_in_eval_record_and_export(tmp_path, tiny, cap
     assert len(recorded.images) == 2
     assert recorded.images["real_gmacs"].mean() == pytest.approx(expected.real_gmacs.mean)
     route = dynviz.Route.from_chains(tiny, [[4, 4, 4, 4, 4]])
-    from dynviz.export import transfer_to_route
+    from dynviz.inference.export import transfer_to_route
 
     static = transfer_to_route(load_model(out)[0], route)
     assert static.config.official and static.stem.conv1.padding == (0, 0)

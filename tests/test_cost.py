@@ -7,8 +7,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import dynviz
-from dynviz.cost import cost_table, param_table
 from dynviz.model.config import Direction, RoutingSpaceConfig
+from dynviz.model.cost import cost_table, param_table
 from dynviz.model.route import Route
 from dynviz.model.zoo import load_spec
 

@@ -10,10 +10,10 @@ import sys
 import pytest
 
 import dynviz
-from dynviz.checkpoint import LATEST, load_checkpoint, load_model
 from dynviz.data import build_dataset
-from dynviz.evaluate import evaluate
+from dynviz.inference.evaluate import evaluate
 from dynviz.model import Route
+from dynviz.model.checkpoint import LATEST, load_checkpoint, load_model
 
 DATA = "synthetic:count=8,size=48x48,classes=4"
 

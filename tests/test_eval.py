@@ -8,11 +8,11 @@ import pytest
 import torch
 
 import dynviz
-from dynviz.checkpoint import make_checkpoint, save_checkpoint
 from dynviz.cli import main as cli_main
-from dynviz.cost import cost_table
-from dynviz.evaluate import evaluate
+from dynviz.inference.evaluate import evaluate
 from dynviz.model import ConfigError, Route
+from dynviz.model.checkpoint import make_checkpoint, save_checkpoint
+from dynviz.model.cost import cost_table
 
 
 class _Labels:

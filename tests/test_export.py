@@ -11,7 +11,7 @@ from _models import FLOAT64_REL, assert_close_to_scale, randomise
 
 import dynviz
 from dynviz.cli import main as cli
-from dynviz.export import (
+from dynviz.inference.export import (
     ExportError,
     StaticNetwork,
     count_batchnorm,
@@ -128,7 +128,7 @@ def _onnx_logits(session, x: torch.Tensor) -> torch.Tensor:
 
 def test_onnx_export_any_size_gives_the_pytorch_logits(tmp_path, dynamic, route):
     pytest.importorskip("onnxscript")
-    from dynviz.export import onnx_session
+    from dynviz.inference.export import onnx_session
 
     net = static_network(dynamic.float(), route)
     with warnings.catch_warnings(record=True) as caught:
@@ -150,7 +150,7 @@ def test_onnx_export_any_size_gives_the_pytorch_logits(tmp_path, dynamic, route)
 
 def test_onnx_export_at_a_given_size_takes_that_size_only(tmp_path, dynamic, route):
     pytest.importorskip("onnxscript")
-    from dynviz.export import onnx_session
+    from dynviz.inference.export import onnx_session
 
     net = static_network(dynamic.float(), route)
     path = export_onnx(net, tmp_path / "net.onnx", (64, 64))
@@ -198,7 +198,7 @@ def test_export_cli_checks_two_sizes(tmp_path, capsys):
 
 def test_export_cli_checkpoint_with_route(tmp_path, capsys, tiny, route):
     pytest.importorskip("onnxscript")
-    from dynviz.checkpoint import make_checkpoint, save_checkpoint
+    from dynviz.model.checkpoint import make_checkpoint, save_checkpoint
 
     model = randomise(dynviz.build_model(tiny), spread=0.2).eval()
     (tmp_path / "run").mkdir()

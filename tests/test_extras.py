@@ -61,7 +61,7 @@ def test_app_without_streamlit(monkeypatch, tmp_path, capsys):
 def test_shipped_folders_are_found_and_a_missing_one_is_named():
     from pathlib import Path
 
-    from dynviz.resources import shipped
+    from dynviz.support.resources import shipped
 
     root = Path(__file__).resolve().parents[1]
     # an editable install reads the project's folders; a wheel, its own copies

@@ -13,9 +13,10 @@ from PIL import Image
 
 import dynviz
 from dynviz.cli import main as cli
-from dynviz.cost import cost_table
 from dynviz.errors import MissingExtraError
-from dynviz.flopcheck import (
+from dynviz.model.config import RoutingSpaceConfig
+from dynviz.model.cost import cost_table
+from dynviz.model.flopcheck import (
     FlopCheckError,
     FlopCounter,
     check_flops,
@@ -23,7 +24,6 @@ from dynviz.flopcheck import (
     executed_items,
     resolve_counter,
 )
-from dynviz.model.config import RoutingSpaceConfig
 from dynviz.model.route import Route
 
 # L=1, two scales, C=2 (4 at 1/8), one class; at 16x16 the 1/4 map is 4x4 (16 px), 1/2 is 8x8.
@@ -209,7 +209,7 @@ def test_flops_check_of_a_dynamic_network_on_an_image(capsys, tmp_path):
 
 
 def test_eval_check_flops_on_n_images(capsys, tmp_path):
-    from dynviz.checkpoint import make_checkpoint, save_checkpoint
+    from dynviz.model.checkpoint import make_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
     model = dynviz.build_model("tiny", num_classes=4).eval()

@@ -8,9 +8,17 @@ import networkx as nx
 import pandas as pd
 import pytest
 
-from dynviz.cost import cost_table
-from dynviz.graph import DECODER, STEM, node_name, route_graph, space_graph, to_graphml, to_json
 from dynviz.model.config import Direction
+from dynviz.model.cost import cost_table
+from dynviz.model.graph import (
+    DECODER,
+    STEM,
+    node_name,
+    route_graph,
+    space_graph,
+    to_graphml,
+    to_json,
+)
 from dynviz.model.route import Route
 from dynviz.model.zoo import load_space
 

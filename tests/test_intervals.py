@@ -10,16 +10,7 @@ import pytest
 import torch
 
 import dynviz
-from dynviz.analysis.intervals import (
-    Interval,
-    accuracy_interval,
-    bootstrap,
-    miou_difference,
-    miou_of,
-    spearman_interval,
-)
-from dynviz.checkpoint import make_checkpoint, save_checkpoint
-from dynviz.compare import (
+from dynviz.analysis.compare import (
     PER_IMAGE,
     against_each,
     compare,
@@ -28,6 +19,15 @@ from dynviz.compare import (
     read_rows,
     write_table,
 )
+from dynviz.analysis.intervals import (
+    Interval,
+    accuracy_interval,
+    bootstrap,
+    miou_difference,
+    miou_of,
+    spearman_interval,
+)
+from dynviz.model.checkpoint import make_checkpoint, save_checkpoint
 
 DATA = "synthetic:count=6,size=64x64,classes=4"
 

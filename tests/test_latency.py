@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from dynviz.cli import main as cli
-from dynviz.cost import CostTable, cost_table
-from dynviz.latency import (
+from dynviz.inference.latency import (
     LatencyTable,
     cpu_wait,
     format_latency,
@@ -25,6 +24,7 @@ from dynviz.latency import (
     route_times,
     time_calls,
 )
+from dynviz.model.cost import CostTable, cost_table
 from dynviz.model.route import Route
 
 SIZE = (64, 64)
@@ -164,7 +164,7 @@ def test_measure_calls_reports_cpu_wait_and_retakes_contended_samples():
 
 
 def test_node_rows_carry_the_spread_of_their_repeats():
-    from dynviz.latency import latency_rows, measure_node_latency
+    from dynviz.inference.latency import latency_rows, measure_node_latency
     from dynviz.model.zoo import load_space
 
     latency = measure_node_latency(load_space("tiny"), (32, 32), repeats=4, threads=1)
@@ -177,7 +177,7 @@ def test_node_rows_carry_the_spread_of_their_repeats():
 
 
 def test_measure_calls_brackets_every_sample_with_sync():
-    from dynviz.latency import measure_calls
+    from dynviz.inference.latency import measure_calls
 
     synced = []
     timings = measure_calls(

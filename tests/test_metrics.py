@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from dynviz.metrics import ConfusionMatrix, per_image_miou
+from dynviz.inference.metrics import ConfusionMatrix, per_image_miou
 
 # target (rows) and prediction of a 3x3 image, 3 classes, one ignored pixel.
 TARGET = np.array([[0, 0, 1], [1, 1, 2], [2, 2, 255]])

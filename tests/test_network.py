@@ -190,7 +190,7 @@ def test_fix_network_runs_every_path(tiny, images):
 
 def test_model_package_imports_torch_only():
     code = (
-        "import sys, dynviz.model, dynviz.cost\n"
+        "import sys, dynviz.model, dynviz.model.cost\n"
         "bad = {'pandas', 'matplotlib', 'networkx', 'streamlit', 'plotly', 'pyarrow'}\n"
         "print(sorted(bad & set(m.split('.')[0] for m in sys.modules)))"
     )

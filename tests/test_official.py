@@ -13,21 +13,21 @@ import torch.nn.functional as F
 from _models import FLOAT64_REL, assert_close_to_scale, randomise
 
 import dynviz
-from dynviz.checkpoint import load_model, make_checkpoint, save_checkpoint
+from dynviz.analysis.compare import compare
+from dynviz.analysis.report import analyze
 from dynviz.cli import main as cli_main
-from dynviz.compare import compare
-from dynviz.cost import Counting, cost_table
 from dynviz.data import build_dataset
 from dynviz.model import load_spec
+from dynviz.model.checkpoint import load_model, make_checkpoint, save_checkpoint
 from dynviz.model.config import (
     OFFICIAL_DROP_THRESHOLD,
     ConfigError,
     RoutingSpaceConfig,
     Semantics,
 )
+from dynviz.model.cost import Counting, cost_table
 from dynviz.model.ops import SoftConditionalGate, gate_activation
 from dynviz.record import RecordError, Sidecar, SidecarError, read_records, record
-from dynviz.report import analyze
 
 
 def _official(tiny: RoutingSpaceConfig, **changes: object) -> RoutingSpaceConfig:
@@ -289,7 +289,7 @@ def test_the_per_sample_check_fails_when_a_batch_mate_decides_the_drop(tiny, mon
 
 def test_official_static_network_equals_the_dynamic_one_forced_to_its_route(tiny):
     """A forced route is a static network in both semantics: closed paths deliver nothing."""
-    from dynviz.export import transfer_to_route
+    from dynviz.inference.export import transfer_to_route
     from dynviz.model.route import Route
 
     route = Route.from_chains(tiny, [[4, 8, 16, 8, 4], [4, 4, 4, 4, 4]])

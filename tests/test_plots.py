@@ -14,7 +14,7 @@ import dynviz
 from dynviz.analysis import activation_probability, probability_matrix, routing_vs_scale
 from dynviz.cli import main as cli
 from dynviz.data import build_dataset
-from dynviz.graph import space_graph
+from dynviz.model.graph import space_graph
 from dynviz.model.route import Route
 from dynviz.plots import mpl
 from dynviz.record import combine_records, read_records, record

@@ -9,7 +9,7 @@ import torch
 import yaml
 from torch import nn
 
-from dynviz.checkpoint import LATEST, load_checkpoint
+from dynviz.model.checkpoint import LATEST, load_checkpoint
 from dynviz.train import TrainConfig, train
 from dynviz.train.precise_bn import default_precise_bn_batches, update_bn_stats
 

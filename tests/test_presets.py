@@ -22,8 +22,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import dynviz
-from dynviz.cost import cost_table, propagate
 from dynviz.model import Direction, Route, RoutingSpaceConfig
+from dynviz.model.cost import cost_table, propagate
 from dynviz.model.zoo import load_spec, preset_names
 
 SIZE = (32, 64)  # the smallest input of every preset (stride 32), not square

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from dynviz.analysis.runs import measured_accuracy
 from dynviz.plots.attribution import attribution_grid_figure
-from dynviz.runs import measured_accuracy
 
 
 def test_a_runs_cost_comes_from_its_last_evaluation(tmp_path):

@@ -14,10 +14,10 @@ import torch
 
 import dynviz
 from dynviz.analysis.common import extract_common
-from dynviz.checkpoint import make_checkpoint, save_checkpoint, sha256_file
 from dynviz.cli import main as cli
 from dynviz.data import build_dataset
-from dynviz.metrics import ConfusionMatrix, per_image_miou
+from dynviz.inference.metrics import ConfusionMatrix, per_image_miou
+from dynviz.model.checkpoint import make_checkpoint, save_checkpoint, sha256_file
 from dynviz.model.route import Route
 from dynviz.record import (
     DIRECTION_DTYPE,
@@ -103,7 +103,7 @@ def test_schema_and_contents(recorded, model):
 
 
 def test_costs_match_the_cost_table(recorded, model, dataset):
-    from dynviz.cost import cost_table
+    from dynviz.model.cost import cost_table
 
     records = read_records(recorded)
     item = dataset[0]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dynviz.checkpoint import LATEST, load_checkpoint
+from dynviz.model.checkpoint import LATEST, load_checkpoint
 from dynviz.model.config import ConfigError, RoutingSpaceConfig
 from dynviz.model.route import Route, RouteError
 from dynviz.record import read_records

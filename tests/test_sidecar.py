@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import dynviz
-from dynviz.checkpoint import make_checkpoint, save_checkpoint, sha256_file
 from dynviz.data import build_dataset, normalize
+from dynviz.model.checkpoint import make_checkpoint, save_checkpoint, sha256_file
 from dynviz.model.route import Route
 from dynviz.record import (
     SIDECAR,
@@ -23,7 +23,7 @@ from dynviz.record import (
     record,
     record_batch,
 )
-from dynviz.uploads import predict, route_image
+from dynviz.record.uploads import predict, route_image
 
 SPEC = "synthetic:count=4,size=64x64,classes=4,seed=3"
 
@@ -170,7 +170,7 @@ def test_an_upload_runs_the_model_once(model, dataset):
 
 
 def test_an_augmented_recording_says_so(tmp_path, model, dataset):
-    from dynviz.tta import Augment
+    from dynviz.inference.tta import Augment
 
     out = tmp_path / "aug"
     aug = Augment(scales=(0.5, 1.0), flip=True)

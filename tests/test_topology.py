@@ -10,8 +10,8 @@ import torch
 
 import dynviz
 from dynviz.analysis.common import prune_dangling
-from dynviz.cost import propagate
 from dynviz.model import Direction, Route, RouteError
+from dynviz.model.cost import propagate
 from dynviz.model.topology import dangling, edges, live, reach
 from dynviz.model.zoo import load_space
 

@@ -12,10 +12,10 @@ import yaml
 from torch import nn
 
 import dynviz
-from dynviz.checkpoint import LATEST, load_checkpoint, sha256_file
 from dynviz.cli import main as cli_main
-from dynviz.distributed import SampleStream
 from dynviz.model import ConfigError, Route
+from dynviz.model.checkpoint import LATEST, load_checkpoint, sha256_file
+from dynviz.support.distributed import SampleStream
 from dynviz.train import trainer as trainer_module
 from dynviz.train.optim import (
     PolySchedule,
@@ -446,8 +446,8 @@ def test_close_below_closes_weak_paths_after_training_only(tmp_path):
     the value."""
     from dataclasses import replace
 
-    from dynviz.checkpoint import model_from_checkpoint
-    from dynviz.cost import cost_table
+    from dynviz.model.checkpoint import model_from_checkpoint
+    from dynviz.model.cost import cost_table
 
     config = _config(tmp_path, "close", iters=3, close_below=0.9, precise_bn=2)
     trainer = Trainer(config)
@@ -490,7 +490,7 @@ def test_close_below_closes_weak_paths_after_training_only(tmp_path):
     doc = yaml.safe_load((Path(config.out) / "config.yaml").read_text())
     assert doc["model"]["active_threshold"] == 0.0
     assert doc["checkpoint"]["active_threshold"] == 0.9
-    from dynviz.runconfig import read_run_config
+    from dynviz.train.runconfig import read_run_config
 
     assert read_run_config(Path(config.out) / "config.yaml").model["active_threshold"] == 0.0
 

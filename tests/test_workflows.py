@@ -16,9 +16,7 @@ from PIL import Image
 
 import dynviz
 from dynviz.analysis import aug_costs
-from dynviz.checkpoint import make_checkpoint, save_checkpoint
 from dynviz.cli import main as cli_main
-from dynviz.cost import cost_table
 from dynviz.data import (
     DataError,
     SyntheticScenes,
@@ -29,10 +27,19 @@ from dynviz.data import (
 )
 from dynviz.data.palette import cityscapes_palette, voc_palette
 from dynviz.errors import error_message
-from dynviz.evaluate import evaluate
+from dynviz.inference.evaluate import evaluate
+from dynviz.inference.tta import (
+    Augment,
+    AugmentError,
+    TableCache,
+    forward_costs,
+    infer,
+    window_boxes,
+)
+from dynviz.model.checkpoint import make_checkpoint, save_checkpoint
+from dynviz.model.cost import cost_table
 from dynviz.record import read_records
-from dynviz.runconfig import SettingsError, apply_overrides, parse_overrides, read_run_config
-from dynviz.tta import Augment, AugmentError, TableCache, forward_costs, infer, window_boxes
+from dynviz.train.runconfig import SettingsError, apply_overrides, parse_overrides, read_run_config
 
 TRAIN = [
     "--crop",
@@ -444,7 +451,7 @@ def test_tensorboard_missing_is_one_line_naming_the_extra(tmp_path, monkeypatch,
 
 
 def test_an_uploaded_photo_is_upright(tmp_path):
-    from dynviz.uploads import read_upload
+    from dynviz.record.uploads import read_upload
 
     _rotated_jpeg(tmp_path / "photo.jpg")
     upload = read_upload((tmp_path / "photo.jpg").read_bytes(), name="photo.jpg")

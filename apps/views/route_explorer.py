@@ -7,8 +7,8 @@ import _attribution
 import _state
 import streamlit as st
 
+from dynviz.record.uploads import MAX_BYTES, MAX_PIXELS, UploadError, overlay
 from dynviz.units import format_macs
-from dynviz.uploads import MAX_BYTES, MAX_PIXELS, UploadError, overlay
 
 ctx = _state.context()
 records = _state.records_or_stop(ctx)

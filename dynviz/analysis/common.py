@@ -21,8 +21,8 @@ from typing import Any
 
 import pandas as pd
 
-from dynviz.cost import CostTable, cost_table, param_table
 from dynviz.model.config import Direction, PathKey, RoutingSpaceConfig
+from dynviz.model.cost import CostTable, cost_table, param_table
 from dynviz.model.route import Route, RouteError, format_path
 from dynviz.model.topology import live
 from dynviz.rules import COMMON_THRESHOLD

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dynviz.allocator import malloc_tuned, tune_malloc
 from dynviz.bench.core import (
     SECTIONS,
     BenchReport,
@@ -25,6 +24,7 @@ from dynviz.bench.figures import (
     common_like_route,
     run_bench,
 )
+from dynviz.inference.allocator import malloc_tuned, tune_malloc
 
 __all__ = [
     "SECTIONS",

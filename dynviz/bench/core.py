@@ -67,8 +67,8 @@ class BenchSettings:
         max_wait: a timed sample whose threads waited for a CPU longer than this share of its
             wall time (another job took the core) is taken again, up to 3 times (None: never).
         pages: also time the explorer's pages on the generated records (f).
-        tune_malloc: raise glibc's malloc thresholds for the run (:mod:`dynviz.allocator`).
-        quick: the small settings (:meth:`quick_settings`).
+        tune_malloc: raise glibc's malloc thresholds for the run
+        (:mod:`dynviz.inference.allocator`). quick: the small settings (:meth:`quick_settings`).
     """
 
     size: tuple[int, int] = (512, 1024)
@@ -153,7 +153,7 @@ class Figure:
         note: str = "",
     ) -> Figure:
         """The figure of per-round values: their median, with their quartiles."""
-        from dynviz.latency import quartiles
+        from dynviz.inference.latency import quartiles
 
         finite = [float(v) for v in values if v == v]  # drop NaN
         if not finite:
@@ -199,7 +199,7 @@ class Section:
     contended: int = 0
 
     def add_timings(self, timings: Any) -> None:
-        """Account for a :class:`dynviz.latency.Timings` measured for this section."""
+        """Account for a :class:`dynviz.inference.latency.Timings` measured for this section."""
         self.waits += [w for ws in timings.waits.values() for w in ws if w is not None]
         self.samples += timings.count
         self.retaken += timings.retaken

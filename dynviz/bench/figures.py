@@ -18,10 +18,9 @@ from pathlib import Path
 
 import torch
 
-from dynviz.allocator import malloc_tuned
 from dynviz.bench.core import BenchReport, BenchSettings, Figure, Section, load_average
-from dynviz.cost import cost_table
-from dynviz.export import (
+from dynviz.inference.allocator import malloc_tuned
+from dynviz.inference.export import (
     check_onnx,
     export_onnx,
     fold_batchnorm,
@@ -29,7 +28,7 @@ from dynviz.export import (
     route_in_space,
     static_network,
 )
-from dynviz.latency import (
+from dynviz.inference.latency import (
     Timings,
     latency_rows,
     measure_calls,
@@ -38,6 +37,7 @@ from dynviz.latency import (
 )
 from dynviz.model import build_model
 from dynviz.model.config import RoutingSpaceConfig
+from dynviz.model.cost import cost_table
 from dynviz.model.network import RoutingNetwork
 from dynviz.model.route import Route
 from dynviz.model.zoo import load_spec
@@ -575,7 +575,8 @@ def bench_latency(settings: BenchSettings) -> SectionResult:
         f"upsampling {latency.decoder_fixed * 1e3:.1f} ms.",
         f"op = ReLU(SepConv(X) + X): the slowest scale's op takes {spread:.1f}x the fastest's "
         f"time while their MACs differ by {mac_spread:.2f}x.",
-        "`dynviz flops MODEL --time` prints this table; dynviz.latency.latency_cost_table gives "
+        "`dynviz flops MODEL --time` prints this table; "
+        "dynviz.inference.latency.latency_cost_table gives "
         "it as a CostTable in seconds.",
     ]
     return section, [Figure("g", "cell op time, slowest / fastest scale", spread, None, ">=")]

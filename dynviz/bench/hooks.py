@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from dynviz.bench.core import BenchSettings, Figure, Section
-from dynviz.latency import measure_calls, torch_threads
+from dynviz.inference.latency import measure_calls, torch_threads
 from dynviz.model import build_model
 from dynviz.model.route import Route
 from dynviz.model.zoo import load_spec

@@ -63,11 +63,11 @@ def guarded(body: Callable[[argparse.Namespace], int | None], args: argparse.Nam
     process group that the body joined (torchrun) is left on the way out. ``args.threads``, when
     the command has it, sets torch's CPU threads first.
 
-    The process keeps freed memory for reuse (:func:`dynviz.allocator.tune_malloc`): CPU
+    The process keeps freed memory for reuse (:func:`dynviz.inference.allocator.tune_malloc`): CPU
     forwards and large-table analyses then stop page-faulting their buffers back in (a
     512x1024 forward 1.9x faster in ``docs/performance.md``), at the price of keeping the peak
     heap."""
-    from dynviz.allocator import tune_malloc
+    from dynviz.inference.allocator import tune_malloc
 
     tune_malloc()
     set_threads(getattr(args, "threads", None))
@@ -86,7 +86,7 @@ def guarded(body: Callable[[argparse.Namespace], int | None], args: argparse.Nam
         print(f"error: {error_message(err)}", file=sys.stderr)
         return 1
     finally:
-        from dynviz.distributed import cleanup_distributed
+        from dynviz.support.distributed import cleanup_distributed
 
         cleanup_distributed()
 
@@ -121,7 +121,7 @@ def add_threads_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_aug_option(parser: argparse.ArgumentParser) -> None:
-    """``--aug flip scales=S1,S2,...`` (:class:`dynviz.tta.Augment`)."""
+    """``--aug flip scales=S1,S2,...`` (:class:`dynviz.inference.tta.Augment`)."""
     parser.add_argument(
         "--aug",
         action="extend",
@@ -134,7 +134,7 @@ def add_aug_option(parser: argparse.ArgumentParser) -> None:
 
 def add_counting_option(parser: argparse.ArgumentParser) -> None:
     """``--counting paper|official`` of the commands that report per-image GMACs
-    (:class:`dynviz.cost.Counting`)."""
+    (:class:`dynviz.model.cost.Counting`)."""
     parser.add_argument(
         "--counting",
         choices=("paper", "official"),
@@ -146,7 +146,7 @@ def add_counting_option(parser: argparse.ArgumentParser) -> None:
 
 def add_settings_options(parser: argparse.ArgumentParser) -> None:
     """``--config FILE`` and trailing ``KEY=VALUE`` overrides of the command's own options
-    (:func:`dynviz.runconfig.command_settings`), also as ``--cfg-options KEY=VALUE ...``
+    (:func:`dynviz.train.runconfig.command_settings`), also as ``--cfg-options KEY=VALUE ...``
     (mmseg's spelling)."""
     parser.add_argument(
         "--config",
@@ -178,7 +178,7 @@ def split_settings(
     first."""
     from pathlib import Path
 
-    from dynviz.runconfig import command_settings
+    from dynviz.train.runconfig import command_settings
 
     overrides = list(getattr(args, "overrides", None) or [])
     source = getattr(args, source_key, None)

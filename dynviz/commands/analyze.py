@@ -1,7 +1,7 @@
 """``dynviz analyze RECORDS_DIR... --out REPORT_DIR``: tables, figures and a report from records.
 
-The report is :func:`dynviz.report.analyze`. Several records folders are several models, labelled
-by their sidecar name (or folder name when names repeat). Writes into REPORT_DIR:
+The report is :func:`dynviz.analysis.report.analyze`. Several records folders are several models,
+labelled by their sidecar name (or folder name when names repeat). Writes into REPORT_DIR:
 
 * CSV tables: per-path activation probability, its distribution (Fig. 5), per-layer, per-scale
   and per-cell views, the Table 1 cost statistics, routing versus scale per image, and its
@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import argparse
 
+from dynviz.analysis.report import analyze
 from dynviz.commands import guarded, print_json
 from dynviz.record import RecordError, read_records
-from dynviz.report import analyze
 from dynviz.rules import COMMON_THRESHOLD
 
 __all__ = ["configure_parser", "main"]

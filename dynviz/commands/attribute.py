@@ -1,10 +1,10 @@
 """``dynviz attribute SOURCE IMAGE --out DIR``: why an image takes its route.
 
-Writes the exact attribution maps of every gate that runs on the image (``dynviz.attribution``):
-``attribution.parquet`` (one row per path: logit, bias, alpha, the map itself), one PNG overlay
-per path under ``maps/``, the per-image region maps of the down and up paths and
-``summary.csv``. SOURCE is a run directory, a ``.pt`` checkpoint, or a model preset / YAML (an
-untrained network, for smoke tests).
+Writes the exact attribution maps of every gate that runs on the image
+(``dynviz.analysis.attribution``): ``attribution.parquet`` (one row per path: logit, bias, alpha,
+the map itself), one PNG overlay per path under ``maps/``, the per-image region maps of the down
+and up paths and ``summary.csv``. SOURCE is a run directory, a ``.pt`` checkpoint, or a model
+preset / YAML (an untrained network, for smoke tests).
 
 Examples::
 
@@ -51,10 +51,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from dynviz.attribution import attribute, write_attribution
+    from dynviz.analysis.attribution import attribute, write_attribution
     from dynviz.data import Resize
     from dynviz.record import load_records_model
-    from dynviz.uploads import read_upload
+    from dynviz.record.uploads import read_upload
 
     path = Path(args.image)
     upload = read_upload(path.read_bytes(), name=str(path))

@@ -1,7 +1,8 @@
 """``dynviz compare RUN_DIR... --data SPEC --out DIR``: a Table-1-style comparison of trained runs.
 
 Each run (a run directory or ``.pt`` checkpoint) is evaluated on the same data by
-:func:`dynviz.compare.compare` (batch 1, real skipping): data-set mIoU and real GMACs per image
+:func:`dynviz.analysis.compare.compare` (batch 1, real skipping): data-set mIoU and real GMACs per
+image
 (average, maximum, minimum, as in the paper's Table 1), plus parameters. Rows are dynamic models,
 common networks (``dynviz extract``), special cases (route specs carrying the paper's numbers) and
 other static networks. Writes ``table1.md`` and ``table1.csv``.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dynviz.analysis.compare import compare, write_table
 from dynviz.commands import (
     add_counting_option,
     add_resize_option,
@@ -19,7 +21,6 @@ from dynviz.commands import (
     guarded,
     print_json,
 )
-from dynviz.compare import compare, write_table
 from dynviz.model import ConfigError
 
 __all__ = ["configure_parser", "main"]

@@ -4,7 +4,7 @@
 checkpoint onto a dynviz network that computes the official function (``semantics: official``)
 and writes a dynviz checkpoint every command takes. ``dynviz convert to-official CHECKPOINT --out
 official.pth`` writes a dynviz network in the official format. The logic is
-:mod:`dynviz.official`.
+:mod:`dynviz.interop.official`.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from dynviz.official import convert_official, convert_to_official
+    from dynviz.interop.official import convert_official, convert_to_official
 
     if args.direction == "official":
         network, path = convert_official(

@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import sys
 
-from dynviz.chain import DEMO, QUICK, run_chain
+from dynviz.demo.chain import DEMO, QUICK, run_chain
 
 __all__ = ["configure_parser", "main"]
 

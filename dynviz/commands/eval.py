@@ -2,10 +2,10 @@
 [--limit N] [--aug flip scales=...] [--counting paper|official]
 [--format cityscapes-test --out DIR] [--evaluator cityscapes] [--check-flops N]
 [--config FILE] [KEY=VALUE ...]``: dataset mIoU and the real and expected GMACs of a run or
-checkpoint (:func:`dynviz.evaluate.evaluate`), as a table or one JSON object; optionally the
-Cityscapes benchmark files and the official evaluator's score
-(:mod:`dynviz.cityscapes_eval`), and the executed network of N images counted by an
-independent counter beside the analytic MACs of their routes (:mod:`dynviz.flopcheck`)."""
+checkpoint (:func:`dynviz.inference.evaluate.evaluate`), as a table or one JSON object; optionally
+the Cityscapes benchmark files and the official evaluator's score
+(:mod:`dynviz.data.cityscapes_eval`), and the executed network of N images counted by an
+independent counter beside the analytic MACs of their routes (:mod:`dynviz.model.flopcheck`)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ import math
 import tempfile
 from typing import TYPE_CHECKING
 
-from dynviz.checkpoint import load_model, run_data_spec
-from dynviz.cityscapes_eval import CityscapesWriter, evaluate_cityscapes, ground_truth_files
 from dynviz.commands import (
     add_aug_option,
     add_counting_option,
@@ -28,13 +26,15 @@ from dynviz.commands import (
     split_settings,
 )
 from dynviz.data import Resize, build_dataset
-from dynviz.distributed import init_distributed
-from dynviz.evaluate import EvalResult, evaluate
+from dynviz.data.cityscapes_eval import CityscapesWriter, evaluate_cityscapes, ground_truth_files
+from dynviz.inference.evaluate import EvalResult, evaluate
+from dynviz.inference.tta import Augment
 from dynviz.model import ConfigError
-from dynviz.tta import Augment
+from dynviz.model.checkpoint import load_model, run_data_spec
+from dynviz.support.distributed import init_distributed
 
 if TYPE_CHECKING:
-    from dynviz.flopcheck import FlopCheck
+    from dynviz.model.flopcheck import FlopCheck
 
 __all__ = ["configure_parser", "main"]
 
@@ -162,7 +162,7 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     checks = []
     if args.check_flops:
-        from dynviz.flopcheck import check_dataset
+        from dynviz.model.flopcheck import check_dataset
 
         checks = check_dataset(model, dataset, args.check_flops)
     differs = any(
@@ -216,7 +216,7 @@ def format_flop_checks(checks: list[tuple[str, FlopCheck]]) -> str:
     """One row per image: its route's paths, the analytic MACs of what ran, the counter's and
     the relative difference (the compared operators: convolutions, and with fvcore also batch
     norms, interpolation and pooling)."""
-    from dynviz.flopcheck import relative_difference
+    from dynviz.model.flopcheck import relative_difference
 
     first = checks[0][1]
     name = {"fvcore": "fvcore FlopCountAnalysis", "torch": "torch FlopCounterMode"}

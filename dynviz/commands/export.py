@@ -19,9 +19,8 @@ import sys
 import torch
 
 from dynviz.commands import add_threads_option, positive_int, set_threads
-from dynviz.cost import cost_table
 from dynviz.errors import MissingExtraError
-from dynviz.export import (
+from dynviz.inference.export import (
     DEFAULT_OPSET,
     DEFAULT_TOLERANCE,
     ExportError,
@@ -32,6 +31,7 @@ from dynviz.export import (
     static_network,
 )
 from dynviz.model.config import ConfigError
+from dynviz.model.cost import cost_table
 from dynviz.units import GIGA
 
 __all__ = ["configure_parser", "main"]

@@ -1,9 +1,9 @@
 """``dynviz flops``: MACs and parameters of a model, by component, and the special-case table
-(computed by :mod:`dynviz.zoo`).
+(computed by :mod:`dynviz.model.catalogue`).
 
 ``--check`` also counts the executed network with an independent counter (fvcore's
-``FlopCountAnalysis``, else torch's ``FlopCounterMode``; :mod:`dynviz.flopcheck`) and prints it
-beside the analytic MACs of what ran, with the relative difference: a static network on any
+``FlopCountAnalysis``, else torch's ``FlopCounterMode``; :mod:`dynviz.model.flopcheck`) and prints
+it beside the analytic MACs of what ran, with the relative difference: a static network on any
 image, a dynamic one on ``--image`` (the route the gates take for it)."""
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from dynviz.commands import add_threads_option, positive_int, set_threads
-from dynviz.cost import Counting
 from dynviz.errors import EXIT_BAD_FILE, EXIT_USAGE, BadFileError, UserError
-from dynviz.flopcheck import OPERATOR_NAMES, FlopCheck, FlopCounter
+from dynviz.model.catalogue import ModelCost, model_cost, special_cases
 from dynviz.model.config import ConfigError
+from dynviz.model.cost import Counting
+from dynviz.model.flopcheck import OPERATOR_NAMES, FlopCheck, FlopCounter
 from dynviz.model.route import Route
 from dynviz.model.zoo import load_spec
 from dynviz.units import GIGA, mac_unit
-from dynviz.zoo import ModelCost, model_cost, special_cases
 
 __all__ = ["DEFAULT_SIZE", "configure_parser", "format_check", "main"]
 
@@ -141,7 +141,7 @@ def _print_special(costs: list[ModelCost]) -> None:
 
 
 def _difference(counted: int, analytic: int) -> str:
-    from dynviz.flopcheck import relative_difference
+    from dynviz.model.flopcheck import relative_difference
 
     rel = relative_difference(counted, analytic)
     return "0" if rel == 0 else f"{100 * rel:+.4f}%"
@@ -191,7 +191,7 @@ def _load(ref: str) -> tuple[Any, Any, tuple[int, int] | None]:
     network and its training crop (the size its costs mean something at)."""
     path = Path(ref).expanduser()
     if path.is_dir() or path.suffix == ".pt":
-        from dynviz.checkpoint import load_model
+        from dynviz.model.checkpoint import load_model
 
         model, meta = load_model(path)
         crop = (meta.get("train_args") or {}).get("crop")
@@ -204,7 +204,7 @@ def _check(args: argparse.Namespace, spec: Any, model: Any, size: tuple[int, int
     import torch
 
     import dynviz
-    from dynviz.flopcheck import check_flops
+    from dynviz.model.flopcheck import check_flops
 
     if model is None:
         with torch.random.fork_rng():
@@ -264,7 +264,7 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     latency = None
     if getattr(args, "time", False):
-        from dynviz.latency import measure_node_latency
+        from dynviz.inference.latency import measure_node_latency
 
         latency = measure_node_latency(  # the explorer's Latency page uses these settings
             spec.space if isinstance(spec, Route) else spec, size, tune_malloc=True, max_wait=0.05
@@ -275,7 +275,7 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         data = cost.to_json()
         if latency is not None:
-            from dynviz.latency import latency_rows
+            from dynviz.inference.latency import latency_rows
 
             data["latency"] = {
                 **latency.to_json(),
@@ -288,7 +288,7 @@ def main(args: argparse.Namespace) -> int:
     else:
         _print_model(cost, sized=sized)
         if latency is not None:
-            from dynviz.latency import format_latency
+            from dynviz.inference.latency import format_latency
 
             print()
             print(format_latency(latency))

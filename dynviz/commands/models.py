@@ -8,10 +8,10 @@ import argparse
 import json
 
 from dynviz.commands import guarded, positive_int
-from dynviz.cost import Counting
+from dynviz.model.catalogue import list_models, model_cost
 from dynviz.model.config import ConfigError
+from dynviz.model.cost import Counting
 from dynviz.model.zoo import load_spec
-from dynviz.zoo import list_models, model_cost
 
 __all__ = ["configure_parser", "main"]
 

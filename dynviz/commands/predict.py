@@ -1,5 +1,5 @@
 """``dynviz predict RUN_DIR|CHECKPOINT IMAGES... --out DIR``: segment image files into masks,
-overlays and ``predictions.csv`` (:mod:`dynviz.predict`). Unreadable files are listed and
+overlays and ``predictions.csv`` (:mod:`dynviz.inference.predict`). Unreadable files are listed and
 skipped; the exit status is then 3 (after everything else was written)."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dynviz.checkpoint import load_model, run_data_spec
 from dynviz.commands import (
     add_aug_option,
     add_threads_option,
@@ -18,10 +17,11 @@ from dynviz.commands import (
 from dynviz.data import DataError, parse_spec
 from dynviz.data.palette import palette_for
 from dynviz.errors import EXIT_BAD_FILE
+from dynviz.inference.predict import CSV_FILE, predict_files
+from dynviz.inference.tta import Augment
 from dynviz.model import ConfigError
+from dynviz.model.checkpoint import load_model, run_data_spec
 from dynviz.model.zoo import load_route
-from dynviz.predict import CSV_FILE, predict_files
-from dynviz.tta import Augment
 from dynviz.units import format_macs
 
 __all__ = ["configure_parser", "main"]

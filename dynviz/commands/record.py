@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from dynviz.checkpoint import run_data_spec
+from dynviz.analysis.compare import source_name
 from dynviz.commands import (
     add_aug_option,
     add_counting_option,
@@ -33,12 +33,12 @@ from dynviz.commands import (
     print_json,
     split_settings,
 )
-from dynviz.compare import source_name
 from dynviz.data import Resize, build_dataset
+from dynviz.inference.tta import Augment
 from dynviz.model import ConfigError
+from dynviz.model.checkpoint import run_data_spec
 from dynviz.model.zoo import load_route
 from dynviz.record import load_records_model, record
-from dynviz.tta import Augment
 
 __all__ = ["configure_parser", "main"]
 
@@ -90,7 +90,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from dynviz.distributed import all_reduce_sum, cleanup_distributed, init_distributed
+    from dynviz.support.distributed import all_reduce_sum, cleanup_distributed, init_distributed
 
     parser = argparse.ArgumentParser()
     configure_parser(parser)

@@ -21,20 +21,20 @@ from typing import Any
 import torch
 import yaml
 
-from dynviz.checkpoint import LATEST, CheckpointError, load_checkpoint
 from dynviz.commands import guarded, print_json
 from dynviz.model import ConfigError, Route, RoutingSpaceConfig, load_spec
+from dynviz.model.checkpoint import LATEST, CheckpointError, load_checkpoint
 from dynviz.model.zoo import training_defaults
-from dynviz.runconfig import (
+from dynviz.train.optim import default_warmup_iters
+from dynviz.train.precise_bn import default_precise_bn_batches
+from dynviz.train.recipe import OFFICIAL_COMMIT, Recipe, official_recipe
+from dynviz.train.runconfig import (
     RunConfig,
     SettingsError,
     apply_overrides,
     parse_overrides,
     read_run_config,
 )
-from dynviz.train.optim import default_warmup_iters
-from dynviz.train.precise_bn import default_precise_bn_batches
-from dynviz.train.recipe import OFFICIAL_COMMIT, Recipe, official_recipe
 from dynviz.train.trainer import TrainConfig, Trainer
 
 __all__ = [
@@ -362,7 +362,7 @@ def config_from_args(
 ) -> tuple[TrainConfig, RoutingSpaceConfig | Route | None]:
     """The :class:`TrainConfig` of parsed arguments and the network to build (None: the one
     ``config.model`` names). Settings come from ``--config FILE``, then the options given,
-    then ``KEY=VALUE`` overrides (:mod:`dynviz.runconfig`). With ``--resume``, the saved run's
+    then ``KEY=VALUE`` overrides (:mod:`dynviz.train.runconfig`). With ``--resume``, the saved run's
     arguments with the explicitly given ones on top (the trainer rejects changed ones)."""
     overrides = parse_overrides(_split_positionals(args))
     given: dict[str, Any] = {

@@ -1,8 +1,8 @@
 """Building blocks of the routing space: stem, cell operation, scale transforms, gate, decoder.
 
 Shapes in comments use ``(B, C, h, w)``; ``H`` is reserved for the paper's hidden state.
-Module and parameter names are part of the API: the cost model (``dynviz.cost``) names the same
-modules, and static networks share them with the dynamic network so weights transfer.
+Module and parameter names are part of the API: the cost model (``dynviz.model.cost``) names the
+same modules, and static networks share them with the dynamic network so weights transfer.
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ class SoftConditionalGate(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """ReLU(BN(F(w1, X))) before pooling (X resized first by a small gate): ``(B, C/2, h, w)``.
 
-        ``dynviz.attribution`` splits the logits over these locations."""
+        ``dynviz.analysis.attribution`` splits the logits over these locations."""
         if self.small:
             x = small_gate_input(x, official=self.official_resize)  # (B, C, h/4, w/4)
         return self.bn(self.conv1(x)).relu_()  # (B, C/2, h, w)

@@ -20,7 +20,7 @@ from dynviz.model.config import (
     RoutingSpaceConfig,
     _read_yaml_mapping,
 )
-from dynviz.resources import shipped
+from dynviz.support.resources import shipped
 
 __all__ = [
     "is_preset",
@@ -35,7 +35,7 @@ __all__ = [
 
 def models_dir() -> Path:
     """The zoo folder: ``$DYNVIZ_MODELS``, else the presets that ship with dynviz
-    (:func:`dynviz.resources.shipped`)."""
+    (:func:`dynviz.support.resources.shipped`)."""
     env = os.environ.get("DYNVIZ_MODELS")
     return Path(env) if env else shipped("models")
 

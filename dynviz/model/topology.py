@@ -2,8 +2,8 @@
 
 The one place that answers reachability; route validation (:mod:`dynviz.model.route`), common
 network pruning (:func:`dynviz.analysis.common.prune_dangling`), the cost model's per-image
-propagation (:func:`dynviz.cost.propagate`, vectorised over images along :func:`edges`) and the
-route graphs (:mod:`dynviz.graph`) use it.
+propagation (:func:`dynviz.model.cost.propagate`, vectorised over images along :func:`edges`) and
+the route graphs (:mod:`dynviz.model.graph`) use it.
 
 Two questions, two semantics:
 

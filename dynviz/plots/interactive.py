@@ -222,8 +222,8 @@ def routing_scatter(
 def latency_bars(
     rows: pd.DataFrame, *, title: str | None = "Achieved MAC rate per node and scale"
 ) -> go.Figure:
-    """GMAC/s of each component at each scale (``dynviz.latency.latency_rows`` as a frame with
-    ``stride``, ``component``, ``mmacs``, ``ms``): equal MACs, unequal time."""
+    """GMAC/s of each component at each scale (``dynviz.inference.latency.latency_rows`` as a frame
+    with ``stride``, ``component``, ``mmacs``, ``ms``): equal MACs, unequal time."""
     fig = go.Figure()
     for i, (component, group) in enumerate(rows.groupby("component", sort=False)):
         fig.add_bar(

@@ -377,7 +377,7 @@ def space_diagram(
     ``edge_attr`` (dashed below ``threshold``).
 
     Args:
-        graph: a digraph from ``dynviz.graph.space_graph`` or ``route_graph``.
+        graph: a digraph from ``dynviz.model.graph.space_graph`` or ``route_graph``.
         edge_attr: edge attribute in [0, 1] for opacity and width (None: all solid).
         threshold: edges whose value is at most this are dashed.
         ax: where to draw.

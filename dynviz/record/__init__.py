@@ -17,7 +17,7 @@ its cell received nothing), ``active`` (bool, alpha above the model's threshold)
 it keeps the value the path was closed at; records written before it read it as ``alpha``).
 
 ``images`` has one row per image: ``image_id``, ``real_gmacs`` and ``expected_gmacs`` (per-image
-cost, :mod:`dynviz.cost`), ``miou`` and ``pixel_accuracy`` of that image (NaN when it has no
+cost, :mod:`dynviz.model.cost`), ``miou`` and ``pixel_accuracy`` of that image (NaN when it has no
 counted pixel), ``height``, ``width`` (the input size), ``confusion`` (the image's flattened
 ``num_classes x num_classes`` confusion matrix, so data-set mIoU can be summed from the records)
 and every statistic of the data set as ``stat_<key>`` (float64).

@@ -21,10 +21,10 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
-from dynviz.cost import CostTable, Counting, cost_table
+from dynviz.inference.tta import Augment, infer, variant_label
 from dynviz.model import ConfigError, RoutingNetwork, RoutingSpaceConfig, build_model
+from dynviz.model.cost import CostTable, Counting, cost_table
 from dynviz.model.route import Route
-from dynviz.progress import Progress
 from dynviz.record.sidecar import Sidecar
 from dynviz.record.tables import (
     _IDENTITY_DEFAULTS,
@@ -45,7 +45,7 @@ from dynviz.record.tables import (
     _parts,
     _read_sidecar,
 )
-from dynviz.tta import Augment, infer, variant_label
+from dynviz.support.progress import Progress
 from dynviz.units import GIGA
 from dynviz.version import __version__
 
@@ -419,15 +419,16 @@ def record(
         device: where to run (default: where the model's parameters are).
         workers: data-loading worker processes.
         progress: ``True`` a tqdm bar, ``False`` nothing, ``None`` (default) a bar on a terminal
-            and else a log line every half minute (:class:`dynviz.progress.Progress`; rank 0
+            and else a log line every half minute (:class:`dynviz.support.progress.Progress`; rank 0
             only).
-        aug: test-time augmentation (:mod:`dynviz.tta`): one row per image and variant, with
+        aug: test-time augmentation (:mod:`dynviz.inference.tta`): one row per image and variant,
+        with
             ``image_id`` ``"<id>@<scale>[+flip]"`` and the columns ``source_image_id``,
             ``aug_scale`` and ``aug_flip``; each row's gates, size and GMACs are those of its
             forward pass, its ``miou``, ``pixel_accuracy`` and ``confusion`` those of the image's
             averaged prediction (so summed confusions still give the data set's mIoU).
         counting: the cost counting of ``real_gmacs`` and ``expected_gmacs`` (``paper`` or
-            ``official``, :class:`dynviz.cost.Counting`), written to the sidecar; a folder is
+            ``official``, :class:`dynviz.model.cost.Counting`), written to the sidecar; a folder is
             completed only in its own counting.
 
     Returns:
@@ -734,7 +735,7 @@ def load_records_model(
     """
     path = Path(source)
     if path.is_dir() or path.suffix == ".pt":
-        from dynviz.checkpoint import load_model
+        from dynviz.model.checkpoint import load_model
 
         model, meta = load_model(path)
         if path.is_dir():

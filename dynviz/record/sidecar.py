@@ -23,9 +23,9 @@ from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Any
 
-from dynviz.cost import Counting
 from dynviz.errors import BadFileError
 from dynviz.model import ConfigError, RoutingSpaceConfig
+from dynviz.model.cost import Counting
 from dynviz.model.route import Route
 
 __all__ = ["CheckpointRef", "RecordError", "Sidecar", "SidecarError"]
@@ -246,11 +246,11 @@ class Sidecar:
 
     @cached_property
     def aug(self) -> Any:
-        """The test-time augmentation of the recording (:class:`dynviz.tta.Augment`), or None
-        (one row per image)."""
+        """The test-time augmentation of the recording (:class:`dynviz.inference.tta.Augment`), or
+        None (one row per image)."""
         if not self.aug_dict:
             return None
-        from dynviz.tta import Augment, AugmentError
+        from dynviz.inference.tta import Augment, AugmentError
 
         try:
             return Augment(

@@ -18,8 +18,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dynviz.checkpoint import atomic_write
 from dynviz.model import Direction, RoutingNetwork, RoutingSpaceConfig
+from dynviz.model.checkpoint import atomic_write
 from dynviz.model.route import Route
 from dynviz.record.sidecar import RecordError, Sidecar
 

@@ -1,7 +1,7 @@
 """Training: the loop (:mod:`~dynviz.train.trainer`), budget loss, optimiser and run log.
 
-The torchrun helpers live one layer down, in :mod:`dynviz.distributed` (evaluation and recording
-use them too); the command line is :mod:`dynviz.commands.train`.
+The torchrun helpers live one layer down, in :mod:`dynviz.support.distributed` (evaluation and
+recording use them too); the command line is :mod:`dynviz.commands.train`.
 """
 
 from __future__ import annotations

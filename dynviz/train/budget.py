@@ -4,12 +4,12 @@
 
 * ``E`` is the batch mean of the *expected* backbone cost (Eqs. 7-8: each cell's operation cost
   times its largest alpha plus each transform's cost times its alpha), differentiable in the
-  gates (:meth:`dynviz.cost.CostTable.backbone_expected`);
+  gates (:meth:`dynviz.model.cost.CostTable.backbone_expected`);
 * ``C_all`` is the same quantity with every path open, at the *training crop* size
-  (:meth:`dynviz.cost.CostTable.backbone_all_open`). The official code hard-codes
+  (:meth:`dynviz.model.cost.CostTable.backbone_all_open`). The official code hard-codes
   ``FLOPS_ALL = 26300`` (768x768, about 2% below the exact value); we take it from the cost
   model, so any crop and any space are normalised correctly. ``normaliser=`` takes the official
-  constant instead (``dynviz.official.OFFICIAL_BUDGET_NORMALISER``, ``--budget-normaliser
+  constant instead (``dynviz.interop.official.OFFICIAL_BUDGET_NORMALISER``, ``--budget-normaliser
   official``), so the official mu values mean what they meant there;
 * ``w(it)`` is 0 before 40% of training, then ramps linearly to 1 over 2% of the iterations
   (official ``UNUPDATE_RATE = 0.4`` with ``WARM_UP = True``).
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dynviz.cost import CostTable
+from dynviz.model.cost import CostTable
 
 __all__ = ["BudgetLoss", "BudgetSchedule", "BudgetTerms"]
 

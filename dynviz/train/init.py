@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from dynviz.checkpoint import FORMAT, CheckpointError, find_checkpoint
+from dynviz.interop.official import OfficialFormatError, dynviz_key, load_official_state
 from dynviz.model import RoutingNetwork
-from dynviz.official import OfficialFormatError, dynviz_key, load_official_state
+from dynviz.model.checkpoint import FORMAT, CheckpointError, find_checkpoint
 
 __all__ = ["InitReport", "init_from"]
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dynviz.distributed import all_reduce_sum
+from dynviz.support.distributed import all_reduce_sum
 
 __all__ = [
     "OFFICIAL_PRECISE_BN_BATCHES",

@@ -37,7 +37,7 @@ Run directory::
 
 Resume is exact: the checkpoint holds the model, optimiser, iteration and RNG states; the learning
 rate is a function of the iteration; which samples each iteration reads and how they are augmented
-follow from ``(seed, iteration)`` (:class:`dynviz.distributed.SampleStream`).
+follow from ``(seed, iteration)`` (:class:`dynviz.support.distributed.SampleStream`).
 
 Under ``torchrun`` the same code runs DDP (gloo on CPU, NCCL on CUDA, SyncBatchNorm on CUDA);
 ``--batch`` is the total over all processes; only rank 0 writes files or shows progress.
@@ -65,7 +65,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from dynviz.checkpoint import (
+from dynviz.data import IGNORE_INDEX, DataError, build_dataset, train_transforms
+from dynviz.errors import error_message
+from dynviz.inference.evaluate import EvalResult, evaluate
+from dynviz.interop.official import OFFICIAL_BUDGET_NORMALISER
+from dynviz.model import ConfigError, Route, RoutingNetwork, RoutingSpaceConfig, build_model
+from dynviz.model.checkpoint import (
     BEST,
     LATEST,
     CheckpointError,
@@ -78,9 +83,9 @@ from dynviz.checkpoint import (
     route_to_dict,
     save_checkpoint,
 )
-from dynviz.cost import CostTable, Counting, cost_table
-from dynviz.data import IGNORE_INDEX, DataError, build_dataset, train_transforms
-from dynviz.distributed import (
+from dynviz.model.cost import CostTable, Counting, cost_table
+from dynviz.model.zoo import training_defaults
+from dynviz.support.distributed import (
     DistInfo,
     EpochIndexed,
     SampleStream,
@@ -89,12 +94,7 @@ from dynviz.distributed import (
     broadcast_buffers,
     init_distributed,
 )
-from dynviz.environment import environment
-from dynviz.errors import error_message
-from dynviz.evaluate import EvalResult, evaluate
-from dynviz.model import ConfigError, Route, RoutingNetwork, RoutingSpaceConfig, build_model
-from dynviz.model.zoo import training_defaults
-from dynviz.official import OFFICIAL_BUDGET_NORMALISER
+from dynviz.support.environment import environment
 from dynviz.train.budget import BudgetLoss, BudgetSchedule
 from dynviz.train.config import RESUMABLE_FIELDS, TrainConfig
 from dynviz.train.init import init_from
@@ -243,7 +243,7 @@ class Trainer:
         resume: continue the run in ``config.out`` from its ``checkpoint_latest.pt``.
         dist_info: this process's place in a torchrun job (default: from the environment).
         network: the network to build instead of ``config.model`` (a run config's saved
-            network, :mod:`dynviz.runconfig`).
+            network, :mod:`dynviz.train.runconfig`).
     """
 
     def __init__(
@@ -470,7 +470,7 @@ class Trainer:
     def _latency_table(self) -> CostTable:
         """Per-node time at the training crop, measured once on this machine (rank 0) and kept
         in the run directory, so a resumed run and every rank use the same table."""
-        from dynviz.latency import NodeLatency, latency_cost_table, measure_node_latency
+        from dynviz.inference.latency import NodeLatency, latency_cost_table, measure_node_latency
 
         config, crop = self.model.config, self.config.crop
         path = self.run_dir / LATENCY_FILE

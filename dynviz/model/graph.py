@@ -30,8 +30,8 @@ from typing import Any
 import networkx as nx
 import pandas as pd
 
-from dynviz.cost import CostTable
 from dynviz.model.config import Direction, PathKey, RoutingSpaceConfig
+from dynviz.model.cost import CostTable
 from dynviz.model.route import Route
 from dynviz.model.topology import reach
 
@@ -148,7 +148,7 @@ def space_graph(
 
     Args:
         config: the routing space.
-        costs: a cost table (``dynviz.cost.cost_table``) for ``macs`` attributes.
+        costs: a cost table (``dynviz.model.cost.cost_table``) for ``macs`` attributes.
         probability: per-path activation probability: a mapping ``{(layer, scale_index,
             direction): p}`` or a frame from ``activation_probability`` (column ``p``).
         mean_alpha: per-path mean alpha, a mapping or a frame (column ``mean_alpha``).

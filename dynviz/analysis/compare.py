@@ -1,7 +1,8 @@
 """A Table-1-style comparison of trained models on the same data (what ``dynviz compare`` writes).
 
 Each model (a run directory or ``.pt`` checkpoint) is evaluated with
-:func:`dynviz.evaluate.evaluate` (batch 1, real skipping): data-set mIoU and real GMACs per image
+:func:`dynviz.inference.evaluate.evaluate` (batch 1, real skipping): data-set mIoU and real GMACs
+per image
 (average, maximum, minimum, as in the paper's Table 1), plus parameters. Rows are dynamic models,
 common networks (``dynviz extract``), special cases (route specs carrying the paper's numbers) and
 other static networks.
@@ -215,12 +216,12 @@ def compare(
     counting: str = "paper",
 ) -> list[CompareRow]:
     """Evaluate each run on ``data`` and return the comparison rows (in the given order), their
-    GMACs in ``counting`` (``paper`` or ``official``, :class:`dynviz.cost.Counting`).
-    ``progress`` is :func:`dynviz.evaluate.evaluate`'s (``None``: a bar on a terminal, else log
-    lines)."""
-    from dynviz.checkpoint import load_model
+    GMACs in ``counting`` (``paper`` or ``official``, :class:`dynviz.model.cost.Counting`).
+    ``progress`` is :func:`dynviz.inference.evaluate.evaluate`'s (``None``: a bar on a terminal,
+    else log lines)."""
     from dynviz.data import Resize, build_dataset
-    from dynviz.evaluate import evaluate
+    from dynviz.inference.evaluate import evaluate
+    from dynviz.model.checkpoint import load_model
 
     if names is not None and len(names) != len(runs):
         raise ConfigError(f"--names gives {len(names)} names for {len(runs)} runs")

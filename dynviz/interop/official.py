@@ -38,12 +38,12 @@ from typing import Any
 
 import torch
 
-from dynviz.checkpoint import load_model, make_checkpoint, save_checkpoint, sha256_file
 from dynviz.errors import BadFileError
 from dynviz.model import RoutingNetwork, RoutingSpaceConfig, build_model, load_spec
+from dynviz.model.checkpoint import load_model, make_checkpoint, save_checkpoint, sha256_file
 from dynviz.model.config import ConfigError, GateKind, Semantics
 from dynviz.model.route import Route
-from dynviz.torchfile import TorchFileError, load_torch_file
+from dynviz.model.torchfile import TorchFileError, load_torch_file
 
 __all__ = [
     "OFFICIAL_BUDGET_NORMALISER",
@@ -215,7 +215,7 @@ def load_official_state(
 
     Raises:
         OfficialFormatError: unreadable, refused by the safe loader, or not official; one line
-            naming the file and what it is (:mod:`dynviz.torchfile`).
+            naming the file and what it is (:mod:`dynviz.model.torchfile`).
     """
     path = Path(path)
     return _official_state(path, _read_official(path, trust_pickle=trust_pickle))
@@ -395,7 +395,7 @@ def official_state_dict(network: RoutingNetwork) -> dict[str, torch.Tensor]:
 def convert_to_official(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
     """Write a dynviz checkpoint as an official dl_lib checkpoint
     (``{"model": ..., "iteration": N}``, N the iterations the checkpoint records)."""
-    from dynviz.checkpoint import atomic_write
+    from dynviz.model.checkpoint import atomic_write
 
     network, meta = load_model(checkpoint)
     data = {"model": official_state_dict(network), "iteration": int(meta.get("iteration") or 0)}

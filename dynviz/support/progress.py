@@ -4,7 +4,7 @@ got and how long it has left.
 
 ``show`` is three-way, as the commands' ``--progress/--no-progress``: ``True`` a bar, ``False``
 nothing, ``None`` a bar when stderr is a terminal and else an INFO line every
-:data:`LOG_EVERY_S` seconds (and one at the end), through the ``dynviz.progress`` logger.
+:data:`LOG_EVERY_S` seconds (and one at the end), through the ``dynviz.support.progress`` logger.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ repeat). :func:`analyze` writes into the report folder:
   ``html=False`` or plotly is missing;
 * ``report.md`` linking everything.
 
-It sits above :mod:`dynviz.analysis` (tables), :mod:`dynviz.graph` and :mod:`dynviz.plots`
+It sits above :mod:`dynviz.analysis` (tables), :mod:`dynviz.model.graph` and :mod:`dynviz.plots`
 (figures); the command line is :mod:`dynviz.commands.analyze`.
 """
 
@@ -147,7 +147,7 @@ def analyze(
     """
     from matplotlib.figure import Figure
 
-    from dynviz.graph import space_graph, to_graphml, to_json
+    from dynviz.model.graph import space_graph, to_graphml, to_json
     from dynviz.plots import mpl as plots
 
     out = Path(out)

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from dynviz.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
-from dynviz.checkpoint import load_model as load_checkpoint_model
-from dynviz.cost import Counting, cost_table, param_table
 from dynviz.model import RoutingNetwork, build_model
+from dynviz.model.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
+from dynviz.model.checkpoint import load_model as load_checkpoint_model
 from dynviz.model.config import RoutingSpaceConfig
+from dynviz.model.cost import Counting, cost_table, param_table
 from dynviz.model.route import Route
 from dynviz.model.zoo import load_spec, preset_names
 from dynviz.units import GIGA
@@ -241,7 +241,8 @@ def create_model(
 def load_model(path: str | os.PathLike[str]) -> RoutingNetwork:
     """The trained network of a checkpoint file or run directory (its ``checkpoint_best.pt``,
     else ``checkpoint_latest.pt``), rebuilt from the network the checkpoint records, in eval
-    mode on the CPU. :func:`dynviz.checkpoint.load_model` also returns the checkpoint's metadata.
+    mode on the CPU. :func:`dynviz.model.checkpoint.load_model` also returns the checkpoint's
+    metadata.
 
     Raises:
         CheckpointError: nothing usable at ``path`` (the message names it).

@@ -5,7 +5,7 @@ Spawned workers import the parent's ``__main__`` before their task unless it has
 script without an ``if __name__ == "__main__"`` guard, or a Streamlit page that replaced
 ``__main__``, would run again in them; :func:`workers_skip_main` hides the file while workers
 start. The chain runs its steps in such a pool, and the explorer times nodes in one
-(:func:`dynviz.latency.measure_node_latency_isolated`).
+(:func:`dynviz.inference.latency.measure_node_latency_isolated`).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ input size, on the machine it runs on:
   nodes: the modules of a :class:`~dynviz.model.RoutingNetwork` of the config, through the
   functions its forward runs (``RoutingCell.hidden``/``transform``, the gate,
   ``Decoder.top_down``/``head``, the stem);
-* :func:`latency_cost_table` lays it out like :class:`dynviz.cost.CostTable` (the same ``op``,
+* :func:`latency_cost_table` lays it out like :class:`dynviz.model.cost.CostTable` (the same ``op``,
   ``gate``, ``path``, ``node_add``, ``stem`` and ``decoder_*`` fields) in seconds, so everything
   that takes a cost table (``real``, ``expected``, ``backbone_expected``,
   ``backbone_all_open``) gives *time* instead of MACs: a latency-weighted budget is
@@ -43,8 +43,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from dynviz.cost import CostItem, CostTable, Counting, cost_table
 from dynviz.model.config import Direction, RoutingSpaceConfig
+from dynviz.model.cost import CostItem, CostTable, Counting, cost_table
 from dynviz.model.network import RoutingNetwork
 from dynviz.model.route import Route
 from dynviz.units import GIGA
@@ -334,7 +334,7 @@ def _module(
 ) -> nn.Module:
     m = m.eval().to(device or "cpu")
     if fold:
-        from dynviz.export import fold_batchnorm
+        from dynviz.inference.export import fold_batchnorm
 
         m = fold_batchnorm(m, inplace=True)
     return m.to(memory_format=torch.channels_last) if channels_last else m
@@ -390,21 +390,21 @@ def measure_node_latency(
         threads: ``torch.set_num_threads`` for the measurement (restored afterwards).
         channels_last: time in the channels-last memory format (what the network uses for
             CPU inference, ``RoutingNetwork.channels_last_inference``).
-        fold: time with BN folded into the convs (``dynviz.export.fold_batchnorm``).
+        fold: time with BN folded into the convs (``dynviz.inference.export.fold_batchnorm``).
         min_time: a sample loops a call until this many seconds have passed.
         max_wait: retake samples that waited longer for a CPU (:func:`measure_calls`).
         tune_malloc: time with glibc keeping freed memory for reuse, as ``dynviz bench`` does
-            (:func:`dynviz.allocator.malloc_tuned`); without it the large 1/4-scale tensors are
-            page-faulted back in on every call and those nodes look 2-3x slower. The CLI commands
-            already run tuned (:func:`dynviz.commands.guarded`); afterwards the thresholds go
-            back to what they were (glibc's initial ones, without its dynamic adjustment, if
-            they were never set).
+            (:func:`dynviz.inference.allocator.malloc_tuned`); without it the large 1/4-scale
+            tensors are page-faulted back in on every call and those nodes look 2-3x slower. The
+            CLI commands already run tuned (:func:`dynviz.commands.guarded`); afterwards the
+            thresholds go back to what they were (glibc's initial ones, without its dynamic
+            adjustment, if they were never set).
         device: where to time (default CPU): the device the network runs on. On CUDA every
             sample is bracketed by ``torch.cuda.synchronize`` (the kernels are timed, not their
             launch), channels-last and malloc tuning are CPU matters and the CPU-wait retakes
             do not apply.
     """
-    from dynviz.allocator import malloc_tuned
+    from dynviz.inference.allocator import malloc_tuned
 
     device = torch.device(device or "cpu")
     cuda = device.type == "cuda"
@@ -496,7 +496,7 @@ def measure_node_latency(
 
 
 class LatencyTable(CostTable):
-    """A :class:`~dynviz.cost.CostTable` whose unit is seconds instead of MACs.
+    """A :class:`~dynviz.model.cost.CostTable` whose unit is seconds instead of MACs.
 
     ``op``, ``gate``, ``path`` and ``node_add`` are float64 tensors of seconds in the cost
     table's layout; ``stem``, ``decoder_lateral`` and ``decoder_fixed`` are seconds. Each item's
@@ -524,7 +524,7 @@ def measure_node_latency_isolated(
 ) -> NodeLatency:
     """:func:`measure_node_latency` in the main thread of a fresh spawned process (the module
     docstring says why); takes the same arguments."""
-    from dynviz.processes import spawn_pool
+    from dynviz.support.processes import spawn_pool
 
     with spawn_pool(1) as pool:
         return pool.submit(measure_node_latency, config, size, **options).result()
@@ -544,15 +544,15 @@ def latency_cost_table(
     Args:
         config: the routing space.
         size: input (H, W).
-        route: lay out the static network of this route (as :func:`dynviz.cost.cost_table`).
+        route: lay out the static network of this route (as :func:`dynviz.model.cost.cost_table`).
         latency: reuse a measurement (else :func:`measure_node_latency` runs with ``measure``).
         normalise: divide everything by the all-open backbone time (cells and transforms), so
             ``backbone_all_open() == 1`` and the numbers are shares of it.
         **measure: passed to :func:`measure_node_latency` (``repeats``, ``batch``, ...).
 
-    The layout follows the paper counting of :func:`dynviz.cost.cost_table` (the initial cell's
-    op and gate are not charged, nor the last layer's keep), so a latency budget constrains the
-    same terms as the MACs budget.
+    The layout follows the paper counting of :func:`dynviz.model.cost.cost_table` (the initial
+    cell's op and gate are not charged, nor the last layer's keep), so a latency budget constrains
+    the same terms as the MACs budget.
     """
     if latency is None:
         latency = measure_node_latency(config, size, **measure)  # type: ignore[arg-type]

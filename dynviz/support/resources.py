@@ -45,7 +45,7 @@ def shipped(name: str) -> Path:
 def _editable_project() -> Path | None:
     """The project folder of the editable install of dynviz that is running, else None (stale
     metadata of other installs, such as a leftover ``dynviz.egg-info``, is skipped)."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # dynviz/, above dynviz/support/
     for dist in metadata.distributions(name=DISTRIBUTION):
         try:
             data = json.loads(dist.read_text("direct_url.json") or "{}")

@@ -1,8 +1,8 @@
 """The whole dynviz chain on synthetic data: train, record, analyze, extract, retrain, compare.
 
 Steps (each one a library call: :func:`dynviz.train.train`, :func:`dynviz.record.record`,
-:func:`dynviz.report.analyze`, :func:`dynviz.analysis.common.write_common`,
-:func:`dynviz.compare.compare`):
+:func:`dynviz.analysis.report.analyze`, :func:`dynviz.analysis.common.write_common`,
+:func:`dynviz.analysis.compare.compare`):
 
 1. train a dynamic model without budget (Dynamic-Raw) and one with a budget (Dynamic-Budget);
 2. train the special cases modeled in the same space (U-Net-like and FCN-like routes) as static
@@ -43,8 +43,8 @@ import yaml
 
 from dynviz.model.config import RoutingSpaceConfig
 from dynviz.model.route import Route
-from dynviz.processes import spawn_pool
 from dynviz.rules import COMMON_THRESHOLD
+from dynviz.support.processes import spawn_pool
 
 __all__ = [
     "DEMO",
@@ -167,7 +167,7 @@ def _write_special(
     data["space"] = config.to_dict()
     data.pop("paths")
     data["chains"] = chains
-    text = f"# {description}\n# Written by dynviz.chain.\n" + yaml.safe_dump(
+    text = f"# {description}\n# Written by dynviz.demo.chain.\n" + yaml.safe_dump(
         data, sort_keys=False, default_flow_style=None
     )
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
@@ -178,7 +178,7 @@ def _write_special(
 def _write_space(config: RoutingSpaceConfig, path: Path) -> Path:
     """The routing space of the dynamic models as a YAML config (rewritten only on change, so
     its time stamp says when the space last changed)."""
-    text = "# The routing space of the demo's dynamic models. Written by dynviz.chain.\n"
+    text = "# The routing space of the demo's dynamic models. Written by dynviz.demo.chain.\n"
     text += yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=False)
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
         path.write_text(text, encoding="utf-8")
@@ -195,7 +195,7 @@ def _newer(target: Path, *sources: Path) -> bool:
 
 def _trained_iterations(run_dir: Path) -> int | None:
     """Iterations of the run's last checkpoint, or None when there is none."""
-    from dynviz.checkpoint import LATEST, load_checkpoint
+    from dynviz.model.checkpoint import LATEST, load_checkpoint
 
     path = run_dir / LATEST
     if not path.is_file():
@@ -214,7 +214,7 @@ _PRESENTATION = frozenset(
 def _other_training(run_dir: Path, config: dict[str, Any]) -> list[str]:
     """The training arguments of the run's last checkpoint that differ from ``config`` (empty
     when there is no checkpoint or it trains what ``config`` trains)."""
-    from dynviz.checkpoint import LATEST, load_checkpoint
+    from dynviz.model.checkpoint import LATEST, load_checkpoint
 
     path = run_dir / LATEST
     if not path.is_file():
@@ -289,8 +289,8 @@ def _record_step(run_dir: str, data: str, out: str, name: str, progress: bool) -
 
 
 def _analyze_step(records: list[str], out: str, threshold: float) -> dict[str, Any]:
+    from dynviz.analysis.report import analyze
     from dynviz.record import read_records
-    from dynviz.report import analyze
 
     report = analyze([read_records(path) for path in records], out, threshold=threshold)
     return {"adaptivity": report.summary.get("adaptivity")}
@@ -315,7 +315,7 @@ def _extract_step(records: str, out: str, threshold: float) -> dict[str, Any]:
 
 
 def _compare_step(runs: list[str], names: list[str], data: str, out: str) -> dict[str, Any]:
-    from dynviz.compare import compare, write_table
+    from dynviz.analysis.compare import compare, write_table
 
     rows = compare(runs, data, names=names)
     write_table(rows, out, data=data, split="val")
@@ -522,8 +522,8 @@ def run_chain(
     Raises:
         RuntimeError: a step failed (its error names it).
     """
-    from dynviz.checkpoint import LATEST
     from dynviz.data import build_dataset
+    from dynviz.model.checkpoint import LATEST
     from dynviz.model.zoo import load_space
 
     started = time.perf_counter()
@@ -881,7 +881,7 @@ def _comparison_lines(folder: Path, report: Path) -> list[str]:
     folder (its common network, the special cases, Dynamic-Raw): a table with paired bootstrap
     intervals on the mIoU differences, the claims they support, and the cost-accuracy figure
     (``report/cost_accuracy.png``)."""
-    from dynviz.compare import (
+    from dynviz.analysis.compare import (
         against_each,
         comparison_markdown,
         cost_accuracy_frame,

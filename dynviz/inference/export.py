@@ -494,7 +494,7 @@ def load_for_export(
     Args:
         ref: a preset name or YAML path (a route spec gives its static network, freshly
             initialised; a routing space needs ``route``), a checkpoint file or a run directory
-            (``dynviz.checkpoint.load_model``).
+            (``dynviz.model.checkpoint.load_model``).
         route: the route to export (a preset name, YAML path or :class:`Route`).
 
     Returns:
@@ -504,7 +504,7 @@ def load_for_export(
     path = Path(ref)
     meta: dict[str, Any] = {}
     if path.is_dir() or path.suffix in (".pt", ".pth"):
-        from dynviz.checkpoint import load_model
+        from dynviz.model.checkpoint import load_model
 
         model, meta = load_model(path)
     else:

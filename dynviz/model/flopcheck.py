@@ -3,7 +3,7 @@
 :func:`check_flops` runs one image through a network (the skipping forward: a dynamic network
 executes its own route for that image, a static one its route) under an independent counter
 and compares, by component and by operator, what the counter saw with the analytic MACs of what
-ran (:mod:`dynviz.cost`, ``complete`` counting: the paper's rules plus what they leave out,
+ran (:mod:`dynviz.model.cost`, ``complete`` counting: the paper's rules plus what they leave out,
 restricted to the cells, gates, transforms and decoder laterals that ran).
 
 Counters:
@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from dynviz.cost import CostItem, CostTable, cost_table, propagate
 from dynviz.errors import UserError, require
+from dynviz.model.cost import CostItem, CostTable, cost_table, propagate
 from dynviz.model.network import RoutingNetwork
 
 __all__ = [

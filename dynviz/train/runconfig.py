@@ -299,7 +299,7 @@ def apply_overrides(config: RunConfig, overrides: Mapping[str, Any]) -> RunConfi
 
                     spec = load_spec(str(train_model))
                     if isinstance(spec, Route):
-                        from dynviz.checkpoint import route_to_dict
+                        from dynviz.model.checkpoint import route_to_dict
 
                         route = route_to_dict(spec)
             if name == "gate":

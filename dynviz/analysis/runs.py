@@ -206,8 +206,8 @@ def records_model(records: Records) -> tuple[Any, ModelInfo]:
     """The network of a records folder, in eval mode: its checkpoint when the file is still
     there, else a freshly built network of its config (untrained records). ``(None, info)`` when
     the checkpoint is missing or unreadable; ``info.note`` says what to tell the user."""
-    from dynviz.checkpoint import CheckpointError, load_model
     from dynviz.model import build_model
+    from dynviz.model.checkpoint import CheckpointError, load_model
 
     file = resolve_checkpoint(records)
     if file is not None:

@@ -30,10 +30,10 @@ from PIL import Image
 from dynviz.data import check_image_size, normalize, read_image
 from dynviz.data.folder import IMAGE_SUFFIXES
 from dynviz.data.palette import overlay
+from dynviz.inference.tta import Augment, TableCache, forward_costs, infer
 from dynviz.model import RoutingNetwork
 from dynviz.model.route import Route
-from dynviz.progress import Progress
-from dynviz.tta import Augment, TableCache, forward_costs, infer
+from dynviz.support.progress import Progress
 from dynviz.units import GIGA
 
 __all__ = [
@@ -152,14 +152,14 @@ def predict_files(
         inputs: image files and folders.
         out_dir: the output folder (created).
         palette: ``(256, 3)`` uint8 class colours (:mod:`dynviz.data.palette`).
-        aug: test-time augmentation (:mod:`dynviz.tta`).
+        aug: test-time augmentation (:mod:`dynviz.inference.tta`).
         window: slide windows of this size over larger images.
         stride: the windows' stride (default: two thirds of the window).
         route: force this route instead of the gates.
         device: where to run (default: where the model's parameters are).
         opacity: weight of the colours in the overlays.
         progress: ``True`` a tqdm bar, ``None`` a bar on a terminal and else a log line every
-            half minute (:class:`dynviz.progress.Progress`), ``False`` nothing.
+            half minute (:class:`dynviz.support.progress.Progress`), ``False`` nothing.
 
     Returns:
         The :class:`PredictResult`; unreadable inputs are in ``failed``, not raised.

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from dynviz.cost import CostTable, Counting, cost_table
 from dynviz.errors import UserError
 from dynviz.model import RoutingNetwork
+from dynviz.model.cost import CostTable, Counting, cost_table
 from dynviz.model.route import Route
 
 __all__ = [
@@ -253,7 +253,7 @@ def infer(
 
 class TableCache:
     """Cost tables of a network by padded input size (one per distinct size), in one
-    counting (:class:`dynviz.cost.Counting`, default paper)."""
+    counting (:class:`dynviz.model.cost.Counting`, default paper)."""
 
     def __init__(self, model: RoutingNetwork, counting: Counting | str = Counting.PAPER) -> None:
         self.model = model

@@ -41,7 +41,7 @@ import torch
 from dynviz.errors import BadFileError
 from dynviz.model import RoutingNetwork, RoutingSpaceConfig, build_model
 from dynviz.model.route import Route
-from dynviz.torchfile import TorchFileError, load_torch_file
+from dynviz.model.torchfile import TorchFileError, load_torch_file
 from dynviz.version import __version__
 
 __all__ = [

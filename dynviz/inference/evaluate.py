@@ -10,7 +10,7 @@ Per image, with the cost table of that image's (padded) input size:
 * for dynamic networks, the backbone expected-cost ratio ``E / C_all`` that the budget loss
   constrains (what ``mu`` targets).
 
-Both follow ``counting`` (:class:`dynviz.cost.Counting`): ``paper`` (the default) or
+Both follow ``counting`` (:class:`dynviz.model.cost.Counting`): ``paper`` (the default) or
 ``official``, what the official code's counters report (docs/official.md: square decoder,
 every gate, the 1e-4 rules on the alphas, ``table.real(out.gates)``).
 
@@ -35,15 +35,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from dynviz.cost import Counting
-from dynviz.distributed import (
+from dynviz.inference.metrics import ConfusionMatrix
+from dynviz.inference.tta import Augment, TableCache, forward_costs, infer
+from dynviz.model import ConfigError, RoutingNetwork
+from dynviz.model.cost import Counting
+from dynviz.support.distributed import (
     all_gather_objects,
     all_reduce_sum,
 )
-from dynviz.metrics import ConfusionMatrix
-from dynviz.model import ConfigError, RoutingNetwork
-from dynviz.progress import Progress
-from dynviz.tta import Augment, TableCache, forward_costs, infer
+from dynviz.support.progress import Progress
 from dynviz.units import GIGA
 
 __all__ = ["CostStats", "EvalResult", "evaluate"]
@@ -178,13 +178,15 @@ def evaluate(
         workers: data-loading worker processes.
         amp: bf16 autocast (CUDA only).
         progress: ``True`` a tqdm bar, ``None`` a bar on a terminal and else a log line every
-            half minute (:class:`dynviz.progress.Progress`), ``False`` nothing (rank 0 only).
-        aug: test-time augmentation (:mod:`dynviz.tta`): softmax averaged over the variants;
+            half minute (:class:`dynviz.support.progress.Progress`), ``False`` nothing (rank 0
+            only).
+        aug: test-time augmentation (:mod:`dynviz.inference.tta`): softmax averaged over the
+        variants;
             an image's GMACs are the sum over its forward passes.
         on_prediction: called with each item (``image_id``, ...) and its ``(H, W)`` uint8 class
             map (e.g. to write benchmark files).
         counting: the cost counting of the real and expected GMACs (``paper`` or
-            ``official``; :class:`dynviz.cost.Counting`).
+            ``official``; :class:`dynviz.model.cost.Counting`).
 
     Returns:
         The :class:`EvalResult`.

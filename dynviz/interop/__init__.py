@@ -1,0 +1,1 @@
+"""Interoperation with the official DynamicRouting code (its checkpoints and module names)."""
