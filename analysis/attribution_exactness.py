@@ -2,7 +2,7 @@
 
 For each model (default: ``layer16`` and ``dynamic-a``, untrained, BatchNorm statistics taken
 from a few synthetic scenes so that the gates vary) and each synthetic image at ``--size``,
-runs :func:`dynviz.analysis.attribution.attribute` and prints, over every gate that ran, the largest
+runs :func:`dynviz.model.attribution.attribute` and prints, over every gate that ran, the largest
 ``|mean(map) + bias - logit|`` (the logit the network computed in its own forward pass) and
 that figure divided by the largest ``|logit|`` (the issue's bound: <= 1e-5).
 
@@ -22,8 +22,8 @@ import time
 import torch
 
 import dynviz
-from dynviz.analysis.attribution import attribute
 from dynviz.data import build_dataset
+from dynviz.model.attribution import attribute
 
 BOUND = 1e-5
 

@@ -1,6 +1,7 @@
 """Why this route: the gate attribution panel of the Route explorer and the attribution-versus-
-object-size section of the Routing vs scale page. Both only call :mod:`dynviz.analysis.attribution`
-and :mod:`dynviz.plots.attribution`; the pages each add one call."""
+object-size section of the Routing vs scale page. Both only call :mod:`dynviz.model.attribution`,
+:mod:`dynviz.analysis.attribution` and :mod:`dynviz.plots.attribution`; the pages each add one
+call."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dynviz.analysis.attribution import TOP_FRACTION, AttributionError
+from dynviz.model.attribution import TOP_FRACTION, AttributionError
 
 _DIRECTIONS = ("keep", "up", "down")
 _MAX_IMAGES = 200
@@ -20,8 +21,8 @@ _MAX_IMAGES = 200
 # ------------------------------------------------------------------------------ computing
 @st.cache_data(show_spinner="Attributing the gates...", max_entries=32)
 def image_attribution(path: str, mtime: float, image: np.ndarray) -> Any:
-    """:func:`dynviz.analysis.attribution.attribute` of the records' model on ``image``."""
-    from dynviz.analysis.attribution import attribute
+    """:func:`dynviz.model.attribution.attribute` of the records' model on ``image``."""
+    from dynviz.model.attribution import attribute
 
     model, _ = _state.records_model(path, mtime)
     return attribute(model, image)

@@ -8,6 +8,9 @@ modification time, so rewritten records or a growing ``metrics.jsonl`` are read 
 :func:`sidebar` draws the shared sidebar (``explorer.py`` calls it on every page) and stores the
 :class:`Context` that pages read with :func:`context`. Everything computed here is a call into
 ``dynviz``; the app does no tensor math.
+
+The module runs to about 700 lines: every page's cached call is here, so that the cache keys
+and the one-object-per-process rule are read in one place; the pages only lay out.
 """
 
 from __future__ import annotations
@@ -21,10 +24,42 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import streamlit as st
+import torch
 
-from dynviz.analysis.runs import Catalog, find_folders, modified_time
+from dynviz.analysis import (
+    CommonNetError,
+    activation_probability,
+    alpha_histogram,
+    compare,
+    extract_common,
+    summarize_common,
+)
+from dynviz.analysis import routing_vs_scale as _routing_vs_scale
+from dynviz.analysis.adaptivity import records_adaptivity
+from dynviz.analysis.report import records_path_costs
+from dynviz.analysis.report import table1 as _table1
+from dynviz.analysis.runs import (
+    Catalog,
+    find_folders,
+    modified_time,
+    read_compare_table,
+    read_metrics,
+    read_run_config,
+)
+from dynviz.analysis.runs import measured_accuracy as _measured_accuracy
+from dynviz.analysis.runs import records_model as _records_model
+from dynviz.analysis.runs import records_problem as _records_problem
+from dynviz.data import DataError, build_dataset
+from dynviz.data.palette import legend_entries, palette_for_spec
 from dynviz.explorer import APP_DIR_ENV
-from dynviz.record.uploads import ImageView
+from dynviz.inference.latency import latency_rows, measure_node_latency_isolated, route_times
+from dynviz.model import RoutingSpaceConfig
+from dynviz.model.cost import cost_table
+from dynviz.model.route import Route
+from dynviz.model.zoo import load_spec, routing_spaces, special_case_routes, special_case_table
+from dynviz.plots.interactive import space_figure
+from dynviz.record import label_frames, read_records, record_labels
+from dynviz.record.uploads import ImageView, read_upload, recorded_view, route_image
 from dynviz.rules import COMMON_THRESHOLD
 
 PAPER_SIZE = (1024, 2048)  # Cityscapes, where the paper's numbers are counted
@@ -49,34 +84,26 @@ def stamp(path: str | Path) -> float:
 def load_records(path: str, mtime: float) -> Any:
     """``dynviz.record.read_records(path)``, shared and read-only (the gate rows of 100,000
     images are 10^7 rows: no copy per call); ``mtime`` only keys the cache."""
-    from dynviz.record import read_records
-
     return read_records(path)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def records_problem(path: str, mtime: float) -> str:
     """Why a records folder cannot be shown ("" when it can)."""
-    from dynviz.analysis.runs import records_problem as problem
-
     try:
         records = load_records(path, mtime)
     except (ValueError, OSError, KeyError) as err:  # RecordError is a ValueError
         return str(err) or type(err).__name__
-    return problem(path, records)
+    return _records_problem(path, records)
 
 
 def _labels(paths: tuple[str, ...], mtimes: tuple[float, ...]) -> list[str]:
-    from dynviz.record import record_labels
-
     return record_labels([load_records(p, m) for p, m in zip(paths, mtimes, strict=True)])
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def combined_images(paths: tuple[str, ...], mtimes: tuple[float, ...]) -> pd.DataFrame:
     """The image rows of several records folders with a ``model`` column."""
-    from dynviz.record import label_frames
-
     frames = [load_records(p, m).images for p, m in zip(paths, mtimes, strict=True)]
     return label_frames(frames, _labels(paths, mtimes))
 
@@ -104,8 +131,6 @@ ALPHA_BINS = 20
 def path_statistics(path: str, mtime: float) -> PathStatistics:
     """Per-path statistics of one records folder (small frames: the pages filter these instead
     of the gate rows)."""
-    from dynviz.analysis import activation_probability, alpha_histogram
-
     records = load_records(path, mtime)
     gates = records.gates
     return PathStatistics(
@@ -120,8 +145,6 @@ def path_statistics(path: str, mtime: float) -> PathStatistics:
 @st.cache_data(show_spinner=False, max_entries=16)
 def combined_path_statistics(paths: tuple[str, ...], mtimes: tuple[float, ...]) -> PathStatistics:
     """:func:`path_statistics` of several records folders with a ``model`` column."""
-    from dynviz.record import label_frames
-
     stats = [path_statistics(p, m) for p, m in zip(paths, mtimes, strict=True)]
     labels = _labels(paths, mtimes)
     return PathStatistics(
@@ -134,33 +157,25 @@ def combined_path_statistics(paths: tuple[str, ...], mtimes: tuple[float, ...]) 
 @st.cache_data(show_spinner=False, max_entries=64)
 def load_metrics(run_dir: str, mtime: float) -> pd.DataFrame:
     """``dynviz.analysis.runs.read_metrics``: the run's ``metrics.jsonl`` as a frame."""
-    from dynviz.analysis.runs import read_metrics
-
     return read_metrics(run_dir)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def load_run_config(run_dir: str, mtime: float) -> dict[str, Any]:
     """``dynviz.analysis.runs.read_run_config``: the run's ``config.yaml``."""
-    from dynviz.analysis.runs import read_run_config
-
     return read_run_config(run_dir)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def table1(paths: tuple[str, ...], mtimes: tuple[float, ...]) -> pd.DataFrame:
     """``dynviz.analysis.report.table1``: the Table-1-style comparison of records."""
-    from dynviz.analysis.report import table1 as table
-
-    return table([load_records(p, m) for p, m in zip(paths, mtimes, strict=True)])
+    return _table1([load_records(p, m) for p, m in zip(paths, mtimes, strict=True)])
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def compare_rows(tables: tuple[str, ...], mtimes: tuple[float, ...]) -> pd.DataFrame:
     """The Table-1 comparisons (``table1.csv``) found in the folder, one frame with a ``table``
     column (``dynviz.analysis.runs.read_compare_table``)."""
-    from dynviz.analysis.runs import read_compare_table
-
     frames = [read_compare_table(t).assign(table=t) for t in tables]
     frames = [f for f in frames if "method" in f.columns]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -168,34 +183,10 @@ def compare_rows(tables: tuple[str, ...], mtimes: tuple[float, ...]) -> pd.DataF
 
 @st.cache_data(show_spinner="Bootstrapping the differences...", max_entries=8)
 def dynamic_against_each(table: str, mtime: float) -> tuple[str, pd.DataFrame, pd.DataFrame]:
-    """For the comparison folder of ``table`` (a ``table1.csv``): its dynamic network (the
-    budgeted one when there are several), every other network against it with the paired
-    bootstrap interval of the mIoU difference (``dynviz.analysis.compare.against_each``), and what
-    the cost-accuracy figure draws. Empty frames without per-image confusions."""
-    from dynviz.analysis.compare import against_each, cost_accuracy_frame, read_rows
-
-    rows = read_rows(Path(table).parent)
-    dynamic = [r.method for r in rows if r.kind == "dynamic" and r.confusions is not None]
-    if not dynamic:
-        return "", pd.DataFrame(), pd.DataFrame()
-    method = next((m for m in dynamic if "budget" in m.lower()), dynamic[0])
-    own = next(r for r in rows if r.method == method)
-    others = against_each(rows, method)  # the bootstrap, once
-    table_rows = [
-        {
-            "network": o.method,
-            "kind": o.kind,
-            "gmacs": o.gmacs,
-            "mIoU (%)": 100 * o.miou,
-            "difference": o.difference.value * 100 if o.difference else float("nan"),
-            "low": o.difference.low * 100 if o.difference else float("nan"),
-            "high": o.difference.high * 100 if o.difference else float("nan"),
-            "verdict": o.verdict,
-            "costs no more": o.gmacs <= own.gmacs_avg,
-        }
-        for o in others
-    ]
-    return method, pd.DataFrame(table_rows), cost_accuracy_frame(rows, method, others=others)
+    """``dynviz.analysis.compare.dynamic_against_each`` of the comparison folder of ``table`` (a
+    ``table1.csv``): its dynamic network against every other, with the paired bootstrap interval
+    of the mIoU difference, and what the cost-accuracy figure draws."""
+    return compare.dynamic_against_each(Path(table).parent)
 
 
 def compare_dataframe(frame: pd.DataFrame, unit: Any, *, key: str) -> None:
@@ -234,14 +225,9 @@ def compare_dataframe(frame: pd.DataFrame, unit: Any, *, key: str) -> None:
 
 @st.cache_data(show_spinner="Measuring how routes adapt...", max_entries=16)
 def adaptivity(path: str, mtime: float) -> Any:
-    """``dynviz.analysis.adaptivity.route_adaptivity`` of a dynamic model's records (None for
-    a static or forced route: every image takes the same one)."""
-    from dynviz.analysis.adaptivity import route_adaptivity
-
-    records = load_records(path, mtime)
-    if records.meta.get("forced_route") or not records.meta.get("dynamic", True):
-        return None
-    return route_adaptivity(records.gates, records.images)
+    """``dynviz.analysis.adaptivity.records_adaptivity``: how a dynamic model's routes adapt
+    (None for a static or forced route: every image takes the same one)."""
+    return records_adaptivity(load_records(path, mtime))
 
 
 # ------------------------------------------------------------------------ models and data
@@ -249,16 +235,12 @@ def adaptivity(path: str, mtime: float) -> Any:
 def records_model(path: str, mtime: float) -> tuple[Any, Any]:
     """``dynviz.analysis.runs.records_model``: the network of a records folder and how it was
     obtained (``(None, info)`` when its checkpoint is missing or unreadable)."""
-    from dynviz.analysis.runs import records_model as model_of
-
-    return model_of(load_records(path, mtime))
+    return _records_model(load_records(path, mtime))
 
 
 @st.cache_resource(show_spinner="Preparing the data set...", max_entries=4)
 def load_dataset(spec: str, split: str) -> Any:
     """``dynviz.data.build_dataset(spec, split=split)``."""
-    from dynviz.data import build_dataset
-
     return build_dataset(spec, split=split)
 
 
@@ -272,10 +254,6 @@ def dataset_index(spec: str, split: str) -> dict[str, int]:
 @st.cache_data(show_spinner=False, max_entries=32)
 def space_costs(config_json: str, height: int, width: int, route_json: str = "") -> Any:
     """``dynviz.model.cost.cost_table`` of a config (and static route) at an input size."""
-    from dynviz.model import RoutingSpaceConfig
-    from dynviz.model.cost import cost_table
-    from dynviz.model.route import Route
-
     config = RoutingSpaceConfig.from_dict(json.loads(config_json))
     route = Route.from_dict(json.loads(route_json)) if route_json else None
     return cost_table(config, (height, width), route=route)
@@ -286,9 +264,6 @@ def space_costs(config_json: str, height: int, width: int, route_json: str = "")
 def dataset_image(path: str, mtime: float, image_id: str) -> ImageView:
     """A recorded image: its recorded route and costs, the image and label from the records'
     data set, and the model's prediction (``dynviz.record.uploads.recorded_view``)."""
-    from dynviz.data import DataError
-    from dynviz.record.uploads import recorded_view
-
     records = load_records(path, mtime)
     spec, split = records.sidecar.data, records.sidecar.split or "val"
     if not spec:
@@ -325,8 +300,6 @@ def forced_route(path: str, mtime: float) -> Any:
 @st.cache_data(show_spinner="Running the model on the upload...", max_entries=16)
 def upload_image(path: str, mtime: float, name: str, data: bytes, max_side: int) -> ImageView:
     """An uploaded image run through the records' model (raises ``UploadError``)."""
-    from dynviz.record.uploads import read_upload, route_image
-
     upload = read_upload(data, name=name)
     model, info = records_model(path, mtime)
     if model is None:
@@ -359,30 +332,20 @@ def upload_image(path: str, mtime: float, name: str, data: bytes, max_side: int)
 
 
 def records_palette(path: str, mtime: float) -> Any:
-    """The class colours of the records' data set (Cityscapes' or VOC's), as ``dynviz predict``
-    colours its overlays."""
-    from dynviz.data import DataError, parse_spec
-    from dynviz.data.palette import palette_for
-
-    data = load_records(path, mtime).sidecar.data
-    try:
-        return palette_for(parse_spec(data).kind if data else None)
-    except DataError:
-        return palette_for(None)
+    """The class colours of the records' data set (``dynviz.data.palette.palette_for_spec``), as
+    ``dynviz predict`` colours its overlays."""
+    return palette_for_spec(load_records(path, mtime).sidecar.data)
 
 
 def class_legend(palette: Any, names: list[str], classes: Any) -> str:
-    """HTML swatches of the classes in ``classes`` (a class map), named."""
-    shown = sorted(int(c) for c in np.unique(classes) if 0 <= int(c) < 255)
-    items = []
-    for c in shown:
-        r, g, b = (int(v) for v in palette[c])
-        name = names[c] if c < len(names) else f"class {c}"
-        items.append(
-            f'<span style="display:inline-block;margin-right:0.8em;white-space:nowrap">'
-            f'<span style="display:inline-block;width:0.9em;height:0.9em;background:'
-            f'rgb({r},{g},{b});border:1px solid #666;vertical-align:middle"></span> {name}</span>'
-        )
+    """HTML swatches of the classes in ``classes`` (a class map), named
+    (``dynviz.data.palette.legend_entries``)."""
+    items = [
+        f'<span style="display:inline-block;margin-right:0.8em;white-space:nowrap">'
+        f'<span style="display:inline-block;width:0.9em;height:0.9em;background:'
+        f'rgb({r},{g},{b});border:1px solid #666;vertical-align:middle"></span> {name}</span>'
+        for name, (r, g, b) in legend_entries(palette, names, classes)
+    ]
     return '<div style="font-size:0.8em;line-height:1.6">' + "".join(items) + "</div>"
 
 
@@ -401,9 +364,7 @@ def route_figure(
     by the image's alpha, closed paths faint and dotted; hover gives alpha and MACs.
     ``highlight``: ``(layer, stride, direction)`` of paths marked as differing from another
     image's route; ``narrow``: the legend under the grid (two figures side by side)."""
-    from dynviz.model import RoutingSpaceConfig
-    from dynviz.model.graph import space_graph
-    from dynviz.plots.interactive import space_figure
+    from dynviz.model.graph import space_graph  # deferred: networkx takes about 0.5 s to import
 
     config = RoutingSpaceConfig.from_dict(json.loads(config_json))
     costs = space_costs(config_json, height, width)
@@ -450,9 +411,7 @@ class Extracted:
 def common_network(path: str, mtime: float, threshold: float, height: int, width: int) -> Extracted:
     """``dynviz.analysis.summarize_common`` at ``threshold`` and the records' input size, and
     its figure."""
-    from dynviz.analysis import CommonNetError, summarize_common
-    from dynviz.model.graph import space_graph
-    from dynviz.plots.interactive import space_figure
+    from dynviz.model.graph import space_graph  # deferred: networkx takes about 0.5 s to import
 
     config = load_records(path, mtime).config
     per_path = path_statistics(path, mtime).per_path
@@ -485,20 +444,15 @@ def common_network(path: str, mtime: float, threshold: float, height: int, width
 # ------------------------------------------------------------------------- special cases
 @st.cache_data(show_spinner=False)
 def special_cases(height: int, width: int) -> pd.DataFrame:
-    """``dynviz.model.catalogue.special_case_table``: the zoo's special cases at an input size,
+    """``dynviz.model.zoo.special_case_table``: the zoo's special cases at an input size,
     with the paper's Table 1 numbers."""
-    from dynviz.model.catalogue import special_case_table
-
     return special_case_table(size=(height, width))
 
 
 @st.cache_data(show_spinner=False)
 def special_case_figure(name: str, height: int, width: int) -> Any:
     """A special case's route on the layer x scale grid."""
-    from dynviz.model.cost import cost_table
-    from dynviz.model.graph import space_graph
-    from dynviz.model.zoo import load_spec
-    from dynviz.plots.interactive import space_figure
+    from dynviz.model.graph import space_graph  # deferred: networkx takes about 0.5 s to import
 
     route = load_spec(name)
     costs = cost_table(route.space, (height, width), route=route)
@@ -522,19 +476,15 @@ def measured_accuracy(
 ) -> pd.DataFrame:
     """``dynviz.analysis.runs.measured_accuracy``: mIoU of the special cases where records or
     training runs of them are found."""
-    from dynviz.analysis.runs import measured_accuracy as accuracy
-
     loaded = [load_records(p, m) for p, m in zip(records, records_mtimes, strict=True)]
-    return accuracy(loaded, runs)
+    return _measured_accuracy(loaded, runs)
 
 
 # ------------------------------------------------------------------------------- latency
 @st.cache_data(show_spinner=False)
 def zoo_spaces() -> dict[str, str]:
     """``{name: config JSON}`` of the zoo's routing spaces
-    (``dynviz.model.catalogue.routing_spaces``)."""
-    from dynviz.model.catalogue import routing_spaces
-
+    (``dynviz.model.zoo.routing_spaces``)."""
     return {
         name: json.dumps(config.to_dict(), sort_keys=True)
         for name, config in routing_spaces().items()
@@ -544,8 +494,6 @@ def zoo_spaces() -> dict[str, str]:
 def inference_device() -> str:
     """Where the explorer runs networks: ``cuda`` when torch sees a GPU, else ``cpu`` (the
     device a latency measurement must use to describe them)."""
-    import torch
-
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -554,9 +502,6 @@ def node_latency(config_json: str, height: int, width: int, device: str = "cpu")
     """``dynviz.inference.latency.measure_node_latency`` of a config at an input size, with the
     settings of ``dynviz flops --time`` (so both agree on one machine), on ``device``, in a fresh
     process's main thread."""
-    from dynviz.inference.latency import measure_node_latency_isolated
-    from dynviz.model import RoutingSpaceConfig
-
     config = RoutingSpaceConfig.from_dict(json.loads(config_json))
     # not in this (Streamlit's script) thread, where CPU kernels run 2-2.5x slower
     return measure_node_latency_isolated(
@@ -574,9 +519,6 @@ def latency_tables(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The measured node table (``latency_rows``) and the routes' estimated times
     (``route_times``; ``routes`` are ``(name, route JSON)`` pairs of this config's space)."""
-    from dynviz.inference.latency import latency_rows, route_times
-    from dynviz.model.route import Route
-
     latency = node_latency(config_json, height, width, device)
     nodes = pd.DataFrame([row.to_json() for row in latency_rows(latency)])
     static = {name: Route.from_dict(json.loads(data), source=name) for name, data in routes}
@@ -587,15 +529,10 @@ def routes_of_space(
     config_json: str, records: str | None, runs: tuple[str, ...] = ()
 ) -> tuple[tuple[str, str], ...]:
     """The zoo's special cases drawn in this space
-    (``dynviz.model.catalogue.special_case_routes``), the static routes trained in the folder in
+    (``dynviz.model.zoo.special_case_routes``), the static routes trained in the folder in
     this space (e.g. the demo's U-Net-like, FCN-like and Common-Budget runs), and the common
     network (95%) of the selected records when they were made in it: ``(name, route JSON)``
     pairs."""
-    from dynviz.analysis import CommonNetError, extract_common
-    from dynviz.model import RoutingSpaceConfig
-    from dynviz.model.catalogue import special_case_routes
-    from dynviz.model.route import Route
-
     space = RoutingSpaceConfig.from_dict(json.loads(config_json))
     out = [
         (name, json.dumps(route.to_dict())) for name, route in special_case_routes(space).items()
@@ -634,18 +571,13 @@ def routes_of_space(
 def image_routes(path: str, mtime: float) -> pd.DataFrame:
     """``dynviz.analysis.routing_vs_scale`` of one records folder, with per-scale cost shares
     (``dynviz.analysis.report.records_path_costs``)."""
-    from dynviz.analysis import routing_vs_scale as per_image
-    from dynviz.analysis.report import records_path_costs
-
     rec = load_records(path, mtime)
-    return per_image(rec.gates, rec.images, path_costs=records_path_costs(rec))
+    return _routing_vs_scale(rec.gates, rec.images, path_costs=records_path_costs(rec))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def routing_vs_scale(paths: tuple[str, ...], mtimes: tuple[float, ...]) -> pd.DataFrame:
     """:func:`image_routes` of several records folders, stacked with a ``model`` column."""
-    from dynviz.record import label_frames
-
     frames = [image_routes(p, m) for p, m in zip(paths, mtimes, strict=True)]
     return label_frames(frames, _labels(paths, mtimes))
 

@@ -3,7 +3,7 @@
 Li et al., "Learning Dynamic Routing for Semantic Segmentation", CVPR 2020 (arXiv 2003.10401).
 
 ``import dynviz`` loads no torch (``dynviz --help`` stays quick): the names below come from
-:mod:`dynviz.model` (the network) and :mod:`dynviz.model.catalogue` (the model zoo) on first use.
+:mod:`dynviz.model` (the network) and :mod:`dynviz.model.zoo` (the model zoo) on first use.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
         Semantics,
         build_model,
     )
-    from dynviz.model.catalogue import create_model, list_models, load_model
+    from dynviz.model.zoo import create_model, list_models, load_model
 
 __all__ = [
     "ConfigError",
@@ -71,9 +71,9 @@ def __getattr__(name: str) -> Any:
 
         value = getattr(model, name)
     elif name in _FROM_ZOO:
-        from dynviz.model import catalogue
+        from dynviz.model import zoo
 
-        value = getattr(catalogue, name)
+        value = getattr(zoo, name)
     else:
         raise AttributeError(f"module 'dynviz' has no attribute {name!r}")
     globals()[name] = value

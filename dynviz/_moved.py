@@ -41,7 +41,7 @@ MOVED: dict[str, str] = {
     "dynviz.torchfile": "dynviz.model.torchfile",
     "dynviz.tta": "dynviz.inference.tta",
     "dynviz.uploads": "dynviz.record.uploads",
-    "dynviz.zoo": "dynviz.model.catalogue",
+    "dynviz.zoo": "dynviz.model.zoo",
 }
 """Old module path -> where the module lives now."""
 

@@ -24,6 +24,7 @@ __all__ = [
     "error_message",
     "require",
     "suggest",
+    "yaml_problem",
 ]
 
 EXIT_USAGE = 2
@@ -88,3 +89,17 @@ def suggest(name: str, known: Iterable[str]) -> str:
     if close:
         return f" (did you mean {', '.join(close)}?)"
     return f"; known: {', '.join(known)}"
+
+
+def yaml_problem(err: Exception) -> str:
+    """A YAML parse error as one line: ``line 5, column 4: could not find expected ':' (while
+    scanning a simple key)``. PyYAML's own message spans several lines with the text quoted;
+    this reads its marks instead (any other error: its first line)."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    problem = getattr(err, "problem", None)
+    if mark is None or not problem:
+        lines = str(err).strip().splitlines()
+        return lines[0] if lines else type(err).__name__
+    context = getattr(err, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}"
+    return f"{where}: {problem}" + (f" ({context})" if context else "")

@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny routing space, seeded RNG, closed figures."""
+"""Shared fixtures: a tiny routing space, seeded RNG, closed figures, and the synthetic data set,
+untrained tiny network and two-chain route of the records tests."""
 
 from __future__ import annotations
 
@@ -37,6 +38,14 @@ def _seed_and_restore_rng():
 
 
 @pytest.fixture(autouse=True)
+def _no_flush_denormal():
+    """``dynviz record`` run in-process sets flush-to-zero for its process; undo it, or later
+    tests see no subnormal floats (hypothesis refuses to draw floats then)."""
+    yield
+    torch.set_flush_denormal(False)
+
+
+@pytest.fixture(autouse=True)
 def _close_figures():
     yield
     import sys
@@ -54,3 +63,30 @@ def tiny() -> RoutingSpaceConfig:
 @pytest.fixture
 def images() -> torch.Tensor:
     return torch.randn(2, 3, 64, 64)
+
+
+# ------------------------------------------------------------------ records tests (SPEC)
+@pytest.fixture(scope="module")
+def dataset(request):
+    """The validation split of the requesting test module's ``SPEC`` (a synthetic data spec)."""
+    from dynviz.data import build_dataset
+
+    return build_dataset(request.module.SPEC, split="val")
+
+
+@pytest.fixture(scope="module")
+def model(dataset):
+    """An untrained ``tiny`` network (seed 0) with the data set's classes, in eval mode."""
+    import dynviz
+
+    torch.manual_seed(0)
+    return dynviz.build_model("tiny", num_classes=dataset.num_classes).eval()
+
+
+@pytest.fixture(scope="module")
+def two_chains(model):
+    """A route of two chains through the model's space, named ``two-chains``."""
+    from dynviz.model.route import Route
+
+    chains = [[4, 8, 8, 16, 16], [4, 4, 4, 8, 8]]
+    return Route.from_chains(model.config, chains, name="two-chains")

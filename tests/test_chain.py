@@ -110,7 +110,9 @@ def test_workers_do_not_run_the_parents_main_again(tmp_path, monkeypatch):
 def test_a_run_trained_with_other_arguments_is_not_the_chains(tmp_path):
     """A re-run with another seed (or budget, or length) into the same folder trains again: its
     runs are told apart by their checkpoints' training arguments, not by their iterations."""
-    from dynviz.demo.chain import DEMO, _other_training, _recorded_data, _train_config
+    from dynviz.demo.settings import DEMO
+    from dynviz.demo.steps import _other_training, _recorded_data
+    from dynviz.demo.workspace import _train_config
     from dynviz.model.checkpoint import LATEST, make_checkpoint, save_checkpoint
 
     def config(settings, out):

@@ -27,9 +27,8 @@ from PIL import Image
 import dynviz
 from dynviz.cli import log_level
 from dynviz.cli import main as cli_main
-from dynviz.model.catalogue import model_cost
 from dynviz.model.checkpoint import CheckpointError, make_checkpoint, save_checkpoint
-from dynviz.model.zoo import load_spec
+from dynviz.model.zoo import load_spec, model_cost
 from dynviz.support.progress import Progress, format_seconds
 
 ROOT = Path(__file__).resolve().parents[1]

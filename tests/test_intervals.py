@@ -3,6 +3,7 @@ of a comparison, and the verdicts they allow."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -16,6 +17,7 @@ from dynviz.analysis.compare import (
     compare,
     comparison_markdown,
     cost_accuracy_frame,
+    dynamic_against_each,
     read_rows,
     write_table,
 )
@@ -131,3 +133,26 @@ def test_against_each_and_its_claims(compared):
     again = frame[frame["method"] == "a-again"].iloc[0]
     assert again["low"] == pytest.approx(100 * rows[0].miou)  # a zero-width interval
     assert math.isnan(frame[frame["method"] == "a"].iloc[0]["low"])
+
+
+def test_dynamic_against_each_of_a_comparison_folder(compared):
+    _, folder = compared
+    rows = read_rows(folder)  # as written: the CSV rounds the figures
+    method, table, figure = dynamic_against_each(folder)
+    assert method == "a"  # no budgeted network: the first dynamic one
+    assert list(table["network"]) == [o.method for o in against_each(rows, "a")]
+    again = table[table["network"] == "a-again"].iloc[0]
+    assert (again["difference"], again["low"], again["high"]) == (0.0, 0.0, 0.0)
+    assert again["verdict"] == "no clear difference" and bool(again["costs no more"])
+    assert again["mIoU (%)"] == pytest.approx(100 * rows[1].miou)
+    b = table[table["network"] == "b"].iloc[0]
+    exact = miou_of(rows[0].confusions.sum(0)) - miou_of(rows[2].confusions.sum(0))
+    assert b["difference"] == pytest.approx(100 * exact)
+    assert list(figure["method"]) == ["a", "a-again", "b"]
+
+
+def test_dynamic_against_each_without_a_dynamic_network(compared, tmp_path):
+    rows = [dataclasses.replace(r, kind="static") for r in compared[0]]
+    write_table(rows, tmp_path, data=DATA)
+    method, table, figure = dynamic_against_each(tmp_path)
+    assert method == "" and table.empty and figure.empty

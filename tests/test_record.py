@@ -15,10 +15,8 @@ import torch
 import dynviz
 from dynviz.analysis.common import extract_common
 from dynviz.cli import main as cli
-from dynviz.data import build_dataset
 from dynviz.inference.metrics import ConfusionMatrix, per_image_miou
 from dynviz.model.checkpoint import make_checkpoint, save_checkpoint, sha256_file
-from dynviz.model.route import Route
 from dynviz.record import (
     DIRECTION_DTYPE,
     DIRECTIONS,
@@ -35,25 +33,10 @@ SPEC = "synthetic:count=6,size=64x64,classes=4"
 
 
 @pytest.fixture(scope="module")
-def dataset():
-    return build_dataset(SPEC, split="val")
-
-
-@pytest.fixture(scope="module")
-def model(dataset):
-    torch.manual_seed(0)
-    return dynviz.build_model("tiny", num_classes=dataset.num_classes).eval()
-
-
-@pytest.fixture(scope="module")
 def recorded(tmp_path_factory, model, dataset):
     out = tmp_path_factory.mktemp("records") / "tiny"
     record(model, dataset, out, chunk_size=4, batch_size=2, data_spec=SPEC, split="val")
     return out
-
-
-def _route(config) -> Route:
-    return Route.from_chains(config, [[4, 8, 8, 16, 16], [4, 4, 4, 8, 8]], name="two-chains")
 
 
 def test_schema_and_contents(recorded, model):
@@ -92,12 +75,12 @@ def test_schema_and_contents(recorded, model):
         assert column in images.columns
     assert (images["height"] == 64).all() and (images["real_gmacs"] > 0).all()
     assert images["image_id"].is_unique
-    meta = records.meta
-    assert meta["checkpoint"] is None and meta["checkpoint_sha256"] is None
-    assert meta["input_sizes"] == [[64, 64]] and meta["num_images"] == 6
-    assert meta["data"] == SPEC and meta["split"] == "val"
-    assert meta["config"] == model.config.to_dict() and meta["route"] is None
-    assert meta["dynviz_version"] == dynviz.__version__ and meta["created"]
+    sidecar = records.sidecar
+    assert sidecar.checkpoint is None and records.meta["checkpoint_sha256"] is None
+    assert sidecar.input_sizes == ((64, 64),) and sidecar.num_images == 6
+    assert sidecar.data == SPEC and sidecar.split == "val"
+    assert sidecar.config_dict == model.config.to_dict() and sidecar.route_dict is None
+    assert sidecar.dynviz_version == dynviz.__version__ and sidecar.created
     assert records.config == model.config
     check_model(records, model)
 
@@ -122,8 +105,8 @@ def test_costs_match_the_cost_table(recorded, model, dataset):
     assert (np.asarray(row["confusion"]) == matrix.matrix.reshape(-1)).all()
 
 
-def test_forced_route_is_recorded_exactly_and_extracted(tmp_path, model, dataset):
-    route = _route(model.config)
+def test_forced_route_is_recorded_exactly_and_extracted(tmp_path, model, dataset, two_chains):
+    route = two_chains
     out = tmp_path / "forced"
     record(model, dataset, out, route=route, limit=4)
     records = read_records(out)
@@ -135,8 +118,8 @@ def test_forced_route_is_recorded_exactly_and_extracted(tmp_path, model, dataset
             rows["direction"].cat.codes.to_numpy(),
         ]
         assert (rows["active"].to_numpy() == expected).all()
-    assert records.meta["forced_route"]["name"] == "two-chains"
-    assert not records.meta["dynamic"]
+    assert records.sidecar.forced_route_dict["name"] == "two-chains"
+    assert not records.sidecar.dynamic
     assert records.route is not None and records.route.paths == route.paths
     common = extract_common(records, threshold=0.95)
     assert common.paths == route.paths and common.space == route.space
@@ -177,17 +160,17 @@ def test_limit_then_full_run_completes(tmp_path, model, dataset):
     record(model, dataset, out)
     records = read_records(out)
     assert len(records.images) == 6 and records.images["image_id"].is_unique
-    assert records.meta["num_images"] == 6
+    assert records.sidecar.num_images == 6
 
 
-def test_other_model_is_refused(recorded, model, dataset, tmp_path):
+def test_other_model_is_refused(recorded, model, dataset, tmp_path, two_chains):
     other = dynviz.build_model("tiny", num_classes=dataset.num_classes, base_channels=16)
     records = read_records(recorded)
     with pytest.raises(RecordError, match="base_channels"):
         check_model(records, other)
     with pytest.raises(RecordError, match="base_channels"):
         read_records(recorded, model=other)
-    static = dynviz.build_model(model.config, route=_route(model.config))
+    static = dynviz.build_model(model.config, route=two_chains)
     with pytest.raises(RecordError, match="route"):
         check_model(records, static)
     copy = tmp_path / "copy"
@@ -272,8 +255,8 @@ def test_cli_records_a_checkpoint(tmp_path, model, capsys):
     assert code == 0
     assert "recorded 2 image(s)" in capsys.readouterr().out
     records = read_records(out)
-    assert records.meta["checkpoint_sha256"] == sha256_file(run / "checkpoint_latest.pt")
-    assert records.meta["checkpoint"]["iteration"] == 7
+    assert records.sidecar.checkpoint.sha256 == sha256_file(run / "checkpoint_latest.pt")
+    assert records.sidecar.checkpoint.iteration == 7
     assert records.label == "run"
     code = cli(["record", "tiny", "--out", str(tmp_path / "x")])
     assert code == 2
@@ -315,7 +298,7 @@ def test_torchrun_ranks_write_disjoint_parts(tmp_path):
     assert len(records.images) == 6 and records.images["image_id"].is_unique
     names = {p.name for p in (out / "images").glob("part-*.parquet")}
     assert any(n.startswith("part-r1-") for n in names)
-    assert records.meta["num_images"] == 6
+    assert records.sidecar.num_images == 6
 
 
 def test_parts_with_different_values_read_as_one_table(tmp_path):
@@ -332,7 +315,7 @@ def test_parts_with_different_values_read_as_one_table(tmp_path):
         }
     )
     images = read_records(folder).images.iloc[:1].assign(image_id="c")
-    write_records(folder, gates, images, read_records(folder).meta, chunk=1)
+    write_records(folder, gates, images, read_records(folder).sidecar, chunk=1)
     records = read_records(folder)
     assert records.gates["direction"].dtype == DIRECTION_DTYPE  # keep/down + up: one category
     assert records.gates["direction"].astype(str).tolist() == [
@@ -399,3 +382,49 @@ def test_records_keep_the_gates_own_alpha_below_the_threshold(tmp_path, model, d
         pq.write_table(pq.read_table(part).drop_columns([GATE_ALPHA]), part)
     old = read_records(tmp_path / "open").gates
     assert (old[GATE_ALPHA] == old["alpha"]).all()
+
+
+def test_written_parts_have_the_format_schemas(recorded, tmp_path):
+    """Every part the recorder and write_records write has exactly the format's schema."""
+    from dynviz.record.format import GATE_SCHEMA, IMAGE_SCHEMA, images_schema
+
+    hand = _hand_records(tmp_path)
+    for folder in (recorded, hand):
+        for part in sorted((folder / "gates").glob("part-*.parquet")):
+            assert pq.read_schema(part).equals(GATE_SCHEMA, check_metadata=False), part
+        for part in sorted((folder / "images").glob("part-*.parquet")):
+            schema = pq.read_schema(part)
+            assert schema.equals(images_schema(schema.names), check_metadata=False), part
+            assert schema.names[: len(IMAGE_SCHEMA)] == IMAGE_SCHEMA.names
+    recorded_names = pq.read_schema(next((recorded / "images").glob("part-*"))).names
+    assert recorded_names[len(IMAGE_SCHEMA)] == "confusion"
+    stats = [n for n in recorded_names if n.startswith("stat_")]
+    assert (
+        "stat_mean_object_area" in stats and stats == sorted(stats) == recorded_names[-len(stats) :]
+    )
+
+
+def test_a_part_is_written_atomically(tmp_path, monkeypatch):
+    """A writer that fails half-way leaves neither a partial part under the final name nor a
+    temporary file, and an existing part keeps its content."""
+    from dynviz.record import format as records_format
+
+    table = pa.table({"x": pa.array(np.arange(1000, dtype=np.int64))})
+    part = tmp_path / "part-r0-c0.parquet"
+    real = pq.write_table
+
+    def half_then_fail(data, handle, **kwargs):
+        real(data.slice(0, 10), handle, **kwargs)  # bytes reach the temporary file
+        raise RuntimeError("disk pulled")
+
+    monkeypatch.setattr(records_format.pq, "write_table", half_then_fail)
+    with pytest.raises(RuntimeError, match="disk pulled"):
+        records_format.write_part(table, part)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(records_format.pq, "write_table", real)
+    records_format.write_part(table, part)
+    monkeypatch.setattr(records_format.pq, "write_table", half_then_fail)
+    with pytest.raises(RuntimeError):
+        records_format.write_part(table.slice(0, 5), part)
+    assert [p.name for p in tmp_path.iterdir()] == [part.name]
+    assert pq.read_table(part).equals(table)

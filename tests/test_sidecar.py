@@ -10,9 +10,8 @@ import pytest
 import torch
 
 import dynviz
-from dynviz.data import build_dataset, normalize
+from dynviz.data import normalize
 from dynviz.model.checkpoint import make_checkpoint, save_checkpoint, sha256_file
-from dynviz.model.route import Route
 from dynviz.record import (
     SIDECAR,
     CheckpointRef,
@@ -29,19 +28,8 @@ SPEC = "synthetic:count=4,size=64x64,classes=4,seed=3"
 
 
 @pytest.fixture(scope="module")
-def dataset():
-    return build_dataset(SPEC, split="val")
-
-
-@pytest.fixture(scope="module")
-def model(dataset):
-    torch.manual_seed(0)
-    return dynviz.build_model("tiny", num_classes=dataset.num_classes).eval()
-
-
-@pytest.fixture(scope="module")
-def forced(model) -> Route:
-    return Route.from_chains(model.config, [[4, 8, 8, 16, 16], [4, 4, 4, 8, 8]], name="chains")
+def forced(two_chains):
+    return two_chains
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +62,7 @@ def test_the_sidecar_reads_what_the_recorder_wrote(recorded, model, forced):
     assert sidecar.route is None  # the network has gates: no static route
     assert sidecar.forced_route.paths == forced.paths
     assert sidecar.ran_route.paths == forced.paths == records.route.paths
-    assert (sidecar.routing, sidecar.route_name) == ("forced", "chains")
+    assert (sidecar.routing, sidecar.route_name) == ("forced", "two-chains")
     assert sidecar.dynamic is False  # a forced route, not the gates, chose
     assert sidecar.checkpoint == CheckpointRef(
         raw["checkpoint"]["path"], raw["checkpoint_sha256"], 7

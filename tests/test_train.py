@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -13,10 +15,14 @@ from torch import nn
 
 import dynviz
 from dynviz.cli import main as cli_main
+from dynviz.commands import train as train_command
+from dynviz.commands.train import add_config_options
 from dynviz.model import ConfigError, Route
 from dynviz.model.checkpoint import LATEST, load_checkpoint, sha256_file
 from dynviz.support.distributed import SampleStream
 from dynviz.train import trainer as trainer_module
+from dynviz.train.config import setting
+from dynviz.train.hooks import HookBase
 from dynviz.train.optim import (
     PolySchedule,
     build_optimizer,
@@ -524,3 +530,166 @@ def test_gate_warmup_out_of_range_is_named(tmp_path):
         _config(tmp_path, gate_warmup=1.0)
     with pytest.raises(ConfigError, match="gate_warmup: -0.1"):
         _config(tmp_path, gate_warmup=-0.1)
+
+
+# -------------------------------------------------------------------------------- hooks
+class _Spy(HookBase):
+    """Records each call with the iteration it sees, and what the loop had done by then."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.losses: dict[int, float] = {}
+        self.saved_before: dict[int, int] = {}
+
+    def before_train(self) -> None:
+        self.calls.append(("before_train", self.trainer.iteration))
+
+    def before_step(self) -> None:
+        self.calls.append(("before_step", self.trainer.iteration))
+
+    def after_step(self) -> None:
+        trainer = self.trainer
+        self.calls.append(("after_step", trainer.iteration))
+        self.losses[trainer.iteration] = trainer.step.values["loss"]
+        # the default hooks ran first: this iteration's checkpoint is already written
+        self.saved_before[trainer.iteration] = trainer.saved_at
+
+    def after_train(self) -> None:
+        trainer = self.trainer
+        self.calls.append(("after_train", trainer.iteration))
+        # the default hooks ran first: the checkpoint (and at the end the evaluation) are done
+        saved = load_checkpoint(Path(trainer.config.out) / LATEST)["iteration"]
+        assert saved == trainer.iteration
+        assert (trainer.last_eval is not None) == trainer.finished
+
+
+def test_a_user_hook_runs_after_the_default_hooks_with_the_step_counts(tmp_path):
+    spy = _Spy()
+    trainer = Trainer(_config(tmp_path, iters=4, checkpoint_every=2), hooks=[spy])
+    assert [type(h).__name__ for h in trainer.hooks] == [
+        "MetricsHook",
+        "PreciseBNHook",
+        "ClosePathsHook",
+        "EvalHook",
+        "CheckpointHook",
+        "_Spy",
+    ]
+    assert spy.trainer is trainer
+    result = trainer.run()
+    assert spy.calls == [
+        ("before_train", 0),
+        ("before_step", 0),
+        ("after_step", 1),
+        ("before_step", 1),
+        ("after_step", 2),
+        ("before_step", 2),
+        ("after_step", 3),
+        ("before_step", 3),
+        ("after_step", 4),
+        ("after_train", 4),
+    ]
+    assert spy.saved_before == {1: 0, 2: 2, 3: 2, 4: 2}  # checkpoint_every=2, final at the end
+    records = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    train = [json.loads(r) for r in records if json.loads(r)["kind"] == "train"]
+    assert {r["iter"]: r["loss"] for r in train} == spy.losses  # log_every=1
+    assert result.last_loss == spy.losses[4]
+
+
+def test_hooks_of_a_resumed_run_count_from_the_checkpoint(tmp_path):
+    first = _Spy()
+    Trainer(_config(tmp_path, iters=4), hooks=[first]).run(until=2)
+    assert first.calls[0] == ("before_train", 0)
+    assert first.calls[-2:] == [("after_step", 2), ("after_train", 2)]  # stopped by until
+    trainer = Trainer(_config(tmp_path, iters=4), resume=True)
+    second = _Spy()
+    trainer.register_hooks([second])
+    trainer.run()
+    assert second.calls == [
+        ("before_train", 2),
+        ("before_step", 2),
+        ("after_step", 3),
+        ("before_step", 3),
+        ("after_step", 4),
+        ("after_train", 4),
+    ]
+    with pytest.raises(TypeError, match="HookBase"):
+        trainer.register_hooks([lambda: None])
+
+
+def test_a_run_stopped_by_until_ends_its_hooks_without_the_final_steps(tmp_path):
+    class Ends(HookBase):
+        def __init__(self) -> None:
+            self.finished: list[bool] = []
+
+        def after_train(self) -> None:
+            self.finished.append(self.trainer.finished)
+
+    hook = Ends()
+    trainer = Trainer(_config(tmp_path, iters=4), hooks=[hook])
+    trainer.run(until=2)
+    assert hook.finished == [False]
+    kinds = [json.loads(r)["kind"] for r in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert kinds == ["train", "train"]  # no PreciseBN, no final evaluation before the end
+    assert load_checkpoint(tmp_path / "run" / LATEST)["iteration"] == 2
+
+
+# ------------------------------------------------------------------ options from the fields
+def _train_parser(**kwargs) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    add_config_options(parser, **kwargs)
+    return parser
+
+
+def test_every_training_setting_is_an_option_with_its_help():
+    parser = _train_parser()
+    options = {a.dest: a for a in parser._actions if a.option_strings}
+    for field in dataclasses.fields(TrainConfig):
+        if field.name == "model":  # the positional MODEL
+            assert field.name not in options
+            continue
+        action = options[field.name]
+        assert action.option_strings[0] == "--" + field.name.replace("_", "-")
+        assert action.help.startswith(field.metadata["help"].replace("%", "%%"))
+        assert action.default is None  # explicit values are told apart on --resume
+    assert options["crop"].nargs == 2 and options["crop"].type is int
+    assert options["budget_cost"].choices == ("macs", "latency")
+    assert options["iters"].help == "iterations (default: 1000)"
+    assert options["crop"].help == "training crop (default: 768 768)"
+    args = parser.parse_args(["--warmup-factor", "0.01", "--no-amp", "--scale", "1", "2"])
+    assert (args.warmup_factor, args.amp, args.scale) == (0.01, False, [1.0, 2.0])
+
+
+def test_a_new_setting_is_an_option_with_its_help_and_checked_choices():
+    @dataclasses.dataclass(frozen=True)
+    class Extended(TrainConfig):
+        label_smoothing: float = setting(0.0, help="smoothing of the targets", metavar="EPS")
+        sampler: str = setting("uniform", help="how to sample", choices=("uniform", "rare"))
+
+    parser = _train_parser(config_class=Extended)
+    options = {a.dest: a for a in parser._actions if a.option_strings}
+    assert options["label_smoothing"].help == "smoothing of the targets (default: 0.0)"
+    assert options["label_smoothing"].type is float
+    assert options["label_smoothing"].metavar == "EPS"
+    assert options["sampler"].choices == ("uniform", "rare")
+    args = parser.parse_args(["--label-smoothing", "0.1", "--sampler", "rare"])
+    assert (args.label_smoothing, args.sampler) == (0.1, "rare")
+    with pytest.raises(ConfigError, match="sampler: 'other' must be uniform or rare"):
+        Extended(model="tiny", data=DATA, out="x", sampler="other")
+
+
+def test_the_train_command_keeps_its_option_spellings():
+    parser = argparse.ArgumentParser()
+    train_command.configure_parser(parser)
+    flags = {s for a in parser._actions for s in a.option_strings}
+    for flag in (
+        "--data", "--out", "--val-data", "--init", "--iters", "--batch", "--crop", "--scale",
+        "--lr", "--momentum", "--weight-decay", "--gate-lr-mult", "--gate-warmup",
+        "--close-below", "--warmup-iters", "--grad-clip", "--precise-bn", "--seed",
+        "--budget-lambda", "--budget-mu", "--budget-start", "--budget-ramp", "--budget-cost",
+        "--budget-normaliser", "--budget-flops-size", "--num-classes", "--eval-every",
+        "--eval-limit", "--checkpoint-every", "--log-every", "--workers", "--device",
+        "--threads", "--amp", "--no-amp", "--deterministic", "--no-deterministic", "--progress",
+        "--no-progress", "--json", "--tensorboard", "--no-tensorboard", "--config",
+        "--cfg-options", "--resume", "--recipe", "--print-config",
+    ):  # fmt: skip
+        assert flag in flags, flag

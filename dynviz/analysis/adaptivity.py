@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -34,11 +34,15 @@ from dynviz.analysis.intervals import accuracy_interval, rank_correlation, spear
 from dynviz.analysis.routes import _groups, _keys, regime_labels
 from dynviz.units import format_macs, mac_unit
 
+if TYPE_CHECKING:
+    from dynviz.record import Records
+
 __all__ = [
     "SCALE_STAT",
     "RouteAdaptivity",
     "nearest_centroid_accuracy",
     "nearest_centroid_correct",
+    "records_adaptivity",
     "route_adaptivity",
     "route_matrix",
     "spearman",
@@ -259,3 +263,12 @@ def route_adaptivity(
         result["classifier_accuracy"] = accuracy.value
         result["classifier_interval"] = (accuracy.low, accuracy.high)
     return RouteAdaptivity(**result)
+
+
+def records_adaptivity(records: Records) -> RouteAdaptivity | None:
+    """:func:`route_adaptivity` of a records folder, or None when its routes cannot adapt: the
+    records of a static network or of a route forced onto a dynamic one (every image takes the
+    same route)."""
+    if not records.sidecar.dynamic or records.sidecar.forced_route_dict:
+        return None
+    return route_adaptivity(records.gates, records.images)

@@ -10,6 +10,10 @@ other static networks.
 Every row also keeps its per-image confusion matrices (``per_image.parquet``), so that a network
 is compared with each other one on the same images with a paired bootstrap interval on the mIoU
 difference (:func:`against_each`): "better" only where the interval excludes zero.
+
+The module runs to about 570 lines: the table, the per-image confusions it keeps and the paired
+comparisons over them read and write the same rows; the interval maths is
+:mod:`dynviz.analysis.intervals`.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ __all__ = [
     "comparison_markdown",
     "cost_accuracy_frame",
     "compare",
+    "dynamic_against_each",
     "describe_model",
     "markdown",
     "read_confusions",
@@ -525,3 +530,42 @@ def cost_accuracy_frame(
             entry["high"] = 100 * (own.miou - other.difference.low)
         frame.append(entry)
     return pd.DataFrame(frame)
+
+
+def dynamic_against_each(folder: str | Path, *, seed: int = 0) -> tuple[str, Any, Any]:
+    """The dynamic network of a comparison folder against every other network in it.
+
+    The dynamic network is the budgeted one (``budget`` in its name) when there are several,
+    else the first; only networks with per-image confusions count.
+
+    Returns:
+        ``(method, table, figure)``: the dynamic network's name; one row per other network
+        (``network``, ``kind``, ``gmacs``, ``mIoU (%)``, the mIoU ``difference`` with its
+        ``low`` and ``high`` bounds in points (:func:`against_each`), ``verdict`` and ``costs
+        no more``); and what the cost-accuracy figure draws (:func:`cost_accuracy_frame`).
+        ``("", empty, empty)`` without a dynamic network with per-image confusions.
+    """
+    import pandas as pd
+
+    rows = read_rows(folder)
+    dynamic = [r.method for r in rows if r.kind == "dynamic" and r.confusions is not None]
+    if not dynamic:
+        return "", pd.DataFrame(), pd.DataFrame()
+    method = next((m for m in dynamic if "budget" in m.lower()), dynamic[0])
+    own = next(r for r in rows if r.method == method)
+    others = against_each(rows, method, seed=seed)  # the bootstrap, once
+    table_rows = [
+        {
+            "network": o.method,
+            "kind": o.kind,
+            "gmacs": o.gmacs,
+            "mIoU (%)": 100 * o.miou,
+            "difference": o.difference.value * 100 if o.difference else float("nan"),
+            "low": o.difference.low * 100 if o.difference else float("nan"),
+            "high": o.difference.high * 100 if o.difference else float("nan"),
+            "verdict": o.verdict,
+            "costs no more": o.gmacs <= own.gmacs_avg,
+        }
+        for o in others
+    ]
+    return method, pd.DataFrame(table_rows), cost_accuracy_frame(rows, method, others=others)

@@ -12,7 +12,7 @@ repeat). :func:`analyze` writes into the report folder:
   ``space_<model>``, ``cost_histogram``, ``routing_vs_scale``;
 * the same figures as plotly HTML (one shared ``plotly.min.js``, works offline), unless
   ``html=False`` or plotly is missing;
-* ``report.md`` linking everything.
+* ``report.md`` linking everything (:mod:`dynviz.analysis.report_markdown`).
 
 It sits above :mod:`dynviz.analysis` (tables), :mod:`dynviz.model.graph` and :mod:`dynviz.plots`
 (figures); the command line is :mod:`dynviz.commands.analyze`.
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,8 +39,8 @@ from dynviz.analysis import (
     routing_vs_scale,
     scale_summary,
 )
-from dynviz.analysis.adaptivity import RouteAdaptivity, route_adaptivity
-from dynviz.labels import readable, readable_columns
+from dynviz.analysis.adaptivity import records_adaptivity
+from dynviz.analysis.report_markdown import write_markdown
 from dynviz.record import (
     Records,
     combine_records,
@@ -50,7 +49,6 @@ from dynviz.record import (
     record_labels,
 )
 from dynviz.rules import COMMON_THRESHOLD
-from dynviz.units import MAC_NOTE, mac_unit
 
 __all__ = ["Report", "analyze", "records_path_costs", "routing_figure", "slug", "table1"]
 
@@ -145,18 +143,42 @@ def analyze(
     Returns:
         A :class:`Report` listing the files.
     """
-    from matplotlib.figure import Figure
-
-    from dynviz.model.graph import space_graph, to_graphml, to_json
-    from dynviz.plots import mpl as plots
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     report = Report(out)
     gates, images = combine_records(records)
     labels = list(gates["model"].cat.categories)
+    tables = _write_tables(report, records, labels, gates, images, bins)
+    _summarise(report, records, labels, tables.per_path, threshold)
+    graphs = _write_figures(report, records, labels, tables, threshold, bins, formats, dpi)
+    if html:
+        _write_html(report, records, labels, tables, graphs, threshold, bins)
+    names = [slug(label) for label in labels]
+    write_markdown(report, records, labels, names, tables.costs, tables.summary, threshold)
+    return report
 
-    # ---- tables
+
+@dataclass(frozen=True)
+class _Tables:
+    """The frames the report's figures are drawn from."""
+
+    per_path: pd.DataFrame  # activation probability per model and path
+    vs: pd.DataFrame  # routing versus scale per model and image
+    costs: pd.DataFrame  # Table 1 cost statistics
+    summary: Any  # dynviz.analysis.scale_summary of ``vs``
+    images: pd.DataFrame  # per-image rows of every model
+
+
+def _write_tables(
+    report: Report,
+    records: list[Records],
+    labels: list[str],
+    gates: pd.DataFrame,
+    images: pd.DataFrame,
+    bins: int,
+) -> _Tables:
+    """Write the CSV tables and ``adaptivity.json``; record them in ``report``."""
+    out = report.out
     per_path = activation_probability(gates)
     per_vs = [
         routing_vs_scale(r.gates, r.images, path_costs=records_path_costs(r)).assign(model=label)
@@ -187,11 +209,23 @@ def analyze(
         report.tables[name] = f"{name}.csv"
     adaptivity = {}
     for rec, label in zip(records, labels, strict=True):
-        if rec.meta.get("dynamic", True) and not rec.meta.get("forced_route"):
-            adaptivity[label] = route_adaptivity(rec.gates, rec.images).to_dict()
+        adapts = records_adaptivity(rec)
+        if adapts is not None:
+            adaptivity[label] = adapts.to_dict()
     (out / "adaptivity.json").write_text(json.dumps(adaptivity, indent=2) + "\n", encoding="utf-8")
     report.tables["adaptivity (JSON)"] = "adaptivity.json"
     report.summary["adaptivity"] = adaptivity
+    return _Tables(per_path=per_path, vs=vs, costs=costs, summary=summary, images=images)
+
+
+def _summarise(
+    report: Report,
+    records: list[Records],
+    labels: list[str],
+    per_path: pd.DataFrame,
+    threshold: float,
+) -> None:
+    """The common paths (probability above ``threshold``) and active threshold per model."""
     common = (
         per_path.assign(common=per_path["p"] > threshold)
         .groupby("model", observed=True)["common"]
@@ -205,7 +239,28 @@ def analyze(
         for rec, label in zip(records, labels, strict=True)
     }
 
-    # ---- matplotlib figures
+
+def _write_figures(
+    report: Report,
+    records: list[Records],
+    labels: list[str],
+    tables: _Tables,
+    threshold: float,
+    bins: int,
+    formats: tuple[str, ...],
+    dpi: int,
+) -> dict[str, Any]:
+    """Write the matplotlib figures and each model's routing-space graph files.
+
+    Returns:
+        The routing-space graph of each model label.
+    """
+    from matplotlib.figure import Figure  # deferred: matplotlib is slow to import
+
+    from dynviz.model.graph import space_graph, to_graphml, to_json
+    from dynviz.plots import mpl as plots
+
+    out, per_path = report.out, tables.per_path
     ax = plots.probability_histogram(
         per_path,
         bins=bins,
@@ -222,10 +277,10 @@ def analyze(
         per_path, x="scale", ax=by_scale, title="Fig. 5 per scale", xlabel="scale"
     )
     report.figures["fig5_layer_scale"] = _save(fig, out, "fig5_layer_scale", formats, dpi)
-    ax = plots.cost_histogram(images, title="Real cost per image")
+    ax = plots.cost_histogram(tables.images, title="Real cost per image")
     report.figures["cost_histogram"] = _save(ax.figure, out, "cost_histogram", formats, dpi)
     report.figures["routing_vs_scale"] = _save(
-        routing_figure(vs), out, "routing_vs_scale", formats, dpi
+        routing_figure(tables.vs), out, "routing_vs_scale", formats, dpi
     )
     graphs = {}
     for rec, label in zip(records, labels, strict=True):
@@ -249,36 +304,45 @@ def analyze(
             title=f"{label}: paths shaded by activation probability",
         )
         report.figures[f"space_{name}"] = _save(ax.figure, out, f"space_{name}", formats, dpi)
+    return graphs
 
-    # ---- plotly figures
-    if html:
-        try:
-            from dynviz.plots import interactive
-        except ImportError:
-            logger.warning("plotly is not installed: no HTML figures (pip install plotly)")
-        else:
-            pages = {
-                "fig5_probability": interactive.probability_histogram(
-                    per_path, bins=bins, threshold=threshold
-                ),
-                "probability_violin": interactive.probability_violin(per_path),
-                "cost_histogram": interactive.cost_histogram(images),
-                "routing_vs_scale": interactive.routing_scatter(vs),
-            }
-            for rec, label in zip(records, labels, strict=True):
-                name = slug(label)
-                pages[f"heatmap_{name}"] = interactive.probability_heatmap(
-                    probability_matrix(rec.gates),
-                    title=f"{label}: share of images running each cell",
-                )
-                pages[f"space_{name}"] = interactive.space_figure(
-                    graphs[label], threshold=threshold, title=f"{label}: routing space"
-                )
-            for name, fig in pages.items():
-                fig.write_html(out / f"{name}.html", include_plotlyjs="directory", full_html=True)
-                report.html[name] = f"{name}.html"
-    _write_report(report, records, labels, costs, summary, threshold)
-    return report
+
+def _write_html(
+    report: Report,
+    records: list[Records],
+    labels: list[str],
+    tables: _Tables,
+    graphs: dict[str, Any],
+    threshold: float,
+    bins: int,
+) -> None:
+    """Write the plotly HTML figures (skipped with a warning when plotly is missing)."""
+    try:
+        from dynviz.plots import interactive  # deferred: plotly is optional and slow to import
+    except ImportError:
+        logger.warning("plotly is not installed: no HTML figures (pip install plotly)")
+        return
+    per_path = tables.per_path
+    pages = {
+        "fig5_probability": interactive.probability_histogram(
+            per_path, bins=bins, threshold=threshold
+        ),
+        "probability_violin": interactive.probability_violin(per_path),
+        "cost_histogram": interactive.cost_histogram(tables.images),
+        "routing_vs_scale": interactive.routing_scatter(tables.vs),
+    }
+    for rec, label in zip(records, labels, strict=True):
+        name = slug(label)
+        pages[f"heatmap_{name}"] = interactive.probability_heatmap(
+            probability_matrix(rec.gates),
+            title=f"{label}: share of images running each cell",
+        )
+        pages[f"space_{name}"] = interactive.space_figure(
+            graphs[label], threshold=threshold, title=f"{label}: routing space"
+        )
+    for name, fig in pages.items():
+        fig.write_html(report.out / f"{name}.html", include_plotlyjs="directory", full_html=True)
+        report.html[name] = f"{name}.html"
 
 
 def routing_figure(vs: pd.DataFrame) -> Any:
@@ -318,168 +382,3 @@ def routing_figure(vs: pd.DataFrame) -> Any:
         else "share of active paths at 1/4",
     )
     return fig
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "n/a"
-        return f"{value:.{digits}g}"
-    return str(value)
-
-
-def _markdown(frame: pd.DataFrame, digits: int = 4) -> str:
-    head = "| " + " | ".join(map(str, frame.columns)) + " |"
-    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
-    rows = [
-        "| " + " | ".join(_fmt(v, digits) for v in row) + " |"
-        for row in frame.itertuples(index=False)
-    ]
-    return "\n".join([head, rule, *rows])
-
-
-def _countings(records: list[Records], labels: list[str]) -> str:
-    """``"paper"`` when every records folder shares one counting, else per model."""
-    countings = [rec.sidecar.counting.value for rec in records]
-    if len(set(countings)) == 1:
-        return countings[0]
-    return ", ".join(f"{c} ({label})" for c, label in zip(countings, labels, strict=True))
-
-
-def _write_report(
-    report: Report,
-    records: list[Records],
-    labels: list[str],
-    costs: pd.DataFrame,
-    summary: Any,
-    threshold: float,
-) -> None:
-    lines = ["# Route analysis", ""]
-    lines += [
-        "| model | records | images | data | checkpoint |",
-        "| --- | --- | ---: | --- | --- |",
-    ]
-    for rec, label in zip(records, labels, strict=True):
-        ckpt = rec.sidecar.checkpoint
-        sha = ((ckpt.sha256 if ckpt else None) or "")[:12]
-        lines.append(
-            f"| {label} | `{rec.path}` | {len(rec.images)} | {rec.sidecar.data_label} | "
-            f"{sha + '...' if sha else 'untrained'} |"
-        )
-    cost_columns = [c for c in costs.columns if c.endswith(("_mean", "_max", "_min"))]
-    cost_columns = [c for c in cost_columns if "gmacs" in c]
-    unit = mac_unit(costs[cost_columns].to_numpy().ravel())
-    lines += [
-        "",
-        "## Cost and accuracy (Table 1 columns)",
-        "",
-        f"Real and expected cost per image in {unit.label} ({MAC_NOTE}). mIoU is data-set "
-        "level (summed confusion matrices).",
-        "",
-        f"Counting: {_countings(records, labels)} (`dynviz record --counting`; official: as "
-        "the official code's counters report).",
-        "",
-    ]
-    shown = costs.copy()
-    shown["miou"] = 100 * shown["miou"]
-    shown[cost_columns] = unit(shown[cost_columns])
-    shown = shown.drop(columns=["miou_image_mean", "pixel_accuracy"]).rename(
-        columns={
-            "miou": "mIoU (%)",
-            "real_gmacs_mean": f"real {unit.label} avg",
-            "real_gmacs_max": "real max",
-            "real_gmacs_min": "real min",
-            "expected_gmacs_mean": f"expected {unit.label} avg",
-            "expected_gmacs_max": "expected max",
-            "expected_gmacs_min": "expected min",
-        }
-    )
-    lines += [_markdown(shown), ""]
-    adaptivity = report.summary.get("adaptivity") or {}
-    if adaptivity:
-        lines += ["## Do the routes adapt to the image?", ""]
-        for label, figures in adaptivity.items():
-            lines += [f"**{label}**", ""]
-            lines += [f"- {line}" for line in RouteAdaptivity(**figures).sentences()]
-            lines.append("")
-    if "aug_costs" in report.tables:
-        augmented = pd.read_csv(report.out / report.tables["aug_costs"])
-        lines += [
-            "## Test-time augmentation",
-            "",
-            "Records made with `--aug` hold one row per image and variant (the tables above "
-            "count each variant as an image). Real GMACs of each variant and of the whole "
-            "augmented image (the row without a scale), and the variant's share of it:",
-            "",
-            _markdown(augmented),
-            "",
-        ]
-    rules = report.summary.get("active_threshold") or {}
-    lines += [
-        "## Activation probability (Fig. 5)",
-        "",
-        "A path's activation probability is the share of images in which it was open: "
-        + "; ".join(f"{label}, alpha > {t:g}" for label, t in rules.items())
-        + " (the records' active threshold; the records keep the gates' own alphas beside).",
-        "",
-        "![Fig. 5](fig5_probability.png)",
-        "",
-        "![Fig. 5 per layer and scale](fig5_layer_scale.png)",
-        "",
-    ]
-    for label, (kept, total) in report.summary["common_paths"].items():
-        lines.append(
-            f"- {label}: {kept} of {total} paths are active in more than "
-            f"{100 * threshold:g}% of images (before pruning dangling cells)."
-        )
-    lines.append("")
-    for label in labels:
-        name = slug(label)
-        lines += [
-            f"### {label}",
-            "",
-            f"![cells of {label}](heatmap_{name}.png)",
-            "",
-            f"![routing space of {label}](space_{name}.png)",
-            "",
-        ]
-    lines += [
-        "## Cost per image",
-        "",
-        "![cost histogram](cost_histogram.png)",
-        "",
-        "## Routing versus object scale",
-        "",
-        "![routing vs scale](routing_vs_scale.png)",
-        "",
-    ]
-    corr = summary.correlations
-    focus = corr[
-        (corr["metric"].isin(["fine_share", "fine_cost_share", "mean_scale_index"]))
-        & (corr["stat"].isin(["stat_mean_object_area", "stat_small_fraction"]))
-    ]
-    if not focus.empty:
-        focus = focus.assign(
-            metric=focus["metric"].map(readable), stat=focus["stat"].map(readable)
-        ).rename(columns=readable_columns(list(focus.columns)))
-        lines += ["Correlation over images:", "", _markdown(focus, 3), ""]
-    if not summary.by_regime.empty:
-        by_regime = summary.by_regime.copy()
-        if "real_gmacs" in by_regime.columns:
-            regime_unit = mac_unit(by_regime["real_gmacs"])
-            by_regime["real_gmacs"] = regime_unit(by_regime["real_gmacs"])
-            by_regime = by_regime.rename(columns={"real_gmacs": f"real cost ({regime_unit.label})"})
-        by_regime = by_regime.rename(columns=readable_columns(list(by_regime.columns)))
-        lines += ["Mean per scene regime:", "", _markdown(by_regime, 3), ""]
-    lines += ["## Files", ""]
-    lines += [f"- [{name}]({file})" for name, file in report.tables.items()]
-    for name, files in report.figures.items():
-        lines.append(
-            f"- {name}: "
-            + ", ".join(f"[{f.rsplit('.', 1)[-1]}]({f})" for f in files)
-            + (f", [html]({report.html[name]})" if name in report.html else "")
-        )
-    for name, file in report.html.items():
-        if name not in report.figures:
-            lines.append(f"- {name}: [html]({file})")
-    (report.out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -153,7 +153,7 @@ class Figure:
         note: str = "",
     ) -> Figure:
         """The figure of per-round values: their median, with their quartiles."""
-        from dynviz.inference.latency import quartiles
+        from dynviz.support.timing import quartiles
 
         finite = [float(v) for v in values if v == v]  # drop NaN
         if not finite:
@@ -199,7 +199,7 @@ class Section:
     contended: int = 0
 
     def add_timings(self, timings: Any) -> None:
-        """Account for a :class:`dynviz.inference.latency.Timings` measured for this section."""
+        """Account for a :class:`dynviz.support.timing.Timings` measured for this section."""
         self.waits += [w for ws in timings.waits.values() for w in ws if w is not None]
         self.samples += timings.count
         self.retaken += timings.retaken

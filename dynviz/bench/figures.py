@@ -4,6 +4,9 @@
 (c) recording overhead; (d) distance to the machine's SGEMM rate; (e) exported static nets;
 (f) analysis at scale; (g) latency per node beside MACs. Each returns a :class:`Section` (the
 table) and its :class:`Figure` list (the headline ratios and targets).
+
+The module runs to about 600 lines: seven measurements of one benchmark, each a function of
+about 70 lines with its table and targets; the timing harness is :mod:`dynviz.support.timing`.
 """
 
 from __future__ import annotations
@@ -40,8 +43,8 @@ from dynviz.model.config import RoutingSpaceConfig
 from dynviz.model.cost import cost_table
 from dynviz.model.network import RoutingNetwork
 from dynviz.model.route import Route
-from dynviz.model.zoo import load_spec
-from dynviz.units import GIGA
+from dynviz.model.zoo import common_like_route, load_spec
+from dynviz.units import GIGA, format_macs, mac_unit
 
 __all__ = [
     "SPECIAL_CASES",
@@ -72,31 +75,10 @@ SectionResult = tuple[Section, list[Figure]]
 
 
 # ---------------------------------------------------------------------------------- routes
-def common_like_route(config: RoutingSpaceConfig) -> Route:
-    """A synthetic stand-in for an extracted Common net (Table 1).
-
-    Three chains share the first 1/4 cells, then split: an encoder-decoder (U) chain goes down
-    to 1/32, stays there and comes back up to 1/4 over the last three layers; a 1/8 stream and
-    a 1/16 stream keep their scale. Every scale runs and three scales reach the decoder. Needs
-    a 4-scale space with at least 7 layers.
-    """
-    n = config.num_layers + 1
-    if config.num_scales != 4 or n < 8:
-        raise ValueError("the common-like route needs 4 scales and at least 7 layers")
-    u = [4, 4, 8, 16] + [32] * (n - 7) + [16, 8, 4]
-    eighth = [4, 4] + [8] * (n - 2)
-    sixteenth = [4, 4, 8] + [16] * (n - 3)
-    return Route.from_chains(
-        config,
-        [u, eighth, sixteenth],
-        name="common-like",
-        description="synthetic Common-like net: U chain, 1/8 and 1/16 streams",
-    )
-
-
 def benchmark_routes(config: RoutingSpaceConfig, extra: tuple[str, ...] = ()) -> dict[str, Route]:
-    """all-open, the special cases, a Common-like route and ``extra`` route specs, in
-    ``config``'s space (a special case is skipped where its space has another shape)."""
+    """all-open, the special cases, a Common-like route (the zoo's
+    :func:`~dynviz.model.zoo.common_like_route`) and ``extra`` route specs, in ``config``'s space
+    (a special case is skipped where its space has another shape)."""
     routes = {"all-open": Route.all_open(config)}
     for name in (*SPECIAL_CASES, *extra):
         spec = load_spec(name)
@@ -384,7 +366,7 @@ def bench_machine_limit(settings: BenchSettings) -> SectionResult:
         section.rows.append([name, times[name], rate / GIGA, ratios[name]])
     best = max(ratios, key=lambda k: ratios[k])
     section.notes += [
-        f"MACs: {macs / GIGA:.2f} G (cost_table(...).total(), paper counting); the ratio is "
+        f"MACs: {format_macs(macs / GIGA)} (cost_table(...).total(), paper counting); the ratio is "
         "(MACs / time) / (SGEMM MACs / time), both timed in the same interleaved rounds.",
         "default: RoutingNetwork in eval mode under inference_mode (channels-last inside), "
         "the process's malloc thresholds raised (dynviz.bench.tune_malloc); the 128 KiB row "
@@ -558,20 +540,22 @@ def bench_latency(settings: BenchSettings) -> SectionResult:
         config, size, repeats=settings.repeats, threads=settings.threads, max_wait=settings.max_wait
     )
     table = cost_table(config, size)
+    rows = latency_rows(latency, table)
+    unit = mac_unit(r.macs / GIGA for r in rows)  # one prefix for the column
     section = Section(
         "g",
         f"Latency per node beside MACs: {config.name} at {size[0]}x{size[1]}",
-        ["scale", "component", "MMACs", "ms", "GMAC/s"],
+        ["scale", "component", unit.label, "ms", "GMAC/s"],
     )
-    rows = latency_rows(latency, table)
     section.rows += [
-        [f"1/{r.stride}", r.component, r.macs / 1e6, r.seconds * 1e3, r.gmacs_per_s] for r in rows
+        [f"1/{r.stride}", r.component, unit(r.macs / GIGA), r.seconds * 1e3, r.gmacs_per_s]
+        for r in rows
     ]
     ops = [r for r in rows if r.component == "op"]
     spread = max(r.seconds for r in ops) / max(min(r.seconds for r in ops), 1e-12)
     mac_spread = max(r.macs for r in ops) / max(min(r.macs for r in ops), 1.0)
     section.notes += [
-        f"stem {latency.stem * 1e3:.1f} ms ({table.stem / 1e6:.0f} MMACs); predictor and final "
+        f"stem {latency.stem * 1e3:.1f} ms ({format_macs(table.stem / GIGA)}); predictor and final "
         f"upsampling {latency.decoder_fixed * 1e3:.1f} ms.",
         f"op = ReLU(SepConv(X) + X): the slowest scale's op takes {spread:.1f}x the fastest's "
         f"time while their MACs differ by {mac_spread:.2f}x.",

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from dynviz.bench.core import BenchSettings, Figure, Section
-from dynviz.inference.latency import measure_calls, torch_threads
 from dynviz.model import build_model
 from dynviz.model.route import Route
 from dynviz.model.zoo import load_spec
+from dynviz.support.timing import measure_calls, torch_threads
 
 __all__ = ["InMemoryDataset", "generated_records", "measure_analysis", "measure_recording"]
 
@@ -304,7 +304,7 @@ def _page_times(
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    from dynviz.record import FORMAT, FORMAT_VERSION, write_records
+    from dynviz.record import Sidecar, write_records
 
     pages = sorted(
         p.relative_to(app.parent).as_posix()
@@ -314,20 +314,16 @@ def _page_times(
     out: dict[str, float] = {}
     previous = os.environ.get(APP_DIR_ENV)
     with tempfile.TemporaryDirectory() as tmp:
-        meta = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "name": "generated",
-            "config": config.to_dict(),
-            "route": None,
-            "forced_route": None,
-            "dynamic": True,
-            "num_classes": int(config.num_classes),
-            "threshold": float(config.active_threshold),
-            "input_sizes": [[1024, 2048]],
-            "num_images": int(len(images)),
-        }
-        write_records(Path(tmp) / "records" / "generated", gates, images, meta)
+        sidecar = Sidecar(
+            name="generated",
+            config_dict=config.to_dict(),
+            dynamic=True,
+            num_classes=int(config.num_classes),
+            threshold=float(config.active_threshold),
+            input_sizes=((1024, 2048),),
+            num_images=int(len(images)),
+        )
+        write_records(Path(tmp) / "records" / "generated", gates, images, sidecar)
         os.environ[APP_DIR_ENV] = tmp
         quiet = logging.getLogger("streamlit")
         level = quiet.level

@@ -1,7 +1,7 @@
 """``dynviz attribute SOURCE IMAGE --out DIR``: why an image takes its route.
 
 Writes the exact attribution maps of every gate that runs on the image
-(``dynviz.analysis.attribution``): ``attribution.parquet`` (one row per path: logit, bias, alpha,
+(``dynviz.model.attribution``): ``attribution.parquet`` (one row per path: logit, bias, alpha,
 the map itself), one PNG overlay per path under ``maps/``, the per-image region maps of the down
 and up paths and ``summary.csv``. SOURCE is a run directory, a ``.pt`` checkpoint, or a model
 preset / YAML (an untrained network, for smoke tests).
@@ -51,8 +51,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from dynviz.analysis.attribution import attribute, write_attribution
     from dynviz.data import Resize
+    from dynviz.model.attribution import attribute
+    from dynviz.plots.attribution_png import write_attribution
     from dynviz.record import load_records_model
     from dynviz.record.uploads import read_upload
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import tempfile
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dynviz.commands import (
     add_aug_option,
@@ -32,6 +32,7 @@ from dynviz.inference.tta import Augment
 from dynviz.model import ConfigError
 from dynviz.model.checkpoint import load_model, run_data_spec
 from dynviz.support.distributed import init_distributed
+from dynviz.units import mac_unit
 
 if TYPE_CHECKING:
     from dynviz.model.flopcheck import FlopCheck
@@ -84,6 +85,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _cost_rows(costs: dict[str, Any], *, title: str, note: str = "") -> list[str]:
+    """A blank line, a header in the unit of the largest cost (:mod:`dynviz.units`), and one
+    ``mean max min`` row per entry of ``costs``."""
+    unit = mac_unit([value for stats in costs.values() for value in (stats.mean, stats.max)])
+    lines = ["", f"{title + unit.label:<12}{'mean':>10}{'max':>10}{'min':>10}{note}"]
+    for label, stats in costs.items():
+        mean, high, low = (unit(v) for v in (stats.mean, stats.max, stats.min))
+        lines.append(f"{label:<12}{mean:>10.4f}{high:>10.4f}{low:>10.4f}")
+    return lines
+
+
 def _format_table(result: EvalResult, header: dict[str, str]) -> str:
     lines = [f"{k:<12}{v}" for k, v in header.items()]
     lines += [
@@ -94,13 +106,10 @@ def _format_table(result: EvalResult, header: dict[str, str]) -> str:
     ]
     if result.expected_cost_ratio is not None:
         lines.append(f"{'E / C_all':<12}{result.expected_cost_ratio:.4f}")
-    lines += ["", f"{'GMACs':<12}{'mean':>10}{'max':>10}{'min':>10}"]
-    for label, stats in (("real", result.real_gmacs), ("expected", result.expected_gmacs)):
-        lines.append(f"{label:<12}{stats.mean:>10.4f}{stats.max:>10.4f}{stats.min:>10.4f}")
+    costs = {"real": result.real_gmacs, "expected": result.expected_gmacs}
+    lines += _cost_rows(costs, title="")
     if result.aug_real_gmacs:
-        lines += ["", f"{'real GMACs':<12}{'mean':>10}{'max':>10}{'min':>10}  per variant"]
-        for label, stats in result.aug_real_gmacs.items():
-            lines.append(f"{label:<12}{stats.mean:>10.4f}{stats.max:>10.4f}{stats.min:>10.4f}")
+        lines += _cost_rows(result.aug_real_gmacs, title="real ", note="  per variant")
     lines += ["", "per-class IoU"]
     width = max(len(n) for n in result.class_names) + 2
     for name, value in zip(result.class_names, result.per_class_iou, strict=True):
@@ -109,27 +118,24 @@ def _format_table(result: EvalResult, header: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def _main(args: argparse.Namespace) -> int:
-    parser = argparse.ArgumentParser()
-    configure_parser(parser)
-    args = split_settings(parser, args, "checkpoint")
-    aug = Augment.parse(args.aug)
+def _check_output_options(args: argparse.Namespace) -> None:
+    """``--format`` and ``--out`` go together."""
     if args.format and not args.out:
         raise ConfigError(f"--format {args.format} needs --out DIR")
     if args.out and not args.format:
         raise ConfigError("--out is the folder of --format files; add --format cityscapes-test")
-    info = init_distributed(args.device)
-    if info.world_size > 1 and (args.format or args.evaluator == "cityscapes"):
-        raise ConfigError("--format and --evaluator cityscapes run in one process (no torchrun)")
-    model, meta = load_model(args.checkpoint)
-    spec = args.data or run_data_spec(meta)
-    if not spec:
-        raise ConfigError(f"{meta['path']}: records no training data; pass --data SPEC")
-    transform = Resize(tuple(args.size)) if args.size else None
-    dataset = build_dataset(spec, split=args.split, transform=transform)
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError(f"--limit {args.limit} must be >= 1")
-    model.to(info.device)
+
+
+def _run_evaluation(
+    args: argparse.Namespace, model: Any, dataset: Any, device: Any, aug: Augment | None
+) -> tuple[EvalResult, dict[str, Any] | None, CityscapesWriter | None]:
+    """Evaluate ``model`` on ``dataset``; with ``--format`` or ``--evaluator cityscapes`` also
+    write the benchmark files (into a scratch folder without ``--out``) and score them.
+
+    Returns:
+        ``(result, official, writer)``: ``official`` is the Cityscapes evaluator's result or
+        None, ``writer`` the file writer or None.
+    """
     writer = None
     scratch = None
     if args.format or args.evaluator == "cityscapes":
@@ -142,7 +148,7 @@ def _main(args: argparse.Namespace) -> int:
         result = evaluate(
             model,
             dataset,
-            device=info.device,
+            device=device,
             limit=args.limit,
             workers=args.workers,
             progress=args.progress,
@@ -158,6 +164,89 @@ def _main(args: argparse.Namespace) -> int:
     finally:
         if scratch is not None:
             scratch.cleanup()
+    return result, official, writer
+
+
+def _print_json_result(
+    args: argparse.Namespace,
+    result: EvalResult,
+    meta: dict[str, Any],
+    spec: str,
+    official: dict[str, Any] | None,
+    writer: CityscapesWriter | None,
+    checks: list[tuple[str, FlopCheck]],
+    differs: bool,
+) -> None:
+    payload = result.to_dict()
+    payload.update(
+        {
+            "checkpoint": meta["path"],
+            "sha256": meta["sha256"],
+            "iteration": meta.get("iteration"),
+            "data": spec,
+            "split": args.split,
+        }
+    )
+    if official is not None:
+        payload["cityscapes_evaluator"] = official
+    if checks:
+        payload["check_flops"] = {
+            "images": [{"image_id": i, **c.to_json()} for i, c in checks],
+            "agree": not differs,
+        }
+    if writer is not None and args.out:
+        payload["files"] = {"format": args.format, "out": args.out, "count": len(writer.files)}
+    print_json(payload)
+
+
+def _print_text_result(
+    args: argparse.Namespace,
+    result: EvalResult,
+    meta: dict[str, Any],
+    spec: str,
+    aug: Augment | None,
+    official: dict[str, Any] | None,
+    writer: CityscapesWriter | None,
+    checks: list[tuple[str, FlopCheck]],
+) -> None:
+    header = {
+        "checkpoint": f"{meta['path']} (iteration {meta.get('iteration')})",
+        "data": f"{spec} [{args.split}]",
+        "size": f"{args.size[0]}x{args.size[1]}" if args.size else "native",
+        "counting": f"{result.counting} (GMACs)",
+    }
+    if aug is not None:
+        header["aug"] = f"{aug} ({len(aug.variants)} forward passes per image)"
+    print(_format_table(result, header))
+    if official is not None:
+        shown = "n/a" if official["miou"] is None else f"{100 * official['miou']:.2f} %"
+        print(f"\ncityscapes evaluator (evalPixelLevelSemanticLabeling): mIoU {shown}")
+    if writer is not None and args.out:
+        print(f"\nwrote {len(writer.files)} {args.format} file(s) to {args.out}")
+    if checks:
+        print()
+        print(format_flop_checks(checks))
+
+
+def _main(args: argparse.Namespace) -> int:
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    args = split_settings(parser, args, "checkpoint")
+    aug = Augment.parse(args.aug)
+    _check_output_options(args)
+    info = init_distributed(args.device)
+    if info.world_size > 1 and (args.format or args.evaluator == "cityscapes"):
+        raise ConfigError("--format and --evaluator cityscapes run in one process (no torchrun)")
+    model, meta = load_model(args.checkpoint)
+    spec = args.data or run_data_spec(meta)
+    if not spec:
+        raise ConfigError(f"{meta['path']}: records no training data; pass --data SPEC")
+    transform = Resize(tuple(args.size)) if args.size else None
+    dataset = build_dataset(spec, split=args.split, transform=transform)
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit {args.limit} must be >= 1")
+    model.to(info.device)
+    result, official, writer = _run_evaluation(args, model, dataset, info.device, aug)
     if not info.is_main:
         return 0
     checks = []
@@ -171,44 +260,9 @@ def _main(args: argparse.Namespace) -> int:
         for op in check.compared
     )
     if args.json:
-        payload = result.to_dict()
-        payload.update(
-            {
-                "checkpoint": meta["path"],
-                "sha256": meta["sha256"],
-                "iteration": meta.get("iteration"),
-                "data": spec,
-                "split": args.split,
-            }
-        )
-        if official is not None:
-            payload["cityscapes_evaluator"] = official
-        if checks:
-            payload["check_flops"] = {
-                "images": [{"image_id": i, **c.to_json()} for i, c in checks],
-                "agree": not differs,
-            }
-        if writer is not None and args.out:
-            payload["files"] = {"format": args.format, "out": args.out, "count": len(writer.files)}
-        print_json(payload)
+        _print_json_result(args, result, meta, spec, official, writer, checks, differs)
     else:
-        header = {
-            "checkpoint": f"{meta['path']} (iteration {meta.get('iteration')})",
-            "data": f"{spec} [{args.split}]",
-            "size": f"{args.size[0]}x{args.size[1]}" if args.size else "native",
-            "counting": f"{result.counting} (GMACs)",
-        }
-        if aug is not None:
-            header["aug"] = f"{aug} ({len(aug.variants)} forward passes per image)"
-        print(_format_table(result, header))
-        if official is not None:
-            shown = "n/a" if official["miou"] is None else f"{100 * official['miou']:.2f} %"
-            print(f"\ncityscapes evaluator (evalPixelLevelSemanticLabeling): mIoU {shown}")
-        if writer is not None and args.out:
-            print(f"\nwrote {len(writer.files)} {args.format} file(s) to {args.out}")
-        if checks:
-            print()
-            print(format_flop_checks(checks))
+        _print_text_result(args, result, meta, spec, aug, official, writer, checks)
     return 1 if differs else 0
 
 

@@ -32,7 +32,7 @@ from dynviz.inference.export import (
 )
 from dynviz.model.config import ConfigError
 from dynviz.model.cost import cost_table
-from dynviz.units import GIGA
+from dynviz.units import GIGA, format_macs
 
 __all__ = ["configure_parser", "main"]
 
@@ -156,7 +156,7 @@ def main(args: argparse.Namespace) -> int:
     print(
         f"wrote {path} ({result['bytes'] / 1e6:.1f} MB): route {route.name!r}, "
         f"{len(route.cells)} cells, {len(route)} paths, {params:,} params, "
-        f"{gmacs:.2f} GMACs at {cost_size[0]}x{cost_size[1]}, input {shape}, "
+        f"{format_macs(gmacs)} at {cost_size[0]}x{cost_size[1]}, input {shape}, "
         f"{'BN folded' if not args.no_fold else 'BN kept'}, no gates"
     )
     if args.check:

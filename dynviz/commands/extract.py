@@ -60,7 +60,7 @@ def _main(args: argparse.Namespace) -> int:
         print(f"  {route.meta.get('notes', '')}")
         return 0
     from dynviz.analysis.common import PAPER_SIZE
-    from dynviz.model.catalogue import model_cost
+    from dynviz.model.zoo import model_cost
     from dynviz.record import read_records
 
     size = args.size or read_records(args.records).sidecar.input_size or PAPER_SIZE

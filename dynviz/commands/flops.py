@@ -1,5 +1,5 @@
 """``dynviz flops``: MACs and parameters of a model, by component, and the special-case table
-(computed by :mod:`dynviz.model.catalogue`).
+(computed by :mod:`dynviz.model.zoo`).
 
 ``--check`` also counts the executed network with an independent counter (fvcore's
 ``FlopCountAnalysis``, else torch's ``FlopCounterMode``; :mod:`dynviz.model.flopcheck`) and prints
@@ -16,12 +16,11 @@ from typing import Any
 
 from dynviz.commands import add_threads_option, positive_int, set_threads
 from dynviz.errors import EXIT_BAD_FILE, EXIT_USAGE, BadFileError, UserError
-from dynviz.model.catalogue import ModelCost, model_cost, special_cases
 from dynviz.model.config import ConfigError
 from dynviz.model.cost import Counting
 from dynviz.model.flopcheck import OPERATOR_NAMES, FlopCheck, FlopCounter
 from dynviz.model.route import Route
-from dynviz.model.zoo import load_spec
+from dynviz.model.zoo import ModelCost, load_spec, model_cost, special_cases
 from dynviz.units import GIGA, mac_unit
 
 __all__ = ["DEFAULT_SIZE", "configure_parser", "format_check", "main"]
@@ -119,7 +118,8 @@ def _print_model(cost: ModelCost, *, sized: str = "") -> None:
 
 
 def _print_special(costs: list[ModelCost]) -> None:
-    rows = [["model", "params (M)", "paper", "diff", "GMACs", "paper", "diff"]]
+    unit = mac_unit(c.gmacs for c in costs)  # one prefix for the column (GMACs at paper sizes)
+    rows = [["model", "params (M)", "paper", "diff", unit.label, "paper", "diff"]]
     for c in costs:
         paper = c.paper or {}
         pp, pg = paper.get("params_m"), paper.get("gflops")
@@ -129,8 +129,8 @@ def _print_special(costs: list[ModelCost]) -> None:
                 f"{c.params / 1e6:.2f}",
                 f"{pp:.1f}" if pp else "-",
                 f"{100 * (c.params / 1e6 - pp) / pp:+.1f}%" if pp else "-",
-                f"{c.gmacs:.1f}",
-                f"{pg:.1f}" if pg else "-",
+                f"{unit(c.gmacs):.1f}",
+                f"{unit(pg):.1f}" if pg else "-",
                 f"{100 * (c.gmacs - pg) / pg:+.1f}%" if pg else "-",
             ]
         )
@@ -151,7 +151,8 @@ def format_check(check: FlopCheck, *, image: str | None = None) -> str:
     """The text of a flop check: by component and by operator, analytic MACs of what ran, the
     counter's, and the relative difference; then what the counter does not count."""
     total = max(check.analytic_by(), 1)
-    unit, scale = ("GMACs", 1e9) if total >= 1e9 else ("MMACs", 1e6)
+    unit = mac_unit(total / GIGA)  # the prefix of the largest value, for every column
+    scale = GIGA / unit.factor  # MACs per displayed unit
     name = {"fvcore": "fvcore FlopCountAnalysis", "torch": "torch FlopCounterMode"}[check.counter]
     h, w = check.size
     route = (
@@ -163,7 +164,7 @@ def format_check(check: FlopCheck, *, image: str | None = None) -> str:
         f"check: {name} on the executed network, {image or 'a random image'} at {h}x{w} "
         f"({route}), against the analytic MACs of what ran (complete counting)"
     ]
-    head = ["", f"analytic {unit}", f"{check.counter} {unit}", "difference"]
+    head = ["", f"analytic {unit.label}", f"{check.counter} {unit.label}", "difference"]
     rows = [["component", *head[1:]]]
     for component in check.components:
         a, c = check.analytic_by(component=component), check.counted_by(component=component)
@@ -182,7 +183,7 @@ def format_check(check: FlopCheck, *, image: str | None = None) -> str:
         shown = ", ".join(
             f"{OPERATOR_NAMES.get(op, op)} {macs / scale:.4f}" for op, macs in uncounted.items()
         )
-        lines.append(f"not counted by {check.counter} (analytic {unit}): {shown}")
+        lines.append(f"not counted by {check.counter} (analytic {unit.label}): {shown}")
     return "\n".join(lines)
 
 

@@ -8,10 +8,10 @@ import argparse
 import json
 
 from dynviz.commands import guarded, positive_int
-from dynviz.model.catalogue import list_models, model_cost
 from dynviz.model.config import ConfigError
 from dynviz.model.cost import Counting
-from dynviz.model.zoo import load_spec
+from dynviz.model.zoo import list_models, load_spec, model_cost
+from dynviz.units import mac_unit
 
 __all__ = ["configure_parser", "main"]
 
@@ -68,15 +68,16 @@ def _main(args: argparse.Namespace) -> int:
         print(json.dumps(payload))
         return 0
     width = max(len("model"), *(len(r["model"]) for r in rows))
-    print(f"{'model':<{width}}  {'kind':<8}{'params (M)':>11}{'GMACs':>11}")
+    unit = mac_unit(r["gmacs"] for r in rows)  # one prefix for the column
+    print(f"{'model':<{width}}  {'kind':<8}{'params (M)':>11}{unit.label:>11}")
     for row in rows:
         print(
             f"{row['model']:<{width}}  {row['kind']:<8}{row['params'] / 1e6:>11.2f}"
-            f"{row['gmacs']:>11.3f}"
+            f"{unit(row['gmacs']):>11.3f}"
         )
     print(
-        f"\nGMACs at {size[0]}x{size[1]}, {Counting(args.counting).value} counting; a dynamic "
-        "model's with every path open (its upper bound)."
+        f"\n{unit.label} at {size[0]}x{size[1]}, {Counting(args.counting).value} counting; "
+        "a dynamic model's with every path open (its upper bound)."
     )
     return 0
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
+
 from dynviz.commands import (
     add_aug_option,
     add_threads_option,
@@ -14,8 +16,7 @@ from dynviz.commands import (
     positive_int,
     print_json,
 )
-from dynviz.data import DataError, parse_spec
-from dynviz.data.palette import palette_for
+from dynviz.data.palette import palette_for, palette_for_spec
 from dynviz.errors import EXIT_BAD_FILE
 from dynviz.inference.predict import CSV_FILE, predict_files
 from dynviz.inference.tta import Augment
@@ -75,14 +76,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _palette_kind(choice: str, meta: dict) -> str | None:
+def _palette(choice: str, meta: dict) -> np.ndarray:
+    """``--palette``: a data set's palette by name, or ``auto``: the run's data set's (the
+    explorer's rule, :func:`dynviz.data.palette.palette_for_spec`)."""
     if choice != "auto":
-        return choice
-    spec = run_data_spec(meta)
-    try:
-        return parse_spec(spec).kind if spec else None
-    except DataError:
-        return None
+        return palette_for(choice)
+    return palette_for_spec(run_data_spec(meta))
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -101,7 +100,7 @@ def _main(args: argparse.Namespace) -> int:
         model,
         args.images,
         args.out,
-        palette=palette_for(_palette_kind(args.palette, meta)),
+        palette=_palette(args.palette, meta),
         aug=aug,
         window=tuple(args.window) if args.window else None,
         stride=tuple(args.window_stride) if args.window_stride else None,

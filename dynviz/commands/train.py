@@ -8,6 +8,10 @@ options (workers, logging, evaluation and checkpoint periods, device, progress) 
 resume. ``--recipe official`` starts from every training value of the official code's released
 config for MODEL (:mod:`dynviz.train.recipe`); options and ``KEY=VALUE`` items given as well
 win. ``--print-config`` prints the settings as YAML and trains nothing.
+
+The training options are made from :class:`~dynviz.train.config.TrainConfig`'s fields
+(:func:`add_config_options`): ``--name-with-dashes`` per field, with the field's type, choices,
+metavar and help text; only the command's own options are written here.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +31,7 @@ from dynviz.commands import guarded, print_json
 from dynviz.model import ConfigError, Route, RoutingSpaceConfig, load_spec
 from dynviz.model.checkpoint import LATEST, CheckpointError, load_checkpoint
 from dynviz.model.zoo import training_defaults
+from dynviz.train.config import RUN
 from dynviz.train.optim import default_warmup_iters
 from dynviz.train.precise_bn import default_precise_bn_batches
 from dynviz.train.recipe import OFFICIAL_COMMIT, Recipe, official_recipe
@@ -38,6 +45,7 @@ from dynviz.train.runconfig import (
 from dynviz.train.trainer import TrainConfig, Trainer
 
 __all__ = [
+    "add_config_options",
     "config_from_args",
     "configure_parser",
     "main",
@@ -52,11 +60,68 @@ INTERMIXED = True  # KEY=VALUE overrides may follow the options
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 
-def _help(text: str, field: str) -> str:
-    default = _DEFAULTS[field]
+def _default_text(field: dataclasses.Field) -> str:
+    """`` (default: X)`` after a help text that does not say its default itself."""
+    default = field.default
+    text = field.metadata["help"]
+    if "default" in text or default in (None, dataclasses.MISSING) or isinstance(default, bool):
+        return ""
     if isinstance(default, tuple):
         default = " ".join(str(v) for v in default)
-    return f"{text} (default: {default})"
+    return f" (default: {default})"
+
+
+def _option(field: dataclasses.Field, hint: Any) -> dict[str, Any]:
+    """The ``add_argument`` keywords of a :class:`TrainConfig` field, from its type and
+    metadata (:func:`dynviz.train.config.setting`). Defaults are None: see
+    :func:`configure_parser`."""
+    meta = field.metadata
+    kwargs: dict[str, Any] = {
+        "help": (meta["help"] + _default_text(field)).replace("%", "%%"),
+        "dest": field.name,
+    }
+    kind = hint
+    if isinstance(hint, types.UnionType):  # X | None
+        (kind,) = (t for t in typing.get_args(hint) if t is not type(None))
+    if kind is bool:
+        return {**kwargs, "action": argparse.BooleanOptionalAction, "default": None}
+    if typing.get_origin(kind) is tuple:
+        items = typing.get_args(kind)
+        kwargs.update(nargs=len(items))
+        kind = items[0]
+    if kind is not str:
+        kwargs["type"] = kind
+    if meta.get("metavar") is not None:
+        kwargs["metavar"] = meta["metavar"]
+    if meta.get("choices") is not None:
+        kwargs["choices"] = meta["choices"]
+    return kwargs
+
+
+def add_config_options(
+    parser: argparse.ArgumentParser,
+    *,
+    exclude: tuple[str, ...] = ("model",),
+    config_class: type[TrainConfig] = TrainConfig,
+) -> dict[str | None, Any]:
+    """One ``--name-with-dashes`` option per :class:`TrainConfig` field (but ``exclude``), its
+    type, choices and help taken from the field, in the ``--help`` group the field names; a
+    field added to ``config_class`` with :func:`dynviz.train.config.setting` is an option.
+
+    Returns:
+        The groups by title (None: ``parser``), for the command's other options.
+    """
+    hints = typing.get_type_hints(config_class)
+    groups: dict[str | None, Any] = {None: parser}
+    for field in dataclasses.fields(config_class):
+        if field.name in exclude:
+            continue
+        title = field.metadata.get("group")
+        if title not in groups:
+            groups[title] = parser.add_argument_group(title)
+        flag = "--" + field.name.replace("_", "-")
+        groups[title].add_argument(flag, **_option(field, hints[field.name]))
+    return groups
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -90,20 +155,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="the KEY=VALUE settings as mmseg spells them (--cfg-options lr=0.01 crop=64,64)",
     )
     parser.add_argument(
-        "--data",
-        metavar="SPEC",
-        help="training data: synthetic[:...], cityscapes:PATH, voc:PATH or folder:PATH",
-    )
-    parser.add_argument(
-        "--out", metavar="RUN_DIR", help="run directory (required unless --config gives it)"
-    )
-    parser.add_argument(
         "--resume",
         action="store_true",
         help="continue the run in RUN_DIR from checkpoint_latest.pt",
-    )
-    parser.add_argument(
-        "--val-data", metavar="SPEC", help="validation data (default: --data with split 'val')"
     )
     parser.add_argument(
         "--recipe",
@@ -118,168 +172,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print the training settings (YAML, as config.yaml's train section) and exit",
     )
-    parser.add_argument(
-        "--init",
-        metavar="WEIGHTS",
-        help="start from these weights: a dynviz checkpoint or run directory, or an official "
-        "DynamicRouting checkpoint; tensors whose shapes do not fit are skipped and listed",
-    )
-    group = parser.add_argument_group("schedule and optimiser")
-    group.add_argument("--iters", type=int, metavar="N", help=_help("iterations", "iters"))
-    group.add_argument(
-        "--batch", type=int, metavar="B", help=_help("total batch over all processes", "batch")
-    )
-    group.add_argument(
-        "--crop", type=int, nargs=2, metavar=("H", "W"), help=_help("training crop", "crop")
-    )
-    group.add_argument(
-        "--scale",
-        type=float,
-        nargs=2,
-        metavar=("MIN", "MAX"),
-        help=_help("random rescale range", "scale"),
-    )
-    group.add_argument("--lr", type=float, help=_help("base learning rate", "lr"))
-    group.add_argument(
-        "--momentum", type=float, metavar="M", help=_help("SGD momentum", "momentum")
-    )
-    group.add_argument(
-        "--weight-decay",
-        type=float,
-        metavar="WD",
-        help=_help("weight decay (0 on BatchNorm)", "weight_decay"),
-    )
-    group.add_argument(
-        "--gate-lr-mult",
-        type=float,
-        metavar="MULT",
-        help=_help(
-            "LR multiplier of gate parameters (official 2.5 from ImageNet weights)", "gate_lr_mult"
-        ),
-    )
-    group.add_argument(
-        "--gate-warmup",
-        type=float,
-        metavar="SHARE",
-        help=_help(
-            "share of training with every path open and the gates idle, before they route "
-            "(not in the paper; helps short runs)",
-            "gate_warmup",
-        ),
-    )
-    group.add_argument(
-        "--close-below",
-        type=float,
-        metavar="ALPHA",
-        help=_help(
-            "after training, close for good the paths of a dynamic network whose alpha is at "
-            "most ALPHA (its active threshold; the paper: 0; not in the paper)",
-            "close_below",
-        ),
-    )
-    group.add_argument(
-        "--warmup-iters",
-        type=int,
-        metavar="N",
-        help="linear warm-up length (default: min(1000, 5%% of --iters))",
-    )
-    group.add_argument(
-        "--grad-clip",
-        type=float,
-        metavar="NORM",
-        help=_help("clip the total gradient norm (0: off)", "grad_clip"),
-    )
-    group.add_argument(
-        "--precise-bn",
-        type=int,
-        metavar="N",
-        help="batches re-estimating the BatchNorm statistics with the final weights (official "
-        "PreciseBN; 0: off) (default: a tenth of --iters, at most the official 200)",
-    )
-    group.add_argument(
-        "--seed", type=int, metavar="S", help=_help("seed of init, sampling, augmentation", "seed")
-    )
-    group = parser.add_argument_group("budget constraint (dynamic networks)")
-    group.add_argument(
-        "--budget-lambda",
-        type=float,
-        metavar="LAMBDA",
-        help="lambda (default: the preset's training default, else 0)",
-    )
-    group.add_argument(
-        "--budget-mu",
-        type=float,
-        metavar="MU",
-        help="mu, target share of the all-open cost (default: the preset's, else 0)",
-    )
-    group.add_argument(
-        "--budget-start",
-        type=float,
-        metavar="SHARE",
-        help=_help("share of training before the budget is on", "budget_start"),
-    )
-    group.add_argument(
-        "--budget-ramp",
-        type=float,
-        metavar="SHARE",
-        help=_help("share of training of its linear ramp", "budget_ramp"),
-    )
-    group.add_argument(
-        "--budget-cost",
-        choices=("macs", "latency"),
-        help=_help(
-            "what the budget constrains: expected MACs (the paper) or expected time from a "
-            "per-node latency table measured on this machine at the crop size",
-            "budget_cost",
-        ),
-    )
-    group.add_argument(
-        "--budget-normaliser",
-        choices=("all-open", "official"),
-        help=_help(
-            "C_all of E / C_all: the all-open expected cost at the crop size, or the official "
-            "constant 26300 MFLOPs (to retrain Dynamic-A/B/C with the paper's own mu)",
-            "budget_normaliser",
-        ),
-    )
-    group.add_argument(
-        "--budget-flops-size",
-        type=int,
-        nargs=2,
-        metavar=("H", "W"),
-        help="input size at which E (and C_all) are measured (default: the crop; the official "
-        "configs ship 1024 2048, where E / 26300 is about 3.6 with every path open)",
-    )
-    group = parser.add_argument_group("run")
-    group.add_argument("--num-classes", type=int, metavar="K", help="classes (default: the data's)")
-    group.add_argument(
-        "--eval-every",
-        type=int,
-        metavar="N",
-        help="evaluate every N iterations (default: only at the end)",
-    )
-    group.add_argument(
-        "--eval-limit",
-        type=int,
-        metavar="N",
-        help="evaluate on the first N validation images (default: all)",
-    )
-    group.add_argument(
-        "--checkpoint-every",
-        type=int,
-        metavar="N",
-        help=_help("write checkpoint_latest.pt every N iterations", "checkpoint_every"),
-    )
-    group.add_argument(
-        "--log-every",
-        type=int,
-        metavar="N",
-        help=_help("log to metrics.jsonl every N iterations", "log_every"),
-    )
-    group.add_argument(
-        "--workers", type=int, metavar="N", help=_help("data-loading workers", "workers")
-    )
-    group.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
+    group = add_config_options(parser)[RUN]
     group.add_argument(
         "--threads",
         type=int,
@@ -288,32 +181,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "machine 1 can be many times faster (OpenMP threads spin-wait)",
     )
     group.add_argument(
-        "--amp",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="bf16 autocast (default: on for CUDA)",
-    )
-    group.add_argument(
-        "--deterministic",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="torch.use_deterministic_algorithms (warn only)",
-    )
-    group.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="tqdm progress bar (default: when stderr is a terminal)",
-    )
-    group.add_argument(
         "--json", action="store_true", help="print one JSON object at the end (the summary)"
-    )
-    group.add_argument(
-        "--tensorboard",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="TensorBoard events (the tensorboard extra: pip install 'dynviz[tensorboard]'); "
-        "default: when it is installed",
     )
 
 

@@ -40,6 +40,7 @@ from PIL import Image
 from dynviz.data.base import DatasetTransform, SegmentationDataset, read_image, read_label
 from dynviz.data.errors import DataFileError
 from dynviz.data.transforms import IGNORE_INDEX
+from dynviz.errors import yaml_problem
 
 __all__ = [
     "DATASET_FILE",
@@ -68,8 +69,10 @@ def _read_settings(path: Path) -> dict[str, Any]:
         return {}
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+    except (OSError, UnicodeDecodeError) as err:
         raise DataFileError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
+    except yaml.YAMLError as err:
+        raise DataFileError(f"{path}: not valid YAML ({yaml_problem(err)})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -86,6 +89,41 @@ def _int_setting(value: Any, key: str, where: str, low: int, high: int | None = 
     if high is not None and value > high:
         raise DataFileError(f"{where}: {key} {value!r} must be <= {high}")
     return int(value)
+
+
+def _pair_by_stem(image_dir: Path, mask_dir: Path) -> list[tuple[Path, Path]]:
+    """Each image of ``image_dir`` with the mask of the same stem in ``mask_dir`` (a
+    ``.png`` mask wins over another of the same stem); masks without an image are ignored
+    with a warning."""
+    images = _images_in(image_dir)
+    stems: dict[str, Path] = {}
+    for image in images:
+        if image.stem in stems:
+            raise DataFileError(
+                f"two images with the stem {image.stem!r}: {stems[image.stem]}, {image}"
+            )
+        stems[image.stem] = image
+    masks: dict[str, Path] = {}
+    for mask in _images_in(mask_dir):
+        if mask.stem not in masks or mask.suffix.lower() == ".png":
+            masks[mask.stem] = mask
+    missing = [image for image in images if image.stem not in masks]
+    if missing:
+        shown = ", ".join(str(p) for p in missing[:3])
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise DataFileError(
+            f"{len(missing)} image(s) without a mask in {mask_dir}: {shown}{more} "
+            f"(expected {mask_dir / (missing[0].stem + '.png')})"
+        )
+    orphans = sorted(set(masks) - set(stems))
+    if orphans:
+        logger.warning(
+            "%s: %d mask(s) without an image, ignored (e.g. %s)",
+            mask_dir,
+            len(orphans),
+            masks[orphans[0]],
+        )
+    return [(image, masks[image.stem]) for image in images]
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -209,35 +247,7 @@ class FolderDataset(SegmentationDataset):
             raise DataFileError(
                 f"mask folder not found: {mask_dir} (for the images in {image_dir})"
             )
-        images = _images_in(image_dir)
-        stems: dict[str, Path] = {}
-        for image in images:
-            if image.stem in stems:
-                raise DataFileError(
-                    f"two images with the stem {image.stem!r}: {stems[image.stem]}, {image}"
-                )
-            stems[image.stem] = image
-        masks: dict[str, Path] = {}
-        for mask in _images_in(mask_dir):
-            if mask.stem not in masks or mask.suffix.lower() == ".png":
-                masks[mask.stem] = mask
-        missing = [image for image in images if image.stem not in masks]
-        if missing:
-            shown = ", ".join(str(p) for p in missing[:3])
-            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-            raise DataFileError(
-                f"{len(missing)} image(s) without a mask in {mask_dir}: {shown}{more} "
-                f"(expected {mask_dir / (missing[0].stem + '.png')})"
-            )
-        orphans = sorted(set(masks) - set(stems))
-        if orphans:
-            logger.warning(
-                "%s: %d mask(s) without an image, ignored (e.g. %s)",
-                mask_dir,
-                len(orphans),
-                masks[orphans[0]],
-            )
-        return [(image, masks[image.stem]) for image in images]
+        return _pair_by_stem(image_dir, mask_dir)
 
     def _read_list(self, list_file: Path) -> list[tuple[Path, Path]]:
         try:

@@ -9,7 +9,15 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["cityscapes_palette", "colorize", "overlay", "palette_for", "voc_palette"]
+__all__ = [
+    "cityscapes_palette",
+    "colorize",
+    "legend_entries",
+    "overlay",
+    "palette_for",
+    "palette_for_spec",
+    "voc_palette",
+]
 
 
 @lru_cache(maxsize=1)
@@ -46,6 +54,33 @@ def palette_for(kind: str | None) -> np.ndarray:
     """The palette of a data-set kind: ``cityscapes`` -> :func:`cityscapes_palette`, anything
     else (``voc``, ``synthetic``, ``folder``, None) -> :func:`voc_palette`."""
     return cityscapes_palette() if kind == "cityscapes" else voc_palette()
+
+
+def palette_for_spec(spec: str | None) -> np.ndarray:
+    """The palette of a data-set spec (``cityscapes:...`` -> Cityscapes'), by its kind
+    (:func:`palette_for`); VOC's when there is no spec or it does not parse."""
+    # deferred: the data-set spec parser imports torch and every data set; palettes need numpy
+    from dynviz.data.errors import DataError
+    from dynviz.data.spec import parse_spec
+
+    try:
+        return palette_for(parse_spec(spec).kind if spec else None)
+    except DataError:
+        return palette_for(None)
+
+
+def legend_entries(
+    palette: np.ndarray, names: list[str], classes: np.ndarray
+) -> list[tuple[str, tuple[int, int, int]]]:
+    """``(name, (r, g, b))`` of each class present in the class map ``classes``, in class
+    order; ignored (255) and out-of-range values are left out; a class past ``names`` is
+    ``class <k>``."""
+    shown = sorted(int(c) for c in np.unique(classes) if 0 <= int(c) < 255)
+    entries = []
+    for c in shown:
+        r, g, b = (int(v) for v in palette[c])
+        entries.append((names[c] if c < len(names) else f"class {c}", (r, g, b)))
+    return entries
 
 
 def colorize(

@@ -151,6 +151,84 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
+@dataclass(frozen=True)
+class _Costs:
+    """Per-image MACs collected by one rank (the lists grow as images are evaluated)."""
+
+    real: list[float] = field(default_factory=list)
+    expected: list[float] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)  # backbone E / C_all (dynamic only)
+    variants: dict[str, list[float]] = field(default_factory=dict)  # real MACs per variant
+
+
+def _predict_plain(
+    net: RoutingNetwork, image: torch.Tensor, tables: TableCache, costs: _Costs
+) -> torch.Tensor:
+    """One forward of ``image`` ``(1, 3, H, W)``; its costs appended to ``costs``.
+
+    Returns:
+        ``(H, W)`` class map.
+    """
+    dynamic = net.is_dynamic
+    height, width = image.shape[-2:]
+    out = net(image)
+    pred = out.logits.argmax(1)[0]  # (H, W)
+    table = tables(height, width)
+    gates = out.gates.float().cpu()
+    active = out.active.cpu()
+    costs.real.append(float(table.real_from(gates, active, gates_ran=dynamic)[0]))
+    costs.expected.append(float(table.expected(gates, gates_ran=dynamic)[0]))
+    if dynamic:
+        costs.ratios.append(float(table.backbone_expected(gates)[0]) / table.backbone_all_open())
+    return pred
+
+
+def _predict_augmented(
+    net: RoutingNetwork, image: torch.Tensor, tables: TableCache, aug: Augment, costs: _Costs
+) -> torch.Tensor:
+    """The augmented forwards of ``image``; their summed costs appended to ``costs``.
+
+    Returns:
+        ``(H, W)`` class map of the averaged softmax.
+    """
+    dynamic = net.is_dynamic
+    probs, forwards = infer(net, image, aug=aug)
+    pred = probs.argmax(1)[0]
+    image_real = image_expected = backbone = backbone_all = 0.0
+    for forward in forwards:
+        r, e = forward_costs(net, forward, tables, gates_ran=dynamic)
+        image_real += float(r[0])
+        image_expected += float(e[0])
+        costs.variants.setdefault(forward.label, []).append(float(r[0]))
+        if dynamic:
+            table = tables(*forward.size)
+            backbone += float(table.backbone_expected(forward.gates)[0])
+            backbone_all += table.backbone_all_open()
+    costs.real.append(image_real)
+    costs.expected.append(image_expected)
+    if dynamic:
+        costs.ratios.append(backbone / backbone_all)
+    return pred
+
+
+def _gather(costs: _Costs, sizes: set[tuple[int, int]]) -> tuple[_Costs, set[tuple[int, int]]]:
+    """Every rank's costs and input sizes, merged in rank order."""
+    gathered = all_gather_objects(
+        (costs.real, costs.expected, costs.ratios, sorted(sizes), costs.variants)
+    )
+    merged: dict[str, list[float]] = {}
+    for part in gathered:
+        for key, values in part[4].items():
+            merged.setdefault(key, []).extend(values)
+    everyone = _Costs(
+        real=[v for part in gathered for v in part[0]],
+        expected=[v for part in gathered for v in part[1]],
+        ratios=[v for part in gathered for v in part[2]],
+        variants=merged,
+    )
+    return everyone, {tuple(s) for part in gathered for s in part[3]}
+
+
 def evaluate(
     model: nn.Module,
     dataset: Any,
@@ -212,51 +290,22 @@ def evaluate(
     matrix = ConfusionMatrix(num_classes, dataset.ignore_index)
     counting = Counting(counting)
     tables = TableCache(net, counting)
-    real: list[float] = []
-    expected: list[float] = []
-    ratios: list[float] = []
+    costs = _Costs()
     sizes: set[tuple[int, int]] = set()
-    dynamic = net.is_dynamic
     start = time.perf_counter()
     net.eval()
     bar = Progress(total=len(shard), desc="eval", show=progress if rank == 0 else False)
     autocast = torch.autocast(
         device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"
     )
-    variants: dict[str, list[float]] = {}
     with torch.inference_mode(), autocast:
         for item in loader:
             image = item["image"].unsqueeze(0).to(device)  # (1, 3, H, W)
             height, width = image.shape[-2:]
             if aug is None:
-                out = net(image)
-                pred = out.logits.argmax(1)[0]  # (H, W)
-                table = tables(height, width)
-                gates = out.gates.float().cpu()
-                active = out.active.cpu()
-                real.append(float(table.real_from(gates, active, gates_ran=dynamic)[0]))
-                expected.append(float(table.expected(gates, gates_ran=dynamic)[0]))
-                if dynamic:
-                    ratios.append(
-                        float(table.backbone_expected(gates)[0]) / table.backbone_all_open()
-                    )
+                pred = _predict_plain(net, image, tables, costs)
             else:
-                probs, forwards = infer(net, image, aug=aug)
-                pred = probs.argmax(1)[0]
-                image_real = image_expected = backbone = backbone_all = 0.0
-                for forward in forwards:
-                    r, e = forward_costs(net, forward, tables, gates_ran=dynamic)
-                    image_real += float(r[0])
-                    image_expected += float(e[0])
-                    variants.setdefault(forward.label, []).append(float(r[0]))
-                    if dynamic:
-                        table = tables(*forward.size)
-                        backbone += float(table.backbone_expected(forward.gates)[0])
-                        backbone_all += table.backbone_all_open()
-                real.append(image_real)
-                expected.append(image_expected)
-                if dynamic:
-                    ratios.append(backbone / backbone_all)
+                pred = _predict_augmented(net, image, tables, aug, costs)
             matrix.update(pred, item["label"].to(device))
             if on_prediction is not None:
                 on_prediction(item, pred.to(torch.uint8).cpu().numpy())
@@ -266,29 +315,20 @@ def evaluate(
     counts = all_reduce_sum(torch.from_numpy(matrix.matrix.copy()))
     matrix.matrix = counts.numpy()
     if world > 1:
-        gathered = all_gather_objects((real, expected, ratios, sorted(sizes), variants))
-        real = [v for part in gathered for v in part[0]]
-        expected = [v for part in gathered for v in part[1]]
-        ratios = [v for part in gathered for v in part[2]]
-        sizes = {tuple(s) for part in gathered for s in part[3]}
-        merged: dict[str, list[float]] = {}
-        for part in gathered:
-            for key, values in part[4].items():
-                merged.setdefault(key, []).extend(values)
-        variants = merged
+        costs, sizes = _gather(costs, sizes)
     return EvalResult(
         miou=matrix.miou(),
         per_class_iou=[float(v) for v in matrix.iou()],
         class_names=names,
         pixel_accuracy=matrix.pixel_accuracy(),
-        real_gmacs=CostStats.of(real),
-        expected_gmacs=CostStats.of(expected),
-        expected_cost_ratio=float(np.mean(ratios)) if ratios else None,
+        real_gmacs=CostStats.of(costs.real),
+        expected_gmacs=CostStats.of(costs.expected),
+        expected_cost_ratio=float(np.mean(costs.ratios)) if costs.ratios else None,
         params=sum(p.numel() for p in net.parameters()),
-        num_images=len(real),
+        num_images=len(costs.real),
         sizes=sorted(sizes),
         seconds=time.perf_counter() - start,
         aug=aug,
-        aug_real_gmacs={key: CostStats.of(values) for key, values in variants.items()},
+        aug_real_gmacs={key: CostStats.of(values) for key, values in costs.variants.items()},
         counting=counting.value,
     )

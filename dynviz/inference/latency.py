@@ -26,17 +26,19 @@ spinning), so the Latency page disagreed with ``dynviz flops --time`` on the sam
 
 Cells at one scale have the same shapes in every layer, so each component is timed once per
 scale and broadcast over the layers. Timings are medians of interleaved repeats under
-``torch.inference_mode``; they carry the machine's noise (see ``docs/performance.md``).
+``torch.inference_mode``; they carry the machine's noise (see ``docs/performance.md``). The
+generic harness (:func:`measure_calls`, :func:`time_calls`, :class:`Timings`, :func:`quartiles`,
+:func:`cpu_wait`, :func:`torch_threads`) lives in :mod:`dynviz.support.timing` and is re-exported
+here. The module stays near 600 lines because its reports (:func:`latency_rows`,
+:func:`route_times`, :func:`format_latency`) read the measurement and the latency cost table
+together; splitting them off would only move the pair's shared layout elsewhere.
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import logging
-import statistics
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +49,15 @@ from dynviz.model.config import Direction, RoutingSpaceConfig
 from dynviz.model.cost import CostItem, CostTable, Counting, cost_table
 from dynviz.model.network import RoutingNetwork
 from dynviz.model.route import Route
-from dynviz.units import GIGA
+from dynviz.support.timing import (
+    Timings,
+    cpu_wait,
+    measure_calls,
+    quartiles,
+    time_calls,
+    torch_threads,
+)
+from dynviz.units import GIGA, mac_unit
 
 __all__ = [
     "ALL_OPEN_STATIC",
@@ -71,179 +81,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 COMPONENTS = ("op", "gate", "up", "down", "keep", "add", "lateral")
-
-
-def cpu_wait() -> float | None:
-    """Seconds the threads of this process have spent runnable but waiting for a CPU (Linux
-    ``/proc/self/task/*/schedstat``); None where the kernel does not report it.
-
-    On a machine shared with other jobs this is the contention a timing suffered: two-thread
-    OpenMP regions stall whenever one thread waits, so a few percent of waiting can double a
-    wall time.
-    """
-    total = 0
-    found = False
-    for stat in glob.glob("/proc/self/task/*/schedstat"):
-        try:
-            with open(stat, encoding="ascii") as handle:
-                total += int(handle.read().split()[1])
-            found = True
-        except (OSError, IndexError, ValueError):
-            continue
-    return total / GIGA if found else None
-
-
-def quartiles(values: Any) -> tuple[float, float, float]:
-    """``(first quartile, median, third quartile)`` of ``values`` (inclusive method: the
-    quartiles lie within the values; one value gives it three times).
-
-    Raises:
-        ValueError: no value.
-    """
-    data = sorted(float(v) for v in values)
-    if not data:
-        raise ValueError("quartiles of no value")
-    if len(data) == 1:
-        return data[0], data[0], data[0]
-    low, mid, high = statistics.quantiles(data, n=4, method="inclusive")
-    return low, mid, high
-
-
-@dataclass
-class Timings:
-    """Interleaved timings of several calls (see :func:`measure_calls`).
-
-    Attributes:
-        samples: kept seconds per call of each function, one per round.
-        waits: for each kept sample, the share of its wall time the process's threads spent
-            waiting for a CPU (None where unknown).
-        retaken: samples taken again because they waited more than ``max_wait``.
-    """
-
-    samples: dict[str, list[float]]
-    waits: dict[str, list[float | None]]
-    retaken: int = 0
-    max_wait: float | None = None
-
-    @property
-    def median(self) -> dict[str, float]:
-        return {k: statistics.median(v) for k, v in self.samples.items()}
-
-    @property
-    def quartiles(self) -> dict[str, tuple[float, float, float]]:
-        """``(first quartile, median, third quartile)`` seconds of each call."""
-        return {k: quartiles(v) for k, v in self.samples.items()}
-
-    def ratios(self, numerator: str, denominator: str) -> list[float]:
-        """Per round, the time of ``numerator`` over that of ``denominator``: both were taken in
-        the same interleaved round, so a slow spell of the machine hits both."""
-        return [
-            a / b if b > 0 else float("nan")
-            for a, b in zip(self.samples[numerator], self.samples[denominator], strict=True)
-        ]
-
-    @property
-    def median_wait(self) -> float | None:
-        values = [w for ws in self.waits.values() for w in ws if w is not None]
-        return statistics.median(values) if values else None
-
-    @property
-    def contended(self) -> int:
-        """Kept samples that still waited more than ``max_wait`` (after the retakes)."""
-        if self.max_wait is None:
-            return 0
-        return sum(
-            1 for ws in self.waits.values() for w in ws if w is not None and w > self.max_wait
-        )
-
-    @property
-    def count(self) -> int:
-        return sum(len(v) for v in self.samples.values())
-
-
-def measure_calls(
-    calls: dict[str, Callable[[], object]],
-    *,
-    repeats: int = 5,
-    warmup: int = 1,
-    min_time: float = 0.0,
-    max_wait: float | None = None,
-    retakes: int = 3,
-    sync: Callable[[], object] | None = None,
-) -> Timings:
-    """Interleaved timings of each function, with the CPU wait of every sample.
-
-    Each round runs every function once (in a rotated order, so none always runs right after
-    the same neighbour). ``min_time`` > 0 repeats a call within a sample until that many
-    seconds have passed, for very short calls. With ``max_wait``, a sample whose threads
-    waited for a CPU longer than that share of its wall time (another job took the core) is
-    taken again, up to ``retakes`` times, keeping the least disturbed one. ``sync`` (e.g.
-    ``torch.cuda.synchronize``) runs before a sample starts and before it stops, so work queued
-    on an accelerator is timed, not just launched.
-    """
-    names = list(calls)
-    wait_for = sync or (lambda: None)
-    samples: dict[str, list[float]] = {k: [] for k in names}
-    waits: dict[str, list[float | None]] = {k: [] for k in names}
-    inner = dict.fromkeys(names, 1)
-    retaken = 0
-    for _ in range(warmup):
-        for k in names:
-            wait_for()
-            start = time.perf_counter()
-            calls[k]()
-            wait_for()
-            elapsed = time.perf_counter() - start
-            if min_time > 0 and elapsed < min_time:
-                inner[k] = max(1, min(1000, int(min_time / max(elapsed, 1e-7))))
-
-    def sample(k: str) -> tuple[float, float | None]:
-        n = inner[k]
-        wait_for()
-        wait0 = cpu_wait()
-        start = time.perf_counter()
-        for _ in range(n):
-            calls[k]()
-        wait_for()
-        wall = time.perf_counter() - start
-        wait1 = cpu_wait()
-        share = None if wait0 is None or wait1 is None else (wait1 - wait0) / max(wall, 1e-9)
-        return wall / n, share
-
-    for r in range(repeats):
-        order = names[r % len(names) :] + names[: r % len(names)] if names else names
-        for k in order:
-            best = sample(k)
-            tries = 0
-            while (
-                max_wait is not None
-                and best[1] is not None
-                and best[1] > max_wait
-                and tries < retakes
-            ):
-                tries += 1
-                again = sample(k)
-                if again[1] is not None and again[1] < best[1]:
-                    best = again
-            retaken += tries
-            samples[k].append(best[0])
-            waits[k].append(best[1])
-    return Timings(samples=samples, waits=waits, retaken=retaken, max_wait=max_wait)
-
-
-def time_calls(
-    calls: dict[str, Callable[[], object]],
-    *,
-    repeats: int = 5,
-    warmup: int = 1,
-    min_time: float = 0.0,
-    max_wait: float | None = None,
-) -> dict[str, float]:
-    """Median seconds per call of each function, the functions interleaved
-    (:func:`measure_calls`)."""
-    return measure_calls(
-        calls, repeats=repeats, warmup=warmup, min_time=min_time, max_wait=max_wait
-    ).median
 
 
 @dataclass
@@ -334,7 +171,7 @@ def _module(
 ) -> nn.Module:
     m = m.eval().to(device or "cpu")
     if fold:
-        from dynviz.inference.export import fold_batchnorm
+        from dynviz.inference.folding import fold_batchnorm
 
         m = fold_batchnorm(m, inplace=True)
     return m.to(memory_format=torch.channels_last) if channels_last else m
@@ -352,18 +189,6 @@ def _probe_cells(config: RoutingSpaceConfig) -> dict[int, tuple[int, int]]:
         if best is None or len(config.directions(layer, scale)) > len(config.directions(*best)):
             out[scale] = (layer, scale)
     return out
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """``torch.set_num_threads(threads)`` for the block (None: leave it), then as it was."""
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def measure_node_latency(
@@ -390,7 +215,7 @@ def measure_node_latency(
         threads: ``torch.set_num_threads`` for the measurement (restored afterwards).
         channels_last: time in the channels-last memory format (what the network uses for
             CPU inference, ``RoutingNetwork.channels_last_inference``).
-        fold: time with BN folded into the convs (``dynviz.inference.export.fold_batchnorm``).
+        fold: time with BN folded into the convs (``dynviz.inference.folding.fold_batchnorm``).
         min_time: a sample loops a call until this many seconds have passed.
         max_wait: retake samples that waited longer for a CPU (:func:`measure_calls`).
         tune_malloc: time with glibc keeping freed memory for reuse, as ``dynviz bench`` does
@@ -737,12 +562,13 @@ def route_times(latency: NodeLatency, routes: Mapping[str, Route]) -> list[dict[
 def format_latency(latency: NodeLatency, table: CostTable | None = None) -> str:
     """A plain-text table of :func:`latency_rows` with the op spread across scales."""
     rows = latency_rows(latency, table)
-    head = ["scale", "component", "MMACs", "ms", "ms Q1-Q3", "GMAC/s"]
+    unit = mac_unit(r.macs / GIGA for r in rows)  # one prefix for the column
+    head = ["scale", "component", unit.label, "ms", "ms Q1-Q3", "GMAC/s"]
     body = [
         [
             f"1/{r.stride}",
             r.component,
-            f"{r.macs / 1e6:.3g}",
+            f"{unit(r.macs / GIGA):.3g}",
             f"{r.seconds * 1e3:.3g}",
             "-" if r.low is None else f"{r.low * 1e3:.3g}-{r.high * 1e3:.3g}",
             f"{r.gmacs_per_s:.3g}",

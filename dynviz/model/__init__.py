@@ -1,8 +1,9 @@
-"""The routing-space model: torch only (no pandas, plotting, networkx or streamlit)."""
+"""The routing-space model: torch only (no pandas, plotting, networkx or streamlit).
+
+:func:`build_model` and the rest of the model zoo live in :mod:`dynviz.model.zoo`.
+"""
 
 from __future__ import annotations
-
-import os
 
 from dynviz.model.config import (
     ConfigError,
@@ -14,7 +15,7 @@ from dynviz.model.config import (
 )
 from dynviz.model.network import RoutingNetwork, RoutingOutput
 from dynviz.model.route import Route, RouteError
-from dynviz.model.zoo import load_route, load_spec, models_dir, preset_names
+from dynviz.model.zoo import build_model, load_route, load_spec, models_dir, preset_names
 
 __all__ = [
     "ConfigError",
@@ -28,32 +29,8 @@ __all__ = [
     "RoutingSpaceConfig",
     "Semantics",
     "build_model",
+    "load_route",
     "load_spec",
     "models_dir",
     "preset_names",
 ]
-
-
-def build_model(
-    spec: str | os.PathLike[str] | RoutingSpaceConfig | Route,
-    /,
-    *,
-    route: Route | str | os.PathLike[str] | None = None,
-    **overrides: object,
-) -> RoutingNetwork:
-    """Build a network from a preset name, a YAML path, a config or a route.
-
-    Args:
-        spec: ``"layer16"``, ``"models/fcn32s.yaml"``, a :class:`RoutingSpaceConfig` or a
-            :class:`Route`. A route spec gives a static network (no gates).
-        route: build the static network of this route in the space of ``spec``.
-        **overrides: config fields to change, e.g. ``num_classes=21``.
-    """
-    if isinstance(spec, (str, os.PathLike)):
-        spec = load_spec(spec)
-    if isinstance(route, (str, os.PathLike)):
-        route = load_route(route)
-    if isinstance(spec, Route):
-        route, spec = spec, spec.space
-    config = spec.replace(**overrides) if overrides else spec
-    return RoutingNetwork(config, route=route)

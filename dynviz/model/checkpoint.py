@@ -39,7 +39,8 @@ import numpy as np
 import torch
 
 from dynviz.errors import BadFileError
-from dynviz.model import RoutingNetwork, RoutingSpaceConfig, build_model
+from dynviz.model.config import RoutingSpaceConfig
+from dynviz.model.network import RoutingNetwork
 from dynviz.model.route import Route
 from dynviz.model.torchfile import TorchFileError, load_torch_file
 from dynviz.version import __version__
@@ -307,7 +308,7 @@ def model_from_checkpoint(data: dict[str, Any], *, source: str = "checkpoint") -
         route = None
         if data["route"] is not None:
             route = Route.from_dict(data["route"], source=f"{source}: route")
-        model = build_model(config, route=route)
+        model = RoutingNetwork(config, route=route)
         model.load_state_dict(data["model"])
     except (ValueError, KeyError, TypeError, RuntimeError) as err:
         raise CheckpointError(f"{source}: cannot rebuild the network: {err}") from None

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from dynviz.errors import BadFileError, UserError
+from dynviz.errors import BadFileError, UserError, yaml_problem
 
 __all__ = [
     "ConfigError",
@@ -102,6 +102,17 @@ OFFICIAL_DROP_THRESHOLD = 1e-4  # official: a cell is dropped when its alpha sum
 PathKey = tuple[int, int, Direction]  # (layer, scale_index, direction) of the source cell
 
 
+_INTEGER_RANGES = {
+    "num_layers": (1, 128),
+    "num_scales": (2, 6),
+    "num_classes": (1, 4096),
+    "base_channels": (2, 4096),
+}
+"""The integer fields' ranges. The upper bounds are far above any network of the paper (33
+layers, 4 scales, 64 channels) and refuse a typo such as ``num_layers: 16000`` at once instead
+of exhausting the memory while the routing space is enumerated."""
+
+
 @dataclass(frozen=True)
 class RoutingSpaceConfig:
     """One routing space: the architecture only.
@@ -123,27 +134,19 @@ class RoutingSpaceConfig:
     description: str = ""
 
     def __post_init__(self) -> None:
-        if isinstance(self.gate, str):
-            try:
-                object.__setattr__(self, "gate", GateKind(self.gate))
-            except ValueError:
-                raise ConfigError(f"gate: {self.gate!r} is not one of full, small, none") from None
-        if isinstance(self.semantics, str):
-            try:
-                object.__setattr__(self, "semantics", Semantics(self.semantics))
-            except ValueError:
-                raise ConfigError(
-                    f"semantics: {self.semantics!r} is not one of paper, official"
-                ) from None
-        for key, low in (("num_layers", 1), ("num_scales", 2), ("num_classes", 1)):
+        self._set_enum("gate", GateKind)
+        self._set_enum("semantics", Semantics)
+        for key in ("name", "description"):
+            if not isinstance(getattr(self, key), str):
+                raise ConfigError(f"{key}: {getattr(self, key)!r} must be a string")
+        for key, (low, high) in _INTEGER_RANGES.items():
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(f"{key}: {value!r} must be an integer >= {low}")
-        if self.num_scales > 6:
-            raise ConfigError(f"num_scales: {self.num_scales} must be <= 6")
-        c = self.base_channels
-        if not isinstance(c, int) or isinstance(c, bool) or c < 2 or c % 2:
-            raise ConfigError(f"base_channels: {c!r} must be an even integer >= 2")
+            if value > high:
+                raise ConfigError(f"{key}: {value} must be <= {high}")
+        if self.base_channels % 2:
+            raise ConfigError(f"base_channels: {self.base_channels} must be even")
         for key in ("gate_bias_init", "active_threshold"):
             value = getattr(self, key)
             if not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -151,6 +154,17 @@ class RoutingSpaceConfig:
             object.__setattr__(self, key, float(value))
         if not 0.0 <= self.active_threshold < 1.0:
             raise ConfigError(f"active_threshold: {self.active_threshold} must be in [0, 1)")
+
+    def _set_enum(self, key: str, kind: type[enum.Enum]) -> None:
+        """Field ``key`` as a member of ``kind`` (YAML gives its value as a string)."""
+        value = getattr(self, key)
+        if isinstance(value, kind):
+            return
+        try:
+            object.__setattr__(self, key, kind(value))
+        except (ValueError, TypeError):
+            choices = ", ".join(str(member.value) for member in kind)
+            raise ConfigError(f"{key}: {value!r} is not one of {choices}") from None
 
     # ----------------------------------------------------------------------------- loading
     @classmethod
@@ -327,10 +341,12 @@ def _read_yaml_mapping(path: str | Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigFileError(f"{path}: cannot read ({err.strerror or err})") from None
+    except UnicodeDecodeError:
+        raise ConfigFileError(f"{path}: not a text file (not UTF-8)") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigFileError(f"{path}: not valid YAML ({err})") from None
+        raise ConfigFileError(f"{path}: not valid YAML ({yaml_problem(err)})") from None
     if not isinstance(data, dict):
         raise ConfigFileError(f"{path}: expected a mapping at the top level")
     return data

@@ -29,6 +29,10 @@ Per image, *real* cost counts what was executed (cells with input run their gate
 operation when one of its paths is open; each open path runs its transform); *expected* cost is
 Eq. 7 summed by Eq. 8, differentiable in alpha: ``max_j(alpha_j) * C(op) + sum_j alpha_j * C(T_j)``
 plus the gates, stem and decoder that ran.
+
+The module runs to about 550 lines on purpose: the counting rules above are one idea, and the
+table, its per-part builders (stem, cell, gate, transform, node sums, decoder) and the parameter
+count apply them together; the reachability they rely on is :func:`dynviz.model.topology.propagate`.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from dynviz.model.config import (
 )
 from dynviz.model.ops import small_gate_size
 from dynviz.model.route import Route
-from dynviz.model.topology import cell_edges
+from dynviz.model.topology import propagate
 
 __all__ = [
     "CostItem",
@@ -79,41 +83,6 @@ class CostItem:
     layer: int | None = None
     scale: int | None = None
     direction: Direction | None = None
-
-
-def propagate(
-    config: RoutingSpaceConfig, active: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Which nodes received input, ran their operation, and how many inputs they summed.
-
-    The batched form of :func:`dynviz.model.topology.reach` (one row per image), walking the
-    same edges: a fed cell without an open path passes its input through its keep output.
-
-    Args:
-        active: ``(B, L + 1, S, 3)`` bool of computed paths.
-    Returns:
-        has_input ``(B, L + 1, S)``, on ``(B, L + 1, S)``, inputs ``(B, L + 1, S)``.
-    """
-    b = active.shape[0]
-    shape = (b, config.num_layers + 1, config.num_scales)
-    has = torch.zeros(shape, dtype=torch.bool, device=active.device)
-    on = torch.zeros(shape, dtype=torch.bool, device=active.device)
-    count = torch.zeros(shape, dtype=torch.int64, device=active.device)
-    has[:, 0, 0] = True
-    count[:, 0, 0] = 1
-    for (layer, scale), out in cell_edges(config):
-        fed = has[:, layer, scale]
-        on[:, layer, scale] = active[:, layer, scale, [int(e.direction) for e in out]].any(-1) & fed
-        passthrough = fed & ~on[:, layer, scale]
-        for edge in out:
-            if edge.target is None:  # a last-layer keep: the decoder
-                continue
-            arrived = active[:, layer, scale, int(edge.direction)] & fed
-            if edge.direction is Direction.KEEP:
-                arrived = arrived | passthrough
-            has[:, edge.target[0], edge.target[1]] |= arrived
-            count[:, edge.target[0], edge.target[1]] += arrived.long()
-    return has, on, count
 
 
 def _conv(k: int, cin: int, cout: int, hw: int, groups: int = 1) -> int:
@@ -265,6 +234,197 @@ class CostTable:
         return int(round(float(self.real(active, gates_ran=False)[0])))
 
 
+@dataclass(frozen=True)
+class _Grid:
+    """The map sizes a cost table counts at: ``(height, width)`` is the counted input size."""
+
+    height: int
+    width: int
+    counting: Counting
+
+    @property
+    def complete(self) -> bool:
+        return self.counting is Counting.COMPLETE
+
+    @property
+    def official(self) -> bool:
+        return self.counting is Counting.OFFICIAL
+
+    def sides(self, scale: int) -> tuple[int, int]:
+        return self.height // 4 >> scale, self.width // 4 >> scale
+
+    def hw(self, scale: int) -> int:
+        h, w = self.sides(scale)
+        return h * w
+
+    def hw_decoder(self, scale: int) -> int:
+        """Official counting: h x h maps (its output_shape reads the height twice)."""
+        return self.sides(scale)[0] ** 2 if self.official else self.hw(scale)
+
+
+def _stem_items(config: RoutingSpaceConfig, grid: _Grid) -> list[CostItem]:
+    """Stem: 3x3 s2 conv + BN + ReLU at 1/2, separable conv at 1/2, separable s2 conv to 1/4."""
+    c0 = config.base_channels
+    half = (grid.height // 2) * (grid.width // 2)
+    stem = [
+        ("stem.conv1", "conv", _conv(3, 3, c0, half)),
+        ("stem.bn1", "bn", 2 * c0 * half),
+        ("stem.bn1", "relu", c0 * half),
+    ]
+    for name, out_hw in (("stem.sep1", half), ("stem.sep2", grid.hw(0))):
+        stem += [
+            (f"{name}.dw", "conv", _conv(3, c0, c0, out_hw, groups=c0)),
+            (f"{name}.pw", "conv", _conv(1, c0, c0, out_hw)),
+            (f"{name}.bn", "bn", 2 * c0 * out_hw),
+            (f"{name}.bn", "relu", c0 * out_hw),
+        ]
+    return [CostItem("stem", m, op, macs) for m, op, macs in stem]
+
+
+def _op_items(config: RoutingSpaceConfig, grid: _Grid, layer: int, scale: int) -> list[CostItem]:
+    """The cell operation ``SepConv`` (and, complete counting, its residual add)."""
+    c, n = config.channels(scale), grid.hw(scale)
+    prefix = f"cells.{layer}_{scale}"
+    where = {"layer": layer, "scale": scale}
+    items = [
+        CostItem("cell", f"{prefix}.op.dw1", "conv", _conv(3, c, c, n, groups=c), **where),
+        CostItem("cell", f"{prefix}.op.pw1", "conv", _conv(1, c, c, n), **where),
+        CostItem("cell", f"{prefix}.op.bn1", "bn", 2 * c * n, **where),
+        CostItem("cell", f"{prefix}.op.bn1", "relu", c * n, **where),
+        CostItem("cell", f"{prefix}.op.dw2", "conv", _conv(3, c, c, n, groups=c), **where),
+        CostItem("cell", f"{prefix}.op.pw2", "conv", _conv(1, c, c, n), **where),
+        CostItem("cell", f"{prefix}.op.bn2", "bn", 2 * c * n, **where),
+    ]
+    if grid.complete:
+        items.append(CostItem("cell", f"{prefix}.op", "add", c * n, **where))
+    return items
+
+
+def _gate_items(
+    config: RoutingSpaceConfig, grid: _Grid, layer: int, scale: int, paths: int
+) -> list[CostItem]:
+    """The soft conditional gate of a cell with ``paths`` outputs."""
+    c, gate_in = config.channels(scale), grid.hw(scale)
+    prefix = f"cells.{layer}_{scale}"
+    where = {"layer": layer, "scale": scale}
+    items = []
+    if config.gate.value == "small":
+        h, w = grid.sides(scale)  # the official counter floors (an empty map costs 0)
+        gh, gw = (h // 4, w // 4) if grid.official else small_gate_size(h, w)
+        gate_in = gh * gw
+        if grid.complete:
+            macs = BILINEAR_PER_OUTPUT * c * gate_in
+            items.append(CostItem("gate", f"{prefix}.gate", "interp", macs, **where))
+    return [
+        *items,
+        CostItem("gate", f"{prefix}.gate.conv1", "conv", _conv(1, c, c // 2, gate_in), **where),
+        CostItem("gate", f"{prefix}.gate.bn", "bn", 2 * (c // 2) * gate_in, **where),
+        CostItem("gate", f"{prefix}.gate.bn", "relu", (c // 2) * gate_in, **where),
+        CostItem("gate", f"{prefix}.gate", "pool", (c // 2) * gate_in, **where),
+        CostItem("gate", f"{prefix}.gate.conv2", "conv", _conv(1, c // 2, paths, 1), **where),
+    ]
+
+
+def _transform_items(
+    config: RoutingSpaceConfig,
+    grid: _Grid,
+    key: tuple[int, int, Direction],
+    *,
+    with_gates: bool,
+) -> list[CostItem]:
+    """The path ``key``: the cell's output ReLU, its up or down transform, and (complete
+    counting, gated) the multiplication by its gate."""
+    layer, scale, d = key
+    c, n = config.channels(scale), grid.hw(scale)
+    prefix = f"cells.{layer}_{scale}"
+    pw = {"layer": layer, "scale": scale, "direction": d}
+    items = []
+    last_keep = d is Direction.KEEP and layer == config.num_layers
+    if grid.complete or not last_keep:
+        items.append(CostItem("transform", prefix, "relu", c * n, **pw))
+    if d is Direction.UP:
+        co, out = c // 2, n * 4
+        items += [
+            CostItem("transform", f"{prefix}.up.conv", "conv", _conv(1, c, co, n), **pw),
+            CostItem("transform", f"{prefix}.up.bn", "bn", 2 * co * n, **pw),
+            CostItem("transform", f"{prefix}.up.bn", "relu", co * n, **pw),
+        ]
+        if grid.complete:
+            macs = BILINEAR_PER_OUTPUT * co * out
+            items.append(CostItem("transform", f"{prefix}.up", "interp", macs, **pw))
+    elif d is Direction.DOWN:
+        co, out = 2 * c, (grid.sides(scale)[0] // 2) * (grid.sides(scale)[1] // 2)
+        items += [
+            CostItem("transform", f"{prefix}.down.conv", "conv", _conv(1, c, co, out), **pw),
+            CostItem("transform", f"{prefix}.down.bn", "bn", 2 * co * out, **pw),
+            CostItem("transform", f"{prefix}.down.bn", "relu", co * out, **pw),
+        ]
+    else:
+        co, out = c, n
+    if grid.complete and with_gates:
+        items.append(CostItem("transform", prefix, "mul", co * out, **pw))
+    return items
+
+
+def _node_add_items(
+    config: RoutingSpaceConfig, node_add: torch.Tensor, route: Route | None
+) -> list[CostItem]:
+    """Complete counting: the adds of the node sums in the all-open network (or the route's)."""
+    open_mask = (route.mask() if route else Route.all_open(config).mask()).unsqueeze(0)
+    counts = propagate(config, open_mask)[2][0]
+    items = []
+    for layer, scale in config.cells:
+        extra = int(counts[layer, scale]) - 1
+        if extra > 0:
+            macs = extra * int(node_add[layer, scale])
+            items.append(
+                CostItem("node", f"cells.{layer}_{scale}", "add", macs, layer=layer, scale=scale)
+            )
+    return items
+
+
+def _decoder_items(
+    config: RoutingSpaceConfig, grid: _Grid, route: Route | None
+) -> tuple[list[int], list[CostItem], list[CostItem]]:
+    """Decoder: lateral ConvBNReLU per scale, top-down add and x2, 3x3 predictor, x4 upsampling.
+
+    Returns:
+        ``(lateral cost per scale, lateral items, fixed items)``; official counting counts
+        every lateral.
+    """
+    lateral_cost, items = [], []
+    last = config.num_layers
+    top = max(
+        s
+        for s in range(config.num_scales)  # coarsest scale reaching the decoder
+        if grid.official or route is None or route.directions(last, s)
+    )
+    for s in range(config.num_scales):
+        if s > top:  # nothing arrives at or above this scale: the lateral never runs
+            lateral_cost.append(0)
+            continue
+        c, n = config.channels(s), grid.hw_decoder(s)
+        co = c // 2 if s > 0 else config.base_channels
+        lat = [
+            CostItem("decoder", f"decoder.lateral.{s}.conv", "conv", _conv(1, c, co, n)),
+            CostItem("decoder", f"decoder.lateral.{s}.bn", "bn", 2 * co * n),
+            CostItem("decoder", f"decoder.lateral.{s}.bn", "relu", co * n),
+        ]
+        if grid.complete and s < top:
+            lat.append(CostItem("decoder", f"decoder.lateral.{s}", "add", c * n))
+        if grid.complete and s > 0:
+            macs = BILINEAR_PER_OUTPUT * co * n * 4
+            lat.append(CostItem("decoder", f"decoder.lateral.{s}", "interp", macs))
+        lateral_cost.append(sum(i.macs for i in lat))
+        items += lat
+    k, c0 = config.num_classes, config.base_channels
+    fixed = [CostItem("decoder", "decoder.predictor", "conv", _conv(3, c0, k, grid.hw_decoder(0)))]
+    if grid.complete:
+        macs = BILINEAR_PER_OUTPUT * k * grid.height * grid.width
+        fixed.append(CostItem("decoder", "decoder", "interp", macs))
+    return lateral_cost, items, fixed
+
+
 def cost_table(
     config: RoutingSpaceConfig,
     size: tuple[int, int] = (1024, 2048),
@@ -284,41 +444,15 @@ def cost_table(
     if len(size) != 2 or any(int(v) != v or v < 1 for v in size):
         raise ConfigError(f"input size {tuple(size)} must be two positive integers (H W)")
     counting = Counting(counting)
-    complete = counting is Counting.COMPLETE
-    official = counting is Counting.OFFICIAL
     stride = config.max_stride
-    if official:  # the official FIX_SIZE_FOR_FLOPS: not padded
-        height, width = int(size[0]), int(size[1])
+    if counting is Counting.OFFICIAL:  # the official FIX_SIZE_FOR_FLOPS: not padded
+        grid = _Grid(int(size[0]), int(size[1]), counting)
     else:
-        height = -(-int(size[0]) // stride) * stride
-        width = -(-int(size[1]) // stride) * stride
+        pad = [-(-int(v) // stride) * stride for v in size]
+        grid = _Grid(pad[0], pad[1], counting)
     with_gates = config.has_gates and route is None
-    items: list[CostItem] = []
-
-    def sides(scale: int) -> tuple[int, int]:
-        return height // 4 >> scale, width // 4 >> scale
-
-    def hw(scale: int) -> int:
-        h, w = sides(scale)
-        return h * w
-
-    # Stem: 3x3 s2 conv + BN + ReLU at 1/2, separable conv at 1/2, separable s2 conv to 1/4.
-    c0 = config.base_channels
-    half = (height // 2) * (width // 2)
-    quarter = hw(0)
-    stem = [
-        ("stem.conv1", "conv", _conv(3, 3, c0, half)),
-        ("stem.bn1", "bn", 2 * c0 * half),
-        ("stem.bn1", "relu", c0 * half),
-    ]
-    for name, out_hw in (("stem.sep1", half), ("stem.sep2", quarter)):
-        stem += [
-            (f"{name}.dw", "conv", _conv(3, c0, c0, out_hw, groups=c0)),
-            (f"{name}.pw", "conv", _conv(1, c0, c0, out_hw)),
-            (f"{name}.bn", "bn", 2 * c0 * out_hw),
-            (f"{name}.bn", "relu", c0 * out_hw),
-        ]
-    items += [CostItem("stem", m, op, macs) for m, op, macs in stem]
+    stem = _stem_items(config, grid)
+    items = list(stem)
 
     shape = (config.num_layers + 1, config.num_scales)
     op_cost = torch.zeros(shape, dtype=torch.float64)
@@ -330,167 +464,37 @@ def cost_table(
         directions = route.directions(layer, scale) if route else config.directions(layer, scale)
         if not directions:
             continue
-        c, n = config.channels(scale), hw(scale)
-        prefix = f"cells.{layer}_{scale}"
-        where = {"layer": layer, "scale": scale}
-        charged = complete or layer > 0  # the paper never charges the initial cell's op and gate
-        cell_items = []
-        if charged:
-            cell_items += [
-                CostItem("cell", f"{prefix}.op.dw1", "conv", _conv(3, c, c, n, groups=c), **where),
-                CostItem("cell", f"{prefix}.op.pw1", "conv", _conv(1, c, c, n), **where),
-                CostItem("cell", f"{prefix}.op.bn1", "bn", 2 * c * n, **where),
-                CostItem("cell", f"{prefix}.op.bn1", "relu", c * n, **where),
-                CostItem("cell", f"{prefix}.op.dw2", "conv", _conv(3, c, c, n, groups=c), **where),
-                CostItem("cell", f"{prefix}.op.pw2", "conv", _conv(1, c, c, n), **where),
-                CostItem("cell", f"{prefix}.op.bn2", "bn", 2 * c * n, **where),
-            ]
-            if complete:
-                cell_items.append(CostItem("cell", f"{prefix}.op", "add", c * n, **where))
+        charged = grid.complete or layer > 0  # the paper never charges the initial op and gate
+        cell_items = _op_items(config, grid, layer, scale) if charged else []
         op_cost[layer, scale] = sum(i.macs for i in cell_items)
         items += cell_items
-
         if with_gates and charged:
-            g = len(directions)
-            gate_in = n
-            gate_items = []
-            if config.gate.value == "small":
-                h, w = sides(scale)  # the official counter floors (an empty map costs 0)
-                gh, gw = (h // 4, w // 4) if official else small_gate_size(h, w)
-                gate_in = gh * gw
-                if complete:
-                    gate_items.append(
-                        CostItem(
-                            "gate",
-                            f"{prefix}.gate",
-                            "interp",
-                            BILINEAR_PER_OUTPUT * c * gate_in,
-                            **where,
-                        )
-                    )
-            gate_items += [
-                CostItem(
-                    "gate", f"{prefix}.gate.conv1", "conv", _conv(1, c, c // 2, gate_in), **where
-                ),
-                CostItem("gate", f"{prefix}.gate.bn", "bn", 2 * (c // 2) * gate_in, **where),
-                CostItem("gate", f"{prefix}.gate.bn", "relu", (c // 2) * gate_in, **where),
-                CostItem("gate", f"{prefix}.gate", "pool", (c // 2) * gate_in, **where),
-                CostItem("gate", f"{prefix}.gate.conv2", "conv", _conv(1, c // 2, g, 1), **where),
-            ]
+            gate_items = _gate_items(config, grid, layer, scale, len(directions))
             gate_cost[layer, scale] = sum(i.macs for i in gate_items)
             items += gate_items
-
         for d in directions:
-            pw = {**where, "direction": d}
-            t_items = []
-            last_keep = d is Direction.KEEP and layer == config.num_layers
-            if complete or not last_keep:
-                t_items.append(CostItem("transform", prefix, "relu", c * n, **pw))
-            if d is Direction.UP:
-                co, out = c // 2, n * 4
-                t_items += [
-                    CostItem("transform", f"{prefix}.up.conv", "conv", _conv(1, c, co, n), **pw),
-                    CostItem("transform", f"{prefix}.up.bn", "bn", 2 * co * n, **pw),
-                    CostItem("transform", f"{prefix}.up.bn", "relu", co * n, **pw),
-                ]
-                if complete:
-                    t_items.append(
-                        CostItem(
-                            "transform",
-                            f"{prefix}.up",
-                            "interp",
-                            BILINEAR_PER_OUTPUT * co * out,
-                            **pw,
-                        )
-                    )
-            elif d is Direction.DOWN:
-                co, out = 2 * c, (sides(scale)[0] // 2) * (sides(scale)[1] // 2)
-                t_items += [
-                    CostItem(
-                        "transform", f"{prefix}.down.conv", "conv", _conv(1, c, co, out), **pw
-                    ),
-                    CostItem("transform", f"{prefix}.down.bn", "bn", 2 * co * out, **pw),
-                    CostItem("transform", f"{prefix}.down.bn", "relu", co * out, **pw),
-                ]
-            else:
-                co, out = c, n
-            if complete and with_gates:
-                t_items.append(CostItem("transform", prefix, "mul", co * out, **pw))
+            t_items = _transform_items(config, grid, (layer, scale, d), with_gates=with_gates)
             path_cost[layer, scale, int(d)] = sum(i.macs for i in t_items)
             items += t_items
 
-    if complete:
+    if grid.complete:
         for layer, scale in config.cells:
-            node_add[layer, scale] = config.channels(scale) * hw(scale)
-        # adds of the node sums in the all-open network, for the totals
-        open_mask = (route.mask() if route else Route.all_open(config).mask()).unsqueeze(0)
-        counts = propagate(config, open_mask)[2][0]
-        for layer, scale in config.cells:
-            extra = int(counts[layer, scale]) - 1
-            if extra > 0:
-                items.append(
-                    CostItem(
-                        "node",
-                        f"cells.{layer}_{scale}",
-                        "add",
-                        extra * int(node_add[layer, scale]),
-                        layer=layer,
-                        scale=scale,
-                    )
-                )
+            node_add[layer, scale] = config.channels(scale) * grid.hw(scale)
+        items += _node_add_items(config, node_add, route)
 
-    # Decoder: lateral ConvBNReLU per scale, top-down add and x2, 3x3 predictor, x4 upsampling.
-    # Official counting: h x h maps (its output_shape reads the height twice), all laterals.
-    lateral_cost = []
-    last = config.num_layers
-    top = max(
-        s
-        for s in range(config.num_scales)  # coarsest scale reaching the decoder
-        if official or route is None or route.directions(last, s)
-    )
-
-    def hw_decoder(scale: int) -> int:
-        return sides(scale)[0] ** 2 if official else hw(scale)
-
-    for s in range(config.num_scales):
-        if s > top:  # nothing arrives at or above this scale: the lateral never runs
-            lateral_cost.append(0)
-            continue
-        c, n = config.channels(s), hw_decoder(s)
-        co = c // 2 if s > 0 else c0
-        lat = [
-            CostItem("decoder", f"decoder.lateral.{s}.conv", "conv", _conv(1, c, co, n)),
-            CostItem("decoder", f"decoder.lateral.{s}.bn", "bn", 2 * co * n),
-            CostItem("decoder", f"decoder.lateral.{s}.bn", "relu", co * n),
-        ]
-        if complete and s < top:
-            lat.append(CostItem("decoder", f"decoder.lateral.{s}", "add", c * n))
-        if complete and s > 0:
-            lat.append(
-                CostItem(
-                    "decoder", f"decoder.lateral.{s}", "interp", BILINEAR_PER_OUTPUT * co * n * 4
-                )
-            )
-        lateral_cost.append(sum(i.macs for i in lat))
-        items += lat
-    k = config.num_classes
-    fixed = [CostItem("decoder", "decoder.predictor", "conv", _conv(3, c0, k, hw_decoder(0)))]
-    if complete:
-        fixed.append(
-            CostItem("decoder", "decoder", "interp", BILINEAR_PER_OUTPUT * k * height * width)
-        )
-    items += fixed
+    lateral_cost, lateral, fixed = _decoder_items(config, grid, route)
+    items += lateral + fixed
     return CostTable(
         config=config,
         size=(int(size[0]), int(size[1])),
-        counted_size=(height, width),
+        counted_size=(grid.height, grid.width),
         counting=counting,
         items=items,
         op=op_cost,
         gate=gate_cost,
         path=path_cost,
         node_add=node_add,
-        stem=sum(m for _, _, m in stem),
+        stem=sum(i.macs for i in stem),
         decoder_lateral=lateral_cost,
         decoder_fixed=sum(i.macs for i in fixed),
         with_gates=with_gates,

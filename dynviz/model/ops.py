@@ -171,7 +171,7 @@ class SoftConditionalGate(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """ReLU(BN(F(w1, X))) before pooling (X resized first by a small gate): ``(B, C/2, h, w)``.
 
-        ``dynviz.analysis.attribution`` splits the logits over these locations."""
+        ``dynviz.model.attribution`` splits the logits over these locations."""
         if self.small:
             x = small_gate_input(x, official=self.official_resize)  # (B, C, h/4, w/4)
         return self.bn(self.conv1(x)).relu_()  # (B, C/2, h, w)

@@ -140,6 +140,9 @@ class Route:
             space = _resolve_space(data["space"], source=source, base_dir=base_dir)
         chains = data.get("chains") or []
         raw_paths = data.get("paths") or []
+        for key, value in (("chains", chains), ("paths", raw_paths)):
+            if not isinstance(value, (list, tuple)):
+                raise RouteError(f"{source}: {key} must be a list, not {value!r}")
         if not chains and not raw_paths:
             raise RouteError(f"{source}: a route needs 'paths' or 'chains'")
         try:
@@ -216,8 +219,10 @@ def _chains_to_paths(
     config: RoutingSpaceConfig, chains: Iterable[Iterable[int]]
 ) -> Iterable[PathKey]:
     for number, chain in enumerate(chains):
-        strides = list(chain)
         where = f"chain {number}"
+        if not isinstance(chain, (list, tuple)):
+            raise RouteError(f"{where}: {chain!r} must be a list of strides, one per layer")
+        strides = list(chain)
         if len(strides) != config.num_layers + 1:
             raise RouteError(
                 f"{where} has {len(strides)} strides; expected one per layer 0..{config.num_layers}"

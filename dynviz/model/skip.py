@@ -56,7 +56,8 @@ def forward_skip(
     nodes.add((0, 0), stem, None)
     decoder = _Accumulator(b, inplace=inplace)
     for layer, scale in config.cells:
-        x, index = nodes.pop((layer, scale))  # (b, C, h, w) for the samples with input
+        source = (layer, scale)
+        x, index = nodes.pop(source)  # (b, C, h, w) for the samples with input
         cell = network.cell(layer, scale)
         if cell is None or x is None:
             continue  # no input arrived: the cell is not computed
@@ -72,22 +73,6 @@ def forward_skip(
             own[where] = raw.detach()
         active = alpha > 0
         on = active.any(1)
-
-        def emit(
-            d: Direction,
-            y: torch.Tensor | None,
-            where: torch.Tensor | None,
-            source: tuple[int, int] = (layer, scale),
-            like: torch.Tensor | None = None,
-        ) -> None:
-            target = config.target(*source, d)
-            queue, key = (decoder, source[1]) if target is None else (nodes, target)
-            if y is None:  # official: a closed path delivers zeros
-                assert like is not None
-                queue.add_zeros(key, where, like, _output_shape(d, like))
-            else:
-                queue.add(key, y, where)
-
         if not bool(on.all()):  # Eq. 5-6: X passes through the keep output
             if Direction.KEEP not in cell.directions:
                 raise RouteError(
@@ -95,7 +80,7 @@ def forward_skip(
                     "output to pass its input through"
                 )
             p_local, p_index = _subset(~on, index)
-            emit(Direction.KEEP, _take(x, p_local), p_index)
+            _emit(config, nodes, decoder, source, Direction.KEEP, _take(x, p_local), p_index)
         if not bool(on.any()):
             continue
         o_local, o_index = _subset(on, index)
@@ -106,7 +91,7 @@ def forward_skip(
         for j, d in enumerate(cell.directions):
             if zeros_feed and not bool(active_on[:, j].all()):
                 z_local, z_index = _subset(~active_on[:, j], o_index)
-                emit(d, None, z_index, like=r)
+                _emit(config, nodes, decoder, source, d, None, z_index, like=r)
             if not bool(active_on[:, j].any()):
                 continue  # closed for every sample: never computed
             d_local, d_index = _subset(active_on[:, j], o_index)
@@ -114,18 +99,49 @@ def forward_skip(
             a = _take(alpha_on[:, j], d_local)
             if forced is None or not bool((a == 1).all()):  # forced routes: alpha is 1
                 y = y * a.view(-1, 1, 1, 1)
-            emit(d, y, d_index)
+            _emit(config, nodes, decoder, source, d, y, d_index)
+    features, present = _decoder_inputs(decoder, config.num_scales, b, device)
+    return features, present, gates, own
+
+
+def _emit(
+    config: RoutingSpaceConfig,
+    nodes: _Accumulator,
+    decoder: _Accumulator,
+    source: tuple[int, int],
+    d: Direction,
+    y: torch.Tensor | None,
+    where: torch.Tensor | None,
+    like: torch.Tensor | None = None,
+) -> None:
+    """Route the output ``y`` of path ``d`` of cell ``source`` (computed for the samples
+    ``where``) to the node it feeds, or to the decoder from the last layer; ``y`` None routes
+    zeros shaped as ``d`` applied to ``like`` (official semantics: a closed path)."""
+    target = config.target(*source, d)
+    queue, key = (decoder, source[1]) if target is None else (nodes, target)
+    if y is None:  # official: a closed path delivers zeros
+        assert like is not None
+        queue.add_zeros(key, where, like, _output_shape(d, like))
+    else:
+        queue.add(key, y, where)
+
+
+def _decoder_inputs(
+    decoder: _Accumulator, num_scales: int, batch: int, device: torch.device
+) -> tuple[list[torch.Tensor | None], list[torch.Tensor]]:
+    """The last layer's output per scale as full-batch tensors (None where no sample has one)
+    and ``(B,)`` bool per scale for the samples that have it."""
     features: list[torch.Tensor | None] = []
     present = []
-    for scale in range(config.num_scales):
+    for scale in range(num_scales):
         f, index = decoder.pop(scale)
-        features.append(None if f is None else _scatter(f, index, b))
+        features.append(None if f is None else _scatter(f, index, batch))
         present.append(
-            _present(index, b, device)
+            _present(index, batch, device)
             if f is not None
-            else torch.zeros(b, dtype=torch.bool, device=device)
+            else torch.zeros(batch, dtype=torch.bool, device=device)
         )
-    return features, present, gates, own
+    return features, present
 
 
 def feeds_zeros(config: RoutingSpaceConfig, forced: torch.Tensor | None) -> bool:

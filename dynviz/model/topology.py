@@ -1,9 +1,10 @@
-"""Which cells and paths of a routing space a set of open paths reaches (pure Python).
+"""Which cells and paths of a routing space a set of open paths reaches.
 
-The one place that answers reachability; route validation (:mod:`dynviz.model.route`), common
-network pruning (:func:`dynviz.analysis.common.prune_dangling`), the cost model's per-image
-propagation (:func:`dynviz.model.cost.propagate`, vectorised over images along :func:`edges`) and
-the route graphs (:mod:`dynviz.model.graph`) use it.
+The one place that answers reachability, with one walk over the space's edges
+(:func:`propagate`, batched over images): the cost model charges what it finds
+(:mod:`dynviz.model.cost`), and :func:`reach`, its one-image form, serves route validation
+(:mod:`dynviz.model.route`), common network pruning (:func:`dynviz.analysis.common.prune_dangling`)
+and the route graphs (:mod:`dynviz.model.graph`).
 
 Two questions, two semantics:
 
@@ -22,6 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 
+import torch
+
 from dynviz.model.config import Direction, PathKey, RoutingSpaceConfig
 
 __all__ = [
@@ -32,6 +35,7 @@ __all__ = [
     "edges",
     "fed_and_onward",
     "live",
+    "propagate",
     "reach",
 ]
 
@@ -100,35 +104,66 @@ def _keys(open_paths: Iterable[PathKey]) -> frozenset[PathKey]:
     return frozenset((int(a), int(b), Direction.parse(d)) for a, b, d in open_paths)
 
 
+def propagate(
+    config: RoutingSpaceConfig, active: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Which nodes received input, ran their operation, and how many inputs they summed.
+
+    The one walk over the space's edges (:func:`cell_edges`, forward order), batched over
+    images: the initial cell is fed by the stem, a fed cell with an open path runs, a fed cell
+    without one passes its input through its keep output. :func:`reach` is its one-image form
+    and the cost model (:mod:`dynviz.model.cost`) charges what it finds.
+
+    Args:
+        active: ``(B, L + 1, S, 3)`` bool of computed paths.
+    Returns:
+        has_input ``(B, L + 1, S)``, on ``(B, L + 1, S)``, inputs ``(B, L + 1, S)``.
+    """
+    b = active.shape[0]
+    shape = (b, config.num_layers + 1, config.num_scales)
+    has = torch.zeros(shape, dtype=torch.bool, device=active.device)
+    on = torch.zeros(shape, dtype=torch.bool, device=active.device)
+    count = torch.zeros(shape, dtype=torch.int64, device=active.device)
+    has[:, 0, 0] = True
+    count[:, 0, 0] = 1
+    for (layer, scale), out in cell_edges(config):
+        fed = has[:, layer, scale]
+        on[:, layer, scale] = active[:, layer, scale, [int(e.direction) for e in out]].any(-1) & fed
+        passthrough = fed & ~on[:, layer, scale]
+        for edge in out:
+            if edge.target is None:  # a last-layer keep: the decoder
+                continue
+            arrived = active[:, layer, scale, int(edge.direction)] & fed
+            if edge.direction is Direction.KEEP:
+                arrived = arrived | passthrough
+            has[:, edge.target[0], edge.target[1]] |= arrived
+            count[:, edge.target[0], edge.target[1]] += arrived.long()
+    return has, on, count
+
+
 def reach(config: RoutingSpaceConfig, open_paths: Iterable[PathKey]) -> Reach:
     """The forward pass of the module docstring: which cells are fed, run or passed through,
-    and which open paths carry data."""
+    and which open paths carry data (:func:`propagate` of one image)."""
     opened = _keys(open_paths)
-    inputs: dict[Cell, int] = {(0, 0): 1}
-    ran: set[Cell] = set()
-    carried: set[PathKey] = set()
-    for cell, out in cell_edges(config):  # forward order
-        if cell not in inputs:
-            continue
-        open_out = [e for e in out if e.key in opened]
-        if open_out:
-            ran.add(cell)
-            carried.update(e.key for e in open_out)
-            targets = [e.target for e in open_out]
-        elif cell[0] < config.num_layers:  # skipped: X passes through the keep output
-            targets = [(cell[0] + 1, cell[1])]
-        else:
-            targets = [None]
-        for target in targets:
-            if target is not None:
-                inputs[target] = inputs.get(target, 0) + 1
+    mask = torch.zeros((1, config.num_layers + 1, config.num_scales, len(Direction)), dtype=bool)
+    for edge in edges(config):
+        if edge.key in opened:
+            mask[0, edge.layer, edge.scale, int(edge.direction)] = True
+    has, on, count = (t[0].tolist() for t in propagate(config, mask))
+    inputs = {
+        (layer, scale): int(count[layer][scale])
+        for layer in range(config.num_layers + 1)
+        for scale in range(config.num_scales)
+        if has[layer][scale]
+    }
     fed = frozenset(inputs)
+    ran = frozenset(cell for cell in fed if on[cell[0]][cell[1]])
     last = config.num_layers
     return Reach(
         fed=fed,
-        ran=frozenset(ran),
+        ran=ran,
         passed=fed - ran,
-        paths=frozenset(carried),
+        paths=frozenset(e.key for e in edges(config) if e.key in opened and e.source in fed),
         inputs=inputs,
         decoder=frozenset(scale for layer, scale in fed if layer == last),
     )

@@ -1,4 +1,4 @@
-"""Plotly figures of gate attribution (:mod:`dynviz.analysis.attribution`): pure builders.
+"""Plotly figures of gate attribution (:mod:`dynviz.model.attribution`): pure builders.
 
 * :func:`attribution_map_figure`: one map over its image, diverging colours centred at zero;
 * :func:`attribution_grid_figure`: every node and path of an image on the layer x scale grid,
@@ -71,7 +71,7 @@ def attribution_grid_figure(
     selected: tuple[int, int, str] | None = None,
     title: str | None = None,
 ) -> go.Figure:
-    """The paths of :meth:`dynviz.analysis.attribution.ImageAttribution.frame` on the layer x scale
+    """The paths of :meth:`dynviz.model.attribution.ImageAttribution.frame` on the layer x scale
     grid: one marker per path, halfway along its edge (keep: right, up: right and up a scale, down:
     right and down), coloured by its logit (diverging, centred at zero); closed paths are hollow.
     ``selected`` ``(layer, scale_index, direction)`` is ringed."""

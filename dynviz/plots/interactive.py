@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 from dynviz.labels import readable
 from dynviz.plots.style import DIRECTION_COLORS, PALETTE
 from dynviz.rules import COMMON_THRESHOLD
+from dynviz.units import mac_unit
 
 __all__ = [
     "cost_histogram",
@@ -163,11 +164,13 @@ def cost_histogram(
     bins: int = 20,
     title: str | None = "Cost per image",
 ) -> go.Figure:
-    """Histogram of per-image GMACs, overlaid per model."""
+    """Histogram of per-image cost (``x`` in GMACs), overlaid per model; the axis shows the
+    prefix of the data (:func:`dynviz.units.mac_unit`: GMACs at paper sizes)."""
     fig = go.Figure()
+    unit = mac_unit(data[x].dropna().tolist())
     for i, (name, group) in enumerate(_groups(data, color)):
         fig.add_histogram(
-            x=group[x],
+            x=unit(group[x]),
             name=name or "images",
             nbinsx=bins,
             opacity=0.6,
@@ -175,7 +178,7 @@ def cost_histogram(
         )
     fig.update_layout(barmode="overlay")
     kind = "real" if x.startswith("real") else "expected"
-    return _layout(fig, title=title, x=f"{kind} cost per image (GMACs)", y="images")
+    return _layout(fig, title=title, x=f"{kind} cost per image ({unit.label})", y="images")
 
 
 def routing_scatter(

@@ -2,7 +2,9 @@
 
 Each function draws into ``ax`` (default: a new :class:`matplotlib.figure.Figure`, no pyplot, so
 no GUI backend is needed) and returns it; none calls ``plt.show()`` or saves files. Inputs are
-the frames of :mod:`dynviz.analysis`.
+the frames of :mod:`dynviz.analysis`. Costs are shown with the prefix of their data
+(:mod:`dynviz.units`). The module is one figure family in one style, hence its length (over 500
+lines): each function is independent of the others.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from matplotlib.figure import Figure
 
 from dynviz.plots.style import DIRECTION_COLORS, PALETTE
 from dynviz.rules import COMMON_THRESHOLD
+from dynviz.units import mac_unit
 
 __all__ = [
     "cost_accuracy",
@@ -172,11 +175,14 @@ def cost_histogram(
     ax: Axes | None = None,
     title: str | None = None,
 ) -> Axes:
-    """Histogram of per-image cost (GMACs), one translucent series per model."""
+    """Histogram of per-image cost (``x`` in GMACs), one translucent series per model; the axis
+    shows the prefix of the data (:func:`dynviz.units.mac_unit`: GMACs at paper sizes)."""
     ax = ax if ax is not None else new_axes()
     groups = _groups(data, hue)
     finite = data[x].to_numpy(np.float64)
     finite = finite[np.isfinite(finite)]
+    unit = mac_unit(finite.tolist())
+    finite = unit(finite)
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     if high <= low:
         low, high = low - 0.5 * abs(low or 1) * 0.01, high + 0.5 * abs(high or 1) * 0.01
@@ -184,15 +190,16 @@ def cost_histogram(
     for i, (name, group) in enumerate(groups):
         color = PALETTE[i % len(PALETTE)]
         ax.hist(
-            group[x].to_numpy(np.float64),
+            unit(group[x].to_numpy(np.float64)),
             bins=edges,
             color=to_rgba(color, 0.55),
             edgecolor=color,
             linewidth=0.8,
             label=name or None,
         )
-        ax.axvline(float(group[x].mean()), color=color, linestyle="--", linewidth=1)
-    ax.set_xlabel(f"{'real' if x.startswith('real') else 'expected'} cost per image (GMACs)")
+        ax.axvline(unit(float(group[x].mean())), color=color, linestyle="--", linewidth=1)
+    kind = "real" if x.startswith("real") else "expected"
+    ax.set_xlabel(f"{kind} cost per image ({unit.label})")
     ax.set_ylabel("images")
     return _finish(ax, title=title, legend=len(groups) > 1)
 

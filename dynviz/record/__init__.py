@@ -28,39 +28,47 @@ more columns say which (``source_image_id`` string, ``aug_scale`` float64, ``aug
 gates, size and GMACs are those of that pass, the scores those of the averaged prediction.
 Without ``--aug`` the tables are exactly as above.
 
-Part files are written atomically (temporary file and rename); the ``images`` part of a chunk is
-written after its ``gates`` part and commits it. A re-run, a resumed run or a run with another
+The schemas (:data:`GATE_SCHEMA`, :data:`IMAGE_SCHEMA`), the part naming and the one atomic part
+writer are :mod:`dynviz.record.format`. Part files are written atomically (temporary file,
+fsync, rename); the ``images`` part of a chunk is written after its ``gates`` part and commits
+it. A re-run, a resumed run or a run with another
 number of ranks skips the images already recorded, so rows are never duplicated; a ``gates``
 part without its ``images`` part (a crash between the two) is removed on the next run and ignored
 when reading.
 
-Every analysis reads these tables through :func:`read_records`, never the model.
+Every analysis reads these tables through :func:`read_records` and the sidecar through
+:attr:`Records.sidecar` (or :func:`read_sidecar`), never the model. Modules: ``format``
+(schemas, folder protocol, writer), ``sidecar`` (the typed sidecar), ``tables`` (reading and
+combining), ``rows`` (rows from forward passes), ``recorder`` (the recording loop).
 :func:`record_batch` gives the same rows for one batch in memory (no folder), with the
 prediction of the same forward pass.
 """
 
 from __future__ import annotations
 
-from dynviz.record.recorder import (
-    RecordChunk,
-    RecordedBatch,
-    RecordResult,
-    load_records_model,
-    path_cost_frame,
-    record,
-    record_batch,
-)
-from dynviz.record.sidecar import CheckpointRef, Sidecar, SidecarError
-from dynviz.record.tables import (
+from dynviz.record.format import (
     DIRECTION_DTYPE,
     DIRECTIONS,
     FORMAT,
     FORMAT_VERSION,
     GATE_ALPHA,
     GATE_COLUMNS,
+    GATE_SCHEMA,
     IMAGE_COLUMNS,
+    IMAGE_SCHEMA,
     SIDECAR,
-    RecordError,
+    read_sidecar,
+)
+from dynviz.record.recorder import RecordResult, record
+from dynviz.record.rows import (
+    RecordChunk,
+    RecordedBatch,
+    load_records_model,
+    path_cost_frame,
+    record_batch,
+)
+from dynviz.record.sidecar import CheckpointRef, RecordError, Sidecar, SidecarError
+from dynviz.record.tables import (
     Records,
     check_model,
     combine_records,
@@ -78,7 +86,9 @@ __all__ = [
     "FORMAT_VERSION",
     "GATE_ALPHA",
     "GATE_COLUMNS",
+    "GATE_SCHEMA",
     "IMAGE_COLUMNS",
+    "IMAGE_SCHEMA",
     "SIDECAR",
     "Sidecar",
     "SidecarError",
@@ -93,6 +103,7 @@ __all__ = [
     "load_records_model",
     "path_cost_frame",
     "read_records",
+    "read_sidecar",
     "record",
     "record_batch",
     "record_labels",

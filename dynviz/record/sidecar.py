@@ -159,7 +159,7 @@ class Sidecar:
             config_dict=mapping("config"),
             route_dict=mapping("route"),
             forced_route_dict=mapping("forced_route"),
-            dynamic=bool(_typed(data, "dynamic", (bool,), where)),
+            dynamic=_dynamic(data, where),
             params=_typed(data, "params", (int,), where),
             checkpoint=ref,
             data=_str_or_none(data.get("data")),
@@ -214,6 +214,20 @@ class Sidecar:
             out["aug"] = self.aug_dict
         out.update(self.extra)
         return out
+
+    def identity(self) -> dict[str, Any]:
+        """What identifies the experiment, by sidecar key: records of another identity must not
+        be appended to these (they would mix two experiments)."""
+        return {
+            "config": self.config_dict,
+            "route": self.route_dict,
+            "forced_route": self.forced_route_dict,
+            "checkpoint_sha256": self.checkpoint.sha256 if self.checkpoint else None,
+            "data": self.data,
+            "split": self.split,
+            "aug": self.aug_dict,
+            "counting": self.counting.value,
+        }
 
     # ------------------------------------------------------------------ parsed values
     @cached_property
@@ -293,6 +307,14 @@ class Sidecar:
     def data_label(self) -> str:
         """``"<data> [<split>]"`` for tables and captions."""
         return f"{self.data} [{self.split}]"
+
+
+def _dynamic(data: Mapping[str, Any], where: str) -> bool:
+    """Whether the gates chose the routes; a sidecar without the key (written by hand) says so
+    when it names no route."""
+    if "dynamic" not in data:
+        return not data.get("route") and not data.get("forced_route")
+    return bool(_typed(data, "dynamic", (bool,), where))
 
 
 def _str_or_none(value: Any) -> str | None:

@@ -1,15 +1,14 @@
-"""The records' tables: their schema, reading and validation, combining several records, and
-writing parts (the layout is described in :mod:`dynviz.record`)."""
+"""The records' tables as pandas frames: reading and validating a records folder
+(:func:`read_records`), combining several records, and writing frames as a chunk
+(:func:`write_records`). The schemas, the folder protocol and the part writer are
+:mod:`dynviz.record.format`; the layout is described in :mod:`dynviz.record`."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,88 +17,55 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dynviz.model import Direction, RoutingNetwork, RoutingSpaceConfig
-from dynviz.model.checkpoint import atomic_write
+from dynviz.model import RoutingNetwork, RoutingSpaceConfig
 from dynviz.model.route import Route
+from dynviz.record.format import (
+    DIRECTION_DTYPE,
+    DIRECTIONS,
+    FORMAT,
+    FORMAT_VERSION,
+    GATE_ALPHA,
+    GATE_COLUMNS,
+    GATES_DIR,
+    IMAGE_COLUMNS,
+    IMAGES_DIR,
+    STAT_PREFIX,
+    gates_table,
+    images_table,
+    list_parts,
+    read_sidecar,
+    write_chunk,
+    write_sidecar,
+)
 from dynviz.record.sidecar import RecordError, Sidecar
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "dynviz-records"
-FORMAT_VERSION = 1
-SIDECAR = "records.json"
-GATES_DIR = "gates"
-IMAGES_DIR = "images"
-DIRECTIONS: tuple[str, ...] = tuple(d.label for d in Direction)  # keep, up, down
-DIRECTION_DTYPE = pd.CategoricalDtype(list(DIRECTIONS), ordered=True)
-
-GATE_COLUMNS: dict[str, str] = {
-    "image_id": "string",
-    "layer": "int16",
-    "scale": "int16",
-    "scale_index": "int8",
-    "direction": "category",
-    "alpha": "float32",
-    "active": "bool",
-}
-"""Columns of the ``gates`` table and their dtypes: ``alpha`` is the alpha the route used (0 on
-a closed path), ``active`` whether the path ran (``alpha > active_threshold``)."""
-
-GATE_ALPHA = "gate_alpha"
-"""The gates table's column of the gates' own alpha before the closing rule (float32): equal to
-``alpha`` on open paths; on a path closed at ``alpha <= active_threshold``, the value it was
-closed at. Records written before it existed read it as ``alpha``."""
-
-IMAGE_COLUMNS: dict[str, str] = {
-    "image_id": "string",
-    "real_gmacs": "float64",
-    "expected_gmacs": "float64",
-    "miou": "float64",
-    "pixel_accuracy": "float64",
-    "height": "int32",
-    "width": "int32",
-}
-"""Required columns of the ``images`` table (plus optional ``confusion``, ``stat_*`` and, in
-records made with ``--aug``, ``source_image_id``, ``aug_scale`` and ``aug_flip``)."""
-
-# Keys of the sidecar that identify what was recorded: appending to records made with other
-# values would mix two experiments.
-_IDENTITY_KEYS = (
-    "config",
-    "route",
-    "forced_route",
-    "checkpoint_sha256",
-    "data",
-    "split",
-    "aug",
-    "counting",
-)
-_IDENTITY_DEFAULTS = {"counting": "paper"}  # what a sidecar written without the key means
-_PART = re.compile(r"^part-r(\d+)-c(\d+)\.parquet$")
-
 
 # ------------------------------------------------------------------------------- reading
-@dataclass
+@dataclass(frozen=True)
 class Records:
     """A records folder in memory.
 
     Attributes:
         gates: one row per (image, path) (see the module docstring).
         images: one row per image.
-        meta: the sidecar (``records.json``) as written; read it through :attr:`sidecar`.
+        sidecar: the sidecar (``records.json``), typed
+            (:class:`~dynviz.record.sidecar.Sidecar`): read everything about the recording
+            through it.
         path: the folder it was read from (None when built in memory).
     """
 
     gates: pd.DataFrame
     images: pd.DataFrame
-    meta: dict[str, Any] = field(default_factory=dict)
+    sidecar: Sidecar = field(default_factory=Sidecar)
     path: Path | None = None
 
-    @cached_property
-    def sidecar(self) -> Sidecar:
-        """The sidecar, typed (:class:`~dynviz.record.sidecar.Sidecar`): read everything about
-        the recording through it."""
-        return Sidecar.from_dict(self.meta, where=self._where)
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The sidecar as its JSON mapping (:meth:`Sidecar.to_dict`); read :attr:`sidecar`
+        instead."""
+        return self.sidecar.to_dict()
 
     @property
     def config(self) -> RoutingSpaceConfig:
@@ -164,20 +130,10 @@ def _validate_schema(schema: pa.Schema, columns: Mapping[str, str], file: Path) 
         if not _check_field(t, kind):
             raise RecordError(f"{file}: column {name!r} has type {t}, expected {kind}")
     for name in schema.names:
-        if name.startswith("stat_"):
+        if name.startswith(STAT_PREFIX):
             t = schema.field(name).type
             if not (pa.types.is_floating(t) or pa.types.is_integer(t)):
                 raise RecordError(f"{file}: column {name!r} has type {t}, expected float64")
-
-
-def _parts(folder: Path) -> dict[tuple[int, int], Path]:
-    out = {}
-    if folder.is_dir():
-        for file in folder.iterdir():
-            match = _PART.match(file.name)
-            if match:
-                out[(int(match[1]), int(match[2]))] = file
-    return out
 
 
 def _arrow_to_pandas(kind: pa.DataType) -> Any:
@@ -258,31 +214,17 @@ def _normalise_images(images: pd.DataFrame) -> pd.DataFrame:
         if name != "image_id":
             images[name] = images[name].astype(kind)
     for name in images.columns:
-        if name.startswith("stat_"):
+        if name.startswith(STAT_PREFIX):
             images[name] = images[name].astype("float64")
     return images
 
 
-def _read_sidecar(folder: Path) -> dict[str, Any]:
-    file = folder / SIDECAR
-    try:
-        meta = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        if not folder.exists():
-            raise RecordError(f"{folder}: no such records folder") from None
-        raise RecordError(f"{folder}: not a records folder (no {SIDECAR})") from None
-    except (OSError, json.JSONDecodeError) as err:
-        raise RecordError(f"{file}: cannot read the sidecar ({err})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise RecordError(f"{file}: not a dynviz records sidecar (no format tag {FORMAT!r})")
-    version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise RecordError(
-            f"{file}: records format version {version!r} is newer than this dynviz "
-            f"understands ({FORMAT_VERSION}); upgrade dynviz"
-        )
-    Sidecar.from_dict(meta, where=str(file))  # a value of the wrong type fails here, named
-    return meta
+def table_frames(gates: pa.Table, images: pa.Table) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(gates, images)`` frames of two parts' tables, as :func:`read_records` reads them
+    (what :meth:`dynviz.record.RecordChunk.frames` gives without writing)."""
+    gate_frame = gates.to_pandas(types_mapper=_arrow_to_pandas)
+    image_frame = images.to_pandas(types_mapper=_arrow_to_pandas)
+    return _normalise_gates(gate_frame, "recorded frames"), _normalise_images(image_frame)
 
 
 def read_records(path: str | os.PathLike[str], *, model: RoutingNetwork | None = None) -> Records:
@@ -300,9 +242,9 @@ def read_records(path: str | os.PathLike[str], *, model: RoutingNetwork | None =
             file), gate rows of unknown images, or a model mismatch.
     """
     folder = Path(path)
-    meta = _read_sidecar(folder)
-    gate_parts = _parts(folder / GATES_DIR)
-    image_parts = _parts(folder / IMAGES_DIR)
+    sidecar = read_sidecar(folder)
+    gate_parts = list_parts(folder / GATES_DIR)
+    image_parts = list_parts(folder / IMAGES_DIR)
     orphans = sorted(set(gate_parts) - set(image_parts))
     if orphans:
         logger.warning(
@@ -328,7 +270,8 @@ def read_records(path: str | os.PathLike[str], *, model: RoutingNetwork | None =
         raise RecordError(
             f"{folder}: image {images['image_id'][duplicated].iloc[0]!r} is recorded more than once"
         )
-    records = Records(gates=gates, images=images.reset_index(drop=True), meta=meta, path=folder)
+    images = images.reset_index(drop=True)
+    records = Records(gates=gates, images=images, sidecar=sidecar, path=folder)
     if model is not None:
         check_model(records, model)
     return records
@@ -421,30 +364,18 @@ def combine_records(records: Sequence[Records]) -> tuple[pd.DataFrame, pd.DataFr
 
 
 # ------------------------------------------------------------------------------- writing
-def _atomic_write_table(table: pa.Table, path: Path) -> None:
-    atomic_write(path, lambda handle: pq.write_table(table, handle, compression="zstd"))
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
-
-
-def _gates_table(gates: pd.DataFrame) -> pa.Table:
+def _gates_part(gates: pd.DataFrame) -> pa.Table:
     direction = pd.Categorical(gates["direction"].astype(str), categories=list(DIRECTIONS))
-    return pa.table(
-        {
-            "image_id": pa.array(
-                gates["image_id"].astype(str).to_numpy(dtype=object), type=pa.string()
-            ),
-            "layer": pa.array(gates["layer"].to_numpy(np.int16)),
-            "scale": pa.array(gates["scale"].to_numpy(np.int16)),
-            "scale_index": pa.array(gates["scale_index"].to_numpy(np.int8)),
-            "direction": pa.DictionaryArray.from_arrays(
-                pa.array(direction.codes.astype(np.int8)), pa.array(list(DIRECTIONS))
-            ),
-            "alpha": pa.array(gates["alpha"].to_numpy(np.float32)),
-            "active": pa.array(gates["active"].to_numpy(bool)),
-        }
+    own = gates[GATE_ALPHA].fillna(gates["alpha"]) if GATE_ALPHA in gates else gates["alpha"]
+    return gates_table(
+        image_id=gates["image_id"].astype(str).to_numpy(dtype=object),
+        layer=gates["layer"].to_numpy(),
+        scale=gates["scale"].to_numpy(),
+        scale_index=gates["scale_index"].to_numpy(),
+        direction=direction.codes,
+        alpha=gates["alpha"].to_numpy(np.float32),
+        active=gates["active"].to_numpy(bool),
+        gate_alpha=own.to_numpy(np.float32),
     )
 
 
@@ -452,27 +383,33 @@ def write_records(
     path: str | os.PathLike[str],
     gates: pd.DataFrame,
     images: pd.DataFrame,
-    meta: Mapping[str, Any],
+    sidecar: Sidecar | Mapping[str, Any],
     *,
     rank: int = 0,
     chunk: int = 0,
 ) -> Path:
     """Write frames as one chunk of a records folder (hand-made records, tests, conversions).
 
-    ``meta`` becomes the sidecar (``format`` and ``format_version`` are filled in). Frames must
-    have the columns of :data:`GATE_COLUMNS` and :data:`IMAGE_COLUMNS`.
+    Args:
+        path: the records folder (created).
+        gates: rows with the columns of :data:`GATE_COLUMNS` (and optionally ``gate_alpha``,
+            else written as ``alpha``).
+        images: rows with the columns of :data:`IMAGE_COLUMNS` (and any optional ones).
+        sidecar: the sidecar, or its JSON mapping (``format`` and ``format_version`` are filled
+            in).
+        rank: the rank of the part's name.
+        chunk: the chunk of the part's name.
 
     Returns:
         The folder.
     """
     folder = Path(path)
+    if not isinstance(sidecar, Sidecar):
+        sidecar = Sidecar.from_dict(dict(sidecar), where=str(folder))
+    sidecar = replace(sidecar, format=FORMAT, format_version=FORMAT_VERSION)
     (folder / GATES_DIR).mkdir(parents=True, exist_ok=True)
     (folder / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
-    name = f"part-r{rank}-c{chunk}.parquet"
-    _atomic_write_table(_gates_table(gates), folder / GATES_DIR / name)
-    _atomic_write_table(
-        pa.Table.from_pandas(images, preserve_index=False), folder / IMAGES_DIR / name
-    )
-    sidecar = {"format": FORMAT, "format_version": FORMAT_VERSION, **dict(meta)}
-    _atomic_write_text(json.dumps(sidecar, indent=2, default=str) + "\n", folder / SIDECAR)
+    columns = {name: images[name] for name in images.columns}
+    write_chunk(folder, rank, chunk, _gates_part(gates), images_table(columns))
+    write_sidecar(folder, sidecar)
     return folder

@@ -1,4 +1,5 @@
-"""Training: the loop (:mod:`~dynviz.train.trainer`), budget loss, optimiser and run log.
+"""Training: the loop (:mod:`~dynviz.train.trainer`) and its hooks (:mod:`~dynviz.train.hooks`),
+budget loss, optimiser and run log.
 
 The torchrun helpers live one layer down, in :mod:`dynviz.support.distributed` (evaluation and
 recording use them too); the command line is :mod:`dynviz.commands.train`.
@@ -8,12 +9,14 @@ from __future__ import annotations
 
 from dynviz.train.budget import BudgetLoss, BudgetSchedule
 from dynviz.train.config import TrainConfig
+from dynviz.train.hooks import HookBase
 from dynviz.train.optim import PolySchedule, param_groups
 from dynviz.train.trainer import NonFiniteLossError, Trainer, TrainResult, train
 
 __all__ = [
     "BudgetLoss",
     "BudgetSchedule",
+    "HookBase",
     "NonFiniteLossError",
     "PolySchedule",
     "TrainConfig",

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from dynviz.errors import BadFileError, UserError, suggest
+from dynviz.errors import BadFileError, UserError, suggest, yaml_problem
 
 __all__ = [
     "INFO_KEYS",
@@ -91,7 +91,7 @@ def _read_mapping(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as err:
         raise SettingsFileError(f"{path}: cannot read ({err})") from None
     except yaml.YAMLError as err:
-        raise SettingsFileError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        raise SettingsFileError(f"{path}: not valid YAML ({yaml_problem(err)})") from None
     if not isinstance(data, dict):
         raise SettingsFileError(f"{path}: expected a YAML mapping of settings")
     return data
@@ -114,26 +114,36 @@ def _coerce(value: Any, annotation: str, key: str) -> Any:
         inner = "int" if "int" in base else "float"
         return tuple(_coerce(v, inner, key) for v in value)
     try:
-        if base == "bool":
-            if isinstance(value, bool):
-                return value
-            if str(value).lower() in ("true", "yes", "on", "1"):
-                return True
-            if str(value).lower() in ("false", "no", "off", "0"):
-                return False
-            raise ValueError
-        if base == "int":
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value)
-        if base == "float":
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if base == "str":
-            return str(value)
+        return _scalar(value, base)
     except (TypeError, ValueError):
         raise SettingsError(f"{key}: {value!r} is not a valid {base}") from None
+
+
+def _scalar(value: Any, base: str) -> Any:
+    """``value`` as the scalar type named ``base`` (``bool``, ``int``, ``float``, ``str``; any
+    other type passes it unchanged).
+
+    Raises:
+        ValueError, TypeError: ``value`` is not one of type ``base``.
+    """
+    if base == "bool":
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "yes", "on", "1"):
+            return True
+        if str(value).lower() in ("false", "no", "off", "0"):
+            return False
+        raise ValueError
+    if base == "int":
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        return int(value)
+    if base == "float":
+        if isinstance(value, bool):
+            raise ValueError
+        return float(value)
+    if base == "str":
+        return str(value)
     return value
 
 

@@ -41,6 +41,15 @@ follow from ``(seed, iteration)`` (:class:`dynviz.support.distributed.SampleStre
 
 Under ``torchrun`` the same code runs DDP (gloo on CPU, NCCL on CUDA, SyncBatchNorm on CUDA);
 ``--batch`` is the total over all processes; only rank 0 writes files or shows progress.
+
+The loop runs the optimisation step; everything else it does is a hook
+(:mod:`dynviz.train.hooks`, detectron2's ``HookBase``): the metrics and log lines, PreciseBN,
+closing weak paths, evaluation and checkpoints, in that order; a user adds one with
+``Trainer(config, hooks=[...])`` or :meth:`Trainer.register_hooks`.
+
+This module is over 500 lines: the setup of one run (the resume check, the network, the resolved
+defaults, the budget's cost table, the DDP wrapper) builds the state that its step and hooks
+share; the parts that stand alone live in the modules named above.
 """
 
 from __future__ import annotations
@@ -48,13 +57,12 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import os
 import random
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +75,7 @@ from torch.utils.data import DataLoader
 
 from dynviz.data import IGNORE_INDEX, DataError, build_dataset, train_transforms
 from dynviz.errors import error_message
-from dynviz.inference.evaluate import EvalResult, evaluate
+from dynviz.inference.evaluate import EvalResult
 from dynviz.interop.official import OFFICIAL_BUDGET_NORMALISER
 from dynviz.model import ConfigError, Route, RoutingNetwork, RoutingSpaceConfig, build_model
 from dynviz.model.checkpoint import (
@@ -97,6 +105,14 @@ from dynviz.support.distributed import (
 from dynviz.support.environment import environment
 from dynviz.train.budget import BudgetLoss, BudgetSchedule
 from dynviz.train.config import RESUMABLE_FIELDS, TrainConfig
+from dynviz.train.hooks import (
+    CheckpointHook,
+    ClosePathsHook,
+    EvalHook,
+    HookBase,
+    MetricsHook,
+    PreciseBNHook,
+)
 from dynviz.train.init import init_from
 from dynviz.train.optim import (
     PolySchedule,
@@ -104,13 +120,15 @@ from dynviz.train.optim import (
     default_warmup_iters,
     is_gate_parameter,
 )
-from dynviz.train.precise_bn import default_precise_bn_batches, update_bn_stats
+from dynviz.train.precise_bn import default_precise_bn_batches
 from dynviz.train.runlog import RunLog, require_tensorboard
 from dynviz.version import __version__
 
 __all__ = [
     "RESUMABLE_FIELDS",
+    "HookBase",
     "NonFiniteLossError",
+    "StepOutput",
     "TrainConfig",
     "TrainResult",
     "Trainer",
@@ -174,6 +192,23 @@ class TrainResult:
     best_miou: float | None
     last_eval: EvalResult | None
     seconds: float
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """One training step, for the hooks.
+
+    Attributes:
+        values: ``loss``, ``ce_loss``, ``budget_loss`` (averaged over ranks),
+            ``expected_cost_ratio`` (None for a network without a budget), ``lr`` and
+            ``budget_weight``.
+        gates: the step's gate alphas ``(B, nodes)``, detached.
+        route_mask: the nodes that are paths of the network.
+    """
+
+    values: dict[str, Any]
+    gates: torch.Tensor
+    route_mask: torch.Tensor
 
 
 def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -244,6 +279,14 @@ class Trainer:
         dist_info: this process's place in a torchrun job (default: from the environment).
         network: the network to build instead of ``config.model`` (a run config's saved
             network, :mod:`dynviz.train.runconfig`).
+        hooks: more hooks (:class:`~dynviz.train.hooks.HookBase`), called after the default
+            ones (:meth:`default_hooks`); :meth:`register_hooks` adds more later.
+
+    What hooks read: ``iteration`` (iterations done), ``step`` (the last step's
+    :class:`StepOutput`), ``stop_at`` (where this run stops), ``finished`` (``config.iters``
+    reached), ``model``, ``config`` (resolved), ``val_set``, ``last_eval``, ``best_miou``,
+    ``run_log`` (rank 0) and ``progress_bar`` (None when off); and what they call:
+    :meth:`record`, :meth:`save`, :meth:`loader`, :meth:`autocast`.
     """
 
     def __init__(
@@ -253,6 +296,7 @@ class Trainer:
         resume: bool = False,
         dist_info: DistInfo | None = None,
         network: RoutingSpaceConfig | Route | None = None,
+        hooks: Sequence[HookBase] = (),
     ) -> None:
         self.network = network  # a run config's saved network (default: config.model)
         self.info = dist_info or init_distributed(config.device)
@@ -322,7 +366,38 @@ class Trainer:
             logger.info("resuming %s at iteration %d", self.run_dir, self.iteration)
         self.ddp = self._wrap(self.model)
         self.last_eval: EvalResult | None = None
-        self._log: RunLog | None = None
+        self.run_log: RunLog | None = None
+        self.progress_bar: Any = None  # tqdm's bar while run() shows one
+        self.step: StepOutput | None = None
+        self.stop_at = self.saved_at = self.iteration
+        self.hooks: list[HookBase] = []
+        self.register_hooks([*self.default_hooks(), *hooks])
+
+    # ------------------------------------------------------------------------------ hooks
+    def default_hooks(self) -> list[HookBase]:
+        """The training loop's own hooks, in their order (:mod:`dynviz.train.hooks`):
+        metrics, PreciseBN, closing weak paths, evaluation, checkpoint."""
+        cfg = self.config
+        return [
+            MetricsHook(cfg.log_every),
+            PreciseBNHook(int(cfg.precise_bn or 0)),
+            ClosePathsHook(cfg.close_below),
+            EvalHook(cfg.eval_every),
+            CheckpointHook(cfg.checkpoint_every),
+        ]
+
+    def register_hooks(self, hooks: Sequence[HookBase]) -> None:
+        """Add ``hooks`` after those registered, in order; each gets ``hook.trainer``."""
+        for hook in hooks:
+            if not isinstance(hook, HookBase):
+                raise TypeError(f"{hook!r} is not a HookBase")
+            hook.trainer = self
+            self.hooks.append(hook)
+
+    @property
+    def finished(self) -> bool:
+        """Whether training reached ``config.iters`` (the run's end hooks then act)."""
+        return self.iteration == self.config.iters
 
     # ------------------------------------------------------------------------------ setup
     @staticmethod
@@ -528,15 +603,19 @@ class Trainer:
                 "class_names": list(self.train_set.class_names),
             },
         }
-        self._log = RunLog(
+        self.run_log = RunLog(
             self.run_dir, doc, iteration=self.iteration, tensorboard=self.config.tensorboard
         )
 
-    def _record(self, record: dict[str, Any]) -> None:
-        if self._log is not None:
-            self._log.record(record)
+    def record(self, record: dict[str, Any]) -> None:
+        """Append ``record`` to ``metrics.jsonl`` (rank 0; no-op elsewhere)."""
+        if self.run_log is not None:
+            self.run_log.record(record)
 
-    def _save(self, name: str, metrics: dict[str, Any] | None = None) -> None:
+    def save(self, name: str, metrics: dict[str, Any] | None = None) -> None:
+        """Write checkpoint ``name`` (``LATEST`` or ``BEST``) in the run directory, atomically;
+        collective under DDP (rank 0 writes)."""
+
         def write() -> None:
             checkpoint = make_checkpoint(
                 self.model,
@@ -550,9 +629,12 @@ class Trainer:
 
         broadcast_buffers(self.model)
         _on_main(self.info, write)
+        if name == LATEST:
+            self.saved_at = self.iteration
 
     # ------------------------------------------------------------------------------- loop
-    def _loader(self, start: int, stop: int) -> DataLoader:
+    def loader(self, start: int, stop: int) -> DataLoader:
+        """The batches of iterations ``start`` to ``stop`` of the sample stream."""
         return DataLoader(
             EpochIndexed(self.train_set),
             batch_sampler=self.stream.batches(start, stop),
@@ -562,119 +644,22 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
         )
 
-    def _evaluate(self) -> EvalResult | None:
-        if self.val_set is None:
-            return None
-        broadcast_buffers(self.model)
-        result = evaluate(
-            self.model,
-            self.val_set,
-            device=self.device,
-            limit=self.config.eval_limit,
-            amp=bool(self.config.amp),
-        )
-        self.model.train()
-        self.last_eval = result
-        record: dict[str, Any] = {
-            "kind": "eval",
-            "iter": self.iteration,
-            "val_miou": result.miou,
-            "val_pixel_accuracy": result.pixel_accuracy,
-            "real_gmacs": result.real_gmacs.mean,
-            "real_gmacs_max": result.real_gmacs.max,
-            "real_gmacs_min": result.real_gmacs.min,
-            "expected_gmacs": result.expected_gmacs.mean,
-            "expected_cost_ratio": result.expected_cost_ratio,
-            "val_images": result.num_images,
-        }
-        self._record(record)
-        logger.info(
-            "iter %d: val mIoU %.4f, real %.4f GMACs, expected %.4f GMACs%s",
-            self.iteration,
-            result.miou,
-            result.real_gmacs.mean,
-            result.expected_gmacs.mean,
-            ""
-            if result.expected_cost_ratio is None
-            else f", E/C_all {result.expected_cost_ratio:.3f}",
-        )
-        if math.isfinite(result.miou) and (self.best_miou is None or result.miou > self.best_miou):
-            self.best_miou = result.miou
-            self._save(BEST, metrics=result.to_dict())
-        return result
-
-    def _precise_bn(self) -> None:
-        """Re-estimate the BN statistics with the final weights (:mod:`.precise_bn`) over the
-        next ``precise_bn`` batches of the sample stream (deterministic, so resume stays
-        exact)."""
-        cfg = self.config
-        if cfg.precise_bn < 1:
-            return
-        autocast = torch.autocast(
-            device_type=self.device.type, dtype=torch.bfloat16, enabled=bool(cfg.amp)
-        )
-
-        def forward(batch: tuple[torch.Tensor, torch.Tensor]) -> None:
-            with autocast:
-                self.model(batch[0].to(self.device, non_blocking=True))
-
-        started = time.perf_counter()
-        used = update_bn_stats(
-            self.model,
-            self._loader(cfg.iters, cfg.iters + cfg.precise_bn),
-            num_batches=cfg.precise_bn,
-            forward=forward,
-            world_size=self.info.world_size,
-        )
-        self._record(
-            {
-                "kind": "precise_bn",
-                "iter": self.iteration,
-                "batches": used,
-                "seconds": time.perf_counter() - started,
-            }
-        )
-
-    def _close_weak_paths(self) -> None:
-        """After the last iteration and PreciseBN, raise a dynamic network's active threshold
-        to ``close_below``: the paths whose alpha is at most that are closed from then on (in
-        the final evaluation, the checkpoint and every later use of it)."""
-        below = self.config.close_below
-        config = self.model.config
-        if not self.model.is_dynamic or below <= config.active_threshold:
-            return
-        self.model.config = replace(
-            config,
-            active_threshold=below,
-            description=(f"{config.description}; " if config.description else "")
-            + f"paths with alpha <= {below:g} closed after training",
-        )
-        self._record({"kind": "close", "iter": self.iteration, "active_threshold": below})
-        if self._log is not None:  # the model section stays the network as trained
-            self._log.add_section(
-                "checkpoint",
-                {
-                    "active_threshold": below,
-                    "note": f"close_below raised the active threshold from "
-                    f"{config.active_threshold:g} to {below:g} after training: the checkpoint "
-                    "and its records close every path with alpha <= it",
-                },
-            )
-        logger.info("closing the paths whose alpha is at most %g from now on", below)
-
     def gates_idle(self, iteration: int) -> bool:
         """Whether ``iteration`` (0-based) is in the gate warm-up: every path open, no budget."""
         warmup = round(self.config.gate_warmup * self.config.iters)
         return self.model.is_dynamic and iteration < warmup
 
-    def _step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    def autocast(self) -> torch.autocast:
+        """bf16 autocast on the training device when ``config.amp`` (else a no-op context)."""
+        return torch.autocast(
+            device_type=self.device.type, dtype=torch.bfloat16, enabled=bool(self.config.amp)
+        )
+
+    def _step(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
         cfg = self.config
         lr = self.schedule.apply(self.optimizer, self.iteration)
-        autocast = torch.autocast(
-            device_type=self.device.type, dtype=torch.bfloat16, enabled=bool(cfg.amp)
-        )
         idle = self.gates_idle(self.iteration)
-        with autocast:
+        with self.autocast():
             out = self.ddp(images, route=self.model.route_mask) if idle else self.ddp(images)
         ce = segmentation_loss(out.logits, labels)
         loss = ce
@@ -714,21 +699,17 @@ class Trainer:
         values.update(lr=lr, budget_weight=weight)
         if self.budget is None:
             values["expected_cost_ratio"] = None
-        logged = (self.iteration + 1) % cfg.log_every == 0
-        if logged and self._log is not None and self._log.has_events:
-            alphas = out.gates.detach().float()[:, out.route_mask]  # (B, paths)
-            self._log.histogram("gates/alpha", alphas.cpu(), self.iteration + 1)
-        return values
+        return StepOutput(values=values, gates=out.gates.detach(), route_mask=out.route_mask)
 
-    def _keep_after_data_error(self, err: DataError, saved_at: int) -> DataError:
+    def _keep_after_data_error(self, err: DataError) -> DataError:
         """A bad sample stopped training: keep the iterations done since the last checkpoint
         (one process only: other ranks may be inside a collective) and say so in the one-line
         error, which names the file (also when a DataLoader worker raised it)."""
         message = error_message(err)
         kind = type(err)  # a bad file stays a bad file (exit status 3)
-        if self.info.distributed or self.iteration <= saved_at:
+        if self.info.distributed or self.iteration <= self.saved_at:
             return kind(message)
-        self._save(LATEST)
+        self.save(LATEST)
         return kind(
             f"{message} (the {self.iteration} iterations done are saved in "
             f"{self.run_dir / LATEST}; fix the file and continue with --resume)"
@@ -769,54 +750,24 @@ class Trainer:
                 position=position,
                 leave=position is None,
             )
+        self.stop_at, self.saved_at = stop, self.iteration
+        self.progress_bar = bar
         last_loss: float | None = None
-        window_start, window_iters = time.perf_counter(), 0
-        saved_at = self.iteration
         try:
-            for images, labels in self._loader(self.iteration, stop):
+            for hook in self.hooks:
+                hook.before_train()
+            for images, labels in self.loader(self.iteration, stop):
+                for hook in self.hooks:
+                    hook.before_step()
                 images = images.to(self.device, non_blocking=True)
                 labels = labels.to(self.device, non_blocking=True)
-                values = self._step(images, labels)
+                self.step = self._step(images, labels)
                 self.iteration += 1
-                window_iters += 1
-                last_loss = values["loss"]
-                if self.iteration % cfg.log_every == 0 or self.iteration == stop:
-                    elapsed = time.perf_counter() - window_start
-                    values["images_per_s"] = cfg.batch * window_iters / max(elapsed, 1e-9)
-                    window_start, window_iters = time.perf_counter(), 0
-                    self._record({"kind": "train", "iter": self.iteration, **values})
-                    if bar is not None:
-                        bar.set_postfix(
-                            loss=f"{values['loss']:.4f}", img_s=f"{values['images_per_s']:.1f}"
-                        )
-                    else:
-                        logger.info(
-                            "iter %d/%d loss %.4f (ce %.4f, budget %.4f) lr %.5f %.1f img/s",
-                            self.iteration,
-                            cfg.iters,
-                            values["loss"],
-                            values["ce_loss"],
-                            values["budget_loss"],
-                            values["lr"],
-                            values["images_per_s"],
-                        )
-                if bar is not None:
-                    bar.update(1)
-                if (
-                    cfg.eval_every
-                    and self.iteration % cfg.eval_every == 0
-                    and self.iteration < cfg.iters
-                ):
-                    self._evaluate()
-                if self.iteration % cfg.checkpoint_every == 0 and self.iteration < stop:
-                    self._save(LATEST)
-                    saved_at = self.iteration
-            if self.iteration == cfg.iters:
-                self._precise_bn()
-                self._close_weak_paths()
-                if self.val_set is not None:
-                    self._evaluate()
-            self._save(LATEST, metrics=None if self.last_eval is None else self.last_eval.to_dict())
+                last_loss = self.step.values["loss"]
+                for hook in self.hooks:
+                    hook.after_step()
+            for hook in self.hooks:
+                hook.after_train()
             if self.info.is_main:
                 logger.info(
                     "stopped at iteration %d/%d after %.1f s; best val mIoU %s",
@@ -826,13 +777,14 @@ class Trainer:
                     "n/a" if self.best_miou is None else f"{self.best_miou:.4f}",
                 )
         except DataError as err:
-            raise self._keep_after_data_error(err, saved_at) from None
+            raise self._keep_after_data_error(err) from None
         finally:
             if bar is not None:
                 bar.close()
-            if self._log is not None:
-                self._log.close()
-                self._log = None
+            self.progress_bar = None
+            if self.run_log is not None:
+                self.run_log.close()
+                self.run_log = None
         return TrainResult(
             iteration=self.iteration,
             run_dir=self.run_dir,
