@@ -3,13 +3,19 @@
 The cache split of the Streamlit demos: ``st.cache_resource`` for models and data sets (one shared
 object per process, used read-only), ``st.cache_data`` for frames, results and figures (a pickled
 copy per call). Cached functions read only their arguments; files are keyed by path *and*
-modification time, so rewritten records or a growing ``metrics.jsonl`` are read again.
+modification time, so rewritten records or a growing ``metrics.jsonl`` are read again. Both
+caches are the server's, shared by every session: eight people on one explorer read the records
+once (``scripts/explorer_load.py`` measures it). Two exceptions to the split, for what every
+page run would otherwise pay again: the records themselves (:func:`load_records`, 10^7 gate rows
+at 100,000 images) and the plotly figures the pages show unchanged (:func:`special_case_figure`,
+:func:`common_network`, :func:`distribution_figures`) are ``cache_resource``: unpickling a figure
+re-validates every trace.
 
 :func:`sidebar` draws the shared sidebar (``explorer.py`` calls it on every page) and stores the
 :class:`Context` that pages read with :func:`context`. Everything computed here is a call into
 ``dynviz``; the app does no tensor math.
 
-The module runs to about 700 lines: every page's cached call is here, so that the cache keys
+The module runs to about 800 lines: every page's cached call is here, so that the cache keys
 and the one-object-per-process rule are read in one place; the pages only lay out.
 """
 
@@ -35,6 +41,7 @@ from dynviz.analysis import (
     summarize_common,
 )
 from dynviz.analysis import routing_vs_scale as _routing_vs_scale
+from dynviz.analysis import scale_summary as _scale_summary
 from dynviz.analysis.adaptivity import records_adaptivity
 from dynviz.analysis.report import records_path_costs
 from dynviz.analysis.report import table1 as _table1
@@ -57,7 +64,7 @@ from dynviz.model import RoutingSpaceConfig
 from dynviz.model.cost import cost_table
 from dynviz.model.route import Route
 from dynviz.model.zoo import load_spec, routing_spaces, special_case_routes, special_case_table
-from dynviz.plots.interactive import space_figure
+from dynviz.plots.interactive import probability_histogram, probability_violin, space_figure
 from dynviz.record import label_frames, read_records, record_labels
 from dynviz.record.uploads import ImageView, read_upload, recorded_view, route_image
 from dynviz.rules import COMMON_THRESHOLD
@@ -151,6 +158,45 @@ def combined_path_statistics(paths: tuple[str, ...], mtimes: tuple[float, ...]) 
         label_frames([s.per_path for s in stats], labels),
         label_frames([s.histogram for s in stats], labels),
         tuple(t for s in stats for t in s.thresholds),
+    )
+
+
+def matching_paths(
+    frame: pd.DataFrame,
+    layer_range: tuple[int, int],
+    scales: tuple[int, ...],
+    directions: tuple[str, ...],
+) -> pd.DataFrame:
+    """The rows of a per-path frame in ``layer_range`` (inclusive), at one of ``scales``
+    (strides) and in one of ``directions``."""
+    return frame[
+        frame["layer"].between(*layer_range)
+        & frame["scale"].isin(scales)
+        & frame["direction"].astype(str).isin(directions)
+    ]
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def distribution_figures(
+    paths: tuple[str, ...],
+    mtimes: tuple[float, ...],
+    layer_range: tuple[int, int],
+    scales: tuple[int, ...],
+    directions: tuple[str, ...],
+    bins: int,
+    threshold: float,
+) -> tuple[Any, Any, Any]:
+    """The Distributions page's figures for one choice of its filters: Fig. 5's histogram of
+    activation probabilities, their violins by layer and by scale. Built once per server for a
+    choice and shared by every session (read-only)."""
+    stats = combined_path_statistics(paths, mtimes)
+    per_path = matching_paths(stats.per_path, layer_range, scales, directions)
+    return (
+        probability_histogram(per_path, bins=bins, threshold=threshold),
+        probability_violin(per_path, x="layer"),
+        probability_violin(
+            per_path, x="scale", title="Path activation probability per scale (stride)"
+        ),
     )
 
 
@@ -407,10 +453,10 @@ class Extracted:
     figure: object = None
 
 
-@st.cache_data(show_spinner="Extracting the common network...", max_entries=64)
+@st.cache_resource(show_spinner="Extracting the common network...", max_entries=64)
 def common_network(path: str, mtime: float, threshold: float, height: int, width: int) -> Extracted:
     """``dynviz.analysis.summarize_common`` at ``threshold`` and the records' input size, and
-    its figure."""
+    its figure (shared by every session: read-only)."""
     from dynviz.model.graph import space_graph  # deferred: networkx takes about 0.5 s to import
 
     config = load_records(path, mtime).config
@@ -449,9 +495,9 @@ def special_cases(height: int, width: int) -> pd.DataFrame:
     return special_case_table(size=(height, width))
 
 
-@st.cache_data(show_spinner=False)
+@st.cache_resource(show_spinner=False, max_entries=64)
 def special_case_figure(name: str, height: int, width: int) -> Any:
-    """A special case's route on the layer x scale grid."""
+    """A special case's route on the layer x scale grid (shared by every session: read-only)."""
     from dynviz.model.graph import space_graph  # deferred: networkx takes about 0.5 s to import
 
     route = load_spec(name)
@@ -582,6 +628,45 @@ def routing_vs_scale(paths: tuple[str, ...], mtimes: tuple[float, ...]) -> pd.Da
     return label_frames(frames, _labels(paths, mtimes))
 
 
+@st.cache_data(show_spinner="Correlating routes with object scale...", max_entries=16)
+def scale_summary(paths: tuple[str, ...], mtimes: tuple[float, ...]) -> Any:
+    """``dynviz.analysis.scale_summary`` of :func:`routing_vs_scale`: per-regime means and
+    correlations (ranks of every image: about 0.4 s at 100,000 images, once)."""
+    return _scale_summary(routing_vs_scale(paths, mtimes))
+
+
+MENU_IMAGES = 1000
+"""At most this many images listed in a menu; records of more are picked by number."""
+
+SCATTER_POINTS = 5000
+"""At most this many images drawn in a per-image scatter: 100,000 points are 3.7 MB sent to every
+browser on every run; the tables and correlations still use every image."""
+
+
+def drawn_points(frame: pd.DataFrame, limit: int = SCATTER_POINTS) -> pd.DataFrame:
+    """At most ``limit`` rows of ``frame`` to draw, the same on every run: a seeded sample of
+    each ``model`` (an equal share of ``limit`` each), in the frame's order; ``frame`` itself
+    when it is small enough."""
+    if len(frame) <= limit:
+        return frame
+    if "model" not in frame.columns:
+        return frame.sample(n=limit, random_state=0).sort_index()
+    groups = frame.groupby("model", observed=True, sort=False)
+    share = max(1, limit // groups.ngroups)
+    picked = [g.sample(n=min(len(g), share), random_state=0) for _, g in groups]
+    return pd.concat(picked).sort_index()
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def summarised(path: str, mtime: float) -> bool:
+    """Summarise the gate rows of a records folder once per server, when it is first selected:
+    every page then reads small frames. A ``cache_resource`` marker: later runs, of any session,
+    neither recompute nor unpickle the summaries only to warm them."""
+    path_statistics(path, mtime)
+    image_routes(path, mtime)
+    return True
+
+
 # -------------------------------------------------------------------------------- context
 @dataclass(frozen=True)
 class Context:
@@ -649,9 +734,10 @@ def sidebar() -> Context:
             )
             selected = usable[labels.index(choice)]
             st.query_params["records"] = choice
-            # summarise the gate rows once, here: every page then reads small frames
-            path_statistics(selected, stamp(selected))
-            image_routes(selected, stamp(selected))
+            skipped = load_records(selected, stamp(selected)).skipped_note  # damaged parts
+            if skipped:
+                st.warning(skipped, icon=":material/warning:")
+            summarised(selected, stamp(selected))
         else:
             st.caption(
                 "No records here yet: `dynviz record RUN_DIR --data SPEC --out DIR` writes them."

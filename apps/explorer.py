@@ -7,13 +7,22 @@ runs and records, and the records the pages show); each page lives in ``apps/vie
 
 from __future__ import annotations
 
+import gc
+
 import _state
 import streamlit as st
 
-from dynviz.inference.allocator import tune_malloc
+# Streamlit runs a full garbage collection after every script run (``runner.postScriptGC``); with
+# torch, pandas and plotly imported that walks about 260,000 objects, 0.19 s of CPU holding the
+# GIL, longer than most pages take. The modules live as long as the server: moved out of the
+# collector's sight once, the collection after a run takes about a millisecond.
+if not gc.get_freeze_count():
+    gc.freeze()
 
-tune_malloc()  # keep freed memory for reuse, as the CLI commands do: large records load faster
-
+# glibc's malloc thresholds stay as they are (no ``tune_malloc``, unlike the CLI commands): a
+# server runs each session's script on its own thread, and with raised thresholds every thread's
+# heap keeps its peak. Eight sessions on records of 100,000 images peaked at 1.5 GB with them and
+# 0.8 GB without, for the same page times (docs/reliability.md, "Explorer under load").
 st.set_page_config(page_title="dynviz route explorer", page_icon=":material/route:", layout="wide")
 
 PAGES = [

@@ -219,16 +219,25 @@ def test_export_cli_checkpoint_with_route(tmp_path, capsys, tiny, route):
     assert "--route" in capsys.readouterr().err
 
 
-def test_fused_onednn_path_matches_the_plain_static_module(dynamic, route):
+def test_fused_onednn_path_matches_the_plain_static_module(dynamic, route, monkeypatch):
+    from dynviz.model import fused as kernels
+
+    if not kernels.available():
+        pytest.skip("no fused oneDNN convolutions in this torch build")
     net = static_network(dynamic.float(), route)
     x = torch.randn(2, 3, 64, 96)
+    calls = []
+    conv = kernels.conv
+    monkeypatch.setattr(kernels, "conv", lambda *a, **k: calls.append(1) or conv(*a, **k))
     with torch.inference_mode():
         ref = dynamic(x, route=route).logits
-        if not net._can_fuse(x.contiguous(memory_format=torch.channels_last)):
-            pytest.skip("no fused oneDNN convolutions in this torch build")
+        assert calls == []  # the unfolded network keeps the plain ops
         fused = net(x)
+        assert len(calls) > len(route.cells)  # the folded blocks ran the fused kernels
         net.fuse = False
+        calls.clear()
         plain = net(x)
+        assert calls == []
     scale = float(ref.abs().max())
     assert float((fused - plain).abs().max()) <= 1e-5 * scale
     assert float((fused - ref).abs().max()) <= 1e-5 * scale

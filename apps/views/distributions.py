@@ -7,7 +7,6 @@ import _state
 import streamlit as st
 
 from dynviz.analysis import coarsen_histogram
-from dynviz.plots.interactive import probability_histogram, probability_violin
 from dynviz.record import DIRECTIONS
 from dynviz.rules import COMMON_THRESHOLD
 
@@ -61,16 +60,12 @@ threshold = st.slider(
 )
 
 
-def matching(frame):
-    """The rows of a per-path frame that pass the filters."""
-    return frame[
-        frame["layer"].between(*layer_range)
-        & frame["scale"].isin(scales)
-        & frame["direction"].astype(str).isin(directions)
-    ]
-
-
-per_path = matching(paths_all)
+filters = (
+    (int(layer_range[0]), int(layer_range[1])),
+    tuple(int(s) for s in scales),
+    tuple(str(d) for d in directions),
+)
+per_path = _state.matching_paths(paths_all, *filters)
 if per_path.empty:
     st.warning("No path matches these filters.")
     st.stop()
@@ -93,11 +88,10 @@ st.dataframe(
     width="content",
 )
 
-st.plotly_chart(
-    probability_histogram(per_path, bins=int(bins), threshold=threshold),
-    width="stretch",
-    key="fig5",
+histogram_figure, by_layer, by_scale = _state.distribution_figures(
+    paths, tuple(_state.stamp(p) for p in paths), *filters, int(bins), float(threshold)
 )
+st.plotly_chart(histogram_figure, width="stretch", key="fig5")
 st.download_button(
     "Download per-path probabilities (CSV)",
     per_path.to_csv(index=False),
@@ -108,15 +102,9 @@ st.download_button(
 
 left, right = st.columns(2)
 with left:
-    st.plotly_chart(probability_violin(per_path, x="layer"), width="stretch", key="violin_layer")
+    st.plotly_chart(by_layer, width="stretch", key="violin_layer")
 with right:
-    st.plotly_chart(
-        probability_violin(
-            per_path, x="scale", title="Path activation probability per scale (stride)"
-        ),
-        width="stretch",
-        key="violin_scale",
-    )
+    st.plotly_chart(by_scale, width="stretch", key="violin_scale")
 
 st.subheader("Alpha distributions")
 by = st.radio("Split by", ["direction", "scale", "layer"], horizontal=True, key="dist_alpha_by")
@@ -151,7 +139,7 @@ if by == "layer":  # one series per model: a histogram per layer and model is un
         "alpha histograms."
     )
     st.stop()
-histogram = coarsen_histogram(matching(stats.histogram), by=(by,))
+histogram = coarsen_histogram(_state.matching_paths(stats.histogram, *filters), by=(by,))
 names = histogram[by].astype(str)
 if by == "scale":
     names = "1/" + names

@@ -115,10 +115,25 @@ def show(
 
 
 def dataset_view(slot: int, default: int) -> _state.ImageView:
-    ids = records.images["image_id"].astype(str).tolist()
-    image_id = st.selectbox(
-        "Image", ids, index=min(default, len(ids) - 1), key=f"explorer_image_{slot}"
-    )
+    """Pick a recorded image: from a menu, or by its number when the records hold more images
+    than a menu should list (100,000 ids are 1.2 MB sent on every run)."""
+    count = len(records.images)
+    if count <= _state.MENU_IMAGES:
+        ids = records.images["image_id"].astype(str).tolist()
+        image_id = st.selectbox(
+            "Image", ids, index=min(default, count - 1), key=f"explorer_image_{slot}"
+        )
+    else:
+        number = st.number_input(
+            f"Image (1 to {count:,})",
+            1,
+            count,
+            min(default, count - 1) + 1,
+            key=f"explorer_number_{slot}",
+            help="The image's place in the records; its id is shown with it.",
+        )
+        image_id = str(records.images["image_id"].iloc[int(number) - 1])
+        st.caption(f"`{image_id}`")
     return _state.dataset_image(path, mtime, image_id)
 
 

@@ -11,7 +11,6 @@ import _state
 import pandas as pd
 import streamlit as st
 
-from dynviz.analysis import scale_summary
 from dynviz.analysis.routes import ROUTING_METRICS
 from dynviz.labels import readable, readable_columns
 from dynviz.plots.interactive import routing_scatter
@@ -83,7 +82,8 @@ if not chosen:
     st.info("Pick at least one records folder.")
     st.stop()
 paths = tuple(ctx.usable[labels.index(label)] for label in chosen)
-per_image = _state.routing_vs_scale(paths, tuple(_state.stamp(p) for p in paths))
+mtimes = tuple(_state.stamp(p) for p in paths)
+per_image = _state.routing_vs_scale(paths, mtimes)
 
 st.subheader("Do the routes adapt to the image?")
 for path, label in zip(paths, chosen, strict=True):
@@ -119,9 +119,10 @@ x = c1.selectbox(
 )
 y = c2.selectbox("Routing measure", metrics, format_func=readable, key="scale_y")
 logx = c3.toggle("Log x", value=bool((per_image[x] > 0).all()), key="scale_logx")
+drawn = _state.drawn_points(per_image)
 st.plotly_chart(
     routing_scatter(
-        per_image,
+        drawn,
         x=x,
         y=y,
         logx=logx,
@@ -132,8 +133,13 @@ st.plotly_chart(
     width="stretch",
     key="scale_scatter",
 )
+if len(drawn) < len(per_image):
+    st.caption(
+        f"Drawn: {len(drawn):,} of the {len(per_image):,} images, a sample that stays the same "
+        "on every visit; the tables below and the download use every image."
+    )
 
-summary = scale_summary(per_image)
+summary = _state.scale_summary(paths, mtimes)
 left, right = st.columns(2)
 with left:
     st.subheader("By scale regime")

@@ -17,7 +17,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -27,6 +27,9 @@ from dynviz.model.route import Route, RouteError, format_path
 from dynviz.model.topology import live
 from dynviz.rules import COMMON_THRESHOLD
 from dynviz.units import GIGA, format_macs
+
+if TYPE_CHECKING:
+    from dynviz.record import Records
 
 __all__ = [
     "PAPER_SIZE",
@@ -227,7 +230,7 @@ def summarize_common(
 
 
 def write_common(
-    records_dir: str | Path,
+    records_dir: str | Path | Records,
     out: str | Path,
     *,
     threshold: float = COMMON_THRESHOLD,
@@ -240,7 +243,7 @@ def write_common(
     the parameters and GMACs of the static network. It is checked to build before returning.
 
     Args:
-        records_dir: the records folder.
+        records_dir: the records folder, or records already read (:func:`read_records`).
         out: the YAML file to write.
         threshold: keep paths active in more than this share of images.
         name: the route's name (default: the file's stem).
@@ -250,9 +253,11 @@ def write_common(
         The route, as read back from the written file.
     """
     from dynviz.model import build_model
-    from dynviz.record import read_records
+    from dynviz.model.checkpoint import atomic_write
+    from dynviz.record import Records, read_records
 
-    records = read_records(records_dir)
+    records = records_dir if isinstance(records_dir, Records) else read_records(records_dir)
+    source = records.path if records.path is not None else records.label
     out = Path(out)
     name = name or out.stem
     label = records.label
@@ -281,14 +286,17 @@ def write_common(
     )
     checkpoint = records.sidecar.checkpoint
     header = [
-        f"# Common network extracted by `dynviz extract` from {Path(records_dir)}",
+        f"# Common network extracted by `dynviz extract` from {source}",
         f"# ({label}: {images} images of {records.sidecar.data_label}; checkpoint sha256 "
         f"{((checkpoint.sha256 if checkpoint else None) or 'none (untrained)')[:16]}).",
         f"# Paths active in more than {100 * threshold:g}% of the images, dangling cells removed.",
         f"# Build: dynviz.build_model({str(out)!r}); retrain: dynviz train {out} --data SPEC",
     ]
+    if records.skipped:  # the images it was extracted from are not all the recorded ones
+        header.append(f"# {records.skipped_note}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(header) + "\n" + route.to_yaml(), encoding="utf-8")
+    text = "\n".join(header) + "\n" + route.to_yaml()
+    atomic_write(out, lambda handle: handle.write(text.encode("utf-8")))  # whole or not at all
     written = Route.from_yaml(out)
     build_model(written)  # fail here, not at training time, if it does not build
     return written

@@ -371,18 +371,24 @@ def write_table(
 
 def read_confusions(folder: str | Path) -> dict[str, np.ndarray]:
     """The per-image confusion matrices ``(images, K, K)`` per method of a comparison folder
-    (empty when it has none: written before they were kept)."""
+    (empty when it has none: written before they were kept; or when the file is damaged, with
+    a warning naming it: the table's rows stay usable, without intervals)."""
     import pandas as pd
 
     path = Path(folder) / PER_IMAGE
     if not path.is_file():
         return {}
-    frame = pd.read_parquet(path).sort_values(["method", "image"], kind="stable")
     out = {}
-    for method, group in frame.groupby("method", sort=False):
-        flat = np.stack(group["confusion"].to_numpy()).astype(np.int64)
-        k = int(round(math.sqrt(flat.shape[1])))
-        out[str(method)] = flat.reshape(len(flat), k, k)
+    try:
+        frame = pd.read_parquet(path).sort_values(["method", "image"], kind="stable")
+        for method, group in frame.groupby("method", sort=False):
+            flat = np.stack(group["confusion"].to_numpy()).astype(np.int64)
+            k = int(round(math.sqrt(flat.shape[1])))
+            out[str(method)] = flat.reshape(len(flat), k, k)
+    except (OSError, ValueError, KeyError, TypeError) as err:  # ArrowInvalid is a ValueError
+        fault = " ".join(str(err).split()) or type(err).__name__
+        logger.warning("%s: unreadable (%s); its per-image confusions are ignored", path, fault)
+        return {}
     return out
 
 

@@ -14,6 +14,11 @@ repeat). :func:`analyze` writes into the report folder:
   ``html=False`` or plotly is missing;
 * ``report.md`` linking everything (:mod:`dynviz.analysis.report_markdown`).
 
+The files are written into a hidden folder inside the report folder (``.report-*.tmp``) and
+renamed into place once all are written: a failed write (a full or read-only disk) leaves the
+previous report as it was and no half-written file; the next run removes a hidden folder that a
+killed one left.
+
 It sits above :mod:`dynviz.analysis` (tables), :mod:`dynviz.model.graph` and :mod:`dynviz.plots`
 (figures); the command line is :mod:`dynviz.commands.analyze`.
 """
@@ -22,7 +27,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,19 +150,37 @@ def analyze(
 
     Returns:
         A :class:`Report` listing the files.
+
+    Raises:
+        OSError: the report folder cannot be written (read-only, full); the message names it,
+            and the folder holds what it held before.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    report = Report(out)
-    gates, images = combine_records(records)
-    labels = list(gates["model"].cat.categories)
-    tables = _write_tables(report, records, labels, gates, images, bins)
-    _summarise(report, records, labels, tables.per_path, threshold)
-    graphs = _write_figures(report, records, labels, tables, threshold, bins, formats, dpi)
-    if html:
-        _write_html(report, records, labels, tables, graphs, threshold, bins)
-    names = [slug(label) for label in labels]
-    write_markdown(report, records, labels, names, tables.costs, tables.summary, threshold)
+    staging = None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob(".report-*.tmp"):  # left by a killed run
+            shutil.rmtree(stale, ignore_errors=True)
+        staging = Path(tempfile.mkdtemp(prefix=".report-", suffix=".tmp", dir=out))
+        report = Report(staging)
+        gates, images = combine_records(records)
+        labels = list(gates["model"].cat.categories)
+        tables = _write_tables(report, records, labels, gates, images, bins)
+        _summarise(report, records, labels, tables.per_path, threshold)
+        graphs = _write_figures(report, records, labels, tables, threshold, bins, formats, dpi)
+        if html:
+            _write_html(report, records, labels, tables, graphs, threshold, bins)
+        names = [slug(label) for label in labels]
+        write_markdown(report, records, labels, names, tables.costs, tables.summary, threshold)
+        for file in sorted(staging.iterdir()):
+            os.replace(file, out / file.name)
+    except OSError as err:
+        problem = err.strerror or err
+        raise OSError(err.errno, f"cannot write the report into {out}: {problem}") from err
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    report.out = out
     return report
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from dynviz.record import SIDECAR, Records, read_records
+from dynviz.record.format import GATES_DIR, IMAGES_DIR, list_parts
 
 __all__ = [
     "RUN_FILES",
@@ -72,7 +73,8 @@ def find_folders(
     root: str | os.PathLike[str], *, max_depth: int = 6, max_dirs: int = 5000
 ) -> Catalog:
     """Search ``root`` recursively for run folders (``config.yaml`` or ``metrics.jsonl``) and
-    records folders (``records.json``); hidden folders and virtual environments are skipped, a
+    records folders (``records.json``, or part files without it: a damaged records folder that
+    :func:`records_problem` then names); hidden folders and virtual environments are skipped, a
     records folder is not searched further, and the search stops after ``max_dirs`` folders
     (``Catalog.truncated``)."""
     base = Path(root).expanduser().resolve()
@@ -93,15 +95,21 @@ def find_folders(
                 return catalog(True)
             depth = len(Path(here).relative_to(base).parts)
             dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
-            if depth >= max_depth or SIDECAR in files:
+            is_records = SIDECAR in files or _has_parts(Path(here), dirs)
+            if depth >= max_depth or is_records:
                 dirs[:] = []  # a records folder holds only its parts
-            if SIDECAR in files:
+            if is_records:
                 records.append(here)
             elif any(n in files for n in RUN_FILES):
                 runs.append(here)
             if COMPARE_TABLE in files:
                 tables.append(str(Path(here) / COMPARE_TABLE))
     return catalog()
+
+
+def _has_parts(folder: Path, dirs: Sequence[str]) -> bool:
+    """Whether ``folder`` holds records parts (``gates/`` or ``images/`` part files)."""
+    return any(name in dirs and list_parts(folder / name) for name in (GATES_DIR, IMAGES_DIR))
 
 
 def read_compare_table(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -136,8 +144,10 @@ def modified_time(path: str | os.PathLike[str]) -> float:
 
 
 def records_problem(path: str | os.PathLike[str], records: Records | None = None) -> str:
-    """Why a records folder cannot be shown ("" when it can): unreadable, or no image yet.
-    ``records``, when given, is the folder already read."""
+    """Why a records folder cannot be shown ("" when it can): unreadable (no or a newer
+    sidecar, no readable part), or no image yet. ``records``, when given, is the folder already
+    read; damaged parts it skipped are not a problem here (:attr:`Records.skipped_note` says
+    what was skipped)."""
     if records is None:
         try:
             records = read_records(path)

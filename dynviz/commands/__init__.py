@@ -16,6 +16,7 @@ __all__ = [
     "add_resize_option",
     "add_run_options",
     "add_settings_options",
+    "add_strict_option",
     "add_threads_option",
     "guarded",
     "positive_int",
@@ -117,6 +118,16 @@ def add_threads_option(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         metavar="N",
         help="torch CPU threads (default: torch's); on a busy machine 1 can be much faster",
+    )
+
+
+def add_strict_option(parser: argparse.ArgumentParser) -> None:
+    """``--strict`` of the commands that read records (:func:`dynviz.record.read_records`)."""
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse records with a damaged part (zero bytes, truncated, another schema); by "
+        "default its chunk is skipped with a warning naming the file and the images lost",
     )
 
 

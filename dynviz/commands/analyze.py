@@ -13,6 +13,12 @@ labelled by their sidecar name (or folder name when names repeat). Writes into R
 * the same figures as plotly HTML (one shared ``plotly.min.js``, works offline), unless
   ``--no-html`` or plotly is missing;
 * ``report.md`` linking everything.
+
+Damaged records (:mod:`dynviz.record.tables`): a missing, unreadable or newer sidecar, or a
+folder with no readable part, is one line naming the file, exit status 3. A damaged part (zero
+bytes, truncated, another schema) is skipped with its chunk by default: a warning names the file,
+the fault and the images lost, and the summary says what each model skipped; ``--strict`` makes
+it an error instead.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from __future__ import annotations
 import argparse
 
 from dynviz.analysis.report import analyze
-from dynviz.commands import guarded, print_json
+from dynviz.commands import add_strict_option, guarded, print_json
 from dynviz.record import RecordError, read_records
 from dynviz.rules import COMMON_THRESHOLD
 
@@ -49,11 +55,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--formats", nargs="+", default=["png", "pdf"], help="matplotlib formats (default png pdf)"
     )
+    add_strict_option(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _main(args: argparse.Namespace) -> int:
-    records = [read_records(path) for path in args.records]
+    records = [read_records(path, strict=args.strict) for path in args.records]
     for rec in records:
         if rec.images.empty:
             raise RecordError(
@@ -82,6 +89,7 @@ def _main(args: argparse.Namespace) -> int:
                 "common_paths": {
                     label: {"kept": kept, "total": total} for label, (kept, total) in common.items()
                 },
+                "skipped": [s.to_dict() for rec in records for s in rec.skipped],
             }
         )
         return 0
@@ -91,6 +99,9 @@ def _main(args: argparse.Namespace) -> int:
     )
     for label, (kept, total) in common.items():
         print(f"  {label}: {kept}/{total} paths above {args.threshold:g}")
+    for rec in records:
+        if rec.skipped:
+            print(f"  {rec.skipped_note}")
     return 0
 
 

@@ -5,6 +5,10 @@ and writes a route spec (:func:`dynviz.analysis.common.write_common`) that ``dyn
 builds as a static network and ``dynviz train models/NAME.yaml --data ...`` retrains
 (Common-A/B/C of the paper's Table 1). The file starts with a comment naming the source records
 and threshold; its ``notes`` give the parameters and GMACs of the static network.
+
+A damaged part of the records is skipped with its chunk by default (a warning names the file,
+the fault and the images lost; the summary and the file's header say what was skipped);
+``--strict`` refuses it (:mod:`dynviz.record.tables`).
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ from __future__ import annotations
 import argparse
 
 from dynviz.analysis.common import write_common
-from dynviz.commands import guarded, positive_int, print_json
+from dynviz.commands import add_strict_option, guarded, positive_int, print_json
 from dynviz.model import ConfigError
+from dynviz.record import read_records
 from dynviz.rules import COMMON_THRESHOLD
 
 __all__ = ["configure_parser", "main"]
@@ -42,14 +47,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar=("H", "W"),
         help="input size for the GMACs in the notes (default: the records')",
     )
+    add_strict_option(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _main(args: argparse.Namespace) -> int:
     if not 0.0 <= args.threshold < 1.0:
         raise ConfigError(f"--threshold {args.threshold} must be in [0, 1)")
+    records = read_records(args.records, strict=args.strict)
     route = write_common(
-        args.records,
+        records,
         args.out,
         threshold=args.threshold,
         name=args.name,
@@ -58,12 +65,13 @@ def _main(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"wrote {args.out}: {route.name}, {len(route)} paths in {len(route.cells)} cells")
         print(f"  {route.meta.get('notes', '')}")
+        if records.skipped:
+            print(f"  {records.skipped_note}")
         return 0
     from dynviz.analysis.common import PAPER_SIZE
     from dynviz.model.zoo import model_cost
-    from dynviz.record import read_records
 
-    size = args.size or read_records(args.records).sidecar.input_size or PAPER_SIZE
+    size = args.size or records.sidecar.input_size or PAPER_SIZE
     size = (int(size[0]), int(size[1]))
     static, dynamic = model_cost(route, size=size), model_cost(route.space, size=size)
     print_json(
@@ -79,6 +87,7 @@ def _main(args: argparse.Namespace) -> int:
             "dynamic_gmacs": dynamic.gmacs,
             "size": list(size),
             "notes": route.meta.get("notes", ""),
+            "skipped": [s.to_dict() for s in records.skipped],
         }
     )
     return 0

@@ -11,6 +11,12 @@ Without augmentation or windows a forward pass is an image. Images are read upri
 (``PIL.ImageOps.exif_transpose``: a photo tagged Orientation=6 is segmented as it is shown).
 Folders among the inputs give their image files (recursively, sorted). A file that cannot be
 read is skipped and listed (:attr:`PredictResult.failed`); the others are still written.
+
+Every file is written whole or not at all: a mask or overlay by
+:func:`~dynviz.model.checkpoint.atomic_write`, ``predictions.csv`` into a hidden temporary file
+renamed over the old one once every image is done. A run killed or stopped by a full or
+read-only disk leaves the previous ``predictions.csv`` as it was and no torn file; a re-run
+removes the temporary files a killed one left and writes everything again.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +39,7 @@ from dynviz.data.folder import IMAGE_SUFFIXES
 from dynviz.data.palette import overlay
 from dynviz.inference.tta import Augment, TableCache, forward_costs, infer
 from dynviz.model import RoutingNetwork
+from dynviz.model.checkpoint import atomic_write
 from dynviz.model.route import Route
 from dynviz.support.progress import Progress
 from dynviz.units import GIGA
@@ -176,6 +184,7 @@ def predict_files(
         overlays_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OSError(err.errno, f"cannot create {out}: {err.strerror}") from err
+    _remove_temporaries(out)
     files, failed = collect_images(inputs)
     result = PredictResult(out_dir=out, failed=list(failed))
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -183,15 +192,9 @@ def predict_files(
     gates_ran = bool(model.is_dynamic and route is None)
     was_training = model.training
     model.eval()
-    csv_path = out / CSV_FILE
-    try:
-        handle = csv_path.open("w", newline="", encoding="utf-8")
-    except OSError as err:
-        raise OSError(err.errno, f"cannot write {csv_path}: {err.strerror}") from err
+    table = _CsvTable(out / CSV_FILE)
     bar = Progress(total=len(files), desc="predict", show=progress)
     try:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
         for file, name in zip(files, _unique_names(files), strict=True):
             try:
                 image = read_image(file, exif_transpose=True)  # (H, W, 3) uint8 RGB, upright
@@ -209,18 +212,16 @@ def predict_files(
                 )
                 classes = probs.argmax(1)[0].to(torch.uint8).cpu().numpy()  # (H, W)
             mask_path = masks_dir / f"{name}.png"
-            try:
-                Image.fromarray(classes).save(mask_path)  # mode L
-                Image.fromarray(overlay(image, classes, opacity=opacity, palette=palette)).save(
-                    overlays_dir / f"{name}.png"
-                )
-            except OSError as err:
-                raise OSError(err.errno, f"cannot write {mask_path}: {err.strerror}") from err
+            _write_png(mask_path, classes)  # mode L
+            _write_png(
+                overlays_dir / f"{name}.png",
+                overlay(image, classes, opacity=opacity, palette=palette),
+            )
             total = 0.0
             for forward in forwards:
                 real, expected = forward_costs(model, forward, tables, gates_ran=gates_ran)
                 total += float(real[0]) / GIGA
-                writer.writerow(
+                table.write(
                     {
                         "image": str(file),
                         "mask": str(mask_path.relative_to(out)),
@@ -235,15 +236,82 @@ def predict_files(
                         "expected_gmacs": f"{float(expected[0]) / GIGA:.6g}",
                         "active_paths": int(forward.active[0].sum()),
                         "route": route_string(model.config, forward.active[0]),
-                    }
+                    },
                 )
-            handle.flush()
             result.images += 1
             result.forwards += len(forwards)
             result.real_gmacs.append(total)
             bar.update(1)
+        table.commit()
     finally:
         bar.close()
-        handle.close()
+        table.close()
         model.train(was_training)
     return result
+
+
+class _CsvTable:
+    """``predictions.csv`` written into a hidden temporary file beside it and renamed over it
+    by :meth:`commit`; :meth:`close` without a commit removes the temporary file (the old
+    CSV stays). Every failed write names the CSV."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            fd, self.tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            self.handle = os.fdopen(fd, "w", newline="", encoding="utf-8")
+        except OSError as err:
+            raise self._error(err) from err
+        self.committed = False
+        self.writer = csv.DictWriter(self.handle, fieldnames=CSV_COLUMNS)
+        self.write(None)
+
+    def _error(self, err: OSError) -> OSError:
+        return OSError(err.errno, f"cannot write {self.path}: {err.strerror}")
+
+    def write(self, row: dict[str, Any] | None) -> None:
+        """Write a row (None: the header)."""
+        try:
+            if row is None:
+                self.writer.writeheader()
+            else:
+                self.writer.writerow(row)
+        except OSError as err:
+            raise self._error(err) from err
+
+    def commit(self) -> None:
+        """Flush, fsync and rename the temporary file over the CSV."""
+        try:
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+            os.chmod(self.tmp, 0o644)  # mkstemp creates 0600
+            os.replace(self.tmp, self.path)
+        except OSError as err:
+            raise self._error(err) from err
+        self.committed = True
+
+    def close(self) -> None:
+        try:
+            self.handle.close()
+        except OSError:  # a failed write was raised, naming the CSV, already
+            pass
+        if not self.committed:
+            Path(self.tmp).unlink(missing_ok=True)
+
+
+def _write_png(path: Path, pixels: np.ndarray) -> None:
+    """Write an image atomically (the error names ``path``)."""
+    atomic_write(path, lambda handle: Image.fromarray(pixels).save(handle, format="PNG"))
+
+
+def _remove_temporaries(out: Path) -> None:
+    """Remove the temporary files a killed run left in ``out`` (never read as output)."""
+    stale = [
+        *out.glob(f".{CSV_FILE}.*.tmp"),
+        *(out / "masks").glob(".*.png.*.tmp"),
+        *(out / "overlays").glob(".*.png.*.tmp"),
+    ]
+    for file in stale:
+        file.unlink(missing_ok=True)
+    if stale:
+        logger.info("removed %d temporary file(s) a killed run left in %s", len(stale), out)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dynviz.inference.folding import ExportError, count_batchnorm, fold_batchnorm
-from dynviz.model import build_model
-from dynviz.model.config import Direction, RoutingSpaceConfig
+from dynviz.inference.folding import ExportError, fold_batchnorm
+from dynviz.model import build_model, fused
+from dynviz.model.config import RoutingSpaceConfig
 from dynviz.model.network import RoutingNetwork
-from dynviz.model.ops import UpTransform
 from dynviz.model.route import Route, RouteError
-from dynviz.model.topology import cell_edges
+from dynviz.model.skip import route_plan, run_plan
 from dynviz.model.zoo import load_spec
 
 __all__ = [
@@ -43,18 +41,11 @@ logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------- static graph
-@dataclass(frozen=True)
-class _Step:
-    key: str  # cell name "layer_scale"
-    node: tuple[int, int]
-    outputs: tuple[tuple[Direction, tuple[int, int] | None], ...]  # (direction, target)
-
-
 class StaticNetwork(nn.Module):
     """A route as a straight-line module graph: stem, the route's cells in order, decoder.
 
     This is the dynamic network specialised to a fixed route, not another model: its steps are
-    the route's part of the network's graph (:func:`dynviz.model.topology.cell_edges`) and each
+    the route's part of the network's graph (:func:`dynviz.model.skip.route_plan`) and each
     step runs the network's own node functions (``RoutingCell.hidden``, ``RoutingCell.transform``,
     ``Decoder.top_down``, ``Decoder.head``); what it drops is the per-sample bookkeeping (gates,
     gather/scatter, masks), and on float32 CPU inference with BN folded it runs the same nodes
@@ -100,21 +91,26 @@ class StaticNetwork(nn.Module):
         self.route = route
         self.stem = network.stem
         # the route's part of the network's graph (dynviz.model.topology), in forward order
-        steps = []
-        cells = {}
-        for (layer, scale), out in cell_edges(config):
-            open_out = tuple((e.direction, e.target) for e in out if e.key in route.paths)
-            if not open_out:
-                continue
-            key = f"{layer}_{scale}"
-            cells[key] = network.cells[key]
-            steps.append(_Step(key, (layer, scale), open_out))
-        self.cells = nn.ModuleDict(cells)
+        self._plan = route_plan(config, route.paths)
+        self.cells = nn.ModuleDict({key: network.cells[key] for key, _, _ in self._plan})
         self.decoder = network.decoder
-        self._steps = tuple(steps)
         self.channels_last_inference = network.channels_last_inference
         # fused oneDNN conv + ReLU / + residual in float32 CPU inference once BN is folded
         self.fuse = True
+
+    @property
+    def fuse(self) -> bool:
+        """Whether the blocks run fused oneDNN kernels once BN is folded (default True;
+        :mod:`dynviz.model.fused`). Setting it sets every block's ``fused_kernels``: the blocks
+        are the network's own, so a copy (``copy.deepcopy``) is what to switch for comparison."""
+        return self._fuse
+
+    @fuse.setter
+    def fuse(self, on: bool) -> None:
+        self._fuse = bool(on)
+        for module in self.modules():
+            if hasattr(module, "fused_kernels"):
+                module.fused_kernels = self._fuse
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` images to ``(B, num_classes, H, W)`` logits."""
@@ -122,152 +118,31 @@ class StaticNetwork(nn.Module):
         stride = self.config.max_stride
         # symbolic sizes while exporting (dynamic height and width): pad without a test on them
         pad_h, pad_w = (-height) % stride, (-width) % stride
-        tracing = _tracing()
+        tracing = fused.tracing()
         x = F.pad(images, (0, pad_w, 0, pad_h)) if tracing or pad_h or pad_w else images
         inplace = not torch.is_grad_enabled() and not tracing
         if self.channels_last_inference and inplace and x.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)  # as RoutingNetwork does
-        if self._can_fuse(x):
-            try:
-                return self._run(x, fused=True)[..., :height, :width]
-            except RuntimeError as err:  # an oneDNN build without the fused kernels
-                logger.warning("fused oneDNN convolutions unavailable (%s); using plain ones", err)
-                self.fuse = False
-        return self._run(x, fused=False, inplace=inplace)[..., :height, :width]
+        return self._run(x, inplace=inplace)[..., :height, :width]
 
-    def _can_fuse(self, x: torch.Tensor) -> bool:
-        """Fused oneDNN conv + bias + ReLU / + residual: float32 CPU inference of a folded
-        network, never while tracing (the graph must hold plain ops)."""
-        return (
-            self.fuse
-            and x.device.type == "cpu"
-            and x.dtype == torch.float32
-            and not torch.is_grad_enabled()
-            and not _tracing()
-            and count_batchnorm(self) == 0
-            and _pointwise_available()
-        )
+    def _run(self, x: torch.Tensor, *, inplace: bool) -> torch.Tensor:
+        # the dynamic network's straight-line runner of one route (dynviz.model.skip)
+        _, features = run_plan(self, self._plan, self.stem(x), inplace=inplace)
+        return self._decode(features, (x.shape[-2], x.shape[-1]))
 
-    def _run(self, x: torch.Tensor, *, fused: bool, inplace: bool = True) -> torch.Tensor:
-        nodes: dict[tuple[int, int], torch.Tensor] = {
-            (0, 0): _stem(self.stem, x) if fused else self.stem(x)
-        }
-        features: dict[int, torch.Tensor] = {}
-        for step in self._steps:
-            cell = self.cells[step.key]
-            x_in = nodes.pop(step.node)  # (B, C, h, w): the sum of incoming paths
-            # ReLU(H): the network's cell (Eq. 4), or its fused oneDNN specialisation
-            r = _hidden_fused(cell.op, x_in) if fused else cell.hidden(x_in, inplace=inplace)
-            for d, target in step.outputs:
-                if fused and d is not Direction.KEEP:
-                    y = _transform_fused(cell.up if d is Direction.UP else cell.down, r)
-                else:
-                    y = cell.transform(d, r)
-                if target is None:
-                    features[step.node[1]] = y
-                elif target in nodes:
-                    nodes[target] = nodes[target].add_(y) if inplace else nodes[target] + y
-                else:
-                    nodes[target] = y  # r itself for keep: its other transforms have run
-        return self._decode(features, (x.shape[-2], x.shape[-1]), fused=fused)
-
-    def _decode(
-        self, features: dict[int, torch.Tensor], size: tuple[int, int], *, fused: bool = False
-    ) -> torch.Tensor:
+    def _decode(self, features: list[torch.Tensor | None], size: tuple[int, int]) -> torch.Tensor:
         """The network's decoder (``Decoder.top_down`` / ``Decoder.head``) on the scales the route
-        reaches (every sample has them: no per-sample masks); fused, its lateral convs and
-        predictor run as fused oneDNN kernels."""
+        reaches (every sample has them: no per-sample masks)."""
         decoder = self.decoder
         y: torch.Tensor | None = None
         for s in reversed(range(len(decoder.lateral))):
-            f = features.get(s)
+            f = features[s]
             if f is not None:
                 y = f if y is None else y + f
-            if y is None:
-                continue
-            if not fused:
+            if y is not None:
                 y = decoder.top_down(s, y)
-                continue
-            y = _conv(decoder.lateral[s].conv, y, "relu")
-            if s > 0:
-                y = F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False)
         assert y is not None  # a valid route reaches the decoder
-        if not fused:
-            return decoder.head(y, size)
-        logits = _conv(decoder.predictor, y).contiguous()  # default layout before upsampling
-        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-
-
-def _tracing() -> bool:
-    """Whether the forward is being recorded (``torch.export``/the ONNX exporter, ``torch.compile``
-    or ``torch.jit.trace``): the graph must then hold plain ops on symbolic sizes."""
-    return bool(torch.compiler.is_compiling() or torch.jit.is_tracing())
-
-
-# ------------------------------------------------------------------ fused oneDNN kernels
-def _pointwise_available() -> bool:
-    try:
-        return bool(
-            torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
-        )
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def _conv(conv: nn.Conv2d, x: torch.Tensor, unary: str = "none") -> torch.Tensor:
-    """``conv(x)`` with an optional fused ``unary`` ("relu") by oneDNN, one pass over memory."""
-    return torch.ops.mkldnn._convolution_pointwise(
-        x,
-        conv.weight,
-        conv.bias,
-        list(conv.padding),
-        list(conv.stride),
-        list(conv.dilation),
-        conv.groups,
-        unary,
-        [],
-        "",
-    )
-
-
-def _conv_add_relu(conv: nn.Conv2d, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-    """``relu(conv(x) + other)`` in one oneDNN kernel."""
-    return torch.ops.mkldnn._convolution_pointwise.binary(
-        x,
-        other,
-        conv.weight,
-        conv.bias,
-        list(conv.padding),
-        list(conv.stride),
-        list(conv.dilation),
-        conv.groups,
-        "add",
-        1.0,
-        "relu",
-        [],
-        "",
-    )
-
-
-def _stem(stem: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    x = _conv(stem.conv1, images, "relu")  # (B, C, H/2, W/2)
-    for sep in (stem.sep1, stem.sep2):
-        x = _conv(sep.pw, _conv(sep.dw, x), "relu")
-    return x  # (B, C, H/4, W/4)
-
-
-def _hidden_fused(op: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """ReLU(O(X) + X) of a folded SepConv: the residual and ReLU ride on the last conv."""
-    t = _conv(op.pw1, _conv(op.dw1, x), "relu")
-    return _conv_add_relu(op.pw2, _conv(op.dw2, t), x)
-
-
-def _transform_fused(transform: nn.Module, r: torch.Tensor) -> torch.Tensor:
-    y = _conv(transform.conv, r, "relu")
-    if isinstance(transform, UpTransform):
-        y = F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False)
-    return y
+        return decoder.head(y, size)
 
 
 # ------------------------------------------------------------------------------ building

@@ -42,7 +42,10 @@ class RoutingCell(nn.Module):
         """ReLU(H) with H = O(X) + X (Eq. 4). Every transform starts from it.
 
         ``inplace`` (only without autograd) adds X and applies the ReLU in O(X)'s fresh output
-        buffer instead of allocating temporaries: the same values."""
+        buffer instead of allocating temporaries: the same values. With BN folded, CPU inference
+        runs it as fused kernels (:meth:`SepConv.hidden_fused`)."""
+        if self.op.runs_fused(x):
+            return self.op.hidden_fused(x)
         if not inplace:
             return torch.relu(self.op(x) + x)
         h = self.op(x)  # a fresh tensor: BN (or the folded conv) output

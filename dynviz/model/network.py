@@ -30,7 +30,7 @@ from dynviz.model.cell import RoutingCell
 from dynviz.model.config import OFFICIAL_DROP_THRESHOLD, Direction, RoutingSpaceConfig
 from dynviz.model.ops import ConvBNReLU, SoftConditionalGate, Stem, init_weights
 from dynviz.model.route import Route, RouteError
-from dynviz.model.skip import Features, _take, feeds_zeros, forward_skip
+from dynviz.model.skip import Features, _take, feeds_zeros, forward_route, forward_skip
 
 __all__ = ["Decoder", "RoutingNetwork", "RoutingOutput", "RouteLike"]
 
@@ -205,7 +205,9 @@ class RoutingNetwork(nn.Module):
         if self._channels_last(x):
             x = x.contiguous(memory_format=torch.channels_last)
         stem = self.stem(x)  # (B, C, H/4, W/4)
-        if skip:
+        if skip and forced is not None and self._one_route(route):
+            features, present, gates, own = forward_route(self, stem, forced)
+        elif skip:
             features, present, gates, own = forward_skip(self, stem, forced)
         else:
             features, present, gates, own = self._forward_soft(stem, forced)
@@ -287,6 +289,12 @@ class RoutingNetwork(nn.Module):
         if self.config.official:
             return torch.where(alpha.sum(1, keepdim=True) < OFFICIAL_DROP_THRESHOLD, zero, alpha)
         return torch.where(self.config.is_active(alpha), alpha, zero)
+
+    def _one_route(self, route: RouteLike | None) -> bool:
+        """Whether the forward runs one route on every sample with its paths fully open: a
+        :class:`Route`, or none on a static network (its own route). Per-sample routes and
+        alpha tensors go through :func:`forward_skip`."""
+        return isinstance(route, Route) or (route is None and self.is_static)
 
     def _channels_last(self, x: torch.Tensor) -> bool:
         """Whether this forward runs in the channels-last memory format: CPU inference (no

@@ -3,6 +3,10 @@
 Shapes in comments use ``(B, C, h, w)``; ``H`` is reserved for the paper's hidden state.
 Module and parameter names are part of the API: the cost model (``dynviz.model.cost``) names the
 same modules, and static networks share them with the dynamic network so weights transfer.
+
+Once BatchNorm is folded (:func:`dynviz.inference.folding.fold_batchnorm`), each block runs its
+convs as fused oneDNN kernels in CPU inference (:mod:`dynviz.model.fused`); ``fused_kernels =
+False`` on a block keeps the plain ops.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from dynviz.model import fused
 
 __all__ = [
     "ConvBNReLU",
@@ -58,6 +64,12 @@ class ConvBNReLU(nn.Sequential):
         self.conv = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
         self.bn = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU(inplace=True)
+        self.fused_kernels = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused_kernels and fused.folded(self.bn) and fused.applies(x):
+            return fused.conv(self.conv, x, "relu")
+        return super().forward(x)
 
 
 class SepConvBNReLU(nn.Module):
@@ -70,8 +82,11 @@ class SepConvBNReLU(nn.Module):
         )
         self.pw = nn.Conv2d(channels, channels, 1, bias=False)
         self.bn = nn.BatchNorm2d(channels)
+        self.fused_kernels = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused_kernels and fused.folded(self.bn) and fused.applies(x):
+            return fused.conv(self.pw, fused.conv(self.dw, x), "relu")
         return self.bn(self.pw(self.dw(x))).relu_()  # in place: BN backward needs no output
 
 
@@ -89,9 +104,13 @@ class Stem(nn.Module):
         self.bn1 = nn.BatchNorm2d(channels)
         self.sep1 = SepConvBNReLU(channels, stride=1)
         self.sep2 = SepConvBNReLU(channels, stride=2)
+        self.fused_kernels = True
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.bn1(self.conv1(images)).relu_()  # (B, C, H/2, W/2)
+        if self.fused_kernels and fused.folded(self.bn1) and fused.applies(images):
+            x = fused.conv(self.conv1, images, "relu")  # (B, C, H/2, W/2)
+        else:
+            x = self.bn1(self.conv1(images)).relu_()  # (B, C, H/2, W/2)
         return self.sep2(self.sep1(x))  # (B, C, H/4, W/4)
 
 
@@ -108,10 +127,21 @@ class SepConv(nn.Module):
         self.dw2 = nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False)
         self.pw2 = nn.Conv2d(c, c, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(c)
+        self.fused_kernels = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.bn1(self.pw1(self.dw1(x))).relu_()
         return self.bn2(self.pw2(self.dw2(x)))
+
+    def runs_fused(self, x: torch.Tensor) -> bool:
+        """Whether :meth:`hidden_fused` applies: BN folded, CPU float32 inference."""
+        return self.fused_kernels and fused.folded(self.bn2) and fused.applies(x)
+
+    def hidden_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """ReLU(O(X) + X) of a folded op in fused kernels: the ReLU rides on the first
+        pointwise conv, the residual add and ReLU on the last."""
+        t = fused.conv(self.pw1, fused.conv(self.dw1, x), "relu")
+        return fused.conv_add_relu(self.pw2, fused.conv(self.dw2, t), x)
 
 
 class UpTransform(nn.Module):
@@ -122,9 +152,13 @@ class UpTransform(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels // 2, 1, bias=False)
         self.bn = nn.BatchNorm2d(channels // 2)
+        self.fused_kernels = True
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
-        y = self.bn(self.conv(r)).relu_()  # (B, C/2, h, w)
+        if self.fused_kernels and fused.folded(self.bn) and fused.applies(r):
+            y = fused.conv(self.conv, r, "relu")  # (B, C/2, h, w)
+        else:
+            y = self.bn(self.conv(r)).relu_()  # (B, C/2, h, w)
         return F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False)
 
 
@@ -135,8 +169,11 @@ class DownTransform(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels * 2, 1, stride=2, bias=False)
         self.bn = nn.BatchNorm2d(channels * 2)
+        self.fused_kernels = True
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
+        if self.fused_kernels and fused.folded(self.bn) and fused.applies(r):
+            return fused.conv(self.conv, r, "relu")  # (B, 2C, h/2, w/2)
         return self.bn(self.conv(r)).relu_()  # (B, 2C, h/2, w/2)
 
 
@@ -164,6 +201,7 @@ class SoftConditionalGate(nn.Module):
         self.bn = nn.BatchNorm2d(channels // 2)
         self.conv2 = nn.Conv2d(channels // 2, num_paths, 1, bias=True)
         self.bias_init = bias_init
+        self.fused_kernels = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return gate_activation(self.logits(self.features(x)))  # (B, num_paths)
@@ -174,6 +212,8 @@ class SoftConditionalGate(nn.Module):
         ``dynviz.model.attribution`` splits the logits over these locations."""
         if self.small:
             x = small_gate_input(x, official=self.official_resize)  # (B, C, h/4, w/4)
+        if self.fused_kernels and fused.folded(self.bn) and fused.applies(x):
+            return fused.conv(self.conv1, x, "relu")  # (B, C/2, h, w)
         return self.bn(self.conv1(x)).relu_()  # (B, C/2, h, w)
 
     def logits(self, z: torch.Tensor) -> torch.Tensor:

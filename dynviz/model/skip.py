@@ -14,17 +14,19 @@ Forced routes describe static networks: their closed paths deliver nothing (:fun
 
 from __future__ import annotations
 
+from functools import cache
 from typing import TYPE_CHECKING
 
 import torch
 
-from dynviz.model.config import Direction, RoutingSpaceConfig
+from dynviz.model.config import Direction, PathKey, RoutingSpaceConfig
 from dynviz.model.route import RouteError
+from dynviz.model.topology import cell_edges
 
 if TYPE_CHECKING:
     from dynviz.model.network import RoutingNetwork
 
-__all__ = ["feeds_zeros", "forward_skip"]
+__all__ = ["feeds_zeros", "forward_route", "forward_skip"]
 
 Features = tuple[list[torch.Tensor | None], list[torch.Tensor], torch.Tensor, torch.Tensor]
 
@@ -102,6 +104,73 @@ def forward_skip(
             _emit(config, nodes, decoder, source, d, y, d_index)
     features, present = _decoder_inputs(decoder, config.num_scales, b, device)
     return features, present, gates, own
+
+
+Step = tuple[str, tuple[int, int], tuple[tuple[Direction, tuple[int, int] | None], ...]]
+"""One cell of a route's plan: its module key, its node, and its open outputs (direction,
+target node; None feeds the decoder), in forward order."""
+
+
+@cache
+def route_plan(config: RoutingSpaceConfig, paths: frozenset[PathKey]) -> tuple[Step, ...]:
+    """The cells a route runs, in forward order, with their open outputs: the route's part of
+    the space's graph (:func:`dynviz.model.topology.cell_edges`)."""
+    plan = []
+    for (layer, scale), out in cell_edges(config):
+        open_out = tuple((e.direction, e.target) for e in out if e.key in paths)
+        if open_out:
+            plan.append((f"{layer}_{scale}", (layer, scale), open_out))
+    return tuple(plan)
+
+
+def forward_route(network: RoutingNetwork, stem: torch.Tensor, forced: torch.Tensor) -> Features:
+    """:func:`forward_skip` for one route forced on every sample, as a straight line.
+
+    Every sample takes the same paths, so no node needs gathering, scattering or masks: the
+    route's cells run in forward order on the whole batch (:func:`route_plan`), as the static
+    network of the route does (:class:`dynviz.inference.static.StaticNetwork` runs the same
+    plan). The function is that of :func:`forward_skip` with the route forced.
+
+    Args:
+        network: the network whose cells are used.
+        stem: ``(B, C, H/4, W/4)`` stem output.
+        forced: ``(L + 1, S, 3)`` or ``(B, L + 1, S, 3)`` alphas of one valid route, 1 where
+            open (the same for every sample).
+    """
+    config = network.config
+    b = stem.shape[0]
+    route = forced[0] if forced.dim() == 4 else forced
+    paths = frozenset((layer, scale, Direction(d)) for layer, scale, d in route.nonzero().tolist())
+    inplace = not torch.is_grad_enabled()
+    _, features = run_plan(network, route_plan(config, paths), stem, inplace=inplace)
+    present = [
+        (torch.ones if f is not None else torch.zeros)(b, dtype=torch.bool, device=stem.device)
+        for f in features
+    ]
+    gates = route.to(stem.dtype).expand(b, *route.shape).contiguous()
+    return features, present, gates, gates.clone()
+
+
+def run_plan(
+    network: torch.nn.Module, plan: tuple[Step, ...], stem: torch.Tensor, *, inplace: bool
+) -> tuple[dict[tuple[int, int], torch.Tensor], list[torch.Tensor | None]]:
+    """Run the cells of ``plan`` on the whole batch: ``(leftover nodes, the last layer's output
+    per scale)`` (None where the route does not reach the decoder). ``inplace`` (no autograd,
+    no tracing) sums node inputs into the first one's buffer."""
+    nodes: dict[tuple[int, int], torch.Tensor] = {(0, 0): stem}
+    features: list[torch.Tensor | None] = [None] * network.config.num_scales
+    for key, node, outputs in plan:
+        cell = network.cells[key]
+        r = cell.hidden(nodes.pop(node), inplace=inplace)  # ReLU(H), H = O(X) + X (Eq. 4)
+        for d, target in outputs:
+            y = cell.transform(d, r)
+            if target is None:
+                features[node[1]] = y
+            elif target in nodes:
+                nodes[target] = nodes[target].add_(y) if inplace else nodes[target] + y
+            else:
+                nodes[target] = y  # r itself for keep: read-only until this cell is done
+    return nodes, features
 
 
 def _emit(

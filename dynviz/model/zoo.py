@@ -131,7 +131,10 @@ def common_like_route(config: RoutingSpaceConfig) -> Route:
     """
     n = config.num_layers + 1
     if config.num_scales != 4 or n < 8:
-        raise ValueError("the common-like route needs 4 scales and at least 7 layers")
+        raise ConfigError(
+            f"common-like: the route needs 4 scales and at least 7 layers; {config.name!r} has "
+            f"{config.num_scales} scales and {config.num_layers} layers"
+        )
     u = [4, 4, 8, 16] + [32] * (n - 7) + [16, 8, 4]
     eighth = [4, 4] + [8] * (n - 2)
     sixteenth = [4, 4, 8] + [16] * (n - 3)

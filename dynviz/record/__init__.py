@@ -70,6 +70,7 @@ from dynviz.record.rows import (
 from dynviz.record.sidecar import CheckpointRef, RecordError, Sidecar, SidecarError
 from dynviz.record.tables import (
     Records,
+    SkippedPart,
     check_model,
     combine_records,
     label_frames,
@@ -92,6 +93,7 @@ __all__ = [
     "SIDECAR",
     "Sidecar",
     "SidecarError",
+    "SkippedPart",
     "RecordError",
     "RecordChunk",
     "RecordResult",

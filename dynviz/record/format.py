@@ -16,6 +16,9 @@ The protocol:
   folder, flushed, fsynced and renamed (:func:`write_part`): a reader never sees half a part.
 - A chunk's ``images`` part is written after its ``gates`` part and commits it; a ``gates`` part
   without its ``images`` part is left over from an interrupted run.
+- The recorder's next run removes what an interrupted one left (temporary files, uncommitted
+  ``gates`` parts) and any chunk with a torn part (a file under its final name with no Parquet
+  footer, as a disk crash or a cut copy leaves it), and records those images again.
 """
 
 from __future__ import annotations
@@ -234,10 +237,15 @@ def write_part(table: pa.Table, path: Path) -> None:
 
 def write_chunk(folder: Path, rank: int, chunk: int, gates: pa.Table, images: pa.Table) -> str:
     """Write a chunk's two parts, ``images`` last (it commits the chunk); returns the part
-    name."""
+    name. When the ``images`` part cannot be written (a full disk), the ``gates`` part is
+    removed again: a failed write leaves no part of the chunk."""
     name = part_name(rank, chunk)
     write_part(gates, folder / GATES_DIR / name)
-    write_part(images, folder / IMAGES_DIR / name)
+    try:
+        write_part(images, folder / IMAGES_DIR / name)
+    except BaseException:
+        (folder / GATES_DIR / name).unlink(missing_ok=True)
+        raise
     return name
 
 

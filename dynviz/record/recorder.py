@@ -333,8 +333,11 @@ def _open_folder(
     if rank == 0 and not exists:
         write_sidecar(folder, sidecar)
     gate_parts, image_parts = _remove_leftovers(gates_dir, images_dir, rank, world)
+    torn = _remove_torn(gate_parts, image_parts, rank, world)
     done: set[str] = set()
-    for file in image_parts.values():
+    for key, file in image_parts.items():
+        if key in torn:
+            continue
         try:
             done.update(pq.read_table(file, columns=["image_id"]).column(0).to_pylist())
         except (OSError, pa.ArrowException, KeyError) as err:
@@ -374,6 +377,50 @@ def _remove_leftovers(
             logger.info("removing %s: its images part was never written", gate_parts[key])
             gate_parts[key].unlink(missing_ok=True)
     return gate_parts, image_parts
+
+
+def _torn_reason(file: Path) -> str | None:
+    """Why ``file`` is not a whole Parquet file (no footer: truncated, zero bytes, gone), or
+    None when it is one."""
+    try:
+        pq.read_metadata(file)
+    except (OSError, pa.ArrowException) as err:
+        return str(err).splitlines()[0] if str(err) else type(err).__name__
+    return None
+
+
+def _remove_torn(
+    gate_parts: dict[tuple[int, int], Path],
+    image_parts: dict[tuple[int, int], Path],
+    rank: int,
+    world: int,
+) -> set[tuple[int, int]]:
+    """Find the committed chunks with a torn part (a file under its final name that is not a
+    whole Parquet file, as a crash of the disk or a copy leaves it) and remove this rank's
+    share of them, both parts: their images are recorded again.
+
+    Returns:
+        The ``(rank, chunk)`` keys of every torn chunk (their image ids do not count as
+        recorded, on any rank).
+    """
+    torn = set()
+    for key in sorted(image_parts):
+        for file in (gate_parts.get(key), image_parts[key]):
+            reason = _torn_reason(file) if file is not None else None
+            if reason is None:
+                continue
+            torn.add(key)
+            if key[0] % world == rank:
+                logger.warning(
+                    "%s: torn part (%s); removing its chunk, its images are recorded again",
+                    file,
+                    reason,
+                )
+                for part in (gate_parts.get(key), image_parts[key]):
+                    if part is not None:
+                        part.unlink(missing_ok=True)
+            break
+    return torn
 
 
 def _pending(

@@ -1,7 +1,25 @@
 """The records' tables as pandas frames: reading and validating a records folder
 (:func:`read_records`), combining several records, and writing frames as a chunk
 (:func:`write_records`). The schemas, the folder protocol and the part writer are
-:mod:`dynviz.record.format`; the layout is described in :mod:`dynviz.record`."""
+:mod:`dynviz.record.format`; the layout is described in :mod:`dynviz.record`. It runs over 500
+lines: reading a folder part by part under the policy below belongs with the validation it
+applies, and writing with the reading it must match.
+
+Damaged records (the policy every reader follows: ``dynviz analyze``, ``dynviz extract``, the
+notebook and the explorer):
+
+- No sidecar (``records.json``), a sidecar that is not JSON, or one of a newer format version:
+  a :class:`~dynviz.record.sidecar.RecordError` naming the file and the fault; nothing is read.
+- A damaged part (a zero-byte or truncated Parquet file, a part of another schema, a wrong
+  column type, a chunk's ``images`` part without its ``gates`` part): by default the chunk
+  (both its parts) is skipped, with one warning per chunk naming the file, the fault and the
+  images lost; :attr:`Records.skipped` lists them and :attr:`Records.skipped_note` says it in
+  one line. With ``strict=True`` (``--strict`` on the command line) the first one is a
+  :class:`~dynviz.record.sidecar.RecordError` instead. When no part is readable the records
+  are unusable: an error either way.
+- A ``gates`` part without its ``images`` part is what an interrupted recording leaves (the
+  images part commits a chunk): ignored, with a warning, in both modes.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +47,7 @@ from dynviz.record.format import (
     GATES_DIR,
     IMAGE_COLUMNS,
     IMAGES_DIR,
+    SIDECAR,
     STAT_PREFIX,
     gates_table,
     images_table,
@@ -44,6 +63,26 @@ logger = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------- reading
 @dataclass(frozen=True)
+class SkippedPart:
+    """A chunk :func:`read_records` left out because one of its parts is damaged."""
+
+    file: Path  # the damaged part (the chunk's other part is skipped with it)
+    fault: str  # what is wrong with it, e.g. "empty file (0 bytes)"
+    images: int | None  # the images the chunk held, None when neither part says
+
+    def __str__(self) -> str:
+        lost = "? images" if self.images is None else _count(self.images, "image")
+        return f"{self.file}: {self.fault} ({lost} lost)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": str(self.file), "fault": self.fault, "images": self.images}
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+@dataclass(frozen=True)
 class Records:
     """A records folder in memory.
 
@@ -54,12 +93,38 @@ class Records:
             (:class:`~dynviz.record.sidecar.Sidecar`): read everything about the recording
             through it.
         path: the folder it was read from (None when built in memory).
+        skipped: the damaged chunks left out by :func:`read_records` (empty when none).
     """
 
     gates: pd.DataFrame
     images: pd.DataFrame
     sidecar: Sidecar = field(default_factory=Sidecar)
     path: Path | None = None
+    skipped: tuple[SkippedPart, ...] = ()
+
+    @property
+    def images_lost(self) -> int | None:
+        """The images of the skipped chunks (None when a skipped chunk does not say)."""
+        counts = [s.images for s in self.skipped]
+        return None if None in counts else sum(c for c in counts if c is not None)
+
+    @property
+    def skipped_note(self) -> str:
+        """What :func:`read_records` skipped, in one line ("" when nothing)."""
+        if not self.skipped:
+            return ""
+        lost = self.images_lost
+        shown = "; ".join(f"{s.file}: {s.fault}" for s in self.skipped[:3])
+        more = f"; and {len(self.skipped) - 3} more" if len(self.skipped) > 3 else ""
+        lost_text = (
+            "an unknown number of images lost"
+            if lost is None
+            else f"{lost} of {len(self.images) + lost} images lost"
+        )
+        return (
+            f"{self._where}: skipped {_count(len(self.skipped), 'damaged part')} "
+            f"({lost_text}): {shown}{more}"
+        )
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -118,22 +183,25 @@ def _check_field(t: pa.DataType, kind: str) -> bool:
     return False
 
 
-def _validate_schema(schema: pa.Schema, columns: Mapping[str, str], file: Path) -> None:
+def _schema_fault(schema: pa.Schema, columns: Mapping[str, str], what: str) -> str:
+    """What is wrong with a part's columns ("" when nothing)."""
     names = set(schema.names)
     missing = [c for c in columns if c not in names]
     if missing:
-        raise RecordError(
-            f"{file}: missing column(s) {', '.join(missing)}; expected {', '.join(columns)}"
-        )
+        if len(missing) == len(columns):  # a file of another table or program
+            has = ", ".join(schema.names[:8]) + (", ..." if len(schema.names) > 8 else "")
+            return f"not a {what} part (columns {has or 'none'}; expected {', '.join(columns)})"
+        return f"missing column(s) {', '.join(missing)}; expected {', '.join(columns)}"
     for name, kind in columns.items():
         t = schema.field(name).type
         if not _check_field(t, kind):
-            raise RecordError(f"{file}: column {name!r} has type {t}, expected {kind}")
+            return f"column {name!r} has type {t}, expected {kind}"
     for name in schema.names:
         if name.startswith(STAT_PREFIX):
             t = schema.field(name).type
             if not (pa.types.is_floating(t) or pa.types.is_integer(t)):
-                raise RecordError(f"{file}: column {name!r} has type {t}, expected float64")
+                return f"column {name!r} has type {t}, expected float64"
+    return ""
 
 
 def _arrow_to_pandas(kind: pa.DataType) -> Any:
@@ -143,28 +211,81 @@ def _arrow_to_pandas(kind: pa.DataType) -> Any:
     return None
 
 
-def _read_table(
-    files: Sequence[Path], columns: Mapping[str, str], *, extra: Sequence[str] = ()
-) -> pd.DataFrame:
-    tables = []
+class _DamagedPart(Exception):
+    """A part that cannot be read (internal: :func:`read_records` skips it or raises)."""
+
+    def __init__(self, file: Path, fault: str) -> None:
+        super().__init__(f"{file}: {fault}")
+        self.file = file
+        self.fault = fault
+        self.images: int | None = None  # the images of its chunk, when known
+
+
+def _parquet_fault(file: Path, err: Exception) -> str:
+    """A one-line description of why ``file`` is not a readable Parquet file."""
+    try:
+        size = file.stat().st_size
+    except OSError as stat_err:
+        return f"cannot read ({stat_err.strerror or stat_err})"
+    if size == 0:
+        return "empty file (0 bytes)"
+    text = " ".join(str(err).split())
+    if "magic bytes" in text:
+        return f"truncated or not Parquet ({size} bytes, no Parquet footer)"
+    return f"not a readable Parquet file ({text})"
+
+
+def _read_part(file: Path, columns: Mapping[str, str], what: str) -> pa.Table:
+    """One part, validated against ``columns``; :class:`_DamagedPart` when it is not usable."""
     categories = [name for name, kind in columns.items() if kind == "category"]
-    for file in files:
-        try:
-            schema = pq.read_schema(file)
-        except (OSError, pa.ArrowException) as err:
-            raise RecordError(f"{file}: not a readable Parquet file ({err})") from None
-        _validate_schema(schema, columns, file)
-        try:
-            table = pq.read_table(file, read_dictionary=categories)
-        except (OSError, pa.ArrowException) as err:
-            raise RecordError(f"{file}: cannot read ({err})") from None
-        tables.append(table)
-    if not tables:
-        return _empty_frame(columns, extra)
+    try:
+        schema = pq.read_schema(file)
+    except (OSError, pa.ArrowException) as err:
+        raise _DamagedPart(file, _parquet_fault(file, err)) from None
+    fault = _schema_fault(schema, columns, what)
+    if fault:
+        raise _DamagedPart(file, fault)
+    try:
+        return pq.read_table(file, read_dictionary=categories)
+    except (OSError, pa.ArrowException) as err:
+        raise _DamagedPart(file, f"cannot read ({' '.join(str(err).split())})") from None
+
+
+def _part_images(file: Path) -> int | None:
+    """The rows an ``images`` part's footer claims (None when it has none)."""
+    try:
+        return int(pq.read_metadata(file).num_rows)
+    except (OSError, pa.ArrowException):
+        return None
+
+
+def _read_chunk(gates_file: Path | None, images_file: Path) -> tuple[pa.Table, pa.Table]:
+    """A chunk's two parts; :class:`_DamagedPart` (its ``images`` attribute set to the images
+    the chunk held, when known) when either is damaged."""
+    images: pa.Table | None = None
+    try:
+        images = _read_part(images_file, IMAGE_COLUMNS, "images")
+        if gates_file is None:
+            partner = images_file.parent.parent / GATES_DIR / images_file.name
+            raise _DamagedPart(images_file, f"images part without its gates part {partner}")
+        return _read_part(gates_file, GATE_COLUMNS, "gates"), images
+    except _DamagedPart as damage:
+        count = images.num_rows if images is not None else _part_images(images_file)
+        if count is None and gates_file is not None and damage.file != gates_file:
+            try:
+                ids = pq.read_table(gates_file, columns=["image_id"]).column(0)
+                count = len(ids.unique())
+            except (OSError, pa.ArrowException, KeyError):
+                count = None
+        damage.images = count
+        raise
+
+
+def _concat(tables: Sequence[pa.Table], folder: Path) -> pd.DataFrame:
     try:
         table = pa.concat_tables(tables, promote_options="permissive").unify_dictionaries()
     except pa.ArrowException as err:
-        raise RecordError(f"{files[0].parent}: parts with incompatible columns ({err})") from None
+        raise RecordError(f"{folder}: parts with incompatible columns ({err})") from None
     return table.to_pandas(types_mapper=_arrow_to_pandas)
 
 
@@ -227,24 +348,35 @@ def table_frames(gates: pa.Table, images: pa.Table) -> tuple[pd.DataFrame, pd.Da
     return _normalise_gates(gate_frame, "recorded frames"), _normalise_images(image_frame)
 
 
-def read_records(path: str | os.PathLike[str], *, model: RoutingNetwork | None = None) -> Records:
+def read_records(
+    path: str | os.PathLike[str], *, model: RoutingNetwork | None = None, strict: bool = False
+) -> Records:
     """Read and validate a records folder.
 
     Args:
         path: the folder ``dynviz record --out`` wrote.
         model: if given, refuse records made with another model config (:func:`check_model`).
+        strict: refuse a damaged part instead of skipping its chunk (see the module
+            docstring: by default each skipped chunk is a warning naming the file, and
+            :attr:`Records.skipped` lists them).
 
     Returns:
         The :class:`Records`; ``gates.direction`` is an ordered category (keep, up, down).
 
     Raises:
-        RecordError: no sidecar, a part file with a missing column or a wrong type (naming the
-            file), gate rows of unknown images, or a model mismatch.
+        RecordError: no sidecar or an unreadable or newer one, no readable part, a damaged part
+            (zero-byte, truncated, another schema, a wrong type; only with ``strict``), an
+            image recorded twice, or a model mismatch; the message names the file.
     """
     folder = Path(path)
-    sidecar = read_sidecar(folder)
     gate_parts = list_parts(folder / GATES_DIR)
     image_parts = list_parts(folder / IMAGES_DIR)
+    if not (folder / SIDECAR).exists() and folder.is_dir() and (gate_parts or image_parts):
+        raise RecordError(
+            f"{folder / SIDECAR}: missing (the folder holds {len(image_parts)} images "
+            f"part(s) but no sidecar; the records cannot be read without it)"
+        )
+    sidecar = read_sidecar(folder)
     orphans = sorted(set(gate_parts) - set(image_parts))
     if orphans:
         logger.warning(
@@ -254,15 +386,27 @@ def read_records(path: str | os.PathLike[str], *, model: RoutingNetwork | None =
             len(orphans),
             ", ".join(gate_parts[k].name for k in orphans),
         )
-    keys = sorted(image_parts)
-    missing = [image_parts[k] for k in keys if k not in gate_parts]
-    if missing:
-        raise RecordError(
-            f"{missing[0]}: images part without its gates part "
-            f"{folder / GATES_DIR / missing[0].name}"
-        )
-    images = _read_table([image_parts[k] for k in keys], IMAGE_COLUMNS)
-    gates = _read_table([gate_parts[k] for k in keys], GATE_COLUMNS)
+    gate_tables, image_tables, skipped = [], [], []
+    for key in sorted(image_parts):
+        try:
+            gates_part, images_part = _read_chunk(gate_parts.get(key), image_parts[key])
+        except _DamagedPart as damage:
+            if strict:
+                raise RecordError(str(damage)) from None
+            part = SkippedPart(damage.file, damage.fault, damage.images)
+            logger.warning("%s; skipped with its chunk (--strict, strict=True: refused)", part)
+            skipped.append(part)
+            continue
+        gate_tables.append(gates_part)
+        image_tables.append(images_part)
+    if skipped and not image_tables:
+        more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+        raise RecordError(f"{skipped[0].file}: {skipped[0].fault}{more}; no readable part left")
+    if image_tables:
+        images = _concat(image_tables, folder / IMAGES_DIR)
+        gates = _concat(gate_tables, folder / GATES_DIR)
+    else:
+        images, gates = _empty_frame(IMAGE_COLUMNS), _empty_frame(GATE_COLUMNS)
     images = _normalise_images(images)
     gates = _normalise_gates(gates, str(folder / GATES_DIR))
     duplicated = images["image_id"].duplicated()
@@ -271,7 +415,9 @@ def read_records(path: str | os.PathLike[str], *, model: RoutingNetwork | None =
             f"{folder}: image {images['image_id'][duplicated].iloc[0]!r} is recorded more than once"
         )
     images = images.reset_index(drop=True)
-    records = Records(gates=gates, images=images, sidecar=sidecar, path=folder)
+    records = Records(
+        gates=gates, images=images, sidecar=sidecar, path=folder, skipped=tuple(skipped)
+    )
     if model is not None:
         check_model(records, model)
     return records
