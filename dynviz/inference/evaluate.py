@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from dynviz.inference.folding import fold_batchnorm
 from dynviz.inference.metrics import ConfusionMatrix
 from dynviz.inference.tta import Augment, TableCache, forward_costs, infer
 from dynviz.model import ConfigError, RoutingNetwork
@@ -294,6 +295,7 @@ def evaluate(
     sizes: set[tuple[int, int]] = set()
     start = time.perf_counter()
     net.eval()
+    runner = fold_batchnorm(net)  # the inference form: a copy with BN folded, fused kernels
     bar = Progress(total=len(shard), desc="eval", show=progress if rank == 0 else False)
     autocast = torch.autocast(
         device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"
@@ -303,9 +305,9 @@ def evaluate(
             image = item["image"].unsqueeze(0).to(device)  # (1, 3, H, W)
             height, width = image.shape[-2:]
             if aug is None:
-                pred = _predict_plain(net, image, tables, costs)
+                pred = _predict_plain(runner, image, tables, costs)
             else:
-                pred = _predict_augmented(net, image, tables, aug, costs)
+                pred = _predict_augmented(runner, image, tables, aug, costs)
             matrix.update(pred, item["label"].to(device))
             if on_prediction is not None:
                 on_prediction(item, pred.to(torch.uint8).cpu().numpy())

@@ -37,6 +37,7 @@ from PIL import Image
 from dynviz.data import check_image_size, normalize, read_image
 from dynviz.data.folder import IMAGE_SUFFIXES
 from dynviz.data.palette import overlay
+from dynviz.inference.folding import fold_batchnorm
 from dynviz.inference.tta import Augment, TableCache, forward_costs, infer
 from dynviz.model import RoutingNetwork
 from dynviz.model.checkpoint import atomic_write
@@ -192,6 +193,7 @@ def predict_files(
     gates_ran = bool(model.is_dynamic and route is None)
     was_training = model.training
     model.eval()
+    runner = fold_batchnorm(model)  # the inference form: a copy with BN folded, fused kernels
     table = _CsvTable(out / CSV_FILE)
     bar = Progress(total=len(files), desc="predict", show=progress)
     try:
@@ -208,7 +210,7 @@ def predict_files(
             with torch.inference_mode():
                 x = normalize(image).unsqueeze(0).to(device)  # (1, 3, H, W)
                 probs, forwards = infer(
-                    model, x, aug=aug, window=window, stride=stride, route=route
+                    runner, x, aug=aug, window=window, stride=stride, route=route
                 )
                 classes = probs.argmax(1)[0].to(torch.uint8).cpu().numpy()  # (H, W)
             mask_path = masks_dir / f"{name}.png"

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from dynviz.inference.folding import fold_batchnorm
 from dynviz.inference.tta import Augment, variant_label
 from dynviz.model import ConfigError, RoutingNetwork
 from dynviz.model.cost import Counting
@@ -216,11 +217,12 @@ def record(
     )
     recorded = 0
     ignore = int(getattr(dataset, "ignore_index", 255))
+    runner = fold_batchnorm(net)  # the inference form: a copy with BN folded, fused kernels
     try:
         with eval_mode(net), torch.inference_mode():
             for items in _batches(_loader(dataset, shard, workers), batch_size):
                 add_batch(
-                    net,
+                    runner,
                     writer.chunk,
                     _stack([it["image"] for it in items]).to(device),  # (B, 3, H, W)
                     _stack([it["label"] for it in items]).to(device),  # (B, H, W)
