@@ -128,3 +128,14 @@ def test_one_forced_route_runs_as_a_straight_line_with_the_skip_forward_s_output
             assert torch.equal(line.gates, per_sample.gates)
             assert torch.equal(line.gate_alpha, per_sample.gate_alpha)
     assert len(taken) == 2  # the Route, not the tensor, took the straight line
+
+
+def test_inference_form_folds_a_copy_once():
+    from dynviz.inference.folding import inference_form
+
+    config = RoutingSpaceConfig(name="t", num_layers=2, num_scales=3, base_channels=8)
+    net = _trained_like(config)
+    folded = inference_form(net)
+    assert folded is not net and count_batchnorm(net) > 0  # the trained network is untouched
+    assert count_batchnorm(folded) == 0
+    assert inference_form(folded) is folded  # already folded: no second copy

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from dynviz.bench.core import BenchSettings, Figure, Section
+from dynviz.inference.folding import inference_form
 from dynviz.model import build_model
 from dynviz.model.route import Route
 from dynviz.model.zoo import load_spec
@@ -64,9 +65,10 @@ def measure_recording(
 ) -> tuple[Section, list[Figure]]:
     """(c) ``dynviz.record.record`` over N images against plain inference over them.
 
-    Both run the same network (dynamic, gates evaluated, batch 1) in eval mode under
-    ``torch.inference_mode`` over the same in-memory items; recording adds the gate and cost
-    tables, the per-image confusion matrix and the Parquet writes. Each recording goes to a
+    Both run the same network (dynamic, gates evaluated, batch 1) in its inference form (BN
+    folded, as ``record`` runs it) under ``torch.inference_mode`` over the same in-memory
+    items; recording adds the gate and cost tables, the per-image confusion matrix and the
+    Parquet writes. Each recording goes to a
     fresh folder (a folder that already holds the images would be skipped).
     """
     from dynviz.record import record
@@ -79,18 +81,20 @@ def measure_recording(
 
     from torch.utils.data import DataLoader
 
+    runner = inference_form(model)  # as record runs it (folded once, not per call)
+
     def plain() -> None:  # record's data path and forward, without recording
         loader = DataLoader(dataset, batch_size=1, collate_fn=lambda items: items[0])
         with torch.inference_mode():
             for item in loader:
-                out = model(torch.stack([item["image"]]))
+                out = runner(torch.stack([item["image"]]))
                 _ = out.logits.max(1).indices  # the prediction record makes (argmax is slower)
 
     with torch_threads(settings.record_threads), tempfile.TemporaryDirectory() as tmp:
         runs = iter(range(1_000_000))
 
         def recorded() -> None:
-            record(model, dataset, Path(tmp) / f"r{next(runs)}", progress=False)
+            record(runner, dataset, Path(tmp) / f"r{next(runs)}", progress=False)
 
         timings = measure_calls(
             {"plain": plain, "record": recorded},

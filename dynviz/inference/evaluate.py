@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from dynviz.inference.folding import fold_batchnorm
+from dynviz.inference.folding import inference_form
 from dynviz.inference.metrics import ConfusionMatrix
 from dynviz.inference.tta import Augment, TableCache, forward_costs, infer
 from dynviz.model import ConfigError, RoutingNetwork
@@ -295,7 +295,7 @@ def evaluate(
     sizes: set[tuple[int, int]] = set()
     start = time.perf_counter()
     net.eval()
-    runner = fold_batchnorm(net)  # the inference form: a copy with BN folded, fused kernels
+    runner = inference_form(net)  # BN folded (a copy): fused kernels
     bar = Progress(total=len(shard), desc="eval", show=progress if rank == 0 else False)
     autocast = torch.autocast(
         device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"

@@ -24,7 +24,7 @@ from dynviz.model.ops import (
     UpTransform,
 )
 
-__all__ = ["ExportError", "count_batchnorm", "fold_batchnorm"]
+__all__ = ["ExportError", "count_batchnorm", "fold_batchnorm", "inference_form"]
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +135,16 @@ def fold_batchnorm(model: ModuleT, *, inplace: bool = False) -> ModuleT:
     left = count_batchnorm(out)
     logger.debug("folded %d BatchNorm layers into convs (%d left)", folded, left)
     return out.eval()
+
+
+def inference_form(model: ModuleT) -> ModuleT:
+    """The network as inference runs it: a copy with BatchNorm folded, whose blocks then run
+    fused kernels (:mod:`dynviz.model.fused`); ``model`` itself when it has no BatchNorm left
+    (already folded), so that passing a folded network costs no copy. ``evaluate``, ``record``
+    and ``predict`` run this."""
+    if count_batchnorm(model) == 0:
+        return model
+    return fold_batchnorm(model)
 
 
 def count_batchnorm(model: nn.Module) -> int:

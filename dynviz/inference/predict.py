@@ -37,7 +37,7 @@ from PIL import Image
 from dynviz.data import check_image_size, normalize, read_image
 from dynviz.data.folder import IMAGE_SUFFIXES
 from dynviz.data.palette import overlay
-from dynviz.inference.folding import fold_batchnorm
+from dynviz.inference.folding import inference_form
 from dynviz.inference.tta import Augment, TableCache, forward_costs, infer
 from dynviz.model import RoutingNetwork
 from dynviz.model.checkpoint import atomic_write
@@ -193,7 +193,7 @@ def predict_files(
     gates_ran = bool(model.is_dynamic and route is None)
     was_training = model.training
     model.eval()
-    runner = fold_batchnorm(model)  # the inference form: a copy with BN folded, fused kernels
+    runner = inference_form(model)  # BN folded (a copy): fused kernels
     table = _CsvTable(out / CSV_FILE)
     bar = Progress(total=len(files), desc="predict", show=progress)
     try:

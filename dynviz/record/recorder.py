@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from dynviz.inference.folding import fold_batchnorm
+from dynviz.inference.folding import inference_form
 from dynviz.inference.tta import Augment, variant_label
 from dynviz.model import ConfigError, RoutingNetwork
 from dynviz.model.cost import Counting
@@ -217,7 +217,7 @@ def record(
     )
     recorded = 0
     ignore = int(getattr(dataset, "ignore_index", 255))
-    runner = fold_batchnorm(net)  # the inference form: a copy with BN folded, fused kernels
+    runner = inference_form(net)  # BN folded (a copy): fused kernels
     try:
         with eval_mode(net), torch.inference_mode():
             for items in _batches(_loader(dataset, shard, workers), batch_size):
