@@ -171,7 +171,15 @@ def test_recording_and_analysis_figures_are_measured():
 def test_update_doc_replaces_only_the_generated_block(tmp_path):
     report = BenchReport(
         settings=_settings(),
-        machine={"cpu": "cpu", "cores": 2, "simd": [], "threads": 2, "torch": "x", "python": "3"},
+        machine={
+            "cpu": "Some CPU",
+            "vendor": "GenuineIntel",
+            "cores": 2,
+            "simd": [],
+            "threads": 2,
+            "torch": "x",
+            "python": "3",
+        },
         command="dynviz bench --quick",
     )
     report.sections.append(Section("a", "A title", ["k", "v"], [["x", 1.5]]))
@@ -179,7 +187,12 @@ def test_update_doc_replaces_only_the_generated_block(tmp_path):
     doc = tmp_path / "perf.md"
     update_doc(doc, report)  # a new file
     first = doc.read_text(encoding="utf-8")
-    assert "| a | a ratio | 0.900x | 0.850-0.950x | <= 1.15x | yes |" in first
+    # the machine beside every figure: figures of two machines are not comparable
+    assert (
+        "| a | a ratio | 0.900x | 0.850-0.950x | <= 1.15x | yes | Some CPU (GenuineIntel) |"
+        in first
+    )
+    assert report.to_json()["figures"][0]["machine"] == "Some CPU (GenuineIntel)"
     doc.write_text("intro\n\n" + first + "\n## Notes\n\nkept\n", encoding="utf-8")
     report.figures[0].value = 2.0
     update_doc(doc, report)

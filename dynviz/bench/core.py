@@ -245,6 +245,16 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _cpu_vendor() -> str:
+    """``GenuineIntel``, ``AuthenticAMD``, ... (``unknown`` where the OS does not say)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return "unknown"
+    match = re.search(r"^vendor_id\s*:\s*(.+)$", text, re.MULTILINE)
+    return match.group(1).strip() if match else "unknown"
+
+
 def _cpu_flags() -> list[str]:
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
@@ -256,9 +266,10 @@ def _cpu_flags() -> list[str]:
 
 
 def machine_info(threads: int) -> dict[str, Any]:
-    """CPU model, cores, SIMD flags, torch and Python versions, threads."""
+    """CPU model and vendor, cores, SIMD flags, torch and Python versions, threads."""
     return {
         "cpu": _cpu_model(),
+        "vendor": _cpu_vendor(),
         "cores": os.cpu_count(),
         "simd": _cpu_flags(),
         "threads": threads,
@@ -294,19 +305,25 @@ class BenchReport:
             "machine": self.machine,
             "settings": settings,
             "max_rss_mb": round(self.max_rss_mb, 1),
-            "figures": [f.to_json() for f in self.figures],
+            "figures": [{**f.to_json(), "machine": self.machine_label} for f in self.figures],
             "sections": [s.to_json() for s in self.sections],
         }
 
+    @property
+    def machine_label(self) -> str:
+        """The CPU model and vendor, printed beside every figure (figures of two machines are
+        not comparable: issue 26)."""
+        return f"{self.machine['cpu']} ({self.machine.get('vendor', 'unknown')})"
+
     # ---------------------------------------------------------------------------- text
     def summary_rows(self) -> list[list[str]]:
-        rows = [["fig", "figure", "median", "quartiles", "target", "met"]]
+        rows = [["fig", "figure", "median", "quartiles", "target", "met", "machine"]]
         for f in self.figures:
             digits = {"%": 1, "s": 2}.get(f.unit, 3)
             value = "-" if f.value is None else f"{f.value:.{digits}f}{f.unit}"
             target = "-" if f.target is None else f"{f.compare} {f.target:g}{f.unit}"
             met = {True: "yes", False: "NO", None: "-"}[f.ok]
-            rows.append([f.key, f.name, value, f.spread, target, met])
+            rows.append([f.key, f.name, value, f.spread, target, met, self.machine_label])
         return rows
 
     def to_text(self) -> str:
