@@ -106,15 +106,22 @@ def read_image(path: str | Path, *, exif_transpose: bool = False) -> np.ndarray:
     """
     path = Path(path)
     img = _open(path, "image", exif_transpose=exif_transpose)
+    if img.mode != "RGB":
+        logger.debug("converting %s image %s to RGB", img.mode, path)
+    return to_rgb(img)
+
+
+def to_rgb(img: Image.Image) -> np.ndarray:
+    """A decoded PIL image as a ``(H, W, 3)`` uint8 RGB array: 16/32-bit grayscale keeps the
+    top 8 bits of its used range; grayscale, palette and CMYK are converted; alpha is dropped.
+    The one conversion of data-set files and explorer uploads."""
     if img.mode in ("I", "I;16", "I;16B", "I;16L"):
-        # 16/32-bit grayscale: keep the top 8 bits of the used range.
         values = np.asarray(img).astype(np.int64)
         top = int(values.max()) if values.size else 0
         shift = max(0, top.bit_length() - 8)
         gray = (values >> shift).astype(np.uint8)
         return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
     if img.mode != "RGB":
-        logger.debug("converting %s image %s to RGB", img.mode, path)
         img = img.convert("RGB")
     return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
 

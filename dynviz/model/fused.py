@@ -17,7 +17,7 @@ from functools import cache
 import torch
 from torch import nn
 
-__all__ = ["applies", "available", "conv", "conv_add_relu", "folded", "tracing"]
+__all__ = ["applies", "available", "conv", "conv_add_relu", "folded", "ready", "tracing"]
 
 
 def tracing() -> bool:
@@ -52,6 +52,12 @@ def applies(x: torch.Tensor) -> bool:
 def folded(bn: nn.Module) -> bool:
     """Whether the BatchNorm slot ``bn`` of a block has been folded into its conv."""
     return isinstance(bn, nn.Identity)
+
+
+def ready(block: nn.Module, bn: nn.Module, x: torch.Tensor) -> bool:
+    """Whether ``block`` runs its fused kernels on ``x``: it allows them (``fused_kernels``),
+    its BatchNorm slot ``bn`` is folded, and :func:`applies` holds."""
+    return bool(getattr(block, "fused_kernels", False)) and folded(bn) and applies(x)
 
 
 def conv(layer: nn.Conv2d, x: torch.Tensor, unary: str = "none") -> torch.Tensor:

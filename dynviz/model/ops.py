@@ -67,7 +67,7 @@ class ConvBNReLU(nn.Sequential):
         self.fused_kernels = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused_kernels and fused.folded(self.bn) and fused.applies(x):
+        if fused.ready(self, self.bn, x):
             return fused.conv(self.conv, x, "relu")
         return super().forward(x)
 
@@ -85,7 +85,7 @@ class SepConvBNReLU(nn.Module):
         self.fused_kernels = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused_kernels and fused.folded(self.bn) and fused.applies(x):
+        if fused.ready(self, self.bn, x):
             return fused.conv(self.pw, fused.conv(self.dw, x), "relu")
         return self.bn(self.pw(self.dw(x))).relu_()  # in place: BN backward needs no output
 
@@ -107,7 +107,7 @@ class Stem(nn.Module):
         self.fused_kernels = True
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.fused_kernels and fused.folded(self.bn1) and fused.applies(images):
+        if fused.ready(self, self.bn1, images):
             x = fused.conv(self.conv1, images, "relu")  # (B, C, H/2, W/2)
         else:
             x = self.bn1(self.conv1(images)).relu_()  # (B, C, H/2, W/2)
@@ -135,7 +135,7 @@ class SepConv(nn.Module):
 
     def runs_fused(self, x: torch.Tensor) -> bool:
         """Whether :meth:`hidden_fused` applies: BN folded, CPU float32 inference."""
-        return self.fused_kernels and fused.folded(self.bn2) and fused.applies(x)
+        return fused.ready(self, self.bn2, x)
 
     def hidden_fused(self, x: torch.Tensor) -> torch.Tensor:
         """ReLU(O(X) + X) of a folded op in fused kernels: the ReLU rides on the first
@@ -155,7 +155,7 @@ class UpTransform(nn.Module):
         self.fused_kernels = True
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
-        if self.fused_kernels and fused.folded(self.bn) and fused.applies(r):
+        if fused.ready(self, self.bn, r):
             y = fused.conv(self.conv, r, "relu")  # (B, C/2, h, w)
         else:
             y = self.bn(self.conv(r)).relu_()  # (B, C/2, h, w)
@@ -172,7 +172,7 @@ class DownTransform(nn.Module):
         self.fused_kernels = True
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
-        if self.fused_kernels and fused.folded(self.bn) and fused.applies(r):
+        if fused.ready(self, self.bn, r):
             return fused.conv(self.conv, r, "relu")  # (B, 2C, h/2, w/2)
         return self.bn(self.conv(r)).relu_()  # (B, 2C, h/2, w/2)
 
@@ -212,7 +212,7 @@ class SoftConditionalGate(nn.Module):
         ``dynviz.model.attribution`` splits the logits over these locations."""
         if self.small:
             x = small_gate_input(x, official=self.official_resize)  # (B, C, h/4, w/4)
-        if self.fused_kernels and fused.folded(self.bn) and fused.applies(x):
+        if fused.ready(self, self.bn, x):
             return fused.conv(self.conv1, x, "relu")  # (B, C/2, h, w)
         return self.bn(self.conv1(x)).relu_()  # (B, C/2, h, w)
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from dynviz.data.base import image_size_problem
+from dynviz.data.base import image_size_problem, to_rgb
 from dynviz.data.palette import colorize, overlay  # the one colouring rule, re-exported
 from dynviz.errors import BadFileError
 
@@ -67,8 +67,6 @@ MAX_PIXELS = 4096 * 4096
 
 ALLOWED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 """PIL format names that are tried, in this order."""
-
-_WIDE_MODES = ("I", "I;16", "I;16B", "I;16L")
 
 
 class UploadError(BadFileError):
@@ -106,18 +104,6 @@ def _human_bytes(count: int) -> str:
             return f"{count} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
         count /= 1024  # type: ignore[assignment]
     return f"{count} bytes"  # pragma: no cover
-
-
-def _to_rgb(img: Image.Image) -> np.ndarray:
-    if img.mode in _WIDE_MODES:
-        values = np.asarray(img).astype(np.int64)
-        top = int(values.max()) if values.size else 0
-        shift = max(0, top.bit_length() - 8)
-        gray = (values >> shift).astype(np.uint8)
-        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
 
 
 def read_upload(
@@ -178,7 +164,7 @@ def read_upload(
             try:
                 img.seek(0)  # first frame of animations
                 img.load()  # truncated and corrupt files fail here
-                pixels = _to_rgb(ImageOps.exif_transpose(img))  # upright, as viewers show it
+                pixels = to_rgb(ImageOps.exif_transpose(img))  # upright, as viewers show it
             except UploadError:
                 raise
             except Exception as err:  # OSError, SyntaxError, EOFError, zlib.error, ...
