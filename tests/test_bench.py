@@ -321,3 +321,28 @@ def test_bench_writes_no_doc_unless_asked(tmp_path, monkeypatch):
 def test_a_figure_is_judged_against_its_target(value, target, compare, ok):
     figure = Figure("a", "ratio", value, target, compare)
     assert figure.ok is ok and figure.to_json()["ok"] is ok
+
+
+@pytest.mark.parametrize(
+    ("rounds", "ok"),
+    [
+        ([0.2, 0.5, 0.7, 0.9, 1.1], True),  # median 0.7%, quartiles 0.5..0.9
+        ([-2.5, -2.4, 0.5, 0.9, 1.0], False),  # median within 1% but a quartile below -2%
+        ([0.9, 1.2, 1.4, 1.6, 1.8], False),  # quartiles within 2% but the median above 1%
+    ],
+)
+def test_the_recording_figure_also_bounds_its_quartiles(rounds, ok):
+    figure = Figure.of("c", "recording overhead", rounds, 1.0, "<=", "%", spread_limit=2.0)
+    assert figure.ok is ok
+    assert figure.target_text == "<= 1%, quartiles within +-2%"
+
+
+def test_a_section_whose_samples_waited_marks_its_figures_untrusted():
+    idle = Section("a", "skip", [], waits=[0.001, 0.0, 0.003])
+    busy = Section("a", "skip", [], waits=[0.05, 0.04, 0.001])
+    contended = Section("a", "skip", [], waits=[0.0], contended=1)
+    assert idle.trusted and not busy.trusted and not contended.trusted
+    figure = Figure("a", "ratio", 1.0, 1.15, "<=")
+    assert figure.met_text == "yes"
+    figure.trusted = busy.trusted
+    assert figure.met_text.startswith("yes (busy machine")

@@ -65,9 +65,9 @@ logger = logging.getLogger(__name__)
 SPECIAL_CASES = ("fcn32s", "deeplabv3", "unet", "hrnetv2", "autodeeplab")
 SKIP_TARGET = 1.15  # (a) time ratio at most 1.15x the GMACs ratio
 BATCH_TARGET = 0.8  # (b) sum of batch-1 times / batch time
-RECORD_TARGET = 0.03  # (c) recording overhead
-LIMIT_TARGET = 0.15  # (d) achieved MAC rate / SGEMM rate
-EXPORT_TARGET = 1.2  # (e) dynamic forced time / static time
+RECORD_TARGET = 0.01  # (c) recording overhead (median of the interleaved rounds)
+RECORD_SPREAD = 0.02  # (c) ... with both quartiles within +-2%
+LIMIT_TARGET = 0.60  # (d) the inference form's MAC rate / SGEMM rate
 INFERENCE_FORM_TARGET = 1.10  # (e) the inference form forced / the best static PyTorch time
 ANALYSIS_TARGET = 5.0  # (f) seconds for 100,000 records
 PAGE_TARGET = 3.0  # (f) seconds per explorer page
@@ -137,6 +137,8 @@ def _timed(key: str, title: str, run: Callable[[], SectionResult]) -> SectionRes
         figures = [Figure(key, title, None, note="failed")]
     section.seconds = time.perf_counter() - start
     section.load = (load0, load_average())
+    for figure in figures:
+        figure.trusted = section.trusted
     return section, figures
 
 
@@ -295,7 +297,7 @@ def bench_recording(settings: BenchSettings) -> SectionResult:
         ]
     from dynviz.bench.hooks import measure_recording
 
-    return measure_recording(settings, section, RECORD_TARGET)
+    return measure_recording(settings, section, RECORD_TARGET, RECORD_SPREAD)
 
 
 # ---------------------------------------------------------------------------- (d) limit
@@ -380,7 +382,7 @@ def bench_machine_limit(settings: BenchSettings) -> SectionResult:
             "d",
             f"MAC rate / SGEMM rate, {label}",
             [mac_ratio / r for r in timings.ratios(name, "sgemm")],
-            LIMIT_TARGET,
+            LIMIT_TARGET if name == _INFERENCE_FORM else None,
             ">=",
         )
         for label, name in (
@@ -478,9 +480,7 @@ def bench_export(settings: BenchSettings) -> SectionResult:
                 "e",
                 f"dynamic / static PyTorch (best), {name}",
                 timings.ratios(f"dynamic:{name}", f"{best_key}:{name}"),
-                EXPORT_TARGET,
-                ">=",
-                note=f"best static variant: {best_key}",
+                note=f"best static variant: {best_key}; the unfolded network, no target",
             )
         )
         figures.append(
@@ -499,8 +499,6 @@ def bench_export(settings: BenchSettings) -> SectionResult:
                     "e",
                     f"dynamic / onnxruntime, {name}",
                     timings.ratios(f"dynamic:{name}", f"ort:{name}"),
-                    EXPORT_TARGET,
-                    ">=",
                 )
             )
     if checks:

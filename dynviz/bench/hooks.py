@@ -61,7 +61,7 @@ def _synthetic(count: int, size: tuple[int, int]) -> InMemoryDataset:
 
 
 def measure_recording(
-    settings: BenchSettings, section: Section, target: float
+    settings: BenchSettings, section: Section, target: float, spread: float
 ) -> tuple[Section, list[Figure]]:
     """(c) ``dynviz.record.record`` over N images against plain inference over them.
 
@@ -130,7 +130,10 @@ def measure_recording(
         "negative overhead is noise: the forward passes dominate both."
     )
     per_round = [100.0 * (r - 1.0) for r in timings.ratios("record", "plain")]
-    return section, [Figure.of("c", "recording overhead", per_round, 100.0 * target, "<=", "%")]
+    figure = Figure.of(
+        "c", "recording overhead", per_round, 100.0 * target, "<=", "%", spread_limit=100 * spread
+    )
+    return section, [figure]
 
 
 # ---------------------------------------------------------------------------- analysis
