@@ -240,6 +240,7 @@ STAGES = (
     "support",
     "data",
     "model",
+    "gates",
     "plots",
     "inference",
     "interop",

@@ -2,7 +2,9 @@
 
 Every figure is a ratio of two timings taken in the same process, interleaved, so that machine
 noise (other jobs, frequency changes) hits both sides alike; the load average is recorded
-beside each section because a loaded 2-core machine can still distort ratios.
+beside each section because a loaded 2-core machine can still distort ratios, and a section
+whose samples waited for a CPU marks its figures as not trustworthy. It runs over 500 lines: the
+report's three forms (text, markdown, JSON) sit with the objects they print.
 """
 
 from __future__ import annotations

@@ -41,6 +41,9 @@ from dynviz.record.sidecar import RecordError, Sidecar
 __all__ = [
     "AUG_FIELDS",
     "CONFUSION",
+    "DECISIONS_DIR",
+    "DECISION_COLUMNS",
+    "DECISION_SCHEMA",
     "DIRECTIONS",
     "DIRECTION_DTYPE",
     "FORMAT",
@@ -54,6 +57,7 @@ __all__ = [
     "IMAGE_SCHEMA",
     "SIDECAR",
     "STAT_PREFIX",
+    "decisions_table",
     "gates_table",
     "images_schema",
     "images_table",
@@ -71,6 +75,7 @@ FORMAT_VERSION = 1
 SIDECAR = "records.json"
 GATES_DIR = "gates"
 IMAGES_DIR = "images"
+DECISIONS_DIR = "decisions"  # a gate-graph recording's table in place of gates/
 DIRECTIONS: tuple[str, ...] = tuple(d.label for d in Direction)  # keep, up, down
 DIRECTION_DTYPE = pd.CategoricalDtype(list(DIRECTIONS), ordered=True)
 
@@ -93,6 +98,18 @@ GATE_SCHEMA = pa.schema(
     ]
 )
 """Every ``gates`` part, exactly (one row per image and path)."""
+
+DECISION_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("point", pa.dictionary(pa.int32(), pa.string())),  # the gate point's name
+        ("option", pa.dictionary(pa.int32(), pa.string())),  # the option's name
+        ("value", pa.float32()),  # the option's value (probability, weight); NaN: not reached
+        ("ran", pa.bool_()),  # whether the option ran for the image
+    ]
+)
+"""Every ``decisions`` part of a gate-graph recording (one row per image, point and option;
+the points and options are the sidecar's ``graph``)."""
 
 IMAGE_SCHEMA = pa.schema(
     [
@@ -131,6 +148,9 @@ def _kind(t: pa.DataType) -> str:
         return "string"
     return np.dtype(t.to_pandas_dtype()).name
 
+
+DECISION_COLUMNS: dict[str, str] = {f.name: _kind(f.type) for f in DECISION_SCHEMA}
+"""Columns of the ``decisions`` table and their dtypes."""
 
 GATE_COLUMNS: dict[str, str] = {f.name: _kind(f.type) for f in GATE_SCHEMA if f.name != GATE_ALPHA}
 """Required columns of the ``gates`` table and their dtypes (:data:`GATE_SCHEMA` without
@@ -188,6 +208,25 @@ def gates_table(
     return pa.Table.from_arrays(arrays, schema=GATE_SCHEMA)
 
 
+def decisions_table(
+    *,
+    image_id: Sequence[str] | np.ndarray,
+    point: Sequence[str] | np.ndarray,
+    option: Sequence[str] | np.ndarray,
+    value: np.ndarray,
+    ran: np.ndarray,
+) -> pa.Table:
+    """A ``decisions`` part in :data:`DECISION_SCHEMA` from one array per column."""
+    arrays = [
+        pa.array(image_id, type=pa.string()),
+        pa.array(point, type=pa.string()).dictionary_encode().cast(DECISION_SCHEMA.field(1).type),
+        pa.array(option, type=pa.string()).dictionary_encode().cast(DECISION_SCHEMA.field(2).type),
+        pa.array(np.asarray(value).astype(np.float32)),
+        pa.array(np.asarray(ran).astype(bool)),
+    ]
+    return pa.Table.from_arrays(arrays, schema=DECISION_SCHEMA)
+
+
 def images_table(columns: Mapping[str, Any]) -> pa.Table:
     """An ``images`` part from one sequence per column, typed by :func:`images_schema` (a
     column the format does not name keeps the type Arrow infers)."""
@@ -235,16 +274,25 @@ def write_part(table: pa.Table, path: Path) -> None:
     atomic_write(path, lambda handle: pq.write_table(table, handle, compression="zstd"))
 
 
-def write_chunk(folder: Path, rank: int, chunk: int, gates: pa.Table, images: pa.Table) -> str:
+def write_chunk(
+    folder: Path,
+    rank: int,
+    chunk: int,
+    gates: pa.Table,
+    images: pa.Table,
+    *,
+    gates_dir: str = GATES_DIR,
+) -> str:
     """Write a chunk's two parts, ``images`` last (it commits the chunk); returns the part
     name. When the ``images`` part cannot be written (a full disk), the ``gates`` part is
-    removed again: a failed write leaves no part of the chunk."""
+    removed again: a failed write leaves no part of the chunk. A gate-graph recording writes
+    its ``decisions`` part in place of ``gates`` (``gates_dir=DECISIONS_DIR``)."""
     name = part_name(rank, chunk)
-    write_part(gates, folder / GATES_DIR / name)
+    write_part(gates, folder / gates_dir / name)
     try:
         write_part(images, folder / IMAGES_DIR / name)
     except BaseException:
-        (folder / GATES_DIR / name).unlink(missing_ok=True)
+        (folder / gates_dir / name).unlink(missing_ok=True)
         raise
     return name
 

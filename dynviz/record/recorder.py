@@ -3,7 +3,9 @@ per rank and chunk, resumable without duplicates), as a few named steps: the sid
 folder, the images still to record, one batch at a time into chunks, closing the folder.
 
 The rows come from :mod:`dynviz.record.rows`; the schemas, part names and the atomic writer from
-:mod:`dynviz.record.format`."""
+:mod:`dynviz.record.format`. It runs over 500 lines: the two kinds of network (the routing
+space and any gated network) share every step but their rows and sidecar, which sit beside the
+loop that calls them."""
 
 from __future__ import annotations
 
@@ -20,12 +22,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from dynviz.gates import GateGraph, gate_graph_of
 from dynviz.inference.folding import inference_form
 from dynviz.inference.tta import Augment, variant_label
 from dynviz.model import ConfigError, RoutingNetwork
 from dynviz.model.cost import Counting
 from dynviz.model.route import Route
 from dynviz.record.format import (
+    DECISIONS_DIR,
     FORMAT,
     FORMAT_VERSION,
     GATES_DIR,
@@ -37,6 +41,7 @@ from dynviz.record.format import (
     write_chunk,
     write_sidecar,
 )
+from dynviz.record.gated import GatedChunk, add_gated_batch
 from dynviz.record.rows import RecordChunk, add_batch, chunk_factory, eval_mode
 from dynviz.record.sidecar import CheckpointRef, RecordError, Sidecar
 from dynviz.support.progress import Progress
@@ -112,7 +117,7 @@ def _identity(item: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def record(
-    model: RoutingNetwork,
+    model: RoutingNetwork | torch.nn.Module,
     dataset: Any,
     out: str | os.PathLike[str],
     *,
@@ -129,11 +134,17 @@ def record(
     progress: bool | None = None,
     aug: Augment | None = None,
     counting: Counting | str = Counting.PAPER,
+    builder: str | None = None,
 ) -> RecordResult:
     """Run ``model`` over ``dataset`` and write (or complete) a records folder.
 
     Under an initialised process group each rank records a disjoint share of the images still
     missing and writes its own part files; every rank must call this.
+
+    Any gated network records the same way: a model with a gate graph (its ``gate_graph()``, or
+    the one :func:`dynviz.gates.watch` attached) writes ``decisions/`` in place of ``gates/``
+    (:mod:`dynviz.record.gated`); ``route``, ``aug`` and ``counting`` apply to routing networks
+    only.
 
     Args:
         model: the network; run in eval mode (real skipping) under ``torch.inference_mode()``.
@@ -162,6 +173,8 @@ def record(
         counting: the cost counting of ``real_gmacs`` and ``expected_gmacs`` (``paper`` or
             ``official``, :class:`dynviz.model.cost.Counting`), written to the sidecar; a folder is
             completed only in its own counting.
+        builder: for a gated network, the entry point ``module:function`` that builds it
+            (written to the sidecar; ``dynviz record`` sets it).
 
     Returns:
         A :class:`RecordResult` for this rank.
@@ -174,26 +187,42 @@ def record(
         raise ConfigError(f"batch_size ({batch_size}) and chunk_size ({chunk_size}) must be >= 1")
     net: RoutingNetwork = getattr(model, "module", model)
     counting = Counting(counting)
-    if getattr(dataset, "num_classes", 0) > net.config.num_classes:
-        raise ConfigError(
-            f"the data set has {dataset.num_classes} classes but the network "
-            f"predicts {net.config.num_classes}"
-        )
     device = torch.device(device) if device is not None else next(net.parameters()).device
     rank, world = _world()
     folder = Path(out)
-    sidecar = _sidecar(
-        net,
-        dataset,
-        route=route,
-        name=name,
-        checkpoint=checkpoint,
-        data_spec=data_spec,
-        split=split,
-        world=world,
-        aug=aug,
-        counting=counting,
-    )
+    context = dict(name=name, checkpoint=checkpoint, data_spec=data_spec, split=split, world=world)
+    ignore = int(getattr(dataset, "ignore_index", 255))
+    if isinstance(net, RoutingNetwork):
+        if getattr(dataset, "num_classes", 0) > net.config.num_classes:
+            raise ConfigError(
+                f"the data set has {dataset.num_classes} classes but the network "
+                f"predicts {net.config.num_classes}"
+            )
+        sidecar = _sidecar(net, dataset, route=route, aug=aug, counting=counting, **context)
+        new_chunk = chunk_factory(net, route=route, counting=counting)
+        runner = inference_form(net)  # BN folded (a copy): fused kernels
+
+        def step(chunk: Any, images: torch.Tensor, labels: torch.Tensor, ids: Any, stats: Any):
+            add_batch(
+                runner, chunk, images, labels, ids, stats, route=route, aug=aug, ignore=ignore
+            )
+    else:
+        if route is not None or aug is not None:
+            raise ConfigError(
+                "route and aug apply to routing networks; a gated network records its own decisions"
+            )
+        graph = gate_graph_of(net)
+        sidecar = _gated_sidecar(net, graph, dataset, builder=builder, **context)
+        classes = int(getattr(dataset, "num_classes", 0))
+
+        def new_chunk() -> GatedChunk:
+            return GatedChunk(graph)
+
+        def step(chunk: Any, images: torch.Tensor, labels: torch.Tensor, ids: Any, stats: Any):
+            add_gated_batch(
+                net, graph, chunk, images, labels, ids, stats, num_classes=classes, ignore=ignore
+            )
+
     sidecar, done, chunks = _open_folder(folder, sidecar, rank, world)
     pending, count = _pending(dataset, done, limit=limit, aug=aug)
     skipped = count - len(pending)
@@ -210,27 +239,21 @@ def record(
         folder,
         rank,
         next_chunk=1 + max((c for r, c in chunks if r == rank), default=-1),
-        new_chunk=chunk_factory(net, route=route, counting=counting),
+        new_chunk=new_chunk,
     )
     bar = Progress(
         total=len(shard), desc=f"record {sidecar.name}", show=progress if rank == 0 else False
     )
     recorded = 0
-    ignore = int(getattr(dataset, "ignore_index", 255))
-    runner = inference_form(net)  # BN folded (a copy): fused kernels
     try:
         with eval_mode(net), torch.inference_mode():
             for items in _batches(_loader(dataset, shard, workers), batch_size):
-                add_batch(
-                    runner,
+                step(
                     writer.chunk,
                     _stack([it["image"] for it in items]).to(device),  # (B, 3, H, W)
                     _stack([it["label"] for it in items]).to(device),  # (B, H, W)
                     [str(it["image_id"]) for it in items],
                     [it.get("stats") or {} for it in items],
-                    route=route,
-                    aug=aug,
-                    ignore=ignore,
                 )
                 recorded += len(items)
                 bar.update(len(items))
@@ -294,6 +317,43 @@ def _sidecar(
     )
 
 
+def _gated_sidecar(
+    net: torch.nn.Module,
+    graph: GateGraph,
+    dataset: Any,
+    *,
+    builder: str | None,
+    name: str | None,
+    checkpoint: Mapping[str, Any] | None,
+    data_spec: str | None,
+    split: str | None,
+    world: int,
+) -> Sidecar:
+    """The sidecar of a gate-graph recording: the graph and builder instead of a config."""
+    ckpt = _plain(dict(checkpoint)) if checkpoint else None
+    data = data_spec if data_spec is not None else getattr(dataset, "spec", None)
+    split = split if split is not None else getattr(dataset, "split", None)
+    return Sidecar(
+        format=FORMAT,
+        format_version=FORMAT_VERSION,
+        name=name or graph.name,
+        graph_dict=_plain(graph.to_dict()),
+        builder=builder,
+        dynamic=True,
+        params=int(sum(p.numel() for p in net.parameters())),
+        checkpoint=_checkpoint_ref(ckpt),
+        data=None if data is None else str(data),
+        split=None if split is None else str(split),
+        num_classes=int(getattr(dataset, "num_classes", 0)) or None,
+        class_names=tuple(str(c) for c in getattr(dataset, "class_names", []) or []),
+        world_size=world,
+        dynviz_version=__version__,
+        torch_version=str(torch.__version__),
+        created=_now(),
+        num_images=0,
+    )
+
+
 def _plain(value: Any) -> Any:
     """``value`` as JSON reads it back (tuples become lists, other objects strings)."""
     return json.loads(json.dumps(value, default=str))
@@ -321,7 +381,8 @@ def _open_folder(
         ``(the sidecar, with the creation time of an existing one; image ids already recorded;
         (rank, chunk) keys of existing part files)``.
     """
-    gates_dir, images_dir = folder / GATES_DIR, folder / IMAGES_DIR
+    table = DECISIONS_DIR if sidecar.kind == "gate-graph" else GATES_DIR
+    gates_dir, images_dir = folder / table, folder / IMAGES_DIR
     if rank == 0:
         gates_dir.mkdir(parents=True, exist_ok=True)
         images_dir.mkdir(parents=True, exist_ok=True)
@@ -438,7 +499,12 @@ class _ChunkWriter:
     """The chunk being filled and the parts written so far, for one rank."""
 
     def __init__(
-        self, folder: Path, rank: int, *, next_chunk: int, new_chunk: Callable[[], RecordChunk]
+        self,
+        folder: Path,
+        rank: int,
+        *,
+        next_chunk: int,
+        new_chunk: Callable[[], RecordChunk | GatedChunk],
     ) -> None:
         self.folder, self.rank, self.next_chunk = folder, rank, next_chunk
         self.new_chunk = new_chunk
@@ -450,7 +516,14 @@ class _ChunkWriter:
         if not len(self.chunk):
             return
         gate_table, image_table = self.chunk.tables()
-        part = write_chunk(self.folder, self.rank, self.next_chunk, gate_table, image_table)
+        part = write_chunk(
+            self.folder,
+            self.rank,
+            self.next_chunk,
+            gate_table,
+            image_table,
+            gates_dir=getattr(self.chunk, "table_dir", GATES_DIR),
+        )
         logger.debug("wrote %s (%d images)", part, len(self.chunk))
         self.next_chunk += 1
         self.written += 1

@@ -31,7 +31,9 @@ __all__ = [
     "RecordedBatch",
     "add_batch",
     "chunk_factory",
+    "confusion_rows",
     "eval_mode",
+    "image_scores",
     "load_records_model",
     "path_cost_frame",
     "record_batch",
@@ -124,7 +126,7 @@ class RecordChunk:
         )
         real, expected = self._costs(gates)
         confusion = np.concatenate(self.confusion, 0)  # (n, K * K)
-        miou, accuracy = _image_scores(confusion)
+        miou, accuracy = image_scores(confusion)
         sizes = np.asarray(self.sizes, dtype=np.int32).reshape(-1, 2)
         columns: dict[str, Any] = {
             "image_id": self.ids,
@@ -148,7 +150,7 @@ class RecordChunk:
         return table_frames(*self.tables())
 
 
-def _image_scores(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def image_scores(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-image mIoU (classes present in target or prediction) and pixel accuracy from
     flattened confusion matrices ``(n, K * K)``; NaN for an image without counted pixels."""
     n = confusion.shape[0]
@@ -165,7 +167,7 @@ def _image_scores(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return miou, accuracy
 
 
-def _confusion(
+def confusion_rows(
     pred: torch.Tensor, labels: torch.Tensor, num_classes: int, ignore: int, ids: Sequence[str]
 ) -> torch.Tensor:
     """Per-image confusion matrices ``(B, K * K)`` (row = target) with one bincount.
@@ -337,7 +339,7 @@ def add_batch(
     if aug is None:
         out = net(images, route=route)
         pred = out.logits.max(1).indices  # (B, H, W); many times faster than argmax
-        confusion = _confusion(pred, labels, num_classes, ignore, ids)
+        confusion = confusion_rows(pred, labels, num_classes, ignore, ids)
         chunk.add(
             ids,
             out.gates.float().cpu().numpy(),
@@ -349,7 +351,7 @@ def add_batch(
         return pred
     probs, forwards = infer(net, images, aug=aug, route=route)
     pred = probs.max(1).indices
-    matrix = _confusion(pred, labels, num_classes, ignore, ids).cpu().numpy()
+    matrix = confusion_rows(pred, labels, num_classes, ignore, ids).cpu().numpy()
     for forward in forwards:
         chunk.add(
             [f"{i}@{forward.label}" for i in ids],

@@ -24,6 +24,7 @@ from functools import cached_property
 from typing import Any
 
 from dynviz.errors import BadFileError
+from dynviz.gates import GateGraph, routing_graph
 from dynviz.model import ConfigError, RoutingSpaceConfig
 from dynviz.model.cost import Counting
 from dynviz.model.route import Route
@@ -95,6 +96,8 @@ class Sidecar:
     created: str | None = None
     updated: str | None = None
     aug_dict: dict[str, Any] | None = None
+    graph_dict: dict[str, Any] | None = None  # a gate-graph recording's GateGraph (key "graph")
+    builder: str | None = None  # the entry point ``module:function`` that built the model
     format: str | None = None
     format_version: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -152,8 +155,9 @@ class Sidecar:
             "route_dict",
             "forced_route_dict",
             "aug_dict",
+            "graph_dict",
         }
-        known |= {"config", "route", "forced_route", "checkpoint_sha256", "aug"}
+        known |= {"config", "route", "forced_route", "checkpoint_sha256", "aug", "graph"}
         return cls(
             name=_str_or_none(data.get("name")),
             config_dict=mapping("config"),
@@ -176,6 +180,8 @@ class Sidecar:
             created=_str_or_none(data.get("created")),
             updated=_str_or_none(data.get("updated")),
             aug_dict=mapping("aug"),
+            graph_dict=mapping("graph"),
+            builder=_typed(data, "builder", (str,), where),
             format=_str_or_none(data.get("format")),
             format_version=_typed(data, "format_version", (int,), where),
             extra={k: v for k, v in data.items() if k not in known},
@@ -212,6 +218,9 @@ class Sidecar:
             out["updated"] = self.updated
         if self.aug_dict is not None:
             out["aug"] = self.aug_dict
+        if self.graph_dict is not None:  # gate-graph recordings only: routing-space sidecars
+            out["graph"] = self.graph_dict  # keep their layout
+            out["builder"] = self.builder
         out.update(self.extra)
         return out
 
@@ -227,13 +236,37 @@ class Sidecar:
             "split": self.split,
             "aug": self.aug_dict,
             "counting": self.counting.value,
+            **({"graph": self.graph_dict} if self.graph_dict else {}),
         }
 
     # ------------------------------------------------------------------ parsed values
+    @property
+    def kind(self) -> str:
+        """``"gate-graph"`` for a recording of any gated network (:mod:`dynviz.gates`),
+        ``"routing-space"`` for this paper's networks."""
+        return "gate-graph" if self.graph_dict is not None else "routing-space"
+
+    @cached_property
+    def graph(self) -> GateGraph:
+        """The recorded network's :class:`dynviz.gates.GateGraph`: the sidecar's ``graph`` for
+        a gate-graph recording, the routing space's graph (:func:`dynviz.gates.routing_graph`)
+        otherwise."""
+        if self.graph_dict is None:
+            return routing_graph(self.config, name=self.name)
+        try:
+            return GateGraph.from_dict(self.graph_dict, where=f"{self.where}: graph")
+        except ConfigError as err:
+            raise SidecarError(str(err)) from None
+
     @cached_property
     def config(self) -> RoutingSpaceConfig:
         """The routing space of the recorded model."""
         if self.config_dict is None:
+            if self.graph_dict is not None:
+                raise SidecarError(
+                    f"{self.where}: a gate-graph recording ({self.name or 'a gated network'}) "
+                    "has no routing space; this reading applies to routing-space records only"
+                )
             raise SidecarError(f"{self.where}: the sidecar has no model config")
         try:
             return RoutingSpaceConfig.from_dict(self.config_dict, source=f"{self.where}: config")

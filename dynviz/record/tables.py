@@ -27,6 +27,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dynviz.gates import GateGraph, routing_decisions
 from dynviz.model import RoutingNetwork, RoutingSpaceConfig
 from dynviz.model.route import Route
 from dynviz.record.format import (
+    DECISION_COLUMNS,
+    DECISIONS_DIR,
     DIRECTION_DTYPE,
     DIRECTIONS,
     FORMAT,
@@ -101,6 +105,29 @@ class Records:
     sidecar: Sidecar = field(default_factory=Sidecar)
     path: Path | None = None
     skipped: tuple[SkippedPart, ...] = ()
+    decision_frame: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def kind(self) -> str:
+        """``"routing-space"`` or ``"gate-graph"`` (:attr:`Sidecar.kind`)."""
+        return self.sidecar.kind
+
+    @property
+    def graph(self) -> GateGraph:
+        """The recorded network's gate graph (the routing space's, for routing-space
+        records)."""
+        return self.sidecar.graph
+
+    @cached_property
+    def decisions(self) -> pd.DataFrame:
+        """One row per (image, gate point, option): ``image_id``, ``point``, ``option``,
+        ``value``, ``ran`` (:data:`~dynviz.record.format.DECISION_COLUMNS`). For a
+        routing-space recording, its ``gates`` table read as decisions
+        (:func:`dynviz.gates.routing_decisions`): every analysis of any gate graph reads
+        this."""
+        if self.decision_frame is not None:
+            return self.decision_frame
+        return routing_decisions(self.gates)
 
     @property
     def images_lost(self) -> int | None:
@@ -259,16 +286,20 @@ def _part_images(file: Path) -> int | None:
         return None
 
 
-def _read_chunk(gates_file: Path | None, images_file: Path) -> tuple[pa.Table, pa.Table]:
+def _read_chunk(
+    gates_file: Path | None, images_file: Path, table: str = GATES_DIR
+) -> tuple[pa.Table, pa.Table]:
     """A chunk's two parts; :class:`_DamagedPart` (its ``images`` attribute set to the images
-    the chunk held, when known) when either is damaged."""
+    the chunk held, when known) when either is damaged. ``table`` is the chunk's other table:
+    ``gates`` (routing space) or ``decisions`` (a gate graph)."""
     images: pa.Table | None = None
+    columns = DECISION_COLUMNS if table == DECISIONS_DIR else GATE_COLUMNS
     try:
         images = _read_part(images_file, IMAGE_COLUMNS, "images")
         if gates_file is None:
-            partner = images_file.parent.parent / GATES_DIR / images_file.name
-            raise _DamagedPart(images_file, f"images part without its gates part {partner}")
-        return _read_part(gates_file, GATE_COLUMNS, "gates"), images
+            partner = images_file.parent.parent / table / images_file.name
+            raise _DamagedPart(images_file, f"images part without its {table} part {partner}")
+        return _read_part(gates_file, columns, table), images
     except _DamagedPart as damage:
         count = images.num_rows if images is not None else _part_images(images_file)
         if count is None and gates_file is not None and damage.file != gates_file:
@@ -293,7 +324,7 @@ def _empty_frame(columns: Mapping[str, str], extra: Sequence[str] = ()) -> pd.Da
     data = {}
     for name, kind in columns.items():
         if kind == "category":
-            data[name] = pd.Series([], dtype=DIRECTION_DTYPE)
+            data[name] = pd.Series([], dtype=DIRECTION_DTYPE if name == "direction" else "category")
         elif kind == "string":
             data[name] = pd.Series([], dtype="string")
         else:
@@ -326,6 +357,22 @@ def _normalise_gates(gates: pd.DataFrame, where: str) -> pd.DataFrame:
         list(DIRECTIONS), ordered=True
     )
     return gates[list(GATE_COLUMNS) + [c for c in gates.columns if c not in GATE_COLUMNS]]
+
+
+def _normalise_decisions(decisions: pd.DataFrame, graph: GateGraph) -> pd.DataFrame:
+    """Typed decisions, points and options as categories in the graph's order."""
+    decisions = decisions.copy()
+    decisions["image_id"] = decisions["image_id"].astype("string")
+    decisions["point"] = (
+        decisions["point"]
+        .astype(str)
+        .astype(pd.CategoricalDtype(list(graph.point_names), ordered=True))
+    )
+    options = list(dict.fromkeys(o.name for p in graph for o in p.options))
+    decisions["option"] = decisions["option"].astype(str).astype(pd.CategoricalDtype(options))
+    decisions["value"] = decisions["value"].astype("float32")
+    decisions["ran"] = decisions["ran"].astype(bool)
+    return decisions[list(DECISION_COLUMNS)]
 
 
 def _normalise_images(images: pd.DataFrame) -> pd.DataFrame:
@@ -377,19 +424,23 @@ def read_records(
             f"part(s) but no sidecar; the records cannot be read without it)"
         )
     sidecar = read_sidecar(folder)
+    table = DECISIONS_DIR if sidecar.kind == "gate-graph" else GATES_DIR
+    if table == DECISIONS_DIR:
+        gate_parts = list_parts(folder / DECISIONS_DIR)
     orphans = sorted(set(gate_parts) - set(image_parts))
     if orphans:
         logger.warning(
-            "%s: ignoring %d gates part(s) without their images part (an interrupted "
+            "%s: ignoring %d %s part(s) without their images part (an interrupted "
             "run; recording again completes it): %s",
             folder,
             len(orphans),
+            table,
             ", ".join(gate_parts[k].name for k in orphans),
         )
     gate_tables, image_tables, skipped = [], [], []
     for key in sorted(image_parts):
         try:
-            gates_part, images_part = _read_chunk(gate_parts.get(key), image_parts[key])
+            gates_part, images_part = _read_chunk(gate_parts.get(key), image_parts[key], table)
         except _DamagedPart as damage:
             if strict:
                 raise RecordError(str(damage)) from None
@@ -402,13 +453,19 @@ def read_records(
     if skipped and not image_tables:
         more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
         raise RecordError(f"{skipped[0].file}: {skipped[0].fault}{more}; no readable part left")
+    columns = DECISION_COLUMNS if table == DECISIONS_DIR else GATE_COLUMNS
     if image_tables:
         images = _concat(image_tables, folder / IMAGES_DIR)
-        gates = _concat(gate_tables, folder / GATES_DIR)
+        gates = _concat(gate_tables, folder / table)
     else:
-        images, gates = _empty_frame(IMAGE_COLUMNS), _empty_frame(GATE_COLUMNS)
+        images, gates = _empty_frame(IMAGE_COLUMNS), _empty_frame(columns)
     images = _normalise_images(images)
-    gates = _normalise_gates(gates, str(folder / GATES_DIR))
+    decisions = None
+    if table == DECISIONS_DIR:
+        decisions = _normalise_decisions(gates, sidecar.graph)
+        gates = _normalise_gates(_empty_frame(GATE_COLUMNS), str(folder / GATES_DIR))
+    else:
+        gates = _normalise_gates(gates, str(folder / GATES_DIR))
     duplicated = images["image_id"].duplicated()
     if duplicated.any():
         raise RecordError(
@@ -416,7 +473,12 @@ def read_records(
         )
     images = images.reset_index(drop=True)
     records = Records(
-        gates=gates, images=images, sidecar=sidecar, path=folder, skipped=tuple(skipped)
+        gates=gates,
+        images=images,
+        sidecar=sidecar,
+        path=folder,
+        skipped=tuple(skipped),
+        decision_frame=decisions,
     )
     if model is not None:
         check_model(records, model)

@@ -1,0 +1,57 @@
+"""The routing space as one kind of gate graph.
+
+Each cell of a routing space is a ``PATHS`` point named ``L{layer}/s{stride}`` (``L3/s8``: the
+cell of layer 3 at stride 8) whose options are the directions its paths take (``up``, ``keep``,
+``down``, those the space has), in the paper's order. A routing-space recording's ``gates``
+table reads as decisions of that graph: the value of an option is the gate's own alpha
+(``gate_alpha``) and it ran where the path was active. The records on disk stay as they are;
+:func:`routing_decisions` is the reading.
+
+Option costs are not given: a cell's operation runs when any of its paths does, so the cost of a
+path is not the cost of its option alone. The per-image real cost of a routing-space recording
+is its ``real_gmacs`` column.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from dynviz.gates.graph import GateGraph, GatePoint, Option, PointKind
+from dynviz.model import Direction, RoutingSpaceConfig
+from dynviz.model.topology import cell_edges
+
+__all__ = ["cell_point", "routing_decisions", "routing_graph"]
+
+_ORDER = (Direction.UP, Direction.KEEP, Direction.DOWN)
+
+
+def cell_point(layer: int, stride: int) -> str:
+    """The gate point name of the cell of ``layer`` at ``stride`` (``L3/s8``)."""
+    return f"L{layer}/s{stride}"
+
+
+def routing_graph(config: RoutingSpaceConfig, *, name: str | None = None) -> GateGraph:
+    """The gate graph of a routing space: one ``PATHS`` point per cell that has gated paths, in
+    forward order."""
+    points = []
+    for (layer, scale), out in cell_edges(config):
+        directions = {e.direction for e in out}
+        options = tuple(Option(d.label) for d in _ORDER if d in directions)
+        points.append(GatePoint(cell_point(layer, config.stride(scale)), PointKind.PATHS, options))
+    return GateGraph(tuple(points), name=name or "routing space", meta={"kind": "routing-space"})
+
+
+def routing_decisions(gates: pd.DataFrame) -> pd.DataFrame:
+    """A routing-space ``gates`` table as gate-graph decisions (``image_id``, ``point``,
+    ``option``, ``value``, ``ran``; :data:`dynviz.record.format.DECISION_COLUMNS`)."""
+    value = gates["gate_alpha"] if "gate_alpha" in gates else gates["alpha"]
+    points = "L" + gates["layer"].astype(str) + "/s" + gates["scale"].astype(str)
+    return pd.DataFrame(
+        {
+            "image_id": gates["image_id"].astype("string"),
+            "point": points.astype("category"),
+            "option": gates["direction"].astype(str).astype("category"),
+            "value": value.astype("float32"),
+            "ran": gates["active"].astype(bool),
+        }
+    )

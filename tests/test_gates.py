@@ -1,0 +1,200 @@
+"""The gate protocol (dynviz.gates): graphs, reports, watch on a model nobody wrote for dynviz,
+and gate-graph records (issue 27)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from dynviz.gates import (
+    GateGraph,
+    GatePoint,
+    PointKind,
+    Sigmoid,
+    TopK,
+    collect,
+    gate_graph_of,
+    report,
+    routing_decisions,
+    routing_graph,
+    watch,
+)
+from dynviz.model import ConfigError
+from dynviz.record import read_records, record
+
+SPEC = "synthetic:count=6,size=64x64,classes=4,seed=0"
+
+
+# ------------------------------------------------------------- a model with no dynviz import
+class Gate(nn.Module):
+    """Probability that a block runs: global pool, linear, sigmoid."""
+
+    def __init__(self, channels: int, bias: float) -> None:
+        super().__init__()
+        self.fc = nn.Linear(channels, 1)
+        nn.init.zeros_(self.fc.weight)
+        nn.init.constant_(self.fc.bias, bias)
+
+    def forward(self, x):
+        return torch.sigmoid(self.fc(x.mean((2, 3))))  # (N, 1)
+
+
+class Block(nn.Module):
+    def __init__(self, channels: int, bias: float) -> None:
+        super().__init__()
+        self.gate = Gate(channels, bias)
+        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU())
+
+    def forward(self, x):
+        run = self.gate(x)[:, 0] > 0.5
+        out = x.clone()
+        if run.any():
+            out[run] = x[run] + self.body(x[run])
+        return out
+
+
+class PlainResNet(nn.Module):
+    """A plain gated residual network: block 0 always runs, block 1 never does."""
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.blocks = nn.Sequential(Block(8, 5.0), Block(8, -5.0))
+        self.head = nn.Conv2d(8, classes, 1)
+
+    def forward(self, x):
+        return self.head(self.blocks(torch.relu(self.stem(x))))
+
+
+def _watched(model):
+    return watch(
+        model,
+        {"blocks.0.gate": Sigmoid(threshold=0.5, macs=100.0), "blocks.1.gate": Sigmoid(macs=50.0)},
+        name="plain",
+        base_macs=1000.0,
+    )
+
+
+# ------------------------------------------------------------------------------ the graph
+def test_a_graph_round_trips_through_json_and_checks_its_points():
+    graph = GateGraph(
+        (
+            GatePoint.skip("b1", macs=3.0),
+            GatePoint.router("moe", ["e0", "e1", "e2"], k=2, macs=[1.0, 2.0, 4.0]),
+            GatePoint.exit("exit1", macs=0.5),
+        ),
+        name="g",
+        base_macs=10.0,
+    )
+    again = GateGraph.from_dict(json.loads(json.dumps(graph.to_dict())))
+    assert again == graph
+    assert graph.all_run_macs == 10.0 + 3.0 + 7.0 + 0.5
+    assert graph["moe"].kind is PointKind.ROUTER and graph["moe"].k == 2
+    with pytest.raises(ConfigError, match="appears twice"):
+        GateGraph((GatePoint.skip("a"), GatePoint.skip("a")))
+    with pytest.raises(ConfigError, match="k must be"):
+        GatePoint.router("r", ["a", "b"], k=3)
+    with pytest.raises(ConfigError, match="kind 'bogus'"):
+        GateGraph.from_dict({"points": [{"name": "p", "kind": "bogus", "options": ["a", "b"]}]})
+
+
+def test_report_is_a_no_op_outside_collect_and_expands_two_option_points():
+    report("b1", torch.tensor([0.9]), torch.tensor([True]))  # nothing listens: no error
+    graph = GateGraph((GatePoint.skip("b1"),))
+    with collect(graph) as seen:
+        report("b1", torch.tensor([0.9, 0.2]), torch.tensor([True, False]))
+    decision = seen.complete()["b1"]
+    assert torch.allclose(decision.values, torch.tensor([[0.1, 0.9], [0.8, 0.2]]))
+    assert decision.ran.tolist() == [[False, True], [True, False]]
+
+
+def test_a_point_reached_by_some_inputs_holds_nan_for_the_others():
+    graph = GateGraph((GatePoint.exit("exit1"), GatePoint.skip("b2")))
+    with collect(graph) as seen:
+        report("exit1", torch.tensor([0.9, 0.1, 0.2]), torch.tensor([True, False, False]))
+        report("b2", torch.tensor([0.7, 0.3]), torch.tensor([True, False]), index=torch.tensor([1, 2]))
+    b2 = seen.complete()["b2"]
+    assert torch.isnan(b2.values[0]).all() and not b2.ran[0].any()
+    assert b2.ran[1].tolist() == [False, True]
+
+
+def test_collect_refuses_a_point_the_graph_does_not_name():
+    graph = GateGraph((GatePoint.skip("b1"),))
+    with collect(graph) as seen, pytest.raises(KeyError):
+        report("nope", torch.tensor([0.5]), torch.tensor([True]))
+    assert seen.decisions == {}
+
+
+# ------------------------------------------------------------------------------ watch
+def test_watch_reports_an_unedited_models_gates_and_comes_off_again():
+    model = PlainResNet().eval()
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        before = model(x)
+    watched = _watched(model)
+    assert gate_graph_of(model) is watched.graph
+    with collect(watched.graph) as seen, torch.no_grad():
+        after = model(x)
+    torch.testing.assert_close(before, after)  # the hooks change nothing
+    decisions = seen.complete()
+    assert decisions["blocks.0.gate"].ran[:, 1].all()  # run
+    assert decisions["blocks.1.gate"].ran[:, 0].all()  # skip
+    watched.remove()
+    assert not hasattr(model, "dynviz_gate_graph")
+    with collect() as seen, torch.no_grad():
+        model(x)
+    assert seen.decisions == {}
+
+
+def test_watch_names_a_missing_module_and_reads_a_router():
+    model = nn.Sequential(nn.Linear(4, 3))
+    with pytest.raises(ConfigError, match="no module 'router'"):
+        watch(model, {"router": TopK(k=1)})
+    watched = watch(model, {"0": TopK(k=2)})
+    assert watched.graph["0"].option_names == ("expert0", "expert1", "expert2")
+    with collect(watched.graph) as seen, torch.no_grad():
+        scores = model(torch.randn(5, 4))
+    decision = seen.complete()["0"]
+    torch.testing.assert_close(decision.values, scores.softmax(-1))
+    assert decision.ran.sum(1).tolist() == [2] * 5
+    smallest = scores.argmin(1)
+    assert not decision.ran[torch.arange(5), smallest].any()
+
+
+# --------------------------------------------------------------------------- the records
+def test_an_unedited_model_is_recorded_with_its_decisions_and_costs(dataset, tmp_path):
+    torch.manual_seed(0)
+    model = PlainResNet(classes=dataset.num_classes).eval()
+    _watched(model)
+    record(model, dataset, tmp_path / "rec", builder="tests.test_gates:PlainResNet")
+    records = read_records(tmp_path / "rec")
+    assert records.kind == "gate-graph" and records.graph.name == "plain"
+    assert records.sidecar.builder == "tests.test_gates:PlainResNet"
+    d = records.decisions
+    assert len(d) == len(dataset) * 4  # 2 points x 2 options
+    ran = d[d.ran].groupby("point", observed=True)["option"].agg(lambda s: set(s.astype(str)))
+    assert ran.to_dict() == {"blocks.0.gate": {"run"}, "blocks.1.gate": {"skip"}}
+    # real cost = base + the options that ran: 1000 + 100 (block 0 runs) + 0 (block 1 skipped)
+    np.testing.assert_allclose(records.images["real_gmacs"], 1100.0 / 1e9)
+    assert records.images["miou"].notna().all()
+    # a second run over the same folder records nothing again
+    again = record(model, dataset, tmp_path / "rec")
+    assert again.recorded == 0 and again.skipped == len(dataset)
+
+
+def test_routing_records_read_as_decisions_of_the_routing_graph(model, dataset, tmp_path):
+    record(model, dataset, tmp_path / "rec", limit=2)
+    records = read_records(tmp_path / "rec")
+    assert records.kind == "routing-space"
+    graph = routing_graph(model.config)
+    d = records.decisions
+    assert set(d["point"].astype(str)) <= set(graph.point_names)
+    assert len(d) == len(records.gates)
+    assert (d["ran"].to_numpy() == records.gates["active"].to_numpy()).all()
+    first = records.gates.iloc[0]
+    assert d["point"].iloc[0] == f"L{first.layer}/s{first.scale}"
+    assert routing_decisions(records.gates).equals(d)
