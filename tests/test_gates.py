@@ -116,7 +116,9 @@ def test_a_point_reached_by_some_inputs_holds_nan_for_the_others():
     graph = GateGraph((GatePoint.exit("exit1"), GatePoint.skip("b2")))
     with collect(graph) as seen:
         report("exit1", torch.tensor([0.9, 0.1, 0.2]), torch.tensor([True, False, False]))
-        report("b2", torch.tensor([0.7, 0.3]), torch.tensor([True, False]), index=torch.tensor([1, 2]))
+        report(
+            "b2", torch.tensor([0.7, 0.3]), torch.tensor([True, False]), index=torch.tensor([1, 2])
+        )
     b2 = seen.complete()["b2"]
     assert torch.isnan(b2.values[0]).all() and not b2.ran[0].any()
     assert b2.ran[1].tolist() == [False, True]
@@ -198,3 +200,57 @@ def test_routing_records_read_as_decisions_of_the_routing_graph(model, dataset, 
     first = records.gates.iloc[0]
     assert d["point"].iloc[0] == f"L{first.layer}/s{first.scale}"
     assert routing_decisions(records.gates).equals(d)
+
+
+# --------------------------------------------------------------------------- analyses
+def _hand_decisions():
+    """Four inputs, a skip point and a top-1 router of three experts, by hand."""
+    import pandas as pd
+
+    rows = []
+    runs = [0.9, 0.8, 0.2, 0.7]  # block: runs where > 0.5 -> inputs 0, 1, 3
+    expert = ["e0", "e0", "e1", "e0"]  # e2 never
+    for i in range(4):
+        rows += [(f"im{i}", "block", "skip", 1 - runs[i], runs[i] <= 0.5)]
+        rows += [(f"im{i}", "block", "run", runs[i], runs[i] > 0.5)]
+        for e in ("e0", "e1", "e2"):
+            rows += [(f"im{i}", "moe", e, 0.6 if e == expert[i] else 0.2, e == expert[i])]
+    frame = pd.DataFrame(rows, columns=["image_id", "point", "option", "value", "ran"])
+    frame["point"] = frame["point"].astype(pd.CategoricalDtype(["block", "moe"], ordered=True))
+    frame["option"] = frame["option"].astype("category")
+    graph = GateGraph(
+        (GatePoint.skip("block", macs=10.0), GatePoint.router("moe", ["e0", "e1", "e2"], k=1)),
+    )
+    return frame, graph
+
+
+def test_usage_and_common_plan_by_hand():
+    from dynviz.analysis.gates import common_plan, option_usage
+
+    decisions, graph = _hand_decisions()
+    usage = option_usage(decisions).set_index(["point", "option"])["usage"]
+    assert usage[("block", "run")] == 0.75 and usage[("moe", "e0")] == 0.75
+    assert usage[("moe", "e2")] == 0.0
+    plan = common_plan(decisions, graph, threshold=0.7)
+    assert plan.always == {"block": ("run",), "moe": ("e0",)}
+    assert plan.sometimes == {"block": ("skip",), "moe": ("e1",)}
+    assert plan.never == {"block": (), "moe": ("e2",)}
+    assert plan.keep() == {"block": ("run",), "moe": ("e0",)}
+    assert plan.keep(lossless=True) == {"block": ("run", "skip"), "moe": ("e0", "e1")}
+
+
+def test_value_distribution_and_statistics_by_hand():
+    from dynviz.analysis.gates import decisions_vs_statistics, value_distribution
+
+    decisions, _ = _hand_decisions()
+    dist = value_distribution(decisions, bins=4).set_index(["point", "option", "bin"])["share"]
+    # block/run values 0.9, 0.8, 0.2, 0.7 -> bins 3, 3, 0, 2
+    assert dist[("block", "run", 3)] == 0.5 and dist[("block", "run", 0)] == 0.25
+    assert dist[("block", "run", 1)] == 0.0
+    import pandas as pd
+
+    images = pd.DataFrame({"image_id": [f"im{i}" for i in range(4)]})
+    images["stat_size"] = [4.0, 3.0, 1.0, 2.0]  # same order as block/run's value
+    rho = decisions_vs_statistics(decisions, images, min_inputs=3)
+    top = rho.iloc[0]
+    assert {top.option, top.statistic} <= {"run", "skip", "size"} and abs(top.rho) == 1.0

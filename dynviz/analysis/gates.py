@@ -1,0 +1,223 @@
+"""Analyses of any gate graph (issue 27): usage per point and option, Fig. 5-style distributions,
+common paths at a threshold, per-input cost, decisions against input statistics.
+
+Every function reads the ``decisions`` table (:attr:`dynviz.record.Records.decisions`: one row
+per image, gate point and option with ``value`` and ``ran``) and the ``images`` table, so it
+applies to any gated network and to the routing space alike (whose cells are the points and
+whose paths are the options, :mod:`dynviz.gates.routing`).
+
+- :func:`option_usage`: per (point, option), the share of inputs that ran it, and its value's
+  mean and quartiles.
+- :func:`value_distribution`: per (point, option), a histogram of the per-input value over
+  ``[0, 1]`` (the paper's Fig. 5 shows it for the gates' activation).
+- :func:`common_plan`: the options used by more than ``threshold`` of the inputs (always), by
+  none (never) and the rest (sometimes); :meth:`CommonPlan.keep` is what a static network of
+  the common paths runs.
+- :func:`input_cost`: per input, the real cost (and the expected one) in GMACs where known.
+- :func:`decisions_vs_statistics`: Spearman's rho between each option's value and each input
+  statistic (``stat_*``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dynviz.gates import GateGraph
+from dynviz.record.format import STAT_PREFIX
+from dynviz.rules import COMMON_THRESHOLD
+
+__all__ = [
+    "CommonPlan",
+    "common_plan",
+    "decisions_vs_statistics",
+    "input_cost",
+    "option_usage",
+    "value_distribution",
+]
+
+_KEYS = ["point", "option"]
+
+
+def option_usage(decisions: pd.DataFrame) -> pd.DataFrame:
+    """Per (point, option), in the graph's order: ``inputs`` (that reached the point),
+    ``usage`` (share of all inputs that ran the option), ``value_mean``, ``value_q25``,
+    ``value_median``, ``value_q75`` (over the inputs that reached the point)."""
+    inputs = decisions["image_id"].nunique()
+    grouped = decisions.groupby(_KEYS, observed=True, sort=True)
+    value = grouped["value"]
+    out = pd.DataFrame(
+        {
+            "inputs": value.count(),
+            "usage": grouped["ran"].sum() / max(inputs, 1),
+            "value_mean": value.mean(),
+            "value_q25": value.quantile(0.25),
+            "value_median": value.median(),
+            "value_q75": value.quantile(0.75),
+        }
+    )
+    return out.reset_index()
+
+
+def value_distribution(decisions: pd.DataFrame, *, bins: int = 10) -> pd.DataFrame:
+    """Per (point, option), the share of inputs whose value falls in each of ``bins`` equal
+    bins of ``[0, 1]`` (values outside are clipped into the end bins; NaN, an input that did
+    not reach the point, is left out). Columns: ``point``, ``option``, ``bin`` (0..bins-1),
+    ``low``, ``high``, ``share``."""
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, not {bins}")
+    reached = decisions[decisions["value"].notna()]
+    index = np.clip((reached["value"].to_numpy(np.float64) * bins).astype(np.int64), 0, bins - 1)
+    counts = (
+        reached.assign(bin=index)
+        .groupby([*_KEYS, "bin"], observed=True)
+        .size()
+        .rename("count")
+        .reset_index()
+    )
+    totals = counts.groupby(_KEYS, observed=True)["count"].transform("sum")
+    full = (
+        counts.assign(share=counts["count"] / totals)
+        .set_index([*_KEYS, "bin"])["share"]
+        .unstack("bin", fill_value=0.0)
+        .reindex(columns=range(bins), fill_value=0.0)
+        .stack()
+        .rename("share")
+        .reset_index()
+    )
+    full["low"] = full["bin"] / bins
+    full["high"] = (full["bin"] + 1) / bins
+    return full[[*_KEYS, "bin", "low", "high", "share"]]
+
+
+@dataclass(frozen=True)
+class CommonPlan:
+    """The options of a gate graph sorted by how many inputs used them.
+
+    Attributes:
+        threshold: the share above which an option counts as always used.
+        always: ``{point: options}`` used by more than ``threshold`` of the inputs.
+        sometimes: used by some inputs, at most ``threshold`` of them.
+        never: used by none.
+        usage: ``{(point, option): share}``.
+    """
+
+    threshold: float
+    always: dict[str, tuple[str, ...]]
+    sometimes: dict[str, tuple[str, ...]]
+    never: dict[str, tuple[str, ...]]
+    usage: dict[tuple[str, str], float] = field(repr=False)
+
+    def keep(self, *, lossless: bool = False) -> dict[str, tuple[str, ...]]:
+        """``{point: options}`` a static network runs: the always-used ones (the common
+        paths), or with ``lossless`` every option some input used (only never-used options
+        dropped: the recorded inputs decide as before)."""
+        points = list(dict.fromkeys([*self.always, *self.sometimes, *self.never]))
+        out = {}
+        for p in points:
+            kept = list(self.always.get(p, ()))
+            if lossless:
+                kept += list(self.sometimes.get(p, ()))
+            out[p] = tuple(kept)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as plain data (what ``dynviz extract`` writes for a gate graph)."""
+        return {
+            "threshold": self.threshold,
+            "always": {p: list(o) for p, o in self.always.items()},
+            "sometimes": {p: list(o) for p, o in self.sometimes.items()},
+            "never": {p: list(o) for p, o in self.never.items()},
+            "usage": {f"{p}/{o}": round(float(u), 6) for (p, o), u in self.usage.items()},
+        }
+
+
+def common_plan(
+    decisions: pd.DataFrame, graph: GateGraph, *, threshold: float = COMMON_THRESHOLD
+) -> CommonPlan:
+    """Sort every option of ``graph`` into always (used by more than ``threshold`` of the
+    inputs), sometimes and never (used by none of them).
+
+    Raises:
+        ValueError: ``threshold`` outside [0, 1).
+    """
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"threshold must be in [0, 1), not {threshold}")
+    usage = option_usage(decisions).set_index(_KEYS)["usage"]
+    shares: dict[tuple[str, str], float] = {}
+    always: dict[str, tuple[str, ...]] = {}
+    sometimes: dict[str, tuple[str, ...]] = {}
+    never: dict[str, tuple[str, ...]] = {}
+    for point in graph:
+        groups: dict[str, list[str]] = {"always": [], "sometimes": [], "never": []}
+        for option in point.option_names:
+            share = float(usage.get((point.name, option), 0.0))
+            shares[(point.name, option)] = share
+            kind = "always" if share > threshold else "never" if share == 0.0 else "sometimes"
+            groups[kind].append(option)
+        always[point.name] = tuple(groups["always"])
+        sometimes[point.name] = tuple(groups["sometimes"])
+        never[point.name] = tuple(groups["never"])
+    return CommonPlan(threshold, always, sometimes, never, shares)
+
+
+def input_cost(images: pd.DataFrame, graph: GateGraph) -> pd.DataFrame:
+    """Per input: ``image_id``, ``real_gmacs``, ``expected_gmacs`` and ``share_of_all``
+    (real cost over the cost with every option running; NaN where the graph has no costs)."""
+    out = images[["image_id", "real_gmacs", "expected_gmacs"]].copy()
+    everything = graph.all_run_macs
+    out["share_of_all"] = out["real_gmacs"] * 1e9 / everything if everything else np.nan
+    return out
+
+
+def decisions_vs_statistics(
+    decisions: pd.DataFrame,
+    images: pd.DataFrame,
+    *,
+    statistics: Sequence[str] | None = None,
+    min_inputs: int = 5,
+) -> pd.DataFrame:
+    """Spearman's rho between each (point, option)'s per-input value and each input statistic.
+
+    Args:
+        decisions: the decisions table.
+        images: the images table (``stat_*`` columns).
+        statistics: the statistics (without the prefix; default: every ``stat_*`` column).
+        min_inputs: pairs with fewer inputs, or a constant side, give NaN.
+
+    Returns:
+        Columns ``point``, ``option``, ``statistic``, ``rho``, ``inputs``; sorted by
+        ``|rho|``, largest first.
+    """
+    names = (
+        [c.removeprefix(STAT_PREFIX) for c in images.columns if c.startswith(STAT_PREFIX)]
+        if statistics is None
+        else list(statistics)
+    )
+    columns = ["point", "option", "statistic", "rho", "inputs"]
+    if not names:
+        return pd.DataFrame(columns=columns)
+    wide = decisions.pivot_table(
+        index="image_id", columns=_KEYS, values="value", observed=True, aggfunc="first"
+    )
+    stats = images.set_index("image_id")[[STAT_PREFIX + n for n in names]]
+    joined = stats.reindex(wide.index)
+    ranked_values = wide.rank()
+    ranked_stats = joined.rank()
+    rows = []
+    for key in wide.columns:
+        for name in names:
+            a = ranked_values[key]
+            b = ranked_stats[STAT_PREFIX + name]
+            both = a.notna() & b.notna()
+            n = int(both.sum())
+            rho = np.nan
+            if n >= min_inputs and a[both].nunique() > 1 and b[both].nunique() > 1:
+                rho = float(np.corrcoef(a[both].rank(), b[both].rank())[0, 1])
+            rows.append([key[0], key[1], name, rho, n])
+    out = pd.DataFrame(rows, columns=columns)
+    return out.sort_values("rho", key=lambda s: -s.abs(), na_position="last").reset_index(drop=True)
