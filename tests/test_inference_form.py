@@ -139,3 +139,25 @@ def test_inference_form_folds_a_copy_once():
     assert folded is not net and count_batchnorm(net) > 0  # the trained network is untouched
     assert count_batchnorm(folded) == 0
     assert inference_form(folded) is folded  # already folded: no second copy
+
+
+def test_record_batch_runs_the_folded_form_once_and_refolds_after_a_weight_change(tiny):
+    """The explorer's uploads (record_batch) run the inference form, folded once per weights."""
+    import dynviz
+    from dynviz.inference.folding import count_batchnorm
+    from dynviz.record import record_batch
+    from dynviz.record.rows import folded_form
+
+    torch.manual_seed(0)
+    model = dynviz.build_model(tiny).eval()
+    first = folded_form(model)
+    assert count_batchnorm(first) == 0 and count_batchnorm(model) > 0
+    assert folded_form(model) is first
+    x = torch.randn(1, 3, 64, 64)
+    batch = record_batch(model, x, image_ids=["a"])
+    with torch.inference_mode():
+        out = model(x)
+    assert (batch.prediction[0] == out.logits.argmax(1)[0].numpy()).mean() > 0.999
+    with torch.no_grad():
+        next(model.parameters()).mul_(0.5)
+    assert folded_form(model) is not first

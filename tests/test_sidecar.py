@@ -142,9 +142,12 @@ def test_in_memory_frames_equal_what_the_recorder_writes(recorded, model, datase
 
 
 def test_an_upload_runs_the_model_once(model, dataset):
+    from dynviz.record.rows import folded_form
+
     image, _ = dataset.raw(0)
     calls = []
-    handle = model.register_forward_hook(lambda *args: calls.append(1))
+    runner = folded_form(model)  # what the upload runs: the inference form, folded once
+    handle = runner.register_forward_hook(lambda *args: calls.append(1))
     try:
         result = route_image(model, image, image_id="up")
     finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 
+from dynviz.inference.folding import inference_form
 from dynviz.inference.tta import Augment, infer
 from dynviz.model import ConfigError, RoutingNetwork, RoutingSpaceConfig, build_model
 from dynviz.model.cost import CostTable, Counting, cost_table
@@ -33,6 +35,7 @@ __all__ = [
     "chunk_factory",
     "confusion_rows",
     "eval_mode",
+    "folded_form",
     "image_scores",
     "load_records_model",
     "path_cost_frame",
@@ -231,7 +234,8 @@ def record_batch(
     uploads use it; nothing touches the disk).
 
     Args:
-        model: the network; run in eval mode (real skipping) under ``torch.inference_mode()``.
+        model: the network; its inference form (BN folded, fused kernels: :func:`folded_form`)
+            runs in eval mode (real skipping) under ``torch.inference_mode()``.
         images: ``(B, 3, H, W)`` normalised images.
         image_ids: one id per image.
         labels: ``(B, H, W)`` targets (default: every pixel ``ignore_index``, so the accuracy
@@ -252,7 +256,7 @@ def record_batch(
     with eval_mode(net), torch.inference_mode():
         device = next(net.parameters()).device
         pred = add_batch(
-            net,
+            folded_form(net),
             chunk,
             images.to(device),
             labels.to(device),
@@ -263,6 +267,25 @@ def record_batch(
         )
     gates, frame = chunk.frames()
     return RecordedBatch(gates, frame, pred.to(torch.uint8).cpu().numpy())
+
+
+_FOLDED: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, ...], nn.Module]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def folded_form(net: nn.Module) -> nn.Module:
+    """:func:`~dynviz.inference.folding.inference_form` of ``net``, folded once and kept while
+    its weights stay as they are (the explorer records one upload at a time with the same
+    network). Any in-place change of a parameter or buffer (an optimiser step, a load) bumps
+    its version counter and folds again."""
+    versions = tuple(t._version for t in (*net.parameters(), *net.buffers()))
+    kept = _FOLDED.get(net)
+    if kept is not None and kept[0] == versions:
+        return kept[1]
+    runner = inference_form(net)
+    _FOLDED[net] = (versions, runner)
+    return runner
 
 
 @contextlib.contextmanager
