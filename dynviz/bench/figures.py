@@ -31,6 +31,7 @@ from dynviz.inference.export import (
     route_in_space,
     static_network,
 )
+from dynviz.inference.folding import inference_form
 from dynviz.inference.latency import (
     Timings,
     latency_rows,
@@ -108,6 +109,12 @@ def _model(name: str) -> RoutingNetwork:
     return build_model(name).eval()
 
 
+def _inference_model(name: str) -> RoutingNetwork:
+    """The network as evaluate, record and predict run it: its inference form (BN folded,
+    fused kernels; :func:`dynviz.inference.folding.inference_form`)."""
+    return inference_form(_model(name))
+
+
 def measure(
     settings: BenchSettings,
     calls: dict[str, Callable[[], object]],
@@ -144,8 +151,9 @@ def _timed(key: str, title: str, run: Callable[[], SectionResult]) -> SectionRes
 
 # ------------------------------------------------------------------------------- (a) skip
 def bench_skip(settings: BenchSettings) -> SectionResult:
-    """(a) Batch-1 forced routes: time ratio against the GMACs ratio, and the masked form."""
-    model = _model(settings.model)
+    """(a) Batch-1 forced routes: time ratio against the GMACs ratio, and the masked form, both
+    on the inference form (what evaluate, record and predict run)."""
+    model = _inference_model(settings.model)
     config = model.config
     size = settings.size
     routes = benchmark_routes(config, settings.routes)
@@ -200,7 +208,8 @@ def bench_skip(settings: BenchSettings) -> SectionResult:
             )
     section.notes += [
         "GMACs: cost_table(config, size).real(out.active, gates_ran=False), paper counting; "
-        "ratios are against the same model forced all-open (skip form).",
+        "ratios are against the same model forced all-open (skip form). Both forms run the "
+        "inference form (BN folded, fused kernels), as evaluate, record and predict do.",
         "masked: the official behaviour, model(x, route=r, skip=False): every cell and "
         "transform runs and closed paths are multiplied by 0 (gates not even evaluated here, "
         "so the official code costs more); masked/skip is the saving of real skipping.",
@@ -210,8 +219,9 @@ def bench_skip(settings: BenchSettings) -> SectionResult:
 
 # ------------------------------------------------------------------------------ (b) batch
 def bench_batch(settings: BenchSettings) -> SectionResult:
-    """(b) Batch-N with a different route per sample against the batch-1 times of the routes."""
-    model = _model(settings.model)
+    """(b) Batch-N with a different route per sample against the batch-1 times of the routes
+    (the inference form)."""
+    model = _inference_model(settings.model)
     config = model.config
     size, b = settings.batch_size, settings.batch
     routes = benchmark_routes(config, settings.routes)
