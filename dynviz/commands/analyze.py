@@ -19,6 +19,12 @@ folder with no readable part, is one line naming the file, exit status 3. A dama
 bytes, truncated, another schema) is skipped with its chunk by default: a warning names the file,
 the fault and the images lost, and the summary says what each model skipped; ``--strict`` makes
 it an error instead.
+
+Gate-graph records (any gated network, :mod:`dynviz.gates`) get the report of
+:func:`dynviz.analysis.gates_report.gate_report`: ``usage.csv``, ``distribution.csv``,
+``common.yaml``, ``cost.csv``, ``statistics.csv``, the figures ``value_distribution``,
+``option_usage`` and (with costs) ``cost_histogram``, and ``report.md``. One gate-graph folder
+is analysed at a time; ``--html`` (plotly) applies to routing-space records only.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ import argparse
 
 from dynviz.analysis.report import analyze
 from dynviz.commands import add_strict_option, guarded, print_json
-from dynviz.record import RecordError, read_records
+from dynviz.model import ConfigError
+from dynviz.record import RecordError, Records, read_records
 from dynviz.rules import COMMON_THRESHOLD
 
 __all__ = ["configure_parser", "main"]
@@ -49,8 +56,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--html",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="also write plotly HTML figures (default on)",
+        default=None,
+        help="also write plotly HTML figures (default on; routing-space records only)",
     )
     parser.add_argument(
         "--formats", nargs="+", default=["png", "pdf"], help="matplotlib formats (default png pdf)"
@@ -67,12 +74,14 @@ def _main(args: argparse.Namespace) -> int:
                 f"{rec.path}: no image recorded yet (an empty or interrupted recording); "
                 "record again"
             )
+    if any(rec.kind == "gate-graph" for rec in records):
+        return _gate_report(args, records)
     report = analyze(
         records,
         args.out,
         threshold=args.threshold,
         bins=args.bins,
-        html=args.html,
+        html=args.html is not False,
         formats=tuple(args.formats),
     )
     common = report.summary["common_paths"]
@@ -102,6 +111,65 @@ def _main(args: argparse.Namespace) -> int:
     for rec in records:
         if rec.skipped:
             print(f"  {rec.skipped_note}")
+    return 0
+
+
+def _gate_report(args: argparse.Namespace, records: list[Records]) -> int:
+    """The report of one gate-graph records folder."""
+    from dynviz.analysis.gates_report import gate_report
+    from dynviz.units import format_macs
+
+    if len(records) > 1:
+        kinds = ", ".join(f"{rec.path} ({rec.kind})" for rec in records)
+        raise ConfigError(
+            f"dynviz analyze reads one gate-graph records folder at a time, not several: {kinds}"
+        )
+    if args.html:
+        raise ConfigError(
+            f"--html applies to routing-space records; {records[0].path} holds a gated "
+            "network's records (its figures are PNG/PDF, --formats)"
+        )
+    if not 0.0 <= args.threshold < 1.0:
+        raise ConfigError(f"--threshold {args.threshold} must be in [0, 1)")
+    if args.bins < 1:
+        raise ConfigError(f"--bins {args.bins} must be >= 1")
+    (rec,) = records
+    report = gate_report(
+        rec, args.out, threshold=args.threshold, bins=args.bins, formats=tuple(args.formats)
+    )
+    summary = report.summary
+    if args.json:
+        print_json(
+            {
+                "out": str(report.out),
+                "report": str(report.out / "report.md"),
+                "kind": "gate-graph",
+                "models": [rec.label],
+                "tables": report.tables,
+                "figures": report.figures,
+                "threshold": args.threshold,
+                "summary": summary,
+                "skipped": [s.to_dict() for s in rec.skipped],
+            }
+        )
+        return 0
+    print(
+        f"wrote {len(report.tables)} tables, {len(report.figures)} figures and "
+        f"{report.out / 'report.md'}"
+    )
+    print(
+        f"  {rec.label}: {summary['points']} gate points, {summary['options']} options: "
+        f"{summary['always']} used by more than {args.threshold:g} of {summary['images']} "
+        f"inputs, {summary['sometimes']} sometimes, {summary['never']} never"
+    )
+    cost = summary["cost"]
+    if cost is not None:
+        print(
+            f"  real cost per input: {format_macs(cost['min'])} to {format_macs(cost['max'])}, "
+            f"mean {format_macs(cost['mean'])}"
+        )
+    if rec.skipped:
+        print(f"  {rec.skipped_note}")
     return 0
 
 

@@ -7,10 +7,21 @@ completes an interrupted one and never duplicates rows. Under ``torchrun`` each 
 disjoint share and writes its own parts. ``--counting official`` computes the per-image GMACs as
 the official code's counters do (docs/official.md); the sidecar records the counting.
 
+Any gated network (:mod:`dynviz.gates`) records the same way, with a ``decisions/`` table in
+place of ``gates/``. SOURCE is then its entry point ``module:function`` (or
+``path/to/file.py:function``; also ``--builder``), with its weights from ``--checkpoint`` (a bare
+state_dict or a checkpoint with its builder), or a checkpoint with its builder alone
+(:func:`dynviz.gates.entry.save_gated_checkpoint`); ``--builder`` with a ``.pt`` SOURCE loads
+that file's weights. The sidecar keeps the entry point (key ``builder``; a file path made
+absolute) and the checkpoint's sha256. ``--data`` is required; ``--route``, ``--aug`` and
+``--counting official`` apply to routing networks only.
+
 Examples::
 
     dynviz record runs/dynamic-a --data synthetic:count=200 --out records/dynamic-a
     dynviz record runs/raw --data synthetic --out records/raw-fcn --route models/fcn32s.yaml
+    dynviz record mynets:skipnet --checkpoint skipnet.pt --data synthetic --out records/skipnet
+    dynviz record skipnet-with-builder.pt --data synthetic --out records/skipnet
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ from dynviz.commands import (
 from dynviz.data import Resize, build_dataset
 from dynviz.inference.tta import Augment
 from dynviz.model import ConfigError
-from dynviz.model.checkpoint import run_data_spec
+from dynviz.model.checkpoint import CheckpointError, run_data_spec
 from dynviz.model.zoo import load_route
 from dynviz.record import load_records_model, record
 
@@ -53,8 +64,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "source",
         nargs="?",
-        metavar="RUN_DIR|CHECKPOINT|MODEL",
-        help="a run directory, a .pt checkpoint, or a preset / YAML (untrained)",
+        metavar="RUN_DIR|CHECKPOINT|MODEL|MODULE:FUNCTION",
+        help="a run directory, a .pt checkpoint, a preset / YAML (untrained), or a gated "
+        "network's entry point module:function (or file.py:function)",
+    )
+    parser.add_argument(
+        "--builder",
+        metavar="MODULE:FUNCTION",
+        help="a gated network's entry point (then SOURCE, if given, is its weights .pt)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        metavar="FILE.pt",
+        help="weights of the gated network (a state_dict or a checkpoint with its builder)",
     )
     add_settings_options(parser)
     parser.add_argument(
@@ -94,9 +116,13 @@ def _main(args: argparse.Namespace) -> int:
 
     parser = argparse.ArgumentParser()
     configure_parser(parser)
+    _builder_as_source(args)
     args = split_settings(parser, args, "source")
     if not args.out:
         raise ConfigError("dynviz record needs --out RECORDS_DIR")
+    gated = _gated_source(args)
+    if gated is not None:
+        return _record_gated(args, *gated)
     aug = Augment.parse(args.aug)
     info = init_distributed(args.device)
     try:
@@ -109,7 +135,7 @@ def _main(args: argparse.Namespace) -> int:
         meta: dict[str, Any] = {}
         spec = args.data
         if trained:
-            model, meta = load_records_model(args.source)
+            model, meta = _routing_model(args.source)
             spec = spec or run_data_spec(meta)
             if not spec:
                 raise ConfigError(f"{meta['path']}: records no training data; pass --data SPEC")
@@ -164,6 +190,142 @@ def _main(args: argparse.Namespace) -> int:
         elif info.is_main:
             print(
                 f"recorded {int(counts[0])} image(s) into {result.path} "
+                f"({result.skipped} already there, {int(counts[1])} part file(s) written)"
+            )
+        return 0
+    finally:
+        cleanup_distributed()
+
+
+def _routing_model(source: str) -> tuple[Any, dict[str, Any]]:
+    """:func:`load_records_model` of a trained source; a ``.pt`` that is no dynviz checkpoint
+    gets a hint at ``--builder`` (a gated network's bare state_dict)."""
+    try:
+        return load_records_model(source)
+    except CheckpointError as err:
+        if Path(source).suffix != ".pt" or "not a dynviz checkpoint" not in str(err):
+            raise
+        raise CheckpointError(
+            f"{err}; for a gated network's weights, name its builder: --builder MODULE:FUNCTION"
+        ) from None
+
+
+# ------------------------------------------------------------------------ gated networks
+def _builder_as_source(args: argparse.Namespace) -> None:
+    """``--builder`` without a SOURCE: the entry point is the source (a first positional that
+    is a ``KEY=VALUE`` item goes to the overrides, as :func:`split_settings` would move it)."""
+    builder = getattr(args, "builder", None)
+    source = getattr(args, "source", None)
+    if not builder:
+        return
+    if source is not None and "=" in str(source) and not Path(str(source)).exists():
+        args.overrides = [source, *(args.overrides or [])]
+        source = None
+    if source is None:
+        args.source, args.builder = builder, None
+
+
+def _gated_source(args: argparse.Namespace) -> tuple[str | None, str | None] | None:
+    """``(entry point or None, checkpoint or None)`` when SOURCE names a gated network, None
+    for a routing network (run directory, dynviz checkpoint, preset or YAML)."""
+    from dynviz.gates.entry import is_entry_spec, is_gated_checkpoint
+
+    source, builder, checkpoint = str(args.source), args.builder, args.checkpoint
+    path = Path(source)
+    if is_entry_spec(source) and not path.exists():
+        if builder:
+            raise ConfigError(f"{source} and --builder {builder}: give the entry point once")
+        return source, checkpoint
+    if builder or checkpoint:
+        if path.suffix != ".pt" or checkpoint:
+            given = "--builder" if builder else "--checkpoint"
+            raise ConfigError(
+                f"{given} goes with a gated network: SOURCE {source} must be its entry point "
+                "module:function (with --checkpoint FILE.pt) or, with --builder, its weights .pt"
+            )
+        return builder, source
+    if path.suffix == ".pt" and is_gated_checkpoint(path):
+        return None, source
+    return None
+
+
+def _refuse_routing_options(args: argparse.Namespace, what: str) -> None:
+    """``--route``, ``--aug`` and ``--counting official`` apply to routing networks only."""
+    for given, option in (
+        (args.route, "--route"),
+        (args.aug, "--aug"),
+        (args.counting != "paper", "--counting official"),
+    ):
+        if given:
+            raise ConfigError(
+                f"{option} applies to routing networks; {what} is a gated network, which "
+                "records its own decisions"
+            )
+
+
+def _record_gated(args: argparse.Namespace, builder: str | None, checkpoint: str | None) -> int:
+    """Record a gated network built from its entry point (and weights)."""
+    from dynviz.gates import gate_graph_of
+    from dynviz.gates.entry import canonical_spec, load_entry, read_gated_checkpoint
+    from dynviz.model.checkpoint import sha256_file
+    from dynviz.support.distributed import all_reduce_sum, cleanup_distributed, init_distributed
+
+    what = builder or checkpoint
+    _refuse_routing_options(args, str(what))
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit {args.limit} must be >= 1")
+    if not args.data:
+        raise ConfigError(f"{what}: a gated network needs --data SPEC")
+    ckpt = read_gated_checkpoint(checkpoint) if checkpoint else None
+    model = load_entry(builder, checkpoint=ckpt)
+    spec = canonical_spec(builder or ckpt.builder)  # one of the two names the builder
+    transform = Resize(tuple(args.size)) if args.size else None
+    dataset = build_dataset(args.data, split=args.split, transform=transform)
+    ref = None
+    if ckpt is not None:
+        path = ckpt.path.resolve()  # extract rebuilds the network from any folder
+        ref = {"path": str(path), "sha256": sha256_file(path), "iteration": None}
+    name = args.name or gate_graph_of(model).name
+    info = init_distributed(args.device)
+    try:
+        if info.device.type == "cpu":
+            torch.set_flush_denormal(True)  # denormal activations slow CPU kernels down
+        model.to(info.device)
+        result = record(
+            model,
+            dataset,
+            args.out,
+            limit=args.limit,
+            batch_size=args.batch,
+            chunk_size=args.chunk,
+            name=name,
+            checkpoint=ref,
+            data_spec=args.data,
+            split=args.split,
+            device=info.device,
+            workers=args.workers,
+            progress=args.progress,
+            builder=spec,
+        )
+        counts = all_reduce_sum(torch.tensor([result.recorded, result.parts]))  # all ranks
+        if info.is_main and args.json:
+            print_json(
+                {
+                    "records": str(result.path),
+                    "name": name,
+                    "kind": "gate-graph",
+                    "builder": spec,
+                    "recorded": int(counts[0]),
+                    "skipped": result.skipped,
+                    "parts": int(counts[1]),
+                    "data": args.data,
+                    "split": args.split,
+                    "checkpoint": ref,
+                }
+            )
+        elif info.is_main:
+            print(
+                f"recorded {int(counts[0])} image(s) of {name} ({spec}) into {result.path} "
                 f"({result.skipped} already there, {int(counts[1])} part file(s) written)"
             )
         return 0
