@@ -254,3 +254,18 @@ def test_value_distribution_and_statistics_by_hand():
     rho = decisions_vs_statistics(decisions, images, min_inputs=3)
     top = rho.iloc[0]
     assert {top.option, top.statistic} <= {"run", "skip", "size"} and abs(top.rho) == 1.0
+
+
+def test_a_skip_point_is_correlated_through_its_run_value_only():
+    import pandas as pd
+
+    from dynviz.analysis.gates import decisions_vs_statistics
+
+    decisions, graph = _hand_decisions()
+    images = pd.DataFrame(
+        {"image_id": [f"im{i}" for i in range(4)], "stat_size": [4.0, 3.0, 1.0, 2.0]}
+    )
+    rho = decisions_vs_statistics(decisions, images, min_inputs=3, graph=graph)
+    block = rho[rho.point == "block"]
+    assert block["option"].astype(str).tolist() == ["run"] and block.rho.iloc[0] == 1.0
+    assert len(rho[rho.point == "moe"]) == 3  # a router keeps every option

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dynviz.gates import GateGraph
+from dynviz.gates import GateGraph, PointKind
 from dynviz.record.format import STAT_PREFIX
 from dynviz.rules import COMMON_THRESHOLD
 
@@ -180,6 +180,7 @@ def decisions_vs_statistics(
     *,
     statistics: Sequence[str] | None = None,
     min_inputs: int = 5,
+    graph: GateGraph | None = None,
 ) -> pd.DataFrame:
     """Spearman's rho between each (point, option)'s per-input value and each input statistic.
 
@@ -188,6 +189,8 @@ def decisions_vs_statistics(
         images: the images table (``stat_*`` columns).
         statistics: the statistics (without the prefix; default: every ``stat_*`` column).
         min_inputs: pairs with fewer inputs, or a constant side, give NaN.
+        graph: with it, a two-option point (skip or exit) is correlated through its ``run``
+            or ``exit`` value only (the other is one minus it: the same rho, negated).
 
     Returns:
         Columns ``point``, ``option``, ``statistic``, ``rho``, ``inputs``; sorted by
@@ -201,6 +204,12 @@ def decisions_vs_statistics(
     columns = ["point", "option", "statistic", "rho", "inputs"]
     if not names:
         return pd.DataFrame(columns=columns)
+    if graph is not None:
+        complement = {
+            (p.name, p.option_names[0]) for p in graph if p.kind in (PointKind.SKIP, PointKind.EXIT)
+        }
+        pairs = pd.MultiIndex.from_frame(decisions[_KEYS].astype(str))
+        decisions = decisions[~pairs.isin(list(complement))]
     wide = decisions.pivot_table(
         index="image_id", columns=_KEYS, values="value", observed=True, aggfunc="first"
     )

@@ -140,7 +140,7 @@ def gate_report(
         "usage": usage,
         "distribution": value_distribution(decisions, bins=bins),
         "cost": input_cost(images, graph),
-        "statistics": decisions_vs_statistics(decisions, images),
+        "statistics": decisions_vs_statistics(decisions, images, graph=graph),
     }
     plan = common_plan(decisions, graph, threshold=threshold)
     staging = None
@@ -328,7 +328,7 @@ def _write_markdown(
     lines += [f"## Common plan (threshold {100 * threshold:g}%)", ""]
     lines += [
         f"Always: used by more than {100 * threshold:g}% of the inputs; never: by none. "
-        f"{summary['always']} options always used, {summary['sometimes']} sometimes, "
+        f"{summary['always']} option(s) always used, {summary['sometimes']} sometimes, "
         f"{summary['never']} never (of {summary['options']}). `dynviz extract` writes the plan; "
         "`--lossless` also keeps the sometimes-used options.",
         "",
