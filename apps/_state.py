@@ -15,14 +15,24 @@ re-validates every trace.
 :class:`Context` that pages read with :func:`context`. Everything computed here is a call into
 ``dynviz``; the app does no tensor math.
 
-The module runs to about 800 lines: every page's cached call is here, so that the cache keys
+Start-up (issue 26): ``dynviz app`` calls :func:`preload` in the server process before it
+listens, so the first page of the first session finds everything it needs in these caches (the
+modules imported, every records folder read, the sidebar's and the Overview's tables made); the
+gate-row summaries of the records shown (:func:`summarised`) are made on a background thread
+(:func:`summarise_in_background`), not on the page's, and the pages that need them wait for
+them there (Streamlit computes a cached value once, whoever asks first).
+
+The module runs to about 900 lines: every page's cached call is here, so that the cache keys
 and the one-object-per-process rule are read in one place; the pages only lay out.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -737,7 +747,8 @@ def sidebar() -> Context:
             skipped = load_records(selected, stamp(selected)).skipped_note  # damaged parts
             if skipped:
                 st.warning(skipped, icon=":material/warning:")
-            summarised(selected, stamp(selected))
+            if routing_space(selected, stamp(selected)):  # gate graphs: their own pages
+                summarised(selected, stamp(selected))
         else:
             st.caption(
                 "No records here yet: `dynviz record RUN_DIR --data SPEC --out DIR` writes them."
@@ -785,3 +796,12 @@ def fmt_number(value: float | None, digits: int = 4) -> str:
     if value is None or not np.isfinite(value):
         return "-"
     return f"{value:.{digits}g}"
+
+
+# ------------------------------------------------------------------------- gate-graph records
+def routing_space(path: str, mtime: float) -> bool:
+    """Whether a records folder was made in the layer x scale routing space (``Records.kind``);
+    gate-graph records of any other gated network (issue 27) have no gate rows of a routing
+    space: the routing-only pages and :func:`summarised` do not apply to them."""
+    return load_records(path, mtime).kind == "routing-space"
+

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 
+import _gates
 import _state
 import streamlit as st
 
@@ -33,8 +34,29 @@ PAGES = [
     st.Page("views/special_cases.py", title="Special cases", icon=":material/grid_view:"),
     st.Page("views/routing_vs_scale.py", title="Routing vs scale", icon=":material/scatter_plot:"),
     st.Page("views/latency.py", title="Latency", icon=":material/timer:"),
+    # any gate graph (issue 27): gate-graph records and routing-space records alike
+    st.Page("views/gate_points.py", title="Gates", icon=":material/alt_route:", url_path="gates"),
+    st.Page(
+        "views/gate_common.py",
+        title="Common paths",
+        icon=":material/filter_alt:",
+        url_path="common_paths",
+    ),
+    st.Page(
+        "views/gate_costs.py",
+        title="Cost and statistics",
+        icon=":material/query_stats:",
+        url_path="cost_statistics",
+    ),
 ]
 
 navigation = st.navigation(PAGES)
-_state.sidebar()
-navigation.run()
+ctx = _state.sidebar()
+
+# The routing-space pages say why they do not apply to gate-graph records instead of failing.
+reason = _gates.page_does_not_apply(navigation.url_path, ctx)
+if reason:
+    st.title(navigation.title)
+    st.info(reason, icon=":material/info:")
+else:
+    navigation.run()

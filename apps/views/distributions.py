@@ -3,6 +3,7 @@ alpha distributions, filtered by model, layer, scale and direction."""
 
 from __future__ import annotations
 
+import _gates
 import _state
 import streamlit as st
 
@@ -10,7 +11,7 @@ from dynviz.analysis import coarsen_histogram
 from dynviz.record import DIRECTIONS
 from dynviz.rules import COMMON_THRESHOLD
 
-ctx = _state.context()
+ctx = _gates.routing_records(_state.context())  # no gate-graph records
 _state.records_or_stop(ctx)
 catalog = ctx.catalog
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import _attribution
+import _gates
 import _state
 import pandas as pd
 import streamlit as st
@@ -16,7 +17,7 @@ from dynviz.labels import readable, readable_columns
 from dynviz.plots.interactive import routing_scatter
 from dynviz.units import format_macs, mac_unit
 
-ctx = _state.context()
+ctx = _gates.routing_records(_state.context())  # no gate-graph records
 _state.records_or_stop(ctx)
 catalog = ctx.catalog
 

@@ -1,0 +1,413 @@
+"""Shared helpers of the explorer's gate-graph pages (issue 27): Gates, Common paths, Cost and
+statistics.
+
+Those pages read :attr:`dynviz.record.Records.decisions` (one row per image, gate point and
+option) and :attr:`~dynviz.record.Records.graph`, which every records folder has: a gate-graph
+recording of any gated network, and a routing-space recording (its cells are the points, its
+paths the options, :mod:`dynviz.gates.routing`). The analyses are
+:mod:`dynviz.analysis.gates`; here they are cached the way ``_state`` caches the rest (keyed by
+the records' path and modification time, small frames as ``st.cache_data``) and drawn.
+
+:func:`page_does_not_apply` is the guard ``explorer.py`` asks before running a page: the pages
+of the layer x scale routing space say in one line why they do not apply to gate-graph records
+instead of failing on them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, replace
+from typing import Any
+
+import _state
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+import yaml
+
+from dynviz.analysis.gates import (
+    common_plan,
+    decisions_vs_statistics,
+    input_cost,
+    option_usage,
+    value_distribution,
+)
+from dynviz.gates import GateGraph, PointKind
+from dynviz.labels import readable
+from dynviz.plots.style import PALETTE
+
+GATE_PAGES = "Gates, Common paths and Cost and statistics"
+"""The pages that apply to any gate graph, as the guard names them."""
+
+ROUTING_ONLY: dict[str, str] = {
+    "route_explorer": "Route explorer draws each image's route on the layer x scale routing space",
+    "distributions": "Distributions shows the activation probabilities of the routing space's "
+    "paths per layer, scale and direction",
+    "common_networks": "Common networks extracts a static route of the layer x scale routing space",
+    "special_cases": "Special cases draws the paper's static networks as routes of the layer x "
+    "scale routing space",
+    "routing_vs_scale": "Routing vs scale relates the scales (strides) of each image's paths to "
+    "its object sizes",
+    "latency": "Latency times the nodes (cells, gates, transforms) of a layer x scale routing "
+    "space",
+}
+"""``{url path: what the page draws}`` of the pages that need a routing-space recording."""
+
+_NOUNS = {
+    PointKind.SKIP: ("skip point", "skip points"),
+    PointKind.ROUTER: ("router", "routers"),
+    PointKind.EXIT: ("early exit", "early exits"),
+    PointKind.PATHS: ("cell", "cells"),
+}
+
+
+# ---------------------------------------------------------------------------- the guard
+def points_text(graph: GateGraph) -> str:
+    """The graph's points counted by kind: ``3 skip points, 1 router``."""
+    counts = Counter(p.kind for p in graph)
+    return ", ".join(
+        f"{n} {_NOUNS[kind][0] if n == 1 else _NOUNS[kind][1]}" for kind, n in counts.items()
+    )
+
+
+def graph_text(records: Any) -> str:
+    """``the gate graph 'skipnet' (3 skip points, 1 router)``."""
+    return f"the gate graph '{records.graph.name}' ({points_text(records.graph)})"
+
+
+def page_does_not_apply(url_path: str, ctx: _state.Context) -> str:
+    """Why the page at ``url_path`` does not apply to the selected records ("" when it does):
+    the routing-space pages (:data:`ROUTING_ONLY`) on gate-graph records."""
+    what = ROUTING_ONLY.get(url_path)
+    if what is None or ctx.records is None:
+        return ""
+    mtime = _state.stamp(ctx.records)
+    if _state.routing_space(ctx.records, mtime):
+        return ""
+    records = _state.load_records(ctx.records, mtime)
+    return (
+        f"{what}; these records (`{ctx.catalog.label(ctx.records)}`) are of "
+        f"{graph_text(records)}, not of a routing space: see {GATE_PAGES}."
+    )
+
+
+def routing_records(ctx: _state.Context) -> _state.Context:
+    """``ctx`` with only the routing-space records folders among its readable ones: the pages
+    that compare several records of the routing space offer no gate-graph records."""
+    usable = tuple(p for p in ctx.usable if _state.routing_space(p, _state.stamp(p)))
+    return replace(ctx, usable=usable) if usable != ctx.usable else ctx
+
+
+# ------------------------------------------------------------------------ cached frames
+@dataclass(frozen=True)
+class GraphFacts:
+    """What the pages say about a records folder's gate graph."""
+
+    name: str
+    kind: str  # "gate-graph" or "routing-space"
+    points: pd.DataFrame  # point, kind, options, k, option MACs
+    text: str  # points by kind
+    inputs: int
+    has_costs: bool
+    base_macs: float | None
+    all_run_gmacs: float | None  # every option of every point running
+    missing_costs: tuple[str, ...]  # "point/option" without a cost (and "base" when unknown)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def graph_facts(path: str, mtime: float) -> GraphFacts:
+    """The gate graph of a records folder, as a table and a few facts."""
+    records = _state.load_records(path, mtime)
+    graph = records.graph
+    rows = [
+        {
+            "point": p.name,
+            "kind": p.kind.value,
+            "options": ", ".join(p.option_names),
+            "k": p.k,
+            "option MACs": ", ".join("?" if o.macs is None else f"{o.macs:.4g}" for o in p.options),
+        }
+        for p in graph
+    ]
+    missing = [f"{p.name}/{o.name}" for p in graph for o in p.options if o.macs is None]
+    if graph.base_macs is None:
+        missing.insert(0, "base")
+    everything = graph.all_run_macs
+    return GraphFacts(
+        name=graph.name,
+        kind=records.kind,
+        points=pd.DataFrame(rows, columns=["point", "kind", "options", "k", "option MACs"]),
+        text=points_text(graph),
+        inputs=int(records.images["image_id"].nunique()),
+        has_costs=graph.has_costs,
+        base_macs=graph.base_macs,
+        all_run_gmacs=None if everything is None else everything / 1e9,
+        missing_costs=tuple(missing),
+    )
+
+
+def _order(graph: GateGraph) -> pd.DataFrame:
+    """Every (point, option) of ``graph`` in its order, with the point's kind and the option's
+    cost in GMACs (NaN when unknown)."""
+    return pd.DataFrame(
+        [
+            (p.name, o.name, p.kind.value, np.nan if o.macs is None else o.macs / 1e9)
+            for p in graph
+            for o in p.options
+        ],
+        columns=["point", "option", "kind", "gmacs"],
+    )
+
+
+@st.cache_data(show_spinner="Counting the decisions...", max_entries=32)
+def usage(path: str, mtime: float) -> pd.DataFrame:
+    """``dynviz.analysis.gates.option_usage`` in the graph's order, with each point's kind and
+    each option's cost (``gmacs``); an option no input reached has usage 0."""
+    records = _state.load_records(path, mtime)
+    found = option_usage(records.decisions)
+    found = found.assign(point=found["point"].astype(str), option=found["option"].astype(str))
+    out = _order(records.graph).merge(found, on=["point", "option"], how="left")
+    out["usage"] = out["usage"].fillna(0.0)
+    out["inputs"] = out["inputs"].fillna(0).astype(int)
+    return out
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def distribution(path: str, mtime: float, bins: int) -> pd.DataFrame:
+    """``dynviz.analysis.gates.value_distribution`` with string point and option names."""
+    frame = value_distribution(_state.load_records(path, mtime).decisions, bins=bins)
+    return frame.assign(point=frame["point"].astype(str), option=frame["option"].astype(str))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The common plan at one threshold (``dynviz.analysis.gates.common_plan``) as the Common
+    paths page shows it."""
+
+    threshold: float
+    table: pd.DataFrame  # point, kind, always, sometimes, never (option names joined)
+    counts: dict[str, int]  # {"always": n, "sometimes": n, "never": n} options
+    yaml: str
+    keep_gmacs: float | None  # base + the always-used options (None without costs)
+    lossless_gmacs: float | None  # base + every option some input used
+
+
+def _joined(options: tuple[str, ...]) -> str:
+    return ", ".join(options) if options else "-"
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def plan(path: str, mtime: float, threshold: float) -> Plan:
+    """The options used by more than ``threshold`` of the inputs (always), by none (never) and
+    the rest; the plan as YAML; the cost of the kept options where the graph gives costs."""
+    records = _state.load_records(path, mtime)
+    graph = records.graph
+    common = common_plan(records.decisions, graph, threshold=threshold)
+    table = pd.DataFrame(
+        [
+            {
+                "point": p.name,
+                "kind": p.kind.value,
+                "always": _joined(common.always[p.name]),
+                "sometimes": _joined(common.sometimes[p.name]),
+                "never": _joined(common.never[p.name]),
+            }
+            for p in graph
+        ]
+    )
+    counts = {
+        group: sum(len(v) for v in getattr(common, group).values())
+        for group in ("always", "sometimes", "never")
+    }
+    doc = {"graph": graph.name, "records": records.label, **common.to_dict()}
+    doc["keep"] = {p: list(o) for p, o in common.keep().items()}
+
+    def cost(kept: dict[str, tuple[str, ...]]) -> float | None:
+        if not graph.has_costs:
+            return None
+        macs = graph.option_macs()
+        return (
+            float(graph.base_macs) + sum(macs[(p, o)] for p, opts in kept.items() for o in opts)
+        ) / 1e9
+
+    return Plan(
+        threshold=threshold,
+        table=table,
+        counts=counts,
+        yaml=yaml.safe_dump(doc, sort_keys=False),
+        keep_gmacs=cost(common.keep()),
+        lossless_gmacs=cost(common.keep(lossless=True)),
+    )
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def costs(path: str, mtime: float) -> pd.DataFrame:
+    """``dynviz.analysis.gates.input_cost``: per input, real and expected cost (GMACs) and the
+    share of the cost with every option running."""
+    records = _state.load_records(path, mtime)
+    return input_cost(records.images, records.graph)
+
+
+@st.cache_data(show_spinner="Correlating decisions with the input statistics...", max_entries=16)
+def correlations(path: str, mtime: float) -> pd.DataFrame:
+    """``dynviz.analysis.gates.decisions_vs_statistics``: Spearman's rho of every (point,
+    option)'s value with every input statistic, largest ``|rho|`` first."""
+    records = _state.load_records(path, mtime)
+    frame = decisions_vs_statistics(records.decisions, records.images)
+    return frame.assign(point=frame["point"].astype(str), option=frame["option"].astype(str))
+
+
+def statistics(path: str, mtime: float) -> list[str]:
+    """The input statistics of the records (``stat_*`` columns, without the prefix)."""
+    columns = _state.load_records(path, mtime).images.columns
+    return [c.removeprefix("stat_") for c in columns if c.startswith("stat_")]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def decision_points(
+    path: str, mtime: float, point: str, option: str, statistic: str
+) -> pd.DataFrame:
+    """Per input: ``image_id``, the option's ``value``, whether it ``ran`` (as text, the scatter's
+    colour) and the statistic (``stat_<statistic>``)."""
+    records = _state.load_records(path, mtime)
+    d = records.decisions
+    rows = d[(d["point"].astype(str) == point) & (d["option"].astype(str) == option)]
+    column = "stat_" + statistic
+    stats = records.images[["image_id", column]].assign(
+        image_id=lambda f: f["image_id"].astype(str)
+    )
+    out = rows[["image_id", "value", "ran"]].assign(image_id=rows["image_id"].astype(str))
+    out = out.merge(stats, on="image_id", how="inner")
+    out["ran"] = np.where(out["ran"].astype(bool), "ran", "did not run")
+    return out.dropna(subset=["value", column]).reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------ figures
+TEMPLATE = "plotly_white"
+
+
+def _layout(fig: go.Figure, title: str, x: str, y: str, height: int | None = None) -> go.Figure:
+    fig.update_layout(
+        template=TEMPLATE,
+        title=title,
+        xaxis_title=x,
+        yaxis_title=y,
+        legend_title_text="",
+        margin={"l": 60, "r": 20, "t": 50, "b": 50},
+    )
+    if height:
+        fig.update_layout(height=height)
+    return fig
+
+
+def option_order(frame: pd.DataFrame) -> list[str]:
+    """The option names of a (point, option) frame in an order every point keeps (the routing
+    space's up, keep, down even where a point's first options lack up)."""
+    order: list[str] = []
+    for _, group in frame.groupby("point", sort=False):
+        names = list(group["option"])
+        for i, name in enumerate(names):
+            if name not in order:
+                after = [order.index(n) for n in names[i + 1 :] if n in order]
+                order.insert(min(after, default=len(order)), name)
+    return order
+
+
+def usage_heatmap(frame: pd.DataFrame, title: str) -> go.Figure:
+    """Share of inputs that ran each option: one row per point (the graph's order), one column
+    per option name."""
+    points = list(dict.fromkeys(frame["point"]))
+    options = option_order(frame)
+    grid = (
+        frame.pivot(index="point", columns="option", values="usage")
+        .reindex(index=points, columns=options)
+        .to_numpy(np.float64)
+        * 100
+    )
+    text = [["" if np.isnan(v) else f"{v:.0f}%" for v in row] for row in grid]
+    fig = go.Figure(
+        go.Heatmap(
+            z=grid,
+            x=options,
+            y=points,
+            zmin=0,
+            zmax=100,
+            colorscale="Blues",
+            text=text,
+            texttemplate="%{text}" if len(points) * len(options) <= 400 else None,
+            hovertemplate="%{y} / %{x}: %{z:.1f}% of inputs ran it<extra></extra>",
+            colorbar={"title": {"text": "% of inputs"}},
+        )
+    )
+    fig.update_xaxes(type="category", side="top")
+    fig.update_yaxes(type="category", autorange="reversed")
+    height = int(min(max(240, 26 * len(points) + 140), 1800))
+    return _layout(fig, title, "option", "gate point", height)
+
+
+def usage_histogram(frame: pd.DataFrame, threshold: float, bins: int = 10) -> go.Figure:
+    """Fig. 5 for any gate graph: the share of options per usage bin (the share of inputs that
+    ran the option), with the common-path threshold marked."""
+    edges = np.linspace(0, 1, bins + 1)
+    counts, _ = np.histogram(frame["usage"].to_numpy(np.float64), bins=edges)
+    share = 100 * counts / max(int(counts.sum()), 1)
+    fig = go.Figure(
+        go.Bar(
+            x=(edges[:-1] + edges[1:]) / 2,
+            y=share,
+            width=0.9 / bins,
+            marker_color=PALETTE[0],
+            customdata=np.stack([edges[:-1], edges[1:], counts], -1),
+            hovertemplate="used by [%{customdata[0]:.2f}, %{customdata[1]:.2f}] of the inputs: "
+            "%{customdata[2]} options (%{y:.1f}%)<extra></extra>",
+        )
+    )
+    fig.add_vline(
+        x=threshold,
+        line_dash="dash",
+        line_color="#555",
+        annotation_text=f"{100 * threshold:g}%",
+        annotation_position="top left",
+    )
+    fig.update_xaxes(range=[0, 1])
+    return _layout(
+        fig,
+        "Distribution of option usage (Fig. 5 for any gate graph)",
+        "share of inputs that ran the option",
+        "share of options (%)",
+    )
+
+
+def value_bars(frame: pd.DataFrame, point: str) -> go.Figure:
+    """The per-input values of one point's options, as shares of inputs per bin of [0, 1]."""
+    rows = frame[frame["point"] == point]
+    fig = go.Figure()
+    options = list(dict.fromkeys(rows["option"]))
+    bins = int(rows["bin"].max()) + 1 if len(rows) else 10
+    for i, option in enumerate(options):
+        part = rows[rows["option"] == option]
+        fig.add_bar(
+            x=(part["low"] + part["high"]) / 2,
+            y=100 * part["share"],
+            name=option,
+            width=0.9 / bins / max(len(options), 1),
+            marker_color=PALETTE[i % len(PALETTE)],
+            customdata=np.stack([part["low"], part["high"]], -1),
+            hovertemplate="value in [%{customdata[0]:.2f}, %{customdata[1]:.2f}]: %{y:.1f}% of "
+            "the inputs that reached the point<extra>%{fullData.name}</extra>",
+        )
+    fig.update_layout(barmode="group")
+    fig.update_xaxes(range=[0, 1])
+    return _layout(
+        fig,
+        f"Values at {point}",
+        "the option's value (gate probability or router weight)",
+        "share of inputs (%)",
+        360,
+    )
+
+
+def stat_label(statistic: str) -> str:
+    """A statistic's readable name (``object_count`` -> ``objects``)."""
+    return readable("stat_" + statistic)
