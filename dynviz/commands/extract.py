@@ -203,7 +203,12 @@ def _static_network(
 ) -> dict[str, Any]:
     """Rebuild the network, save its static network; what to print (``note`` when it has no
     ``static``)."""
-    from dynviz.gates.entry import load_entry, read_gated_checkpoint, save_gated_checkpoint
+    from dynviz.gates.entry import (
+        class_kwargs,
+        load_entry,
+        read_gated_checkpoint,
+        save_gated_checkpoint,
+    )
     from dynviz.model.checkpoint import sha256_file
 
     sidecar = records.sidecar
@@ -222,7 +227,8 @@ def _static_network(
             facts["weights_note"] = (
                 f"{ckpt.path} is not the checkpoint the records were made with (sha256 differs)"
             )
-    model = load_entry(builder, checkpoint=ckpt)
+    classes = class_kwargs(builder, sidecar.num_classes, ckpt.kwargs if ckpt else None)
+    model = load_entry(builder, checkpoint=ckpt, kwargs=classes)
     static = getattr(model, "static", None)
     if not callable(static):
         facts.pop("weights_note", None)  # no static network: its weights do not matter
@@ -233,7 +239,7 @@ def _static_network(
     network = static(keep)
     if not isinstance(network, torch.nn.Module):
         raise ConfigError(f"{builder}: static(keep) returned a {type(network).__name__}")
-    kwargs = ckpt.kwargs if ckpt is not None else {}
+    kwargs = {**(ckpt.kwargs if ckpt is not None else {}), **classes}
     save_gated_checkpoint(network, args.static_out, builder=builder, kwargs=kwargs, static=keep)
     facts["static_out"] = str(args.static_out)
     facts["params"] = int(sum(p.numel() for p in network.parameters()))

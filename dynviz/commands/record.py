@@ -266,7 +266,12 @@ def _refuse_routing_options(args: argparse.Namespace, what: str) -> None:
 def _record_gated(args: argparse.Namespace, builder: str | None, checkpoint: str | None) -> int:
     """Record a gated network built from its entry point (and weights)."""
     from dynviz.gates import gate_graph_of
-    from dynviz.gates.entry import canonical_spec, load_entry, read_gated_checkpoint
+    from dynviz.gates.entry import (
+        canonical_spec,
+        class_kwargs,
+        load_entry,
+        read_gated_checkpoint,
+    )
     from dynviz.model.checkpoint import sha256_file
     from dynviz.support.distributed import all_reduce_sum, cleanup_distributed, init_distributed
 
@@ -277,10 +282,15 @@ def _record_gated(args: argparse.Namespace, builder: str | None, checkpoint: str
     if not args.data:
         raise ConfigError(f"{what}: a gated network needs --data SPEC")
     ckpt = read_gated_checkpoint(checkpoint) if checkpoint else None
-    model = load_entry(builder, checkpoint=ckpt)
-    spec = canonical_spec(builder or ckpt.builder)  # one of the two names the builder
     transform = Resize(tuple(args.size)) if args.size else None
     dataset = build_dataset(args.data, split=args.split, transform=transform)
+    classes = class_kwargs(
+        builder or (ckpt.builder if ckpt else None),
+        getattr(dataset, "num_classes", None),
+        ckpt.kwargs if ckpt else None,
+    )
+    model = load_entry(builder, checkpoint=ckpt, kwargs=classes)
+    spec = canonical_spec(builder or ckpt.builder)  # one of the two names the builder
     ref = None
     if ckpt is not None:
         path = ckpt.path.resolve()  # extract rebuilds the network from any folder

@@ -36,6 +36,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib.util
+import inspect
 import json
 import logging
 import os
@@ -63,6 +64,7 @@ __all__ = [
     "GATED_FORMAT_VERSION",
     "GatedCheckpoint",
     "canonical_spec",
+    "class_kwargs",
     "entry_builder",
     "is_entry_spec",
     "is_gated_checkpoint",
@@ -134,6 +136,22 @@ def _named_module(spec: str, name: str) -> Any:
     except Exception as err:
         problem = f"{type(err).__name__}: {err}"
         raise ConfigError(f"{spec}: importing {name} failed ({problem})") from None
+
+
+def class_kwargs(
+    spec: str | None, num_classes: int | None, given: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """``{"num_classes": num_classes}`` when the builder ``spec`` names takes a ``num_classes``
+    argument that ``given`` (a checkpoint's kwargs) does not set, else ``{}``: the convention of
+    torchvision's builders and dynviz's own (``dynviz.gates.skipnet:build_skipnet``), so that
+    ``dynviz record`` and ``extract`` build the network for the data's classes."""
+    if not spec or num_classes is None or "num_classes" in (given or {}):
+        return {}
+    try:
+        parameters = inspect.signature(entry_builder(spec)).parameters
+    except (TypeError, ValueError):  # a builtin or a callable without a signature
+        return {}
+    return {"num_classes": int(num_classes)} if "num_classes" in parameters else {}
 
 
 def entry_builder(spec: str) -> Callable[..., Any]:
