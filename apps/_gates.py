@@ -22,7 +22,6 @@ from typing import Any
 import _state
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 import yaml
 
@@ -35,7 +34,6 @@ from dynviz.analysis.gates import (
 )
 from dynviz.gates import GateGraph, PointKind
 from dynviz.labels import readable
-from dynviz.plots.style import PALETTE
 
 GATE_PAGES = "Gates, Common paths and Cost and statistics"
 """The pages that apply to any gate graph, as the guard names them."""
@@ -281,131 +279,6 @@ def decision_points(
     out = out.merge(stats, on="image_id", how="inner")
     out["ran"] = np.where(out["ran"].astype(bool), "ran", "did not run")
     return out.dropna(subset=["value", column]).reset_index(drop=True)
-
-
-# ------------------------------------------------------------------------------ figures
-TEMPLATE = "plotly_white"
-
-
-def _layout(fig: go.Figure, title: str, x: str, y: str, height: int | None = None) -> go.Figure:
-    fig.update_layout(
-        template=TEMPLATE,
-        title=title,
-        xaxis_title=x,
-        yaxis_title=y,
-        legend_title_text="",
-        margin={"l": 60, "r": 20, "t": 50, "b": 50},
-    )
-    if height:
-        fig.update_layout(height=height)
-    return fig
-
-
-def option_order(frame: pd.DataFrame) -> list[str]:
-    """The option names of a (point, option) frame in an order every point keeps (the routing
-    space's up, keep, down even where a point's first options lack up)."""
-    order: list[str] = []
-    for _, group in frame.groupby("point", sort=False):
-        names = list(group["option"])
-        for i, name in enumerate(names):
-            if name not in order:
-                after = [order.index(n) for n in names[i + 1 :] if n in order]
-                order.insert(min(after, default=len(order)), name)
-    return order
-
-
-def usage_heatmap(frame: pd.DataFrame, title: str) -> go.Figure:
-    """Share of inputs that ran each option: one row per point (the graph's order), one column
-    per option name."""
-    points = list(dict.fromkeys(frame["point"]))
-    options = option_order(frame)
-    grid = (
-        frame.pivot(index="point", columns="option", values="usage")
-        .reindex(index=points, columns=options)
-        .to_numpy(np.float64)
-        * 100
-    )
-    text = [["" if np.isnan(v) else f"{v:.0f}%" for v in row] for row in grid]
-    fig = go.Figure(
-        go.Heatmap(
-            z=grid,
-            x=options,
-            y=points,
-            zmin=0,
-            zmax=100,
-            colorscale="Blues",
-            text=text,
-            texttemplate="%{text}" if len(points) * len(options) <= 400 else None,
-            hovertemplate="%{y} / %{x}: %{z:.1f}% of inputs ran it<extra></extra>",
-            colorbar={"title": {"text": "% of inputs"}},
-        )
-    )
-    fig.update_xaxes(type="category", side="top")
-    fig.update_yaxes(type="category", autorange="reversed")
-    height = int(min(max(240, 26 * len(points) + 140), 1800))
-    return _layout(fig, title, "option", "gate point", height)
-
-
-def usage_histogram(frame: pd.DataFrame, threshold: float, bins: int = 10) -> go.Figure:
-    """Fig. 5 for any gate graph: the share of options per usage bin (the share of inputs that
-    ran the option), with the common-path threshold marked."""
-    edges = np.linspace(0, 1, bins + 1)
-    counts, _ = np.histogram(frame["usage"].to_numpy(np.float64), bins=edges)
-    share = 100 * counts / max(int(counts.sum()), 1)
-    fig = go.Figure(
-        go.Bar(
-            x=(edges[:-1] + edges[1:]) / 2,
-            y=share,
-            width=0.9 / bins,
-            marker_color=PALETTE[0],
-            customdata=np.stack([edges[:-1], edges[1:], counts], -1),
-            hovertemplate="used by [%{customdata[0]:.2f}, %{customdata[1]:.2f}] of the inputs: "
-            "%{customdata[2]} options (%{y:.1f}%)<extra></extra>",
-        )
-    )
-    fig.add_vline(
-        x=threshold,
-        line_dash="dash",
-        line_color="#555",
-        annotation_text=f"{100 * threshold:g}%",
-        annotation_position="top left",
-    )
-    fig.update_xaxes(range=[0, 1])
-    return _layout(
-        fig,
-        "Distribution of option usage (Fig. 5 for any gate graph)",
-        "share of inputs that ran the option",
-        "share of options (%)",
-    )
-
-
-def value_bars(frame: pd.DataFrame, point: str) -> go.Figure:
-    """The per-input values of one point's options, as shares of inputs per bin of [0, 1]."""
-    rows = frame[frame["point"] == point]
-    fig = go.Figure()
-    options = list(dict.fromkeys(rows["option"]))
-    bins = int(rows["bin"].max()) + 1 if len(rows) else 10
-    for i, option in enumerate(options):
-        part = rows[rows["option"] == option]
-        fig.add_bar(
-            x=(part["low"] + part["high"]) / 2,
-            y=100 * part["share"],
-            name=option,
-            width=0.9 / bins / max(len(options), 1),
-            marker_color=PALETTE[i % len(PALETTE)],
-            customdata=np.stack([part["low"], part["high"]], -1),
-            hovertemplate="value in [%{customdata[0]:.2f}, %{customdata[1]:.2f}]: %{y:.1f}% of "
-            "the inputs that reached the point<extra>%{fullData.name}</extra>",
-        )
-    fig.update_layout(barmode="group")
-    fig.update_xaxes(range=[0, 1])
-    return _layout(
-        fig,
-        f"Values at {point}",
-        "the option's value (gate probability or router weight)",
-        "share of inputs (%)",
-        360,
-    )
 
 
 def stat_label(statistic: str) -> str:

@@ -8,6 +8,7 @@ import _gates
 import _state
 import streamlit as st
 
+from dynviz.plots.interactive import usage_heatmap, usage_histogram, value_bars
 from dynviz.rules import COMMON_THRESHOLD
 from dynviz.units import format_macs, mac_unit
 
@@ -44,7 +45,7 @@ cols[3].metric(
 
 st.subheader("Usage per point and option")
 st.plotly_chart(
-    _gates.usage_heatmap(usage, f"Share of inputs that ran each option ({facts.name})"),
+    usage_heatmap(usage, title=f"Share of inputs that ran each option ({facts.name})"),
     width="stretch",
     key="gates_heatmap",
 )
@@ -95,7 +96,7 @@ st.download_button(
 
 st.subheader("Distributions")
 st.plotly_chart(
-    _gates.usage_histogram(usage, COMMON_THRESHOLD), width="stretch", key="gates_usage_histogram"
+    usage_histogram(usage, threshold=COMMON_THRESHOLD), width="stretch", key="gates_usage_histogram"
 )
 st.caption(
     f"Options right of the line are used by more than {100 * COMMON_THRESHOLD:g}% of the "
@@ -105,7 +106,7 @@ c1, c2 = st.columns([3, 1])
 point = c1.selectbox("Gate point", list(facts.points["point"]), key="gates_point")
 bins = c2.slider("Bins", 4, 20, 10, key="gates_bins")
 st.plotly_chart(
-    _gates.value_bars(_gates.distribution(path, mtime, int(bins)), point),
+    value_bars(_gates.distribution(path, mtime, int(bins)), point=point),
     width="stretch",
     key="gates_values",
 )

@@ -23,11 +23,15 @@ from dynviz.units import mac_unit
 __all__ = [
     "cost_histogram",
     "latency_bars",
+    "option_order",
     "probability_heatmap",
     "probability_histogram",
     "probability_violin",
     "routing_scatter",
     "space_figure",
+    "usage_heatmap",
+    "usage_histogram",
+    "value_bars",
 ]
 
 logger = logging.getLogger(__name__)
@@ -359,3 +363,113 @@ def space_figure(
         tickvals=[-math.log2(s) for s in strides], ticktext=[f"1/{s}" for s in strides]
     )
     return _layout(fig, title=title, x="layer", y="scale")
+
+
+# ------------------------------------------------------------------ any gate graph (issue 27)
+def option_order(frame: pd.DataFrame) -> list[str]:
+    """The option names of a (point, option) frame in an order every point keeps (the routing
+    space's up, keep, down even where a point's first options lack up)."""
+    order: list[str] = []
+    for _, group in frame.groupby("point", sort=False):
+        names = list(group["option"])
+        for i, name in enumerate(names):
+            if name not in order:
+                after = [order.index(n) for n in names[i + 1 :] if n in order]
+                order.insert(min(after, default=len(order)), name)
+    return order
+
+
+def usage_heatmap(frame: pd.DataFrame, *, title: str) -> go.Figure:
+    """Share of inputs that ran each option: one row per point (the graph's order), one column
+    per option name."""
+    points = list(dict.fromkeys(frame["point"]))
+    options = option_order(frame)
+    grid = (
+        frame.pivot(index="point", columns="option", values="usage")
+        .reindex(index=points, columns=options)
+        .to_numpy(np.float64)
+        * 100
+    )
+    text = [["" if np.isnan(v) else f"{v:.0f}%" for v in row] for row in grid]
+    fig = go.Figure(
+        go.Heatmap(
+            z=grid,
+            x=options,
+            y=points,
+            zmin=0,
+            zmax=100,
+            colorscale="Blues",
+            text=text,
+            texttemplate="%{text}" if len(points) * len(options) <= 400 else None,
+            hovertemplate="%{y} / %{x}: %{z:.1f}% of inputs ran it<extra></extra>",
+            colorbar={"title": {"text": "% of inputs"}},
+        )
+    )
+    fig.update_xaxes(type="category", side="top")
+    fig.update_yaxes(type="category", autorange="reversed")
+    height = int(min(max(240, 26 * len(points) + 140), 1800))
+    fig.update_layout(height=height)
+    return _layout(fig, title=title, x="option", y="gate point")
+
+
+def usage_histogram(
+    frame: pd.DataFrame, *, threshold: float = COMMON_THRESHOLD, bins: int = 10
+) -> go.Figure:
+    """Fig. 5 for any gate graph: the share of options per usage bin (the share of inputs that
+    ran the option), with the common-path threshold marked."""
+    edges = np.linspace(0, 1, bins + 1)
+    counts, _ = np.histogram(frame["usage"].to_numpy(np.float64), bins=edges)
+    share = 100 * counts / max(int(counts.sum()), 1)
+    fig = go.Figure(
+        go.Bar(
+            x=(edges[:-1] + edges[1:]) / 2,
+            y=share,
+            width=0.9 / bins,
+            marker_color=PALETTE[0],
+            customdata=np.stack([edges[:-1], edges[1:], counts], -1),
+            hovertemplate="used by [%{customdata[0]:.2f}, %{customdata[1]:.2f}] of the inputs: "
+            "%{customdata[2]} options (%{y:.1f}%)<extra></extra>",
+        )
+    )
+    fig.add_vline(
+        x=threshold,
+        line_dash="dash",
+        line_color="#555",
+        annotation_text=f"{100 * threshold:g}%",
+        annotation_position="top left",
+    )
+    fig.update_xaxes(range=[0, 1])
+    return _layout(
+        fig,
+        title="Distribution of option usage (Fig. 5 for any gate graph)",
+        x="share of inputs that ran the option",
+        y="share of options (%)",
+    )
+
+
+def value_bars(frame: pd.DataFrame, *, point: str) -> go.Figure:
+    """The per-input values of one point's options, as shares of inputs per bin of [0, 1]."""
+    rows = frame[frame["point"] == point]
+    fig = go.Figure()
+    options = list(dict.fromkeys(rows["option"]))
+    bins = int(rows["bin"].max()) + 1 if len(rows) else 10
+    for i, option in enumerate(options):
+        part = rows[rows["option"] == option]
+        fig.add_bar(
+            x=(part["low"] + part["high"]) / 2,
+            y=100 * part["share"],
+            name=option,
+            width=0.9 / bins / max(len(options), 1),
+            marker_color=PALETTE[i % len(PALETTE)],
+            customdata=np.stack([part["low"], part["high"]], -1),
+            hovertemplate="value in [%{customdata[0]:.2f}, %{customdata[1]:.2f}]: %{y:.1f}% of "
+            "the inputs that reached the point<extra>%{fullData.name}</extra>",
+        )
+    fig.update_layout(barmode="group", height=360)
+    fig.update_xaxes(range=[0, 1])
+    return _layout(
+        fig,
+        title=f"Values at {point}",
+        x="the option's value (gate probability or router weight)",
+        y="share of inputs (%)",
+    )
