@@ -1,7 +1,10 @@
 """The two reference gated networks end to end: train, record, plan, cut static networks, measure.
 
-For each of the block-skipping network (:mod:`dynviz.gates.skipnet`, trained with a budget) and
-the mixture of experts (:mod:`dynviz.gates.moe`, trained with a load balance):
+For each of the block-skipping network (:mod:`dynviz.gates.skipnet`: by default ConvNet-AIG's
+straight-through Gumbel-sigmoid gates over average- and max-pooled features, trained with a target
+execution rate of 0.5 per block; ``--gate-mode soft --gate-pool avg --target-rate -1 --budget 0.5``
+is the earlier soft-gate form, whose gates end with one route for every input) and the mixture of
+experts (:mod:`dynviz.gates.moe`, trained with a load balance):
 
 1. train it on dynviz's synthetic scenes (:func:`dynviz.train.gated.train_gated`);
 2. record the validation split into ``--out/<network>`` (:func:`dynviz.record.record`);
@@ -10,7 +13,8 @@ the mixture of experts (:mod:`dynviz.gates.moe`, trained with a load balance):
 4. build the static networks of both plans (``model.static(plan.keep(...))``);
 5. print a table: parameters, MACs per input (the dynamic network's mean real cost from the
    records; a static network's exact cost, or its mean real cost where it kept gates), time per
-   image (median of interleaved repeats, batch 1) and mIoU over the validation images.
+   image (median of interleaved repeats, batch 1) and mIoU over the validation images; for the
+   skipnet, how input-dependent its routes are on the validation images.
 
 Run (about 2 to 4 minutes on one CPU thread)::
 
@@ -32,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from torch import nn
 
@@ -89,7 +94,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-count", type=int, default=512, help="training images")
     parser.add_argument("--val-count", type=int, default=128, help="validation images")
     parser.add_argument("--size", type=int, default=64, help="image side")
-    parser.add_argument("--budget", type=float, default=0.5, help="skipnet's target cost share")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="skipnet's target cost share (default: none; the target rate acts instead)",
+    )
+    parser.add_argument(
+        "--target-rate",
+        type=float,
+        default=0.5,
+        help="skipnet: ConvNet-AIG's target execution rate of every block (negative: none)",
+    )
+    parser.add_argument(
+        "--gate-mode",
+        choices=("gumbel", "soft"),
+        default="gumbel",
+        help="skipnet's gates in training: straight-through Gumbel-sigmoid or soft (x + p * body)",
+    )
+    parser.add_argument("--tau", type=float, default=1.0, help="skipnet: Gumbel temperature")
+    parser.add_argument(
+        "--gate-pool", choices=("avgmax", "avg"), default="avgmax", help="skipnet's gate pooling"
+    )
     parser.add_argument("--balance", type=float, default=0.05, help="moe's load-balance weight")
     parser.add_argument("--repeats", type=int, default=15, help="timing rounds")
     parser.add_argument("--timing-images", type=int, default=32, help="images per timing round")
@@ -149,8 +175,15 @@ def train(name: str, args: argparse.Namespace, data: Cached) -> tuple[nn.Module,
     torch.manual_seed(args.seed)
     size = (args.size, args.size)
     if name == "skipnet":
-        model = build_skipnet(num_classes=data.num_classes, size=size)
-        extra = dict(budget=args.budget, budget_weight=2.0)
+        model = build_skipnet(
+            num_classes=data.num_classes,
+            size=size,
+            gate_mode=args.gate_mode,
+            tau=args.tau,
+            gate_pool=args.gate_pool,
+        )
+        rate = None if args.target_rate < 0 else args.target_rate
+        extra = dict(budget=args.budget, budget_weight=2.0, target_rates=rate, target_weight=2.0)
     else:
         model = build_moe(num_classes=data.num_classes, size=size)
         extra = dict(balance_weight=args.balance)
@@ -221,6 +254,38 @@ def measure(
     return rows
 
 
+def routes(model: nn.Module, val: Cached) -> str:
+    """How input-dependent the skip gates are on the validation images: each block's share of
+    inputs it runs for, the distinct routes, how well the route tells the scene's regime (the
+    share of images whose route's most common regime is theirs, against always guessing the most
+    common regime) and Spearman's rho of the real cost against the largest object's area."""
+    images = torch.stack([item["image"] for item in val.items])
+    with torch.inference_mode():
+        _, gates = model.forward_gates(images)
+    names = list(gates)
+    ran = torch.stack([gates[n].ran[:, 1] for n in names], 1)  # (N, blocks)
+    graph = model.gate_graph()
+    macs = torch.tensor([graph[n].options[1].macs for n in names], dtype=torch.float64)
+    cost = pd.Series((ran.double() @ macs).numpy())
+    route = ["".join("1" if r else "0" for r in row) for row in ran.tolist()]
+    regime = [int(item["stats"]["regime_code"]) for item in val.items]
+    area = pd.Series([float(item["stats"]["max_object_area"]) for item in val.items])
+    frame = pd.DataFrame({"route": route, "regime": regime})
+    told = frame.groupby("route")["regime"].agg(lambda r: r.value_counts().iloc[0]).sum()
+    guess = frame["regime"].value_counts().iloc[0]
+    rho = cost.rank().corr(area.rank()) if cost.std() > 0 else float("nan")  # Spearman
+    shares = ", ".join(f"{n} {float(ran[:, i].double().mean()):.2f}" for i, n in enumerate(names))
+    counts = frame["route"].value_counts()
+    common = ", ".join(f"{r} {c}" for r, c in counts.head(4).items())
+    return (
+        f"  routes (validation): share of inputs each block runs for: {shares}\n"
+        f"  {len(counts)} distinct routes (block1.., 1 runs), most common: {common}\n"
+        f"  the route tells the regime (tiny/huge/mixed) of {told / len(route):.2f} of the images "
+        f"(always the most common: {guess / len(route):.2f}); Spearman rho(cost, "
+        f"max_object_area) {rho:.2f}"
+    )
+
+
 def table(name: str, rows: list[Row], training: GatedTraining) -> str:
     mu = "" if training.mu is None else f", budget mu {training.mu}"
     lines = [
@@ -254,7 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     tables = []
     for name, folder in folders.items():
         model, training = train(name, args, train_set)
-        tables.append(table(name, measure(name, model, args, val, folder), training))
+        text = table(name, measure(name, model, args, val, folder), training)
+        if name == "skipnet":
+            text += "\n" + routes(model, val)
+        tables.append(text)
     command = shlex.join([Path(sys.executable).name, *sys.argv])
     print(f"command: {command}")
     print(

@@ -22,6 +22,7 @@ from dynviz.gates import (
     collect,
     load_balance_loss,
 )
+from dynviz.gates.skipnet import gumbel_sigmoid
 from dynviz.model import ConfigError
 from dynviz.record import read_records, record
 from dynviz.train.gated import expected_macs, train_gated
@@ -160,6 +161,88 @@ def test_skipnet_trains_soft_gates_every_block_runs_scaled_by_p():
     torch.testing.assert_close(block1(h, {}), h + 0.25 * block1.body(h))
     logits.sum().backward()
     assert block1.gate.fc.bias.grad is not None and block1.gate.fc.bias.grad.abs() > 0
+
+
+def test_gumbel_sigmoid_is_hard_forward_and_soft_backward():
+    logits = torch.tensor([-2.0, -0.5, 0.0, 0.5, 3.0], requires_grad=True)
+    torch.manual_seed(3)
+    z, run = gumbel_sigmoid(logits, tau=0.5)
+    assert set(z.tolist()) <= {0.0, 1.0} and z.bool().tolist() == run.tolist()
+    # the same noise by hand: u from the same seed, logistic g = log(u) - log(1 - u)
+    torch.manual_seed(3)
+    u = torch.rand(5)
+    soft = torch.sigmoid((logits + torch.log(u) - torch.log1p(-u)) / 0.5)
+    assert run.tolist() == (soft > 0.5).tolist()
+    (z * torch.arange(5.0)).sum().backward()
+    want = torch.arange(5.0) * soft.detach() * (1 - soft.detach()) / 0.5  # d sigmoid(a/tau)
+    torch.testing.assert_close(logits.grad, want)
+    # a fixed seed draws the same noise, another seed other noise
+    many = torch.zeros(200)
+    torch.manual_seed(7)
+    a = gumbel_sigmoid(many)[1]
+    torch.manual_seed(7)
+    assert torch.equal(gumbel_sigmoid(many)[1], a)
+    assert 60 < int(a.sum()) < 140  # p = 0.5: about half run
+    torch.manual_seed(8)
+    assert not torch.equal(gumbel_sigmoid(many)[1], a)
+
+
+def test_skipnet_gumbel_training_runs_hard_blocks_and_eval_has_no_noise():
+    torch.manual_seed(0)
+    model = build_skipnet(
+        num_classes=4, channels=(4, 8), blocks=(1, 1), size=(32, 32), gate_mode="gumbel"
+    ).train()
+    block1 = model.blocks()[0]
+    _set_gate(block1, 0.0)  # p = 0.5: the noise decides
+    x = torch.randn(64, 3, 32, 32)
+    h = model.stem(x / 58.0)
+    torch.manual_seed(1)
+    gates: dict = {}
+    out = block1(h, gates)
+    ran = gates["block1"].ran[:, 1]
+    assert 10 < int(ran.sum()) < 54  # some inputs run the block, others skip it
+    torch.testing.assert_close(gates["block1"].values[:, 1], torch.full((64,), 0.5))  # p
+    with torch.no_grad():
+        torch.testing.assert_close(out[ran], h[ran] + block1.body(h[ran]))  # hard: z = 1
+        torch.testing.assert_close(out[~ran], h[~ran])  # z = 0: passes through
+    torch.manual_seed(1)
+    again: dict = {}
+    torch.testing.assert_close(block1(h, again), out)  # the same seed, the same routes
+    assert torch.equal(again["block1"].ran, gates["block1"].ran)
+    out.sum().backward()  # the soft gradient reaches the gate
+    assert block1.gate.fc.bias.grad is not None and block1.gate.fc.bias.grad.abs() > 0
+    # eval: no noise, p > threshold, the same decisions on every call
+    model.eval()
+    _set_gate(block1, 0.1)  # p = 0.525: runs for everyone
+    with torch.no_grad():
+        first = model(x)
+        with collect(model.gate_graph()) as seen:
+            second = model(x)
+    torch.testing.assert_close(first, second)
+    assert seen.complete()["block1"].ran[:, 1].all()
+
+
+def test_skipnet_avgmax_gate_pools_average_and_maximum():
+    model = build_skipnet(
+        num_classes=4, channels=(4, 8), blocks=(1, 1), size=(32, 32), gate_pool="avgmax"
+    )
+    gate = model.blocks()[0].gate
+    assert gate.fc.in_features == 8
+    x = torch.zeros(1, 4, 16, 16)
+    x[0, 2, 5, 5] = 256.0  # one bright pixel: average 1, maximum 256
+    with torch.no_grad():
+        gate.fc.weight.zero_()
+        gate.fc.bias.zero_()
+        gate.fc.weight[0, 2] = 1.0  # channel 2's average
+        assert float(gate.logit(x)) == pytest.approx(1.0)
+        gate.fc.weight[0, 4 + 2] = 0.01  # and its maximum
+        assert float(gate.logit(x)) == pytest.approx(1.0 + 2.56)
+    # the gates' linear layers take 2C inputs: 8 + 16 MACs
+    assert model.gate_graph().base_macs == SKIP_BASE + GATES
+    with pytest.raises(ConfigError, match="gate_mode"):
+        build_skipnet(num_classes=4, gate_mode="hard")
+    with pytest.raises(ConfigError, match="tau"):
+        build_skipnet(num_classes=4, tau=0.0)
 
 
 def test_skipnet_static_checks_the_plan():
@@ -340,6 +423,39 @@ def test_training_lowers_the_loss_and_the_budget_pulls_the_cost_share(train_set)
     assert tight.final_share < 0.6 and free.final_share > 0.7
 
 
+def test_target_rates_add_convnet_aig_s_term_and_pull_each_block(train_set):
+    torch.manual_seed(0)
+    model = _skipnet()
+    for block in model.blocks():
+        _set_gate(block, 2.0)  # p = sigmoid(2) for every input
+    run = train_gated(
+        model, train_set, iterations=1, batch_size=4, lr=0.0, target_rates=0.5, target_weight=3.0
+    )
+    p = 1 / (1 + math.exp(-2.0))
+    assert run.losses[0] - run.task_losses[0] == pytest.approx(3.0 * (p - 0.5) ** 2, rel=1e-4)
+    # only block2 has a target: the mean over the points with one
+    torch.manual_seed(0)
+    run = train_gated(
+        model, train_set, iterations=1, batch_size=4, lr=0.0, target_rates={"block2": 0.0}
+    )
+    assert run.losses[0] - run.task_losses[0] == pytest.approx(p**2, rel=1e-4)
+    # training pulls each block's rate to its target
+    torch.manual_seed(0)
+    model = _skipnet()
+    train_gated(
+        model, train_set, iterations=40, batch_size=4, lr=1e-2, target_rates=0.2, target_weight=5
+    )
+    images = torch.stack([train_set[i]["image"] for i in range(len(train_set))])
+    with torch.no_grad():
+        _, gates = model.forward_gates(images)
+    for decision in gates.values():
+        assert float(decision.values[:, 1].mean()) < 0.6  # from 0.88
+    with pytest.raises(ConfigError, match="block9"):
+        train_gated(_skipnet(), train_set, iterations=1, target_rates={"block9": 0.5})
+    with pytest.raises(ConfigError, match="in \\[0, 1\\]"):
+        train_gated(_skipnet(), train_set, iterations=1, target_rates=1.5)
+
+
 def test_the_balance_loss_spreads_the_experts(train_set):
     finals = {}
     for weight in (0.0, 1.0):
@@ -382,6 +498,6 @@ def test_the_script_prints_a_table_per_network(tmp_path):
     )
     text = done.stdout
     assert "machine: " in text and "command: " in text
-    for line in ("skipnet: final", "moe: final", "static, common@0.95", "static, lossless"):
+    for line in ("skipnet: final", "moe: final", "static, common@0.95", "routes (validation)"):
         assert line in text
     assert (tmp_path / "out" / "skipnet").is_dir() and (tmp_path / "out" / "moe").is_dir()

@@ -3,15 +3,30 @@
 In the style of SkipNet (Wang et al., ECCV 2018, https://arxiv.org/abs/1711.09485) and
 ConvNet-AIG (Veit and Belongie, ECCV 2018, https://arxiv.org/abs/1711.11503): a stem, stages of
 residual blocks (each stage after the first starts with a stride-2 convolution), a 1x1 classifier
-and bilinear upsampling to the input size. Each block has a small gate, global average pooling ->
-linear -> sigmoid, the probability ``p`` that the block runs for this input:
+and bilinear upsampling to the input size. Each block has a small gate, global pooling -> linear
+-> sigmoid, the probability ``p = sigmoid(l)`` that the block runs for this input. The gate pools
+the block's input by its average (``gate_pool="avg"``, as in the papers) or by its average and
+its maximum side by side (``gate_pool="avgmax"``: a linear layer over ``2C`` features, so that a
+gate sees a small bright object that an average over the image washes out).
 
-- training (``model.train()``): soft gates, ``out = x + p * body(x)``; every block runs for every
-  input and the gates get gradients, so a budget loss (:func:`dynviz.train.gated.train_gated`)
-  can act on them;
-- inference (``model.eval()``): hard decisions ``p > threshold`` and real skipping: only the
-  inputs whose gate opens are gathered and run through the body (``out = x + body(x)``), the
-  others pass through; a block no input runs is not computed.
+- training (``model.train()``), ``gate_mode="soft"``: ``out = x + p * body(x)``; every block
+  runs for every input and the gates get gradients, so a budget loss
+  (:func:`dynviz.train.gated.train_gated`) can act on them. The blocks tend to learn to work
+  at a scale of ``p``, not to be on or off, and the gates to settle on one route for every input;
+- training, ``gate_mode="gumbel"`` (ConvNet-AIG's straight-through Gumbel-sigmoid): logistic
+  noise ``g = log(u) - log(1 - u)``, ``u ~ U(0, 1)`` (the difference of two Gumbel samples), is
+  added to the logit, ``s = sigmoid((l + g) / tau)``, and the forward uses the hard decision
+  ``z = [s > 0.5]`` (``out = x + z * body(x)``) while the gradient is the soft one's,
+  ``d z / d l := d s / d l`` (:func:`gumbel_sigmoid`). Training sees the on/off network that
+  inference runs, and the noise makes each input's route a sample of ``p``, so the gates learn
+  which inputs need a block. The noise comes from torch's global generator
+  (``torch.manual_seed`` makes it reproducible);
+- inference (``model.eval()``), either mode: no noise, hard decisions ``p > threshold`` and
+  real skipping: only the inputs whose gate opens are gathered and run through the body
+  (``out = x + body(x)``), the others pass through; a block no input runs is not computed.
+
+In every mode a gate reports ``p`` as its value (what the budget loss and the records' expected
+cost use) and the decision the forward took (in ``gumbel`` training, the noisy ``z``).
 
 Every gate reports itself (:func:`dynviz.gates.report`, points ``block1``, ``block2``...), so
 :func:`dynviz.record.record` records the network as it is. The gate graph's costs are counted at
@@ -44,7 +59,19 @@ from dynviz.gates.graph import GateGraph, GatePoint
 from dynviz.gates.static import check_keep, conv2d_macs, linear_macs
 from dynviz.model import ConfigError
 
-__all__ = ["SkipNet", "SkipNetConfig", "build_skipnet"]
+__all__ = [
+    "GATE_MODES",
+    "GATE_POOLS",
+    "SkipNet",
+    "SkipNetConfig",
+    "build_skipnet",
+    "gumbel_sigmoid",
+]
+
+GATE_MODES = ("soft", "gumbel")
+"""How the gates act in training (inference is hard in both): see the module's docstring."""
+GATE_POOLS = ("avg", "avgmax")
+"""What a gate pools from its block's input: the average, or the average and the maximum."""
 
 PIXEL_SCALE = 1.0 / 58.0
 """dynviz's images are mean-subtracted pixels of 0..255 (standard deviation 1); the stem scales
@@ -60,6 +87,9 @@ class SkipNetConfig:
     threshold: float = 0.5  # a block runs for an input where its gate's p > threshold
     gate_bias: float = 2.0  # the gates' initial logit: sigmoid(2) = 0.88, every block open
     size: tuple[int, int] = (64, 64)  # input (H, W) the gate graph's MACs are counted at
+    gate_mode: str = "soft"  # training: "soft" (x + p * body) or "gumbel" (straight-through)
+    tau: float = 1.0  # the Gumbel-sigmoid's temperature (gate_mode="gumbel")
+    gate_pool: str = "avg"  # the gates' pooling: "avg" or "avgmax"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
@@ -82,19 +112,45 @@ class SkipNetConfig:
             )
         if len(self.size) != 2 or min(self.size) < 1:
             raise ConfigError(f"skipnet: size {self.size} must be (height, width) >= 1")
+        if self.gate_mode not in GATE_MODES or self.gate_pool not in GATE_POOLS:
+            raise ConfigError(
+                f"skipnet: gate_mode {self.gate_mode!r} must be one of {list(GATE_MODES)} and "
+                f"gate_pool {self.gate_pool!r} one of {list(GATE_POOLS)}"
+            )
+        if not self.tau > 0.0:
+            raise ConfigError(f"skipnet: tau {self.tau} must be > 0")
+
+
+def gumbel_sigmoid(logits: torch.Tensor, tau: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """ConvNet-AIG's straight-through Gumbel-sigmoid: ``(z, run)``, ``z`` hard 0/1 in the
+    forward with the gradient of the soft ``sigmoid((logits + g) / tau)``, ``g`` logistic noise
+    from torch's global generator; ``run`` is ``z > 0.5`` as booleans."""
+    u = torch.rand_like(logits).clamp_(1e-6, 1.0 - 1e-6)
+    soft = torch.sigmoid((logits + torch.log(u) - torch.log1p(-u)) / tau)
+    run = soft > 0.5
+    hard = run.to(soft.dtype)
+    return hard - soft.detach() + soft, run
 
 
 class Gate(nn.Module):
-    """The probability that a block runs: global average pool -> linear -> sigmoid."""
+    """A block's gate: global pool (average, or average and maximum) -> linear -> the logit
+    ``l`` (:meth:`logit`); ``forward`` gives the probability ``sigmoid(l)``."""
 
-    def __init__(self, channels: int, bias: float) -> None:
+    def __init__(self, channels: int, bias: float, pool: str = "avg") -> None:
         super().__init__()
-        self.fc = nn.Linear(channels, 1)
+        self.pool = pool
+        self.fc = nn.Linear(channels * (2 if pool == "avgmax" else 1), 1)
         nn.init.normal_(self.fc.weight, std=0.01)
         nn.init.constant_(self.fc.bias, bias)
 
+    def logit(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = x.mean((2, 3))  # (N, C)
+        if self.pool == "avgmax":
+            pooled = torch.cat([pooled, x.amax((2, 3))], 1)  # (N, 2C)
+        return self.fc(pooled)[:, 0]  # (N,)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.fc(x.mean((2, 3))))[:, 0]  # (N,)
+        return torch.sigmoid(self.logit(x))  # (N,)
 
 
 class Body(nn.Module):
@@ -116,16 +172,26 @@ class Block(nn.Module):
         super().__init__()
         self.name = name
         self.threshold = config.threshold
-        self.gate: Gate | None = Gate(channels, config.gate_bias)
+        self.mode = config.gate_mode
+        self.tau = config.tau
+        self.gate: Gate | None = Gate(channels, config.gate_bias, config.gate_pool)
         self.body = Body(channels)
 
     def forward(self, x: torch.Tensor, gates: dict[str, Decision]) -> torch.Tensor:
         if self.gate is None:
             return x + self.body(x)
-        p = self.gate(x)  # (N,) probability of running
-        run = p > self.threshold  # (N,) the hard decision
+        gumbel = self.training and self.mode == "gumbel"
+        if gumbel:  # straight-through: hard z forward, soft gradient
+            logit = self.gate.logit(x)  # (N,)
+            p = torch.sigmoid(logit)  # (N,) probability of running
+            z, run = gumbel_sigmoid(logit, self.tau)  # (N,) 0/1 and its booleans
+        else:
+            p = self.gate(x)  # (N,) probability of running
+            run = p > self.threshold  # (N,) the hard decision
         report(self.name, p, run)
         gates[self.name] = Decision(torch.stack([1.0 - p, p], 1), torch.stack([~run, run], 1))
+        if gumbel:  # every input computes the body (for the gradient); z keeps or drops it
+            return x + z[:, None, None, None] * self.body(x)
         if self.training:  # soft: every input runs the body, scaled by its p
             return x + p[:, None, None, None] * self.body(x)
         index = run.nonzero()[:, 0]  # (n,) the inputs that run the block
@@ -269,6 +335,9 @@ def build_skipnet(
     threshold: float = 0.5,
     gate_bias: float = 2.0,
     size: tuple[int, int] = (64, 64),
+    gate_mode: str = "soft",
+    tau: float = 1.0,
+    gate_pool: str = "avg",
 ) -> SkipNet:
     """A :class:`SkipNet` (see :class:`SkipNetConfig` for the arguments); weights from torch's
     default initialisation (seed it with ``torch.manual_seed``)."""
@@ -279,5 +348,8 @@ def build_skipnet(
         threshold=threshold,
         gate_bias=gate_bias,
         size=tuple(size),
+        gate_mode=gate_mode,
+        tau=tau,
+        gate_pool=gate_pool,
     )
     return SkipNet(config)

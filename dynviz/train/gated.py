@@ -7,6 +7,7 @@ The loss of one batch::
     L = CE(logits, labels)                                           # ignore_index pixels left out
       + budget_weight * w(it) * (E / C_all - mu)^2                   # with budget=mu
       + balance_weight * sum over ROUTER points of E_p * sum_i f_i P_i  # load balance
+      + target_weight * mean over SKIP points l of (mean_batch p_l - t_l)^2  # with target_rates
 
 The budget term generalises the paper's (:mod:`dynviz.train.budget`) to any gate graph: ``E`` is
 the batch mean of each input's expected cost, ``base_macs + sum over points and options of the
@@ -16,6 +17,13 @@ option of every point). For a skip gate the value of ``run`` is its probability,
 is the expected share of the all-run cost. For a router the values are softmax weights that sum
 to 1, so its share stays below ``1 / E`` of its experts' cost: constrain routers with the
 load balance (:func:`dynviz.gates.moe.load_balance_loss`), not the budget.
+
+The target-rate term is ConvNet-AIG's (Veit and Belongie, ECCV 2018): each skip point ``l`` should
+run for a share ``t_l`` of the inputs of a batch. ``p_l`` is the gate's probability (with
+logistic noise at ``tau = 1`` the straight-through gate runs with exactly that probability, so
+``mean p_l`` is the expected execution rate, with less variance than the sampled one). Unlike the
+budget, which one route for every input can meet, a rate strictly between 0 and 1 can only be met
+by running the block for some inputs and skipping it for others: it asks the gates to choose.
 
 A trainable gated network has ``forward_gates(images) -> (logits, {point: Decision})`` whose
 values keep their gradient, and ``gate_graph()`` with costs.
@@ -137,6 +145,22 @@ def _optimizer(
     raise ConfigError(f"optimizer must be 'adam' or 'sgd', not {name!r}")
 
 
+def _targets(graph: GateGraph, rates: float | Mapping[str, float] | None) -> dict[str, float]:
+    """``{skip point: target rate}`` of ``train_gated``'s ``target_rates``."""
+    if rates is None:
+        return {}
+    skips = [p.name for p in graph if p.kind is PointKind.SKIP]
+    if not isinstance(rates, Mapping):
+        rates = dict.fromkeys(skips, float(rates))
+    unknown = sorted(set(rates) - set(skips))
+    if unknown:
+        raise ConfigError(f"target_rates names {unknown}, not skip points of {graph.name!r}")
+    bad = {n: t for n, t in rates.items() if not 0.0 <= t <= 1.0}
+    if bad:
+        raise ConfigError(f"target rates must be in [0, 1]: {bad}")
+    return {n: float(t) for n, t in rates.items()}
+
+
 def train_gated(
     model: nn.Module,
     dataset: Any,
@@ -150,6 +174,8 @@ def train_gated(
     budget_weight: float = 1.0,
     budget_schedule: BudgetSchedule | None = None,
     balance_weight: float = 0.0,
+    target_rates: float | Mapping[str, float] | None = None,
+    target_weight: float = 1.0,
     seed: int = 0,
     ignore_index: int | None = None,
     log_every: int = 0,
@@ -170,6 +196,10 @@ def train_gated(
         budget_schedule: when the budget is on (default :data:`ALWAYS`; the paper's is
             ``BudgetSchedule()``, from 40% of training).
         balance_weight: the load-balance term's weight (0: none).
+        target_rates: ConvNet-AIG's target rate of each skip point, the share of a batch's
+            inputs it should run for: one rate for every skip point, or ``{point: rate}`` (the
+            points not named have no target); None: no target-rate term.
+        target_weight: the target-rate term's weight.
         seed: the batches' order.
         ignore_index: label left out of the loss (default the data set's ``ignore_index``, else
             255).
@@ -201,6 +231,7 @@ def train_gated(
     ignore = int(getattr(dataset, "ignore_index", 255) if ignore_index is None else ignore_index)
     schedule = budget_schedule or ALWAYS
     routers = [p for p in graph if p.kind is PointKind.ROUTER]
+    targets = _targets(graph, target_rates)
     device = next(model.parameters()).device
     opt = _optimizer(model, optimizer, lr, weight_decay)
     batches = _batches(dataset, batch_size, torch.Generator().manual_seed(seed))
@@ -222,6 +253,12 @@ def train_gated(
         )
         if balance_weight:
             loss = loss + balance_weight * balance
+        if targets:
+            rates = [
+                (gates[n].values[:, 1].mean() - t) ** 2 for n, t in targets.items() if n in gates
+            ]
+            if rates:
+                loss = loss + target_weight * torch.stack(rates).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
