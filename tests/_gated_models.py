@@ -41,6 +41,8 @@ class Router(nn.Module):
 
 
 class Gate(nn.Module):
+    """Run probability that ignores the input: ``sigmoid(bias)``."""
+
     def __init__(self, channels: int, bias: float) -> None:
         super().__init__()
         self.fc = nn.Linear(channels, 1)
@@ -52,16 +54,19 @@ class Gate(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, channels: int, bias: float) -> None:
+    """A residual block that runs only on the inputs whose ``gate`` gives more than 0.5 (a
+    ``Gate`` of that bias when ``gate`` is a number): real skipping."""
+
+    def __init__(self, channels: int, gate: nn.Module | float) -> None:
         super().__init__()
-        self.gate = Gate(channels, bias)
-        self.body = nn.Conv2d(channels, channels, 3, padding=1)
+        self.gate = gate if isinstance(gate, nn.Module) else Gate(channels, float(gate))
+        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU())
 
     def forward(self, x):
-        run = self.gate(x)[:, 0] > 0.5
+        run = self.gate(x).reshape(-1) > 0.5
         out = x.clone()
         if run.any():
-            out[run] = x[run] + torch.relu(self.body(x[run]))
+            out[run] = x[run] + self.body(x[run])
         return out
 
 
@@ -106,7 +111,7 @@ class StaticTiny(nn.Module):
         h = torch.relu(self.stem(x))
         out = h + sum((expert(h) for expert in self.experts), torch.zeros_like(h))
         for body in self.bodies:
-            out = out + torch.relu(body(out))
+            out = out + body(out)
         return self.head(out)
 
 

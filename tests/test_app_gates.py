@@ -21,6 +21,7 @@ pytest.importorskip("streamlit")
 pytest.importorskip("plotly")
 
 import streamlit as st  # noqa: E402
+from _gated_models import Block  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from dynviz.analysis.runs import find_folders  # noqa: E402
@@ -58,33 +59,6 @@ class Bright(nn.Module):
         return torch.sigmoid(x.mean((1, 2, 3)))
 
 
-class Fixed(nn.Module):
-    """Run probability that ignores the input: sigmoid(bias)."""
-
-    def __init__(self, channels: int, bias: float) -> None:
-        super().__init__()
-        self.fc = nn.Linear(channels, 1)
-        nn.init.zeros_(self.fc.weight)
-        nn.init.constant_(self.fc.bias, bias)
-
-    def forward(self, x):
-        return torch.sigmoid(self.fc(x.mean((2, 3))))
-
-
-class Block(nn.Module):
-    def __init__(self, channels: int, gate: nn.Module) -> None:
-        super().__init__()
-        self.gate = gate
-        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU())
-
-    def forward(self, x):
-        run = self.gate(x).reshape(-1) > 0.5
-        out = x.clone()
-        if run.any():
-            out[run] = x[run] + self.body(x[run])
-        return out
-
-
 class Router(nn.Module):
     """Scores of three experts that ignore the input: expert0 always wins a top-1 choice."""
 
@@ -107,7 +81,7 @@ class SkipNet(nn.Module):
         super().__init__()
         self.picky = Block(3, Bright())
         self.stem = nn.Conv2d(3, 8, 3, padding=1)
-        self.blocks = nn.Sequential(Block(8, Fixed(8, 5.0)), Block(8, Fixed(8, -5.0)))
+        self.blocks = nn.Sequential(Block(8, 5.0), Block(8, -5.0))
         self.router = Router(8)
         self.head = nn.Conv2d(8, classes, 1)
 

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from _gated_models import Block
 from torch import nn
 
 from dynviz.gates import (
@@ -30,33 +31,6 @@ SPEC = "synthetic:count=6,size=64x64,classes=4,seed=0"
 
 
 # ------------------------------------------------------------- a model with no dynviz import
-class Gate(nn.Module):
-    """Probability that a block runs: global pool, linear, sigmoid."""
-
-    def __init__(self, channels: int, bias: float) -> None:
-        super().__init__()
-        self.fc = nn.Linear(channels, 1)
-        nn.init.zeros_(self.fc.weight)
-        nn.init.constant_(self.fc.bias, bias)
-
-    def forward(self, x):
-        return torch.sigmoid(self.fc(x.mean((2, 3))))  # (N, 1)
-
-
-class Block(nn.Module):
-    def __init__(self, channels: int, bias: float) -> None:
-        super().__init__()
-        self.gate = Gate(channels, bias)
-        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU())
-
-    def forward(self, x):
-        run = self.gate(x)[:, 0] > 0.5
-        out = x.clone()
-        if run.any():
-            out[run] = x[run] + self.body(x[run])
-        return out
-
-
 class PlainResNet(nn.Module):
     """A plain gated residual network: block 0 always runs, block 1 never does."""
 

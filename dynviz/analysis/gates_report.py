@@ -27,8 +27,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +46,7 @@ from dynviz.analysis.gates import (
 from dynviz.gates import GateGraph
 from dynviz.record import Records
 from dynviz.rules import COMMON_THRESHOLD
+from dynviz.support.staging import staged_folder
 from dynviz.units import GIGA, MAC_NOTE, format_macs
 
 __all__ = ["GateReport", "cost_summary", "gate_report"]
@@ -143,12 +142,7 @@ def gate_report(
         "statistics": decisions_vs_statistics(decisions, images, graph=graph),
     }
     plan = common_plan(decisions, graph, threshold=threshold)
-    staging = None
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for stale in out.glob(".report-*.tmp"):  # left by a killed run
-            shutil.rmtree(stale, ignore_errors=True)
-        staging = Path(tempfile.mkdtemp(prefix=".report-", suffix=".tmp", dir=out))
+    with staged_folder(out) as staging:
         report = GateReport(staging, plan=plan)
         for name, frame in frames.items():
             frame.to_csv(staging / f"{name}.csv", index=False, float_format="%.6g")
@@ -160,14 +154,6 @@ def gate_report(
         report.summary = _summary(records, graph, plan, frames, threshold)
         _write_figures(report, records, frames, threshold, formats, dpi)
         _write_markdown(report, records, graph, frames, threshold)
-        for file in sorted(staging.iterdir()):
-            os.replace(file, out / file.name)
-    except OSError as err:
-        problem = err.strerror or err
-        raise OSError(err.errno, f"cannot write the report into {out}: {problem}") from err
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
     report.out = out
     return report
 

@@ -27,10 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +54,7 @@ from dynviz.record import (
     record_labels,
 )
 from dynviz.rules import COMMON_THRESHOLD
+from dynviz.support.staging import staged_folder
 
 __all__ = ["Report", "analyze", "records_path_costs", "routing_figure", "slug", "table1"]
 
@@ -156,12 +154,7 @@ def analyze(
             and the folder holds what it held before.
     """
     out = Path(out)
-    staging = None
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for stale in out.glob(".report-*.tmp"):  # left by a killed run
-            shutil.rmtree(stale, ignore_errors=True)
-        staging = Path(tempfile.mkdtemp(prefix=".report-", suffix=".tmp", dir=out))
+    with staged_folder(out) as staging:
         report = Report(staging)
         gates, images = combine_records(records)
         labels = list(gates["model"].cat.categories)
@@ -172,14 +165,6 @@ def analyze(
             _write_html(report, records, labels, tables, graphs, threshold, bins)
         names = [slug(label) for label in labels]
         write_markdown(report, records, labels, names, tables.costs, tables.summary, threshold)
-        for file in sorted(staging.iterdir()):
-            os.replace(file, out / file.name)
-    except OSError as err:
-        problem = err.strerror or err
-        raise OSError(err.errno, f"cannot write the report into {out}: {problem}") from err
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
     report.out = out
     return report
 

@@ -51,15 +51,13 @@ def _one_per_input(name: str, out: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class Sigmoid:
-    """A run/skip gate: the module gives the probability of running (or its logit)."""
+class _Probability:
+    """A module that gives one probability (or its logit) per input, and the threshold above
+    which the model acts on it."""
 
     threshold: float = 0.5
     logits: bool = False
     macs: float | None = None
-
-    def point(self, name: str, module: nn.Module) -> GatePoint:
-        return GatePoint.skip(name, macs=self.macs)
 
     def decide(self, name: str, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         p = _one_per_input(name, out.float())
@@ -69,21 +67,19 @@ class Sigmoid:
 
 
 @dataclass(frozen=True)
-class Halt:
-    """An early exit: the module gives the probability of stopping here (or its logit)."""
+class Sigmoid(_Probability):
+    """A run/skip gate: the module gives the probability of running (or its logit)."""
 
-    threshold: float = 0.5
-    logits: bool = False
-    macs: float | None = None
+    def point(self, name: str, module: nn.Module) -> GatePoint:
+        return GatePoint.skip(name, macs=self.macs)
+
+
+@dataclass(frozen=True)
+class Halt(_Probability):
+    """An early exit: the module gives the probability of stopping here (or its logit)."""
 
     def point(self, name: str, module: nn.Module) -> GatePoint:
         return GatePoint.exit(name, macs=self.macs)
-
-    def decide(self, name: str, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        p = _one_per_input(name, out.float())
-        if self.logits:
-            p = torch.sigmoid(p)
-        return p, p > self.threshold
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,8 @@ import torch.nn.functional as F  # noqa: N812
 
 from dynviz.gates import Decision, GateGraph, collect
 from dynviz.model import ConfigError
-from dynviz.record.format import STAT_PREFIX, decisions_table, images_table
-from dynviz.record.rows import confusion_rows, image_scores
+from dynviz.record.format import decisions_table, images_table
+from dynviz.record.rows import confusion_rows, image_columns
 
 __all__ = ["GatedChunk", "add_gated_batch", "logits_of"]
 
@@ -116,22 +116,7 @@ class GatedChunk:
             expected = (base + np.nan_to_num(values.astype(np.float64)) @ self.macs) / GIGA
         else:
             real = expected = np.full(n, np.nan)
-        confusion = np.concatenate(self.confusion, 0)
-        miou, accuracy = image_scores(confusion)
-        sizes = np.asarray(self.sizes, dtype=np.int32).reshape(-1, 2)
-        columns: dict[str, Any] = {
-            "image_id": self.ids,
-            "real_gmacs": real,
-            "expected_gmacs": expected,
-            "miou": miou,
-            "pixel_accuracy": accuracy,
-            "height": sizes[:, 0],
-            "width": sizes[:, 1],
-            "confusion": list(confusion),
-        }
-        for key in sorted({k for row in self.stats for k in row}):
-            column = [float(row.get(key, np.nan)) for row in self.stats]
-            columns[STAT_PREFIX + key] = np.asarray(column, dtype=np.float64)
+        columns = image_columns(self.ids, real, expected, self.confusion, self.sizes, self.stats)
         return decisions, images_table(columns)
 
 

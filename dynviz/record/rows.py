@@ -36,6 +36,7 @@ __all__ = [
     "confusion_rows",
     "eval_mode",
     "folded_form",
+    "image_columns",
     "image_scores",
     "load_records_model",
     "path_cost_frame",
@@ -128,29 +129,48 @@ class RecordChunk:
             gate_alpha=own.reshape(-1),
         )
         real, expected = self._costs(gates)
-        confusion = np.concatenate(self.confusion, 0)  # (n, K * K)
-        miou, accuracy = image_scores(confusion)
-        sizes = np.asarray(self.sizes, dtype=np.int32).reshape(-1, 2)
-        columns: dict[str, Any] = {
-            "image_id": self.ids,
-            "real_gmacs": real,
-            "expected_gmacs": expected,
-            "miou": miou,
-            "pixel_accuracy": accuracy,
-            "height": sizes[:, 0],
-            "width": sizes[:, 1],
-            "confusion": list(confusion),
-        }
-        columns.update(self.extra)  # the augmentation columns (--aug)
-        for key in sorted({k for row in self.stats for k in row}):
-            values = [float(row.get(key, np.nan)) for row in self.stats]
-            columns[STAT_PREFIX + key] = np.asarray(values, dtype=np.float64)
+        columns = image_columns(
+            self.ids, real, expected, self.confusion, self.sizes, self.stats, extra=self.extra
+        )
         return gate_table, images_table(columns)
 
     def frames(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """``(gates, images)`` as :func:`~dynviz.record.read_records` would read them back
         from the part file, without writing it."""
         return table_frames(*self.tables())
+
+
+def image_columns(
+    ids: Sequence[str],
+    real: np.ndarray,
+    expected: np.ndarray,
+    confusion: Sequence[np.ndarray],
+    sizes: Sequence[tuple[int, int]],
+    stats: Sequence[Mapping[str, float]],
+    *,
+    extra: Mapping[str, Sequence[Any]] | None = None,
+) -> dict[str, Any]:
+    """The ``images`` part's columns of a chunk, for routing-space and gate-graph recordings
+    alike: ids, costs (GMACs), the scores of each image's confusion matrix (``confusion``: one
+    ``(b, K * K)`` array per batch), sizes, ``extra`` columns and ``stat_*``."""
+    matrix = np.concatenate(list(confusion), 0)  # (n, K * K)
+    miou, accuracy = image_scores(matrix)
+    size = np.asarray(sizes, dtype=np.int32).reshape(-1, 2)
+    columns: dict[str, Any] = {
+        "image_id": list(ids),
+        "real_gmacs": real,
+        "expected_gmacs": expected,
+        "miou": miou,
+        "pixel_accuracy": accuracy,
+        "height": size[:, 0],
+        "width": size[:, 1],
+        "confusion": list(matrix),
+    }
+    columns.update(extra or {})  # the augmentation columns (--aug)
+    for key in sorted({k for row in stats for k in row}):
+        values = [float(row.get(key, np.nan)) for row in stats]
+        columns[STAT_PREFIX + key] = np.asarray(values, dtype=np.float64)
+    return columns
 
 
 def image_scores(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
