@@ -17,10 +17,12 @@ re-validates every trace.
 
 Start-up (issue 26): ``dynviz app`` calls :func:`preload` in the server process before it
 listens, so the first page of the first session finds everything it needs in these caches (the
-modules imported, every records folder read, the sidebar's and the Overview's tables made); the
-gate-row summaries of the records shown (:func:`summarised`) are made on a background thread
-(:func:`summarise_in_background`), not on the page's, and the pages that need them wait for
-them there (Streamlit computes a cached value once, whoever asks first).
+modules imported, every records folder read, the sidebar's and the Overview's tables made). The
+gate-row summaries of the records shown first (:func:`summarised`) are made on a background
+thread a few seconds later (:func:`summarise_in_background`), not on the first page's time; a
+page that needs them sooner makes them itself (Streamlit computes a cached value once, whoever
+asks first). Without the preload (``streamlit run``, ``AppTest``, the bench) and for records
+selected later, the sidebar makes them when the records are first selected, as before.
 
 The module runs to about 900 lines: every page's cached call is here, so that the cache keys
 and the one-object-per-process rule are read in one place; the pages only lay out.
@@ -82,6 +84,29 @@ from dynviz.rules import COMMON_THRESHOLD
 PAPER_SIZE = (1024, 2048)  # Cityscapes, where the paper's numbers are counted
 _MAX_DEPTH = 6
 _MAX_DIRS = 5000
+BACKGROUND = "dynviz-"
+"""Name prefix of the explorer's own threads (:func:`preload` when ``dynviz app`` runs it,
+:func:`summarise_in_background`): they call the cached functions outside any session."""
+
+logger = logging.getLogger("dynviz.explorer")
+
+
+class _SessionlessWarnings(logging.Filter):
+    """Drop Streamlit's warnings that a cached function ran outside a session ("missing
+    ScriptRunContext", "No runtime found") when the explorer's own threads (:data:`BACKGROUND`)
+    do it on purpose; everyone else's still show."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.threadName or "").startswith(BACKGROUND)
+
+
+for _name in (
+    "streamlit.runtime.scriptrunner_utils.script_run_context",
+    "streamlit.runtime.caching.cache_data_api",
+):
+    _logger = logging.getLogger(_name)
+    if not any(isinstance(f, _SessionlessWarnings) for f in _logger.filters):
+        _logger.addFilter(_SessionlessWarnings())
 
 
 # ------------------------------------------------------------------------------ discovery
@@ -677,6 +702,50 @@ def summarised(path: str, mtime: float) -> bool:
     return True
 
 
+PRELOAD_SUMMARY_DELAY = 5.0
+"""Seconds between :func:`preload` and the summaries of the records shown first starting on
+their thread: a visitor who opens the explorer as soon as it answers has the first page drawn
+by then (about 2 s), one who comes later finds them made."""
+
+_summarising: set[tuple[str, float]] = set()
+_summarising_lock = threading.Lock()
+
+
+def summarise_in_background(
+    path: str, mtime: float, *, delay: float = PRELOAD_SUMMARY_DELAY
+) -> threading.Thread | None:
+    """:func:`summarised` on a thread of its own after ``delay`` seconds, once per records
+    folder and modification time (None when already started): the first page is drawn without
+    waiting for them (1-5 s of gate rows at 100,000 images), and a page that needs them before
+    they are done computes them, or waits for the thread's result, instead of computing them
+    twice (Streamlit computes a cached value once)."""
+    key = (path, mtime)
+    with _summarising_lock:
+        if key in _summarising:
+            return None
+        _summarising.add(key)
+
+    def run() -> None:
+        try:
+            summarised(path, mtime)
+        except Exception as err:  # noqa: BLE001 - the page that needs them shows the error
+            logger.warning("summarising %s in the background failed: %s", path, err)
+            with _summarising_lock:
+                _summarising.discard(key)
+
+    thread = threading.Timer(delay, run)
+    thread.name = f"{BACKGROUND}summaries"
+    thread.daemon = True
+    thread.start()
+    return thread
+
+
+def summarising(path: str, mtime: float) -> bool:
+    """Whether :func:`summarise_in_background` took these records (started or scheduled)."""
+    with _summarising_lock:
+        return (path, mtime) in _summarising
+
+
 # -------------------------------------------------------------------------------- context
 @dataclass(frozen=True)
 class Context:
@@ -710,31 +779,79 @@ def default_root() -> str:
     return str(Path("runs").resolve()) if Path("runs").is_dir() else str(Path.cwd())
 
 
+def scan(root: str) -> tuple[Catalog, dict[str, str], tuple[str, ...]]:
+    """What the sidebar shows of ``root``: its catalog (:func:`discover`), why each records
+    folder cannot be shown ("" when it can: :func:`records_problem`, which reads the records)
+    and the readable ones."""
+    catalog = discover(root)
+    problems = {p: records_problem(p, stamp(p)) for p in catalog.records}
+    return catalog, problems, tuple(p for p in catalog.records if not problems[p])
+
+
+def default_records(usable: tuple[str, ...]) -> str:
+    """The records a new session shows first: the first dynamic ones, else the first."""
+    dynamic = [p for p in usable if load_records(p, stamp(p)).sidecar.dynamic]
+    return (dynamic or list(usable))[0]
+
+
+def preload(root: str | None = None) -> dict[str, float]:
+    """Fill the server's caches with what a session's first page needs, before any session:
+    ``dynviz app`` calls it in the server process before the server listens. The modules the
+    pages import (torch comes with :mod:`dynviz.record`; altair is Streamlit's for
+    ``st.line_chart``), every records folder under ``root`` read (:func:`scan`), and the
+    Overview's tables: :func:`table1`, :func:`compare_rows`, the runs' configs and metrics.
+    The gate-row summaries of the records shown first start on a background thread
+    :data:`PRELOAD_SUMMARY_DELAY` seconds later (:func:`summarise_in_background`), and the
+    sidebar does not wait for them. Returns the seconds each step took."""
+    import altair  # noqa: F401 - imported on the first st.line_chart: 0.15-0.3 s
+
+    times: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal started
+        now = time.perf_counter()
+        times[step] = round(now - started, 3)
+        started = now
+
+    root = root or default_root()
+    catalog, _, usable = scan(root)
+    lap("records")
+    if usable:
+        try:
+            table1(usable, tuple(stamp(p) for p in usable))
+        except (ValueError, OSError) as err:  # the Overview says it
+            logger.warning("cannot tabulate the records: %s", err)
+    compare_rows(catalog.tables, tuple(stamp(t) for t in catalog.tables))
+    for run in catalog.runs:
+        load_run_config(run, stamp(Path(run) / "config.yaml"))
+        load_metrics(run, stamp(Path(run) / "metrics.jsonl"))
+    lap("overview")
+    if usable:
+        first = default_records(usable)
+        if routing_space(first, stamp(first)):
+            summarise_in_background(first, stamp(first), delay=PRELOAD_SUMMARY_DELAY)
+    return times
+
+
 def sidebar() -> Context:
     """Draw the shared sidebar and store the :class:`Context` for the pages."""
     root = default_root()
     with st.sidebar:
         if st.button("Rescan", icon=":material/refresh:", help="Look for new runs and records"):
             discover.clear()
-        catalog = discover(root)
+        catalog, problems, usable = scan(root)
         if not Path(catalog.root).is_dir():
             st.error(f"`{root}`: no such folder")
         elif catalog.truncated:
             st.warning(f"Stopped after {_MAX_DIRS} folders: pick a narrower folder.")
         selected: str | None = None
-        problems = {p: records_problem(p, stamp(p)) for p in catalog.records}
-        usable = tuple(p for p in catalog.records if not problems[p])
         if usable:
             labels = [catalog.label(p) for p in usable]
             wanted = st.query_params.get("records")
             if st.session_state.get("records_label") not in labels:
-                dynamic = [
-                    label
-                    for label, p in zip(labels, usable, strict=True)
-                    if load_records(p, stamp(p)).sidecar.dynamic
-                ]
                 st.session_state["records_label"] = (
-                    wanted if wanted in labels else (dynamic or labels)[0]
+                    wanted if wanted in labels else catalog.label(default_records(usable))
                 )
             choice = st.selectbox(
                 "Records",
@@ -747,8 +864,11 @@ def sidebar() -> Context:
             skipped = load_records(selected, stamp(selected)).skipped_note  # damaged parts
             if skipped:
                 st.warning(skipped, icon=":material/warning:")
-            if routing_space(selected, stamp(selected)):  # gate graphs: their own pages
-                summarised(selected, stamp(selected))
+            mtime = stamp(selected)
+            # gate graphs have their own pages; the records preload() put on a thread are not
+            # waited for (the first page is drawn at once)
+            if routing_space(selected, mtime) and not summarising(selected, mtime):
+                summarised(selected, mtime)
         else:
             st.caption(
                 "No records here yet: `dynviz record RUN_DIR --data SPEC --out DIR` writes them."
@@ -804,4 +924,3 @@ def routing_space(path: str, mtime: float) -> bool:
     gate-graph records of any other gated network (issue 27) have no gate rows of a routing
     space: the routing-only pages and :func:`summarised` do not apply to them."""
     return load_records(path, mtime).kind == "routing-space"
-

@@ -3,6 +3,9 @@
 Run it with ``dynviz app [DIR]`` or ``streamlit run apps/explorer.py``. This script is the frame of
 every page: it sets up the navigation and the shared sidebar (the folder searched for training
 runs and records, and the records the pages show); each page lives in ``apps/views/``.
+``dynviz app`` imports the modules below and reads the records into the server's caches before
+the server answers (``_state.preload``), so the first page finds them there; under a plain
+``streamlit run`` the first visitor waits for both.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 Writes generated records of N images (``dynviz.bench.hooks.generated_records``, written with
 ``dynviz.record.write_records``) into a folder, starts the explorer on it as ``dynviz app DIR``
-does (``streamlit run apps/explorer.py`` on 127.0.0.1), and drives it with Streamlit's own
+does (``streamlit run apps/explorer.py`` on 127.0.0.1, after the explorer is preloaded:
+``dynviz.commands.app.serve``; ``--no-preload`` as ``dynviz app --no-preload``, where the first
+visitor reads the records), and drives it with Streamlit's own
 protocol: each session is a websocket on ``/_stcore/stream`` that sends the ``rerun_script``
 message a browser sends when a page is opened, and reads the server's messages until the run
 finishes. A page's time is from the request to the server's ``script_finished``: what a user
@@ -102,9 +104,12 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout: float) -> None:
 
 
 @contextmanager
-def explorer_server(root: Path, log: Path, *, timeout: float = 120.0) -> Iterator[tuple[str, int]]:
-    """The explorer on ``root``, as ``dynviz app ROOT`` starts it, on a free local port:
-    ``(url, pid)``."""
+def explorer_server(
+    root: Path, log: Path, *, timeout: float = 120.0, preload: bool = True
+) -> Iterator[tuple[str, int]]:
+    """The explorer on ``root``, as ``dynviz app ROOT`` starts it (``preload``: the explorer
+    preloaded before the server answers; False: ``dynviz app --no-preload``), on a free local
+    port: ``(url, pid)``."""
     from dynviz.commands.app import build_command
     from dynviz.explorer import APP_DIR_ENV, explorer_script
 
@@ -118,6 +123,7 @@ def explorer_server(root: Path, log: Path, *, timeout: float = 120.0) -> Iterato
         headless=True,
         env=env,
         check_config_files=False,
+        preload=preload,
     )
     with open(log, "wb") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -224,29 +230,55 @@ class Session:
     async def __aexit__(self, *exc: object) -> None:
         await self._socket.close()
 
-    async def open(self, path: str, *, timeout: float = 300.0) -> PageRun:
-        """Open the page at url ``path`` ("" is the default page) as a browser does, and wait
-        until its run is over."""
-        from streamlit.proto.BackMsg_pb2 import BackMsg
+    async def exchange(self, message: object, *, timeout: float = 300.0) -> list[object]:
+        """Send a ``BackMsg`` and read the server's ``ForwardMsg``s until its run finishes (the
+        ``script_finished`` message, last in the list)."""
         from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        await self._socket.send(message.SerializeToString())
+        received = []
+        while True:
+            raw = await asyncio.wait_for(self._socket.recv(), timeout)
+            msg = ForwardMsg()
+            msg.ParseFromString(raw)
+            received.append(msg)
+            kind = msg.WhichOneof("type")
+            if kind == "navigation":
+                self.pages = {p.url_pathname: p.page_script_hash for p in msg.navigation.app_pages}
+            elif kind == "script_finished":
+                return received
+
+    def rerun_message(
+        self, path: str, *, widgets: tuple[object, ...] = (), fragment_id: str = ""
+    ) -> object:
+        """The ``rerun_script`` message a browser sends to open the page at url ``path`` ("" is
+        the default page), or, with ``widgets`` (``WidgetState``s), when a widget changed;
+        ``fragment_id``: the change was in that fragment, which alone reruns."""
+        from streamlit.proto.BackMsg_pb2 import BackMsg
 
         message = BackMsg()
         message.rerun_script.query_string = ""
         message.rerun_script.page_name = path
         message.rerun_script.page_script_hash = self.pages.get(path, "")
+        message.rerun_script.widget_states.widgets.extend(widgets)
+        if fragment_id:
+            message.rerun_script.fragment_id = fragment_id
+        return message
+
+    async def open(self, path: str, *, timeout: float = 300.0) -> PageRun:
+        """Open the page at url ``path`` ("" is the default page) as a browser does, and wait
+        until its run is over."""
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
         start = time.perf_counter()
-        await self._socket.send(message.SerializeToString())
+        received = await self.exchange(self.rerun_message(path), timeout=timeout)
+        seconds = time.perf_counter() - start
         problems: list[str] = []
         errors: list[str] = []
         elements: dict[str, int] = {}
-        while True:
-            raw = await asyncio.wait_for(self._socket.recv(), timeout)
-            msg = ForwardMsg()
-            msg.ParseFromString(raw)
+        for msg in received:
             kind = msg.WhichOneof("type")
-            if kind == "navigation":
-                self.pages = {p.url_pathname: p.page_script_hash for p in msg.navigation.app_pages}
-            elif kind == "page_not_found":
+            if kind == "page_not_found":
                 problems.append(f"page not found: {path!r}")
             elif kind == "delta" and msg.delta.WhichOneof("type") == "new_element":
                 element = msg.delta.new_element
@@ -260,8 +292,6 @@ class Session:
                 status = ForwardMsg.ScriptFinishedStatus.Name(msg.script_finished)
                 if status != "FINISHED_SUCCESSFULLY":
                     problems.append(status)
-                break
-        seconds = time.perf_counter() - start
         return PageRun(
             self.index,
             path or "overview",
@@ -404,17 +434,24 @@ class LoadResult:
 
 
 def measure(
-    folder: Path, *, images: int, sessions: int, rounds: int = 2, model: str = "tiny"
+    folder: Path,
+    *,
+    images: int,
+    sessions: int,
+    rounds: int = 2,
+    model: str = "tiny",
+    preload: bool = True,
 ) -> LoadResult:
-    """Generate the records under ``folder`` (unless there already), start the explorer and
-    run the three phases of the module docstring."""
+    """Generate the records under ``folder`` (unless there already), start the explorer
+    (``preload``: as ``dynviz app`` does; False: as ``dynviz app --no-preload``) and run the
+    phases of the module docstring."""
     folder = Path(folder)
     if not (folder / "records" / "generated").is_dir():
         started = time.perf_counter()
         make_records(folder, images, model)
         logger.info("records of %d images written in %.1f s", images, time.perf_counter() - started)
     start = time.perf_counter()
-    with explorer_server(folder, folder / "server.log") as (url, pid):
+    with explorer_server(folder, folder / "server.log", preload=preload) as (url, pid):
         start_s = time.perf_counter() - start
         sampler = MemorySampler(pid)
         try:
@@ -432,7 +469,7 @@ def measure(
             rss_load, cpu_load = sampler.peak(), sampler.cpu() - cpu
         finally:
             sampler.close()
-    with explorer_server(folder, folder / "server-together.log") as (url, pid):
+    with explorer_server(folder, folder / "server-together.log", preload=preload) as (url, pid):
         sampler = MemorySampler(pid)
         try:
             together = drive(url, sessions, 1, order)
@@ -473,6 +510,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--p95", type=float, default=P95_TARGET, help="target, seconds")
     parser.add_argument("--memory", type=float, default=MEMORY_TARGET, help="target ratio")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON only")
+    parser.add_argument(
+        "--no-preload",
+        dest="preload",
+        action="store_false",
+        help="start the servers as `dynviz app --no-preload` (the first visitor reads)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with tempfile.TemporaryDirectory(prefix="explorer-load-") as tmp:
@@ -484,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
             sessions=args.sessions,
             rounds=args.rounds,
             model=args.model,
+            preload=args.preload,
         )
     summary = result.summary()
     if args.json:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -315,7 +316,12 @@ def test_app_command_binds_localhost_and_passes_the_folder(tmp_path, capsys, mon
     assert cli(["app", str(tmp_path), "--dry-run", "--server.port", "8765"]) == 0
     line = capsys.readouterr().out
     assert "--server.address 127.0.0.1" in line and "--server.port 8765" in line
-    assert "streamlit run" in line and str(APP) in line
+    # streamlit run, through the module that preloads the explorer first (issue 26)
+    assert f"-m dynviz.commands.app run {APP}" in line
+    assert cli(["app", str(tmp_path), "--dry-run", "--no-preload"]) == 0
+    assert f"-m streamlit run {APP}" in capsys.readouterr().out
+    assert cli(["app", str(tmp_path), "--dry-run", "--server.port", "8765", "--no-preload"]) == 0
+    assert f"-m streamlit run {APP}" in capsys.readouterr().out
 
 
 def test_app_command_honours_the_users_address(tmp_path, monkeypatch):
@@ -352,6 +358,37 @@ def test_app_says_first_when_it_serves_beyond_this_machine(tmp_path, capsys, mon
     assert served_address(["x", "--server.address=10.0.0.2"], {}) == "10.0.0.2"
     assert served_address(["x"], {"STREAMLIT_SERVER_ADDRESS": "0.0.0.0"}) == "0.0.0.0"
     assert served_address(["x"], {}) is None
+
+
+def test_preload_leaves_nothing_to_read_for_the_first_page(root, monkeypatch) -> None:
+    """Issue 26: ``_state.preload`` (what ``dynviz app`` runs before its server answers) reads
+    every records folder and makes the sidebar's and the Overview's tables; a first page after
+    it reads no records and the summaries of the records shown start on their own."""
+    monkeypatch.setenv(APP_DIR_ENV, str(root))
+    monkeypatch.syspath_prepend(str(APP.parent))
+    import _state
+
+    monkeypatch.setattr(_state, "PRELOAD_SUMMARY_DELAY", 0.0)
+    monkeypatch.setattr(_state, "_summarising", set())  # none started by an earlier test
+    times = _state.preload()
+    assert set(times) == {"records", "overview"}
+    background = [t for t in threading.enumerate() if t.name == "dynviz-summaries"]
+    assert background
+
+    def refuse(path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        raise AssertionError(f"{path} read again by the first page")
+
+    monkeypatch.setattr(_state, "read_records", refuse)
+    monkeypatch.setattr(_state, "_table1", refuse)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [t.value for t in at.title] == ["Overview"]
+    assert len(at.dataframe) >= 2  # the records' Table 1, the runs and the records
+    for thread in background:
+        thread.join(timeout=TIMEOUT)
+    monkeypatch.setattr(_state, "path_statistics", refuse)
+    selected = str(root / "records" / "tiny")
+    assert _state.summarised(selected, _state.stamp(selected))  # made in the background
 
 
 def test_the_folder_is_fixed_at_launch(root, tmp_path, monkeypatch) -> None:

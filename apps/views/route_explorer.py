@@ -32,6 +32,14 @@ compare = c1.toggle("Compare two images", key="explorer_compare")
 opacity = c2.slider("Prediction opacity", 0.0, 1.0, 0.5, 0.05, key="explorer_opacity")
 
 
+@st.fragment
+def attribution(image: object, key: str) -> None:
+    """The gate attribution panel of one image (:func:`_attribution.panel`), a fragment: its
+    toggle, a click on its path grid and its node and path pickers rerun only the panel, not
+    the page (the image, its prediction and its route stay as they are)."""
+    _attribution.panel(path, mtime, image, key=key)
+
+
 def show(
     view: _state.ImageView,
     *,
@@ -108,7 +116,7 @@ def show(
         narrow=narrow,
     )
     st.plotly_chart(fig, width="stretch", key=f"route_{key}")
-    _attribution.panel(path, mtime, view.image, key=key)  # why this route: gate attribution
+    attribution(view.image, key)  # why this route: gate attribution, rerun on its own
     if view.stats:
         with st.expander("Object-scale statistics"):
             st.dataframe({k: [v] for k, v in view.stats.items()}, hide_index=True)

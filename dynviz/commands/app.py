@@ -14,6 +14,15 @@ usual, and options after DIR go to ``streamlit run`` unchanged::
     dynviz app runs
     dynviz app runs --server.port 8600 --server.maxUploadSize 20
     STREAMLIT_SERVER_PORT=8600 dynviz app
+
+The server is ``streamlit run`` in a process that first preloads the explorer (issue 26):
+``python -m dynviz.commands.app run SCRIPT [OPTIONS]`` (:func:`serve`) imports the explorer's
+modules and reads every records folder under DIR into Streamlit's caches (the explorer's
+``_state.preload``), then starts the server. It answers a few seconds later than a plain
+``streamlit run`` (the imports, about 2 s, and the reading), and its first page is drawn in
+about 2 s instead of 4-9 s, when every import and read waited for the first visitor.
+``--no-preload`` starts the plain ``streamlit run``: it answers at once and the first visitor
+waits. ``scripts/explorer_start.py`` measures both halves in a real browser.
 """
 
 from __future__ import annotations
@@ -21,10 +30,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import runpy
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from dynviz.errors import EXIT_BAD_FILE
 from dynviz.explorer import APP_DIR_ENV, explorer_script
@@ -36,8 +49,13 @@ __all__ = [
     "explorer_script",
     "is_loopback",
     "main",
+    "preload_explorer",
+    "serve",
     "served_address",
 ]
+
+SERVER_MODULE = "dynviz.commands.app"
+"""The module ``dynviz app`` runs the server with (``python -m``): :func:`serve`."""
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +125,7 @@ def build_command(
     headless: bool = False,
     env: Mapping[str, str] | None = None,
     check_config_files: bool = True,
+    preload: bool = True,
 ) -> list[str]:
     """The ``streamlit run`` command line.
 
@@ -118,12 +137,16 @@ def build_command(
         headless: do not open a browser.
         env: the environment the server will run in (default ``os.environ``).
         check_config_files: also look for options in Streamlit's config files.
+        preload: run ``streamlit run`` through :func:`serve` (``python -m
+            dynviz.commands.app run ...``), which preloads the explorer before the server
+            listens; False: ``python -m streamlit run ...`` itself.
 
     Returns:
         The argument vector, starting with this Python interpreter.
     """
     env = os.environ if env is None else env
-    command = [sys.executable, "-m", "streamlit", "run", str(script)]
+    module = SERVER_MODULE if preload else "streamlit"
+    command = [sys.executable, "-m", module, "run", str(script)]
     passthrough = list(streamlit_args)
     if passthrough and passthrough[0] == "--":
         passthrough = passthrough[1:]
@@ -159,6 +182,14 @@ def _add_own_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--headless", action="store_true", help="do not open a browser")
     parser.add_argument(
+        "--no-preload",
+        dest="preload",
+        action="store_false",
+        default=None,
+        help="answer at once and read the records on the first visit (default: read them "
+        "before the server answers, so that the first page is drawn at once)",
+    )
+    parser.add_argument(
         "--dry-run", action="store_true", help="print the streamlit command and exit"
     )
 
@@ -192,7 +223,7 @@ def _split_remainder(args: argparse.Namespace) -> argparse.Namespace:
     _add_own_options(own)
     found, unknown = own.parse_known_args(rest)
     for key, value in vars(found).items():
-        if value not in (None, False):
+        if value is not None and (value is not False or key == "preload"):
             setattr(args, key, value)
     args.streamlit_args = unknown + tail
     return args
@@ -227,6 +258,7 @@ def main(args: argparse.Namespace) -> int:
         port=args.port,
         headless=args.headless,
         env=env,
+        preload=args.preload is not False,
     )
     address = served_address(command, env)
     if address is not None and not is_loopback(address):
@@ -248,3 +280,67 @@ def main(args: argparse.Namespace) -> int:
         return subprocess.call(command, env=env)
     except KeyboardInterrupt:
         return 130
+
+
+# ------------------------------------------------------------------------------- the server
+PRELOAD = "preload.py"
+"""The explorer's warm-up script, beside its entry script (``apps/preload.py``)."""
+
+
+def preload_explorer(script: Path, root: str | None = None) -> dict[str, Any]:
+    """Run the explorer's warm-up, ``preload.py`` beside ``script``, by path (as ``streamlit
+    run`` runs the script: the library imports nothing of the app), with ``ROOT`` the folder
+    the explorer shows (None: its default), on a thread named as the explorer's own threads
+    are, so that Streamlit's warnings about cached calls outside a session stay quiet. Returns
+    the seconds each step took (``imports`` first), with ``"error"`` (a message) when it
+    failed: a failure never stops the server, whose pages then read on the first visit and
+    show what is wrong."""
+    folder = Path(script).resolve().parent
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))  # the warm-up imports the app's modules by name
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        started = time.perf_counter()
+        try:
+            scope = runpy.run_path(str(folder / PRELOAD), init_globals={"ROOT": root})
+            result.update(scope["TIMES"])
+        except Exception as err:  # noqa: BLE001 - reported, and the server starts anyway
+            result.setdefault("imports", round(time.perf_counter() - started, 3))
+            result["error"] = f"{type(err).__name__}: {err}"
+
+    thread = threading.Thread(target=run, name="dynviz-preload")
+    thread.start()
+    thread.join()
+    return result
+
+
+def serve(argv: Sequence[str]) -> int:
+    """``python -m dynviz.commands.app run SCRIPT [OPTIONS]``: ``streamlit run SCRIPT
+    [OPTIONS]`` in this process, after :func:`preload_explorer` (the folder shown is
+    ``DYNVIZ_APP_DIR``, as for the pages). One line on stderr says what the preload took."""
+    from streamlit.web import cli as streamlit_cli
+
+    argv = list(argv)
+    if len(argv) >= 2 and argv[0] == "run":
+        root = os.environ.get(APP_DIR_ENV)
+        print(f"dynviz app: preloading the explorer on {root or '.'}...", file=sys.stderr)
+        started = time.perf_counter()
+        times = preload_explorer(Path(argv[1]), root)
+        took = time.perf_counter() - started
+        if "error" in times:
+            print(
+                f"dynviz app: preloading failed after {took:.1f} s ({times['error']}); the "
+                "pages read on the first visit",
+                file=sys.stderr,
+            )
+        else:
+            steps = ", ".join(f"{k} {v:.1f} s" for k, v in times.items())
+            print(f"dynviz app: preloaded in {took:.1f} s ({steps})", file=sys.stderr)
+        sys.stderr.flush()
+    sys.argv = ["streamlit", *argv]
+    return streamlit_cli.main(prog_name="streamlit")
+
+
+if __name__ == "__main__":
+    raise SystemExit(serve(sys.argv[1:]))
