@@ -252,7 +252,7 @@ def correlations(path: str, mtime: float) -> pd.DataFrame:
     """``dynviz.analysis.gates.decisions_vs_statistics``: Spearman's rho of every (point,
     option)'s value with every input statistic, largest ``|rho|`` first."""
     records = _state.load_records(path, mtime)
-    frame = decisions_vs_statistics(records.decisions, records.images)
+    frame = decisions_vs_statistics(records.decisions, records.images, graph=records.graph)
     return frame.assign(point=frame["point"].astype(str), option=frame["option"].astype(str))
 
 

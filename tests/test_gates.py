@@ -227,7 +227,9 @@ def test_value_distribution_and_statistics_by_hand():
     images["stat_size"] = [4.0, 3.0, 1.0, 2.0]  # same order as block/run's value
     rho = decisions_vs_statistics(decisions, images, min_inputs=3)
     top = rho.iloc[0]
-    assert {top.option, top.statistic} <= {"run", "skip", "size"} and abs(top.rho) == 1.0
+    assert {top.option, top.statistic} <= {"run", "skip", "size"} and abs(top.rho) == pytest.approx(
+        1.0
+    )
 
 
 def test_a_skip_point_is_correlated_through_its_run_value_only():
@@ -241,5 +243,42 @@ def test_a_skip_point_is_correlated_through_its_run_value_only():
     )
     rho = decisions_vs_statistics(decisions, images, min_inputs=3, graph=graph)
     block = rho[rho.point == "block"]
-    assert block["option"].astype(str).tolist() == ["run"] and block.rho.iloc[0] == 1.0
+    assert block["option"].astype(str).tolist() == ["run"] and block.rho.iloc[0] == pytest.approx(
+        1.0
+    )
     assert len(rho[rho.point == "moe"]) == 3  # a router keeps every option
+
+
+def test_correlations_equal_a_per_pair_spearman_with_and_without_gaps():
+    """The vectorised rho equals ranking each pair's shared rows and correlating them (a point
+    an early exit hides from some inputs has gaps)."""
+    import pandas as pd
+
+    from dynviz.analysis.gates import decisions_vs_statistics
+
+    rng = np.random.default_rng(0)
+    n = 30
+    rows = []
+    for i in range(n):
+        for point, options in (("a", ("x", "y")), ("b", ("u", "v", "w"))):
+            for option in options:
+                value = rng.random()
+                if point == "b" and i % 4 == 0:
+                    value = np.nan  # not reached
+                rows.append((f"im{i}", point, option, value, value > 0.5))
+    decisions = pd.DataFrame(rows, columns=["image_id", "point", "option", "value", "ran"])
+    images = pd.DataFrame({"image_id": [f"im{i}" for i in range(n)]})
+    images["stat_s1"] = rng.random(n)
+    images["stat_s2"] = np.where(np.arange(n) % 5 == 0, np.nan, rng.random(n))
+    got = decisions_vs_statistics(decisions, images).set_index(["point", "option", "statistic"])
+    for (point, option, stat), row in got.iterrows():
+        mine = decisions[(decisions.point == point) & (decisions.option == option)]
+        pair = (
+            mine.set_index("image_id")["value"]
+            .to_frame()
+            .join(images.set_index("image_id")["stat_" + stat])
+            .dropna()
+        )
+        expected = pair.rank().corr().iloc[0, 1]
+        assert row.inputs == len(pair)
+        assert row.rho == pytest.approx(expected, abs=1e-12), (point, option, stat)

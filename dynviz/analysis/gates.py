@@ -204,29 +204,84 @@ def decisions_vs_statistics(
     columns = ["point", "option", "statistic", "rho", "inputs"]
     if not names:
         return pd.DataFrame(columns=columns)
-    if graph is not None:
-        complement = {
-            (p.name, p.option_names[0]) for p in graph if p.kind in (PointKind.SKIP, PointKind.EXIT)
-        }
-        pairs = pd.MultiIndex.from_frame(decisions[_KEYS].astype(str))
-        decisions = decisions[~pairs.isin(list(complement))]
-    wide = decisions.pivot_table(
-        index="image_id", columns=_KEYS, values="value", observed=True, aggfunc="first"
+    point, option = _categorical(decisions["point"]), _categorical(decisions["option"])
+    keep = np.ones(len(decisions), dtype=bool)
+    if graph is not None:  # a skip/exit point's first option is one minus its second
+        skip = {(p.name, p.option_names[0]) for p in graph if p.kind in _TWO_OPTION_KINDS}
+        for p_name, o_name in skip:
+            p_code = _code(point, p_name)
+            o_code = _code(option, o_name)
+            if p_code is not None and o_code is not None:
+                keep &= ~((point.codes == p_code) & (option.codes == o_code))
+    width = len(option.categories)
+    pair = point.codes.astype(np.int64) * width + option.codes  # one code per (point, option)
+    image, ids = pd.factorize(decisions["image_id"].to_numpy(), sort=False)
+    pairs = np.unique(pair[keep])
+    column = np.searchsorted(pairs, pair[keep])
+    values = np.full((len(ids), len(pairs)), np.nan)  # (images, pairs)
+    values[image[keep], column] = decisions["value"].to_numpy(np.float64)[keep]
+    stats = (
+        images.set_index(images["image_id"].astype(str))[[STAT_PREFIX + n for n in names]]
+        .reindex(pd.Index(ids).astype(str))
+        .to_numpy(np.float64)
+    )  # (images, statistics)
+    rho, inputs = _spearman(values, stats, min_inputs)
+    out = pd.DataFrame(
+        {
+            "point": np.repeat(point.categories[pairs // width].astype(str), len(names)),
+            "option": np.repeat(option.categories[pairs % width].astype(str), len(names)),
+            "statistic": np.tile(np.asarray(names, dtype=object), len(pairs)),
+            "rho": rho.reshape(-1),
+            "inputs": inputs.reshape(-1),
+        },
+        columns=columns,
     )
-    stats = images.set_index("image_id")[[STAT_PREFIX + n for n in names]]
-    joined = stats.reindex(wide.index)
-    ranked_values = wide.rank()
-    ranked_stats = joined.rank()
-    rows = []
-    for key in wide.columns:
-        for name in names:
-            a = ranked_values[key]
-            b = ranked_stats[STAT_PREFIX + name]
-            both = a.notna() & b.notna()
-            n = int(both.sum())
-            rho = np.nan
-            if n >= min_inputs and a[both].nunique() > 1 and b[both].nunique() > 1:
-                rho = float(np.corrcoef(a[both].rank(), b[both].rank())[0, 1])
-            rows.append([key[0], key[1], name, rho, n])
-    out = pd.DataFrame(rows, columns=columns)
     return out.sort_values("rho", key=lambda s: -s.abs(), na_position="last").reset_index(drop=True)
+
+
+_TWO_OPTION_KINDS = (PointKind.SKIP, PointKind.EXIT)
+
+
+def _categorical(column: pd.Series) -> pd.Categorical:
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return pd.Categorical(column)
+    return pd.Categorical(column.astype(str))
+
+
+def _code(values: pd.Categorical, name: str) -> int | None:
+    names = [str(c) for c in values.categories]
+    return names.index(name) if name in names else None
+
+
+def _ranks(matrix: np.ndarray) -> np.ndarray:
+    """Average ranks of each column, NaN kept (as ``DataFrame.rank``)."""
+    return pd.DataFrame(matrix).rank().to_numpy(np.float64, copy=True)
+
+
+def _spearman(
+    values: np.ndarray, stats: np.ndarray, min_inputs: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Spearman's rho of every column of ``values`` with every column of ``stats`` over the
+    rows where both are known, and that row count: ``(pairs, statistics)`` each. Complete
+    columns are done at once (Pearson on ranks); a column with gaps is ranked again over the
+    rows it shares with each statistic."""
+    known_v, known_s = ~np.isnan(values), ~np.isnan(stats)
+    inputs = known_v.T.astype(np.int64) @ known_s.astype(np.int64)
+    rho = np.full(inputs.shape, np.nan)
+    full_v, full_s = known_v.all(0), known_s.all(0)
+    if full_v.any() and full_s.any():
+        rv, rs = _ranks(values[:, full_v]), _ranks(stats[:, full_s])
+        rv -= rv.mean(0)
+        rs -= rs.mean(0)
+        norm = np.outer(np.sqrt((rv**2).sum(0)), np.sqrt((rs**2).sum(0)))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            block = np.where(norm > 0, (rv.T @ rs) / np.where(norm > 0, norm, 1.0), np.nan)
+        rho[np.ix_(full_v, full_s)] = block
+    for i, j in zip(*np.nonzero(~np.outer(full_v, full_s)), strict=True):
+        both = known_v[:, i] & known_s[:, j]
+        a, b = values[both, i], stats[both, j]
+        if both.sum() >= 2 and np.ptp(a) > 0 and np.ptp(b) > 0:
+            ranked = _ranks(np.stack([a, b], 1))
+            rho[i, j] = float(np.corrcoef(ranked[:, 0], ranked[:, 1])[0, 1])
+    rho[inputs < min_inputs] = np.nan
+    return rho, inputs

@@ -14,6 +14,7 @@ is its ``real_gmacs`` column.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from dynviz.gates.graph import GateGraph, GatePoint, Option, PointKind
@@ -43,15 +44,27 @@ def routing_graph(config: RoutingSpaceConfig, *, name: str | None = None) -> Gat
 
 def routing_decisions(gates: pd.DataFrame) -> pd.DataFrame:
     """A routing-space ``gates`` table as gate-graph decisions (``image_id``, ``point``,
-    ``option``, ``value``, ``ran``; :data:`dynviz.record.format.DECISION_COLUMNS`)."""
+    ``option``, ``value``, ``ran``; :data:`dynviz.record.format.DECISION_COLUMNS`).
+
+    Vectorised over the rows (records of 100,000 images hold 15 M of them): the points are
+    categories made from the distinct ``(layer, scale)`` pairs, in forward order."""
     value = gates["gate_alpha"] if "gate_alpha" in gates else gates["alpha"]
-    points = "L" + gates["layer"].astype(str) + "/s" + gates["scale"].astype(str)
+    layer = gates["layer"].to_numpy(np.int64)
+    scale = gates["scale"].to_numpy(np.int64)
+    cells, codes = np.unique(layer * 1024 + scale, return_inverse=True)  # layer-major order
+    names = [cell_point(int(c) // 1024, int(c) % 1024) for c in cells]
+    direction = gates["direction"]
+    if not isinstance(direction.dtype, pd.CategoricalDtype):
+        direction = direction.astype(str).astype("category")
+    option = pd.Categorical.from_codes(
+        direction.cat.codes.to_numpy(), categories=[str(c) for c in direction.cat.categories]
+    )
     return pd.DataFrame(
         {
             "image_id": gates["image_id"].astype("string"),
-            "point": points.astype("category"),
-            "option": gates["direction"].astype(str).astype("category"),
-            "value": value.astype("float32"),
-            "ran": gates["active"].astype(bool),
+            "point": pd.Categorical.from_codes(codes.reshape(-1), categories=names),
+            "option": option,
+            "value": value.astype("float32").to_numpy(),
+            "ran": gates["active"].astype(bool).to_numpy(),
         }
     )
