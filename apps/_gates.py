@@ -35,6 +35,9 @@ from dynviz.analysis.gates import (
 from dynviz.gates import GateGraph, PointKind
 from dynviz.labels import readable
 
+CORRELATED_INPUTS = 20_000
+"""Inputs the page correlates over at most (drawn at random; ``dynviz analyze`` uses all)."""
+
 GATE_PAGES = "Gates, Common paths and Cost and statistics"
 """The pages that apply to any gate graph, as the guard names them."""
 
@@ -252,7 +255,9 @@ def correlations(path: str, mtime: float) -> pd.DataFrame:
     """``dynviz.analysis.gates.decisions_vs_statistics``: Spearman's rho of every (point,
     option)'s value with every input statistic, largest ``|rho|`` first."""
     records = _state.load_records(path, mtime)
-    frame = decisions_vs_statistics(records.decisions, records.images, graph=records.graph)
+    frame = decisions_vs_statistics(
+        records.decisions, records.images, graph=records.graph, max_inputs=CORRELATED_INPUTS
+    )
     return frame.assign(point=frame["point"].astype(str), option=frame["option"].astype(str))
 
 

@@ -51,7 +51,13 @@ def routing_decisions(gates: pd.DataFrame) -> pd.DataFrame:
     value = gates["gate_alpha"] if "gate_alpha" in gates else gates["alpha"]
     layer = gates["layer"].to_numpy(np.int64)
     scale = gates["scale"].to_numpy(np.int64)
-    cells, codes = np.unique(layer * 1024 + scale, return_inverse=True)  # layer-major order
+    code = layer * 1024 + scale  # layer-major order
+    present = np.zeros(int(code.max(initial=0)) + 1, dtype=bool)
+    present[code] = True
+    cells = np.flatnonzero(present)
+    lookup = np.zeros(present.size, dtype=np.int32)
+    lookup[cells] = np.arange(cells.size, dtype=np.int32)
+    codes = lookup[code]  # O(rows), no sort: 15 M rows
     names = [cell_point(int(c) // 1024, int(c) % 1024) for c in cells]
     direction = gates["direction"]
     if not isinstance(direction.dtype, pd.CategoricalDtype):
@@ -61,7 +67,9 @@ def routing_decisions(gates: pd.DataFrame) -> pd.DataFrame:
     )
     return pd.DataFrame(
         {
-            "image_id": gates["image_id"].astype("string"),
+            "image_id": gates["image_id"]
+            if isinstance(gates["image_id"].dtype, pd.StringDtype)
+            else gates["image_id"].astype("string"),
             "point": pd.Categorical.from_codes(codes.reshape(-1), categories=names),
             "option": option,
             "value": value.astype("float32").to_numpy(),
