@@ -275,7 +275,7 @@ def decision_points(
     colour) and the statistic (``stat_<statistic>``)."""
     records = _state.load_records(path, mtime)
     d = records.decisions
-    rows = d[(d["point"].astype(str) == point) & (d["option"].astype(str) == option)]
+    rows = d[(d["point"] == point) & (d["option"] == option)]  # categories: codes compared
     column = "stat_" + statistic
     stats = records.images[["image_id", column]].assign(
         image_id=lambda f: f["image_id"].astype(str)
