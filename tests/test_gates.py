@@ -282,3 +282,32 @@ def test_correlations_equal_a_per_pair_spearman_with_and_without_gaps():
         expected = pair.rank().corr().iloc[0, 1]
         assert row.inputs == len(pair)
         assert row.rho == pytest.approx(expected, abs=1e-12), (point, option, stat)
+
+
+def test_option_usage_equals_a_grouped_computation_with_gaps():
+    import pandas as pd
+
+    from dynviz.analysis.gates import option_usage
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(25):
+        for point, options in (("a", ("x", "y")), ("b", ("u", "v", "w"))):
+            for option in options:
+                value = np.nan if (point == "b" and i % 3 == 0) else rng.random()
+                rows.append((f"im{i}", point, option, value, bool(value > 0.5)))
+    decisions = pd.DataFrame(rows, columns=["image_id", "point", "option", "value", "ran"])
+    got = option_usage(decisions).set_index(["point", "option"])
+    grouped = decisions.groupby(["point", "option"])
+    expected = pd.DataFrame(
+        {
+            "inputs": grouped["value"].count(),
+            "usage": grouped["ran"].sum() / 25,
+            "value_mean": grouped["value"].mean(),
+            "value_q25": grouped["value"].quantile(0.25),
+            "value_median": grouped["value"].median(),
+            "value_q75": grouped["value"].quantile(0.75),
+        }
+    )
+    got.index = got.index.set_levels([lvl.astype(str) for lvl in got.index.levels])
+    pd.testing.assert_frame_equal(got.sort_index(), expected.sort_index(), check_dtype=False)

@@ -46,21 +46,92 @@ _KEYS = ["point", "option"]
 def option_usage(decisions: pd.DataFrame) -> pd.DataFrame:
     """Per (point, option), in the graph's order: ``inputs`` (that reached the point),
     ``usage`` (share of all inputs that ran the option), ``value_mean``, ``value_q25``,
-    ``value_median``, ``value_q75`` (over the inputs that reached the point)."""
-    inputs = decisions["image_id"].nunique()
-    grouped = decisions.groupby(_KEYS, observed=True, sort=True)
-    value = grouped["value"]
-    out = pd.DataFrame(
+    ``value_median``, ``value_q75`` (over the inputs that reached the point).
+
+    Computed on the dense inputs x options matrix (:func:`_dense`): a routing-space recording
+    of 100,000 images has 15 M decision rows, and grouped quantiles over them took 2 s."""
+    dense = _dense(decisions)
+    values = dense.values
+    reached = ~np.isnan(values)
+    full = reached.all(0)
+    quartiles = np.full((3, values.shape[1]), np.nan)
+    if full.any():
+        quartiles[:, full] = np.quantile(values[:, full], [0.25, 0.5, 0.75], axis=0)
+    gaps = ~full & reached.any(0)
+    if gaps.any():
+        quartiles[:, gaps] = np.nanquantile(values[:, gaps], [0.25, 0.5, 0.75], axis=0)
+    counts = reached.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(counts > 0, np.nansum(values, 0) / np.maximum(counts, 1), np.nan)
+    return pd.DataFrame(
         {
-            "inputs": value.count(),
-            "usage": grouped["ran"].sum() / max(inputs, 1),
-            "value_mean": value.mean(),
-            "value_q25": value.quantile(0.25),
-            "value_median": value.median(),
-            "value_q75": value.quantile(0.75),
+            "point": dense.point_column(),
+            "option": dense.option_column(),
+            "inputs": counts,
+            "usage": dense.ran.sum(0) / max(len(dense.ids), 1),
+            "value_mean": means,
+            "value_q25": quartiles[0],
+            "value_median": quartiles[1],
+            "value_q75": quartiles[2],
         }
     )
-    return out.reset_index()
+
+
+@dataclass(frozen=True)
+class _Dense:
+    """Decisions as an inputs x (point, option) matrix."""
+
+    values: np.ndarray  # (inputs, pairs) float64, NaN where not reached
+    ran: np.ndarray  # (inputs, pairs) bool
+    ids: pd.Index  # the inputs, in order of first appearance
+    pairs: np.ndarray  # (pairs,) point code * width + option code, ascending
+    point: pd.Categorical
+    option: pd.Categorical
+
+    @property
+    def width(self) -> int:
+        return len(self.option.categories)
+
+    def point_column(self) -> pd.Categorical:
+        cats = self.point
+        return pd.Categorical.from_codes(
+            self.pairs // self.width, categories=cats.categories, ordered=cats.ordered
+        )
+
+    def option_column(self) -> pd.Categorical:
+        cats = self.option
+        return pd.Categorical.from_codes(
+            self.pairs % self.width, categories=cats.categories, ordered=cats.ordered
+        )
+
+
+def _dense(
+    decisions: pd.DataFrame,
+    *,
+    keep: np.ndarray | None = None,
+    max_inputs: int | None = None,
+) -> _Dense:
+    """The decisions (the rows ``keep`` marks) as dense matrices; with ``max_inputs``, only
+    that many inputs drawn at random (seed 0)."""
+    point, option = _categorical(decisions["point"]), _categorical(decisions["option"])
+    keep = np.ones(len(decisions), dtype=bool) if keep is None else keep
+    width = len(option.categories)
+    pair = point.codes.astype(np.int64) * width + option.codes  # one code per (point, option)
+    image, ids = pd.factorize(decisions["image_id"], sort=False)
+    if max_inputs is not None and len(ids) > max_inputs:
+        chosen = np.zeros(len(ids), dtype=bool)
+        chosen[np.random.default_rng(0).choice(len(ids), max_inputs, replace=False)] = True
+        keep = keep & chosen[image]
+        image = np.cumsum(chosen)[image] - 1  # renumbered among the chosen
+        ids = ids[chosen]
+    pairs = np.unique(pair[keep])
+    column = np.searchsorted(pairs, pair[keep])
+    rows = image[keep]
+    values = np.full((len(ids), len(pairs)), np.nan)
+    values[rows, column] = decisions["value"].to_numpy(np.float64)[keep]
+    ran = np.zeros((len(ids), len(pairs)), dtype=bool)
+    ran[rows, column] = decisions["ran"].to_numpy(bool)[keep]
+    return _Dense(values, ran, pd.Index(ids), pairs, point, option)
 
 
 def value_distribution(decisions: pd.DataFrame, *, bins: int = 10) -> pd.DataFrame:
@@ -217,22 +288,11 @@ def decisions_vs_statistics(
             o_code = _code(option, o_name)
             if p_code is not None and o_code is not None:
                 keep &= ~((point.codes == p_code) & (option.codes == o_code))
-    width = len(option.categories)
-    pair = point.codes.astype(np.int64) * width + option.codes  # one code per (point, option)
-    image, ids = pd.factorize(decisions["image_id"], sort=False)
-    if max_inputs is not None and len(ids) > max_inputs:
-        chosen = np.zeros(len(ids), dtype=bool)
-        chosen[np.random.default_rng(0).choice(len(ids), max_inputs, replace=False)] = True
-        keep &= chosen[image]
-        image = np.cumsum(chosen)[image] - 1  # renumbered among the chosen
-        ids = ids[chosen]
-    pairs = np.unique(pair[keep])
-    column = np.searchsorted(pairs, pair[keep])
-    values = np.full((len(ids), len(pairs)), np.nan)  # (images, pairs)
-    values[image[keep], column] = decisions["value"].to_numpy(np.float64)[keep]
+    dense = _dense(decisions, keep=keep, max_inputs=max_inputs)
+    values, ids, pairs, width = dense.values, dense.ids, dense.pairs, dense.width
     stats = (
         images.set_index(images["image_id"].astype(str))[[STAT_PREFIX + n for n in names]]
-        .reindex(pd.Index(ids).astype(str))
+        .reindex(ids.astype(str))
         .to_numpy(np.float64)
     )  # (images, statistics)
     rho, inputs = _spearman(values, stats, min_inputs)
