@@ -99,7 +99,7 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout: float) -> None:
                 if response.status == 200:
                     return
         except OSError:
-            time.sleep(0.3)
+            time.sleep(0.05)  # explorer_start.py times the answer to this resolution
     raise TimeoutError(f"streamlit did not answer on {url} within {timeout:.0f} s")
 
 
@@ -125,7 +125,7 @@ def explorer_server(
         check_config_files=False,
         preload=preload,
     )
-    with open(log, "wb") as out:
+    with open(log, "ab") as out:  # one log across the repeats of a measurement
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -48,13 +48,10 @@ import argparse
 import importlib.util
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -124,60 +121,16 @@ def generated_folder(folder: Path, images: int, model: str) -> Path:
 
 
 # --------------------------------------------------------------------------------- server
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 @contextmanager
 def explorer(
     folder: Path, log: Path, *, timeout: float = 120.0
 ) -> Iterator[tuple[str, float, int]]:
-    """``dynviz app FOLDER`` on a free local port, started now: ``(url, seconds until the health
-    check answered, the server's process id)``; stopped afterwards."""
-    port = _free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "dynviz",
-        "app",
-        str(folder),
-        "--server.headless",
-        "true",
-        "--server.port",
-        str(port),
-        "--server.fileWatcherType",
-        "none",
-    ]
-    env = {**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
-    url = f"http://127.0.0.1:{port}"
+    """``dynviz app FOLDER`` on a free local port, started now (``explorer_load``'s
+    ``explorer_server``): ``(url, seconds until the health check answered, the server's
+    process id)``; stopped afterwards."""
     start = time.perf_counter()
-    with open(log, "ab") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        while not _healthy(url):
-            if process.poll() is not None:
-                raise RuntimeError(f"dynviz app exited with status {process.returncode}: {log}")
-            if time.perf_counter() - start > timeout:
-                raise TimeoutError(f"no answer on {url} within {timeout:.0f} s: {log}")
-            time.sleep(0.05)
-        yield url, time.perf_counter() - start, process.pid  # dynviz app becomes the server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with _explorer_load().explorer_server(folder, log, timeout=timeout) as (url, pid):
+        yield url, time.perf_counter() - start, pid
 
 
 @contextmanager

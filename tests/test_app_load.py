@@ -8,11 +8,11 @@ Run: ``.venv/bin/python -m pytest -m slow tests/test_app_load.py``.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
+from test_explorer_start import _script
 
 pytestmark = pytest.mark.slow
 
@@ -30,19 +30,11 @@ CHARTS = {
 }
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("explorer_load", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def load():
     pytest.importorskip("streamlit")
     pytest.importorskip("websockets")
-    return _load_script()
+    return _script("explorer_load")
 
 
 @pytest.fixture(scope="module")

@@ -43,6 +43,7 @@ from dynviz.analysis.gates import (
     option_usage,
     value_distribution,
 )
+from dynviz.analysis.report import save_figure
 from dynviz.gates import GateGraph
 from dynviz.record import Records
 from dynviz.rules import COMMON_THRESHOLD
@@ -191,15 +192,6 @@ def _summary(
     }
 
 
-def _save(fig: Any, out: Path, stem: str, formats: tuple[str, ...], dpi: int) -> list[str]:
-    names = []
-    for fmt in formats:
-        name = f"{stem}.{fmt}"
-        fig.savefig(out / name, dpi=dpi, bbox_inches="tight")
-        names.append(name)
-    return names
-
-
 def _write_figures(
     report: GateReport,
     records: Records,
@@ -215,16 +207,18 @@ def _write_figures(
     ax = plots.plot_value_distribution(
         frames["distribution"], title=f"{label}: value per input at each gate point"
     )
-    report.figures["value_distribution"] = _save(
+    report.figures["value_distribution"] = save_figure(
         ax.figure, report.out, "value_distribution", formats, dpi
     )
     ax = plots.plot_option_usage(
         frames["usage"], threshold=threshold, title=f"{label}: inputs that ran each option"
     )
-    report.figures["option_usage"] = _save(ax.figure, report.out, "option_usage", formats, dpi)
+    report.figures["option_usage"] = save_figure(
+        ax.figure, report.out, "option_usage", formats, dpi
+    )
     if report.summary["cost"] is not None:
         ax = cost_histogram(frames["cost"], hue=None, title=f"{label}: real cost per input")
-        report.figures["cost_histogram"] = _save(
+        report.figures["cost_histogram"] = save_figure(
             ax.figure, report.out, "cost_histogram", formats, dpi
         )
 

@@ -77,7 +77,8 @@ class Report:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def _save(fig: Any, out: Path, stem: str, formats: tuple[str, ...], dpi: int) -> list[str]:
+def save_figure(fig: Any, out: Path, stem: str, formats: tuple[str, ...], dpi: int) -> list[str]:
+    """Write ``fig`` as ``out/stem.<fmt>`` for each format; the file names written."""
     names = []
     for fmt in formats:
         name = f"{stem}.{fmt}"
@@ -278,7 +279,9 @@ def _write_figures(
         threshold=threshold,
         title="Distribution of path activation probability",
     )
-    report.figures["fig5_probability"] = _save(ax.figure, out, "fig5_probability", formats, dpi)
+    report.figures["fig5_probability"] = save_figure(
+        ax.figure, out, "fig5_probability", formats, dpi
+    )
     fig = Figure(figsize=(11.0, 3.8), dpi=100, layout="constrained")
     by_layer, by_scale = fig.subplots(1, 2, width_ratios=[2, 1], sharey=True)
     plots.probability_violins(
@@ -287,10 +290,10 @@ def _write_figures(
     plots.probability_violins(
         per_path, x="scale", ax=by_scale, title="Fig. 5 per scale", xlabel="scale"
     )
-    report.figures["fig5_layer_scale"] = _save(fig, out, "fig5_layer_scale", formats, dpi)
+    report.figures["fig5_layer_scale"] = save_figure(fig, out, "fig5_layer_scale", formats, dpi)
     ax = plots.cost_histogram(tables.images, title="Real cost per image")
-    report.figures["cost_histogram"] = _save(ax.figure, out, "cost_histogram", formats, dpi)
-    report.figures["routing_vs_scale"] = _save(
+    report.figures["cost_histogram"] = save_figure(ax.figure, out, "cost_histogram", formats, dpi)
+    report.figures["routing_vs_scale"] = save_figure(
         routing_figure(tables.vs), out, "routing_vs_scale", formats, dpi
     )
     graphs = {}
@@ -298,7 +301,9 @@ def _write_figures(
         name = slug(label)
         matrix = probability_matrix(rec.gates)
         ax = plots.probability_heatmap(matrix, title=f"{label}: share of images running each cell")
-        report.figures[f"heatmap_{name}"] = _save(ax.figure, out, f"heatmap_{name}", formats, dpi)
+        report.figures[f"heatmap_{name}"] = save_figure(
+            ax.figure, out, f"heatmap_{name}", formats, dpi
+        )
         model_paths = per_path[per_path["model"] == label]
         graphs[label] = space_graph(
             rec.config, probability=model_paths, mean_alpha=model_paths, route=rec.sidecar.route
@@ -314,7 +319,7 @@ def _write_figures(
             threshold=threshold,
             title=f"{label}: paths shaded by activation probability",
         )
-        report.figures[f"space_{name}"] = _save(ax.figure, out, f"space_{name}", formats, dpi)
+        report.figures[f"space_{name}"] = save_figure(ax.figure, out, f"space_{name}", formats, dpi)
     return graphs
 
 
