@@ -163,6 +163,17 @@ def test_measure_calls_reports_cpu_wait_and_retakes_contended_samples():
     assert set(forced.median) == {"a", "b"}
 
 
+def test_measure_calls_keeps_what_each_kept_sample_returned():
+    counter = iter(range(100))
+    timings = measure_calls({"a": lambda: next(counter)}, repeats=3, warmup=1)
+    assert timings.results["a"] == [1, 2, 3]  # the warm-up's 0 is not kept
+    # a retaken sample keeps the result of the call it kept (here: the first of each round)
+    counter = iter(range(100))
+    forced = measure_calls({"a": lambda: next(counter)}, repeats=2, warmup=0, max_wait=-1.0)
+    if cpu_wait() is not None:
+        assert forced.results["a"][0] in range(4) and forced.results["a"][1] in range(4, 8)
+
+
 def test_node_rows_carry_the_spread_of_their_repeats():
     from dynviz.inference.latency import latency_rows, measure_node_latency
     from dynviz.model.zoo import load_space

@@ -14,7 +14,7 @@ import glob
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -77,12 +77,15 @@ class Timings:
         waits: for each kept sample, the share of its wall time the process's threads spent
             waiting for a CPU (None where unknown).
         retaken: samples taken again because they waited more than ``max_wait``.
+        results: for each kept sample, what its (last) call returned: a call may report
+            how its own time divides (see the recording figure of ``dynviz bench``).
     """
 
     samples: dict[str, list[float]]
     waits: dict[str, list[float | None]]
     retaken: int = 0
     max_wait: float | None = None
+    results: dict[str, list[Any]] = field(default_factory=dict)
 
     @property
     def median(self) -> dict[str, float]:
@@ -144,6 +147,7 @@ def measure_calls(
     wait_for = sync or (lambda: None)
     samples: dict[str, list[float]] = {k: [] for k in names}
     waits: dict[str, list[float | None]] = {k: [] for k in names}
+    results: dict[str, list[Any]] = {k: [] for k in names}
     inner = dict.fromkeys(names, 1)
     retaken = 0
     for _ in range(warmup):
@@ -156,18 +160,19 @@ def measure_calls(
             if min_time > 0 and elapsed < min_time:
                 inner[k] = max(1, min(1000, int(min_time / max(elapsed, 1e-7))))
 
-    def sample(k: str) -> tuple[float, float | None]:
+    def sample(k: str) -> tuple[float, float | None, Any]:
         n = inner[k]
+        result = None
         wait_for()
         wait0 = cpu_wait()
         start = time.perf_counter()
         for _ in range(n):
-            calls[k]()
+            result = calls[k]()
         wait_for()
         wall = time.perf_counter() - start
         wait1 = cpu_wait()
         share = None if wait0 is None or wait1 is None else (wait1 - wait0) / max(wall, 1e-9)
-        return wall / n, share
+        return wall / n, share, result
 
     for r in range(repeats):
         order = names[r % len(names) :] + names[: r % len(names)] if names else names
@@ -187,7 +192,10 @@ def measure_calls(
             retaken += tries
             samples[k].append(best[0])
             waits[k].append(best[1])
-    return Timings(samples=samples, waits=waits, retaken=retaken, max_wait=max_wait)
+            results[k].append(best[2])
+    return Timings(
+        samples=samples, waits=waits, retaken=retaken, max_wait=max_wait, results=results
+    )
 
 
 def time_calls(
