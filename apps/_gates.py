@@ -8,6 +8,11 @@ paths the options, :mod:`dynviz.gates.routing`). The analyses are
 :mod:`dynviz.analysis.gates`; here they are cached the way ``_state`` caches the rest (keyed by
 the records' path and modification time, small frames as ``st.cache_data``) and drawn.
 
+The decisions are read once per records folder and server, into the dense inputs x options
+matrix every analysis computes on (:func:`matrix`, ``st.cache_resource``, shared by the three
+pages and every session): the decision rows of 100,000 images of a routing space are 15 M, and
+each page reading them again took 1-3 s.
+
 :func:`page_does_not_apply` is the guard ``explorer.py`` asks before running a page: the pages
 of the layer x scale routing space say in one line why they do not apply to gate-graph records
 instead of failing on them.
@@ -26,13 +31,15 @@ import streamlit as st
 import yaml
 
 from dynviz.analysis.gates import (
+    DecisionMatrix,
     common_plan,
+    decision_matrix,
     decisions_vs_statistics,
     input_cost,
     option_usage,
     value_distribution,
 )
-from dynviz.gates import GateGraph, PointKind
+from dynviz.gates import GateGraph, PointKind, routing_decisions
 from dynviz.labels import readable
 
 CORRELATED_INPUTS = 20_000
@@ -161,12 +168,26 @@ def _order(graph: GateGraph) -> pd.DataFrame:
     )
 
 
+@st.cache_resource(show_spinner="Reading the decisions...", max_entries=4)
+def matrix(path: str, mtime: float) -> DecisionMatrix:
+    """``dynviz.analysis.gates.decision_matrix`` of the records' decisions, shared and
+    read-only (100,000 images x 149 paths of a routing space: about 135 MB, no copy per call).
+
+    A routing-space recording's gate rows are read as decisions here rather than through
+    ``Records.decisions``, which would keep its 15 M-row frame on the shared records for as
+    long as they are cached: the pages read only the matrix."""
+    records = _state.load_records(path, mtime)
+    if records.decision_frame is not None:
+        return decision_matrix(records.decisions)
+    return decision_matrix(routing_decisions(records.gates))
+
+
 @st.cache_data(show_spinner="Counting the decisions...", max_entries=32)
 def usage(path: str, mtime: float) -> pd.DataFrame:
     """``dynviz.analysis.gates.option_usage`` in the graph's order, with each point's kind and
     each option's cost (``gmacs``); an option no input reached has usage 0."""
     records = _state.load_records(path, mtime)
-    found = option_usage(records.decisions)
+    found = option_usage(matrix(path, mtime))
     found = found.assign(point=found["point"].astype(str), option=found["option"].astype(str))
     out = _order(records.graph).merge(found, on=["point", "option"], how="left")
     out["usage"] = out["usage"].fillna(0.0)
@@ -177,7 +198,7 @@ def usage(path: str, mtime: float) -> pd.DataFrame:
 @st.cache_data(show_spinner=False, max_entries=32)
 def distribution(path: str, mtime: float, bins: int) -> pd.DataFrame:
     """``dynviz.analysis.gates.value_distribution`` with string point and option names."""
-    frame = value_distribution(_state.load_records(path, mtime).decisions, bins=bins)
+    frame = value_distribution(matrix(path, mtime), bins=bins)
     return frame.assign(point=frame["point"].astype(str), option=frame["option"].astype(str))
 
 
@@ -204,7 +225,7 @@ def plan(path: str, mtime: float, threshold: float) -> Plan:
     the rest; the plan as YAML; the cost of the kept options where the graph gives costs."""
     records = _state.load_records(path, mtime)
     graph = records.graph
-    common = common_plan(records.decisions, graph, threshold=threshold)
+    common = common_plan(matrix(path, mtime), graph, threshold=threshold)
     table = pd.DataFrame(
         [
             {
@@ -256,7 +277,7 @@ def correlations(path: str, mtime: float) -> pd.DataFrame:
     option)'s value with every input statistic, largest ``|rho|`` first."""
     records = _state.load_records(path, mtime)
     frame = decisions_vs_statistics(
-        records.decisions, records.images, graph=records.graph, max_inputs=CORRELATED_INPUTS
+        matrix(path, mtime), records.images, graph=records.graph, max_inputs=CORRELATED_INPUTS
     )
     return frame.assign(point=frame["point"].astype(str), option=frame["option"].astype(str))
 
@@ -274,13 +295,12 @@ def decision_points(
     """Per input: ``image_id``, the option's ``value``, whether it ``ran`` (as text, the scatter's
     colour) and the statistic (``stat_<statistic>``)."""
     records = _state.load_records(path, mtime)
-    d = records.decisions
-    rows = d[(d["point"] == point) & (d["option"] == option)]  # categories: codes compared
+    rows = matrix(path, mtime).option_values(point, option)  # a column of the matrix
     column = "stat_" + statistic
     stats = records.images[["image_id", column]].assign(
         image_id=lambda f: f["image_id"].astype(str)
     )
-    out = rows[["image_id", "value", "ran"]].assign(image_id=rows["image_id"].astype(str))
+    out = rows.assign(image_id=rows["image_id"].astype(str))
     out = out.merge(stats, on="image_id", how="inner")
     out["ran"] = np.where(out["ran"].astype(bool), "ran", "did not run")
     return out.dropna(subset=["value", column]).reset_index(drop=True)

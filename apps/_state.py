@@ -17,7 +17,9 @@ re-validates every trace.
 
 Start-up (issue 26): ``dynviz app`` calls :func:`preload` in the server process before it
 listens, so the first page of the first session finds everything it needs in these caches (the
-modules imported, every records folder read, the sidebar's and the Overview's tables made). The
+modules imported, every records folder read, the sidebar's and the Overview's tables made); the
+imports the first page does without (altair, matplotlib for the Overview's training curves)
+follow on a thread while the visitor's browser loads the page's scripts. The
 gate-row summaries of the records shown first (:func:`summarised`) are made on a background
 thread a few seconds later (:func:`summarise_in_background`), not on the first page's time; a
 page that needs them sooner makes them itself (Streamlit computes a cached value once, whoever
@@ -30,6 +32,7 @@ and the one-object-per-process rule are read in one place; the pages only lay ou
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -270,9 +273,52 @@ def dynamic_against_each(table: str, mtime: float) -> tuple[str, pd.DataFrame, p
     return compare.dynamic_against_each(Path(table).parent)
 
 
-def compare_dataframe(frame: pd.DataFrame, unit: Any, *, key: str) -> None:
-    """Show Table-1 comparison rows with readable columns and costs in ``unit``."""
-    shown = pd.DataFrame(
+_MARKDOWN_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]<>|$~:"})
+
+
+def markdown_table(frame: pd.DataFrame, formats: dict[str, str] | None = None) -> str:
+    """``frame`` as a Markdown table for ``st.markdown``: what the first page shows of a small
+    table. A data grid (``st.dataframe``) loads its scripts (the grid and Arrow, about 1.2 MB)
+    on first use and draws on a canvas, 0.3 s of the Overview's first drawing on two busy
+    cores; a Markdown table is drawn with the code every page has loaded.
+
+    ``formats``: ``{column: "%.4g"}`` (printf style) or ``"localized"`` (thousands separated);
+    other numbers as they print. Missing values are empty, booleans yes or no, text is
+    escaped (no Markdown, math or icon codes in a cell); numeric columns align right."""
+    formats = formats or {}
+
+    def cell(value: Any, fmt: str | None) -> str:
+        if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+            return ""
+        if isinstance(value, bool | np.bool_):
+            return "yes" if value else "no"
+        if fmt and isinstance(value, int | float | np.integer | np.floating):
+            return f"{value:,}" if fmt == "localized" else fmt % value
+        return " ".join(str(value).split()).translate(_MARKDOWN_SPECIAL)
+
+    numeric = [
+        pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+        for c in frame.columns
+    ]
+    lines = [
+        "| " + " | ".join(str(c).translate(_MARKDOWN_SPECIAL) for c in frame.columns) + " |",
+        "| " + " | ".join("---:" if n else ":---" for n in numeric) + " |",
+    ]
+    for row in frame.itertuples(index=False):
+        cells = [cell(v, formats.get(c)) for c, v in zip(frame.columns, row, strict=True)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def show_table(table: str) -> None:
+    """Draw a :func:`markdown_table`, scrolled sideways where wider than its column (a long
+    cell must not run over the next column's table)."""
+    st.markdown(f'<div style="overflow-x: auto">\n\n{table}\n\n</div>', unsafe_allow_html=True)
+
+
+def compare_table(frame: pd.DataFrame, unit: Any) -> pd.DataFrame:
+    """Table-1 comparison rows with readable columns and costs in ``unit``."""
+    return pd.DataFrame(
         {
             "network": frame["method"],
             "kind": frame["kind"],
@@ -285,6 +331,20 @@ def compare_dataframe(frame: pd.DataFrame, unit: Any, *, key: str) -> None:
             "modeled from": frame["modeled_from"],
         }
     )
+
+
+def compare_markdown(frame: pd.DataFrame, unit: Any) -> str:
+    """Table-1 comparison rows (:func:`compare_table`) as a Markdown table
+    (:func:`markdown_table`)."""
+    costs = {c: "%.4g" for c in (f"real {unit.label} avg", "max", "min")}
+    return markdown_table(
+        compare_table(frame, unit), {"mIoU (%)": "%.2f", "params (M)": "%.3f", **costs}
+    )
+
+
+def compare_dataframe(frame: pd.DataFrame, unit: Any, *, key: str) -> None:
+    """Show Table-1 comparison rows (:func:`compare_table`) in a data grid."""
+    shown = compare_table(frame, unit)
     st.dataframe(
         shown,
         hide_index=True,
@@ -647,6 +707,46 @@ def routes_of_space(
     return tuple(out)
 
 
+# ------------------------------------------------------------------------- training curves
+@st.cache_data(show_spinner=False, max_entries=64)
+def curve_picture(data: pd.DataFrame, series: str) -> str:
+    """``dynviz.plots.mpl.training_curves`` of ``series`` (columns ``iter``, ``run`` and the
+    series) as an SVG picture: the browser draws it at once, with no charting code to load."""
+    return _curve_svg(data, series)
+
+
+def _warm_up_in_background(*, curves: bool) -> threading.Thread:
+    """Import what the first page does not need on a thread of its own, while the first
+    visitor's browser loads the page's scripts (0.8 s), so that the server answers sooner:
+    altair (``st.line_chart``'s: 0.15-0.3 s) and, with ``curves``, matplotlib with a first
+    figure drawn (fonts, text layout: 0.4-0.5 s), after which the Overview's
+    :func:`curve_picture` costs milliseconds. A page that comes sooner waits for the imports
+    under way (Python imports a module once)."""
+
+    def run() -> None:
+        try:
+            import altair  # noqa: F401
+
+            if curves:
+                frame = pd.DataFrame({"iter": [0, 1], "run": "a", "loss": [1.0, 0.5]})
+                _curve_svg(frame, "loss")
+        except Exception as err:  # noqa: BLE001 - the page imports or draws them again
+            logger.warning("warming the explorer up failed: %s", err)
+
+    thread = threading.Thread(target=run, name=f"{BACKGROUND}warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def _curve_svg(data: pd.DataFrame, series: str) -> str:
+    from dynviz.plots.mpl import training_curves
+
+    ax = training_curves(data, y=series, ylabel=series)
+    out = io.StringIO()
+    ax.figure.savefig(out, format="svg")
+    return out.getvalue()
+
+
 # ---------------------------------------------------------------------- routing vs scale
 @st.cache_data(show_spinner="Relating routes to object scale...", max_entries=32)
 def image_routes(path: str, mtime: float) -> pd.DataFrame:
@@ -797,14 +897,14 @@ def default_records(usable: tuple[str, ...]) -> str:
 def preload(root: str | None = None) -> dict[str, float]:
     """Fill the server's caches with what a session's first page needs, before any session:
     ``dynviz app`` calls it in the server process before the server listens. The modules the
-    pages import (torch comes with :mod:`dynviz.record`; altair is Streamlit's for
-    ``st.line_chart``), every records folder under ``root`` read (:func:`scan`), and the
-    Overview's tables: :func:`table1`, :func:`compare_rows`, the runs' configs and metrics.
-    The gate-row summaries of the records shown first start on a background thread
-    :data:`PRELOAD_SUMMARY_DELAY` seconds later (:func:`summarise_in_background`), and the
-    sidebar does not wait for them. Returns the seconds each step took."""
-    import altair  # noqa: F401 - imported on the first st.line_chart: 0.15-0.3 s
-
+    pages import (torch comes with :mod:`dynviz.record`), every records folder under ``root``
+    read (:func:`scan`), and the Overview's tables: :func:`table1`, :func:`compare_rows`, the
+    runs' configs and metrics. The imports a first page does without (altair, and matplotlib
+    for the training curves) follow on a thread as the server starts listening
+    (:func:`_warm_up_in_background`); the gate-row summaries of the records shown first start
+    on a background thread :data:`PRELOAD_SUMMARY_DELAY` seconds later
+    (:func:`summarise_in_background`), and the sidebar does not wait for them. Returns the
+    seconds each step took."""
     times: dict[str, float] = {}
     started = time.perf_counter()
 
@@ -827,6 +927,9 @@ def preload(root: str | None = None) -> dict[str, float]:
         load_run_config(run, stamp(Path(run) / "config.yaml"))
         load_metrics(run, stamp(Path(run) / "metrics.jsonl"))
     lap("overview")
+    _warm_up_in_background(
+        curves=any((Path(run) / "metrics.jsonl").is_file() for run in catalog.runs)
+    )
     if usable:
         first = default_records(usable)
         if routing_space(first, stamp(first)):

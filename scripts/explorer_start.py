@@ -19,8 +19,10 @@ again, and stops the server. Three figures per repeat:
 "Drawn" is: the Overview's last section, the "Training curves" heading, present (the page's
 script has run to its end: the skeleton and the sidebar alone do not count), the run over (no
 running indicator), no element still a placeholder (``stSkeleton``: the frontend loads a
-table's or a chart's code on first use), every table (``stDataFrame``) holding its canvas and
-every chart (``stVegaLiteChart``) its drawing, and no exception shown.
+table's or a chart's code on first use), every table (``stDataFrame``) holding its canvas,
+every chart (``stVegaLiteChart``) its drawing and every picture (``stImage``: the training
+curves, drawn on the server until the page's Interactive toggle asks for charts) decoded, and
+no exception shown.
 
 By default every first page opens with an empty browser cache (a first visit: the frontend's
 scripts, about 5 MB, are fetched and compiled); ``--returning`` keeps one browser cache across
@@ -80,7 +82,9 @@ DRAWN = """() => {
   const tables = [...document.querySelectorAll('[data-testid="stDataFrame"]')];
   if (!tables.every(t => t.querySelector('canvas'))) return false;
   const charts = [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')];
-  return charts.every(c => c.querySelector('canvas, svg'));
+  if (!charts.every(c => c.querySelector('canvas, svg'))) return false;
+  const pictures = [...document.querySelectorAll('[data-testid="stImage"] img')];
+  return pictures.every(i => i.complete && i.naturalWidth > 0);
 }"""
 """The Overview is drawn: ``true``; an exception on the page: ``'exception'``."""
 

@@ -41,7 +41,7 @@ VIEWPORT = {"width": 1280, "height": 800}
 
 # url path -> (page title, test ids that must appear, how many plotly charts at least)
 PAGES: dict[str, tuple[str, tuple[str, ...], int]] = {
-    "": ("Overview", ("stDataFrame",), 0),
+    "": ("Overview", ("stImage",), 0),  # Markdown tables and the curves as pictures
     "route_explorer": ("Route explorer", ("stMetric", "stImage"), 1),
     "distributions": ("Distributions", ("stDataFrame",), 3),
     "common_networks": ("Common networks", ("stMetric", "stDownloadButton"), 1),

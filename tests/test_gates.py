@@ -311,3 +311,136 @@ def test_option_usage_equals_a_grouped_computation_with_gaps():
     )
     got.index = got.index.set_levels([lvl.astype(str) for lvl in got.index.levels])
     pd.testing.assert_frame_equal(got.sort_index(), expected.sort_index(), check_dtype=False)
+
+
+def _regular_decisions(n: int = 40):
+    """One block of rows per input, every block the same pairs in an order that is not the
+    categories' (b before a, y before x), and an input statistic."""
+    import pandas as pd
+
+    rng = np.random.default_rng(2)
+    order = [("b", "w"), ("b", "u"), ("a", "y"), ("a", "x"), ("b", "v")]
+    rows = []
+    for i in range(n):
+        for point, option in order:
+            value = rng.random()
+            rows.append((f"im{i:03d}", point, option, value, bool(value > 0.5)))
+    decisions = pd.DataFrame(rows, columns=["image_id", "point", "option", "value", "ran"])
+    decisions["point"] = decisions["point"].astype(pd.CategoricalDtype(["a", "b"]))
+    decisions["option"] = decisions["option"].astype(pd.CategoricalDtype(["u", "v", "w", "x", "y"]))
+    images = pd.DataFrame({"image_id": [f"im{i:03d}" for i in range(n)], "stat_s": rng.random(n)})
+    return decisions, images
+
+
+def test_decisions_in_blocks_read_as_the_same_matrix_as_scattered_rows():
+    """The reshaped blocks of a routing-space recording and the same rows in any order give one
+    matrix, and every analysis the same figures from either."""
+    import pandas as pd
+
+    from dynviz.analysis.gates import (
+        decision_matrix,
+        decisions_vs_statistics,
+        option_usage,
+        value_distribution,
+    )
+
+    blocks, images = _regular_decisions()
+    scattered = blocks.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    a, b = decision_matrix(blocks), decision_matrix(scattered)
+    assert a.seen is None and b.seen is None  # every input has every pair
+    assert list(a.point_column().astype(str)) == ["a", "a", "b", "b", "b"]
+    assert list(a.option_column().astype(str)) == ["x", "y", "u", "v", "w"]
+    order = b.ids.get_indexer(a.ids)  # the scattered rows meet the inputs in another order
+    np.testing.assert_array_equal(a.values, b.values[order])
+    np.testing.assert_array_equal(a.ran, b.ran[order])
+    for frame in (option_usage, value_distribution):
+        pd.testing.assert_frame_equal(frame(blocks), frame(scattered))
+    pd.testing.assert_frame_equal(
+        decisions_vs_statistics(blocks, images), decisions_vs_statistics(scattered, images)
+    )
+    # a value read back from the matrix is the row's own
+    row = blocks[(blocks.image_id == "im007") & (blocks.point == "b") & (blocks.option == "u")]
+    got = a.option_values("b", "u").set_index("image_id").loc["im007"]
+    assert got["value"] == row["value"].iloc[0] and got["ran"] == row["ran"].iloc[0]
+    assert a.option_values("a", "w").empty  # a pair the decisions do not hold
+
+
+def test_the_analyses_take_the_matrix_in_place_of_the_decisions():
+    import pandas as pd
+
+    from dynviz.analysis.gates import (
+        common_plan,
+        decision_matrix,
+        decisions_vs_statistics,
+        option_usage,
+        value_distribution,
+    )
+
+    decisions, graph = _hand_decisions()
+    matrix = decision_matrix(decisions)
+    assert decision_matrix(matrix) is matrix
+    pd.testing.assert_frame_equal(option_usage(matrix), option_usage(decisions))
+    pd.testing.assert_frame_equal(
+        value_distribution(matrix, bins=4), value_distribution(decisions, bins=4)
+    )
+    assert common_plan(matrix, graph, threshold=0.7) == common_plan(decisions, graph, threshold=0.7)
+    images = pd.DataFrame({"image_id": [f"im{i}" for i in range(4)], "stat_size": [4.0, 3, 1, 2]})
+    pd.testing.assert_frame_equal(
+        decisions_vs_statistics(matrix, images, min_inputs=3, graph=graph),
+        decisions_vs_statistics(decisions, images, min_inputs=3, graph=graph),
+    )
+
+
+def test_a_random_draw_of_inputs_is_the_matrix_of_their_rows_alone():
+    """``max_inputs`` draws inputs; the pairs are those the drawn inputs have rows of (an early
+    exit that only undrawn inputs reached is left out), as if the decisions held no others."""
+    import pandas as pd
+
+    from dynviz.analysis.gates import decision_matrix
+
+    rows = []
+    for i in range(30):
+        rows += [(f"im{i}", "a", "x", i / 30, i % 2 == 0), (f"im{i}", "a", "y", 0.5, True)]
+        if i == 29:  # only the last input reached the exit
+            rows += [(f"im{i}", "ex", "exit", 0.9, True)]
+    decisions = pd.DataFrame(rows, columns=["image_id", "point", "option", "value", "ran"])
+    full = decision_matrix(decisions)
+    assert full.seen is not None and full.seen[:, -1].sum() == 1
+    drawn = full.select(max_inputs=10)
+    assert len(drawn.ids) == 10 and list(drawn.ids) == sorted(drawn.ids, key=list(full.ids).index)
+    alone = decision_matrix(decisions[decisions.image_id.isin(drawn.ids)])
+    assert list(drawn.ids) == list(alone.ids)
+
+    def names(m):
+        return list(zip(m.point_column().astype(str), m.option_column().astype(str), strict=True))
+
+    assert names(drawn) == names(alone) == [("a", "x"), ("a", "y")]  # no exit
+    np.testing.assert_array_equal(drawn.values, alone.values)
+    np.testing.assert_array_equal(drawn.ran, alone.ran)
+    assert full.select() is full  # nothing to leave out
+    dropped = full.select(drop=[full.pair_code("a", "y")])
+    assert list(dropped.option_column().astype(str)) == ["x", "exit"]
+
+
+@pytest.mark.parametrize("last_layer", [3, 2000])  # cell codes in int16, and past it
+def test_routing_decisions_name_each_row_by_its_cell_in_forward_order(last_layer):
+    import pandas as pd
+
+    layer = np.array([1, last_layer, 0, 1, 0, last_layer], dtype=np.int16)
+    scale = np.array([8, 64, 4, 8, 4, 64], dtype=np.int16)
+    gates = pd.DataFrame(
+        {
+            "image_id": ["a", "a", "a", "b", "b", "b"],
+            "layer": layer,
+            "scale": scale,
+            "direction": pd.Categorical(["up", "keep", "down", "keep", "keep", "up"]),
+            "gate_alpha": np.linspace(0.1, 0.6, 6, dtype=np.float32),
+            "active": [True, False, True, True, False, True],
+        }
+    )
+    d = routing_decisions(gates)
+    assert list(d["point"].cat.categories) == ["L0/s4", "L1/s8", f"L{last_layer}/s64"]
+    assert list(d["point"].astype(str)) == [f"L{a}/s{b}" for a, b in zip(layer, scale, strict=True)]
+    assert list(d["option"].astype(str)) == list(gates["direction"].astype(str))
+    assert (d["value"].to_numpy() == gates["gate_alpha"].to_numpy()).all()
+    assert (d["ran"].to_numpy() == gates["active"].to_numpy()).all()

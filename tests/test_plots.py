@@ -160,3 +160,20 @@ def test_analyze_writes_the_report(two_records, tmp_path, capsys):
     assert cli(["analyze", str(empty), "--out", str(out)]) == 3
     assert "no image recorded yet" in capsys.readouterr().err
     assert _no_pyplot_figures()
+
+
+def test_training_curves_draw_a_line_per_run_and_a_lone_value_as_a_point():
+    data = pd.DataFrame(
+        {
+            "iter": [2, 4, 6, 2, 4, 6, 6],
+            "run": ["a", "a", "a", "b", "b", "b", "c"],
+            "loss": [1.0, 0.5, 0.25, 2.0, 1.5, 1.0, 0.7],
+        }
+    )
+    ax = mpl.training_curves(data, y="loss")
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {"a", "b", "c"}
+    np.testing.assert_array_equal(lines["b"].get_ydata(), [2.0, 1.5, 1.0])
+    assert lines["c"].get_marker() == "o" and lines["a"].get_marker() in ("None", None, "")
+    assert ax.get_xlabel() == "iteration" and ax.get_ylabel() == "loss"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b", "c"]

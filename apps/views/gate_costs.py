@@ -97,7 +97,7 @@ c1, c2, c3 = st.columns(3)
 point = c1.selectbox(
     "Gate point", points, index=points.index(first["point"]), key="gates_stat_point"
 )
-options = list(_gates.usage(path, mtime).query("point == @point")["option"])
+options = list(records.graph[point].option_names)
 option = c2.selectbox(
     "Option",
     options,

@@ -1,5 +1,11 @@
 """Overview: the runs and records in the folder, the Table-1-style comparison of the records,
-and training curves."""
+and training curves.
+
+The first page a visitor sees, so it is drawn with what every page loads (issue 26: within 2 s
+of the server answering): its small tables are Markdown tables (``_state.markdown_table``), not
+data grids, and its training curves pictures drawn on the server (``_state.curve_picture``)
+until the visitor asks for interactive charts; the grids' and the charts' scripts took the
+first drawing about 0.6 s to load on two busy cores."""
 
 from __future__ import annotations
 
@@ -36,9 +42,10 @@ if not compared.empty:
             f"`{catalog.label(str(Path(table_path).parent))}/table1.csv` (`dynviz compare`): "
             f"dynamic models, the common network and the special cases evaluated on the same "
             f"{int(rows['images'].iloc[0])} validation images, batch 1 with closed paths "
-            f"skipped. Costs in {unit.label}."
+            f"skipped. Costs in {unit.label}; real avg: the executed cost per image (the "
+            "paper's GFLOPs Avg); mIoU: the data-set mIoU on those images."
         )
-        _state.compare_dataframe(rows, unit, key=f"overview_compare_{table_path}")
+        _state.show_table(_state.compare_markdown(rows, unit))
 
 st.subheader("Recorded models (Table 1 columns from the records)")
 if ctx.usable:
@@ -76,27 +83,23 @@ if ctx.usable:
         ]
         st.caption(
             "Only networks with records (`dynviz record`) appear here; the comparison above, "
-            "when there is one, covers every trained network."
+            "when there is one, covers every trained network. mIoU: the data-set mIoU over "
+            f"every recorded image; real {unit.label} avg: the executed cost per image, "
+            "averaged (the paper's GFLOPs Avg); expected: Eq. 7-8 with the images' alphas."
         )
-        st.dataframe(
-            shown[columns],
-            hide_index=True,
-            width="stretch",
-            column_config={
-                "mIoU": st.column_config.NumberColumn(
-                    format="%.4f", help="data-set mIoU over every recorded image"
-                ),
-                "pixel acc.": st.column_config.NumberColumn(format="%.4f"),
-                f"real {unit.label} avg": st.column_config.NumberColumn(
-                    format="%.4g", help="executed cost per image, averaged (paper: GFLOPs Avg)"
-                ),
-                "real max": st.column_config.NumberColumn(format="%.4g"),
-                "real min": st.column_config.NumberColumn(format="%.4g"),
-                f"expected {unit.label} avg": st.column_config.NumberColumn(
-                    format="%.4g", help="Eq. 7-8 with the images' alphas"
-                ),
-                "params": st.column_config.NumberColumn(format="localized"),
-            },
+        _state.show_table(
+            _state.markdown_table(
+                shown[columns],
+                {
+                    "mIoU": "%.4f",
+                    "pixel acc.": "%.4f",
+                    f"real {unit.label} avg": "%.4g",
+                    "real max": "%.4g",
+                    "real min": "%.4g",
+                    f"expected {unit.label} avg": "%.4g",
+                    "params": "localized",
+                },
+            )
         )
         st.download_button(
             "Download the table (CSV)",
@@ -137,25 +140,12 @@ with left:
             }
         )
     if rows:
-        st.dataframe(
-            pd.DataFrame(rows),
-            hide_index=True,
-            width="stretch",
-            column_config={
-                "last val mIoU": st.column_config.NumberColumn(
-                    format="%.4f",
-                    help="the training's own evaluation, on its first --eval-limit validation "
-                    "images",
-                ),
-                "on images": st.column_config.NumberColumn(
-                    help="validation images of that evaluation"
-                ),
-            },
-        )
+        runs = pd.DataFrame(rows).astype({"iterations": "Int64", "on images": "Int64"})
+        _state.show_table(_state.markdown_table(runs, {"last val mIoU": "%.4f"}))
         st.caption(
             "A run's val mIoU is the training's quick check on its first `--eval-limit` "
-            "validation images; the tables above evaluate every validation image, so their "
-            "mIoU differs."
+            "validation images (on images: how many); the tables above evaluate every "
+            "validation image, so their mIoU differs."
         )
     else:
         st.caption("No training runs here.")
@@ -175,7 +165,7 @@ with right:
             }
         )
     if rows:
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        _state.show_table(_state.markdown_table(pd.DataFrame(rows)))
     else:
         st.caption("No records here.")
 
@@ -202,7 +192,7 @@ options = [c for c in preferred if c in numeric] + [c for c in numeric if c not 
 if not options:
     st.caption("The metrics files hold no numeric series yet.")
     st.stop()
-c1, c2 = st.columns([2, 3])
+c1, c2, c3 = st.columns([4, 6, 2], vertical_alignment="bottom")
 chosen_runs = c1.multiselect("Runs", labels, default=labels, key="overview_runs")
 chosen = c2.multiselect(
     "Series",
@@ -210,6 +200,15 @@ chosen = c2.multiselect(
     default=[c for c in options if c in ("loss", "val_miou")][:2] or options[:1],
     format_func=lambda c: f"{readable(c)} ({c})" if readable(c) != c.replace("_", " ") else c,
     key="overview_series",
+)
+# The curves are pictures drawn on the server until asked for as charts: the charting code
+# (vega-lite, about 1.5 MB of scripts) took the first page 0.6 s to load and compile.
+interactive = c3.toggle(
+    "Interactive",
+    value=False,
+    key="overview_interactive",
+    help="Draw the curves as charts with zoom and each value on hover (the first loads the "
+    "charting code: about a second).",
 )
 for series in chosen:
     data = metrics[metrics["run"].isin(chosen_runs)][["iter", "run", series]].dropna()
@@ -224,16 +223,20 @@ for series in chosen:
             f"One value per run (logged once, at the run's end: {when}): shown as values, not "
             "as a curve."
         )
-        st.dataframe(
-            data.rename(columns={"iter": "iteration"}),
-            hide_index=True,
-            column_config={series: st.column_config.NumberColumn(format="%.4f")},
-            key=f"overview_values_{series}",
+        _state.show_table(
+            _state.markdown_table(data.rename(columns={"iter": "iteration"}), {series: "%.4f"})
         )
         continue
-    st.line_chart(
-        data, x="iter", y=series, color="run", height=240, x_label="iteration", y_label=series
-    )
+    if interactive:
+        st.line_chart(
+            data, x="iter", y=series, color="run", height=240, x_label="iteration", y_label=series
+        )
+    else:
+        st.image(
+            _state.curve_picture(data, series),
+            width="stretch",
+            alt=f"{series} against the iteration, one line per run",
+        )
     if points.min() <= 1:  # a line chart draws no single point: list those
         singles = data[data["run"].isin(points[points <= 1].index)]
         st.caption(

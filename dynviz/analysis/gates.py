@@ -16,6 +16,11 @@ whose paths are the options, :mod:`dynviz.gates.routing`).
 - :func:`input_cost`: per input, the real cost (and the expected one) in GMACs where known.
 - :func:`decisions_vs_statistics`: Spearman's rho between each option's value and each input
   statistic (``stat_*``).
+
+Each of them also takes a :class:`DecisionMatrix` (:func:`decision_matrix`): the decisions as a
+dense inputs x (point, option) matrix, which every analysis computes on. Made once and passed to
+each, it spares them reading the decisions again (15 M rows at 100,000 images of a routing
+space: the explorer keeps one per records folder and its gate pages share it).
 """
 
 from __future__ import annotations
@@ -33,42 +38,51 @@ from dynviz.rules import COMMON_THRESHOLD
 
 __all__ = [
     "CommonPlan",
+    "DecisionMatrix",
     "common_plan",
+    "decision_matrix",
     "decisions_vs_statistics",
     "input_cost",
     "option_usage",
     "value_distribution",
 ]
 
-_KEYS = ["point", "option"]
 
-
-def option_usage(decisions: pd.DataFrame) -> pd.DataFrame:
+def option_usage(decisions: pd.DataFrame | DecisionMatrix) -> pd.DataFrame:
     """Per (point, option), in the graph's order: ``inputs`` (that reached the point),
     ``usage`` (share of all inputs that ran the option), ``value_mean``, ``value_q25``,
     ``value_median``, ``value_q75`` (over the inputs that reached the point).
 
-    Computed on the dense inputs x options matrix (:func:`_dense`): a routing-space recording
-    of 100,000 images has 15 M decision rows, and grouped quantiles over them took 2 s."""
-    dense = _dense(decisions)
-    values = dense.values
+    Computed on the dense inputs x options matrix (:func:`decision_matrix`): a routing-space
+    recording of 100,000 images has 15 M decision rows, and grouped quantiles over them took
+    2 s."""
+    matrix = decision_matrix(decisions)
+    values = matrix.values
     reached = ~np.isnan(values)
-    full = reached.all(0)
-    quartiles = np.full((3, values.shape[1]), np.nan)
-    if full.any():
-        quartiles[:, full] = np.quantile(values[:, full], [0.25, 0.5, 0.75], axis=0)
-    gaps = ~full & reached.any(0)
-    if gaps.any():
-        quartiles[:, gaps] = np.nanquantile(values[:, gaps], [0.25, 0.5, 0.75], axis=0)
     counts = reached.sum(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = np.where(counts > 0, np.nansum(values, 0) / np.maximum(counts, 1), np.nan)
+    full = counts == values.shape[0]
+    quartiles = np.full((3, values.shape[1]), np.nan)
+    if values.size and full.all():  # no column copied to pick the complete ones
+        quartiles = np.quantile(values, _QUARTILES, axis=0)
+        means = values.mean(0)
+    else:
+        if full.any():
+            quartiles[:, full] = np.quantile(
+                values[:, full], _QUARTILES, axis=0, overwrite_input=True
+            )
+        gaps = ~full & reached.any(0)
+        if gaps.any():
+            quartiles[:, gaps] = np.nanquantile(
+                values[:, gaps], _QUARTILES, axis=0, overwrite_input=True
+            )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = np.where(counts > 0, np.nansum(values, 0) / np.maximum(counts, 1), np.nan)
     return pd.DataFrame(
         {
-            "point": dense.point_column(),
-            "option": dense.option_column(),
+            "point": matrix.point_column(),
+            "option": matrix.option_column(),
             "inputs": counts,
-            "usage": dense.ran.sum(0) / max(len(dense.ids), 1),
+            "usage": matrix.usage(),
             "value_mean": means,
             "value_q25": quartiles[0],
             "value_median": quartiles[1],
@@ -77,92 +91,202 @@ def option_usage(decisions: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-@dataclass(frozen=True)
-class _Dense:
-    """Decisions as an inputs x (point, option) matrix."""
+_QUARTILES = [0.25, 0.5, 0.75]
 
-    values: np.ndarray  # (inputs, pairs) float64, NaN where not reached
-    ran: np.ndarray  # (inputs, pairs) bool
-    ids: pd.Index  # the inputs, in order of first appearance
-    pairs: np.ndarray  # (pairs,) point code * width + option code, ascending
-    point: pd.Categorical
-    option: pd.Categorical
+
+@dataclass(frozen=True, eq=False)
+class DecisionMatrix:
+    """Decisions as an inputs x (point, option) matrix (:func:`decision_matrix`). Read-only:
+    the explorer shares one between its sessions.
+
+    Attributes:
+        values: ``(inputs, pairs)`` float64, NaN where the input did not reach the point.
+        ran: ``(inputs, pairs)`` bool.
+        ids: the inputs, in order of first appearance in the decisions.
+        pairs: ``(pairs,)`` the (point, option) pairs the decisions hold, as point code *
+            :attr:`width` + option code, ascending (the graph's order for categorical points
+            and options in it).
+        point: the categories of the points.
+        option: the categories of the options.
+        seen: ``(inputs, pairs)`` bool, where the decisions hold a row; None where they hold
+            one for every input and pair.
+    """
+
+    values: np.ndarray
+    ran: np.ndarray
+    ids: pd.Index
+    pairs: np.ndarray
+    point: pd.CategoricalDtype
+    option: pd.CategoricalDtype
+    seen: np.ndarray | None = None
 
     @property
     def width(self) -> int:
         return len(self.option.categories)
 
     def point_column(self) -> pd.Categorical:
-        cats = self.point
-        return pd.Categorical.from_codes(
-            self.pairs // self.width, categories=cats.categories, ordered=cats.ordered
-        )
+        """Each pair's point."""
+        return pd.Categorical.from_codes(self.pairs // self.width, dtype=self.point)
 
     def option_column(self) -> pd.Categorical:
-        cats = self.option
-        return pd.Categorical.from_codes(
-            self.pairs % self.width, categories=cats.categories, ordered=cats.ordered
+        """Each pair's option."""
+        return pd.Categorical.from_codes(self.pairs % self.width, dtype=self.option)
+
+    def usage(self) -> np.ndarray:
+        """Each pair's share of all inputs that ran it."""
+        return self.ran.sum(0) / max(len(self.ids), 1)
+
+    def pair_code(self, point: str, option: str) -> int | None:
+        """The code of ``(point, option)`` (None when either is not a category)."""
+        p, o = _code(self.point, point), _code(self.option, option)
+        return None if p is None or o is None else p * self.width + o
+
+    def option_values(self, point: str, option: str) -> pd.DataFrame:
+        """``image_id``, ``value`` and ``ran`` of one (point, option) for each input that has a
+        decision row for it (none when the decisions hold no row of it)."""
+        code = self.pair_code(point, option)
+        j = -1 if code is None else int(np.searchsorted(self.pairs, code))
+        if j < 0 or j >= len(self.pairs) or self.pairs[j] != code:
+            return pd.DataFrame(
+                {
+                    "image_id": pd.Series([], dtype=self.ids.dtype),
+                    "value": np.zeros(0),
+                    "ran": np.zeros(0, dtype=bool),
+                }
+            )
+        rows = slice(None) if self.seen is None else self.seen[:, j]
+        return pd.DataFrame(
+            {
+                "image_id": self.ids[rows],
+                "value": self.values[rows, j],
+                "ran": self.ran[rows, j],
+            }
+        )
+
+    def select(self, *, drop: Sequence[int] = (), max_inputs: int | None = None) -> DecisionMatrix:
+        """Without the pairs coded ``drop`` and, with ``max_inputs``, over that many inputs
+        drawn at random (seed 0; their order kept) when there are more: the pairs are then
+        those the drawn inputs have a row of, as if the decisions held only their rows."""
+        rows = None
+        if max_inputs is not None and len(self.ids) > max_inputs:
+            chosen = np.zeros(len(self.ids), dtype=bool)
+            chosen[np.random.default_rng(0).choice(len(self.ids), max_inputs, replace=False)] = True
+            rows = np.flatnonzero(chosen)
+        columns = ~np.isin(self.pairs, np.asarray(drop, dtype=np.int64))
+        if rows is not None:
+            columns &= (
+                (self.seen[rows].any(0) if len(rows) else False)
+                if self.seen is not None
+                else len(rows) > 0
+            )
+        if rows is None and columns.all():
+            return self
+        cols = np.flatnonzero(columns)
+        rows = slice(None) if rows is None else rows
+        pick = np.ix_(np.arange(len(self.ids))[rows], cols)
+        return DecisionMatrix(
+            self.values[pick],
+            self.ran[pick],
+            self.ids[rows],
+            self.pairs[cols],
+            self.point,
+            self.option,
+            None if self.seen is None else self.seen[pick],
         )
 
 
-def _dense(
-    decisions: pd.DataFrame,
-    *,
-    keep: np.ndarray | None = None,
-    max_inputs: int | None = None,
-) -> _Dense:
-    """The decisions (the rows ``keep`` marks) as dense matrices; with ``max_inputs``, only
-    that many inputs drawn at random (seed 0)."""
+def decision_matrix(decisions: pd.DataFrame | DecisionMatrix) -> DecisionMatrix:
+    """The decisions as a dense inputs x (point, option) :class:`DecisionMatrix` (returned as
+    it is when it is one already).
+
+    Decisions made of one block of rows per input, every block holding the same pairs in the
+    same order (a routing-space recording read by :func:`dynviz.gates.routing_decisions`), are
+    reshaped; any others are scattered into the matrix. O(rows) either way, no sort: 15 M rows
+    in about 0.5 s."""
+    if isinstance(decisions, DecisionMatrix):
+        return decisions
     point, option = _categorical(decisions["point"]), _categorical(decisions["option"])
-    keep = np.ones(len(decisions), dtype=bool) if keep is None else keep
     width = len(option.categories)
-    pair = point.codes.astype(np.int64) * width + option.codes  # one code per (point, option)
+    size = max(len(point.categories) * width, 1)
+    kind = np.int16 if size <= np.iinfo(np.int16).max else np.int64
+    pair = point.codes.astype(kind)  # point code * width + option code, in place
+    pair *= width
+    pair += option.codes
     image, ids = pd.factorize(decisions["image_id"], sort=False)
-    if max_inputs is not None and len(ids) > max_inputs:
-        chosen = np.zeros(len(ids), dtype=bool)
-        chosen[np.random.default_rng(0).choice(len(ids), max_inputs, replace=False)] = True
-        keep = keep & chosen[image]
-        image = np.cumsum(chosen)[image] - 1  # renumbered among the chosen
-        ids = ids[chosen]
-    pairs = np.unique(pair[keep])
-    column = np.searchsorted(pairs, pair[keep])
-    rows = image[keep]
-    values = np.full((len(ids), len(pairs)), np.nan)
-    values[rows, column] = decisions["value"].to_numpy(np.float64)[keep]
-    ran = np.zeros((len(ids), len(pairs)), dtype=bool)
-    ran[rows, column] = decisions["ran"].to_numpy(bool)[keep]
-    return _Dense(values, ran, pd.Index(ids), pairs, point, option)
+    present = np.zeros(size, dtype=bool)
+    present[pair] = True
+    pairs = np.flatnonzero(present)
+    n, k = len(ids), len(pairs)
+    value, ran = decisions["value"], decisions["ran"]
+    if k and len(decisions) == n * k and _blocks(image, pair, n, k):
+        order = np.argsort(pair[:k])  # the pairs are distinct: the columns in code order
+        in_order = bool((order == np.arange(k)).all())
+        values = value.to_numpy(np.float64).reshape(n, k)  # float32 values: a copy
+        ran_matrix = ran.to_numpy(bool).reshape(n, k)
+        if in_order:
+            ran_matrix = ran_matrix.copy()  # not a view of the decisions' column
+        else:
+            values, ran_matrix = values[:, order], ran_matrix[:, order]
+        return DecisionMatrix(values, ran_matrix, pd.Index(ids), pairs, point.dtype, option.dtype)
+    lookup = np.zeros(size, dtype=np.int64)
+    lookup[pairs] = np.arange(k)
+    column = lookup[pair]
+    values = np.full((n, k), np.nan)
+    values[image, column] = value.to_numpy(np.float64)
+    ran_matrix = np.zeros((n, k), dtype=bool)
+    ran_matrix[image, column] = ran.to_numpy(bool)
+    seen = np.zeros((n, k), dtype=bool)
+    seen[image, column] = True
+    return DecisionMatrix(
+        values,
+        ran_matrix,
+        pd.Index(ids),
+        pairs,
+        point.dtype,
+        option.dtype,
+        None if seen.all() else seen,
+    )
 
 
-def value_distribution(decisions: pd.DataFrame, *, bins: int = 10) -> pd.DataFrame:
+def _blocks(image: np.ndarray, pair: np.ndarray, n: int, k: int) -> bool:
+    """Whether the rows are ``n`` blocks of ``k``, one per input in order, each holding the
+    pairs of the first block in its order."""
+    return bool(
+        (image.reshape(n, k) == np.arange(n)[:, None]).all()
+        and (pair.reshape(n, k) == pair[:k]).all()
+    )
+
+
+def value_distribution(decisions: pd.DataFrame | DecisionMatrix, *, bins: int = 10) -> pd.DataFrame:
     """Per (point, option), the share of inputs whose value falls in each of ``bins`` equal
     bins of ``[0, 1]`` (values outside are clipped into the end bins; NaN, an input that did
     not reach the point, is left out). Columns: ``point``, ``option``, ``bin`` (0..bins-1),
-    ``low``, ``high``, ``share``."""
+    ``low``, ``high``, ``share``; the pairs no input reached are left out."""
     if bins < 1:
         raise ValueError(f"bins must be >= 1, not {bins}")
-    reached = decisions[decisions["value"].notna()]
-    index = np.clip((reached["value"].to_numpy(np.float64) * bins).astype(np.int64), 0, bins - 1)
-    counts = (
-        reached.assign(bin=index)
-        .groupby([*_KEYS, "bin"], observed=True)
-        .size()
-        .rename("count")
-        .reset_index()
+    matrix = decision_matrix(decisions)
+    counts = np.zeros((len(matrix.pairs), bins), dtype=np.int64)
+    for j in range(len(matrix.pairs)):  # a column at a time: no copy of the matrix
+        column = matrix.values[:, j]
+        column = column[~np.isnan(column)]
+        index = np.clip(column * bins, 0, bins - 1).astype(np.int64)
+        counts[j] = np.bincount(index, minlength=bins)
+    totals = counts.sum(1)
+    reached = totals > 0
+    counts, totals = counts[reached], totals[reached]
+    pairs = np.repeat(matrix.pairs[reached], bins)
+    width = matrix.width
+    low = np.tile(np.arange(bins), len(totals))
+    return pd.DataFrame(
+        {
+            "point": pd.Categorical.from_codes(pairs // width, dtype=matrix.point),
+            "option": pd.Categorical.from_codes(pairs % width, dtype=matrix.option),
+            "bin": low,
+            "low": low / bins,
+            "high": (low + 1) / bins,
+            "share": (counts / totals[:, None]).reshape(-1),
+        }
     )
-    totals = counts.groupby(_KEYS, observed=True)["count"].transform("sum")
-    full = (
-        counts.assign(share=counts["count"] / totals)
-        .set_index([*_KEYS, "bin"])["share"]
-        .unstack("bin", fill_value=0.0)
-        .reindex(columns=range(bins), fill_value=0.0)
-        .stack()
-        .rename("share")
-        .reset_index()
-    )
-    full["low"] = full["bin"] / bins
-    full["high"] = (full["bin"] + 1) / bins
-    return full[[*_KEYS, "bin", "low", "high", "share"]]
 
 
 @dataclass(frozen=True)
@@ -208,7 +332,10 @@ class CommonPlan:
 
 
 def common_plan(
-    decisions: pd.DataFrame, graph: GateGraph, *, threshold: float = COMMON_THRESHOLD
+    decisions: pd.DataFrame | DecisionMatrix,
+    graph: GateGraph,
+    *,
+    threshold: float = COMMON_THRESHOLD,
 ) -> CommonPlan:
     """Sort every option of ``graph`` into always (used by more than ``threshold`` of the
     inputs), sometimes and never (used by none of them).
@@ -218,7 +345,12 @@ def common_plan(
     """
     if not 0.0 <= threshold < 1.0:
         raise ValueError(f"threshold must be in [0, 1), not {threshold}")
-    usage = option_usage(decisions).set_index(_KEYS)["usage"]
+    matrix = decision_matrix(decisions)
+    points = matrix.point_column().astype(str)
+    options = matrix.option_column().astype(str)
+    usage = {  # the shares only, no quartiles (option_usage)
+        (p, o): u for p, o, u in zip(points, options, matrix.usage().tolist(), strict=True)
+    }
     shares: dict[tuple[str, str], float] = {}
     always: dict[str, tuple[str, ...]] = {}
     sometimes: dict[str, tuple[str, ...]] = {}
@@ -246,7 +378,7 @@ def input_cost(images: pd.DataFrame, graph: GateGraph) -> pd.DataFrame:
 
 
 def decisions_vs_statistics(
-    decisions: pd.DataFrame,
+    decisions: pd.DataFrame | DecisionMatrix,
     images: pd.DataFrame,
     *,
     statistics: Sequence[str] | None = None,
@@ -257,7 +389,7 @@ def decisions_vs_statistics(
     """Spearman's rho between each (point, option)'s per-input value and each input statistic.
 
     Args:
-        decisions: the decisions table.
+        decisions: the decisions table, or its :class:`DecisionMatrix`.
         images: the images table (``stat_*`` columns).
         statistics: the statistics (without the prefix; default: every ``stat_*`` column).
         min_inputs: pairs with fewer inputs, or a constant side, give NaN.
@@ -279,17 +411,16 @@ def decisions_vs_statistics(
     columns = ["point", "option", "statistic", "rho", "inputs"]
     if not names:
         return pd.DataFrame(columns=columns)
-    point, option = _categorical(decisions["point"]), _categorical(decisions["option"])
-    keep = np.ones(len(decisions), dtype=bool)
+    matrix = decision_matrix(decisions)
+    drop = []
     if graph is not None:  # a skip/exit point's first option is one minus its second
-        skip = {(p.name, p.option_names[0]) for p in graph if p.kind in _TWO_OPTION_KINDS}
-        for p_name, o_name in skip:
-            p_code = _code(point, p_name)
-            o_code = _code(option, o_name)
-            if p_code is not None and o_code is not None:
-                keep &= ~((point.codes == p_code) & (option.codes == o_code))
-    dense = _dense(decisions, keep=keep, max_inputs=max_inputs)
-    values, ids, pairs, width = dense.values, dense.ids, dense.pairs, dense.width
+        for p in graph:
+            if p.kind in _TWO_OPTION_KINDS:
+                code = matrix.pair_code(p.name, p.option_names[0])
+                if code is not None:
+                    drop.append(code)
+    matrix = matrix.select(drop=drop, max_inputs=max_inputs)
+    values, ids, pairs, width = matrix.values, matrix.ids, matrix.pairs, matrix.width
     stats = (
         images.set_index(images["image_id"].astype(str))[[STAT_PREFIX + n for n in names]]
         .reindex(ids.astype(str))
@@ -298,8 +429,8 @@ def decisions_vs_statistics(
     rho, inputs = _spearman(values, stats, min_inputs)
     out = pd.DataFrame(
         {
-            "point": np.repeat(point.categories[pairs // width].astype(str), len(names)),
-            "option": np.repeat(option.categories[pairs % width].astype(str), len(names)),
+            "point": np.repeat(matrix.point.categories[pairs // width].astype(str), len(names)),
+            "option": np.repeat(matrix.option.categories[pairs % width].astype(str), len(names)),
             "statistic": np.tile(np.asarray(names, dtype=object), len(pairs)),
             "rho": rho.reshape(-1),
             "inputs": inputs.reshape(-1),
@@ -318,7 +449,7 @@ def _categorical(column: pd.Series) -> pd.Categorical:
     return pd.Categorical(column.astype(str))
 
 
-def _code(values: pd.Categorical, name: str) -> int | None:
+def _code(values: pd.CategoricalDtype, name: str) -> int | None:
     names = [str(c) for c in values.categories]
     return names.index(name) if name in names else None
 

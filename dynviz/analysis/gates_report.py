@@ -38,6 +38,7 @@ import yaml
 from dynviz.analysis.gates import (
     CommonPlan,
     common_plan,
+    decision_matrix,
     decisions_vs_statistics,
     input_cost,
     option_usage,
@@ -134,7 +135,7 @@ def gate_report(
         raise ValueError(f"bins must be >= 1, not {bins}")
     out = Path(out)
     graph = records.graph
-    decisions, images = records.decisions, records.images
+    decisions, images = decision_matrix(records.decisions), records.images  # read once
     usage = option_usage(decisions)
     frames = {
         "usage": usage,

@@ -33,6 +33,7 @@ __all__ = [
     "routing_box",
     "routing_scatter",
     "space_diagram",
+    "training_curves",
 ]
 
 logger = logging.getLogger(__name__)
@@ -531,4 +532,40 @@ def cost_accuracy(
         ax.legend(unique.values(), unique.keys(), fontsize="small", loc="lower right")
     if title:
         ax.set_title(title)
+    return ax
+
+
+def training_curves(
+    data: pd.DataFrame,
+    *,
+    y: str,
+    x: str = "iter",
+    hue: str | None = "run",
+    ax: Axes | None = None,
+    title: str | None = None,
+    xlabel: str = "iteration",
+    ylabel: str | None = None,
+) -> Axes:
+    """A training series against the iteration, one line per run (``hue``), its legend beside
+    the axes; a run with a single value is drawn as a point (no line)."""
+    ax = ax if ax is not None else new_axes((9.0, 2.6))
+    for i, (name, group) in enumerate(_groups(data, hue)):
+        group = group.sort_values(x)
+        ax.plot(
+            group[x].to_numpy(np.float64),
+            group[y].to_numpy(np.float64),
+            color=PALETTE[i % len(PALETTE)],
+            linewidth=1.4,
+            marker="o" if len(group) == 1 else None,
+            markersize=4,
+            label=name or None,
+        )
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel or y)
+    ax.grid(True, linewidth=0.4, alpha=0.5)
+    if title:
+        ax.set_title(title)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(frameon=False, fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.spines[["top", "right"]].set_visible(False)
     return ax
