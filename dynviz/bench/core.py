@@ -53,9 +53,10 @@ class BenchSettings:
         batch_size: input (H, W) of the batch-N figure (b).
         batch: samples per batch in (b).
         repeats: timed repeats per variant (medians are kept), after one warm-up round.
-        ratio_repeats: repeats of the two figures whose targets sit within the round-to-round
-            noise of their values, (a) skipping and (c) recording overhead; their medians over
-            this many interleaved rounds are what the verdicts read.
+        ratio_repeats: repeats of the figures whose targets sit within the round-to-round
+            noise of their values, (a) skipping, (b) per-sample batches and (c) recording
+            overhead; their medians over this many interleaved rounds are what the verdicts
+            read.
         threads: ``torch.set_num_threads`` (default: the machine's cores).
         model: the dynamic model whose routes are forced (a, b, e).
         fix_model: the all-open static model of the machine-limit figure (d).
@@ -86,7 +87,7 @@ class BenchSettings:
     sgemm_n: int = 2048
     max_wait: float | None = 0.05  # retake a sample whose threads waited this share for a CPU
     records: int = 100_000
-    record_images: int = 32
+    record_images: int = 64
     record_threads: int = 1
     tune_malloc: bool = True
     pages: bool = True  # time the explorer's pages in (f)

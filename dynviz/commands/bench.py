@@ -45,7 +45,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--repeats",
         type=int,
-        help="timed repeats per variant (default 5; 11 for the skipping and recording figures)",
+        help="timed repeats per variant (default 5; 11 for the skipping, batch and recording "
+        "figures)",
     )
     parser.add_argument("--batch", type=int, help="samples per batch in figure (b) (default 8)")
     parser.add_argument("--threads", type=int, help="torch threads (default: the cores)")
