@@ -73,6 +73,8 @@ def _no_traceback(page) -> None:  # noqa: ANN001 - a playwright Page
 @pytest.mark.parametrize("path", list(PAGES), ids=[p or "overview" for p in PAGES])
 def test_every_page_renders_on_demo_records(demo_browser, demo_server, path) -> None:  # noqa: ANN001
     title, test_ids, _ = PAGES[path]
+    if path == "":  # the tiny demo logs each series once per run: values, not curve pictures
+        test_ids = ("stMarkdown",)
     with _opened(demo_browser, demo_server, path, title) as page:
         for test_id in test_ids:
             page.wait_for_selector(f'[data-testid="{test_id}"]', timeout=30_000)
