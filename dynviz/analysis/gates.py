@@ -169,16 +169,11 @@ class DecisionMatrix:
         those the drawn inputs have a row of, as if the decisions held only their rows."""
         rows = None
         if max_inputs is not None and len(self.ids) > max_inputs:
-            chosen = np.zeros(len(self.ids), dtype=bool)
-            chosen[np.random.default_rng(0).choice(len(self.ids), max_inputs, replace=False)] = True
-            rows = np.flatnonzero(chosen)
+            rng = np.random.default_rng(0)
+            rows = np.sort(rng.choice(len(self.ids), max_inputs, replace=False))
         columns = ~np.isin(self.pairs, np.asarray(drop, dtype=np.int64))
-        if rows is not None:
-            columns &= (
-                (self.seen[rows].any(0) if len(rows) else False)
-                if self.seen is not None
-                else len(rows) > 0
-            )
+        if rows is not None:  # the pairs the drawn inputs have a row of
+            columns &= self.seen[rows].any(0) if self.seen is not None else len(rows) > 0
         if rows is None and columns.all():
             return self
         cols = np.flatnonzero(columns)

@@ -111,16 +111,16 @@ def measure_recording(
 
     size = settings.batch_size
     count = settings.record_images
+    data = _synthetic(count, size)
     torch.manual_seed(0)
-    runner = None
+    model = build_model(settings.model, num_classes=max(data.num_classes, 2)).eval()
+    runner = inference_form(model)  # as record runs it (folded once, not per call)
 
     def plain(item: dict[str, Any]) -> None:  # what inference without recording runs
         out = runner(item["image"].unsqueeze(0))
         _ = out.logits.max(1).indices  # the prediction record makes (argmax is slower)
 
-    dataset = _PairedDataset(_synthetic(count, size), plain)
-    model = build_model(settings.model, num_classes=max(dataset.num_classes, 2)).eval()
-    runner = inference_form(model)  # as record runs it (folded once, not per call)
+    dataset = _PairedDataset(data, plain)
 
     with torch_threads(settings.record_threads), tempfile.TemporaryDirectory() as tmp:
         rounds = iter(range(1_000_000))
