@@ -163,13 +163,18 @@ def test_measure_calls_reports_cpu_wait_and_retakes_contended_samples():
     assert set(forced.median) == {"a", "b"}
 
 
-def test_measure_calls_keeps_what_each_kept_sample_returned():
+def test_measure_calls_keeps_what_each_kept_sample_returned_when_asked():
     counter = iter(range(100))
-    timings = measure_calls({"a": lambda: next(counter)}, repeats=3, warmup=1)
+    timings = measure_calls({"a": lambda: next(counter)}, repeats=3, warmup=1, keep_results=True)
     assert timings.results["a"] == [1, 2, 3]  # the warm-up's 0 is not kept
+    # by default nothing is kept: a kept output would make the next call allocate fresh memory
+    dropped = measure_calls({"a": lambda: next(counter)}, repeats=3, warmup=1)
+    assert dropped.results["a"] == [] and len(dropped.samples["a"]) == 3
     # a retaken sample keeps the result of the call it kept (here: the first of each round)
     counter = iter(range(100))
-    forced = measure_calls({"a": lambda: next(counter)}, repeats=2, warmup=0, max_wait=-1.0)
+    forced = measure_calls(
+        {"a": lambda: next(counter)}, repeats=2, warmup=0, max_wait=-1.0, keep_results=True
+    )
     if cpu_wait() is not None:
         assert forced.results["a"][0] in range(4) and forced.results["a"][1] in range(4, 8)
 

@@ -140,6 +140,7 @@ def measure_recording(
             repeats=settings.ratio_repeats,
             warmup=1,
             max_wait=settings.max_wait,
+            keep_results=True,
         )
     section.add_timings(timings)
     plains = timings.results["paired"]
