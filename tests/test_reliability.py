@@ -9,6 +9,7 @@ suffix writes half its bytes, says so in a marker file and sleeps until it is ki
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import random
@@ -312,12 +313,14 @@ def test_a_killed_predict_leaves_no_torn_file_and_a_rerun_completes(tmp_path):
     writing = _kill_inside_write("dynviz.inference.predict", ".png", 5, tmp_path / "mark", *args)
     assert writing == str(out / "masks" / "img2.png")
     killed = _predict_outputs(out)
-    temporaries = [name for name in killed if name.endswith(".tmp")]
-    assert len(temporaries) == 2  # the half mask and the unfinished CSV, both hidden
-    assert all(Path(name).name.startswith(".") for name in temporaries)
+    temporaries = [name for name in killed if Path(name).name.startswith(".")]
+    # the half mask and the journal of the two finished images, both hidden
+    assert len(temporaries) == 2 and ".predictions.csv.partial" in temporaries
+    assert [name for name in temporaries if name.endswith(".tmp")][0].startswith("masks/.img2")
     assert {k: v for k, v in killed.items() if k not in temporaries} == earlier  # intact
-    again = subprocess.run(_dynviz(*args), env=_env(), capture_output=True, text=True)
+    again = subprocess.run(_dynviz(*args, "--json"), env=_env(), capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["reused"] == 2  # img0 and img1 are not segmented again
     assert _predict_outputs(out) == earlier  # complete: no torn file, no row twice
 
 

@@ -299,6 +299,74 @@ def test_predict_writes_masks_overlays_and_routes_and_skips_bad_files(tmp_path, 
     assert frame["input_height"].max() <= 32 and frame["input_width"].max() <= 32
 
 
+def _predict_tree(out):
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def test_a_stopped_predict_resumes_from_its_journal_and_ends_as_an_uninterrupted_run(
+    tmp_path, monkeypatch
+):
+    import dynviz.inference.predict as predict
+
+    torch.manual_seed(0)
+    model = dynviz.build_model("tiny", num_classes=4).eval()
+    images = tmp_path / "in"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(5):
+        pixels = rng.integers(0, 255, (32 + 8 * k, 40, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(images / f"img{k}.png")
+    palette = voc_palette()
+    whole = predict.predict_files(model, [images], tmp_path / "whole", palette=palette)
+    assert (whole.images, whole.reused) == (5, 0)
+    calls = []
+    real_infer = predict.infer
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        if stop_after is not None and len(calls) > stop_after:
+            raise KeyboardInterrupt  # stopped while segmenting the image after stop_after
+        return real_infer(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "infer", counted)
+    out = tmp_path / "out"
+    stop_after = 3
+    with pytest.raises(KeyboardInterrupt):
+        predict.predict_files(model, [images], out, palette=palette)
+    assert not (out / "predictions.csv").exists()
+    lines = (out / predict.JOURNAL_FILE).read_text().splitlines()
+    assert lines[0].startswith("# dynviz predict journal") and len(lines) == 2 + 3  # 3 images
+    # the same run again: the three finished images are kept, two are segmented
+    calls.clear()
+    stop_after = None
+    resumed = predict.predict_files(model, [images], out, palette=palette)
+    assert (resumed.images, resumed.reused, len(calls)) == (5, 3, 2)
+    assert _predict_tree(out) == _predict_tree(tmp_path / "whole")  # the journal is gone
+    assert resumed.real_gmacs == whole.real_gmacs
+    # another option changes the fingerprint: nothing is reused
+    calls.clear()
+    stop_after = 1
+    with pytest.raises(KeyboardInterrupt):
+        predict.predict_files(model, [images], out, palette=palette, opacity=0.3)
+    calls.clear()
+    stop_after = None
+    other = predict.predict_files(model, [images], out, palette=palette)
+    assert (other.reused, len(calls)) == (0, 5)
+    # a torn last line takes its image with it; a removed overlay is redone too
+    stop_after = 4
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        predict.predict_files(model, [images], out, palette=palette)
+    journal = out / predict.JOURNAL_FILE
+    journal.write_text(journal.read_text()[:-5])  # img3's row cut short
+    (out / "overlays" / "img0.png").unlink()
+    calls.clear()
+    stop_after = None
+    again = predict.predict_files(model, [images], out, palette=palette)
+    assert (again.reused, len(calls)) == (2, 3)  # img1, img2 kept; img0, img3, img4 run
+    assert _predict_tree(out) == _predict_tree(tmp_path / "whole")
+
+
 def test_palettes_are_cityscapes_and_voc_colours():
     assert tuple(cityscapes_palette()[0]) == (128, 64, 128)  # road
     assert tuple(cityscapes_palette()[13]) == (0, 0, 142)  # car

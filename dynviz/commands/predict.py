@@ -118,6 +118,7 @@ def _main(args: argparse.Namespace) -> int:
                 "csv": str(result.out_dir / CSV_FILE),
                 "checkpoint": meta["path"],
                 "images": result.images,
+                "reused": result.reused,
                 "forwards": result.forwards,
                 "real_gmacs": {
                     "mean": mean if gmacs else None,
@@ -128,9 +129,10 @@ def _main(args: argparse.Namespace) -> int:
             }
         )
     elif result.images:
+        reused = f", {result.reused} kept from a killed run" if result.reused else ""
         print(
             f"segmented {result.images} image(s) ({result.forwards} forward passes, "
-            f"{format_macs(mean)} real per image) into {result.out_dir}"
+            f"{format_macs(mean)} real per image{reused}) into {result.out_dir}"
         )
     else:
         print(f"error: no image could be segmented into {result.out_dir}", file=sys.stderr)

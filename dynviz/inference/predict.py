@@ -13,18 +13,24 @@ Folders among the inputs give their image files (recursively, sorted). A file th
 read is skipped and listed (:attr:`PredictResult.failed`); the others are still written.
 
 Every file is written whole or not at all: a mask or overlay by
-:func:`~dynviz.model.checkpoint.atomic_write`, ``predictions.csv`` into a hidden temporary file
-renamed over the old one once every image is done. A run killed or stopped by a full or
-read-only disk leaves the previous ``predictions.csv`` as it was and no torn file; a re-run
-removes the temporary files a killed one left and writes everything again.
+:func:`~dynviz.model.checkpoint.atomic_write`, ``predictions.csv`` once every image is done
+(renamed over the old one). Until then each image's rows go to the hidden journal
+``DIR/.predictions.csv.partial``, flushed after every image, under a first line that
+fingerprints the run: the weights, the routing space and every option that changes an output.
+A run killed or stopped by a full or read-only disk leaves the previous ``predictions.csv`` as it
+was and no torn file. A re-run with the same fingerprint keeps the images the journal lists
+whose mask and overlay exist (:attr:`PredictResult.reused`; a torn last line's image is
+redone) and segments the others; any other re-run starts afresh.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
+import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +62,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CSV_FILE = "predictions.csv"
+JOURNAL_FILE = f".{CSV_FILE}.partial"
+_JOURNAL_TAG = "# dynviz predict journal "
 CSV_COLUMNS = (
     "image",
     "mask",
@@ -79,15 +87,25 @@ class PredictResult:
 
     Attributes:
         out_dir: the output folder.
-        images: images segmented.
-        forwards: forward passes run.
+        images: images segmented (those reused from a killed run's journal included).
+        forwards: forward passes (those reused included).
         failed: ``(path, reason)`` of every input skipped.
         real_gmacs: the real GMACs of every image (summed over its forward passes).
+        reused: images a killed run with the same fingerprint had finished (not run again).
     """
 
     out_dir: Path
     images: int = 0
     forwards: int = 0
+    reused: int = 0
+
+    def add(self, rows: Sequence[dict[str, Any]], *, reused: bool = False) -> None:
+        """Count one image from its CSV rows (one per forward pass)."""
+        self.images += 1
+        self.reused += int(reused)
+        self.forwards += len(rows)
+        self.real_gmacs.append(sum(float(row["real_gmacs"]) for row in rows))
+
     failed: list[tuple[str, str]] = field(default_factory=list)
     real_gmacs: list[float] = field(default_factory=list)
 
@@ -191,13 +209,24 @@ def predict_files(
     device = torch.device(device) if device is not None else next(model.parameters()).device
     tables = TableCache(model)
     gates_ran = bool(model.is_dynamic and route is None)
+    fingerprint = _fingerprint(
+        model, palette=palette, aug=aug, window=window, stride=stride, route=route, opacity=opacity
+    )
+    done = _Journal.finished(out / JOURNAL_FILE, fingerprint)
     was_training = model.training
     model.eval()
     runner = inference_form(model)  # BN folded (a copy): fused kernels
-    table = _CsvTable(out / CSV_FILE)
+    table = _Journal(out / JOURNAL_FILE, fingerprint)
     bar = Progress(total=len(files), desc="predict", show=progress)
     try:
         for file, name in zip(files, _unique_names(files), strict=True):
+            mask_path = masks_dir / f"{name}.png"
+            rows = done.get(str(file))
+            if rows and _kept(rows, file, mask_path, overlays_dir / f"{name}.png"):
+                table.write(rows)
+                result.add(rows, reused=True)
+                bar.update(1)
+                continue
             try:
                 image = read_image(file, exif_transpose=True)  # (H, W, 3) uint8 RGB, upright
                 check_image_size(image, file)
@@ -213,17 +242,15 @@ def predict_files(
                     runner, x, aug=aug, window=window, stride=stride, route=route
                 )
                 classes = probs.argmax(1)[0].to(torch.uint8).cpu().numpy()  # (H, W)
-            mask_path = masks_dir / f"{name}.png"
             _write_png(mask_path, classes)  # mode L
             _write_png(
                 overlays_dir / f"{name}.png",
                 overlay(image, classes, opacity=opacity, palette=palette),
             )
-            total = 0.0
+            rows = []
             for forward in forwards:
                 real, expected = forward_costs(model, forward, tables, gates_ran=gates_ran)
-                total += float(real[0]) / GIGA
-                table.write(
+                rows.append(
                     {
                         "image": str(file),
                         "mask": str(mask_path.relative_to(out)),
@@ -238,67 +265,146 @@ def predict_files(
                         "expected_gmacs": f"{float(expected[0]) / GIGA:.6g}",
                         "active_paths": int(forward.active[0].sum()),
                         "route": route_string(model.config, forward.active[0]),
-                    },
+                    }
                 )
-            result.images += 1
-            result.forwards += len(forwards)
-            result.real_gmacs.append(total)
+            table.write(rows)  # the image's rows at once, flushed
+            result.add(rows)
             bar.update(1)
-        table.commit()
+        table.commit(out / CSV_FILE)
     finally:
         bar.close()
         table.close()
         model.train(was_training)
+    if result.reused:
+        logger.info(
+            "%d of %d image(s) reused from the journal of a killed run in %s",
+            result.reused,
+            result.images,
+            out,
+        )
     return result
 
 
-class _CsvTable:
-    """``predictions.csv`` written into a hidden temporary file beside it and renamed over it
-    by :meth:`commit`; :meth:`close` without a commit removes the temporary file (the old
-    CSV stays). Every failed write names the CSV."""
+def _fingerprint(
+    model: RoutingNetwork,
+    *,
+    palette: np.ndarray,
+    aug: Augment | None,
+    window: tuple[int, int] | None,
+    stride: tuple[int, int] | None,
+    route: Route | None,
+    opacity: float,
+) -> str:
+    """SHA-256 of what decides a run's outputs: the weights and buffers, the routing space, the
+    palette and the options (a journal is reused only by a run with the same)."""
+    digest = hashlib.sha256()
+    options = {
+        "config": model.config.to_dict(),
+        "aug": None if aug is None else [list(aug.scales), aug.flip],
+        "window": window,
+        "stride": stride,
+        "route": None if route is None else sorted(map(list, route.paths)),
+        "opacity": opacity,
+        "columns": CSV_COLUMNS,
+    }
+    digest.update(json.dumps(options, sort_keys=True, default=str).encode("utf-8"))
+    digest.update(np.ascontiguousarray(palette).tobytes())
+    for key, tensor in model.state_dict().items():
+        digest.update(key.encode("utf-8"))
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
-    def __init__(self, path: Path) -> None:
+
+def _kept(rows: list[dict[str, str]], image: Path, mask: Path, overlay_path: Path) -> bool:
+    """Whether a journal's rows of ``image`` still stand: its mask (under the name this run
+    gives it, no older than the image file) and its overlay exist."""
+    try:
+        fresh = mask.stat().st_mtime_ns >= image.stat().st_mtime_ns and overlay_path.is_file()
+    except OSError:
+        return False
+    return fresh and all(Path(row["mask"]).name == mask.name for row in rows)
+
+
+class _Journal:
+    """The rows of a run in progress, ``DIR/.predictions.csv.partial``: a first line with the
+    run's fingerprint, then the CSV, each image's rows written at once and flushed (a killed
+    run loses at most the image being written). :meth:`commit` writes ``predictions.csv``
+    atomically from it and removes it; every failed write names the file."""
+
+    def __init__(self, path: Path, fingerprint: str) -> None:
         self.path = path
+        self.committed = False
+        self.images = 0  # images whose rows were written
         try:
-            fd, self.tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            self.handle = os.fdopen(fd, "w", newline="", encoding="utf-8")
+            self.handle = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115
+            self.handle.write(f"{_JOURNAL_TAG}{fingerprint}\n")
         except OSError as err:
             raise self._error(err) from err
-        self.committed = False
-        self.writer = csv.DictWriter(self.handle, fieldnames=CSV_COLUMNS)
-        self.write(None)
+        self.write([])  # the header
+
+    @staticmethod
+    def finished(path: Path, fingerprint: str) -> dict[str, list[dict[str, str]]]:
+        """The rows per image of a killed run's journal with this ``fingerprint`` (empty for
+        another run's, or none). A torn last line (no newline) takes its image's rows with it."""
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return {}
+        first, _, body = text.partition("\n")
+        if first != f"{_JOURNAL_TAG}{fingerprint}":
+            return {}
+        torn = not body.endswith("\n")
+        rows: dict[str, list[dict[str, str]]] = {}
+        last = None
+        for row in csv.DictReader(io.StringIO(body)):
+            if None in row or any(value is None for value in row.values()):
+                torn = True  # a short or long row: only the last can be
+                continue
+            last = row["image"]
+            rows.setdefault(last, []).append(row)
+        if torn and last is not None:
+            rows.pop(last, None)
+        return rows
 
     def _error(self, err: OSError) -> OSError:
         return OSError(err.errno, f"cannot write {self.path}: {err.strerror}")
 
-    def write(self, row: dict[str, Any] | None) -> None:
-        """Write a row (None: the header)."""
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        """Write one image's rows in one call and flush them ([]: the header)."""
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
+        if rows:
+            writer.writerows(rows)
+        else:
+            writer.writeheader()
         try:
-            if row is None:
-                self.writer.writeheader()
-            else:
-                self.writer.writerow(row)
-        except OSError as err:
-            raise self._error(err) from err
-
-    def commit(self) -> None:
-        """Flush, fsync and rename the temporary file over the CSV."""
-        try:
+            self.handle.write(buffer.getvalue())
             self.handle.flush()
-            os.fsync(self.handle.fileno())
-            os.chmod(self.tmp, 0o644)  # mkstemp creates 0600
-            os.replace(self.tmp, self.path)
         except OSError as err:
             raise self._error(err) from err
+        self.images += bool(rows)
+
+    def commit(self, target: Path) -> None:
+        """Write ``target`` (the CSV, without the fingerprint line) atomically, then remove the
+        journal."""
+        try:
+            self.handle.close()
+            text = self.path.read_text(encoding="utf-8").partition("\n")[2]
+        except OSError as err:
+            raise self._error(err) from err
+        atomic_write(target, lambda handle: handle.write(text.encode("utf-8")))  # names it
+        self.path.unlink(missing_ok=True)
         self.committed = True
 
     def close(self) -> None:
+        """Close the journal. An uncommitted one that lists an image stays for the next run
+        to resume from; one without (the first image failed) is removed."""
         try:
             self.handle.close()
-        except OSError:  # a failed write was raised, naming the CSV, already
+        except OSError:  # a failed write was raised, naming the journal, already
             pass
-        if not self.committed:
-            Path(self.tmp).unlink(missing_ok=True)
+        if not self.committed and not self.images:
+            self.path.unlink(missing_ok=True)
 
 
 def _write_png(path: Path, pixels: np.ndarray) -> None:
@@ -307,7 +413,8 @@ def _write_png(path: Path, pixels: np.ndarray) -> None:
 
 
 def _remove_temporaries(out: Path) -> None:
-    """Remove the temporary files a killed run left in ``out`` (never read as output)."""
+    """Remove the temporary files a killed run left in ``out`` (half-written images, and the
+    CSV temporaries of earlier versions; never read as output). The journal stays."""
     stale = [
         *out.glob(f".{CSV_FILE}.*.tmp"),
         *(out / "masks").glob(".*.png.*.tmp"),
