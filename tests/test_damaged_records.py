@@ -186,7 +186,12 @@ def test_analyze_skips_a_damaged_part_and_says_so(recorded, tmp_path, capsys):
     assert _analyze(folder, tmp_path / "report", "--json") == 0
     out = json.loads(capsys.readouterr().out)
     assert out["skipped"] == [{"file": str(file), "fault": out["skipped"][0]["fault"], "images": 2}]
-    assert (tmp_path / "report" / "report.md").is_file()
+    report = (tmp_path / "report" / "report.md").read_text()
+    lost = "skipped 1 damaged part (2 of 6 images lost)"
+    assert f"**Not in this report:** {folder}: {lost}" in report
+    assert _analyze(recorded, tmp_path / "whole") == 0  # undamaged: no such line
+    assert "Not in this report" not in (tmp_path / "whole" / "report.md").read_text()
+    capsys.readouterr()
     assert _analyze(folder, tmp_path / "report2") == 0
     printed = capsys.readouterr().out
     assert f"skipped 1 damaged part (2 of 6 images lost): {file}: truncated" in printed

@@ -78,6 +78,9 @@ def write_markdown(
             f"| {label} | `{rec.path}` | {len(rec.images)} | {rec.sidecar.data_label} | "
             f"{sha + '...' if sha else 'untrained'} |"
         )
+    damaged = [rec.skipped_note for rec in records if rec.skipped]
+    if damaged:  # the figures below leave those images out: say so where they are read
+        lines += ["", *(f"**Not in this report:** {note}." for note in damaged)]
     cost_columns = [c for c in costs.columns if c.endswith(("_mean", "_max", "_min"))]
     cost_columns = [c for c in cost_columns if "gmacs" in c]
     unit = mac_unit(costs[cost_columns].to_numpy().ravel())
