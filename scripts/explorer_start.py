@@ -62,15 +62,6 @@ from typing import Any
 
 TARGET = 2.0  # seconds from the health check's answer to the first page drawn (issue 26)
 SETTLE = 6.0  # seconds of a quiet server before the reloads (after its background work)
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 VIEWPORT = {"width": 1280, "height": 800}
 
 DRAWN = """() => {
@@ -106,14 +97,19 @@ class Repeat:
 
 
 # -------------------------------------------------------------------------------- records
-def _explorer_load():
-    """``scripts/explorer_load.py`` as a module (its record generator)."""
-    path = Path(__file__).resolve().with_name("explorer_load.py")
-    spec = importlib.util.spec_from_file_location("explorer_load", path)
+def _sibling(name: str):
+    """``scripts/<name>.py`` as a module (the scripts folder is no package)."""
+    path = Path(__file__).resolve().with_name(f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
+
+
+def _explorer_load():
+    """``scripts/explorer_load.py`` as a module (its record generator)."""
+    return _sibling("explorer_load")
 
 
 def generated_folder(folder: Path, images: int, model: str) -> Path:
@@ -135,19 +131,6 @@ def explorer(
     start = time.perf_counter()
     with _explorer_load().explorer_server(folder, log, timeout=timeout) as (url, pid):
         yield url, time.perf_counter() - start, pid
-
-
-@contextmanager
-def chromium() -> Iterator[object]:
-    """Debian's chromium under playwright (never ``playwright install``)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def wait_idle(pid: int, *, settle: float, timeout: float, busy: float = 0.1) -> float:
@@ -232,7 +215,7 @@ def measure(
     before the measured starts filled (a returning visitor: Streamlit's scripts are cached for
     a year, so only the page itself is fetched)."""
     log = Path(tempfile.gettempdir()) / f"explorer-start-{os.getpid()}.log"
-    with chromium() as browser:
+    with _sibling("browser").chromium() as browser:
         if not returning:
             return [
                 one_start(
@@ -298,8 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.folder is None) == (args.images is None):
         parser.error("give a folder or --images N (not both)")
-    if not CHROMIUM.exists():
-        parser.error(f"{CHROMIUM} is missing: run `bash scripts/install-browser.sh`")
+    chromium = _sibling("browser").CHROMIUM
+    if not chromium.exists():
+        parser.error(f"{chromium} is missing: run `bash scripts/install-browser.sh`")
     with tempfile.TemporaryDirectory(prefix="explorer-start-") as tmp:
         folder = args.folder
         if folder is None:

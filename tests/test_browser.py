@@ -9,6 +9,7 @@ Run: ``.venv/bin/python -m pytest -m browser tests/test_browser.py``.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 import socket
@@ -27,15 +28,20 @@ from PIL import Image
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+
+def _browser_module():
+    """``scripts/browser.py`` (which chromium, with which flags), shared with
+    ``scripts/explorer_start.py``."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / "browser.py"
+    spec = importlib.util.spec_from_file_location("dynviz_scripts_browser", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_BROWSER = _browser_module()
+CHROMIUM = _BROWSER.CHROMIUM
+chromium = _BROWSER.chromium
 APP = Path(__file__).resolve().parents[1] / "apps" / "explorer.py"
 VIEWPORT = {"width": 1280, "height": 800}
 
@@ -115,19 +121,6 @@ def streamlit_server(root: Path, log: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-@contextmanager
-def chromium() -> Iterator[object]:
-    """Debian's chromium under playwright (never ``playwright install``)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 @pytest.fixture(scope="module")
