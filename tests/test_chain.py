@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -69,6 +70,22 @@ def test_run_chain_script_refreshes_docs(tmp_path):
     assert module.main(["--out", str(out), "--docs", str(docs), "--iters", "10"]) == 0
     for name in ("fig5.png", "routing_vs_scale.png", "table1.md"):
         assert (docs / name).is_file()
+
+
+def test_closing_thresholds_script_closes_more_paths_at_a_higher_threshold(tmp_path):
+    path = Path(__file__).resolve().parents[1] / "analysis" / "closing_thresholds.py"
+    spec = importlib.util.spec_from_file_location("dynviz_closing_thresholds", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.run_seed(0, tmp_path, 96, (0.0, 0.9), 10)
+    assert [r["threshold"] for r in rows] == [0.0, 0.9]
+    assert rows[1]["mmacs"] < rows[0]["mmacs"]  # alpha <= 0.9 closes paths that alpha > 0 ran
+    assert all(r["spread_96"] >= 1.0 and 0.0 <= r["miou"] <= 1.0 for r in rows)
+    records = sorted(p.name for p in (tmp_path / "seed0" / "records").iterdir())
+    assert records == ["t0", "t0.9"]
+    # the trained run and the records are reused: the same figures again
+    again = module.run_seed(0, tmp_path, 96, (0.0, 0.9), 10)
+    assert json.dumps(again) == json.dumps(rows)  # NaN (a constant cost's rho) equal too
 
 
 def test_idle_estimate_schedules_steps_on_lanes_by_hand():

@@ -1,0 +1,109 @@
+"""Do the demo's routes hinge on closing weak paths? (issue 20, docs/demo.md)
+
+For each seed, trains Dynamic-Budget alone with the demo's settings (``dynviz.demo.chain.DEMO``)
+but without closing weak paths (``close_below`` 0), into ``OUT/seedN`` (a finished run is
+reused). Then it records the network on ``--val`` validation scenes of that seed (the first 96
+are the demo's own) with its active threshold at each of ``--thresholds``, as ``close_below``
+would leave it (after PreciseBN), and prints per seed and threshold: mIoU, mean MMACs, the cost
+spread (dearest / cheapest tenth), how far apart the regimes' mean costs are, and the
+nearest-centroid classifier's accuracy against chance (:mod:`dynviz.analysis.adaptivity`).
+
+Usage::
+
+    python analysis/closing_thresholds.py --seeds 0 1 2 3 4 --jobs 2 --out runs/closing
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import torch
+
+from dynviz.analysis.adaptivity import records_adaptivity
+from dynviz.analysis.costs import cost_statistics
+from dynviz.data import build_dataset
+from dynviz.demo.chain import DEMO
+from dynviz.demo.workspace import prepare
+from dynviz.model.checkpoint import load_model
+from dynviz.record import read_records, record
+from dynviz.train import TrainConfig, train
+
+THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+def run_seed(
+    seed: int, out: Path, val: int, thresholds: tuple[float, ...], iters: int
+) -> list[dict]:
+    """Train (or reuse) seed ``seed``'s open Dynamic-Budget, record it at every threshold."""
+    torch.set_num_threads(1)
+    settings = dataclasses.replace(DEMO, seed=seed, close_below=0.0, iters=iters)
+    folder = out / f"seed{seed}"
+    (folder / "models").mkdir(parents=True, exist_ok=True)
+    chain = prepare(folder, settings, progress=False)
+    config = TrainConfig.from_dict(chain.configs["budget"])
+    done = (Path(config.out) / "checkpoint_latest.pt").is_file()
+    train(config, resume=done, label=f"seed {seed}")
+    model, _ = load_model(config.out)
+    space = model.config
+    data = build_dataset(f"synthetic:count={val},size=64x64,seed={seed}", split="val")
+    rows = []
+    for t in thresholds:
+        model.config = dataclasses.replace(space, active_threshold=t)
+        path = folder / "records" / f"t{t:g}"
+        if not (path / "images").is_dir():
+            record(model, data, path, name=f"t{t:g}", progress=False)
+        records = read_records(path)
+        costs = cost_statistics(records.images).iloc[0]
+        rows.append({"seed": seed, "threshold": t, "miou": float(costs["miou"])})
+        rows[-1]["mmacs"] = 1e3 * float(costs["real_gmacs_mean"])
+        for limit in (96, val):
+            kept = records.images.sort_values("image_id").head(limit)
+            gates = records.gates[records.gates["image_id"].isin(kept["image_id"])]
+            a = records_adaptivity(dataclasses.replace(records, images=kept, gates=gates))
+            rows[-1][f"spread_{limit}"] = a.cost_spread
+            rows[-1][f"apart_{limit}"] = a.regime_difference
+            rows[-1][f"classifier_{limit}"] = a.classifier_accuracy
+            rows[-1][f"chance_{limit}"] = a.chance
+            rows[-1][f"rho_{limit}"] = a.scale_correlation
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS))
+    parser.add_argument("--val", type=int, default=288, help="validation scenes (default 288)")
+    parser.add_argument("--jobs", type=int, default=2, help="seeds side by side (default 2)")
+    parser.add_argument("--out", default="runs/closing", help="output folder")
+    parser.add_argument("--iters", type=int, default=DEMO.iters, help="(default: the demo's)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    out = Path(args.out)
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [
+            pool.submit(run_seed, s, out, args.val, tuple(args.thresholds), args.iters)
+            for s in args.seeds
+        ]
+        rows = [row for f in futures for row in f.result()]
+    (out / "closing.json").write_text(json.dumps(rows, indent=1))
+    header = "seed  t    mIoU  MMACs  spread 96/all  apart 96/all   classifier 96/all (chance)"
+    print(header)
+    for r in rows:
+        print(
+            f"{r['seed']:>4}  {r['threshold']:<3g}  {100 * r['miou']:4.1f}  {r['mmacs']:5.2f}"
+            f"  {r['spread_96']:.2f}x/{r[f'spread_{args.val}']:.2f}x"
+            f"  {100 * r['apart_96']:4.1f}%/{100 * r[f'apart_{args.val}']:4.1f}%"
+            f"  {100 * r['classifier_96']:.0f}%/{100 * r[f'classifier_{args.val}']:.0f}%"
+            f" ({100 * r['chance_96']:.0f}%/{100 * r[f'chance_{args.val}']:.0f}%)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
