@@ -51,7 +51,7 @@ def run_seed(
     train(config, resume=done, label=f"seed {seed}")
     model, _ = load_model(config.out)
     space = model.config
-    data = build_dataset(f"synthetic:count={val},size=64x64,seed={seed}", split="val")
+    data = build_dataset(dataclasses.replace(settings, val_count=val).val_data, split="val")
     rows = []
     for t in thresholds:
         model.config = dataclasses.replace(space, active_threshold=t)
@@ -60,17 +60,18 @@ def run_seed(
             record(model, data, path, name=f"t{t:g}", progress=False)
         records = read_records(path)
         costs = cost_statistics(records.images).iloc[0]
-        rows.append({"seed": seed, "threshold": t, "miou": float(costs["miou"])})
-        rows[-1]["mmacs"] = 1e3 * float(costs["real_gmacs_mean"])
-        for limit in (96, val):
+        row = {"seed": seed, "threshold": t, "miou": float(costs["miou"])}
+        row["mmacs"] = 1e3 * float(costs["real_gmacs_mean"])
+        for limit in dict.fromkeys((DEMO.val_count, val)):  # the demo's images, then all
             kept = records.images.sort_values("image_id").head(limit)
             gates = records.gates[records.gates["image_id"].isin(kept["image_id"])]
             a = records_adaptivity(dataclasses.replace(records, images=kept, gates=gates))
-            rows[-1][f"spread_{limit}"] = a.cost_spread
-            rows[-1][f"apart_{limit}"] = a.regime_difference
-            rows[-1][f"classifier_{limit}"] = a.classifier_accuracy
-            rows[-1][f"chance_{limit}"] = a.chance
-            rows[-1][f"rho_{limit}"] = a.scale_correlation
+            row[f"spread_{limit}"] = a.cost_spread
+            row[f"apart_{limit}"] = a.regime_difference
+            row[f"classifier_{limit}"] = a.classifier_accuracy
+            row[f"chance_{limit}"] = a.chance
+            row[f"rho_{limit}"] = a.scale_correlation
+        rows.append(row)
     return rows
 
 

@@ -59,13 +59,19 @@ def test_chain_end_to_end_and_rerun_reuses_steps(tmp_path):
     assert "reused 10 of 10 steps" in again.report.read_text()
 
 
-@pytest.mark.slow
-def test_run_chain_script_refreshes_docs(tmp_path):
-    path = Path(__file__).resolve().parents[1] / "analysis" / "run_chain.py"
-    spec = importlib.util.spec_from_file_location("dynviz_run_chain", path)
+def _analysis_script(name: str):
+    """``analysis/NAME.py`` loaded as a module (the scripts are not part of the package)."""
+    path = Path(__file__).resolve().parents[1] / "analysis" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"dynviz_{name}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_run_chain_script_refreshes_docs(tmp_path):
+    module = _analysis_script("run_chain")
     out, docs = tmp_path / "chain", tmp_path / "docs"
     assert module.main(["--out", str(out), "--docs", str(docs), "--iters", "10"]) == 0
     for name in ("fig5.png", "routing_vs_scale.png", "table1.md"):
@@ -73,10 +79,7 @@ def test_run_chain_script_refreshes_docs(tmp_path):
 
 
 def test_closing_thresholds_script_closes_more_paths_at_a_higher_threshold(tmp_path):
-    path = Path(__file__).resolve().parents[1] / "analysis" / "closing_thresholds.py"
-    spec = importlib.util.spec_from_file_location("dynviz_closing_thresholds", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _analysis_script("closing_thresholds")
     rows = module.run_seed(0, tmp_path, 96, (0.0, 0.9), 10)
     assert [r["threshold"] for r in rows] == [0.0, 0.9]
     assert rows[1]["mmacs"] < rows[0]["mmacs"]  # alpha <= 0.9 closes paths that alpha > 0 ran
