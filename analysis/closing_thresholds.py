@@ -93,15 +93,18 @@ def main(argv: list[str] | None = None) -> int:
         ]
         rows = [row for f in futures for row in f.result()]
     (out / "closing.json").write_text(json.dumps(rows, indent=1))
-    header = "seed  t    mIoU  MMACs  spread 96/all  apart 96/all   classifier 96/all (chance)"
-    print(header)
+    demo, val = DEMO.val_count, args.val  # the demo's images, then all (run_seed's row keys)
+    print(
+        f"seed  t    mIoU  MMACs  spread {demo}/all  apart {demo}/all"
+        f"   classifier {demo}/all (chance)"
+    )
     for r in rows:
         print(
             f"{r['seed']:>4}  {r['threshold']:<3g}  {100 * r['miou']:4.1f}  {r['mmacs']:5.2f}"
-            f"  {r['spread_96']:.2f}x/{r[f'spread_{args.val}']:.2f}x"
-            f"  {100 * r['apart_96']:4.1f}%/{100 * r[f'apart_{args.val}']:4.1f}%"
-            f"  {100 * r['classifier_96']:.0f}%/{100 * r[f'classifier_{args.val}']:.0f}%"
-            f" ({100 * r['chance_96']:.0f}%/{100 * r[f'chance_{args.val}']:.0f}%)"
+            f"  {r[f'spread_{demo}']:.2f}x/{r[f'spread_{val}']:.2f}x"
+            f"  {100 * r[f'apart_{demo}']:4.1f}%/{100 * r[f'apart_{val}']:4.1f}%"
+            f"  {100 * r[f'classifier_{demo}']:.0f}%/{100 * r[f'classifier_{val}']:.0f}%"
+            f" ({100 * r[f'chance_{demo}']:.0f}%/{100 * r[f'chance_{val}']:.0f}%)"
         )
     return 0
 
