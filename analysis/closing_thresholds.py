@@ -1,16 +1,20 @@
-"""Do the demo's routes hinge on closing weak paths? (issue 20, docs/demo.md)
+"""Do the demo's routes hinge on closing weak paths, or on its scenes? (issue 20, docs/demo.md)
 
 For each seed, trains Dynamic-Budget alone with the demo's settings (``dynviz.demo.chain.DEMO``)
 but without closing weak paths (``close_below`` 0), into ``OUT/seedN`` (a finished run is
 reused). Then it records the network on ``--val`` validation scenes of that seed (the first 96
 are the demo's own) with its active threshold at each of ``--thresholds``, as ``close_below``
-would leave it (after PreciseBN), and prints per seed and threshold: mIoU, mean MMACs, the cost
-spread (dearest / cheapest tenth), how far apart the regimes' mean costs are, and the
-nearest-centroid classifier's accuracy against chance (:mod:`dynviz.analysis.adaptivity`).
+would leave it (after PreciseBN), and prints per seed and threshold: mIoU, mean MMACs, the
+regimes' mean costs, the cost spread (dearest / cheapest tenth), how far apart the regimes' mean
+costs are, and the nearest-centroid classifier's accuracy against chance
+(:mod:`dynviz.analysis.adaptivity`). ``--scenes`` trains and records on a variant of the scenes
+(:class:`dynviz.data.synthetic.SceneOptions`), ``--mu`` with another budget.
 
-Usage::
+Usage (the sixth round of docs/demo.md, then one row of the seventh)::
 
     python analysis/closing_thresholds.py --seeds 0 1 2 3 4 --jobs 2 --out runs/closing
+    python analysis/closing_thresholds.py --seeds 0 1 --thresholds 0.3 \
+        --scenes tiny=3-8,checker=2.4-4 --out runs/sparse-coarse
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import json
 import logging
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from math import nan
 from pathlib import Path
 
 import torch
@@ -28,7 +33,9 @@ import torch
 from dynviz.analysis.adaptivity import records_adaptivity
 from dynviz.analysis.costs import cost_statistics
 from dynviz.data import build_dataset
-from dynviz.demo.chain import DEMO
+from dynviz.data.errors import DataError
+from dynviz.data.synthetic import REGIME_CODES
+from dynviz.demo.chain import DEMO, ChainSettings
 from dynviz.demo.workspace import prepare
 from dynviz.model.checkpoint import load_model
 from dynviz.record import read_records, record
@@ -38,11 +45,11 @@ THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 
 
 def run_seed(
-    seed: int, out: Path, val: int, thresholds: tuple[float, ...], iters: int
+    seed: int, out: Path, val: int, thresholds: tuple[float, ...], settings: ChainSettings
 ) -> list[dict]:
     """Train (or reuse) seed ``seed``'s open Dynamic-Budget, record it at every threshold."""
     torch.set_num_threads(1)
-    settings = dataclasses.replace(DEMO, seed=seed, close_below=0.0, iters=iters)
+    settings = dataclasses.replace(settings, seed=seed, close_below=0.0)
     folder = out / f"seed{seed}"
     (folder / "models").mkdir(parents=True, exist_ok=True)
     chain = prepare(folder, settings, progress=False)
@@ -60,8 +67,13 @@ def run_seed(
             record(model, data, path, name=f"t{t:g}", progress=False)
         records = read_records(path)
         costs = cost_statistics(records.images).iloc[0]
-        row = {"seed": seed, "threshold": t, "miou": float(costs["miou"])}
+        row = {"scenes": settings.scenes, "mu": settings.budget_mu, "seed": seed, "threshold": t}
+        row["miou"] = float(costs["miou"])
         row["mmacs"] = 1e3 * float(costs["real_gmacs_mean"])
+        regimes = records.images.groupby("stat_regime_code")
+        for regime, code in REGIME_CODES.items():  # each regime's mean cost and image mIoU
+            row[f"mmacs_{regime}"] = 1e3 * float(regimes["real_gmacs"].mean().get(code, nan))
+            row[f"miou_{regime}"] = float(regimes["miou"].mean().get(code, nan))
         for limit in dict.fromkeys((DEMO.val_count, val)):  # the demo's images, then all
             kept = records.images.sort_values("image_id").head(limit)
             gates = records.gates[records.gates["image_id"].isin(kept["image_id"])]
@@ -83,24 +95,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="seeds side by side (default 2)")
     parser.add_argument("--out", default="runs/closing", help="output folder")
     parser.add_argument("--iters", type=int, default=DEMO.iters, help="(default: the demo's)")
+    parser.add_argument("--mu", type=float, default=DEMO.budget_mu, help="(default: the demo's)")
+    parser.add_argument(
+        "--scenes", default="", help="a variant of the scenes, e.g. tiny=3-8 (default: the demo's)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = dataclasses.replace(
+            DEMO, iters=args.iters, budget_mu=args.mu, scenes=args.scenes
+        )
+    except DataError as err:
+        parser.error(f"--scenes: {err}")
     out = Path(args.out)
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = [
-            pool.submit(run_seed, s, out, args.val, tuple(args.thresholds), args.iters)
+            pool.submit(run_seed, s, out, args.val, tuple(args.thresholds), settings)
             for s in args.seeds
         ]
         rows = [row for f in futures for row in f.result()]
     (out / "closing.json").write_text(json.dumps(rows, indent=1))
     demo, val = DEMO.val_count, args.val  # the demo's images, then all (run_seed's row keys)
     print(
-        f"seed  t    mIoU  MMACs  spread {demo}/all  apart {demo}/all"
+        f"seed  t    mIoU  MMACs  tiny/mixed/huge  spread {demo}/all  apart {demo}/all"
         f"   classifier {demo}/all (chance)"
     )
     for r in rows:
+        by_regime = "/".join(f"{r[f'mmacs_{regime}']:.2f}" for regime in ("tiny", "mixed", "huge"))
         print(
             f"{r['seed']:>4}  {r['threshold']:<3g}  {100 * r['miou']:4.1f}  {r['mmacs']:5.2f}"
+            f"  {by_regime}"
             f"  {r[f'spread_{demo}']:.2f}x/{r[f'spread_{val}']:.2f}x"
             f"  {100 * r[f'apart_{demo}']:4.1f}%/{100 * r[f'apart_{val}']:4.1f}%"
             f"  {100 * r[f'classifier_{demo}']:.0f}%/{100 * r[f'classifier_{val}']:.0f}%"

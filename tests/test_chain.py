@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 import dynviz
+from dynviz.data import DataError
 from dynviz.demo.chain import QUICK, fcn_like, run_chain, unet_like
 from dynviz.model.route import Route
 from dynviz.model.zoo import load_space
@@ -79,16 +80,26 @@ def test_run_chain_script_refreshes_docs(tmp_path):
 
 
 def test_closing_thresholds_script_closes_more_paths_at_a_higher_threshold(tmp_path):
+    from dynviz.demo.settings import DEMO
+
     module = _analysis_script("closing_thresholds")
-    rows = module.run_seed(0, tmp_path, 96, (0.0, 0.9), 10)
+    settings = dataclasses.replace(DEMO, iters=10)
+    rows = module.run_seed(0, tmp_path, 96, (0.0, 0.9), settings)
     assert [r["threshold"] for r in rows] == [0.0, 0.9]
     assert rows[1]["mmacs"] < rows[0]["mmacs"]  # alpha <= 0.9 closes paths that alpha > 0 ran
     assert all(r["spread_96"] >= 1.0 and 0.0 <= r["miou"] <= 1.0 for r in rows)
     records = sorted(p.name for p in (tmp_path / "seed0" / "records").iterdir())
     assert records == ["t0", "t0.9"]
+    # each regime's mean cost weighs the images' costs to the mean of them all
+    regimes = [rows[1][f"mmacs_{regime}"] for regime in ("tiny", "mixed", "huge")]
+    assert min(regimes) <= rows[1]["mmacs"] <= max(regimes)
     # the trained run and the records are reused: the same figures again
-    again = module.run_seed(0, tmp_path, 96, (0.0, 0.9), 10)
+    again = module.run_seed(0, tmp_path, 96, (0.0, 0.9), settings)
     assert json.dumps(again) == json.dumps(rows)  # NaN (a constant cost's rho) equal too
+    # a bad variant of the scenes is refused before anything trains
+    with pytest.raises(SystemExit, match="2"):
+        module.main(["--scenes", "tiny=0", "--out", str(tmp_path / "bad")])
+    assert not (tmp_path / "bad").exists()
 
 
 def test_idle_estimate_schedules_steps_on_lanes_by_hand():
@@ -149,6 +160,14 @@ def test_a_run_trained_with_other_arguments_is_not_the_chains(tmp_path):
     assert _other_training(run, {**config(DEMO, moved), "progress": True}) == []
     seed_1 = dataclasses.replace(DEMO, seed=1)
     assert _other_training(run, config(seed_1, run)) == ["data", "seed", "val_data"]
+    # Dynamic-Budget with other gates trains its own model file, named apart
+    small = tmp_path / "models" / "small-budget.yaml"
+    assert _other_training(run, {**config(DEMO, run), "model": str(small)}) == ["model"]
+    sparse = dataclasses.replace(DEMO, scenes="tiny=3-8")  # a variant of the scenes
+    assert _other_training(run, config(sparse, run)) == ["data", "val_data"]
+    assert sparse.val_data == DEMO.val_data + ",tiny=3-8"
+    with pytest.raises(DataError, match="unknown option 'tinny'"):
+        dataclasses.replace(DEMO, scenes="tinny=3-8")
     assert _other_training(run, config(dataclasses.replace(DEMO, budget_mu=0.3), run)) == [
         "budget_mu"
     ]
@@ -157,3 +176,26 @@ def test_a_run_trained_with_other_arguments_is_not_the_chains(tmp_path):
     records.mkdir()
     (records / "records.json").write_text('{"data": "synthetic:count=4"}')
     assert _recorded_data(records) == "synthetic:count=4"
+
+
+def test_budget_gate_gives_dynamic_budget_its_own_gates_and_dynamic_raw_the_spaces(tmp_path):
+    """As in the paper: the budgeted networks gate on the input resized by 0.25 (small gates),
+    Dynamic-Raw on the full input."""
+    from dynviz.demo.settings import DEMO
+    from dynviz.demo.workspace import prepare
+    from dynviz.model.config import GateKind
+
+    settings = dataclasses.replace(DEMO, budget_gate="small", train_count=4, val_count=4)
+    (tmp_path / "models").mkdir()
+    chain = prepare(tmp_path, settings, progress=False)
+    raw, budget = (load_space(str(chain.models[name])) for name in ("raw", "budget"))
+    assert (raw.gate, budget.gate) == (GateKind.FULL, GateKind.SMALL)
+    assert dataclasses.replace(budget, gate=raw.gate, name=raw.name, description="") == (
+        dataclasses.replace(raw, description="")
+    )
+    assert chain.configs["budget"]["model"] == str(tmp_path / "models" / "small-budget.yaml")
+    # the space's own gate kind needs no second model file
+    same = prepare(tmp_path, dataclasses.replace(settings, budget_gate="full"), progress=False)
+    assert same.models["budget"] == same.models["raw"]
+    with pytest.raises(ValueError, match="budget_gate 'smal' must be one of full, small, none"):
+        dataclasses.replace(DEMO, budget_gate="smal")

@@ -79,6 +79,13 @@ def test_bad_values_exit_2(tmp_path, capsys, checkpoint):
     assert "did you mean small?" in _one_error(capsys)
     assert cli(["train", "smal", "--data", DATA, "--out", str(tmp_path / "r")]) == 2
     assert "did you mean small?" in _one_error(capsys)
+    # a bad variant of the demo's scenes is refused, named, before anything is made
+    out = tmp_path / "demo"
+    assert cli(["demo", "--scenes", "tiny=8-3", "--out", str(out)]) == 2
+    assert "--scenes: scene option tiny=(8.0, 3.0) must be a range" in _one_error(capsys)
+    assert cli(["demo", "--scenes", "tinny=3", "--out", str(out)]) == 2
+    assert "unknown option 'tinny'" in _one_error(capsys)
+    assert not out.exists()
 
 
 def test_a_tiny_image_is_refused_not_segmented(tmp_path, capsys, checkpoint):

@@ -18,6 +18,7 @@ from dynviz.commands import data as data_cli
 from dynviz.data import (
     CITYSCAPES_CLASSES,
     DataError,
+    SceneOptions,
     SyntheticScenes,
     build_dataset,
     denormalize,
@@ -208,6 +209,12 @@ def test_spec_options_and_canonical_form() -> None:
         ("synthetic:seed=1,seed=2", "'seed' given twice"),
         ("synthetic:count=4,,seed=1", "stray comma"),
         ("synthetic:classes=1", "classes must be in 2"),
+        ("synthetic:tiny=3-x", "tiny='3-x'"),
+        ("synthetic:tiny=8-3", "tiny=(8.0, 3.0) must be a range"),
+        ("synthetic:huge=1.5-2", "whole numbers"),
+        ("synthetic:huge_area=0.01-0.5", "0.04 <= LO"),
+        ("synthetic:checker=0-2", "checker=(0.0, 2.0)"),
+        ("synthetic:dark=1.5", "dark=1.5 must be a number in (0, 1]"),
         ("imagenet:/data", "'imagenet'"),
         ("cityscapes", "cityscapes:PATH"),
         ("", "empty dataset spec"),
@@ -217,6 +224,80 @@ def test_bad_spec_names_the_part(spec: str, named: str) -> None:
     with pytest.raises(DataError, match=None) as info:
         build_dataset(spec)
     assert named in str(info.value)
+
+
+def test_scene_options_round_trip_and_stay_out_of_default_specs() -> None:
+    spec = parse_spec("synthetic:count=4,size=48,tiny=3-8,checker=2.4-4,dark=0.7,huge=2")
+    text = "synthetic:count=4,size=48x48,classes=6,seed=0,regime=per-image"
+    assert str(spec) == text + ",tiny=3-8,huge=2-2,checker=2.4-4,dark=0.7"
+    ds = build_dataset(spec)
+    assert ds.options == SceneOptions(tiny=(3, 8), huge=(2, 2), checker=(2.4, 4.0), dark=0.7)
+    assert (
+        ds.spec == str(spec)
+        and build_dataset(ds.spec).raw(3)[0].tobytes() == ds.raw(3)[0].tobytes()
+    )
+    # an option given at its default value is the default scenes, and the spec does not name it
+    assert build_dataset("synthetic:count=4,size=48,tiny=10-24,dark=0.5").spec == text
+
+
+def _scenes_by_regime(spec: str) -> dict[str, list]:
+    ds = build_dataset(spec)
+    out: dict[str, list] = {"tiny": [], "huge": [], "mixed": []}
+    for i in range(len(ds)):
+        out[ds.sample(i).regime].append(ds.sample(i))
+    return out
+
+
+def test_scene_options_change_only_what_they_name() -> None:
+    base = _scenes_by_regime("synthetic:count=60,size=64,seed=2")
+    sparse = _scenes_by_regime("synthetic:count=60,size=64,seed=2,tiny=3-5")
+    bigger = _scenes_by_regime("synthetic:count=60,size=64,seed=2,huge=3,huge_area=0.5-0.6")
+    assert all(len(base[r]) >= 10 for r in base)
+
+    def same(a: dict, b: dict, regimes: tuple[str, ...]) -> bool:
+        pairs = [pair for r in regimes for pair in zip(a[r], b[r], strict=True)]
+        return all(x.image.tobytes() == y.image.tobytes() for x, y in pairs) and all(
+            x.label.tobytes() == y.label.tobytes() for x, y in pairs
+        )
+
+    # tiny=3-5: tiny-object scenes have at most 5 objects (occlusion may hide some), others equal
+    assert max(s.stats["object_count"] for s in sparse["tiny"]) <= 5
+    assert min(s.stats["object_count"] for s in base["tiny"]) >= 6
+    assert same(base, sparse, ("huge", "mixed"))
+    # huge=3, huge_area=0.5-0.6: the largest object of a huge-object scene covers more
+    largest = np.median([s.stats["max_object_area"] for s in bigger["huge"]])
+    assert largest > np.median([s.stats["max_object_area"] for s in base["huge"]]) + 0.05
+    assert same(base, bigger, ("tiny", "mixed"))
+
+
+def test_checker_option_changes_the_pixels_of_small_checkered_objects_only() -> None:
+    base = SyntheticScenes(count=6, size=(64, 64), seed=1, regime="tiny")
+    coarse = SyntheticScenes(
+        count=6, size=(64, 64), seed=1, regime="tiny", options=SceneOptions(checker=(4.0, 5.0))
+    )
+    checkered = {cls + 1 for cls, style in enumerate(base._styles) if style.texture != "plain"}
+    for i in range(len(base)):
+        a, b = base.sample(i), coarse.sample(i)
+        assert a.label.tobytes() == b.label.tobytes()  # the same objects in the same places
+        changed = (a.image != b.image).any(axis=2)
+        assert changed.any()
+        assert np.isin(a.label[changed], list(checkered)).all()
+
+
+def test_dark_option_sets_the_brightness_of_a_pairs_second_large_member() -> None:
+    ds = SyntheticScenes(count=30, size=(64, 64), seed=4, regime="huge")
+    lighter = SyntheticScenes(
+        count=30, size=(64, 64), seed=4, regime="huge", options=SceneOptions(dark=0.8)
+    )
+    ratios = []
+    for i in range(len(ds)):
+        a, b = ds.sample(i), lighter.sample(i)
+        inside = np.isin(a.label, (2, 4))  # the second members of the first two pairs
+        inside &= a.label == b.label
+        if inside.sum() > 50:
+            ratios.append(b.image[inside].mean() / a.image[inside].mean())
+    assert len(ratios) >= 5
+    assert abs(np.median(ratios) - 0.8 / 0.5) < 0.1
 
 
 def test_missing_path_is_named(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import sys
 
+from dynviz.data.errors import DataError
 from dynviz.demo.chain import DEMO, QUICK, run_chain
 
 __all__ = ["configure_parser", "main"]
@@ -40,6 +41,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="seed of the scenes and the initial weights (default 0; docs/demo.md has seeds 0-4)",
     )
+    parser.add_argument(
+        "--scenes",
+        metavar="OPTIONS",
+        help="a variant of the scenes as synthetic spec options, e.g. tiny=3-8,checker=2.4-4 "
+        "(docs/demo.md; default: the demo's scenes)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -54,6 +61,12 @@ def main(args: argparse.Namespace) -> int:
             print(f"error: --seed: {args.seed} must be >= 0", file=sys.stderr)
             return 2
         settings = dataclasses.replace(settings, seed=args.seed)
+    if args.scenes:
+        try:
+            settings = dataclasses.replace(settings, scenes=args.scenes)
+        except DataError as err:
+            print(f"error: --scenes: {err}", file=sys.stderr)
+            return 2
     progress = not args.no_progress and sys.stderr.isatty()
     try:
         result = run_chain(args.out, settings, progress=progress)

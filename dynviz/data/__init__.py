@@ -58,7 +58,13 @@ from dynviz.data.cityscapes import (
 from dynviz.data.errors import DataError, DataFileError
 from dynviz.data.folder import FolderDataset, write_folder_layout
 from dynviz.data.spec import DatasetSpec, build_dataset, parse_spec
-from dynviz.data.synthetic import REGIME_CODES, REGIMES, SyntheticSample, SyntheticScenes
+from dynviz.data.synthetic import (
+    REGIME_CODES,
+    REGIMES,
+    SceneOptions,
+    SyntheticSample,
+    SyntheticScenes,
+)
 from dynviz.data.transforms import (
     IGNORE_INDEX,
     PIXEL_MEAN_BGR,
@@ -92,6 +98,7 @@ __all__ = [
     "RandomCropPad",
     "RandomHorizontalFlip",
     "RandomScale",
+    "SceneOptions",
     "Resize",
     "SegmentationDataset",
     "SyntheticSample",

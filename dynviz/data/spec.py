@@ -9,14 +9,20 @@ Grammar::
     options   := option ("," option)*
     option    := key "=" value
     key       := "count" | "size" | "classes" | "seed" | "regime"
+               | "tiny" | "huge" | "huge_area" | "checker" | "dark"
 
 The kind is case-insensitive; whitespace around keys and values is ignored; a key may appear once.
 Values: ``count``, ``classes`` and ``seed`` are integers; ``size`` is ``HxW`` or ``N`` (square);
 ``regime`` is ``tiny``, ``huge``, ``mixed`` or ``per-image``. Defaults:
-``synthetic:count=64,size=128x128,classes=6,seed=0,regime=per-image``. ``PATH`` is everything
-after the first colon (so it may itself contain colons) and ``~`` is expanded.
+``synthetic:count=64,size=128x128,classes=6,seed=0,regime=per-image``. The last five keys make a
+variant of the scenes (:class:`dynviz.data.synthetic.SceneOptions`): ``tiny`` and ``huge`` are
+ranges of object counts (``LO-HI`` or ``N``), ``huge_area`` and ``checker`` ranges of numbers,
+``dark`` a number; a spec names them only where they differ from the demo's scenes.
+``PATH`` is everything after the first colon (so it may itself contain colons) and ``~`` is
+expanded.
 
 Examples: ``synthetic``, ``synthetic:count=200,size=64x96,regime=tiny``,
+``synthetic:count=96,size=64x64,tiny=3-8,checker=2.4-4``,
 ``cityscapes:/data/cityscapes``, ``voc:~/data/VOCdevkit``, ``folder:~/data/ade,classes=150``
 (:mod:`dynviz.data.folder`; the trailing ``,classes=K`` / ``,ignore=I`` options override the
 folder's ``dataset.yaml``).
@@ -25,7 +31,7 @@ folder's ``dataset.yaml``).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +39,7 @@ from dynviz.data.base import DatasetTransform, SegmentationDataset
 from dynviz.data.cityscapes import CityscapesDataset
 from dynviz.data.errors import DataError, DataFileError
 from dynviz.data.folder import FolderDataset
-from dynviz.data.synthetic import REGIMES, SyntheticScenes
+from dynviz.data.synthetic import REGIMES, SceneOptions, SyntheticScenes
 from dynviz.data.voc import VOCDataset
 
 __all__ = ["DATASET_KINDS", "SYNTHETIC_DEFAULTS", "DatasetSpec", "build_dataset", "parse_spec"]
@@ -50,6 +56,7 @@ SYNTHETIC_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "regime": "per-image",
 }
+SCENE_KEYS = tuple(item.name for item in fields(SceneOptions))  # a variant of the scenes
 
 
 @dataclass(frozen=True)
@@ -59,8 +66,8 @@ class DatasetSpec:
     Attributes:
         kind: ``synthetic``, ``cityscapes``, ``voc`` or ``folder``.
         path: the data folder (``None`` for synthetic).
-        options: synthetic options, defaults filled in; the given ``classes`` / ``ignore`` of
-            a folder; empty for the other kinds.
+        options: synthetic options, defaults filled in (a scene option only where given); the
+            given ``classes`` / ``ignore`` of a folder; empty for the other kinds.
     """
 
     kind: str
@@ -72,9 +79,12 @@ class DatasetSpec:
             return f"folder:{self.path}" + "".join(f",{k}={v}" for k, v in self.options.items())
         if self.kind != "synthetic":
             return f"{self.kind}:{self.path}"
-        opts = dict(self.options)
+        opts = {k: v for k, v in self.options.items() if k in SYNTHETIC_DEFAULTS}
         opts["size"] = "{}x{}".format(*opts["size"])
-        return "synthetic:" + ",".join(f"{k}={v}" for k, v in opts.items())
+        variant = SceneOptions(**{k: v for k, v in self.options.items() if k in SCENE_KEYS})
+        return "synthetic:" + ",".join(
+            [f"{k}={v}" for k, v in opts.items()] + variant.spec_options()
+        )
 
 
 def _int_option(key: str, value: str, spec: str, minimum: int) -> int:
@@ -96,8 +106,19 @@ def _size_option(value: str, spec: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
+def _range_option(key: str, value: str, spec: str) -> tuple[float, float]:
+    low, sep, high = value.partition("-")
+    try:
+        return (float(low), float(high if sep else low))
+    except ValueError:
+        raise DataError(
+            f"option {key}={value!r} in spec {spec!r}: expected a range LO-HI or one number"
+        ) from None
+
+
 def _parse_options(text: str, spec: str) -> dict[str, Any]:
     options = dict(SYNTHETIC_DEFAULTS)
+    known = (*SYNTHETIC_DEFAULTS, *SCENE_KEYS)
     seen: set[str] = set()
     for part in text.split(","):
         if not part.strip():
@@ -106,10 +127,8 @@ def _parse_options(text: str, spec: str) -> dict[str, Any]:
         key, value = key.strip().lower(), value.strip()
         if not sep or not value:
             raise DataError(f"option {part.strip()!r} in spec {spec!r} is not key=value")
-        if key not in SYNTHETIC_DEFAULTS:
-            raise DataError(
-                f"unknown option {key!r} in spec {spec!r}; known: {', '.join(SYNTHETIC_DEFAULTS)}"
-            )
+        if key not in known:
+            raise DataError(f"unknown option {key!r} in spec {spec!r}; known: {', '.join(known)}")
         if key in seen:
             raise DataError(f"option {key!r} given twice in spec {spec!r}")
         seen.add(key)
@@ -122,8 +141,16 @@ def _parse_options(text: str, spec: str) -> dict[str, Any]:
                     f"{', '.join(REGIMES)}"
                 )
             options[key] = value
+        elif key == "dark":
+            options[key] = _range_option(key, value, spec)[0]
+        elif key in SCENE_KEYS:
+            options[key] = _range_option(key, value, spec)
         else:
             options[key] = _int_option(key, value, spec, 0 if key == "seed" else 1)
+    try:
+        SceneOptions(**{k: v for k, v in options.items() if k in SCENE_KEYS})
+    except DataError as error:
+        raise DataError(f"{error} (in spec {spec!r})") from None
     return options
 
 
@@ -217,6 +244,7 @@ def build_dataset(
             num_classes=opts["classes"],
             seed=opts["seed"],
             regime=opts["regime"],
+            options=SceneOptions(**{k: v for k, v in opts.items() if k in SCENE_KEYS}),
             split=split,
             **common,
         )

@@ -51,7 +51,7 @@ import colorsys
 import logging
 import math
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import numpy as np
@@ -65,6 +65,7 @@ __all__ = [
     "REGIMES",
     "REGIME_CODES",
     "Regime",
+    "SceneOptions",
     "SyntheticSample",
     "SyntheticScenes",
     "synthetic_class_names",
@@ -85,7 +86,8 @@ LARGE_OBJECT_AREA = 0.04
 brightness; smaller ones by their fine texture."""
 
 DARK_MEMBER = 0.5
-"""Brightness of a large object of the second member of a class pair, relative to the first."""
+"""Brightness of a large object of the second member of a class pair, relative to the first
+(the default of ``SceneOptions.dark``)."""
 
 MAX_CLASSES = 255  # label values 0..254; 255 is ignore
 
@@ -119,7 +121,7 @@ class _ClassStyle:
     saturation: float
     value: float
     texture: str  # fine texture of its small objects: plain or checkered
-    dark: bool  # its large objects are drawn at DARK_MEMBER brightness
+    dark: bool  # its large objects are drawn at SceneOptions.dark brightness
 
 
 @dataclass(frozen=True)
@@ -281,16 +283,83 @@ def _shape_mask(
     return (slice(top, bottom), slice(left, right)), mask
 
 
-def _object_areas(rng: np.random.Generator, regime: str) -> list[float]:
+@dataclass(frozen=True)
+class SceneOptions:
+    """The parts of the scene grammar that a variant of the scenes changes (docs/demo.md).
+
+    The defaults are the demo's scenes; the same seed gives the same bytes for every option left
+    at its default. In a spec string: ``tiny=LO-HI``, ``huge=LO-HI``, ``huge_area=LO-HI``,
+    ``checker=LO-HI`` and ``dark=F``.
+
+    Attributes:
+        tiny: how many small objects a tiny-regime scene has (inclusive range).
+        huge: how many objects a huge-regime scene has (inclusive range).
+        huge_area: the area of each object of a huge-regime scene, as a fraction of the image.
+        checker: the width in pixels of the cells of a small checkered object.
+        dark: brightness of a large object of a pair's second member, relative to the first.
+    """
+
+    tiny: tuple[int, int] = (10, 24)
+    huge: tuple[int, int] = (1, 3)
+    huge_area: tuple[float, float] = (0.15, 0.55)
+    checker: tuple[float, float] = (1.5, 2.5)
+    dark: float = DARK_MEMBER
+
+    def __post_init__(self) -> None:
+        limits = {
+            "tiny": (1, 200),
+            "huge": (1, 10),
+            "huge_area": (LARGE_OBJECT_AREA, 1.0),
+            "checker": (0.5, 16.0),
+        }
+        for name, (low, high) in limits.items():
+            value = getattr(self, name)
+            counts = isinstance(low, int)
+            try:
+                value = tuple(float(v) for v in value)
+            except (TypeError, ValueError):
+                value = ()
+            if (
+                len(value) != 2
+                or not low <= value[0] <= value[1] <= high
+                or (counts and not all(v.is_integer() for v in value))
+            ):
+                raise DataError(
+                    f"scene option {name}={getattr(self, name)!r} must be a range LO-HI of "
+                    f"{'whole numbers' if counts else 'numbers'} with "
+                    f"{low:g} <= LO <= HI <= {high:g}"
+                )
+            object.__setattr__(self, name, tuple(int(v) for v in value) if counts else value)
+        try:
+            dark = float(self.dark)
+        except (TypeError, ValueError):
+            dark = math.nan
+        if not 0.0 < dark <= 1.0:
+            raise DataError(f"scene option dark={self.dark!r} must be a number in (0, 1]")
+        object.__setattr__(self, "dark", dark)
+
+    def spec_options(self) -> list[str]:
+        """``key=value`` for each option that differs from its default, in field order."""
+        out = []
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if value != item.default:
+                text = f"{value:g}" if isinstance(value, float) else "{:g}-{:g}".format(*value)
+                out.append(f"{item.name}={text}")
+        return out
+
+
+def _object_areas(rng: np.random.Generator, regime: str, options: SceneOptions) -> list[float]:
     """Target areas (fractions of the image) in drawing order for one regime."""
 
     def small(n: int) -> list[float]:
         return list(np.exp(rng.uniform(math.log(0.003), math.log(0.03), n)))
 
     if regime == "tiny":
-        return small(int(rng.integers(10, 25)))
+        return small(int(rng.integers(options.tiny[0], options.tiny[1] + 1)))
     if regime == "huge":
-        return list(rng.uniform(0.15, 0.55, int(rng.integers(1, 4))))
+        count = int(rng.integers(options.huge[0], options.huge[1] + 1))
+        return list(rng.uniform(*options.huge_area, count))
     areas = [float(rng.uniform(0.12, 0.4))]
     if rng.random() < 0.5:
         areas.append(float(rng.uniform(0.04, 0.1)))
@@ -306,6 +375,7 @@ class SyntheticScenes(SegmentationDataset):
         num_classes: classes including background (2..255).
         seed: base seed (non-negative).
         regime: ``tiny``, ``huge``, ``mixed`` or ``per-image`` (each image draws one).
+        options: a variant of the scenes (object counts and sizes, texture, brightness cue).
         split: split name; it changes the seed stream (train and val differ).
         transform: joint transform ``(image, label, rng) -> (image, label)`` or ``None``.
         transform_seed: seed of the augmentation stream.
@@ -323,6 +393,7 @@ class SyntheticScenes(SegmentationDataset):
         num_classes: int = 6,
         seed: int = 0,
         regime: Regime = "per-image",
+        options: SceneOptions = SceneOptions(),
         *,
         split: str = "train",
         transform: DatasetTransform | None = None,
@@ -347,6 +418,7 @@ class SyntheticScenes(SegmentationDataset):
         self.num_classes = int(num_classes)
         self.seed = int(seed)
         self.regime = regime
+        self.options = options
         self.split = split
         self.class_names = synthetic_class_names(self.num_classes)
         self._styles = _class_styles(self.num_classes)
@@ -359,9 +431,10 @@ class SyntheticScenes(SegmentationDataset):
     def spec(self) -> str:
         """The canonical spec string that rebuilds this dataset with ``build_dataset``."""
         height, width = self.size
+        variant = "".join(f",{option}" for option in self.options.spec_options())
         return (
             f"synthetic:count={self.count},size={height}x{width},classes={self.num_classes},"
-            f"seed={self.seed},regime={self.regime}"
+            f"seed={self.seed},regime={self.regime}{variant}"
         )
 
     def __len__(self) -> int:
@@ -465,7 +538,7 @@ class SyntheticScenes(SegmentationDataset):
     ) -> None:
         """Draw the objects of ``regime`` in order (later ones occlude earlier ones)."""
         area = float(self.size[0] * self.size[1])
-        for number, fraction in enumerate(_object_areas(rng, regime), start=1):
+        for number, fraction in enumerate(_object_areas(rng, regime, self.options), start=1):
             cls = int(rng.integers(1, self.num_classes))
             style = self._styles[cls - 1]
             shape = _SHAPES[int(rng.integers(0, len(_SHAPES)))]
@@ -484,10 +557,10 @@ class SyntheticScenes(SegmentationDataset):
             large = fraction >= LARGE_OBJECT_AREA
             # small: the class's own fine texture; large: plain, the pair told by brightness
             texture = "plain" if large else style.texture
-            pattern = _texture(rng, texture, yy, xx, rng.uniform(1.5, 2.5), 0.0)
+            pattern = _texture(rng, texture, yy, xx, rng.uniform(*self.options.checker), 0.0)
             patch = dark + (light - dark) * pattern[:, :, None]
             if large and style.dark:
-                patch *= DARK_MEMBER
+                patch *= self.options.dark
             image[window][mask] = patch[mask]
             label[window][mask] = cls
             instances[window][mask] = number

@@ -163,9 +163,17 @@ def _intro(s: ChainSettings, config: RoutingSpaceConfig, table: Path) -> list[st
         "",
         f"The `{config.name}` routing space (L={config.num_layers}, base width "
         f"{config.base_channels}, {config.num_scales} scales) trained on synthetic scenes of "
-        f"{s.size}x{s.size} ({s.train_count} training, {s.val_count} validation images): "
-        f"{s.iters} iterations per dynamic model, {s.static_iters} per static network. "
-        f"Dynamic-Budget uses lambda={s.budget_lambda:g}, mu={s.budget_mu:g}."
+        f"{s.size}x{s.size} ({s.train_count} training, {s.val_count} validation images"
+        + (f"; a variant of the scenes: {s.scenes}" if s.scenes else "")
+        + f"): {s.iters} iterations per dynamic model, {s.static_iters} per static network. "
+        f"Dynamic-Budget uses lambda={s.budget_lambda:g}, mu={s.budget_mu:g}"
+        + (
+            f" and {s.budget_gate} gates (Dynamic-Raw: {config.gate.value}; the paper's "
+            "budgeted networks gate on the input resized by 0.25, small gates)"
+            if s.budget_gate and s.budget_gate != config.gate.value
+            else ""
+        )
+        + "."
         + (
             f" The dynamic models train with every path open for the first {s.gate_warmup:.0%} "
             "of their iterations (gate warm-up)."

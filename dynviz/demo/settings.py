@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dynviz.data.spec import parse_spec
+from dynviz.model.config import GateKind
 from dynviz.model.route import Route
 from dynviz.rules import COMMON_THRESHOLD
 
@@ -35,19 +37,31 @@ class ChainSettings:
     threshold: float = COMMON_THRESHOLD
     active_threshold: float = 0.0  # a path is open when alpha > this (the paper: 0)
     gate_bias_init: float | None = None  # the gates' initial bias (None: the space's, 1.5)
+    budget_gate: str | None = None  # Dynamic-Budget's gates (a GateKind value; None: the space's)
     seed: int = 0
     threads: int = 1  # torch threads per step; several threads on shared cores can stall
     jobs: int = 2  # steps run side by side (processes); 2 keeps a 2-core machine busy
     workers: int = 0  # data-loading workers per training (0: scenes made in the training process)
     eval_limit: int = 16
+    scenes: str = ""  # a variant of the scenes, e.g. "tiny=3-8,checker=2.4-4" (SceneOptions)
+
+    def __post_init__(self) -> None:
+        parse_spec(self.train_data)  # a bad scene option fails here, named, before any step
+        kinds = [kind.value for kind in GateKind]
+        if self.budget_gate is not None and self.budget_gate not in kinds:
+            raise ValueError(f"budget_gate {self.budget_gate!r} must be one of {', '.join(kinds)}")
 
     @property
     def train_data(self) -> str:
-        return f"synthetic:count={self.train_count},size={self.size}x{self.size},seed={self.seed}"
+        return self._data(self.train_count)
 
     @property
     def val_data(self) -> str:
-        return f"synthetic:count={self.val_count},size={self.size}x{self.size},seed={self.seed}"
+        return self._data(self.val_count)
+
+    def _data(self, count: int) -> str:
+        variant = f",{self.scenes}" if self.scenes else ""
+        return f"synthetic:count={count},size={self.size}x{self.size},seed={self.seed}{variant}"
 
 
 # A few minutes on two idle cores; what the slow test and `analysis/run_chain.py --quick` run.

@@ -58,16 +58,19 @@ def _other_training(run_dir: Path, config: dict[str, Any]) -> list[str]:
     """The training arguments of the run's last checkpoint that differ from ``config`` (empty
     when there is no checkpoint or it trains what ``config`` trains). An argument ``config``
     leaves to the trainer (None: the preset's or the data's value) matches what the trainer
-    resolved it to and saved."""
+    resolved it to and saved; the model file counts by its name, not its folder."""
     path = run_dir / LATEST
     if not path.is_file():
         return []
     saved = load_checkpoint(path).get("train_args") or {}
-    return sorted(
+    other = {
         key
         for key, value in config.items()
         if key not in _PRESENTATION and value is not None and key in saved and saved[key] != value
-    )
+    }
+    if "model" in saved and Path(saved["model"]).name != Path(config["model"]).name:
+        other.add("model")  # another model file (a moved folder keeps the names)
+    return sorted(other)
 
 
 def _recorded_data(records: Path) -> str | None:

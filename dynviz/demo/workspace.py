@@ -5,14 +5,14 @@ their training arguments, all in one :class:`Chain` that the step table
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from dynviz.demo.settings import ChainSettings
-from dynviz.model.config import RoutingSpaceConfig
+from dynviz.model.config import GateKind, RoutingSpaceConfig
 from dynviz.model.route import Route
 from dynviz.model.zoo import fcn_like, fcn_like_route, load_space, unet_like, unet_like_route
 
@@ -114,6 +114,17 @@ def _write_space(config: RoutingSpaceConfig, path: Path) -> Path:
     return path
 
 
+def _budget_space(s: ChainSettings, config: RoutingSpaceConfig) -> RoutingSpaceConfig:
+    """Dynamic-Budget's space: the dynamic models' one, with the settings' budget gate (the
+    paper's budgeted networks use small gates, its Dynamic-Raw full ones)."""
+    if s.budget_gate is None or s.budget_gate == config.gate.value:
+        return config
+    description = f"{config.description}; {s.budget_gate} gates for Dynamic-Budget"
+    return replace(
+        config, gate=GateKind(s.budget_gate), name=f"{config.name}-budget", description=description
+    )
+
+
 def _space(s: ChainSettings) -> RoutingSpaceConfig:
     """The dynamic models' routing space: the preset with the data set's classes and the
     settings' active threshold and gate bias."""
@@ -178,9 +189,12 @@ def prepare(out: Path, s: ChainSettings, *, progress: bool) -> Chain:
     models = out / "models"
     config = _space(s)
     space = _write_space(config, models / f"{config.name}.yaml")
+    budget = _budget_space(s, config)
     files = {
         "raw": space,
-        "budget": space,
+        "budget": space
+        if budget is config
+        else _write_space(budget, models / f"{budget.name}.yaml"),
         "common": models / "common-budget.yaml",
         "unet-like": _write_special(
             unet_like_route(config), unet_like(config), models / "unet-like.yaml"
