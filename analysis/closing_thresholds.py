@@ -8,7 +8,8 @@ would leave it (after PreciseBN), and prints per seed and threshold: mIoU, mean 
 regimes' mean costs, the cost spread (dearest / cheapest tenth), how far apart the regimes' mean
 costs are, and the nearest-centroid classifier's accuracy against chance
 (:mod:`dynviz.analysis.adaptivity`). ``--scenes`` trains and records on a variant of the scenes
-(:class:`dynviz.data.synthetic.SceneOptions`), ``--mu`` with another budget.
+(:class:`dynviz.data.synthetic.SceneOptions`), ``--mu`` with another budget, ``--budget-gate``
+with other gates.
 
 Usage (the sixth round of docs/demo.md, then one row of the seventh)::
 
@@ -38,6 +39,7 @@ from dynviz.data.synthetic import REGIME_CODES
 from dynviz.demo.chain import DEMO, ChainSettings
 from dynviz.demo.workspace import prepare
 from dynviz.model.checkpoint import load_model
+from dynviz.model.config import GateKind
 from dynviz.record import read_records, record
 from dynviz.train import TrainConfig, train
 
@@ -67,7 +69,8 @@ def run_seed(
             record(model, data, path, name=f"t{t:g}", progress=False)
         records = read_records(path)
         costs = cost_statistics(records.images).iloc[0]
-        row = {"scenes": settings.scenes, "mu": settings.budget_mu, "seed": seed, "threshold": t}
+        row = {"scenes": settings.scenes, "mu": settings.budget_mu, "gate": model.config.gate.value}
+        row |= {"seed": seed, "threshold": t}
         row["miou"] = float(costs["miou"])
         row["mmacs"] = 1e3 * float(costs["real_gmacs_mean"])
         regimes = records.images.groupby("stat_regime_code")
@@ -99,11 +102,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scenes", default="", help="a variant of the scenes, e.g. tiny=3-8 (default: the demo's)"
     )
+    parser.add_argument(
+        "--budget-gate",
+        choices=[kind.value for kind in GateKind],
+        default=DEMO.budget_gate,
+        help="Dynamic-Budget's gates (default: the demo's)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = dataclasses.replace(
-            DEMO, iters=args.iters, budget_mu=args.mu, scenes=args.scenes
+            DEMO,
+            iters=args.iters,
+            budget_mu=args.mu,
+            scenes=args.scenes,
+            budget_gate=args.budget_gate,
         )
     except DataError as err:
         parser.error(f"--scenes: {err}")
