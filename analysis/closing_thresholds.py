@@ -11,11 +11,12 @@ costs are, and the nearest-centroid classifier's accuracy against chance
 (:class:`dynviz.data.synthetic.SceneOptions`), ``--mu`` with another budget, ``--budget-gate``
 with other gates.
 
-Usage (the sixth round of docs/demo.md, then one row of the seventh)::
+Usage (the sixth round of docs/demo.md, a row of the seventh, the eighth round's demo)::
 
-    python analysis/closing_thresholds.py --seeds 0 1 2 3 4 --jobs 2 --out runs/closing
-    python analysis/closing_thresholds.py --seeds 0 1 --thresholds 0.3 \
-        --scenes tiny=3-8,checker=2.4-4 --out runs/sparse-coarse
+    python analysis/closing_thresholds.py --seeds 0 1 2 3 4 --out runs/closing --budget-gate full
+    python analysis/closing_thresholds.py --seeds 0 1 --thresholds 0.3 --budget-gate full
+        --scenes tiny=3-8,checker=2.4-4 --out runs/sparse-coarse      (one command)
+    python analysis/closing_thresholds.py --seeds 0 1 2 3 4 --thresholds 0.3 0.5 --out runs/gates
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ downloading anything: each image has a *scale regime*
 - ``mixed``: one large object (12-40 %), sometimes a medium one, and 5-14 small ones;
 
 and ``regime="per-image"`` (the default) draws the regime of each image from its own generator.
+:class:`SceneOptions` makes a variant of the scenes (object counts and areas, the checker cell,
+the dark member's brightness; ``synthetic:...,tiny=3-8`` in a spec).
 
 Scene content: class 0 is the background "stuff": one to three regions with smooth-noise,
 stripe or gradient textures in low-saturation colours, plus clutter (small distractor shapes in
@@ -26,10 +28,9 @@ different routes:
   the first member when the object is small and either member when it is large: which rule
   applies depends on the object's extent.
 
-The demo's budgeted network spends 24% more on huge-object images than on tiny-object ones
-(``runs/demo/report.md``): about a third of the huge-object images open a 1/16- to 1/32-scale
-branch that tiny-object images leave closed. It opens only where the first class pair (red)
-covers the most pixels, so the route follows both the scale and the class (``docs/demo.md``).
+On most seeds the demo's budgeted network spends more on huge-object images than on tiny-object
+ones: they open 1/8- and 1/16-scale paths that tiny-object images leave closed (by 1-19% in
+mean cost over five seeds, ``docs/demo.md``; the report gives the run's own figure).
 
 Per-object jitter of hue, saturation, brightness and texture cell, a weak global illumination
 gradient and pixel noise complete the scene. Small objects are not separable by colour alone (a
