@@ -199,3 +199,16 @@ def test_budget_gate_gives_dynamic_budget_its_own_gates_and_dynamic_raw_the_spac
     assert same.models["budget"] == same.models["raw"]
     with pytest.raises(ValueError, match="budget_gate 'smal' must be one of full, small, none"):
         dataclasses.replace(DEMO, budget_gate="smal")
+
+
+def test_the_report_describes_the_scenes_it_ran_on():
+    from dynviz.demo.report import _adaptivity_section, _intro
+    from dynviz.demo.settings import DEMO
+
+    demo = "\n".join(_adaptivity_section({}, DEMO))
+    assert "drawn at half the brightness of the first" in demo
+    lighter = dataclasses.replace(DEMO, scenes="dark=0.7,tiny=3-8")
+    assert "drawn at 0.7 times the brightness" in "\n".join(_adaptivity_section({}, lighter))
+    intro = "\n".join(_intro(lighter, load_space("small"), Path("no-table.md")))
+    assert "a variant of the scenes: dark=0.7,tiny=3-8" in intro
+    assert "small gates (Dynamic-Raw: full" in intro

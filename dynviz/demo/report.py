@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from dynviz.data.spec import parse_spec
+from dynviz.data.synthetic import DARK_MEMBER
 from dynviz.demo.scheduler import Step, clock, idle_estimate
 from dynviz.demo.settings import ChainSettings
 from dynviz.model.config import RoutingSpaceConfig
@@ -196,14 +198,16 @@ def _intro(s: ChainSettings, config: RoutingSpaceConfig, table: Path) -> list[st
     ]
 
 
-def _adaptivity_section(adaptivity: dict[str, Any]) -> list[str]:
+def _adaptivity_section(adaptivity: dict[str, Any], s: ChainSettings) -> list[str]:
+    dark = parse_spec(s.train_data).options.get("dark", DARK_MEMBER)
+    share = "half" if dark == 0.5 else f"{dark:g} times"
     lines = [
         "## Do the routes adapt to the image?",
         "",
         "In these scenes a small object shows its class by its fine texture (plain or "
         "checkered) and a large one, always plain, by its brightness (the second class of "
-        "each pair is drawn at half the brightness of the first): which cue applies depends "
-        "on the object's size.",
+        f"each pair is drawn at {share} the brightness of the first): which cue applies "
+        "depends on the object's size.",
         "",
     ]
     for label, figures_of in adaptivity.items():
@@ -279,7 +283,7 @@ def write_report(
         ]
     lines += special
     if adaptivity:
-        lines += _adaptivity_section(adaptivity)
+        lines += _adaptivity_section(adaptivity, s)
     if common is not None:
         lines += [
             "## The common network",
