@@ -74,6 +74,11 @@ class DatasetSpec:
     path: Path | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def scenes(self) -> SceneOptions:
+        """The variant of the scenes a synthetic spec names (the defaults where it names none)."""
+        return _scene_options(self.options)
+
     def __str__(self) -> str:
         if self.kind == "folder":
             return f"folder:{self.path}" + "".join(f",{k}={v}" for k, v in self.options.items())
@@ -81,9 +86,8 @@ class DatasetSpec:
             return f"{self.kind}:{self.path}"
         opts = {k: v for k, v in self.options.items() if k in SYNTHETIC_DEFAULTS}
         opts["size"] = "{}x{}".format(*opts["size"])
-        variant = SceneOptions(**{k: v for k, v in self.options.items() if k in SCENE_KEYS})
         return "synthetic:" + ",".join(
-            [f"{k}={v}" for k, v in opts.items()] + variant.spec_options()
+            [f"{k}={v}" for k, v in opts.items()] + self.scenes.spec_options()
         )
 
 
@@ -104,6 +108,10 @@ def _size_option(value: str, spec: str) -> tuple[int, int]:
     if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
         raise DataError(f"option size={value!r} in spec {spec!r}: expected HxW, e.g. 128x128")
     return int(parts[0]), int(parts[1])
+
+
+def _scene_options(options: dict[str, Any]) -> SceneOptions:
+    return SceneOptions(**{k: v for k, v in options.items() if k in SCENE_KEYS})
 
 
 def _range_option(key: str, value: str, spec: str) -> tuple[float, float]:
@@ -148,7 +156,7 @@ def _parse_options(text: str, spec: str) -> dict[str, Any]:
         else:
             options[key] = _int_option(key, value, spec, 0 if key == "seed" else 1)
     try:
-        SceneOptions(**{k: v for k, v in options.items() if k in SCENE_KEYS})
+        _scene_options(options)
     except DataError as error:
         raise DataError(f"{error} (in spec {spec!r})") from None
     return options
@@ -244,7 +252,7 @@ def build_dataset(
             num_classes=opts["classes"],
             seed=opts["seed"],
             regime=opts["regime"],
-            options=SceneOptions(**{k: v for k, v in opts.items() if k in SCENE_KEYS}),
+            options=parsed.scenes,
             split=split,
             **common,
         )

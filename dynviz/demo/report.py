@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from dynviz.data.spec import parse_spec
-from dynviz.data.synthetic import DARK_MEMBER
 from dynviz.demo.scheduler import Step, clock, idle_estimate
 from dynviz.demo.settings import ChainSettings
 from dynviz.model.config import RoutingSpaceConfig
@@ -199,7 +198,7 @@ def _intro(s: ChainSettings, config: RoutingSpaceConfig, table: Path) -> list[st
 
 
 def _adaptivity_section(adaptivity: dict[str, Any], s: ChainSettings) -> list[str]:
-    dark = parse_spec(s.train_data).options.get("dark", DARK_MEMBER)
+    dark = parse_spec(s.train_data).scenes.dark
     share = "half" if dark == 0.5 else f"{dark:g} times"
     lines = [
         "## Do the routes adapt to the image?",
