@@ -215,6 +215,7 @@ def test_spec_options_and_canonical_form() -> None:
         ("synthetic:huge_area=0.01-0.5", "0.04 <= LO"),
         ("synthetic:checker=0-2", "checker=(0.0, 2.0)"),
         ("synthetic:dark=1.5", "dark=1.5 must be a number in (0, 1]"),
+        ("synthetic:dark=0.5-0.7", "dark='0.5-0.7' in spec 'synthetic:dark=0.5-0.7': expected one"),
         ("imagenet:/data", "'imagenet'"),
         ("cityscapes", "cityscapes:PATH"),
         ("", "empty dataset spec"),

@@ -124,6 +124,13 @@ def _range_option(key: str, value: str, spec: str) -> tuple[float, float]:
         ) from None
 
 
+def _number_option(key: str, value: str, spec: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise DataError(f"option {key}={value!r} in spec {spec!r}: expected one number") from None
+
+
 def _parse_options(text: str, spec: str) -> dict[str, Any]:
     options = dict(SYNTHETIC_DEFAULTS)
     known = (*SYNTHETIC_DEFAULTS, *SCENE_KEYS)
@@ -150,7 +157,7 @@ def _parse_options(text: str, spec: str) -> dict[str, Any]:
                 )
             options[key] = value
         elif key == "dark":
-            options[key] = _range_option(key, value, spec)[0]
+            options[key] = _number_option(key, value, spec)
         elif key in SCENE_KEYS:
             options[key] = _range_option(key, value, spec)
         else:
