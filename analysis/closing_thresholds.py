@@ -9,7 +9,7 @@ regimes' mean costs, the cost spread (dearest / cheapest tenth), how far apart t
 costs are, and the nearest-centroid classifier's accuracy against chance
 (:mod:`dynviz.analysis.adaptivity`). ``--scenes`` trains and records on a variant of the scenes
 (:class:`dynviz.data.synthetic.SceneOptions`), ``--mu`` with another budget, ``--budget-gate``
-with other gates.
+with other gates, ``--gate-bias`` with the gates' bias initialised to another value.
 
 Usage (the sixth round of docs/demo.md, a row of the seventh, the eighth round's demo)::
 
@@ -17,6 +17,8 @@ Usage (the sixth round of docs/demo.md, a row of the seventh, the eighth round's
     python analysis/closing_thresholds.py --seeds 0 1 --thresholds 0.3 --budget-gate full
         --scenes tiny=3-8,checker=2.4-4 --out runs/sparse-coarse      (one command)
     python analysis/closing_thresholds.py --seeds 0 1 2 3 4 --thresholds 0.3 0.5 --out runs/gates
+    python analysis/closing_thresholds.py --seeds 0 1 2 3 4 --thresholds 0.3 0.5 --gate-bias 1
+        --out runs/bias1                                              (one command; the ninth)
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ def run_seed(
         records = read_records(path)
         costs = cost_statistics(records.images).iloc[0]
         row = {"scenes": settings.scenes, "mu": settings.budget_mu, "gate": model.config.gate.value}
+        row["gate_bias"] = model.config.gate_bias_init
         row |= {"seed": seed, "threshold": t}
         row["miou"] = float(costs["miou"])
         row["mmacs"] = 1e3 * float(costs["real_gmacs_mean"])
@@ -109,6 +112,12 @@ def main(argv: list[str] | None = None) -> int:
         default=DEMO.budget_gate,
         help="Dynamic-Budget's gates (default: the demo's)",
     )
+    parser.add_argument(
+        "--gate-bias",
+        type=float,
+        default=DEMO.gate_bias_init,
+        help="the gates' initial bias (default: the demo's)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -118,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             budget_mu=args.mu,
             scenes=args.scenes,
             budget_gate=args.budget_gate,
+            gate_bias_init=args.gate_bias,
         )
     except DataError as err:
         parser.error(f"--scenes: {err}")

@@ -88,6 +88,7 @@ def test_closing_thresholds_script_closes_more_paths_at_a_higher_threshold(tmp_p
     assert [r["threshold"] for r in rows] == [0.0, 0.9]
     assert rows[1]["mmacs"] < rows[0]["mmacs"]  # alpha <= 0.9 closes paths that alpha > 0 ran
     assert all(r["spread_96"] >= 1.0 and 0.0 <= r["miou"] <= 1.0 for r in rows)
+    assert rows[0]["gate_bias"] == DEMO.gate_bias_init  # the trained space's, as --gate-bias set it
     records = sorted(p.name for p in (tmp_path / "seed0" / "records").iterdir())
     assert records == ["t0", "t0.9"]
     # each regime's mean cost weighs the images' costs to the mean of them all
