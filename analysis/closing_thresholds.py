@@ -9,7 +9,8 @@ regimes' mean costs, the cost spread (dearest / cheapest tenth), how far apart t
 costs are, and the nearest-centroid classifier's accuracy against chance
 (:mod:`dynviz.analysis.adaptivity`). ``--scenes`` trains and records on a variant of the scenes
 (:class:`dynviz.data.synthetic.SceneOptions`), ``--mu`` with another budget, ``--budget-gate``
-with other gates, ``--gate-bias`` with the gates' bias initialised to another value.
+with other gates, ``--gate-bias`` with the gates' bias initialised to another value,
+``--gate-warmup`` with another share of the run before the gates route.
 
 Usage (the sixth round of docs/demo.md, a row of the seventh, the eighth round's demo)::
 
@@ -74,6 +75,7 @@ def run_seed(
         costs = cost_statistics(records.images).iloc[0]
         row = {"scenes": settings.scenes, "mu": settings.budget_mu, "gate": model.config.gate.value}
         row["gate_bias"] = model.config.gate_bias_init
+        row["gate_warmup"] = config.gate_warmup  # as the training ran it
         row |= {"seed": seed, "threshold": t}
         row["miou"] = float(costs["miou"])
         row["mmacs"] = 1e3 * float(costs["real_gmacs_mean"])
@@ -118,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         default=DEMO.gate_bias_init,
         help="the gates' initial bias (default: the demo's)",
     )
+    parser.add_argument(
+        "--gate-warmup",
+        type=float,
+        default=DEMO.gate_warmup,
+        help="share of the run with every path open, gates idle (default: the demo's)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -128,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             scenes=args.scenes,
             budget_gate=args.budget_gate,
             gate_bias_init=args.gate_bias,
+            gate_warmup=args.gate_warmup,
         )
     except DataError as err:
         parser.error(f"--scenes: {err}")

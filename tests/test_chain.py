@@ -89,6 +89,7 @@ def test_closing_thresholds_script_closes_more_paths_at_a_higher_threshold(tmp_p
     assert rows[1]["mmacs"] < rows[0]["mmacs"]  # alpha <= 0.9 closes paths that alpha > 0 ran
     assert all(r["spread_96"] >= 1.0 and 0.0 <= r["miou"] <= 1.0 for r in rows)
     assert rows[0]["gate_bias"] == DEMO.gate_bias_init  # the trained space's, as --gate-bias set it
+    assert rows[0]["gate_warmup"] == DEMO.gate_warmup  # the training config's
     records = sorted(p.name for p in (tmp_path / "seed0" / "records").iterdir())
     assert records == ["t0", "t0.9"]
     # each regime's mean cost weighs the images' costs to the mean of them all
