@@ -196,6 +196,7 @@ def test_budget_gate_gives_dynamic_budget_its_own_gates_and_dynamic_raw_the_spac
         dataclasses.replace(raw, description="")
     )
     assert chain.configs["budget"]["model"] == str(tmp_path / "models" / "small-budget.yaml")
+    assert budget.description.endswith("; small gates instead of full, for Dynamic-Budget")
     # the space's own gate kind needs no second model file
     same = prepare(tmp_path, dataclasses.replace(settings, budget_gate="full"), progress=False)
     assert same.models["budget"] == same.models["raw"]

@@ -119,7 +119,10 @@ def _budget_space(s: ChainSettings, config: RoutingSpaceConfig) -> RoutingSpaceC
     paper's budgeted networks use small gates, its Dynamic-Raw full ones)."""
     if s.budget_gate is None or s.budget_gate == config.gate.value:
         return config
-    description = f"{config.description}; {s.budget_gate} gates for Dynamic-Budget"
+    description = (
+        f"{config.description}; {s.budget_gate} gates instead of {config.gate.value}, "
+        "for Dynamic-Budget"
+    )
     return replace(
         config, gate=GateKind(s.budget_gate), name=f"{config.name}-budget", description=description
     )
