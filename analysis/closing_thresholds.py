@@ -20,6 +20,8 @@ Usage (the sixth round of docs/demo.md, a row of the seventh, the eighth round's
     python analysis/closing_thresholds.py --seeds 0 1 2 3 4 --thresholds 0.3 0.5 --out runs/gates
     python analysis/closing_thresholds.py --seeds 0 1 2 3 4 --thresholds 0.3 0.5 --gate-bias 1
         --out runs/bias1                                              (one command; the ninth)
+    python analysis/closing_thresholds.py --seeds 0 1 2 3 4 --thresholds 0.3 0.5
+        --scenes large=radial,small=hue --out runs/radial-hue         (one command; the tenth)
 """
 
 from __future__ import annotations

@@ -212,6 +212,11 @@ def test_the_report_describes_the_scenes_it_ran_on():
     assert "drawn at half the brightness of the first" in demo
     lighter = dataclasses.replace(DEMO, scenes="dark=0.7,tiny=3-8")
     assert "drawn at 0.7 times the brightness" in "\n".join(_adaptivity_section({}, lighter))
+    assert "fine texture (plain or checkered)" in demo and "centre to its rim" not in demo
+    radial = dataclasses.replace(DEMO, scenes="large=radial,small=hue")
+    text = "\n".join(_adaptivity_section({}, radial))
+    assert "by its hue" in text and "a bright rim for the second" in text
+    assert "brightness of the first" not in text and "checkered" not in text
     intro = "\n".join(_intro(lighter, load_space("small"), Path("no-table.md")))
     assert "a variant of the scenes: dark=0.7,tiny=3-8" in intro
     assert "small gates (Dynamic-Raw: full" in intro

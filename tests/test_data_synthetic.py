@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import colorsys
+import dataclasses
 import json
 import pickle
 import random
@@ -216,6 +218,8 @@ def test_spec_options_and_canonical_form() -> None:
         ("synthetic:checker=0-2", "checker=(0.0, 2.0)"),
         ("synthetic:dark=1.5", "dark=1.5 must be a number in (0, 1]"),
         ("synthetic:dark=0.5-0.7", "dark='0.5-0.7' in spec 'synthetic:dark=0.5-0.7': expected one"),
+        ("synthetic:large=ramp", "large='ramp' must be one of brightness, radial"),
+        ("synthetic:small=colour", "small='colour' must be one of texture, hue"),
         ("imagenet:/data", "'imagenet'"),
         ("cityscapes", "cityscapes:PATH"),
         ("", "empty dataset spec"),
@@ -239,6 +243,10 @@ def test_scene_options_round_trip_and_stay_out_of_default_specs() -> None:
     )
     # an option given at its default value is the default scenes, and the spec does not name it
     assert build_dataset("synthetic:count=4,size=48,tiny=10-24,dark=0.5").spec == text
+    cues = build_dataset("synthetic:count=4,size=48,small=HUE,large=radial")
+    assert cues.spec == text + ",large=radial,small=hue"
+    assert cues.options == SceneOptions(large="radial", small="hue")
+    assert build_dataset("synthetic:count=4,size=48,large=brightness,small=texture").spec == text
 
 
 def _scenes_by_regime(spec: str) -> dict[str, list]:
@@ -447,3 +455,68 @@ def test_scenes_are_made_once_and_kept_within_the_memory_limit(monkeypatch) -> N
     assert ds.raw(0)[0].any()
     monkeypatch.undo()  # the counting sample() above does not pickle
     assert len(ds._scenes) == 3 and pickle.loads(pickle.dumps(ds))._scenes == {}
+
+
+def _objects(sample, smallest: int):
+    """``(class, pixels)`` of each visible object of at least ``smallest`` pixels."""
+    for number in np.unique(sample.instances[sample.instances > 0]):
+        inside = sample.instances == number
+        if inside.sum() >= smallest:
+            yield int(sample.label[inside][0]), inside
+
+
+def test_radial_option_shows_a_large_objects_class_by_centre_or_rim() -> None:
+    # one object a scene, so that its visible pixels are the ones its profile was drawn on
+    one = SceneOptions(huge=(1, 1))
+    base = SyntheticScenes(count=16, size=(64, 64), seed=5, regime="huge", options=one)
+    radial = SyntheticScenes(
+        count=16,
+        size=(64, 64),
+        seed=5,
+        regime="huge",
+        options=dataclasses.replace(one, large="radial"),
+    )
+    styles = base._styles
+    seen = {False: 0, True: 0}
+    for i in range(len(base)):
+        a, b = base.sample(i), radial.sample(i)
+        assert a.label.tobytes() == b.label.tobytes()  # the same objects in the same places
+        changed = (a.image != b.image).any(axis=2)
+        assert not changed[a.label == 0].any()  # the background is untouched
+        yy, xx = np.mgrid[0:64, 0:64]
+        for cls, inside in _objects(b, 400):
+            distance = np.hypot(yy - yy[inside].mean(), xx - xx[inside].mean())
+            d = distance / distance[inside].max()
+            value = b.image.astype(float).max(axis=2)
+            centre, rim = value[inside & (d < 0.3)].mean(), value[inside & (d > 0.75)].mean()
+            second = styles[cls - 1].dark
+            # first member: bright centre (1 at d=0, 0.4 at d=1); second: bright rim
+            assert (rim > 1.4 * centre) if second else (centre > 1.4 * rim), (i, cls)
+            seen[second] += 1
+    assert min(seen.values()) >= 3
+
+
+def test_hue_option_shows_a_small_objects_class_by_its_side_of_the_pairs_hue() -> None:
+    ds = SyntheticScenes(
+        count=12, size=(64, 64), seed=6, regime="tiny", options=SceneOptions(small="hue")
+    )
+    textured = SyntheticScenes(count=12, size=(64, 64), seed=6, regime="tiny")
+    styles = ds._styles
+    shifts = {False: [], True: []}
+    for i in range(len(ds)):
+        sample = ds.sample(i)
+        for cls, inside in _objects(sample, 12):
+            rgb = sample.image[inside].astype(float) / 255.0
+            hue = colorsys.rgb_to_hsv(*rgb.mean(axis=0))[0]
+            shifts[styles[cls - 1].dark].append((hue - styles[cls - 1].hue + 0.5) % 1.0 - 0.5)
+            assert rgb.max(axis=1).std() < 0.05  # plain: no checkerboard
+    assert min(len(v) for v in shifts.values()) >= 10
+    # the first member below the pair's hue, the second above, both clearly off it
+    assert max(shifts[False]) < -0.03 and min(shifts[True]) > 0.03
+    checkered = [
+        sample.image[inside].astype(float).max(axis=1).std() / 255.0
+        for sample in map(textured.sample, range(len(textured)))
+        for cls, inside in _objects(sample, 12)
+        if styles[cls - 1].texture == "checkered"
+    ]
+    assert np.median(checkered) > 0.1  # the default scenes' second members are checkered

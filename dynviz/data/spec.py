@@ -9,15 +9,17 @@ Grammar::
     options   := option ("," option)*
     option    := key "=" value
     key       := "count" | "size" | "classes" | "seed" | "regime"
-               | "tiny" | "huge" | "huge_area" | "checker" | "dark"
+               | "tiny" | "huge" | "huge_area" | "checker" | "dark" | "large" | "small"
 
 The kind is case-insensitive; whitespace around keys and values is ignored; a key may appear once.
 Values: ``count``, ``classes`` and ``seed`` are integers; ``size`` is ``HxW`` or ``N`` (square);
 ``regime`` is ``tiny``, ``huge``, ``mixed`` or ``per-image``. Defaults:
-``synthetic:count=64,size=128x128,classes=6,seed=0,regime=per-image``. The last five keys make a
-variant of the scenes (:class:`dynviz.data.synthetic.SceneOptions`): ``tiny`` and ``huge`` are
+``synthetic:count=64,size=128x128,classes=6,seed=0,regime=per-image``. The last seven keys make
+a variant of the scenes (:class:`dynviz.data.synthetic.SceneOptions`): ``tiny`` and ``huge`` are
 ranges of object counts (``LO-HI`` or ``N``), ``huge_area`` and ``checker`` ranges of numbers,
-``dark`` a number; a spec names them only where they differ from the demo's scenes.
+``dark`` a number, ``large`` (``brightness`` or ``radial``) and ``small`` (``texture`` or
+``hue``) the cue of a large and of a small object's class; a spec names them only where they
+differ from the demo's scenes.
 ``PATH`` is everything after the first colon (so it may itself contain colons) and ``~`` is
 expanded.
 
@@ -158,6 +160,8 @@ def _parse_options(text: str, spec: str) -> dict[str, Any]:
             options[key] = value
         elif key == "dark":
             options[key] = _number_option(key, value, spec)
+        elif key in ("large", "small"):
+            options[key] = value.lower()  # SceneOptions names the choices
         elif key in SCENE_KEYS:
             options[key] = _range_option(key, value, spec)
         else:

@@ -11,7 +11,9 @@ downloading anything: each image has a *scale regime*
 
 and ``regime="per-image"`` (the default) draws the regime of each image from its own generator.
 :class:`SceneOptions` makes a variant of the scenes (object counts and areas, the checker cell,
-the dark member's brightness; ``synthetic:...,tiny=3-8`` in a spec).
+the dark member's brightness, and the cues below: ``large=radial`` shows a large object's class
+by a bright centre or rim, ``small=hue`` a small one's by its side of the pair's hue;
+``synthetic:...,tiny=3-8`` in a spec).
 
 Scene content: class 0 is the background "stuff": one to three regions with smooth-noise,
 stripe or gradient textures in low-saturation colours, plus clutter (small distractor shapes in
@@ -89,6 +91,15 @@ brightness; smaller ones by their fine texture."""
 DARK_MEMBER = 0.5
 """Brightness of a large object of the second member of a class pair, relative to the first
 (the default of ``SceneOptions.dark``)."""
+
+LARGE_CUES = ("brightness", "radial")
+"""What may show a large object's class (``SceneOptions.large``)."""
+
+SMALL_CUES = ("texture", "hue")
+"""What may show a small object's class (``SceneOptions.small``)."""
+
+HUE_STEP = 0.1
+"""With ``small=hue``: how far the light colour of a small object moves from its pair's hue."""
 
 MAX_CLASSES = 255  # label values 0..254; 255 is ignore
 
@@ -290,7 +301,7 @@ class SceneOptions:
 
     The defaults are the demo's scenes; the same seed gives the same bytes for every option left
     at its default. In a spec string: ``tiny=LO-HI``, ``huge=LO-HI``, ``huge_area=LO-HI``,
-    ``checker=LO-HI`` and ``dark=F``.
+    ``checker=LO-HI``, ``dark=F``, ``large=radial`` and ``small=hue``.
 
     Attributes:
         tiny: how many small objects a tiny-regime scene has (inclusive range).
@@ -298,6 +309,14 @@ class SceneOptions:
         huge_area: the area of each object of a huge-regime scene, as a fraction of the image.
         checker: the width in pixels of the cells of a small checkered object.
         dark: brightness of a large object of a pair's second member, relative to the first.
+        large: the cue of a large object's class: ``brightness`` (plain, the second member of a
+            pair darker) or ``radial`` (its colour scaled by ``1 - 0.6 d`` for the first member
+            and ``0.4 + 0.6 d`` for the second, d the distance from the centroid of its visible
+            pixels over the largest such distance: a pixel halfway out looks the same in both,
+            so the class needs the object's centre or rim in view).
+        small: the cue of a small object's class: ``texture`` (plain or checkered) or ``hue``
+            (plain; the light colour of its texture at the pair's hue -0.1 for the first member
+            and +0.1 for the second, so its mean hue is about 0.07 from the pair's).
     """
 
     tiny: tuple[int, int] = (10, 24)
@@ -305,6 +324,8 @@ class SceneOptions:
     huge_area: tuple[float, float] = (0.15, 0.55)
     checker: tuple[float, float] = (1.5, 2.5)
     dark: float = DARK_MEMBER
+    large: str = "brightness"
+    small: str = "texture"
 
     def __post_init__(self) -> None:
         limits = {
@@ -338,6 +359,12 @@ class SceneOptions:
         if not 0.0 < dark <= 1.0:
             raise DataError(f"scene option dark={self.dark!r} must be a number in (0, 1]")
         object.__setattr__(self, "dark", dark)
+        for name, choices in (("large", LARGE_CUES), ("small", SMALL_CUES)):
+            if getattr(self, name) not in choices:
+                raise DataError(
+                    f"scene option {name}={getattr(self, name)!r} must be one of "
+                    f"{', '.join(choices)}"
+                )
 
     def spec_options(self) -> list[str]:
         """``key=value`` for each option that differs from its default, in field order."""
@@ -345,7 +372,12 @@ class SceneOptions:
         for item in fields(self):
             value = getattr(self, item.name)
             if value != item.default:
-                text = f"{value:g}" if isinstance(value, float) else "{:g}-{:g}".format(*value)
+                if isinstance(value, str):
+                    text = value
+                elif isinstance(value, float):
+                    text = f"{value:g}"
+                else:
+                    text = "{:g}-{:g}".format(*value)
                 out.append(f"{item.name}={text}")
         return out
 
@@ -558,9 +590,24 @@ class SyntheticScenes(SegmentationDataset):
             large = fraction >= LARGE_OBJECT_AREA
             # small: the class's own fine texture; large: plain, the pair told by brightness
             texture = "plain" if large else style.texture
+            if not large and self.options.small == "hue":
+                # plain, the light colour at the member's side of the pair's hue (dark stays)
+                texture = "plain"
+                shift = (HUE_STEP if style.dark else -HUE_STEP) + rng.uniform(-0.012, 0.012)
+                light = _hsv(
+                    style.hue + shift,
+                    style.saturation + rng.uniform(-0.1, 0.1),
+                    style.value + rng.uniform(-0.1, 0.1),
+                )
             pattern = _texture(rng, texture, yy, xx, rng.uniform(*self.options.checker), 0.0)
             patch = dark + (light - dark) * pattern[:, :, None]
-            if large and style.dark:
+            if large and self.options.large == "radial":
+                centre_y, centre_x = yy[mask].mean(), xx[mask].mean()
+                distance = np.hypot(yy - centre_y, xx - centre_x)
+                d = distance / max(float(distance[mask].max()), 1.0)
+                profile = 0.4 + 0.6 * d if style.dark else 1.0 - 0.6 * d
+                patch = light * profile[:, :, None]
+            elif large and style.dark:
                 patch *= self.options.dark
             image[window][mask] = patch[mask]
             label[window][mask] = cls

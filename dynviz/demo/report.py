@@ -198,15 +198,25 @@ def _intro(s: ChainSettings, config: RoutingSpaceConfig, table: Path) -> list[st
 
 
 def _adaptivity_section(adaptivity: dict[str, Any], s: ChainSettings) -> list[str]:
-    dark = parse_spec(s.train_data).scenes.dark
-    share = "half" if dark == 0.5 else f"{dark:g} times"
+    scenes = parse_spec(s.train_data).scenes
+    share = "half" if scenes.dark == 0.5 else f"{scenes.dark:g} times"
+    small = (
+        "its hue (the two classes of a pair on either side of the pair's hue)"
+        if scenes.small == "hue"
+        else "its fine texture (plain or checkered)"
+    )
+    large = (
+        " by how its brightness runs from its centre to its rim (a bright centre for the first "
+        "class of each pair, a bright rim for the second)"
+        if scenes.large == "radial"
+        else ", always plain, by its brightness (the second class of each pair is drawn at "
+        f"{share} the brightness of the first)"
+    )
     lines = [
         "## Do the routes adapt to the image?",
         "",
-        "In these scenes a small object shows its class by its fine texture (plain or "
-        "checkered) and a large one, always plain, by its brightness (the second class of "
-        f"each pair is drawn at {share} the brightness of the first): which cue applies "
-        "depends on the object's size.",
+        f"In these scenes a small object shows its class by {small} and a large one{large}: "
+        "which cue applies depends on the object's size.",
         "",
     ]
     for label, figures_of in adaptivity.items():
