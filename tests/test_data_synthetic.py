@@ -220,6 +220,8 @@ def test_spec_options_and_canonical_form() -> None:
         ("synthetic:dark=0.5-0.7", "dark='0.5-0.7' in spec 'synthetic:dark=0.5-0.7': expected one"),
         ("synthetic:large=ramp", "large='ramp' must be one of brightness, radial"),
         ("synthetic:small=colour", "small='colour' must be one of texture, hue"),
+        ("synthetic:large=radial,dark=0.7", "dark=0.7 has no effect with large=radial"),
+        ("synthetic:small=hue,checker=3-4", "checker=(3.0, 4.0) has no effect with small=hue"),
         ("imagenet:/data", "'imagenet'"),
         ("cityscapes", "cityscapes:PATH"),
         ("", "empty dataset spec"),

@@ -307,8 +307,10 @@ class SceneOptions:
         tiny: how many small objects a tiny-regime scene has (inclusive range).
         huge: how many objects a huge-regime scene has (inclusive range).
         huge_area: the area of each object of a huge-regime scene, as a fraction of the image.
-        checker: the width in pixels of the cells of a small checkered object.
-        dark: brightness of a large object of a pair's second member, relative to the first.
+        checker: the width in pixels of the cells of a small checkered object (not with
+            ``small=hue``).
+        dark: brightness of a large object of a pair's second member, relative to the first
+            (not with ``large=radial``).
         large: the cue of a large object's class: ``brightness`` (plain, the second member of a
             pair darker) or ``radial`` (its colour scaled by ``1 - 0.6 d`` for the first member
             and ``0.4 + 0.6 d`` for the second, d the distance from the centroid of its visible
@@ -364,6 +366,15 @@ class SceneOptions:
                 raise DataError(
                     f"scene option {name}={getattr(self, name)!r} must be one of "
                     f"{', '.join(choices)}"
+                )
+        unused = {"dark": self.large == "radial", "checker": self.small == "hue"}
+        for name, moot in unused.items():
+            default = next(item.default for item in fields(self) if item.name == name)
+            if moot and getattr(self, name) != default:
+                cue = "large=radial" if name == "dark" else "small=hue"
+                raise DataError(
+                    f"scene option {name}={getattr(self, name)!r} has no effect with {cue}: "
+                    "leave it out"
                 )
 
     def spec_options(self) -> list[str]:
