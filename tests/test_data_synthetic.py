@@ -480,16 +480,16 @@ def test_radial_option_shows_a_large_objects_class_by_centre_or_rim() -> None:
     )
     styles = base._styles
     seen = {False: 0, True: 0}
+    yy, xx = np.mgrid[0:64, 0:64]
     for i in range(len(base)):
         a, b = base.sample(i), radial.sample(i)
         assert a.label.tobytes() == b.label.tobytes()  # the same objects in the same places
         changed = (a.image != b.image).any(axis=2)
         assert not changed[a.label == 0].any()  # the background is untouched
-        yy, xx = np.mgrid[0:64, 0:64]
+        value = b.image.astype(float).max(axis=2)
         for cls, inside in _objects(b, 400):
             distance = np.hypot(yy - yy[inside].mean(), xx - xx[inside].mean())
             d = distance / distance[inside].max()
-            value = b.image.astype(float).max(axis=2)
             centre, rim = value[inside & (d < 0.3)].mean(), value[inside & (d > 0.75)].mean()
             second = styles[cls - 1].dark
             # first member: bright centre (1 at d=0, 0.4 at d=1); second: bright rim

@@ -367,11 +367,12 @@ class SceneOptions:
                     f"scene option {name}={getattr(self, name)!r} must be one of "
                     f"{', '.join(choices)}"
                 )
-        unused = {"dark": self.large == "radial", "checker": self.small == "hue"}
-        for name, moot in unused.items():
-            default = next(item.default for item in fields(self) if item.name == name)
-            if moot and getattr(self, name) != default:
-                cue = "large=radial" if name == "dark" else "small=hue"
+        moot = (
+            ("dark", "large=radial", self.large == "radial"),
+            ("checker", "small=hue", self.small == "hue"),
+        )
+        for name, cue, applies in moot:
+            if applies and getattr(self, name) != self.__dataclass_fields__[name].default:
                 raise DataError(
                     f"scene option {name}={getattr(self, name)!r} has no effect with {cue}: "
                     "leave it out"
