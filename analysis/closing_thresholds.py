@@ -5,12 +5,13 @@ but without closing weak paths (``close_below`` 0), into ``OUT/seedN`` (a finish
 reused). Then it records the network on ``--val`` validation scenes of that seed (the first 96
 are the demo's own) with its active threshold at each of ``--thresholds``, as ``close_below``
 would leave it (after PreciseBN), and prints per seed and threshold: mIoU, mean MMACs, the
-regimes' mean costs, the cost spread (dearest / cheapest tenth), how far apart the regimes' mean
-costs are, and the nearest-centroid classifier's accuracy against chance
+regimes' mean costs, the cost spread (dearest / cheapest tenth), the dearest image's cost over the
+cheapest's (what the paper's Table 1 gives: 1.11-1.12x), how far apart the regimes' mean costs
+are, and the nearest-centroid classifier's accuracy against chance
 (:mod:`dynviz.analysis.adaptivity`). ``--scenes`` trains and records on a variant of the scenes
-(:class:`dynviz.data.synthetic.SceneOptions`), ``--mu`` with another budget, ``--budget-gate``
-with other gates, ``--gate-bias`` with the gates' bias initialised to another value,
-``--gate-warmup`` with another share of the run before the gates route.
+(:class:`dynviz.data.synthetic.SceneOptions`), ``--mu`` and ``--lambda`` with another budget,
+``--budget-gate`` with other gates, ``--gate-bias`` with the gates' bias initialised to another
+value, ``--gate-warmup`` with another share of the run before the gates route.
 
 Usage (the sixth round of docs/demo.md, a row of the seventh, the eighth round's demo)::
 
@@ -22,6 +23,8 @@ Usage (the sixth round of docs/demo.md, a row of the seventh, the eighth round's
         --out runs/bias1                                              (one command; the ninth)
     python analysis/closing_thresholds.py --seeds 0 1 2 3 4 --thresholds 0.3 0.5
         --scenes large=radial,small=hue --out runs/radial-hue         (one command; the tenth)
+    python analysis/closing_thresholds.py --seeds 0 1 2 3 4 --thresholds 0.3 --lambda 0.5
+        --mu 0.3 --out runs/lambda05-mu03                             (one command; the eleventh)
 """
 
 from __future__ import annotations
@@ -75,7 +78,8 @@ def run_seed(
             record(model, data, path, name=f"t{t:g}", progress=False)
         records = read_records(path)
         costs = cost_statistics(records.images).iloc[0]
-        row = {"scenes": settings.scenes, "mu": settings.budget_mu, "gate": model.config.gate.value}
+        row = {"scenes": settings.scenes, "mu": settings.budget_mu, "lambda": config.budget_lambda}
+        row["gate"] = model.config.gate.value
         row["gate_bias"] = model.config.gate_bias_init
         row["gate_warmup"] = config.gate_warmup  # as the training ran it
         row |= {"seed": seed, "threshold": t}
@@ -90,6 +94,7 @@ def run_seed(
             gates = records.gates[records.gates["image_id"].isin(kept["image_id"])]
             a = records_adaptivity(dataclasses.replace(records, images=kept, gates=gates))
             row[f"spread_{limit}"] = a.cost_spread
+            row[f"max_min_{limit}"] = float(kept["real_gmacs"].max() / kept["real_gmacs"].min())
             row[f"apart_{limit}"] = a.regime_difference
             row[f"classifier_{limit}"] = a.classifier_accuracy
             row[f"chance_{limit}"] = a.chance
@@ -107,6 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/closing", help="output folder")
     parser.add_argument("--iters", type=int, default=DEMO.iters, help="(default: the demo's)")
     parser.add_argument("--mu", type=float, default=DEMO.budget_mu, help="(default: the demo's)")
+    parser.add_argument(
+        "--lambda",
+        dest="lam",
+        type=float,
+        default=DEMO.budget_lambda,
+        help="the budget loss weight (default: the demo's)",
+    )
     parser.add_argument(
         "--scenes", default="", help="a variant of the scenes, e.g. tiny=3-8 (default: the demo's)"
     )
@@ -135,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             DEMO,
             iters=args.iters,
             budget_mu=args.mu,
+            budget_lambda=args.lam,
             scenes=args.scenes,
             budget_gate=args.budget_gate,
             gate_bias_init=args.gate_bias,
@@ -152,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / "closing.json").write_text(json.dumps(rows, indent=1))
     demo, val = DEMO.val_count, args.val  # the demo's images, then all (run_seed's row keys)
     print(
-        f"seed  t    mIoU  MMACs  tiny/mixed/huge  spread {demo}/all  apart {demo}/all"
+        f"seed  t    mIoU  MMACs  tiny/mixed/huge  spread {demo}/all  max/min {demo}/all"
+        f"  apart {demo}/all"
         f"   classifier {demo}/all (chance)"
     )
     for r in rows:
@@ -161,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['seed']:>4}  {r['threshold']:<3g}  {100 * r['miou']:4.1f}  {r['mmacs']:5.2f}"
             f"  {by_regime}"
             f"  {r[f'spread_{demo}']:.2f}x/{r[f'spread_{val}']:.2f}x"
+            f"  {r[f'max_min_{demo}']:.2f}x/{r[f'max_min_{val}']:.2f}x"
             f"  {100 * r[f'apart_{demo}']:4.1f}%/{100 * r[f'apart_{val}']:4.1f}%"
             f"  {100 * r[f'classifier_{demo}']:.0f}%/{100 * r[f'classifier_{val}']:.0f}%"
             f" ({100 * r[f'chance_{demo}']:.0f}%/{100 * r[f'chance_{val}']:.0f}%)"

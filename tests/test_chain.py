@@ -88,8 +88,10 @@ def test_closing_thresholds_script_closes_more_paths_at_a_higher_threshold(tmp_p
     assert [r["threshold"] for r in rows] == [0.0, 0.9]
     assert rows[1]["mmacs"] < rows[0]["mmacs"]  # alpha <= 0.9 closes paths that alpha > 0 ran
     assert all(r["spread_96"] >= 1.0 and 0.0 <= r["miou"] <= 1.0 for r in rows)
+    assert all(r["max_min_96"] >= r["spread_96"] for r in rows)  # the extremes, not tenths
     assert rows[0]["gate_bias"] == DEMO.gate_bias_init  # the trained space's, as --gate-bias set it
     assert rows[0]["gate_warmup"] == DEMO.gate_warmup  # the training config's
+    assert rows[0]["lambda"] == DEMO.budget_lambda  # the training config's, as --lambda set it
     records = sorted(p.name for p in (tmp_path / "seed0" / "records").iterdir())
     assert records == ["t0", "t0.9"]
     # each regime's mean cost weighs the images' costs to the mean of them all
@@ -102,6 +104,45 @@ def test_closing_thresholds_script_closes_more_paths_at_a_higher_threshold(tmp_p
     with pytest.raises(SystemExit, match="2"):
         module.main(["--scenes", "tiny=0", "--out", str(tmp_path / "bad")])
     assert not (tmp_path / "bad").exists()
+
+
+def test_path_value_script_finds_a_silent_path_idle_and_the_trunk_dear(tiny, capsys):
+    import torch
+
+    from dynviz.model import Direction, RoutingNetwork
+    from dynviz.model.cost import cost_table
+
+    module = _analysis_script("path_value")
+    torch.manual_seed(0)
+    model = RoutingNetwork(tiny).eval()
+    # the up path of (layer 2, 1/8) delivers zeros into (layer 3, 1/4), which the keep path of
+    # (layer 2, 1/4) also feeds: closing it changes no output and saves exactly its own cost
+    silent = model.cell(2, 1).up.bn
+    torch.nn.init.zeros_(silent.weight)
+    torch.nn.init.zeros_(silent.bias)
+    images, labels = torch.randn(3, 3, 64, 64), torch.randint(0, 4, (3, 64, 64))
+    values = module.path_values(model, images, labels)
+    open_paths = int(model(images, skip=False).active.sum())
+    assert len(values) == open_paths  # one row per (image, open path), every path open here
+    table = cost_table(tiny, (64, 64))
+    up = values[(values.layer == 2) & (values.scale == 1) & (values.direction == "UP")]
+    assert len(up) == 3 and (up.loss_change == 0.0).all()
+    assert (up.macs_saved == float(table.path[2, 1, Direction.UP])).all()
+    # the initial cell's keep path alone feeds layer 1's 1/4 cell: closing it cuts what follows
+    trunk = values[(values.layer == 0) & (values.scale == 0) & (values.direction == "KEEP")]
+    assert len(trunk) == 3 and (trunk.loss_change.abs() > 1e-4).all()
+    assert (trunk.macs_saved > float(table.path[0, 0, Direction.KEEP] + table.op[1, 0])).all()
+    per_regime, by_alpha = module.summary(values, pd.Series(["tiny", "huge", "tiny"]), 0.002)
+    assert per_regime.loc["tiny", "images"] == 2
+    assert per_regime.loc["tiny", "open_per_image"] == (values.image != 1).sum() / 2
+    assert by_alpha["size"].sum() == len(values)
+    # a folder without a trained run is refused by name
+    with pytest.raises(SystemExit, match="2"):
+        module.main([str(Path("nowhere")), "--seed", "0"])
+    assert "nowhere/runs/budget holds no trained run" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="2"):  # a bad variant of the scenes, before anything
+        module.main([str(Path("nowhere")), "--seed", "0", "--scenes", "large=ramp"])
+    assert "--scenes: scene option large='ramp'" in capsys.readouterr().err
 
 
 def test_idle_estimate_schedules_steps_on_lanes_by_hand():
