@@ -49,6 +49,8 @@ def test_cost_spread_is_dearest_over_cheapest_tenth():
     assert result.cheapest_tenth_gmacs == pytest.approx(1.5)
     assert result.dearest_tenth_gmacs == pytest.approx(19.5)
     assert result.cost_spread == pytest.approx(13.0)
+    assert result.cost_range == pytest.approx(20.0)  # the extremes: 20 GMACs over 1
+    assert "the dearest image costs 20.00x the cheapest" in result.sentences()[0]
     assert result.distinct_routes == 1
     assert math.isnan(result.regime_difference) and result.regime_gmacs == {}
 
@@ -75,7 +77,7 @@ def test_identical_routes_give_chance_or_less():
     gates, images = _records([(1, 1, 1, 1)] * 8, [1.0] * 8, [0, 1] * 4)
     result = route_adaptivity(gates, images, folds=4)
     assert result.classifier_accuracy <= result.chance == 0.5
-    assert result.regime_difference == 0.0 and result.cost_spread == 1.0
+    assert result.regime_difference == 0.0 and result.cost_spread == result.cost_range == 1.0
 
 
 def test_nearest_centroid_by_hand():

@@ -259,5 +259,16 @@ def test_the_report_describes_the_scenes_it_ran_on():
     assert "by its hue" in text and "a bright rim for the second" in text
     assert "brightness of the first" not in text and "checkered" not in text
     intro = "\n".join(_intro(lighter, load_space("small"), Path("no-table.md")))
+    # beside the aims, the paper's range (Table 1: 48.2/43.5, 63.5/56.8, 71.6/64.3) and the run's
+    figures = {"images": 96, "cheapest_tenth_gmacs": 0.003, "dearest_tenth_gmacs": 0.0054}
+    figures |= {"cost_spread": 1.8, "cost_range": 1.95, "regime_difference": 0.22}
+    figures |= {"classifier_accuracy": 0.6, "chance": 0.34}
+    text = "\n".join(_adaptivity_section({"Dynamic-Budget": figures}, DEMO))
+    assert "cost spread of at least 1.5x: met; regime means at least 20% apart: met" in text
+    assert "cost 1.11-1.12x from their dearest" in text
+    assert "here Dynamic-Budget's dearest image costs 1.95x its cheapest." in text
+    older = {k: v for k, v in figures.items() if k != "cost_range"}  # a state from before
+    text = "\n".join(_adaptivity_section({"Dynamic-Budget": older}, DEMO))
+    assert "(its Table 1)." in text and "here Dynamic-Budget" not in text
     assert "a variant of the scenes: dark=0.7,tiny=3-8" in intro
     assert "small gates (Dynamic-Raw: full" in intro

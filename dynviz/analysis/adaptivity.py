@@ -63,6 +63,8 @@ class RouteAdaptivity:
         cheapest_tenth_gmacs: mean real GMACs of the cheapest tenth of the images.
         dearest_tenth_gmacs: mean real GMACs of the dearest tenth.
         cost_spread: ``dearest_tenth_gmacs / cheapest_tenth_gmacs``.
+        cost_range: the dearest image's real GMACs over the cheapest's (the paper's Table 1
+            gives each budgeted network's largest and smallest cost).
         regime_gmacs: mean real GMACs per regime (empty without regimes).
         regime_difference: dearest regime mean / cheapest regime mean - 1 (NaN without two
             regimes).
@@ -81,6 +83,7 @@ class RouteAdaptivity:
     cheapest_tenth_gmacs: float
     dearest_tenth_gmacs: float
     cost_spread: float
+    cost_range: float = math.nan
     regime_gmacs: dict[str, float] = field(default_factory=dict)
     regime_difference: float = math.nan
     classifier_accuracy: float = math.nan
@@ -101,7 +104,12 @@ class RouteAdaptivity:
             f"Per-image real cost varies {self.cost_spread:.2f}x between the cheapest tenth of "
             f"the {self.images} images ({format_macs(self.cheapest_tenth_gmacs, unit)} on "
             f"average) and the dearest tenth ({format_macs(self.dearest_tenth_gmacs, unit)}); "
-            f"{self.distinct_routes} distinct routes."
+            + (
+                f"the dearest image costs {self.cost_range:.2f}x the cheapest; "
+                if not math.isnan(self.cost_range)
+                else ""
+            )
+            + f"{self.distinct_routes} distinct routes."
         ]
         if self.regime_gmacs:
             means = ", ".join(f"{k} {format_macs(v, unit)}" for k, v in self.regime_gmacs.items())
@@ -230,6 +238,7 @@ def route_adaptivity(
         cheapest_tenth_gmacs=cheap,
         dearest_tenth_gmacs=dear,
         cost_spread=dear / cheap if cheap > 0 else math.nan,
+        cost_range=float(order[-1] / order[0]) if order[0] > 0 else math.nan,
         distinct_routes=distinct,
     )
     if SCALE_STAT in images.columns:  # rho and its interval, from one computation
