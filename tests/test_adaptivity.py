@@ -10,6 +10,7 @@ import pytest
 
 from dynviz.analysis.adaptivity import (
     nearest_centroid_accuracy,
+    paper_cost_range,
     route_adaptivity,
     route_matrix,
 )
@@ -135,3 +136,8 @@ def test_cost_rising_with_the_largest_object_is_reported():
     assert math.isnan(
         route_adaptivity(*_records([(1, 1, 1, 1)] * 3, [1.0] * 3, [None] * 3)).scale_correlation
     )
+
+
+def test_paper_cost_range_is_table_1s_largest_over_smallest():
+    # Dynamic-A 48.2 / 43.5 = 1.108, B 63.5 / 56.8 = 1.118, C 71.6 / 64.3 = 1.114 GFLOPs
+    assert paper_cost_range() == pytest.approx((1.108, 1.118), abs=1e-3)

@@ -593,6 +593,10 @@ def test_routing_vs_scale_relates_attribution_to_object_size(app) -> None:
     figures = at.dataframe[0].value
     assert list(figures.columns) == ["figure", "value", "95% interval", "what it measures"]
     assert "regime from the route" in set(figures["figure"])
+    extremes = figures.set_index("figure").loc["dearest over cheapest image"]
+    spread = figures.set_index("figure").loc["cost spread", "value"]
+    assert float(extremes["value"].rstrip("x")) >= float(spread.rstrip("x"))  # images, not tenths
+    assert "budgeted networks: 1.11-1.12x" in extremes["what it measures"]
     axes = [c["layout"]["yaxis"]["title"]["text"] for c in _charts(at) if "yaxis" in c["layout"]]
     assert "fine share" not in axes
     scatter = [c for c in _charts(at) if c["layout"].get("xaxis", {}).get("type") == "log"]

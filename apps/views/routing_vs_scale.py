@@ -12,6 +12,7 @@ import _state
 import pandas as pd
 import streamlit as st
 
+from dynviz.analysis.adaptivity import paper_cost_range
 from dynviz.analysis.routes import ROUTING_METRICS
 from dynviz.labels import readable, readable_columns
 from dynviz.plots.interactive import routing_scatter
@@ -35,6 +36,7 @@ def adaptivity_table(figures, unit) -> pd.DataFrame:  # noqa: ANN001 - RouteAdap
         return "n/a" if math.isnan(value) else f"{100 * value:.0f}%"
 
     low, high = figures.classifier_interval
+    paper_low, paper_high = paper_cost_range()
     rho_low, rho_high = figures.scale_correlation_interval
     rho = figures.scale_correlation
     regimes = ", ".join(f"{k} {format_macs(v, unit)}" for k, v in figures.regime_gmacs.items())
@@ -47,6 +49,13 @@ def adaptivity_table(figures, unit) -> pd.DataFrame:  # noqa: ANN001 - RouteAdap
                 f"dearest tenth of the {figures.images} images "
                 f"({format_macs(figures.dearest_tenth_gmacs, unit)}) over the cheapest tenth "
                 f"({format_macs(figures.cheapest_tenth_gmacs, unit)})",
+            ),
+            (
+                "dearest over cheapest image",
+                "n/a" if math.isnan(figures.cost_range) else f"{figures.cost_range:.2f}x",
+                "",
+                "the extremes, as the paper's Table 1 gives them (its budgeted networks: "
+                f"{paper_low:.2f}-{paper_high:.2f}x)",
             ),
             (
                 "scale regimes apart",

@@ -38,10 +38,12 @@ if TYPE_CHECKING:
     from dynviz.record import Records
 
 __all__ = [
+    "PAPER_COST_EXTREMES",
     "SCALE_STAT",
     "RouteAdaptivity",
     "nearest_centroid_accuracy",
     "nearest_centroid_correct",
+    "paper_cost_range",
     "records_adaptivity",
     "route_adaptivity",
     "route_matrix",
@@ -50,6 +52,14 @@ __all__ = [
 
 SCALE_STAT = "stat_max_object_area"
 """The image statistic the cost is correlated with: the largest visible object's area."""
+
+PAPER_COST_EXTREMES = {
+    "Dynamic-A": (48.2, 43.5),
+    "Dynamic-B": (63.5, 56.8),
+    "Dynamic-C": (71.6, 64.3),
+}
+"""The paper's Table 1: each budgeted network's largest and smallest cost (GFLOPs) over the
+Cityscapes validation images, what :attr:`RouteAdaptivity.cost_range` is set beside."""
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +145,12 @@ class RouteAdaptivity:
                 f"{high:+.2f})."
             )
         return lines
+
+
+def paper_cost_range() -> tuple[float, float]:
+    """The smallest and largest dearest-over-cheapest ratio of the paper's budgeted networks."""
+    ratios = [high / low for high, low in PAPER_COST_EXTREMES.values()]
+    return min(ratios), max(ratios)
 
 
 def spearman(x: pd.Series | None, y: pd.Series) -> float:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from dynviz.analysis.adaptivity import paper_cost_range
 from dynviz.data.spec import parse_spec
 from dynviz.demo.scheduler import Step, clock, idle_estimate
 from dynviz.demo.settings import ChainSettings
@@ -22,14 +23,6 @@ from dynviz.model.route import Route
 __all__ = ["Timings", "read_state", "timings", "write_report", "write_state"]
 
 logger = logging.getLogger(__name__)
-
-# The paper's Table 1: each budgeted network's largest and smallest cost (GFLOPs) over the
-# Cityscapes validation images, which the report sets beside the demo's.
-PAPER_COST_EXTREMES = {
-    "Dynamic-A": (48.2, 43.5),
-    "Dynamic-B": (63.5, 56.8),
-    "Dynamic-C": (71.6, 64.3),
-}
 
 
 # ------------------------------------------------------------------------------ demo.json
@@ -248,10 +241,10 @@ def _adaptivity_section(adaptivity: dict[str, Any], s: ChainSettings) -> list[st
             + ".",
             "",
         ]
-        ranges = [high / low for high, low in PAPER_COST_EXTREMES.values()]
+        low, high = paper_cost_range()
         here = budget.get("cost_range", math.nan)
         lines += [
-            f"For scale: the paper's budgeted networks cost {min(ranges):.2f}-{max(ranges):.2f}x "
+            f"For scale: the paper's budgeted networks cost {low:.2f}-{high:.2f}x "
             "from their dearest Cityscapes validation image to their cheapest (its Table 1)"
             + (
                 f"; here Dynamic-Budget's dearest image costs {here:.2f}x its cheapest."
