@@ -94,7 +94,7 @@ def run_seed(
             gates = records.gates[records.gates["image_id"].isin(kept["image_id"])]
             a = records_adaptivity(dataclasses.replace(records, images=kept, gates=gates))
             row[f"spread_{limit}"] = a.cost_spread
-            row[f"max_min_{limit}"] = float(kept["real_gmacs"].max() / kept["real_gmacs"].min())
+            row[f"max_min_{limit}"] = a.cost_range
             row[f"apart_{limit}"] = a.regime_difference
             row[f"classifier_{limit}"] = a.classifier_accuracy
             row[f"chance_{limit}"] = a.chance

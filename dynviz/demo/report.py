@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from dynviz.analysis.adaptivity import paper_cost_range
 from dynviz.data.spec import parse_spec
 from dynviz.demo.scheduler import Step, clock, idle_estimate
 from dynviz.demo.settings import ChainSettings
@@ -241,6 +240,8 @@ def _adaptivity_section(adaptivity: dict[str, Any], s: ChainSettings) -> list[st
             + ".",
             "",
         ]
+        from dynviz.analysis.adaptivity import paper_cost_range
+
         low, high = paper_cost_range()
         here = budget.get("cost_range", math.nan)
         lines += [
