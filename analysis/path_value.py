@@ -59,15 +59,16 @@ def path_values(model: RoutingNetwork, images: torch.Tensor, labels: torch.Tenso
         labels: ``(B, H, W)`` int64 class maps (``IGNORE_INDEX`` ignored).
 
     Returns:
-        Columns ``image`` (index in the batch), ``layer``, ``scale``, ``direction`` (name),
-        ``alpha``, ``loss_change`` (nats, closed minus open) and ``macs_saved``.
+        Columns ``image`` (index in the batch), ``layer``, ``scale`` (the stride, as in
+        records), ``scale_index``, ``direction`` (``keep``, ``up``, ``down``), ``alpha``,
+        ``loss_change`` (nats, closed minus open) and ``macs_saved``.
     """
     table = cost_table(model.config, tuple(images.shape[-2:]))
     out = model(images, skip=False)
     alphas = out.gates  # (B, L + 1, S, 3), the closing rule applied
     active = out.active
     loss = image_loss(out.logits, labels)
-    cost = table.real(active)
+    cost = table.real(active, gates_ran=True)
     rows = []
     for layer, scale, d in torch.nonzero(active.any(0)).tolist():
         closed = alphas.clone()
@@ -80,8 +81,9 @@ def path_values(model: RoutingNetwork, images: torch.Tensor, labels: torch.Tenso
                 {
                     "image": i,
                     "layer": layer,
-                    "scale": scale,
-                    "direction": Direction(d).name,
+                    "scale": model.config.stride(scale),
+                    "scale_index": scale,
+                    "direction": Direction(d).label,
                     "alpha": float(alphas[i, layer, scale, d]),
                     "loss_change": float(loss_change[i]),
                     "macs_saved": float(saved[i]),

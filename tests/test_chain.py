@@ -125,11 +125,11 @@ def test_path_value_script_finds_a_silent_path_idle_and_the_trunk_dear(tiny, cap
     open_paths = int(model(images, skip=False).active.sum())
     assert len(values) == open_paths  # one row per (image, open path), every path open here
     table = cost_table(tiny, (64, 64))
-    up = values[(values.layer == 2) & (values.scale == 1) & (values.direction == "UP")]
+    up = values[(values.layer == 2) & (values.scale == 8) & (values.direction == "up")]
     assert len(up) == 3 and (up.loss_change == 0.0).all()
     assert (up.macs_saved == float(table.path[2, 1, Direction.UP])).all()
     # the initial cell's keep path alone feeds layer 1's 1/4 cell: closing it cuts what follows
-    trunk = values[(values.layer == 0) & (values.scale == 0) & (values.direction == "KEEP")]
+    trunk = values[(values.layer == 0) & (values.scale == 4) & (values.direction == "keep")]
     assert len(trunk) == 3 and (trunk.loss_change.abs() > 1e-4).all()
     assert (trunk.macs_saved > float(table.path[0, 0, Direction.KEEP] + table.op[1, 0])).all()
     per_regime, by_alpha = module.summary(values, pd.Series(["tiny", "huge", "tiny"]), 0.002)
