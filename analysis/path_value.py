@@ -95,8 +95,10 @@ def path_values(model: RoutingNetwork, images: torch.Tensor, labels: torch.Tenso
 def summary(
     values: pd.DataFrame, regimes: pd.Series, idle: float
 ) -> tuple[pd.DataFrame, pd.Series]:
-    """Per regime: images, open paths per image, share idle; and the share idle by alpha."""
-    values = values.assign(regime=regimes.to_numpy()[values["image"]])
+    """Per regime: images, open paths per image, share idle; and the share idle by alpha.
+
+    ``values`` are :func:`path_values` rows with the image's ``regime``; ``regimes`` holds every
+    image's regime, so that an image with no open path still counts."""
     values = values.assign(idle=values["loss_change"] < idle)
     per_regime = values.groupby("regime").agg(paths=("idle", "size"), idle=("idle", "mean"))
     per_regime.insert(0, "images", regimes.value_counts())

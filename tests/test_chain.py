@@ -132,7 +132,9 @@ def test_path_value_script_finds_a_silent_path_idle_and_the_trunk_dear(tiny, cap
     trunk = values[(values.layer == 0) & (values.scale == 4) & (values.direction == "keep")]
     assert len(trunk) == 3 and (trunk.loss_change.abs() > 1e-4).all()
     assert (trunk.macs_saved > float(table.path[0, 0, Direction.KEEP] + table.op[1, 0])).all()
-    per_regime, by_alpha = module.summary(values, pd.Series(["tiny", "huge", "tiny"]), 0.002)
+    regimes = pd.Series(["tiny", "huge", "tiny"])
+    values["regime"] = regimes.to_numpy()[values["image"]]
+    per_regime, by_alpha = module.summary(values, regimes, 0.002)
     assert per_regime.loc["tiny", "images"] == 2
     assert per_regime.loc["tiny", "open_per_image"] == (values.image != 1).sum() / 2
     assert by_alpha["size"].sum() == len(values)
