@@ -11,7 +11,8 @@ are, and the nearest-centroid classifier's accuracy against chance
 (:mod:`dynviz.analysis.adaptivity`). ``--scenes`` trains and records on a variant of the scenes
 (:class:`dynviz.data.synthetic.SceneOptions`), ``--mu`` and ``--lambda`` with another budget,
 ``--budget-gate`` with other gates, ``--gate-bias`` with the gates' bias initialised to another
-value, ``--gate-warmup`` with another share of the run before the gates route.
+value, ``--gate-warmup`` with another share of the run before the gates route, ``--bn-samples
+routed`` with each node's BatchNorm statistics taken over the samples routed through it.
 
 Usage (the sixth round of docs/demo.md, a row of the seventh, the eighth round's demo)::
 
@@ -25,6 +26,8 @@ Usage (the sixth round of docs/demo.md, a row of the seventh, the eighth round's
         --scenes large=radial,small=hue --out runs/radial-hue         (one command; the tenth)
     python analysis/closing_thresholds.py --seeds 0 1 2 3 4 --thresholds 0.3 --lambda 0.5
         --mu 0.3 --out runs/lambda05-mu03                             (one command; the eleventh)
+    python analysis/closing_thresholds.py --seeds 0 1 2 3 4 --thresholds 0.3 0.5 --bn-samples
+        routed --out runs/routed-bn                                   (one command; the twelfth)
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ def run_seed(
         row["gate"] = model.config.gate.value
         row["gate_bias"] = model.config.gate_bias_init
         row["gate_warmup"] = config.gate_warmup  # as the training ran it
+        row["bn_samples"] = config.bn_samples
         row |= {"seed": seed, "threshold": t}
         row["miou"] = float(costs["miou"])
         row["mmacs"] = 1e3 * float(costs["real_gmacs_mean"])
@@ -140,6 +144,12 @@ def main(argv: list[str] | None = None) -> int:
         default=DEMO.gate_warmup,
         help="share of the run with every path open, gates idle (default: the demo's)",
     )
+    parser.add_argument(
+        "--bn-samples",
+        choices=("batch", "routed"),
+        default=DEMO.bn_samples,
+        help="the samples each node's BatchNorm statistics cover in training (default: the demo's)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -152,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             budget_gate=args.budget_gate,
             gate_bias_init=args.gate_bias,
             gate_warmup=args.gate_warmup,
+            bn_samples=args.bn_samples,
         )
     except DataError as err:
         parser.error(f"--scenes: {err}")

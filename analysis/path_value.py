@@ -8,7 +8,10 @@ path's alpha, the image's loss change (mean cross-entropy over its pixels, nats)
 the closing saves (the path, and whatever it alone fed). It prints, per scale regime, the open
 paths per image and the share of them that are *idle* (closing one alone raises the loss by less
 than ``--idle`` nats), and the share of idle paths by alpha. Two parallel paths can each be idle
-while the image needs one of them: the idle share bounds what could be closed from above.
+while the image needs one of them: the idle share bounds what could be closed from above. It
+first prints how many images have a loss above 10 nats, the largest loss and logit, and the
+smallest running variance of a BatchNorm the images run through (a node that few samples reach
+can blow up the images that reach it: the twelfth round).
 
 Usage (the eleventh round of docs/demo.md)::
 
@@ -38,6 +41,7 @@ from dynviz.model.checkpoint import load_model
 from dynviz.model.config import Direction
 from dynviz.model.cost import cost_table
 from dynviz.model.network import RoutingNetwork
+from dynviz.train.precise_bn import batchnorms
 
 ALPHA_BINS = (0.0, 0.5, 0.7, 0.9, 0.97, 1.0)
 
@@ -132,6 +136,20 @@ def main(argv: list[str] | None = None) -> int:
     samples = [data.sample(i) for i in range(len(data))]
     images = torch.stack([normalize(s.image) for s in samples])
     labels = torch.from_numpy(np.stack([s.label for s in samples]).astype(np.int64))
+    ran = []  # the BatchNorms the images run through (skipping, so unreached nodes do not run)
+    hooks = [m.register_forward_hook(lambda m, *_: ran.append(m)) for m in batchnorms(model)]
+    with torch.no_grad():
+        logits = model(images).logits
+    for hook in hooks:
+        hook.remove()
+    losses = image_loss(logits, labels)
+    variance = min(float(m.running_var.min()) for m in ran)
+    print(
+        f"images with a loss above 10 nats: {int((losses > 10).sum())} of {len(losses)}"
+        f" (largest {float(losses.max()):.3g} nats,"
+        f" largest |logit| {float(logits.abs().max()):.3g});"
+        f" smallest running variance of a BatchNorm they run through {variance:.2g}"
+    )
     values = path_values(model, images, labels)
     regimes = pd.Series([s.regime for s in samples])
     values.insert(1, "image_id", [data.image_id(i) for i in values["image"]])

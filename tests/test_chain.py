@@ -274,3 +274,20 @@ def test_the_report_describes_the_scenes_it_ran_on():
     assert "(its Table 1)." in text and "here Dynamic-Budget" not in text
     assert "a variant of the scenes: dark=0.7,tiny=3-8" in intro
     assert "small gates (Dynamic-Raw: full" in intro
+
+
+def test_routed_batchnorm_reaches_the_dynamic_trainings_and_the_report(tmp_path):
+    from dynviz.demo.report import _intro
+    from dynviz.demo.settings import DEMO
+    from dynviz.demo.workspace import prepare
+
+    routed = dataclasses.replace(DEMO, bn_samples="routed")
+    (tmp_path / "models").mkdir()
+    chain = prepare(tmp_path, routed, progress=False)
+    assert chain.configs["budget"]["bn_samples"] == chain.configs["raw"]["bn_samples"] == "routed"
+    assert {c["bn_samples"] for k, c in chain.configs.items() if k not in ("raw", "budget")} == {
+        "batch"
+    }  # a static network's nodes see every sample: nothing to route
+    text = "\n".join(_intro(routed, load_space("small"), Path("no-table.md")))
+    assert "over the samples routed through each node" in text
+    assert "routed through" not in "\n".join(_intro(DEMO, load_space("small"), Path("t.md")))

@@ -106,3 +106,18 @@ def test_two_process_gate_warmup_then_routing(tmp_path):
     checkpoint = load_checkpoint(run / LATEST)
     assert checkpoint["iteration"] == 3
     assert "gate_warmup: 0.5" in (run / "config.yaml").read_text()
+
+
+def test_two_process_routed_bn(tmp_path):
+    """Routed BatchNorm skips the nodes a rank's samples do not reach: DDP must not wait for
+    their gradients."""
+    space = tmp_path / "closing.yaml"  # gates that start closed on some paths of some samples
+    space.write_text(
+        "name: closing\nnum_layers: 4\nnum_scales: 4\nbase_channels: 8\nnum_classes: 4\n"
+        "gate: full\ngate_bias_init: 0.0\n"
+    )
+    run = tmp_path / "routed"
+    done = _torchrun(*_train_args(str(space), run), "--bn-samples", "routed")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert load_checkpoint(run / LATEST)["iteration"] == 3
+    assert "bn_samples: routed" in (run / "config.yaml").read_text()

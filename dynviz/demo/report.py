@@ -183,6 +183,12 @@ def _intro(s: ChainSettings, config: RoutingSpaceConfig, table: Path) -> list[st
             else ""
         )
         + (
+            " Their BatchNorms take training statistics over the samples routed through each "
+            "node, not the whole batch (`bn_samples: routed`)."
+            if s.bn_samples == "routed"
+            else ""
+        )
+        + (
             f" After training, their paths with alpha <= {s.close_below:g} are closed (the "
             "paper closes only alpha = 0)."
             if s.close_below

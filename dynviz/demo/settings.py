@@ -34,6 +34,7 @@ class ChainSettings:
     gate_lr_mult: float = 4.0
     gate_warmup: float = 0.0  # share of a dynamic training with every path open, gates idle
     close_below: float = 0.0  # after training, the dynamic models close paths with alpha <= this
+    bn_samples: str = "batch"  # the dynamic models' BatchNorm statistics (TrainConfig.bn_samples)
     threshold: float = COMMON_THRESHOLD
     active_threshold: float = 0.0  # a path is open when alpha > this (the paper: 0)
     gate_bias_init: float | None = None  # the gates' initial bias (None: the space's, 1.5)

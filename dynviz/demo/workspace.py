@@ -182,6 +182,7 @@ def _train_config(
         gate_lr_mult=s.gate_lr_mult if budget else 1.0,
         gate_warmup=s.gate_warmup if dynamic else 0.0,
         close_below=s.close_below if dynamic else 0.0,
+        bn_samples=s.bn_samples if dynamic else "batch",
     )
     return config.to_dict()
 

@@ -20,6 +20,7 @@ from dynviz.model import fused
 __all__ = [
     "ConvBNReLU",
     "DownTransform",
+    "RoutedBatchNorm2d",
     "SepConv",
     "SepConvBNReLU",
     "SoftConditionalGate",
@@ -56,13 +57,31 @@ def small_gate_input(x: torch.Tensor, *, official: bool = False) -> torch.Tensor
     return F.interpolate(x, size=small_gate_size(h, w), mode="bilinear", align_corners=False)
 
 
+class RoutedBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm of the routing space's blocks, for nodes that only some samples reach.
+
+    Trained with ``skip`` (``TrainConfig.bn_samples`` ``routed``), a node runs on the samples
+    routed through it, and one sample at a 1x1 map gives one value per channel: no variance to
+    normalise by (``nn.BatchNorm2d`` fails there). Such a batch is normalised by the running
+    statistics, which it leaves as they are. Any other input: ``nn.BatchNorm2d``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        one_value = x.numel() == x.shape[1]  # one per channel: one sample at 1x1
+        if self.training and one_value and self.running_var is not None:
+            return F.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
+        return super().forward(x)
+
+
 class ConvBNReLU(nn.Sequential):
     """1x1 conv (no bias), BN, ReLU."""
 
     def __init__(self, in_channels: int, out_channels: int, *, stride: int = 1) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
-        self.bn = nn.BatchNorm2d(out_channels)
+        self.bn = RoutedBatchNorm2d(out_channels)
         self.relu = nn.ReLU(inplace=True)
         self.fused_kernels = True
 
@@ -81,7 +100,7 @@ class SepConvBNReLU(nn.Module):
             channels, channels, 3, stride=stride, padding=1, groups=channels, bias=False
         )
         self.pw = nn.Conv2d(channels, channels, 1, bias=False)
-        self.bn = nn.BatchNorm2d(channels)
+        self.bn = RoutedBatchNorm2d(channels)
         self.fused_kernels = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -101,7 +120,7 @@ class Stem(nn.Module):
     def __init__(self, channels: int, *, padding: int = 1) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, channels, 3, stride=2, padding=padding, bias=False)
-        self.bn1 = nn.BatchNorm2d(channels)
+        self.bn1 = RoutedBatchNorm2d(channels)
         self.sep1 = SepConvBNReLU(channels, stride=1)
         self.sep2 = SepConvBNReLU(channels, stride=2)
         self.fused_kernels = True
@@ -123,10 +142,10 @@ class SepConv(nn.Module):
         c = channels
         self.dw1 = nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False)
         self.pw1 = nn.Conv2d(c, c, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c)
+        self.bn1 = RoutedBatchNorm2d(c)
         self.dw2 = nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False)
         self.pw2 = nn.Conv2d(c, c, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c)
+        self.bn2 = RoutedBatchNorm2d(c)
         self.fused_kernels = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -151,7 +170,7 @@ class UpTransform(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(channels, channels // 2, 1, bias=False)
-        self.bn = nn.BatchNorm2d(channels // 2)
+        self.bn = RoutedBatchNorm2d(channels // 2)
         self.fused_kernels = True
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
@@ -168,7 +187,7 @@ class DownTransform(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(channels, channels * 2, 1, stride=2, bias=False)
-        self.bn = nn.BatchNorm2d(channels * 2)
+        self.bn = RoutedBatchNorm2d(channels * 2)
         self.fused_kernels = True
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
@@ -198,7 +217,7 @@ class SoftConditionalGate(nn.Module):
         self.small = small
         self.official_resize = official_resize
         self.conv1 = nn.Conv2d(channels, channels // 2, 1, bias=False)
-        self.bn = nn.BatchNorm2d(channels // 2)
+        self.bn = RoutedBatchNorm2d(channels // 2)
         self.conv2 = nn.Conv2d(channels // 2, num_paths, 1, bias=True)
         self.bias_init = bias_init
         self.fused_kernels = True

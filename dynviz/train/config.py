@@ -126,6 +126,15 @@ class TrainConfig:
         metavar="ALPHA",
         group=SCHEDULE,
     )
+    bn_samples: str = setting(
+        "batch",
+        help="the samples a routing node's BatchNorm takes its training statistics over: the "
+        "whole batch, zeros for the samples the node does not reach (the official code), or "
+        "only the samples routed through it (closed paths and cells skipped in training as in "
+        "inference; not in the paper)",
+        group=SCHEDULE,
+        choices=("batch", "routed"),
+    )
     budget_start: float = setting(
         0.4, help="share of training before the budget is on", metavar="SHARE", group=BUDGET
     )

@@ -208,7 +208,8 @@ class PreciseBNHook(HookBase):
 
         def forward(batch: tuple[torch.Tensor, torch.Tensor]) -> None:
             with trainer.autocast():
-                trainer.model(batch[0].to(trainer.device, non_blocking=True))
+                images = batch[0].to(trainer.device, non_blocking=True)
+                trainer.model(images, skip=trainer.routed_bn)
 
         started = time.perf_counter()
         used = update_bn_stats(

@@ -22,6 +22,15 @@ checkpoint and every later use. Soft gates trained under a budget keep many path
 them after closing cost the demo's network 4 points of mIoU. The official code drops a cell
 below an alpha sum of 1e-4.
 
+BatchNorm over the routed samples (``bn_samples`` ``routed``, not in the paper, off by default):
+the training forward skips what is closed, as inference does (:mod:`dynviz.model.skip`), so each
+node's BatchNorm takes its batch statistics over the samples routed through it. The official code
+(``batch``) runs every cell on the whole batch, and the samples a cell does not reach give it
+zeros: a cell that few samples reach then normalises their real inputs by statistics made mostly
+of zeros, and its running variance can end far too small (``docs/demo.md``, twelfth round). The
+loss and gradients are otherwise those of the soft forward. PreciseBN runs the same forward. Not
+with SyncBatchNorm (DDP on CUDA), which needs every rank at every BatchNorm.
+
 Run directory::
 
     config.yaml            resolved model config, route, training arguments, data specs and the
@@ -460,6 +469,12 @@ class Trainer:
         if self.info.distributed and config.gate_warmup > 0 and model.is_dynamic:
             # the gates take no part in the forward pass while they are idle
             self._unused += [n for n, _ in model.named_parameters() if is_gate_parameter(n)]
+        if self.info.distributed and self.device.type == "cuda" and config.bn_samples == "routed":
+            raise ConfigError(
+                "bn_samples: routed cannot train under DDP on CUDA: SyncBatchNorm needs every "
+                "rank at every BatchNorm, and each rank skips the nodes its samples do not reach "
+                "(use batch)"
+            )
         model.to(self.device)
         if self.device.type == "cuda" and self.info.distributed:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -579,7 +594,7 @@ class Trainer:
         return DistributedDataParallel(
             model,
             device_ids=[self.device.index] if cuda else None,
-            find_unused_parameters=bool(unused),
+            find_unused_parameters=bool(unused) or self.routed_bn,  # routed: any node may skip
             broadcast_buffers=not cuda,  # CPU has no SyncBN: keep rank 0's BN statistics
         )
 
@@ -644,6 +659,12 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
         )
 
+    @property
+    def routed_bn(self) -> bool:
+        """Whether the training forward skips what is closed (``bn_samples`` ``routed``), so
+        that each node's BatchNorm sees only the samples routed through it."""
+        return self.config.bn_samples == "routed"
+
     def gates_idle(self, iteration: int) -> bool:
         """Whether ``iteration`` (0-based) is in the gate warm-up: every path open, no budget."""
         warmup = round(self.config.gate_warmup * self.config.iters)
@@ -660,7 +681,8 @@ class Trainer:
         lr = self.schedule.apply(self.optimizer, self.iteration)
         idle = self.gates_idle(self.iteration)
         with self.autocast():
-            out = self.ddp(images, route=self.model.route_mask) if idle else self.ddp(images)
+            route = self.model.route_mask if idle else None
+            out = self.ddp(images, route=route, skip=self.routed_bn)
         ce = segmentation_loss(out.logits, labels)
         loss = ce
         zero = ce.new_zeros(())
@@ -671,6 +693,10 @@ class Trainer:
             if self.budget.lam > 0:
                 budget_loss = terms.loss
                 loss = loss + budget_loss
+        if self.routed_bn and self.info.distributed:
+            # a cell whose paths all close runs nothing after its gate, whose alphas then reach
+            # no loss but the budget's: DDP waits for a gradient of every parameter they reach
+            loss = loss + 0.0 * out.gates.sum()
         stats = torch.stack([loss.detach(), ce.detach(), budget_loss.detach(), ratio]).float()
         stats = all_reduce_sum(stats.clone()) / self.info.world_size
         if not bool(torch.isfinite(stats).all()):
