@@ -1,11 +1,9 @@
 """BatchNorm over the routed samples (``TrainConfig.bn_samples`` ``routed``): in training, a
 node's BatchNorm takes its statistics over the samples routed through it, not over the whole
-batch with zeros for the others (the official code's ``batch``)."""
+batch with zeros for the others (the official code's ``batch``). The trainer's side is in
+``test_train.py``."""
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,8 +12,6 @@ from _models import assert_close_to_scale, randomise
 import dynviz
 from dynviz.model import Route
 from dynviz.model.ops import RoutedBatchNorm2d
-from dynviz.train import TrainConfig
-from dynviz.train.trainer import Trainer
 
 
 def _two_routes(model):
@@ -113,42 +109,3 @@ def test_one_value_per_channel_is_normalised_by_the_running_statistics():
     plain.load_state_dict(bn.state_dict())
     y = torch.randn(2, 4, 1, 1)
     torch.testing.assert_close(bn(y), plain.train()(y))
-
-
-def _train_config(tmp_path, **changes) -> TrainConfig:
-    base = {
-        "model": "tiny",
-        "data": "synthetic:count=8,size=48x48,classes=4",
-        "out": str(tmp_path / "run"),
-        "iters": 3,
-        "batch": 2,
-        "crop": (32, 32),
-        "workers": 0,
-        "log_every": 1,
-        "eval_limit": 2,
-        "tensorboard": False,
-        "progress": False,
-        "precise_bn": 2,
-    }
-    return TrainConfig(**(base | changes))
-
-
-@pytest.mark.parametrize("bn_samples", ["batch", "routed"])
-def test_the_trainer_and_precise_bn_run_the_forward_that_bn_samples_names(tmp_path, bn_samples):
-    config = _train_config(tmp_path, bn_samples=bn_samples)
-    trainer = Trainer(config)
-    skips = []
-    original = trainer.ddp.forward
-
-    def spy(images, **kwargs):
-        skips.append((trainer.model.training, kwargs.get("skip")))
-        return original(images, **kwargs)
-
-    trainer.ddp.forward = spy
-    trainer.run()
-    routed = bn_samples == "routed"
-    assert skips[:5] == [(True, routed)] * 5  # three training steps, two PreciseBN batches
-    saved = (Path(config.out) / "config.yaml").read_text()
-    assert f"bn_samples: {bn_samples}" in saved
-    records = [json.loads(line) for line in (Path(config.out) / "metrics.jsonl").open()]
-    assert [r["iter"] for r in records if r.get("kind") == "train"] == [1, 2, 3]

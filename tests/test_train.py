@@ -446,6 +446,27 @@ def test_gate_warmup_trains_all_open_with_idle_gates_then_routes(tmp_path):
     assert all(r["budget_loss"] > 0 for r in train[2:])
 
 
+@pytest.mark.parametrize("bn_samples", ["batch", "routed"])
+def test_the_trainer_and_precise_bn_run_the_forward_that_bn_samples_names(tmp_path, bn_samples):
+    config = _config(tmp_path, "bn", iters=3, bn_samples=bn_samples)
+    trainer = Trainer(config)
+    skips = []
+    original = trainer.ddp.forward
+
+    def spy(images, **kwargs):
+        skips.append((trainer.model.training, kwargs.get("skip")))
+        return original(images, **kwargs)
+
+    trainer.ddp.forward = spy
+    trainer.run()
+    routed = bn_samples == "routed"
+    assert skips[:5] == [(True, routed)] * 5  # three training steps, two PreciseBN batches
+    saved = (Path(config.out) / "config.yaml").read_text()
+    assert f"bn_samples: {bn_samples}" in saved
+    records = [json.loads(line) for line in (Path(config.out) / "metrics.jsonl").open()]
+    assert [r["iter"] for r in records if r.get("kind") == "train"] == [1, 2, 3]
+
+
 def test_close_below_closes_weak_paths_after_training_only(tmp_path):
     """close_below: training and PreciseBN run at the space's threshold (0); afterwards the
     network, its checkpoint and every later forward pass skip the paths whose alpha is at most
